@@ -1,0 +1,28 @@
+# Fresh machine: `make demo` or `make test` create .venv, install torch (pinned CPU wheel) first,
+# then rnnkit with its test extras. A second run reuses the environment (the stamp file).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.rnnkit-installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m rnnkit.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_layers.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,6 @@
+"""How a whole sequence runs: ``reference`` (readable loop, autograd), ``fused`` (hand-written BPTT),
+``native`` (torch's kernels), chosen in one place: ``dispatch``."""
+from .dispatch import ENGINES, choose_engine, run
+from .types import MODES, LayerWeights
+
+__all__ = ["ENGINES", "MODES", "LayerWeights", "choose_engine", "run"]

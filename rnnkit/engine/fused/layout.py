@@ -1,0 +1,94 @@
+"""The packed, length-sorted row layout the fused kernels run on.
+
+Sequences are sorted longest first and their steps stored step after step (as in a
+``PackedSequence``): step t owns rows ``[offset_t, offset_t + b_t)`` where b_t is the number of
+sequences still running at t. Every per-step slice is then one contiguous block, the work is
+proportional to the sum of the lengths (no masks, no padding rows), and the previous hidden state of
+the b_t live sequences is the first b_t rows of the previous step's output, read in place.
+
+A reverse direction is the same thing over each sequence read from its last valid step to its first,
+so the kernels only ever run forwards; packing and unpacking do the reversal for free.
+With no lengths and forward direction, packing is a zero-copy reshape.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class Layout:
+    """Maps a padded (T, B, ·) batch to packed rows (N, ·) and back.
+
+    ``steps``: list of ``(offset, b_t)``; ``last``: (B,) packed row of each sorted sequence's final
+    step; ``order``: (B,) sorted position → batch index, or None when no sort is needed.
+    """
+
+    def __init__(self, T: int, B: int, lengths: Tensor | None, reverse: bool, device: torch.device):
+        self.T, self.B, self.reverse = T, B, reverse
+        self._prev_index: Tensor | None = None
+        if lengths is None:
+            self.order = self.inverse = self.index = None
+            self.steps = [(t * B, B) for t in range(T)]
+            self.N = T * B
+            self.last = None  # the final step is the last B rows
+            return
+        lengths = lengths.to("cpu", torch.int64)
+        sorted_len, order = torch.sort(lengths, descending=True, stable=True)
+        T_eff = int(sorted_len[0])
+        t_idx = torch.arange(T_eff).unsqueeze(1)  # (T_eff, 1)
+        alive = t_idx < sorted_len.unsqueeze(0)  # (T_eff, B)
+        batch_sizes = alive.sum(1)
+        offsets = torch.cumsum(batch_sizes, 0) - batch_sizes
+        self.steps = list(zip(offsets.tolist(), batch_sizes.tolist()))
+        self.N = int(batch_sizes.sum())
+        tt, jj = alive.nonzero(as_tuple=True)  # step-major: exactly the packed row order
+        time = sorted_len[jj] - 1 - tt if reverse else tt
+        self.index = (time * B + order[jj]).to(device)
+        self.last = (offsets[sorted_len - 1] + torch.arange(B)).to(device)
+        identity = bool(torch.equal(order, torch.arange(B)))
+        self.order = None if identity else order.to(device)
+        self.inverse = None if identity else torch.argsort(order).to(device)
+        self._offsets = offsets
+
+    # -- moving data in and out -----------------------------------------------------------------
+    def pack(self, x: Tensor) -> Tensor:
+        """(T, B, F) padded → (N, F) packed."""
+        F = x.shape[-1]
+        if self.index is None:
+            return (x.flip(0) if self.reverse else x).reshape(self.N, F)
+        return x.reshape(self.T * self.B, F).index_select(0, self.index)
+
+    def unpack(self, y: Tensor) -> Tensor:
+        """(N, F) packed → (T, B, F) padded, zeros past each sequence's length."""
+        F = y.shape[-1]
+        if self.index is None:
+            y = y.view(self.T, self.B, F)
+            return y.flip(0) if self.reverse else y
+        out = y.new_zeros(self.T * self.B, F).index_copy(0, self.index, y)
+        return out.view(self.T, self.B, F)
+
+    def sort(self, h: Tensor) -> Tensor:
+        """(B, F) in batch order → sorted order."""
+        return h if self.order is None else h.index_select(0, self.order)
+
+    def unsort(self, h: Tensor) -> Tensor:
+        return h if self.inverse is None else h.index_select(0, self.inverse)
+
+    # -- used inside the kernels ----------------------------------------------------------------
+    def final(self, Y: Tensor) -> Tensor:
+        """(N, F) packed outputs → (B, F) each sorted sequence's value at its last step."""
+        if self.last is None:
+            return Y[self.N - self.B :].clone()
+        return Y.index_select(0, self.last)
+
+    def previous(self, first: Tensor, Y: Tensor) -> Tensor:
+        """(N, F): for every packed row, the value one step earlier in the same sequence
+        (``first`` (B, F) for step 0). Used for weight gradients, all steps in one GEMM."""
+        if self.last is None:
+            return torch.cat([first, Y[: self.N - self.B]])
+        if self._prev_index is None:
+            rows = []
+            for t, (off, b) in enumerate(self.steps):
+                rows.append(torch.arange(b) if t == 0 else self.B + self._offsets[t - 1] + torch.arange(b))
+            self._prev_index = torch.cat(rows).to(Y.device)
+        return torch.cat([first, Y]).index_select(0, self._prev_index)

@@ -1,0 +1,5 @@
+"""torch.nn-compatible recurrent layers and cells."""
+from .cells import GRUCell, LSTMCell, RNNCell
+from .recurrent import GRU, LSTM, RNN, RNNBase
+
+__all__ = ["RNN", "LSTM", "GRU", "RNNBase", "RNNCell", "LSTMCell", "GRUCell"]

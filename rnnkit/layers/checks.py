@@ -1,0 +1,49 @@
+"""Input checks shared by the layers and cells: every message names the module and says expected vs got."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def check_positive_int(owner: str, name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{owner}: {name} must be a positive integer, got {value}")
+
+
+def check_tensor(owner: str, name: str, t, dtype: torch.dtype, device: torch.device) -> None:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{owner}: {name} must be a Tensor, got {type(t).__name__}")
+    if t.dtype != dtype:
+        raise TypeError(f"{owner}: {name} must have dtype {dtype} (the module's parameters), got {t.dtype}")
+    if t.device != device:
+        raise ValueError(f"{owner}: {name} is on {t.device}, but the module's parameters are on {device}")
+
+
+def check_shape(owner: str, name: str, t: Tensor, expected: tuple[int, ...]) -> None:
+    if tuple(t.shape) != tuple(expected):
+        raise ValueError(f"{owner}: {name} has shape {tuple(t.shape)}, expected {tuple(expected)}")
+
+
+def check_lengths(owner: str, lengths, batch: int, steps: int) -> Tensor:
+    """Validate per-sequence lengths; returns them as an int64 CPU tensor of shape (B,)."""
+    if not isinstance(lengths, Tensor):
+        try:
+            lengths = torch.as_tensor(lengths)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{owner}: lengths must be a 1-D tensor or list of ints, got {type(lengths).__name__}") from e
+    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+        raise TypeError(f"{owner}: lengths must hold integers, got dtype {lengths.dtype}")
+    if lengths.dim() != 1 or lengths.shape[0] != batch:
+        raise ValueError(f"{owner}: lengths must have shape ({batch},) — one per sequence — got {tuple(lengths.shape)}")
+    lengths = lengths.to("cpu", torch.int64)
+    if batch and int(lengths.min()) < 1:
+        bad = int(torch.argmin(lengths))
+        raise ValueError(f"{owner}: every length must be >= 1, got {int(lengths[bad])} for sequence {bad}")
+    if batch and int(lengths.max()) > steps:
+        bad = int(torch.argmax(lengths))
+        raise ValueError(
+            f"{owner}: length {int(lengths[bad])} of sequence {bad} is longer than the input's {steps} time steps"
+        )
+    return lengths

@@ -1,0 +1,292 @@
+"""``rnnkit.RNN``, ``rnnkit.LSTM``, ``rnnkit.GRU``: drop-in replacements for their ``torch.nn`` namesakes.
+
+Same constructor arguments, same forward signature and return values, same parameter names
+(``weight_ih_l0``, ``weight_hh_l1_reverse``, ``bias_ih_l0``, ``weight_hr_l0``, …) and initialisation,
+so ``load_state_dict`` works in both directions. Two additions, both keyword-only:
+
+- ``engine="auto" | "reference" | "fused" | "native"`` on the constructor (changeable later through
+  the ``engine`` attribute); ``auto`` picks the fastest correct engine (``rnnkit/engine/dispatch.py``).
+- ``lengths=`` on ``forward`` for a padded batch: a sequence's state is frozen after its last step
+  and its outputs there are zero, exactly as if it had been passed as a ``PackedSequence``.
+
+Shapes (T steps, B batch, D = 2 if bidirectional else 1, H_out = proj_size or hidden_size):
+input (T, B, I) — (B, T, I) with ``batch_first`` — or unbatched (T, I); h_0 and h_n (D·num_layers, B, H_out);
+c_0 and c_n (D·num_layers, B, hidden_size); output (T, B, D·H_out).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from ..cells import NONLINEARITIES
+from ..engine import ENGINES, LayerWeights, dispatch
+from .checks import check_lengths, check_positive_int, check_shape, check_tensor
+
+_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+
+
+class RNNBase(nn.Module):
+    """Parameters, checks and input/output formats shared by the three layers."""
+
+    def __init__(
+        self,
+        mode: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+        *,
+        engine: str = "auto",
+    ) -> None:
+        super().__init__()
+        owner = f"rnnkit.{type(self).__name__}"
+        check_positive_int(owner, "input_size", input_size)
+        check_positive_int(owner, "hidden_size", hidden_size)
+        check_positive_int(owner, "num_layers", num_layers)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+            raise ValueError(f"{owner}: dropout must be a number in [0, 1], got {dropout!r}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                f"{owner}: dropout={dropout} has no effect with num_layers=1 — it is applied between layers",
+                stacklevel=3,
+            )
+        if isinstance(proj_size, bool) or not isinstance(proj_size, int) or proj_size < 0:
+            raise ValueError(f"{owner}: proj_size must be an int >= 0, got {proj_size!r}")
+        if proj_size and mode != "lstm":
+            raise ValueError(f"{owner}: proj_size is only supported by LSTM, got proj_size={proj_size}")
+        if proj_size >= hidden_size:
+            raise ValueError(f"{owner}: proj_size must be smaller than hidden_size, got {proj_size} >= {hidden_size}")
+        self._check_engine(engine)
+        self.mode = mode
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        self.proj_size = proj_size
+        self.engine = engine
+
+        factory = {"device": device, "dtype": dtype}
+        gate_size = _GATES[mode] * hidden_size
+        h_out = proj_size or hidden_size
+        D = 2 if bidirectional else 1
+        self._weight_names: list[tuple[str, ...]] = []
+        for layer in range(num_layers):
+            for direction in range(D):
+                layer_input = input_size if layer == 0 else h_out * D
+                sfx = f"_l{layer}{'_reverse' if direction == 1 else ''}"
+                shapes = {f"weight_ih{sfx}": (gate_size, layer_input), f"weight_hh{sfx}": (gate_size, h_out)}
+                if bias:
+                    shapes[f"bias_ih{sfx}"] = (gate_size,)
+                    shapes[f"bias_hh{sfx}"] = (gate_size,)
+                if proj_size:
+                    shapes[f"weight_hr{sfx}"] = (proj_size, hidden_size)
+                for name, shape in shapes.items():
+                    setattr(self, name, nn.Parameter(torch.empty(shape, **factory)))
+                self._weight_names.append(tuple(shapes))
+        self.reset_parameters()
+
+    # -- torch.nn compatibility -----------------------------------------------------------------
+    def reset_parameters(self) -> None:
+        """torch's default: every parameter uniform in ±1/√hidden_size."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def flatten_parameters(self) -> None:
+        """Does nothing: kept so code written for torch.nn (which packs weights for cuDNN) runs unchanged."""
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        return [[getattr(self, n) for n in names] for names in self._weight_names]
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size:
+            s += f", proj_size={self.proj_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.mode == "rnn_relu":
+            s += ", nonlinearity='relu'"
+        if not self.bias:
+            s += ", bias=False"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        if self.engine != "auto":
+            s += f", engine={self.engine!r}"
+        return s
+
+    # -- helpers --------------------------------------------------------------------------------
+    @property
+    def _owner(self) -> str:
+        return f"rnnkit.{type(self).__name__}"
+
+    def _check_engine(self, engine: str) -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"rnnkit.{type(self).__name__}: unknown engine {engine!r}; expected one of {ENGINES}")
+
+    def layer_weights(self) -> list[LayerWeights]:
+        """The parameters of every layer-direction, in the order the engines expect."""
+        out = []
+        for names in self._weight_names:
+            p = {n.split("_l")[0]: getattr(self, n) for n in names}
+            out.append(LayerWeights(p["weight_ih"], p["weight_hh"], p.get("bias_ih"), p.get("bias_hh"),
+                                    p.get("weight_hr")))
+        return out
+
+    def _state_shapes(self, batch: int) -> list[tuple[int, ...]]:
+        LD = self.num_layers * (2 if self.bidirectional else 1)
+        shapes = [(LD, batch, self.proj_size or self.hidden_size)]
+        if self.mode == "lstm":
+            shapes.append((LD, batch, self.hidden_size))
+        return shapes
+
+    def _prepare_state(self, hx, batch: int, batched: bool, ref: Tensor):
+        """Zero state when ``hx`` is None, else check it; returns it batched, (L·D, B, ·)."""
+        shapes = self._state_shapes(batch)
+        names = ("h_0", "c_0")
+        if hx is None:
+            zeros = [ref.new_zeros(s) for s in shapes]
+            return tuple(zeros) if self.mode == "lstm" else zeros[0]
+        if self.mode == "lstm":
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"{self._owner}: hx must be a tuple (h_0, c_0), got {type(hx).__name__}")
+            states = list(hx)
+        else:
+            if isinstance(hx, (tuple, list)):
+                raise TypeError(f"{self._owner}: hx must be a Tensor h_0, got a {type(hx).__name__}")
+            states = [hx]
+        out = []
+        for name, s, shape in zip(names, states, shapes):
+            check_tensor(self._owner, name, s, ref.dtype, ref.device)
+            if not batched:
+                if s.dim() != 2:
+                    raise ValueError(
+                        f"{self._owner}: for unbatched 2-D input, {name} must be 2-D {(shape[0], shape[2])}, "
+                        f"got {s.dim()}-D with shape {tuple(s.shape)}"
+                    )
+                s = s.unsqueeze(1)
+            check_shape(self._owner, name, s if batched else s.squeeze(1), shape if batched else (shape[0], shape[2]))
+            out.append(s)
+        return tuple(out) if self.mode == "lstm" else out[0]
+
+    # -- forward --------------------------------------------------------------------------------
+    def forward(self, input, hx=None, *, lengths=None):
+        """Run the stack. Returns ``(output, h_n)`` — ``(output, (h_n, c_n))`` for LSTM — in the format of
+        the input: a ``PackedSequence`` for packed input, batch-first when ``batch_first``, unbatched for
+        2-D input."""
+        owner = self._owner
+        self._check_engine(self.engine)
+        w0 = self.weight_ih_l0
+        packed = isinstance(input, PackedSequence)
+        if packed:
+            if lengths is not None:
+                raise ValueError(f"{owner}: lengths= is for padded input; a PackedSequence carries its own lengths")
+            data = input.data
+            check_tensor(owner, "input", data, w0.dtype, w0.device)
+            if data.dim() != 2 or data.shape[1] != self.input_size:
+                raise ValueError(f"{owner}: PackedSequence data must have shape (N, {self.input_size}), "
+                                 f"got {tuple(data.shape)}")
+            x, lengths = pad_packed_sequence(input)  # (T, B, I), lengths in batch order
+            packed_lengths = lengths
+            batched = True
+        else:
+            check_tensor(owner, "input", input, w0.dtype, w0.device)
+            if input.dim() not in (2, 3):
+                raise ValueError(f"{owner}: expected input to be 2-D (unbatched: T, I) or 3-D (batched), "
+                                 f"got {input.dim()}-D with shape {tuple(input.shape)}")
+            if input.shape[-1] != self.input_size:
+                raise ValueError(f"{owner}: input has {input.shape[-1]} features in its last dimension, "
+                                 f"expected input_size={self.input_size}")
+            batched = input.dim() == 3
+            if not batched:
+                if lengths is not None:
+                    raise ValueError(f"{owner}: lengths= needs batched 3-D input")
+                x = input.unsqueeze(1)
+            else:
+                x = input.transpose(0, 1) if self.batch_first else input
+            if x.shape[0] == 0:
+                raise ValueError(f"{owner}: input has no time steps (shape {tuple(input.shape)})")
+        T, B = x.shape[0], x.shape[1]
+        if lengths is not None:
+            lengths = check_lengths(owner, lengths, B, T)
+            if bool((lengths == T).all()):
+                lengths = None  # all full length: the plain path is the same computation
+        state = self._prepare_state(hx, B, batched, x)
+        y, state = dispatch.run(self.engine, self.mode, x, state, self.layer_weights(), lengths,
+                                self.num_layers, self.bidirectional, self.dropout, self.training)
+
+        if packed:
+            order = input.sorted_indices
+            y_sorted = y if order is None else y.index_select(1, order)
+            lengths_sorted = packed_lengths if order is None else packed_lengths.index_select(0, order.cpu())
+            data = pack_padded_sequence(y_sorted, lengths_sorted, enforce_sorted=True).data
+            out = PackedSequence(data, input.batch_sizes, input.sorted_indices, input.unsorted_indices)
+        elif not batched:
+            out = y.squeeze(1)
+            state = tuple(s.squeeze(1) for s in state) if self.mode == "lstm" else state.squeeze(1)
+        else:
+            out = y.transpose(0, 1) if self.batch_first else y
+        return out, state
+
+
+class RNN(RNNBase):
+    r"""Elman RNN: ``h_t = φ(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`` with φ = tanh or ReLU.
+
+    ``RNN(input_size, hidden_size, num_layers=1, nonlinearity='tanh', bias=True, batch_first=False,
+    dropout=0.0, bidirectional=False, device=None, dtype=None, *, engine='auto')`` — see the module
+    docstring for shapes; the cell math is in ``rnnkit/cells/rnn.py``.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None,
+                 *, proj_size=0, engine="auto"):
+        if nonlinearity not in NONLINEARITIES:
+            raise ValueError(f"rnnkit.RNN: unknown nonlinearity {nonlinearity!r}; expected one of {NONLINEARITIES}")
+        self.nonlinearity = nonlinearity
+        super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, proj_size, device, dtype, engine=engine)
+
+
+class LSTM(RNNBase):
+    r"""Long short-term memory, with torch's optional output projection (``proj_size``).
+
+    ``LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+    bidirectional=False, proj_size=0, device=None, dtype=None, *, engine='auto')``; forward returns
+    ``(output, (h_n, c_n))``. The cell math is in ``rnnkit/cells/lstm.py``.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, proj_size=0, device=None, dtype=None, *, engine="auto"):
+        super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         proj_size, device, dtype, engine=engine)
+
+
+class GRU(RNNBase):
+    r"""Gated recurrent unit (torch's formulation: the reset gate multiplies W_hn h + b_hn).
+
+    ``GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+    bidirectional=False, device=None, dtype=None, *, engine='auto')``. The cell math is in
+    ``rnnkit/cells/gru.py``.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, device=None, dtype=None, *, proj_size=0, engine="auto"):
+        super().__init__("gru", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         proj_size, device, dtype, engine=engine)
