@@ -1,0 +1,162 @@
+"""The engines: the fused engine's hand-written BPTT passes ``gradcheck`` and equals the reference
+engine (float64 to rounding, float32 within a loose tolerance); ``choose_engine`` picks as documented
+and the layers really run the engine it names."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from conftest import DT, MODE_IDS, MODES_PROJ, assert_all_close, grads_of, loss_of, random, states_list
+
+import rnnkit
+from rnnkit.engine import LayerWeights, choose_engine, dispatch, fused, native, reference
+
+GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+
+#: Per-sequence lengths for B = 4, T = 5, each sending the fused layout down a different path.
+LENGTHS = {
+    "none": None,  # no lengths: zero-copy reshape, no sort
+    "unsorted": [5, 2, 4, 1],  # sort and unsort, a sequence of one step
+    "sorted": [5, 4, 2, 1],  # already sorted: the identity order is skipped
+    "all_full": [5, 5, 5, 5],  # lengths given but all T: packed indices, every step full
+    "short": [3, 1, 3, 2],  # the longest is shorter than T: padding past every sequence
+}
+
+
+def layer_tensors(mode: str, proj: int, T: int, B: int, I: int, H: int, bias: bool, dtype=DT, seed: int = 0):
+    """[x (T, B, I), h0, (c0), w_ih, w_hh, (b_ih, b_hh), (w_hr)] — the leaves of one layer run."""
+    G, P = GATES[mode] * H, proj or H
+    ts = [random(T, B, I, seed=seed, dtype=dtype), random(B, P, seed=seed + 1, dtype=dtype, scale=0.5)]
+    if mode == "lstm":
+        ts.append(random(B, H, seed=seed + 2, dtype=dtype, scale=0.5))
+    s = H**-0.5
+    ts += [random(G, I, seed=seed + 3, dtype=dtype, scale=s), random(G, P, seed=seed + 4, dtype=dtype, scale=s)]
+    if bias:
+        ts += [random(G, seed=seed + 5, dtype=dtype, scale=s), random(G, seed=seed + 6, dtype=dtype, scale=s)]
+    if proj:
+        ts.append(random(proj, H, seed=seed + 7, dtype=dtype, scale=s))
+    return ts
+
+
+def layer_call(run_layer, mode: str, proj: int, bias: bool, lengths, reverse: bool):
+    """A function of the leaves from ``layer_tensors`` that runs one layer and returns (y, h_n[, c_n])."""
+    n_states = 2 if mode == "lstm" else 1
+
+    def call(*ts):
+        x, states, ws = ts[0], ts[1 : 1 + n_states], list(ts[1 + n_states :])
+        w_ih, w_hh = ws[:2]
+        b_ih, b_hh = ws[2:4] if bias else (None, None)
+        w_hr = ws[-1] if proj else None
+        state = tuple(states) if mode == "lstm" else states[0]
+        lens = None if lengths is None else torch.tensor(lengths)
+        y, final = run_layer(mode, x, state, LayerWeights(w_ih, w_hh, b_ih, b_hh, w_hr), lens, reverse)
+        return (y, *states_list(final))
+
+    return call
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("lengths", ["none", "unsorted", "short"])
+@pytest.mark.parametrize("mode, proj", MODES_PROJ, ids=MODE_IDS)
+def test_fused_gradcheck(mode, proj, lengths, reverse):
+    """Gradients w.r.t. the input, the initial state(s) and every weight, against finite differences."""
+    lens = {"none": None, "unsorted": [4, 1, 3], "short": [2, 3, 1]}[lengths]
+    ts = [t.requires_grad_() for t in layer_tensors(mode, proj, T=4, B=3, I=2, H=3, bias=True, seed=11)]
+    assert torch.autograd.gradcheck(layer_call(fused.run_layer, mode, proj, True, lens, reverse), ts)
+
+
+def compare_engines(mode, proj, bias, lengths, reverse, dtype, **tol):
+    """Outputs and every gradient of fused.run_layer equal reference.run_layer's."""
+    base = layer_tensors(mode, proj, T=5, B=4, I=3, H=5, bias=bias, dtype=dtype, seed=3)
+    results = []
+    for run_layer in (fused.run_layer, reference.run_layer):
+        leaves = [t.clone().requires_grad_() for t in base]
+        outs = layer_call(run_layer, mode, proj, bias, LENGTHS[lengths], reverse)(*leaves)
+        results.append((list(outs), grads_of(loss_of(outs), leaves)))
+    (out_f, grad_f), (out_r, grad_r) = results
+    assert_all_close(out_f, out_r, ["y", "h_n", "c_n"][: len(out_r)], **tol)
+    assert_all_close(grad_f, grad_r, [f"grad of leaf {k}" for k in range(len(base))], **tol)
+
+
+ENGINE_CASES = list(itertools.product(MODES_PROJ, (False, True), LENGTHS, (False, True)))
+ENGINE_IDS = [f"{MODE_IDS[MODES_PROJ.index(mp)]}-bias={b}-{ln}-rev={r}" for mp, b, ln, r in ENGINE_CASES]
+
+
+@pytest.mark.parametrize("mode_proj, bias, lengths, reverse", ENGINE_CASES, ids=ENGINE_IDS)
+def test_fused_equals_reference_float64(mode_proj, bias, lengths, reverse):
+    compare_engines(*mode_proj, bias, lengths, reverse, DT)
+
+
+@pytest.mark.parametrize("mode_proj, bias, lengths, reverse", ENGINE_CASES, ids=ENGINE_IDS)
+def test_fused_equals_reference_float32(mode_proj, bias, lengths, reverse):
+    compare_engines(*mode_proj, bias, lengths, reverse, torch.float32, rtol=1e-4, atol=1e-5)
+
+
+# -- engine selection -------------------------------------------------------------------------------
+X32, X64 = torch.zeros(3, 2, 1), torch.zeros(3, 2, 1, dtype=DT)
+LENS = torch.tensor([3, 1])
+
+
+@pytest.mark.parametrize(
+    "mode, x, lengths, expected",
+    [
+        ("lstm", X32, None, "native"),  # plain float32 LSTM on CPU: torch's oneDNN kernel
+        ("lstm", X32, LENS, "fused"),  # variable lengths
+        ("lstm", X64, None, "fused"),  # float64
+        ("gru", X32, None, "fused"),  # no fused CPU kernel in torch for GRU or RNN
+        ("rnn_tanh", X32, None, "fused"),
+        ("rnn_relu", X32, None, "fused"),
+        ("gru", X64, LENS, "fused"),
+    ],
+)
+def test_auto_choice(mode, x, lengths, expected):
+    assert choose_engine("auto", mode, x, lengths) == expected
+
+
+@pytest.mark.parametrize("engine", ["reference", "fused", "native"])
+def test_explicit_engine_is_kept(engine):
+    for mode, x in itertools.product(GATES, (X32, X64)):
+        assert choose_engine(engine, mode, x, None) == engine
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_auto_picks_native_on_cuda():
+    assert choose_engine("auto", "gru", X64.cuda(), LENS) == "native"
+
+
+@pytest.mark.parametrize(
+    "layer, dtype, use_lengths, expected",
+    [
+        (rnnkit.LSTM, torch.float32, False, "native"),
+        (rnnkit.LSTM, torch.float32, True, "fused"),
+        (rnnkit.LSTM, DT, False, "fused"),
+        (rnnkit.GRU, torch.float32, False, "fused"),
+        (rnnkit.RNN, torch.float32, False, "fused"),
+    ],
+)
+def test_layer_runs_the_chosen_engine(monkeypatch, layer, dtype, use_lengths, expected):
+    """Spy on the engines: an ``auto`` layer calls exactly the engine ``choose_engine`` names, and an
+    explicit ``engine=`` (constructor or attribute) overrides it."""
+    calls = []
+
+    def spy(name, fn):
+        def wrapped(*args, **kwargs):
+            calls.append(name)
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(native, "run_stack", spy("native", native.run_stack))
+    for name in ("reference", "fused"):
+        monkeypatch.setitem(dispatch._LAYER_FNS, name, spy(name, dispatch._LAYER_FNS[name]))
+    m = layer(3, 4, num_layers=2, dtype=dtype)
+    x = torch.randn(5, 2, 3, dtype=dtype)
+    kwargs = {"lengths": torch.tensor([5, 2])} if use_lengths else {}
+    m(x, **kwargs)
+    assert set(calls) == {expected}
+    for engine in ("reference", "fused", "native"):
+        calls.clear()
+        m.engine = engine
+        m(x, **kwargs)
+        assert set(calls) == {engine}
