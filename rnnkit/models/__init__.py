@@ -1,0 +1,10 @@
+"""Ready models, one input/output configuration per module, each built from a typed config dataclass.
+
+``MODEL_TYPES`` maps the model-type name a checkpoint stores (next to ``dataclasses.asdict(config)``
+as JSON) to the class whose ``from_config`` rebuilds it.
+"""
+from .crf import LinearChainCRF
+
+MODEL_TYPES: dict[str, type] = {}
+
+__all__ = ["MODEL_TYPES", "LinearChainCRF"]

@@ -1,0 +1,95 @@
+"""Pieces every model shares: the recurrent stack built from a cell name, padding masks, the top
+layer's final state, and input checks whose errors name the argument and say expected vs got.
+
+Shapes: B batch, T steps, H hidden size, D = 2 if bidirectional else 1.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..layers import GRU, LSTM, RNN, RNNBase
+from ..layers.checks import check_lengths
+
+
+def make_recurrent(cell: str, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
+                   bidirectional: bool = False, engine: str = "auto") -> RNNBase:
+    """A batch-first rnnkit layer for ``cell`` in ``lstm | gru | rnn_tanh | rnn_relu``. ``dropout`` is
+    the between-layer dropout, so it is passed only where there is more than one layer."""
+    kwargs = dict(num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional,
+                  batch_first=True, engine=engine)
+    if cell == "lstm":
+        return LSTM(input_size, hidden_size, **kwargs)
+    if cell == "gru":
+        return GRU(input_size, hidden_size, **kwargs)
+    return RNN(input_size, hidden_size, nonlinearity=cell.removeprefix("rnn_"), **kwargs)
+
+
+def top_state(h_n: Tensor, bidirectional: bool) -> Tensor:
+    """The last layer's final hidden state, both directions side by side: h_n (L·D, B, H) → (B, D·H).
+
+    With ``lengths`` the layers already stop each sequence at its last real step, so this is the
+    state after the last real token (forward) and after the first one (backward)."""
+    if bidirectional:
+        return torch.cat([h_n[-2], h_n[-1]], dim=1)
+    return h_n[-1]
+
+
+def padding_mask(lengths: Tensor | None, batch: int, steps: int, device) -> Tensor:
+    """(B, T) bool, True at real steps; all True when ``lengths`` is None."""
+    if lengths is None:
+        return torch.ones(batch, steps, dtype=torch.bool, device=device)
+    return torch.arange(steps, device=device) < lengths.to(device).unsqueeze(1)
+
+
+def prepare_lengths(owner: str, lengths, batch: int, steps: int) -> Tensor | None:
+    """None, or lengths checked against the batch (int64 on the CPU, each in [1, T])."""
+    return None if lengths is None else check_lengths(owner, lengths, batch, steps)
+
+
+def _check_tensor(owner: str, name: str, value) -> None:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{owner}: {name} must be a torch.Tensor, got {type(value).__name__}")
+
+
+def _check_dims(owner: str, name: str, value: Tensor, dims: int, layout: str) -> None:
+    if value.dim() != dims:
+        raise ValueError(f"{owner}: {name} must be {dims}-D {layout}, got {value.dim()}-D with shape "
+                         f"{tuple(value.shape)}")
+
+
+def check_ids(owner: str, name: str, ids, upper: int, dims: int, layout: str, what: str = "ids",
+              shape: tuple[int, ...] | None = None, mask: Tensor | None = None) -> Tensor:
+    """``ids`` must be an integer tensor of ``dims`` dimensions (of ``shape``, when given) with every value
+    in [0, upper) — at the positions where ``mask`` is True, when given (labels past a sequence's end
+    are ignored)."""
+    _check_tensor(owner, name, ids)
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise TypeError(f"{owner}: {name} must hold integer {what} (torch.long), got dtype {ids.dtype}")
+    _check_dims(owner, name, ids, dims, layout)
+    if shape is not None and tuple(ids.shape) != tuple(shape):
+        raise ValueError(f"{owner}: {name} must have shape {tuple(shape)}, got {tuple(ids.shape)}")
+    bad = (ids < 0) | (ids >= upper)
+    if mask is not None:
+        bad &= mask.to(ids.device)
+    if bool(bad.any()):
+        where = tuple(int(i) for i in bad.nonzero()[0])
+        value = int(ids[where])
+        raise ValueError(f"{owner}: {name} must hold {what} in [0, {upper}), got {value} at position {where}")
+    return ids
+
+
+def check_features(owner: str, name: str, x, dims: int, layout: str, size: int | None, dtype: torch.dtype) -> Tensor:
+    """A floating tensor of ``dims`` dimensions, ``size`` features in the last one, no NaN or inf."""
+    _check_tensor(owner, name, x)
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"{owner}: {name} must be a floating-point tensor ({dtype}), got dtype {x.dtype}")
+    _check_dims(owner, name, x, dims, layout)
+    if size is not None and x.shape[-1] != size:
+        raise ValueError(f"{owner}: {name} must have {size} features in its last dimension, got shape "
+                         f"{tuple(x.shape)}")
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        where = tuple(int(i) for i in (~finite).nonzero()[0])
+        raise ValueError(f"{owner}: {name} must be finite, got {x[where].item()} at position {where}")
+    return x.to(dtype)
