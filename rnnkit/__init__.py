@@ -4,6 +4,7 @@
 ``torch.nn`` modules of the same names; the math lives in ``rnnkit.cells``, the ways to run a whole
 sequence in ``rnnkit.engine``.
 """
+from . import clip
 from .layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 __version__ = "0.1.0"
