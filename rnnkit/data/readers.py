@@ -1,0 +1,256 @@
+"""Readers for the text-based file formats, one per task. Each returns plain Python structures (or a
+tensor for numbers) and raises :class:`~rnnkit.data.errors.DataError` — ``PATH:LINE: problem
+(expected …, got …)`` — for anything it cannot use. Missing, empty and non-UTF-8 files are caught
+once, in :func:`~rnnkit.data.errors.read_text_file`.
+
+==================  =========================================  ======================================
+task                reader                                     returns
+==================  =========================================  ======================================
+language model      ``read_text(path)``                        ``str``
+classification      ``read_labelled(path)``                    ``list[(text, label)]``
+tagging             ``read_conll(path)``                       ``list[(tokens, tags)]``
+translation         ``read_parallel(src[, tgt])``              ``list[(source, target)]``
+forecasting         ``read_series(path)``                      ``Series(values (T, C) float32, columns)``
+==================  =========================================  ======================================
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import torch
+
+from .errors import DataError, read_text_file
+
+PathLike = str | os.PathLike
+
+
+def read_text(path: PathLike) -> str:
+    """The whole file as one string, for a language model (line ends normalised to ``\\n``)."""
+    return read_text_file(path)
+
+
+def _delimiter_for(path: Path, delimiter: str | None) -> str:
+    """The documented rule: ``.tsv`` / ``.tab`` files are tab-separated, anything else comma-separated."""
+    if delimiter is not None:
+        return delimiter
+    return "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+
+
+def _rows(path: Path, text: str, delimiter: str):
+    """``(line_number, fields)`` for every non-blank CSV record; the number is the record's first line
+    (a quoted field may span lines)."""
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    start = 1
+    try:
+        for fields in reader:
+            if any(f.strip() for f in fields):
+                yield start, fields
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise DataError(f"malformed CSV ({e})", path, reader.line_num) from None
+
+
+def _describe(sep: str) -> str:
+    return {"\t": "tab", ",": "comma", ";": "semicolon"}.get(sep, repr(sep))
+
+
+def read_labelled(
+    path: PathLike, *, text_column: str = "text", label_column: str = "label", delimiter: str | None = None
+) -> list[tuple[str, str]]:
+    """``(text, label)`` pairs from a CSV (``.tsv``: tab-separated) file, for classification.
+
+    Header rule: the first row is a header if one of its cells is ``text_column`` or ``label_column``
+    (case and surrounding spaces ignored). A header must name the label column; the text column is
+    the one named ``text_column`` or, in a two-column file, the other one. Extra columns are ignored.
+    Without a header every row must have exactly two fields, text then label. Blank lines are skipped;
+    an empty text or label is an error.
+    """
+    p = Path(path)
+    sep = _delimiter_for(p, delimiter)
+    rows = list(_rows(p, read_text_file(p), sep))
+    if not rows:
+        raise DataError("no rows", p)
+    line, first = rows[0]
+    names = [c.strip().lower() for c in first]
+    if text_column.lower() in names or label_column.lower() in names:
+        if label_column.lower() not in names:
+            raise DataError(f"no '{label_column}' column (expected a header with '{text_column}' and '{label_column}', got {first})", p, line)
+        li = names.index(label_column.lower())
+        if text_column.lower() in names:
+            ti = names.index(text_column.lower())
+        elif len(names) == 2:
+            ti = 1 - li
+        else:
+            raise DataError(f"no '{text_column}' column (expected a header with '{text_column}' and '{label_column}', got {first})", p, line)
+        width, body = len(first), rows[1:]
+    else:
+        ti, li, width, body = 0, 1, 2, rows
+    out = []
+    for line, fields in body:
+        if len(fields) != width:
+            what = f"{width} {_describe(sep)}-separated columns" + (" (text, label)" if width == 2 else "")
+            raise DataError(f"expected {what}, got {len(fields)}: {sep.join(fields)[:60]!r}", p, line)
+        text, label = fields[ti].strip(), fields[li].strip()
+        if not label:
+            raise DataError("empty label (expected a class name)", p, line)
+        if not text:
+            raise DataError("empty text", p, line)
+        out.append((text, label))
+    if not out:
+        raise DataError("header only, no examples", p)
+    return out
+
+
+def read_conll(
+    path: PathLike, *, token_column: int = 0, tag_column: int = -1, columns: int | None = None
+) -> list[tuple[list[str], list[str]]]:
+    """Sentences ``(tokens, tags)`` from a CoNLL-style column file, for tagging.
+
+    One token per line, columns separated by spaces or tabs, a blank line between sentences; lines
+    ``-DOCSTART-`` are skipped. Every token line must have the same number of columns: ``columns``,
+    or else as many as the first token line (at least two). Tokens come from ``token_column``
+    (default the first), tags from ``tag_column`` (default the last).
+    """
+    p = Path(path)
+    sentences: list[tuple[list[str], list[str]]] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    first_line = None
+    for n, raw in enumerate(read_text_file(p).split("\n"), start=1):
+        fields = raw.split()
+        if not fields or fields[0] == "-DOCSTART-":
+            if tokens:
+                sentences.append((tokens, tags))
+                tokens, tags = [], []
+            continue
+        if columns is None:
+            if len(fields) < 2:
+                raise DataError(f"expected at least 2 columns (token and tag), got {len(fields)}: {raw.strip()!r}", p, n)
+            columns, first_line = len(fields), n
+        if len(fields) != columns:
+            as_on = f" as on line {first_line}" if first_line else ""
+            raise DataError(f"expected {columns} columns{as_on}, got {len(fields)}: {raw.strip()!r}", p, n)
+        tokens.append(fields[token_column])
+        tags.append(fields[tag_column])
+    if tokens:
+        sentences.append((tokens, tags))
+    if not sentences:
+        raise DataError("no sentences", p)
+    return sentences
+
+
+def _lines(path: Path) -> list[str]:
+    lines = read_text_file(path).split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines  # a final newline ends the last line
+
+
+def read_parallel(
+    source: PathLike, target: PathLike | None = None, *, delimiter: str = "\t"
+) -> list[tuple[str, str]]:
+    """``(source, target)`` sentence pairs, for translation: either two files aligned line by line
+    (``read_parallel("train.de", "train.en")``) or one file with two ``delimiter``-separated columns
+    (default tab). Lines blank on both sides are skipped; a blank on one side only is an error, as
+    are files of unequal line counts."""
+    sp = Path(source)
+    if target is not None:
+        tp = Path(target)
+        src, tgt = _lines(sp), _lines(tp)
+        if len(src) != len(tgt):
+            raise DataError(
+                f"expected as many lines as {tp} ({len(tgt)}), got {len(src)}; the two files must be aligned line by line", sp
+            )
+        pairs = [(n, s, t) for n, (s, t) in enumerate(zip(src, tgt), start=1)]
+        paths = (sp, tp)
+    else:
+        pairs = []
+        for n, line in enumerate(_lines(sp), start=1):
+            if not line.strip():
+                continue
+            fields = line.split(delimiter)
+            if len(fields) != 2:
+                raise DataError(
+                    f"expected 2 {_describe(delimiter)}-separated columns (source, target), got {len(fields)}: {line[:60]!r}", sp, n
+                )
+            pairs.append((n, fields[0], fields[1]))
+        paths = (sp, sp)
+    out = []
+    for n, s, t in pairs:
+        s, t = s.strip(), t.strip()
+        if not s and not t:
+            continue
+        if not s or not t:
+            side = 0 if not s else 1
+            raise DataError(f"empty {('source', 'target')[side]} sentence (expected text on both sides)", paths[side], n)
+        out.append((s, t))
+    if not out:
+        raise DataError("no sentence pairs", sp)
+    return out
+
+
+class Series(NamedTuple):
+    """A multivariate series: ``values`` (T, C) float32, one row per time step; ``columns`` the C names."""
+
+    values: torch.Tensor
+    columns: list[str]
+
+
+def _number(cell: str) -> float | None:
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
+def read_series(
+    path: PathLike, *, columns: Sequence[str | int] | None = None, delimiter: str | None = None
+) -> Series:
+    """Numeric columns of a CSV (``.tsv``: tab-separated) file, for forecasting.
+
+    Header rule: the first row is a header if none of its cells is a number; otherwise columns are
+    named ``"1"``, ``"2"``, … . ``columns`` picks columns by name or 0-based index; by default every
+    column whose first value is a number is used (so a leading date or id column is skipped).
+    In a used column, a cell that is empty, text, NaN or infinite is an error naming line and column.
+    """
+    p = Path(path)
+    sep = _delimiter_for(p, delimiter)
+    rows = list(_rows(p, read_text_file(p), sep))
+    line0, first = rows[0]
+    header = all(_number(c) is None for c in first)
+    names = [c.strip() for c in first] if header else [str(j + 1) for j in range(len(first))]
+    body = rows[1:] if header else rows
+    if not body:
+        raise DataError("header only, no values", p)
+    if columns is None:
+        use = [j for j, c in enumerate(body[0][1]) if j < len(names) and _number(c) is not None]
+        if not use:
+            raise DataError(f"no numeric column (expected numbers, got {body[0][1]})", p, body[0][0])
+    else:
+        use = []
+        for c in columns:
+            if isinstance(c, int) and not isinstance(c, bool):
+                if not -len(names) <= c < len(names):
+                    raise DataError(f"no column {c} (the file has {len(names)})", p, line0)
+                use.append(c % len(names))
+            elif c in names:
+                use.append(names.index(c))
+            else:
+                raise DataError(f"no column {c!r} (expected one of {names})", p, line0)
+    values = []
+    for line, fields in body:
+        if len(fields) != len(names):
+            raise DataError(f"expected {len(names)} {_describe(sep)}-separated columns, got {len(fields)}", p, line)
+        row = []
+        for j in use:
+            cell = fields[j].strip()
+            x = _number(cell)
+            if x is None or not math.isfinite(x):
+                got = "an empty cell" if not cell else repr(cell)
+                raise DataError(f"column {names[j]!r}: expected a finite number, got {got}", p, line)
+            row.append(x)
+        values.append(row)
+    return Series(torch.tensor(values, dtype=torch.float32), [names[j] for j in use])

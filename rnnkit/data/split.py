@@ -1,0 +1,49 @@
+"""A seeded train/validation split for whatever a reader returns (used when no ``--valid`` file is given)."""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import torch
+
+from .captions import Captions
+from .readers import Series
+
+
+def _valid_count(n: int, valid_fraction: float) -> int:
+    if not 0.0 < valid_fraction < 1.0:
+        raise ValueError(f"holdout: valid_fraction must be between 0 and 1, got {valid_fraction}")
+    if n < 2:
+        raise ValueError(f"holdout: need at least 2 examples to split, got {n}")
+    return min(n - 1, max(1, round(n * valid_fraction)))
+
+
+def holdout(data: Any, valid_fraction: float = 0.1, *, seed: int = 0) -> tuple[Any, Any]:
+    """``(train, valid)`` of the same kind as ``data``, with about ``valid_fraction`` of it held out
+    (at least one item on each side).
+
+    * text (``str``): the last characters are held out — one contiguous tail, as usual for
+      language models (a random set of characters would leak context);
+    * a ``Series``: the last time steps — the future is what a forecaster is judged on;
+    * a list of examples, ``Captions``, or a tuple of tensors sharing their first dimension: a seeded
+      random subset (``random.Random(seed)``); both parts keep the original order.
+    """
+    if isinstance(data, str):
+        k = _valid_count(len(data), valid_fraction)
+        return data[:-k], data[-k:]
+    if isinstance(data, Series):
+        k = _valid_count(len(data.values), valid_fraction)
+        return Series(data.values[:-k], data.columns), Series(data.values[-k:], data.columns)
+    n = len(data.captions) if isinstance(data, Captions) else len(data[0]) if _is_tensors(data) else len(data)
+    k = _valid_count(n, valid_fraction)
+    held = sorted(random.Random(seed).sample(range(n), k))
+    kept = sorted(set(range(n)) - set(held))
+    if isinstance(data, Captions):
+        return tuple(Captions(data.images[idx], [data.captions[i] for i in idx]) for idx in (kept, held))
+    if _is_tensors(data):
+        return tuple(tuple(t[torch.tensor(idx)] for t in data) for idx in (kept, held))
+    return [data[i] for i in kept], [data[i] for i in held]
+
+
+def _is_tensors(data: Any) -> bool:
+    return isinstance(data, tuple) and len(data) > 0 and all(isinstance(t, torch.Tensor) for t in data)
