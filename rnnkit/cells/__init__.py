@@ -4,3 +4,4 @@ from .lstm import lstm_cell
 from .rnn import NONLINEARITIES, rnn_cell
 
 __all__ = ["rnn_cell", "lstm_cell", "gru_cell", "NONLINEARITIES"]
+from .norm import LayerNormParams, ln  # noqa: E402

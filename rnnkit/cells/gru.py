@@ -11,11 +11,17 @@ The reset gate multiplies the *projected* previous state ``W_hn h_{t-1} + b_hn``
 this; Cho et al. apply r before the matrix product). z_t close to 1 keeps the old state, so
 information can pass many steps unchanged. Weights are stacked in torch's order ``r, z, n``:
 ``weight_ih`` (3H, I) and ``weight_hh`` (3H, H), so they load into ``torch.nn.GRU`` untouched.
+
+Options (rnnkit's): ``recurrent_mask`` m multiplies h_{t-1} where it enters the gates (W_h·(m ∗ h_{t-1}));
+the interpolation h_t = (1 − z_t) ∗ n_t + z_t ∗ h_{t-1} keeps the unmasked state. ``norm`` layer-normalises
+the input part W_i x_t and the recurrent part W_h h_{t-1} separately, each before its bias.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from .norm import LayerNormParams, ln
 
 
 def gru_cell(
@@ -25,11 +31,17 @@ def gru_cell(
     w_hh: Tensor,
     b_ih: Tensor | None = None,
     b_hh: Tensor | None = None,
+    *,
+    recurrent_mask: Tensor | None = None,
+    norm: LayerNormParams | None = None,
 ) -> Tensor:
     """One GRU step. Shapes: ``x`` (B, I), ``h_prev`` (B, H), ``w_ih`` (3H, I), ``w_hh`` (3H, H),
     biases (3H,). Returns ``h_t`` (B, H)."""
+    h_in = h_prev if recurrent_mask is None else h_prev * recurrent_mask
     gi = x @ w_ih.T  # (B, 3H): input parts of r, z, n
-    gh = h_prev @ w_hh.T  # (B, 3H): recurrent parts
+    gh = h_in @ w_hh.T  # (B, 3H): recurrent parts
+    if norm is not None:
+        gi, gh = ln(gi, norm.ih_w, norm.ih_b), ln(gh, norm.hh_w, norm.hh_b)
     if b_ih is not None:
         gi = gi + b_ih
         gh = gh + b_hh

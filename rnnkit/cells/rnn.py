@@ -22,9 +22,13 @@ def rnn_cell(
     b_ih: Tensor | None = None,
     b_hh: Tensor | None = None,
     nonlinearity: str = "tanh",
+    *,
+    recurrent_mask: Tensor | None = None,
 ) -> Tensor:
-    """One RNN step. Shapes: ``x`` (B, I), ``h_prev`` (B, H). Returns ``h_t`` (B, H)."""
-    a = x @ w_ih.T + h_prev @ w_hh.T
+    """One RNN step. Shapes: ``x`` (B, I), ``h_prev`` (B, H). Returns ``h_t`` (B, H).
+    ``recurrent_mask`` (B, H) multiplies h_{t-1} (variational recurrent dropout)."""
+    h_in = h_prev if recurrent_mask is None else h_prev * recurrent_mask
+    a = x @ w_ih.T + h_in @ w_hh.T
     if b_ih is not None:
         a = a + b_ih + b_hh
     return torch.tanh(a) if nonlinearity == "tanh" else torch.relu(a)

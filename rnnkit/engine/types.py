@@ -1,9 +1,11 @@
-"""Small shared types of the engines: the weights of one layer in one direction, and the state."""
+"""Small shared types of the engines: one layer-direction's weights, its per-call extras, the state."""
 from __future__ import annotations
 
 from typing import NamedTuple, Union
 
 from torch import Tensor
+
+from ..cells.norm import EPS as LN_EPS  # noqa: F401  (the engines' layer-norm epsilon)
 
 #: h (B, H) for RNN and GRU; (h, c) for LSTM.
 State = Union[Tensor, tuple[Tensor, Tensor]]
@@ -16,7 +18,9 @@ class LayerWeights(NamedTuple):
     """One layer-direction's parameters in torch's layout and gate order.
 
     ``w_ih`` (G·H, I), ``w_hh`` (G·H, H or P), ``b_ih``/``b_hh`` (G·H,) or None, ``w_hr`` (P, H) or None,
-    with G = 4 (LSTM), 3 (GRU) or 1 (RNN).
+    with G = 4 (LSTM), 3 (GRU) or 1 (RNN). The first five are torch's; the rest exist with
+    ``layer_norm=True``: gain and bias of the layer norm of the input part (G·H,), of the recurrent
+    part (G·H,), and (LSTM) of the cell state (H,).
     """
 
     w_ih: Tensor
@@ -24,3 +28,32 @@ class LayerWeights(NamedTuple):
     b_ih: Tensor | None = None
     b_hh: Tensor | None = None
     w_hr: Tensor | None = None
+    ln_ih_w: Tensor | None = None
+    ln_ih_b: Tensor | None = None
+    ln_hh_w: Tensor | None = None
+    ln_hh_b: Tensor | None = None
+    ln_c_w: Tensor | None = None
+    ln_c_b: Tensor | None = None
+
+    @property
+    def torch_weights(self) -> tuple:
+        """The parameters torch's own kernels know, in their flat order."""
+        return tuple(w for w in self[:5] if w is not None)
+
+    @property
+    def layer_norm(self) -> bool:
+        return self.ln_ih_w is not None
+
+
+class Noise(NamedTuple):
+    """The random masks of one layer-direction for one forward call (all optional).
+
+    ``recurrent`` (B, H_out): multiplies h_{t-1} where it enters the gates (variational recurrent
+    dropout; already scaled by 1/(1 − q)). ``zone_h`` (T, B, H_out) and ``zone_c`` (T, B, H): the
+    probability-or-indicator that a unit *keeps its previous value* (zoneout) — 0/1 draws in
+    training, the constant p in eval (the expectation); a float stands for a constant tensor.
+    """
+
+    recurrent: Tensor | None = None
+    zone_h: Tensor | float | None = None
+    zone_c: Tensor | float | None = None

@@ -1,106 +1,160 @@
 """Fused GRU: forward recurrence and hand-written backpropagation through time.
 
-Internal layout (``internal_weights``): torch's gate order ``r, z, n``, with the n rows of both weight
-matrices and of b_in, b_hn scaled by 2 so that n = 2σ(2a) − 1 = tanh(a) costs a sigmoid. The r and z
-parts of b_hh are folded into the input bias; b_hn stays on the recurrent side because r multiplies it.
+Internal layout (``input_projection``): torch's gate order ``r, z, n``; the n pre-activations (input
+and recurrent parts) are scaled by 2 so that n = 2σ(2a) − 1 = tanh(a) costs a sigmoid. The r and z parts
+of b_hh are folded into the input bias; b_hn stays on the recurrent side because r multiplies it.
+The caller computes ``GX = X W_ihᵀ + b`` for all steps under autograd and gets ∂L/∂GX back.
 
-Forward, per step over its b live rows (``GX`` starts as the input projection of all steps)::
+Forward, per step over its b live rows (m the recurrent dropout mask, z_h the zoneout keep)::
 
-    GH_t = h_{t-1} W_hhᵀ + b_hn;   [r, z] = σ(GX_t + GH_t);   n = tanh(GX_n + r ∗ GH_n)
-    h_t = n + z ∗ (h_{t-1} − n)
+    GH_t = (m ∗ h_{t-1}) W_hhᵀ + b_hn          (layer-normalised before the bias with layer_norm)
+    [r, z] = σ(GX_t + GH_t);   n = tanh(GX_n + r ∗ GH_n);   h̃_t = n + z ∗ (h_{t-1} − n)
+    h_t = h̃_t + z_h ∗ (h_{t-1} − h̃_t)
 
-Backward: every factor that turns dh_t into gate gradients is fixed once the forward pass is done,
+Backward: every factor that turns ∂L/∂h̃_t into gate gradients is fixed once the forward pass is done,
 so they are computed for all steps before the loop (``Q``), and the loop is two products and a GEMM::
 
-    dh = dh_carry + dY_t;   dGH_t = Q_t ∗ dh;   dh_carry = dh ∗ z + dGH_t W_hh
+    dh̃ = (dh_carry + dY_t)(1 − z_h);   dGH_t = Q_t ∗ dh̃;   dh_carry = dh̃ ∗ z + m ∗ (dGH_t W_hh) + dh z_h
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.ops import aten
 
+from ..types import LN_EPS, LayerWeights, Noise
 from .layout import Layout
+from .lstm import _slice
 
 
-def internal_weights(w_ih, w_hh, b_ih, b_hh):
-    H = w_hh.shape[0] // 3
-    scale = torch.ones(3 * H, 1, dtype=w_ih.dtype, device=w_ih.device)
-    scale[2 * H :] = 2.0
-    w_ih, w_hh = w_ih * scale, w_hh * scale
-    if b_ih is None:
-        return w_ih, w_hh, None, None
-    zeros = b_hh.new_zeros(2 * H)
-    b_x = (b_ih + torch.cat([b_hh[: 2 * H], zeros[:H]])) * scale.squeeze(1)
-    b_h = torch.cat([zeros, 2.0 * b_hh[2 * H :]])
-    return w_ih, w_hh, b_x, b_h
+def _scale_n(w: Tensor) -> Tensor:
+    """Multiply the n block (the last third of the rows) by 2."""
+    H = w.shape[0] // 3
+    scale = torch.ones(3, dtype=w.dtype, device=w.device)
+    scale[2] = 2.0
+    return (w.reshape(3, H, -1) * scale.view(3, 1, 1)).reshape(w.shape)
+
+
+def input_projection(X: Tensor, w: LayerWeights) -> tuple[Tensor, dict]:
+    H = w.w_hh.shape[1]
+    b_x = b_h = None
+    if w.b_ih is not None:
+        zeros = w.b_hh.new_zeros(2 * H)
+        b_x = _scale_n(w.b_ih + torch.cat([w.b_hh[: 2 * H], zeros[:H]]))
+        b_h = torch.cat([zeros, 2.0 * w.b_hh[2 * H :]])
+    if not w.layer_norm:
+        w_ih = _scale_n(w.w_ih)
+        GX = torch.addmm(b_x, X, w_ih.t()) if b_x is not None else X @ w_ih.t()
+        return GX, dict(w_hh=_scale_n(w.w_hh), b_h=b_h)
+    A = X @ w.w_ih.t()  # the ×2 goes on the layer norm's gain and bias (it would normalise away)
+    GX = torch.nn.functional.layer_norm(A, A.shape[-1:], _scale_n(w.ln_ih_w), _scale_n(w.ln_ih_b), LN_EPS)
+    if b_x is not None:
+        GX = GX + b_x
+    return GX, dict(w_hh=w.w_hh, b_h=b_h, ln_h_w=_scale_n(w.ln_hh_w), ln_h_b=_scale_n(w.ln_hh_b))
 
 
 class GRUFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, X, h0, w_ih, w_hh, b_x, b_h, layout: Layout):
-        # X (N, I) packed; h0 (B, H) sorted; w_ih (3H, I); w_hh (3H, H); b_x, b_h (3H,)
+    def forward(ctx, GX, h0, w_hh, b_h, ln_h_w, ln_h_b, mask, zone_h, layout: Layout):
+        # GX (N, 3H) packed; h0 (B, H) sorted; w_hh (3H, H); b_h (3H,) = [0, 0, b_hn] or None;
+        # ln_h_* (3H,) or None; mask (B, H) or None; zone_h (N, H), float or None
         H = w_hh.shape[1]
-        N = X.shape[0]
-        GX = torch.addmm(b_x, X, w_ih.t()) if b_x is not None else X @ w_ih.t()  # (N, 3H)
-        GH = X.new_empty(N, 3 * H)
-        Y = X.new_empty(N, H)
+        N = GX.shape[0]
+        A = torch.empty_like(GX)  # activated r, z, n
+        GH = torch.empty_like(GX)  # recurrent parts (n's is needed backwards)
+        AH = torch.empty_like(GX) if ln_h_w is not None else None
+        stats = GX.new_empty(2, N, 1) if ln_h_w is not None else None
+        Y = GX.new_empty(N, H)
         w_hhT = w_hh.t()
-        two = X.new_tensor(2.0)
-        one = X.new_tensor(1.0)
+        two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
         h_prev = h0
         for s, b in layout.steps:
             hp = h_prev[:b]
+            h_in = hp if mask is None else hp * mask[:b]
             gh = GH[s : s + b]
-            if b_h is not None:
-                torch.addmm(b_h, hp, w_hhT, out=gh)
+            if AH is not None:
+                a = torch.mm(h_in, w_hhT, out=AH[s : s + b])
+                a_ln, mean, rstd = torch.native_layer_norm(a, (3 * H,), ln_h_w, ln_h_b, LN_EPS)
+                stats[0, s : s + b], stats[1, s : s + b] = mean, rstd
+                torch.add(a_ln, b_h, out=gh) if b_h is not None else gh.copy_(a_ln)
+            elif b_h is not None:
+                torch.addmm(b_h, h_in, w_hhT, out=gh)
             else:
-                torch.mm(hp, w_hhT, out=gh)
-            gx = GX[s : s + b]
-            rz = gx[:, : 2 * H].add_(gh[:, : 2 * H]).sigmoid_()
+                torch.mm(h_in, w_hhT, out=gh)
+            gx, act = GX[s : s + b], A[s : s + b]
+            rz = torch.add(gx[:, : 2 * H], gh[:, : 2 * H], out=act[:, : 2 * H]).sigmoid_()
             r, z = rz[:, :H], rz[:, H:]
-            n = gx[:, 2 * H :].addcmul_(r, gh[:, 2 * H :]).sigmoid_().mul_(two).sub_(one)
-            h = torch.sub(hp, n, out=Y[s : s + b])
-            h_prev = h.mul_(z).add_(n)
+            n = torch.addcmul(gx[:, 2 * H :], r, gh[:, 2 * H :], out=act[:, 2 * H :]).sigmoid_().mul_(two).sub_(one)
+            y = torch.sub(hp, n, out=Y[s : s + b]).mul_(z).add_(n)
+            if zone_h is not None:
+                y.add_(_slice(zone_h, s, b) * (hp - y))
+            h_prev = y
         ctx.layout = layout
-        ctx.has_bias = b_x is not None
-        ctx.save_for_backward(X, h0, w_ih, w_hh, GX, GH, Y)
+        ctx.zone_h = zone_h
+        ctx.save_for_backward(h0, w_hh, ln_h_w, ln_h_b, mask, A, GH, AH, stats, Y)
         return Y, layout.final(Y)
 
     @staticmethod
     def backward(ctx, dY, dh_n):
-        X, h0, w_ih, w_hh, GX, GH, Y = ctx.saved_tensors
+        h0, w_hh, ln_h_w, ln_h_b, mask, A, GH, AH, stats, Y = ctx.saved_tensors
+        zone_h = ctx.zone_h
         layout: Layout = ctx.layout
         H = Y.shape[1]
         dY = torch.zeros_like(Y) if dY is None else dY.contiguous()
         dh_carry = torch.zeros_like(h0) if dh_n is None else dh_n.clone()
 
-        r, z, n = GX[:, :H], GX[:, H : 2 * H], GX[:, 2 * H :]
+        r, z, n = A[:, :H], A[:, H : 2 * H], A[:, 2 * H :]
         gh_n = GH[:, 2 * H :]
         H_prev = layout.previous(h0, Y)
-        Pn = (1 - z) * (1 - n * n) * 0.5  # ∂h/∂(scaled n pre-activation)
-        Q = torch.empty_like(GX)  # dGH = Q ∗ dh
+        Pn = (1 - z) * (1 - n * n) * 0.5  # ∂h̃/∂(scaled n pre-activation)
+        Q = torch.empty_like(A)  # dGH = Q ∗ dh̃
         torch.mul(Pn * gh_n, r * (1 - r), out=Q[:, :H])
         torch.mul(H_prev - n, z * (1 - z), out=Q[:, H : 2 * H])
         torch.mul(Pn, r, out=Q[:, 2 * H :])
+        keep_h = None if zone_h is None else 1 - zone_h
+        plain = AH is None and mask is None and zone_h is None
 
-        dGH = torch.empty_like(GX)
-        dH = torch.empty_like(Y)
+        dGH = torch.empty_like(A)
+        dA = torch.empty_like(A) if AH is not None else dGH  # ∂L/∂(h_in W_hhᵀ)
+        dHt = torch.empty_like(Y)  # ∂L/∂h̃_t
         for s, b in reversed(layout.steps):
-            dh = torch.add(dh_carry[:b], dY[s : s + b], out=dH[s : s + b])
-            dgh = torch.mul(Q[s : s + b].view(b, 3, H), dh.unsqueeze(1), out=dGH[s : s + b].view(b, 3, H))
-            torch.addmm(dh * z[s : s + b], dgh.view(b, 3 * H), w_hh, out=dh_carry[:b])
+            dh = torch.add(dh_carry[:b], dY[s : s + b], out=dHt[s : s + b])
+            if zone_h is not None:
+                dh = dh.clone()
+                dHt[s : s + b].mul_(_slice(keep_h, s, b))
+            dht = dHt[s : s + b]
+            dgh = torch.mul(Q[s : s + b].view(b, 3, H), dht.unsqueeze(1), out=dGH[s : s + b].view(b, 3, H))
+            if plain:
+                torch.addmm(dht * z[s : s + b], dgh.view(b, 3 * H), w_hh, out=dh_carry[:b])
+                continue
+            if AH is not None:
+                dA[s : s + b] = aten.native_layer_norm_backward(dGH[s : s + b], AH[s : s + b], (3 * H,),
+                                                                stats[0, s : s + b], stats[1, s : s + b], ln_h_w,
+                                                                ln_h_b, [True, False, False])[0]
+            dh_in = dA[s : s + b] @ w_hh
+            if mask is not None:
+                dh_in.mul_(mask[:b])
+            dh_in.addcmul_(dht, z[s : s + b])
+            if zone_h is not None:
+                dh_in.add_(dh * _slice(zone_h, s, b))
+            dh_carry[:b] = dh_in
 
         dGX = dGH.clone()
-        torch.mul(dH, Pn, out=dGX[:, 2 * H :])
+        torch.mul(dHt, Pn, out=dGX[:, 2 * H :])
         needs = ctx.needs_input_grad
-        dX = dGX @ w_ih if needs[0] else None
-        dw_ih = dGX.t() @ X if needs[2] else None
-        dw_hh = dGH.t() @ H_prev if needs[3] else None
-        db_x = dGX.sum(0) if ctx.has_bias and needs[4] else None
-        db_h = dGH.sum(0) if ctx.has_bias and needs[5] else None
-        return dX, dh_carry, dw_ih, dw_hh, db_x, db_h, None
+        if mask is not None:
+            H_prev = H_prev * layout.per_row(mask)
+        dw_hh = dA.t() @ H_prev if needs[2] else None
+        db_h = dGH.sum(0) if needs[3] else None
+        dln_w = dln_b = None
+        if AH is not None:
+            dln_w = (dGH * (AH - stats[0]) * stats[1]).sum(0)
+            dln_b = dGH.sum(0)
+        return dGX, dh_carry, dw_hh, db_h, dln_w, dln_b, None, None, None
 
 
-def gru_layer(X: Tensor, h0: Tensor, w, layout: Layout):
-    w_ih, w_hh, b_x, b_h = internal_weights(w.w_ih, w.w_hh, w.b_ih, w.b_hh)
-    return GRUFunction.apply(X, h0, w_ih, w_hh, b_x, b_h, layout)
+def gru_layer(X: Tensor, h0: Tensor, w: LayerWeights, layout: Layout, noise: Noise):
+    GX, p = input_projection(X, w)
+    mask = None if noise.recurrent is None else layout.sort(noise.recurrent)
+    return GRUFunction.apply(GX, h0, p["w_hh"], p["b_h"], p.get("ln_h_w"), p.get("ln_h_b"), mask,
+                             layout.pack_noise(noise.zone_h), layout)

@@ -44,6 +44,7 @@ class Layout:
         tt, jj = alive.nonzero(as_tuple=True)  # step-major: exactly the packed row order
         time = sorted_len[jj] - 1 - tt if reverse else tt
         self.index = (time * B + order[jj]).to(device)
+        self._row_seq = jj.to(device)  # sorted sequence of each packed row
         self.last = (offsets[sorted_len - 1] + torch.arange(B)).to(device)
         identity = bool(torch.equal(order, torch.arange(B)))
         self.order = None if identity else order.to(device)
@@ -66,6 +67,16 @@ class Layout:
             return y.flip(0) if self.reverse else y
         out = y.new_zeros(self.T * self.B, F).index_copy(0, self.index, y)
         return out.view(self.T, self.B, F)
+
+    def pack_noise(self, z):
+        """Zoneout keeps: (T, B, F) → (N, F); a float or None passes through."""
+        return self.pack(z) if isinstance(z, Tensor) else z
+
+    def per_row(self, m: Tensor) -> Tensor:
+        """(B, F) per sorted sequence → (N, F) per packed row."""
+        if self.index is None:
+            return m.repeat(self.T, 1)
+        return m.index_select(0, self._row_seq)
 
     def sort(self, h: Tensor) -> Tensor:
         """(B, F) in batch order → sorted order."""

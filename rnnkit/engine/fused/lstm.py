@@ -1,122 +1,209 @@
 """Fused LSTM: forward recurrence and hand-written backpropagation through time.
 
-Internal layout (set up by ``internal_weights``): gates in the order ``i, f, o, g`` so one sigmoid
-covers the whole (b, 4H) block, with the g rows scaled by 2 because tanh(a) = 2σ(2a) − 1 and
+Internal layout (``internal_weights``): gates in the order ``i, f, o, g`` so one sigmoid covers the
+whole (b, 4H) block, with the g pre-activation scaled by 2 because tanh(a) = 2σ(2a) − 1 and
 ``sigmoid_`` is several times cheaper than ``tanh_`` on CPU. Autograd maps gradients back to torch's
 ``i, f, g, o`` layout through that index-and-scale, so this file only deals with its own layout.
+The input projection of all steps, ``GX = X W_ihᵀ + b`` (and its layer norm), is one GEMM done by the
+caller under autograd; this function receives GX and returns ∂L/∂GX.
 
-Forward, per step t over its b live rows (``G`` starts as the input projection of all steps)::
+Forward, per step t over its b live rows, m the recurrent dropout mask, z_h/z_c the zoneout keeps::
 
-    G_t += h_{t-1} W_hhᵀ;  G_t = σ(G_t);  g = 2·g − 1
-    C_t = f ∗ C_{t-1} + i ∗ g;   h_t = o ∗ tanh(C_t)   (then h_t = h_t W_hrᵀ with a projection)
+    G_t = σ(GX_t + (m∗h_{t-1}) W_hhᵀ)      (recurrent part layer-normalised with layer_norm)
+    g = 2g − 1;  C̃_t = f ∗ C_{t-1} + i ∗ g;  r_t = o ∗ tanh(C̃_t)   (tanh(LN(C̃_t)) with layer_norm)
+    h̃_t = r_t (or r_t W_hrᵀ);  h_t = h̃_t + z_h ∗ (h_{t-1} − h̃_t);  C_t = C̃_t + z_c ∗ (C_{t-1} − C̃_t)
 
-Backward, per step, only what depends on the recurrence (the rest is done for all steps at once)::
+Backward, per step, only what depends on the recurrence (every other factor is computed for all
+steps at once before the loop)::
 
-    dh = dh_carry + dY_t;   dc = dc_carry + dh ∗ o ∗ (1 − tanh²C_t)
-    dG_t = [dc·g·σ', dc·C_{t-1}·σ', dh·tanh C_t·σ', dc·i·(1 − g²)/2]
-    dc_carry = dc ∗ f;   dh_carry = dG_t W_hh
+    dh = dh_carry + dY_t;  dr = dh(1 − z_h) (W_hr);  dC̃ = dc_carry(1 − z_c) + dr ∗ o ∗ (1 − tanh²)
+    dG_t = [dC̃·g·σ', dC̃·C_{t-1}·σ', dr·tanh·σ', dC̃·i·(1 − g²)/2]
+    dc_carry = dC̃ ∗ f + dc_carry z_c;   dh_carry = m ∗ (dG_t W_hh) + dh z_h
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.ops import aten
 
+from ..types import LN_EPS, LayerWeights, Noise
 from .layout import Layout
 
+_PERM = [0, 1, 3, 2]  # torch's i, f, g, o → i, f, o, g
 
-def internal_weights(w_ih, w_hh, b_ih, b_hh):
-    """torch layout (i, f, g, o) → internal (i, f, o, g) with g scaled by 2; the biases are summed."""
-    H = w_hh.shape[0] // 4
-    perm = torch.tensor([0, 1, 3, 2], device=w_ih.device)
-    scale = torch.tensor([1.0, 1.0, 1.0, 2.0], dtype=w_ih.dtype, device=w_ih.device)
 
-    def convert(w: Tensor) -> Tensor:
-        v = w.reshape(4, H, -1)
-        return (v.index_select(0, perm) * scale.view(4, 1, 1)).reshape(4 * H, -1)
+def _reorder(w: Tensor, scale_g: float) -> Tensor:
+    """Rows in torch's gate order → internal order, the g block multiplied by ``scale_g``."""
+    H = w.shape[0] // 4
+    v = w.reshape(4, H, -1)
+    v = v.index_select(0, torch.tensor(_PERM, device=w.device))
+    if scale_g != 1.0:
+        v = v * torch.tensor([1.0, 1.0, 1.0, scale_g], dtype=w.dtype, device=w.device).view(4, 1, 1)
+    return v.reshape(w.shape)
 
-    bias = None if b_ih is None else convert((b_ih + b_hh).unsqueeze(1)).squeeze(1)
-    return convert(w_ih), convert(w_hh), bias
+
+def input_projection(X: Tensor, w: LayerWeights) -> tuple[Tensor, dict]:
+    """GX (N, 4H) in the internal layout, and the internal recurrent parameters for the kernel."""
+    bias = None if w.b_ih is None else _reorder(w.b_ih + w.b_hh, 2.0)
+    if not w.layer_norm:
+        w_ih = _reorder(w.w_ih, 2.0)
+        GX = torch.addmm(bias, X, w_ih.t()) if bias is not None else X @ w_ih.t()
+        return GX, dict(w_hh=_reorder(w.w_hh, 2.0))
+    # With layer norm the ×2 goes on the normalised values (gain and bias), not on the weights,
+    # because normalisation would undo a scale applied before it.
+    A = X @ _reorder(w.w_ih, 1.0).t()
+    GX = torch.nn.functional.layer_norm(A, A.shape[-1:], _reorder(w.ln_ih_w, 2.0), _reorder(w.ln_ih_b, 2.0), LN_EPS)
+    if bias is not None:
+        GX = GX + bias
+    return GX, dict(w_hh=_reorder(w.w_hh, 1.0), ln_h_w=_reorder(w.ln_hh_w, 2.0), ln_h_b=_reorder(w.ln_hh_b, 2.0),
+                    ln_c_w=w.ln_c_w, ln_c_b=w.ln_c_b)
+
+
+def _slice(z, s: int, b: int):
+    return z[s : s + b] if isinstance(z, Tensor) else z
 
 
 class LSTMFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, X, h0, c0, w_ih, w_hh, bias, w_hr, layout: Layout):
-        # X (N, I) packed; h0 (B, P), c0 (B, H) sorted; w_ih (4H, I), w_hh (4H, P), bias (4H,), w_hr (P, H)
+    def forward(ctx, GX, h0, c0, w_hh, w_hr, ln_h_w, ln_h_b, ln_c_w, ln_c_b, mask, zone_h, zone_c,
+                layout: Layout):
+        # GX (N, 4H) packed; h0 (B, P), c0 (B, H) sorted; w_hh (4H, P); w_hr (P, H) or None;
+        # ln_h_* (4H,), ln_c_* (H,) or None; mask (B, P) or None; zone_h (N, P), zone_c (N, H), float or None.
         H = w_hh.shape[0] // 4
-        N = X.shape[0]
-        G = torch.addmm(bias, X, w_ih.t()) if bias is not None else X @ w_ih.t()  # (N, 4H)
-        C = X.new_empty(N, H)
-        TC = X.new_empty(N, H)  # tanh(C_t), kept for the backward pass
-        R = X.new_empty(N, H) if w_hr is not None else None  # o ∗ tanh(C) before the projection
-        Y = X.new_empty(N, w_hh.shape[1])
+        N = GX.shape[0]
+        ln_h, ln_c = ln_h_w is not None, ln_c_w is not None
+        G = torch.empty_like(GX)  # the activated gates of every step
+        CT = GX.new_empty(N, H)  # C̃_t, the cell's own new state
+        C = CT if zone_c is None else GX.new_empty(N, H)  # C_t after zoneout
+        TC = GX.new_empty(N, H)  # tanh(C̃_t) (of its layer norm with ln_c)
+        R = GX.new_empty(N, H) if w_hr is not None else None  # o ∗ tanh(·) before the projection
+        Y = GX.new_empty(N, w_hh.shape[1])
+        AH = GX.new_empty(N, 4 * H) if ln_h else None  # recurrent part before its layer norm
+        stats_h = GX.new_empty(2, N, 1) if ln_h else None  # its mean and 1/std per row
+        stats_c = GX.new_empty(2, N, 1) if ln_c else None
         w_hhT = w_hh.t()
         w_hrT = w_hr.t() if w_hr is not None else None
-        two = X.new_tensor(2.0)
-        one = X.new_tensor(1.0)
+        two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
         h_prev, c_prev = h0, c0
         for s, b in layout.steps:
+            hp, cp = h_prev[:b], c_prev[:b]
+            h_in = hp if mask is None else hp * mask[:b]
             G_t = G[s : s + b]
-            G_t.addmm_(h_prev[:b], w_hhT).sigmoid_()
+            if ln_h:
+                a = torch.mm(h_in, w_hhT, out=AH[s : s + b])
+                a_ln, mean, rstd = torch.native_layer_norm(a, (4 * H,), ln_h_w, ln_h_b, LN_EPS)
+                stats_h[0, s : s + b], stats_h[1, s : s + b] = mean, rstd
+                torch.add(GX[s : s + b], a_ln, out=G_t)
+            else:
+                torch.addmm(GX[s : s + b], h_in, w_hhT, out=G_t)
+            G_t.sigmoid_()
             i, f, o, g = G_t[:, :H], G_t[:, H : 2 * H], G_t[:, 2 * H : 3 * H], G_t[:, 3 * H :]
             g.mul_(two).sub_(one)  # tanh of the candidate cell state
-            C_t = torch.mul(f, c_prev[:b], out=C[s : s + b])
-            C_t.addcmul_(i, g)
-            tc = torch.tanh(C_t, out=TC[s : s + b])
-            if w_hr is None:
-                h_prev = torch.mul(o, tc, out=Y[s : s + b])
+            ct = torch.mul(f, cp, out=CT[s : s + b]).addcmul_(i, g)
+            if ln_c:
+                u, mean, rstd = torch.native_layer_norm(ct, (H,), ln_c_w, ln_c_b, LN_EPS)
+                stats_c[0, s : s + b], stats_c[1, s : s + b] = mean, rstd
+                tc = torch.tanh(u, out=TC[s : s + b])
             else:
-                r = torch.mul(o, tc, out=R[s : s + b])
-                h_prev = torch.mm(r, w_hrT, out=Y[s : s + b])
-            c_prev = C_t
-        h_n, c_n = layout.final(Y), layout.final(C)
+                tc = torch.tanh(ct, out=TC[s : s + b])
+            y = Y[s : s + b]
+            if w_hr is None:
+                torch.mul(o, tc, out=y)
+            else:
+                torch.mm(torch.mul(o, tc, out=R[s : s + b]), w_hrT, out=y)
+            if zone_h is not None:  # h = h̃ + z (h_prev − h̃)
+                y.add_(_slice(zone_h, s, b) * (hp - y))
+            if zone_c is not None:
+                torch.add(ct, _slice(zone_c, s, b) * (cp - ct), out=C[s : s + b])
+            h_prev, c_prev = y, C[s : s + b]
         ctx.layout = layout
-        ctx.has_bias = bias is not None
-        ctx.save_for_backward(X, h0, c0, w_ih, w_hh, w_hr, G, C, TC, R, Y)
-        return Y, h_n, c_n
+        ctx.zones = (zone_h, zone_c)
+        ctx.save_for_backward(h0, c0, w_hh, w_hr, ln_h_w, ln_h_b, ln_c_w, ln_c_b, mask, G, CT, C, TC, R, Y, AH,
+                              stats_h, stats_c)
+        return Y, layout.final(Y), layout.final(C)
 
     @staticmethod
     def backward(ctx, dY, dh_n, dc_n):
-        X, h0, c0, w_ih, w_hh, w_hr, G, C, TC, R, Y = ctx.saved_tensors
+        (h0, c0, w_hh, w_hr, ln_h_w, ln_h_b, ln_c_w, ln_c_b, mask, G, CT, C, TC, R, Y, AH, stats_h,
+         stats_c) = ctx.saved_tensors
+        zone_h, zone_c = ctx.zones
         layout: Layout = ctx.layout
         H = C.shape[1]
-        N = X.shape[0]
         dY = torch.zeros_like(Y) if dY is None else dY.contiguous()
         dh_carry = torch.zeros_like(h0) if dh_n is None else dh_n.clone()
         dc_carry = torch.zeros_like(c0) if dc_n is None else dc_n.clone()
 
         # Everything that does not depend on the recurrence, for all steps at once.
         i, f, o, g = G[:, :H], G[:, H : 2 * H], G[:, 2 * H : 3 * H], G[:, 3 * H :]
-        C_prev = layout.previous(c0, C)
-        OD = o * (1 - TC * TC)  # ∂h/∂C through tanh, times o
-        M = torch.empty_like(G)  # dG = M ∗ [dc, dc, dh, dc]
+        OD = o * (1 - TC * TC)  # ∂r/∂(tanh argument)
+        M = torch.empty_like(G)  # dG = M ∗ [dC̃, dC̃, dr, dC̃]
         torch.mul(g, i * (1 - i), out=M[:, :H])
-        torch.mul(C_prev, f * (1 - f), out=M[:, H : 2 * H])
+        torch.mul(layout.previous(c0, C), f * (1 - f), out=M[:, H : 2 * H])
         torch.mul(TC, o * (1 - o), out=M[:, 2 * H : 3 * H])
         torch.mul(i, (1 - g * g) * 0.5, out=M[:, 3 * H :])
-        del C_prev
+        keep_h = None if zone_h is None else 1 - zone_h
+        keep_c = None if zone_c is None else 1 - zone_c
 
         dG = torch.empty_like(G)
-        dH = torch.empty_like(Y)  # total gradient reaching each h_t
+        dA = torch.empty_like(G) if AH is not None else dG  # ∂L/∂(h_in W_hhᵀ)
+        dHt = torch.empty_like(Y)  # ∂L/∂h̃_t
+        dU = torch.empty_like(TC) if ln_c_w is not None else None  # ∂L/∂LN(C̃_t)
         for s, b in reversed(layout.steps):
-            dh = torch.add(dh_carry[:b], dY[s : s + b], out=dH[s : s + b])
-            dr = dh if w_hr is None else dh @ w_hr  # (b, H)
-            dc = torch.addcmul(dc_carry[:b], dr, OD[s : s + b])
+            dh = dh_carry[:b] + dY[s : s + b]
+            dht = dh if zone_h is None else dh * _slice(keep_h, s, b)
+            dHt[s : s + b] = dht
+            dr = dht if w_hr is None else dht @ w_hr  # (b, H)
+            dc_future = dc_carry[:b] if zone_c is None else dc_carry[:b] * _slice(keep_c, s, b)
+            if dU is None:
+                dc = torch.addcmul(dc_future, dr, OD[s : s + b])
+            else:
+                du = torch.mul(dr, OD[s : s + b], out=dU[s : s + b])
+                dln = aten.native_layer_norm_backward(du, CT[s : s + b], (H,), stats_c[0, s : s + b],
+                                                      stats_c[1, s : s + b], ln_c_w, ln_c_b,
+                                                      [True, False, False])[0]
+                dc = dc_future + dln
             dG_t = dG[s : s + b]
             torch.mul(M[s : s + b].view(b, 4, H), dc.unsqueeze(1), out=dG_t.view(b, 4, H))
             torch.mul(M[s : s + b, 2 * H : 3 * H], dr, out=dG_t[:, 2 * H : 3 * H])
-            torch.mul(dc, f[s : s + b], out=dc_carry[:b])
-            torch.mm(dG_t, w_hh, out=dh_carry[:b])
+            if zone_c is None:
+                torch.mul(dc, f[s : s + b], out=dc_carry[:b])
+            else:
+                dc_carry[:b] = dc * f[s : s + b] + dc_carry[:b] * _slice(zone_c, s, b)
+            if AH is not None:
+                dA[s : s + b] = aten.native_layer_norm_backward(dG_t, AH[s : s + b], (4 * H,), stats_h[0, s : s + b],
+                                                                stats_h[1, s : s + b], ln_h_w, ln_h_b,
+                                                                [True, False, False])[0]
+            if mask is None and zone_h is None:
+                torch.mm(dA[s : s + b], w_hh, out=dh_carry[:b])
+            else:
+                dh_in = dA[s : s + b] @ w_hh
+                if mask is not None:
+                    dh_in.mul_(mask[:b])
+                if zone_h is not None:
+                    dh_in.add_(dh * _slice(zone_h, s, b))
+                dh_carry[:b] = dh_in
 
         needs = ctx.needs_input_grad
-        dX = dG @ w_ih if needs[0] else None
-        dw_ih = dG.t() @ X if needs[3] else None
-        dw_hh = dG.t() @ layout.previous(h0, Y) if needs[4] else None
-        dbias = dG.sum(0) if ctx.has_bias and needs[5] else None
-        dw_hr = dH.t() @ R if w_hr is not None and needs[6] else None
-        return dX, dh_carry, dc_carry, dw_ih, dw_hh, dbias, dw_hr, None
+        H_prev = layout.previous(h0, Y)
+        if mask is not None:
+            H_prev = H_prev * layout.per_row(mask)
+        dw_hh = dA.t() @ H_prev if needs[3] else None
+        dw_hr = dHt.t() @ R if w_hr is not None and needs[4] else None
+        dln_h_w = dln_h_b = dln_c_w = dln_c_b = None
+        if AH is not None:
+            dln_h_w = (dG * (AH - stats_h[0]) * stats_h[1]).sum(0)
+            dln_h_b = dG.sum(0)
+        if dU is not None:
+            dln_c_w = (dU * (CT - stats_c[0]) * stats_c[1]).sum(0)
+            dln_c_b = dU.sum(0)
+        return (dG, dh_carry, dc_carry, dw_hh, dw_hr, dln_h_w, dln_h_b, dln_c_w, dln_c_b,
+                None, None, None, None)
 
 
-def lstm_layer(X: Tensor, h0: Tensor, c0: Tensor, w, layout: Layout):
-    """Packed (N, I) → (Y (N, P), h_n, c_n) in sorted order; ``w`` is a ``LayerWeights``."""
-    w_ih, w_hh, bias = internal_weights(w.w_ih, w.w_hh, w.b_ih, w.b_hh)
-    return LSTMFunction.apply(X, h0, c0, w_ih, w_hh, bias, w.w_hr, layout)
+def lstm_layer(X: Tensor, h0: Tensor, c0: Tensor, w: LayerWeights, layout: Layout, noise: Noise):
+    """Packed (N, I) → (Y (N, P), h_n, c_n) in sorted order."""
+    GX, p = input_projection(X, w)
+    mask = None if noise.recurrent is None else layout.sort(noise.recurrent)
+    return LSTMFunction.apply(GX, h0, c0, p["w_hh"], w.w_hr, p.get("ln_h_w"), p.get("ln_h_b"), p.get("ln_c_w"),
+                              p.get("ln_c_b"), mask, layout.pack_noise(noise.zone_h), layout.pack_noise(noise.zone_c),
+                              layout)

@@ -1,52 +1,77 @@
 """Fused vanilla RNN (tanh or ReLU): forward recurrence and hand-written BPTT.
 
-Forward, per step: ``Y_t = φ(XW_t + h_{t-1} W_hhᵀ)`` computed in place in the buffer that already
-holds the input projection. Backward: φ' depends only on the outputs (1 − h² or [h > 0]), so it is
-computed for all steps first and the loop is::
+Forward, per step (m the recurrent dropout mask, z_h the zoneout keep)::
 
-    dA_t = (dh_carry + dY_t) ∗ φ'_t;   dh_carry = dA_t W_hh
+    h̃_t = φ(GX_t + (m ∗ h_{t-1}) W_hhᵀ);   h_t = h̃_t + z_h ∗ (h_{t-1} − h̃_t)
+
+computed in place in the output buffer. Backward: φ' depends only on h̃ (1 − h̃² or [h̃ > 0]), so it
+is computed for all steps first and the loop is::
+
+    dA_t = (dh_carry + dY_t)(1 − z_h) ∗ φ'_t;   dh_carry = m ∗ (dA_t W_hh) + (dh_carry + dY_t) z_h
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from ..types import LayerWeights, Noise
 from .layout import Layout
+from .lstm import _slice
 
 
 class RNNFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, X, h0, w_ih, w_hh, bias, layout: Layout, relu: bool):
-        # X (N, I) packed; h0 (B, H) sorted; w_ih (H, I); w_hh (H, H); bias (H,) = b_ih + b_hh
-        Y = torch.addmm(bias, X, w_ih.t()) if bias is not None else X @ w_ih.t()  # (N, H)
+    def forward(ctx, GX, h0, w_hh, mask, zone_h, layout: Layout, relu: bool):
+        # GX (N, H) = X W_ihᵀ + b_ih + b_hh packed; h0 (B, H) sorted; w_hh (H, H)
+        Y = torch.empty_like(GX)
+        Ht = Y if zone_h is None else torch.empty_like(GX)  # h̃_t, before zoneout
         w_hhT = w_hh.t()
         h_prev = h0
         for s, b in layout.steps:
-            h = Y[s : s + b].addmm_(h_prev[:b], w_hhT)
-            h_prev = h.relu_() if relu else h.tanh_()
-        ctx.layout, ctx.relu, ctx.has_bias = layout, relu, bias is not None
-        ctx.save_for_backward(X, h0, w_ih, w_hh, Y)
+            hp = h_prev[:b]
+            h_in = hp if mask is None else hp * mask[:b]
+            h = torch.addmm(GX[s : s + b], h_in, w_hhT, out=Ht[s : s + b])
+            h = h.relu_() if relu else h.tanh_()
+            if zone_h is not None:
+                h = torch.add(h, _slice(zone_h, s, b) * (hp - h), out=Y[s : s + b])
+            h_prev = h
+        ctx.layout, ctx.relu, ctx.zone_h = layout, relu, zone_h
+        ctx.save_for_backward(h0, w_hh, mask, Ht, Y)
         return Y, layout.final(Y)
 
     @staticmethod
     def backward(ctx, dY, dh_n):
-        X, h0, w_ih, w_hh, Y = ctx.saved_tensors
+        h0, w_hh, mask, Ht, Y = ctx.saved_tensors
         layout: Layout = ctx.layout
+        zone_h = ctx.zone_h
         dY = torch.zeros_like(Y) if dY is None else dY.contiguous()
         dh_carry = torch.zeros_like(h0) if dh_n is None else dh_n.clone()
-        D = (Y > 0).to(Y.dtype) if ctx.relu else 1 - Y * Y  # φ'(a_t), all steps at once
+        D = (Ht > 0).to(Ht.dtype) if ctx.relu else 1 - Ht * Ht  # φ'(a_t), all steps at once
+        if zone_h is not None:
+            D = D * (1 - zone_h)
         dA = torch.empty_like(Y)
         for s, b in reversed(layout.steps):
-            da = torch.add(dh_carry[:b], dY[s : s + b], out=dA[s : s + b]).mul_(D[s : s + b])
-            torch.mm(da, w_hh, out=dh_carry[:b])
-        needs = ctx.needs_input_grad
-        dX = dA @ w_ih if needs[0] else None
-        dw_ih = dA.t() @ X if needs[2] else None
-        dw_hh = dA.t() @ layout.previous(h0, Y) if needs[3] else None
-        dbias = dA.sum(0) if ctx.has_bias and needs[4] else None
-        return dX, dh_carry, dw_ih, dw_hh, dbias, None, None
+            if mask is None and zone_h is None:
+                da = torch.add(dh_carry[:b], dY[s : s + b], out=dA[s : s + b]).mul_(D[s : s + b])
+                torch.mm(da, w_hh, out=dh_carry[:b])
+                continue
+            dh = dh_carry[:b] + dY[s : s + b]
+            da = torch.mul(dh, D[s : s + b], out=dA[s : s + b])
+            dh_in = da @ w_hh
+            if mask is not None:
+                dh_in.mul_(mask[:b])
+            if zone_h is not None:
+                dh_in.add_(dh * _slice(zone_h, s, b))
+            dh_carry[:b] = dh_in
+        H_prev = layout.previous(h0, Y)
+        if mask is not None:
+            H_prev = H_prev * layout.per_row(mask)
+        dw_hh = dA.t() @ H_prev if ctx.needs_input_grad[2] else None
+        return dA, dh_carry, dw_hh, None, None, None, None
 
 
-def rnn_layer(X: Tensor, h0: Tensor, w, layout: Layout, relu: bool):
+def rnn_layer(X: Tensor, h0: Tensor, w: LayerWeights, layout: Layout, noise: Noise, relu: bool):
     bias = None if w.b_ih is None else w.b_ih + w.b_hh
-    return RNNFunction.apply(X, h0, w.w_ih, w.w_hh, bias, layout, relu)
+    GX = torch.addmm(bias, X, w.w_ih.t()) if bias is not None else X @ w.w_ih.t()
+    mask = None if noise.recurrent is None else layout.sort(noise.recurrent)
+    return RNNFunction.apply(GX, h0, w.w_hh, mask, layout.pack_noise(noise.zone_h), layout, relu)
