@@ -3,8 +3,11 @@
 ``MODEL_TYPES`` maps the model-type name a checkpoint stores (next to ``dataclasses.asdict(config)``
 as JSON) to the class whose ``from_config`` rebuilds it.
 """
+from .classifier import SequenceClassifier, SequenceClassifierConfig
 from .crf import LinearChainCRF
 
-MODEL_TYPES: dict[str, type] = {}
+MODEL_TYPES: dict[str, type] = {
+    "classifier": SequenceClassifier,
+}
 
-__all__ = ["MODEL_TYPES", "LinearChainCRF"]
+__all__ = ["MODEL_TYPES", "LinearChainCRF", "SequenceClassifier", "SequenceClassifierConfig"]

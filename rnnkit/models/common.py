@@ -6,7 +6,7 @@ Shapes: B batch, T steps, H hidden size, D = 2 if bidirectional else 1.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..layers import GRU, LSTM, RNN, RNNBase
 from ..layers.checks import check_lengths
@@ -93,3 +93,39 @@ def check_features(owner: str, name: str, x, dims: int, layout: str, size: int |
         where = tuple(int(i) for i in (~finite).nonzero()[0])
         raise ValueError(f"{owner}: {name} must be finite, got {x[where].item()} at position {where}")
     return x.to(dtype)
+
+
+def check_input_choice(cfg) -> None:
+    """A model reads either token ids (``vocab_size`` set: an embedding in front) or feature vectors
+    (``input_size`` set): exactly one of the two."""
+    if (cfg.vocab_size is None) == (cfg.input_size is None):
+        raise ValueError(f"{type(cfg).__name__}: set exactly one of vocab_size (token ids) and input_size "
+                         f"(feature vectors), got vocab_size={cfg.vocab_size}, input_size={cfg.input_size}")
+    if cfg.vocab_size is not None and cfg.padding_idx is not None and not 0 <= cfg.padding_idx < cfg.vocab_size:
+        raise ValueError(f"{type(cfg).__name__}: padding_idx must be in [0, {cfg.vocab_size}), got {cfg.padding_idx}")
+
+
+class InputLayer(nn.Module):
+    """What sits in front of a model: ``nn.Embedding`` for token ids (B, T) → (B, T, E), or a check of
+    feature vectors (B, T, I) → the same tensor. ``size`` is E or I. ``forward(..., dims=1)`` takes one
+    item per row instead: ids (B,) or features (B, I)."""
+
+    def __init__(self, owner: str, vocab_size: int | None, input_size: int | None, embed_size: int,
+                 padding_idx: int | None = None) -> None:
+        super().__init__()
+        self.owner = owner
+        self.vocab_size, self.input_size = vocab_size, input_size
+        if vocab_size is not None:
+            self.embedding = nn.Embedding(vocab_size, embed_size, padding_idx=padding_idx)
+            self.size = embed_size
+        else:
+            self.size = input_size
+
+    def forward(self, inputs, dtype: torch.dtype, name: str = "inputs", dims: int = 2) -> Tensor:
+        """Embedded tokens or checked features, as ``dtype`` (the model's parameters' dtype)."""
+        if self.vocab_size is not None:
+            layout = "(B, T)" if dims == 2 else "(B,)"
+            check_ids(self.owner, name, inputs, self.vocab_size, dims, f"{layout} of token ids", "token ids")
+            return self.embedding(inputs.to(self.embedding.weight.device))
+        layout = "(B, T, input_size)" if dims == 2 else "(B, input_size)"
+        return check_features(self.owner, name, inputs, dims + 1, layout, self.input_size, dtype)

@@ -12,15 +12,21 @@ lists where the dataclass has tuples; ``config_from_dict`` turns them back.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import types
 import typing
 from typing import Any, ClassVar, Literal, Mapping, Union
 
+import torch
 from torch import nn
+
+from ..engine import ENGINES
 
 #: The recurrent cell kinds a model can be built from (the names ``rnnkit.engine`` uses).
 Cell = Literal["lstm", "gru", "rnn_tanh", "rnn_relu"]
+#: ``engine=`` of the rnnkit layers.
+Engine = Literal[ENGINES]
 
 
 def _describe(hint) -> str:
@@ -89,6 +95,22 @@ def config_from_dict(config_class: type, data: Mapping[str, Any]):
         tuple_field = any(typing.get_origin(a) is tuple for a in (hints[key], *typing.get_args(hints[key])))
         kwargs[key] = tuple(value) if tuple_field and isinstance(value, list) else value
     return config_class(**kwargs)
+
+
+def inference(method):
+    """Run a model method in eval mode (no dropout) without gradients, restoring the mode after."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                return method(self, *args, **kwargs)
+        finally:
+            self.train(was_training)
+
+    return run
 
 
 class ConfiguredModel(nn.Module):
