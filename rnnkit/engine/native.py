@@ -11,7 +11,8 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .types import LayerWeights, State
+from .stack import drop_weights
+from .types import LayerWeights, Options, State
 
 _OPS = {"lstm": torch.lstm, "gru": torch.gru, "rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_relu}
 
@@ -26,9 +27,16 @@ def run_stack(
     bidirectional: bool,
     dropout: float,
     training: bool,
+    opts: Options = Options(),
 ) -> tuple[Tensor, State]:
+    """Same contract as ``stack.run_stack``; raises ValueError for options torch's kernels lack."""
+    unsupported = list(opts.needs_rnnkit_engine) + (["layer_norm"] if weights[0].layer_norm else [])
+    if unsupported:
+        raise ValueError(f"engine='native' (torch's kernels) cannot run {', '.join(unsupported)}; "
+                         "use engine='fused' or 'auto'")
     op = _OPS[mode]
-    flat = [w for lw in weights for w in lw if w is not None]  # torch's flat order per layer-direction
+    weights = [drop_weights(w, opts, training) for w in weights]
+    flat = [p for w in weights for p in w.torch_weights]  # torch's flat order per layer-direction
     has_biases = weights[0].b_ih is not None
     if lengths is None:
         result = op(x, hx, flat, has_biases, num_layers, dropout, training, bidirectional, False)

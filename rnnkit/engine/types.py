@@ -57,3 +57,30 @@ class Noise(NamedTuple):
     recurrent: Tensor | None = None
     zone_h: Tensor | float | None = None
     zone_c: Tensor | float | None = None
+
+
+class Options(NamedTuple):
+    """The sequence-regularisation options of a stack (see ``rnnkit.layers.recurrent``).
+
+    ``dropout_kind``: how the masks of ``dropout`` between layers are drawn — "naive" (new mask every
+    step, torch's), "locked" (one per sequence), "variational" (locked, plus ``recurrent_dropout`` on
+    h_{t-1}); ``weight_drop``: DropConnect on W_hh once per forward; ``zoneout``/``zoneout_cell``:
+    probability that a unit of h (of the LSTM cell state) keeps its previous value.
+    """
+
+    dropout_kind: str = "naive"
+    recurrent_dropout: float = 0.0
+    weight_drop: float = 0.0
+    zoneout: float = 0.0
+    zoneout_cell: float = 0.0
+
+    @property
+    def needs_rnnkit_engine(self) -> tuple[str, ...]:
+        """The options set here that torch's own kernels cannot run."""
+        names = []
+        if self.dropout_kind != "naive":
+            names.append(f"dropout_kind={self.dropout_kind!r}")
+        for name in ("recurrent_dropout", "zoneout", "zoneout_cell"):
+            if getattr(self, name):
+                names.append(name)
+        return tuple(names)

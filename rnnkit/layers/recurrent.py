@@ -9,13 +9,33 @@ so ``load_state_dict`` works in both directions. Two additions, both keyword-onl
 - ``lengths=`` on ``forward`` for a padded batch: a sequence's state is frozen after its last step
   and its outputs there are zero, exactly as if it had been passed as a ``PackedSequence``.
 
+Sequence regularisation and cell variants (keyword-only; every one runs on the fused engine with its
+backward pass written by hand — ``engine="auto"`` picks it, ``engine="native"`` refuses them):
+
+- ``dropout=p`` keeps torch's meaning (outputs of every layer but the last); ``dropout_kind`` draws
+  its masks ``"naive"`` (new at every step, torch's; the default), ``"locked"`` (one per sequence, the
+  same at every step) or ``"variational"`` (Gal & Ghahramani 2016: locked, plus one per-sequence mask
+  on h_{t-1} where it enters the gates, at rate ``recurrent_dropout=q``; giving ``recurrent_dropout``
+  alone selects it).
+- ``weight_drop=p``: DropConnect on every W_hh, one mask per forward call (AWD-LSTM, Merity et al. 2018).
+  It changes only the weights, so torch's native kernels can run it too.
+- ``zoneout=p`` (Krueger et al. 2017): each unit of h keeps its previous value with probability p,
+  h_t = m ∗ h_{t-1} + (1 − m) ∗ h̃_t; ``zoneout_cell`` does the same for the LSTM cell state (default:
+  the same p). In eval mode the expectation is used: m = p.
+- ``layer_norm=True`` (LSTM, GRU): the layer-normalised cell of Ba, Kiros & Hinton (2016), with
+  learnable gains (start 1) and biases (start 0) ``ln_ih_weight_l0``, ``ln_hh_weight_l0``,
+  ``ln_cell_weight_l0`` (LSTM), ``ln_*_bias_l0``.
+- ``init="torch" | "orthogonal" | "identity"`` and ``forget_bias`` (LSTM): see ``rnnkit/layers/init.py``.
+
+Every probability must lie in [0, 1); eval mode is deterministic; the masks come from torch's RNG, so
+``torch.manual_seed`` reproduces a run.
+
 Shapes (T steps, B batch, D = 2 if bidirectional else 1, H_out = proj_size or hidden_size):
 input (T, B, I) — (B, T, I) with ``batch_first`` — or unbatched (T, I); h_0 and h_n (D·num_layers, B, H_out);
 c_0 and c_n (D·num_layers, B, hidden_size); output (T, B, D·H_out).
 """
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
@@ -23,10 +43,57 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ..cells import NONLINEARITIES
-from ..engine import ENGINES, LayerWeights, dispatch
+from ..engine import ENGINES, LayerWeights, Options, dispatch
 from .checks import check_lengths, check_positive_int, check_shape, check_tensor
+from .init import INITS, init_weights
 
 _GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+#: Parameter roles in ``LayerWeights`` order (parameter name = role + "_l{k}" [+ "_reverse"]).
+_ROLES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "ln_ih_weight", "ln_ih_bias",
+          "ln_hh_weight", "ln_hh_bias", "ln_cell_weight", "ln_cell_bias")
+DROPOUT_KINDS = ("naive", "locked", "variational")
+
+
+def _check_probability(owner: str, name: str, p) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+        raise ValueError(f"{owner}: {name} must be a probability in [0, 1), got {p!r}")
+    return float(p)
+
+
+def _check_options(owner, mode, dropout_kind, recurrent_dropout, weight_drop, zoneout, zoneout_cell, layer_norm,
+                   init, forget_bias) -> Options:
+    """Validate the regularisation and variant options; returns the engine's ``Options``."""
+    recurrent_dropout = _check_probability(owner, "recurrent_dropout", recurrent_dropout)
+    weight_drop = _check_probability(owner, "weight_drop", weight_drop)
+    zoneout = _check_probability(owner, "zoneout", zoneout)
+    if dropout_kind is None:
+        dropout_kind = "variational" if recurrent_dropout > 0 else "naive"
+    if dropout_kind not in DROPOUT_KINDS:
+        raise ValueError(f"{owner}: unknown dropout_kind {dropout_kind!r}; expected one of {DROPOUT_KINDS}")
+    if recurrent_dropout > 0 and dropout_kind != "variational":
+        raise ValueError(f"{owner}: recurrent_dropout belongs to dropout_kind='variational', "
+                         f"got dropout_kind={dropout_kind!r}")
+    if zoneout_cell is None:
+        zoneout_cell = zoneout if mode == "lstm" else 0.0
+    elif mode != "lstm":
+        raise ValueError(f"{owner}: zoneout_cell is an LSTM option (the cell state); {owner} has none")
+    zoneout_cell = _check_probability(owner, "zoneout_cell", zoneout_cell)
+    if layer_norm not in (True, False):
+        raise TypeError(f"{owner}: layer_norm must be True or False, got {layer_norm!r}")
+    if layer_norm and mode not in ("lstm", "gru"):
+        raise ValueError(f"{owner}: layer_norm is supported by LSTM and GRU, not {owner}")
+    if init not in INITS:
+        raise ValueError(f"{owner}: unknown init {init!r}; expected one of {INITS}")
+    if init == "identity" and mode != "rnn_relu":
+        warnings.warn(f"{owner}: init='identity' is the IRNN recipe (Le et al. 2015), meant for "
+                      f"RNN(nonlinearity='relu'); with {mode!r} the identity recurrence may saturate",
+                      stacklevel=4)
+    if forget_bias is not None:
+        if mode != "lstm":
+            raise ValueError(f"{owner}: forget_bias is an LSTM option, {owner} has no forget gate")
+        if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)):
+            raise TypeError(f"{owner}: forget_bias must be a number, got {forget_bias!r}")
+    return Options(dropout_kind, recurrent_dropout, weight_drop, zoneout, zoneout_cell)
 
 
 class RNNBase(nn.Module):
@@ -47,6 +114,14 @@ class RNNBase(nn.Module):
         dtype=None,
         *,
         engine: str = "auto",
+        dropout_kind: str | None = None,
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        zoneout: float = 0.0,
+        zoneout_cell: float | None = None,
+        layer_norm: bool = False,
+        init: str = "torch",
+        forget_bias: float | None = None,
     ) -> None:
         super().__init__()
         owner = f"rnnkit.{type(self).__name__}"
@@ -67,6 +142,9 @@ class RNNBase(nn.Module):
         if proj_size >= hidden_size:
             raise ValueError(f"{owner}: proj_size must be smaller than hidden_size, got {proj_size} >= {hidden_size}")
         self._check_engine(engine)
+        self.options = _check_options(owner, mode, dropout_kind, recurrent_dropout, weight_drop, zoneout,
+                                      zoneout_cell, layer_norm, init, forget_bias)
+        self.layer_norm, self.init, self.forget_bias = layer_norm, init, forget_bias
         self.mode = mode
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -93,6 +171,11 @@ class RNNBase(nn.Module):
                     shapes[f"bias_hh{sfx}"] = (gate_size,)
                 if proj_size:
                     shapes[f"weight_hr{sfx}"] = (proj_size, hidden_size)
+                if layer_norm:
+                    for part, size in (("ih", gate_size), ("hh", gate_size)) + ((("cell", hidden_size),)
+                                                                                 if mode == "lstm" else ()):
+                        shapes[f"ln_{part}_weight{sfx}"] = (size,)
+                        shapes[f"ln_{part}_bias{sfx}"] = (size,)
                 for name, shape in shapes.items():
                     setattr(self, name, nn.Parameter(torch.empty(shape, **factory)))
                 self._weight_names.append(tuple(shapes))
@@ -100,10 +183,15 @@ class RNNBase(nn.Module):
 
     # -- torch.nn compatibility -----------------------------------------------------------------
     def reset_parameters(self) -> None:
-        """torch's default: every parameter uniform in ±1/√hidden_size."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for p in self.parameters():
-            nn.init.uniform_(p, -bound, bound)
+        """Initialise by the ``init`` scheme (torch's default: uniform in ±1/√hidden_size); layer-norm
+        gains start at 1 and their biases at 0."""
+        for names in self._weight_names:
+            params = {n.rsplit("_l", 1)[0]: getattr(self, n) for n in names}
+            with torch.no_grad():
+                for role, p in params.items():
+                    if role.startswith("ln_"):
+                        p.fill_(1.0 if "weight" in role else 0.0)
+            init_weights(params, self.hidden_size, _GATES[self.mode], self.init, self.forget_bias)
 
     def flatten_parameters(self) -> None:
         """Does nothing: kept so code written for torch.nn (which packs weights for cuDNN) runs unchanged."""
@@ -145,9 +233,8 @@ class RNNBase(nn.Module):
         """The parameters of every layer-direction, in the order the engines expect."""
         out = []
         for names in self._weight_names:
-            p = {n.split("_l")[0]: getattr(self, n) for n in names}
-            out.append(LayerWeights(p["weight_ih"], p["weight_hh"], p.get("bias_ih"), p.get("bias_hh"),
-                                    p.get("weight_hr")))
+            p = {n.rsplit("_l", 1)[0]: getattr(self, n) for n in names}
+            out.append(LayerWeights(*(p.get(role) for role in _ROLES)))
         return out
 
     def _state_shapes(self, batch: int) -> list[tuple[int, ...]]:
@@ -230,7 +317,7 @@ class RNNBase(nn.Module):
                 lengths = None  # all full length: the plain path is the same computation
         state = self._prepare_state(hx, B, batched, x)
         y, state = dispatch.run(self.engine, self.mode, x, state, self.layer_weights(), lengths,
-                                self.num_layers, self.bidirectional, self.dropout, self.training)
+                                self.num_layers, self.bidirectional, self.dropout, self.training, self.options)
 
         if packed:
             order = input.sorted_indices
@@ -256,12 +343,12 @@ class RNN(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None,
-                 *, proj_size=0, engine="auto"):
+                 *, proj_size=0, engine="auto", **options):
         if nonlinearity not in NONLINEARITIES:
             raise ValueError(f"rnnkit.RNN: unknown nonlinearity {nonlinearity!r}; expected one of {NONLINEARITIES}")
         self.nonlinearity = nonlinearity
         super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, proj_size, device, dtype, engine=engine)
+                         bidirectional, proj_size, device, dtype, engine=engine, **options)
 
 
 class LSTM(RNNBase):
@@ -273,9 +360,9 @@ class LSTM(RNNBase):
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, proj_size=0, device=None, dtype=None, *, engine="auto"):
+                 bidirectional=False, proj_size=0, device=None, dtype=None, *, engine="auto", **options):
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         proj_size, device, dtype, engine=engine)
+                         proj_size, device, dtype, engine=engine, **options)
 
 
 class GRU(RNNBase):
@@ -287,6 +374,6 @@ class GRU(RNNBase):
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, device=None, dtype=None, *, proj_size=0, engine="auto"):
+                 bidirectional=False, device=None, dtype=None, *, proj_size=0, engine="auto", **options):
         super().__init__("gru", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         proj_size, device, dtype, engine=engine)
+                         proj_size, device, dtype, engine=engine, **options)
