@@ -17,6 +17,10 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 import rnnkit
 
+# The tests' tensors are tiny (a few hundred elements): splitting them across threads only adds
+# synchronisation, which on a shared 2-core machine made the suite 2-3x slower. One thread.
+torch.set_num_threads(1)
+
 DT = torch.float64
 ENGINES = ("reference", "fused", "native", "auto")
 INPUT_FORMATS = ("padded", "lengths", "packed", "unbatched")
