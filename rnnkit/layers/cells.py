@@ -3,26 +3,38 @@
 Same arguments, parameter names (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``), initialisation
 and return values as torch's cells; the math is the readable step functions of ``rnnkit.cells``.
 Input (B, I) or unbatched (I,); state (B, H) or (H,); a missing state is zeros.
+
+Keyword-only variants, as on the layers: ``layer_norm`` (LSTMCell, GRUCell), ``init`` and
+``forget_bias`` (LSTMCell), ``zoneout`` (and ``zoneout_cell`` for LSTMCell; a fresh mask every call in
+training, the expectation in eval), and ``recurrent_dropout``: a cell sees one step, so the
+per-sequence mask is drawn by ``mask = cell.draw_recurrent_mask(B)`` at the start of a sequence and passed
+as ``cell(x_t, h, recurrent_mask=mask)`` at every step (it is None in eval mode).
 """
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor, nn
 
-from ..cells import NONLINEARITIES, gru_cell, lstm_cell, rnn_cell
+from ..cells import NONLINEARITIES, LayerNormParams, gru_cell, lstm_cell, rnn_cell
 from .checks import check_positive_int, check_shape, check_tensor
+from .init import init_weights
+from .recurrent import _check_options
 
 
 class _CellBase(nn.Module):
     gates = 1
+    mode = "rnn_tanh"
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None) -> None:
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
+                 recurrent_dropout: float = 0.0, zoneout: float = 0.0, zoneout_cell: float | None = None,
+                 layer_norm: bool = False, init: str = "torch", forget_bias: float | None = None) -> None:
         super().__init__()
         owner = f"rnnkit.{type(self).__name__}"
         check_positive_int(owner, "input_size", input_size)
         check_positive_int(owner, "hidden_size", hidden_size)
+        self.options = _check_options(owner, self.mode, None, recurrent_dropout, 0.0, zoneout, zoneout_cell,
+                                      layer_norm, init, forget_bias)
+        self.layer_norm, self.init, self.forget_bias = layer_norm, init, forget_bias
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         factory = {"device": device, "dtype": dtype}
         G = self.gates * hidden_size
@@ -34,18 +46,57 @@ class _CellBase(nn.Module):
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
+        self._ln_names: list[str] = []
+        if layer_norm:
+            for part, size in (("ih", G), ("hh", G)) + ((("cell", hidden_size),) if self.gates == 4 else ()):
+                for kind in ("weight", "bias"):
+                    name = f"ln_{part}_{kind}"
+                    setattr(self, name, nn.Parameter(torch.empty(size, **factory)))
+                    self._ln_names.append(name)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """torch's default: uniform in ±1/√hidden_size."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for p in self.parameters():
-            nn.init.uniform_(p, -bound, bound)
+        """By the ``init`` scheme (torch's default: uniform in ±1/√hidden_size); layer-norm gains 1, biases 0."""
+        params = dict(self.named_parameters())
+        with torch.no_grad():
+            for name in self._ln_names:
+                params[name].fill_(1.0 if "weight" in name else 0.0)
+        init_weights(params, self.hidden_size, self.gates, self.init, self.forget_bias)
+
+    def _norm(self) -> LayerNormParams | None:
+        return LayerNormParams(*(getattr(self, n) for n in self._ln_names)) if self.layer_norm else None
+
+    def draw_recurrent_mask(self, batch_size: int) -> Tensor | None:
+        """A per-sequence recurrent-dropout mask (B, H), scaled by 1/(1 − q); None in eval or when q = 0."""
+        q = self.options.recurrent_dropout
+        if not self.training or q == 0:
+            return None
+        w = self.weight_hh
+        return w.new_empty(batch_size, self.hidden_size).bernoulli_(1 - q).div_(1 - q)
+
+    def _check_mask(self, mask, x: Tensor) -> None:
+        owner = f"rnnkit.{type(self).__name__}"
+        if mask is None:
+            if self.training and self.options.recurrent_dropout > 0:
+                raise ValueError(f"{owner}: recurrent_dropout={self.options.recurrent_dropout} needs the per-sequence "
+                                 "mask: pass recurrent_mask=cell.draw_recurrent_mask(batch_size) at every step")
+            return
+        check_tensor(owner, "recurrent_mask", mask, x.dtype, x.device)
+        check_shape(owner, "recurrent_mask", mask, (x.shape[0], self.hidden_size))
+
+    def _zone(self, p: float, old: Tensor, new: Tensor) -> Tensor:
+        """Zoneout: keep the old value with probability p (a fresh draw per call), its expectation in eval."""
+        if p == 0:
+            return new
+        m = old.new_empty(old.shape).bernoulli_(p) if self.training else p
+        return m * old + (1 - m) * new
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         if not self.bias:
             s += ", bias=False"
+        if self.layer_norm:
+            s += ", layer_norm=True"
         return s
 
     def _prepare(self, input: Tensor, hx, n_states: int):
@@ -79,35 +130,50 @@ class RNNCell(_CellBase):
     """``h' = φ(W_ih x + b_ih + W_hh h + b_hh)``; ``RNNCell(input_size, hidden_size, bias=True,
     nonlinearity='tanh', device=None, dtype=None)``."""
 
-    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", device=None, dtype=None):
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", device=None, dtype=None,
+                 **options):
         if nonlinearity not in NONLINEARITIES:
             raise ValueError(f"rnnkit.RNNCell: unknown nonlinearity {nonlinearity!r}; expected one of {NONLINEARITIES}")
         self.nonlinearity = nonlinearity
-        super().__init__(input_size, hidden_size, bias, device, dtype)
+        self.mode = f"rnn_{nonlinearity}"
+        super().__init__(input_size, hidden_size, bias, device, dtype, **options)
 
-    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+    def forward(self, input: Tensor, hx: Tensor | None = None, *, recurrent_mask: Tensor | None = None) -> Tensor:
         x, (h,), batched = self._prepare(input, hx, 1)
-        h = rnn_cell(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.nonlinearity)
-        return h if batched else h.squeeze(0)
+        self._check_mask(recurrent_mask, x)
+        h_new = rnn_cell(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.nonlinearity,
+                         recurrent_mask=recurrent_mask)
+        h_new = self._zone(self.options.zoneout, h, h_new)
+        return h_new if batched else h_new.squeeze(0)
 
 
 class LSTMCell(_CellBase):
     """One LSTM step; returns ``(h', c')``. Equations in ``rnnkit/cells/lstm.py``."""
 
     gates = 4
+    mode = "lstm"
 
-    def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None, *,
+                recurrent_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x, (h, c), batched = self._prepare(input, hx, 2)
-        h, c = lstm_cell(x, (h, c), self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        return (h, c) if batched else (h.squeeze(0), c.squeeze(0))
+        self._check_mask(recurrent_mask, x)
+        h_new, c_new = lstm_cell(x, (h, c), self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
+                                 recurrent_mask=recurrent_mask, norm=self._norm())
+        h_new = self._zone(self.options.zoneout, h, h_new)
+        c_new = self._zone(self.options.zoneout_cell, c, c_new)
+        return (h_new, c_new) if batched else (h_new.squeeze(0), c_new.squeeze(0))
 
 
 class GRUCell(_CellBase):
     """One GRU step; returns ``h'``. Equations in ``rnnkit/cells/gru.py``."""
 
     gates = 3
+    mode = "gru"
 
-    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+    def forward(self, input: Tensor, hx: Tensor | None = None, *, recurrent_mask: Tensor | None = None) -> Tensor:
         x, (h,), batched = self._prepare(input, hx, 1)
-        h = gru_cell(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        return h if batched else h.squeeze(0)
+        self._check_mask(recurrent_mask, x)
+        h_new = gru_cell(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
+                         recurrent_mask=recurrent_mask, norm=self._norm())
+        h_new = self._zone(self.options.zoneout, h, h_new)
+        return h_new if batched else h_new.squeeze(0)
