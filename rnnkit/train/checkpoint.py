@@ -1,0 +1,329 @@
+"""Checkpoints without pickle: tensors in safetensors, everything else in JSON, written atomically.
+
+A checkpoint is a directory::
+
+    out/checkpoint/
+      latest                  one line: the name of the current snapshot (replaced atomically)
+      step-00001200/
+        config.json           format version, model type, model config, file sizes, rnnkit version
+        model.safetensors     the model's state_dict (tied weights stored once)
+        vocab.json            the vocabulary (or vocabularies: {"source": …, "target": …}), if any
+        trainer.json          trainer state for --resume: step, epoch, position, train config, the
+                              optimizer's param groups, Python/NumPy RNG state, best metric, …
+        trainer.safetensors   optimizer state tensors, torch RNG state, carried RNN state
+
+Why snapshots and a pointer: several files must change together. A new snapshot is written into a
+temporary directory (every file flushed and fsync'ed), renamed into place with ``os.replace``, and only
+then does ``latest`` move to it (temp file + fsync + ``os.replace``). A crash or a full disk at any
+moment leaves the previous snapshot and pointer intact; the old snapshot is removed only after the
+pointer has moved. ``load_checkpoint`` accepts the checkpoint directory or one snapshot directory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+FORMAT = "rnnkit-checkpoint"
+FORMAT_VERSION = 1
+POINTER = "latest"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be written or read; the message is one line naming the problem."""
+
+
+@dataclass
+class Checkpoint:
+    """What ``load_checkpoint`` returns. ``trainer`` and ``trainer_tensors`` are empty for a
+    checkpoint saved without trainer state (``rnnkit.train.save_model``)."""
+
+    path: Path
+    model_type: str
+    config: dict[str, Any]
+    weights: dict[str, torch.Tensor]
+    vocab: dict[str, Any] | None = None
+    trainer: dict[str, Any] = field(default_factory=dict)
+    trainer_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def step(self) -> int:
+        return int(self.trainer.get("step", 0))
+
+
+# --- writing --------------------------------------------------------------------------------
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Writes ``data`` to a new file and forces it to disk. The one place bytes reach the disk, so a
+    test can make it fail like a full disk."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    """Makes a rename inside ``path`` durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=1, sort_keys=True, allow_nan=True) + "\n").encode("utf-8")
+
+
+def _dedupe(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """safetensors refuses tensors that share memory (tied embedding/decoder weights): store the
+    first name only and remember the others as aliases of it."""
+    out: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    for name, t in tensors.items():
+        t = t.detach()
+        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+        if t.numel() and key in seen:
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        out[name] = t.contiguous().cpu().clone() if t.numel() else t.cpu().contiguous()
+    return out, aliases
+
+
+def _tensor_bytes(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> bytes:
+    stored, aliases = _dedupe(tensors)
+    return st_save(stored, metadata={**meta, "aliases": json.dumps(aliases)})
+
+
+def save_checkpoint(
+    directory: str | os.PathLike,
+    *,
+    model_type: str,
+    config: dict[str, Any],
+    weights: dict[str, torch.Tensor],
+    vocab: dict[str, Any] | None = None,
+    trainer: dict[str, Any] | None = None,
+    trainer_tensors: dict[str, torch.Tensor] | None = None,
+    step: int = 0,
+) -> Path:
+    """Writes a new snapshot of the checkpoint at ``directory`` and points ``latest`` at it.
+    Returns the snapshot's path. On any failure the previous snapshot stays the current one, the
+    partial snapshot is removed, and ``CheckpointError`` names the cause."""
+    root = Path(directory)
+    files: dict[str, bytes] = {
+        "model.safetensors": _tensor_bytes(weights, {"format": FORMAT, "model_type": model_type}),
+    }
+    if vocab is not None:
+        files["vocab.json"] = _json_bytes(vocab)
+    if trainer is not None:
+        files["trainer.json"] = _json_bytes(trainer)
+        files["trainer.safetensors"] = _tensor_bytes(trainer_tensors or {}, {"format": FORMAT})
+    from .. import __version__
+
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "rnnkit_version": __version__,
+        "model_type": model_type,
+        "model_config": config,
+        "step": int(step),
+        "files": {name: len(data) for name, data in files.items()},
+    }
+    files["config.json"] = _json_bytes(header)  # written last: a snapshot without it is not one
+
+    name = f"step-{int(step):08d}"
+    tmp: Path | None = None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
+        for fname, data in files.items():
+            _write_bytes(tmp / fname, data)
+        _fsync_dir(tmp)
+        final, k = root / name, 1
+        while final.exists():  # re-saving the same step (the final save right after a periodic one)
+            final, k = root / f"{name}.{k}", k + 1
+        os.replace(tmp, final)
+        tmp = None
+        pointer_tmp = root / f".tmp-{POINTER}-{os.getpid()}"
+        try:
+            _write_bytes(pointer_tmp, (final.name + "\n").encode())
+            os.replace(pointer_tmp, root / POINTER)
+        except BaseException:
+            # the pointer still names the old snapshot: remove the orphan new one
+            shutil.rmtree(final, ignore_errors=True)
+            pointer_tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(root)
+    except OSError as e:
+        raise CheckpointError(
+            f"could not save checkpoint to {root}: {e.strerror or e}; the previous checkpoint is unchanged"
+        ) from e
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    # Only now is it safe to drop older snapshots.
+    for old in root.iterdir():
+        if old.is_dir() and old.name.startswith("step-") and old.name != final.name:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+# --- reading --------------------------------------------------------------------------------
+
+def resolve(path: str | os.PathLike) -> Path:
+    """The snapshot directory for a checkpoint directory, a snapshot directory or its config.json."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    if p.is_file():
+        if p.name == "config.json":
+            return p.parent
+        raise CheckpointError(f"not an rnnkit checkpoint: {p} is a file; give the checkpoint directory")
+    if (p / POINTER).is_file():
+        target = (p / POINTER).read_text(encoding="utf-8", errors="replace").strip()
+        snap = p / target
+        if not target or "/" in target or not (snap / "config.json").is_file():
+            raise CheckpointError(f"checkpoint {p} is corrupt: '{POINTER}' names a missing snapshot {target!r}")
+        return snap
+    if (p / "config.json").is_file():
+        return p
+    raise CheckpointError(f"not an rnnkit checkpoint: {p} has no config.json")
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"checkpoint {what} {path} is corrupt or truncated ({e})") from None
+
+
+def read_header(path: str | os.PathLike, expected_type: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """Resolves ``path`` and checks config.json: format, version, model type. Cheap (reads no tensors)."""
+    snap = resolve(path)
+    header = _read_json(snap / "config.json", "config")
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise CheckpointError(f"not an rnnkit checkpoint: {snap / 'config.json'} has no \"format\": \"{FORMAT}\"")
+    version = header.get("format_version")
+    if not isinstance(version, int):
+        raise CheckpointError(f"checkpoint {snap} has no valid format_version")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {snap} has format version {version}, newer than this rnnkit reads "
+            f"(up to {FORMAT_VERSION}); upgrade rnnkit"
+        )
+    model_type = header.get("model_type")
+    if expected_type is not None and model_type != expected_type:
+        raise CheckpointError(f"checkpoint {snap} holds a {model_type!r} model, expected {expected_type!r}")
+    return snap, header
+
+
+def _read_tensors(path: Path, expected_size: int | None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file missing: {path}")
+    data = path.read_bytes()
+    if expected_size is not None and len(data) != expected_size:
+        raise CheckpointError(f"checkpoint file {path} is truncated or damaged: {len(data)} bytes, expected {expected_size}")
+    try:
+        tensors = st_load(data)
+        meta = _safetensors_metadata(data)
+    except (SafetensorError, ValueError) as e:
+        raise CheckpointError(f"checkpoint file {path} is corrupt: {e}") from None
+    aliases = json.loads(meta.get("aliases", "{}"))
+    for alias, name in aliases.items():
+        tensors[alias] = tensors[name]
+    return tensors, meta
+
+
+def _safetensors_metadata(data: bytes) -> dict[str, str]:
+    n = int.from_bytes(data[:8], "little")
+    return json.loads(data[8:8 + n]).get("__metadata__", {}) or {}
+
+
+def load_checkpoint(path: str | os.PathLike, expected_type: str | None = None, *, trainer: bool = True) -> Checkpoint:
+    """Reads a checkpoint, checking format, version, model type and file sizes. Raises
+    ``CheckpointError`` with a one-line message for anything wrong. ``trainer=False`` skips the
+    optimizer state (for evaluation and generation)."""
+    snap, header = read_header(path, expected_type)
+    sizes = header.get("files", {})
+    weights, _ = _read_tensors(snap / "model.safetensors", sizes.get("model.safetensors"))
+    vocab = _read_json(snap / "vocab.json", "vocabulary") if (snap / "vocab.json").is_file() else None
+    ckpt = Checkpoint(path=snap, model_type=header["model_type"], config=header.get("model_config", {}),
+                      weights=weights, vocab=vocab, meta=header)
+    if trainer and (snap / "trainer.json").is_file():
+        ckpt.trainer = _read_json(snap / "trainer.json", "trainer state")
+        ckpt.trainer_tensors, _ = _read_tensors(snap / "trainer.safetensors", sizes.get("trainer.safetensors"))
+    return ckpt
+
+
+# --- optimizer and RNG state as tensors + JSON ----------------------------------------------
+
+def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Splits ``optimizer.state_dict()`` into a JSON part and flat tensors ``optim.<param>.<key>``."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{idx}.{key}"] = value
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    return {"param_groups": sd["param_groups"], "scalars": scalars}, tensors
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = value
+    for idx, values in meta.get("scalars", {}).items():
+        state.setdefault(int(idx), {}).update(values)
+    groups = meta["param_groups"]
+    for g in groups:  # JSON turned tuples into lists; torch compares betas etc. as tuples
+        for k, v in g.items():
+            if isinstance(v, list) and k != "params":
+                g[k] = tuple(v)
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Python, NumPy and torch (CPU and CUDA) generator states."""
+    version, internal, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    meta = {"python": [version, list(internal), gauss], "numpy": [np_name, int(np_pos), int(np_has_gauss), float(np_gauss)]}
+    tensors = {"rng.torch": torch.get_rng_state(), "rng.numpy_keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64))}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    return meta, tensors
+
+
+def set_rng_state(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    version, internal, gauss = meta["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, pos, has_gauss, cached = meta["numpy"]
+    np.random.set_state((name, tensors["rng.numpy_keys"].numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)

@@ -1,0 +1,87 @@
+"""Data-parallel training set-up: one process per device, launched by ``torchrun``.
+
+    torchrun --nproc-per-node 2 -m rnnkit train classify --data names.csv --max-steps 500
+
+``torchrun`` sets RANK, LOCAL_RANK and WORLD_SIZE (and MASTER_ADDR/PORT); ``init()`` reads them and
+joins the process group: NCCL when each process has a GPU, gloo on CPU. Every rank builds the same
+model from the same seed, walks the same sequence of *global* batches and trains on its contiguous
+slice of each; DDP averages the gradients. The trainer scales each rank's summed loss by
+world_size / (tokens in the global batch) so the averaged gradient is exactly the gradient of the
+global batch's mean loss — single-process training on the same global batch, up to float rounding.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init(device: str = "auto") -> tuple[DistInfo, torch.device]:
+    """Joins the process group if launched with WORLD_SIZE > 1; returns the ranks and this process's
+    device (``device``: "auto", "cpu", "cuda" or "cuda:N")."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if use_cuda and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+    if world > 1:
+        dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+        if use_cuda:
+            torch.cuda.set_device(dev)
+        backend = "nccl" if use_cuda else "gloo"
+        if not dist.is_initialized():
+            dist.init_process_group(backend)
+        return DistInfo(rank, world, local, backend), dev
+    if use_cuda:
+        return DistInfo(), torch.device(device if device.startswith("cuda") else "cuda")
+    return DistInfo(), torch.device("cpu")
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if info.enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def broadcast_(t: torch.Tensor, info: DistInfo, src: int = 0) -> torch.Tensor:
+    if info.enabled:
+        dist.broadcast(t, src=src)
+    return t
+
+
+def all_gather_cat(t: torch.Tensor, info: DistInfo, dim: int) -> torch.Tensor:
+    """Concatenates every rank's ``t`` along ``dim`` (all ranks must hold the same shape)."""
+    if not info.enabled:
+        return t
+    parts = [torch.empty_like(t) for _ in range(info.world_size)]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts, dim=dim)
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()

@@ -1,0 +1,535 @@
+"""The training loop: optimiser, schedule, clipping, truncated BPTT, evaluation, early stopping,
+checkpoints, exact resume, Ctrl-C, time budget, progress bar, metrics log — for any ``TrainTask``.
+
+A task (``rnnkit.train.tasks`` has one per application) supplies the data and the loss::
+
+    task.train_batches(epoch) -> Sequence[batch]      global batches, the same on every call/rank
+    task.loss(model, batch, carry, ctx) -> (summed loss, tokens, carry)
+    task.evaluate(model) -> {metric: value}           includes task.main_metric
+    task.main_metric, task.maximize
+
+One optimizer step per batch. The loss is *summed* over the batch's tokens (examples, characters,
+tags, …) and divided here by the token count — of the global batch under DDP — so the gradient is
+that of the mean loss per token however the batch is split. ``carry`` is the recurrent state a
+language model hands from one chunk of its stream to the next (truncated BPTT): the trainer detaches
+it after every step so gradients stop at the chunk boundary while the state flows on, resets it at
+each epoch, and saves it in the checkpoint so ``--resume`` continues exactly.
+
+Exactness of resume: data order is a function of (seed, epoch), the schedules are functions of the
+step, evaluation runs under a forked RNG, and the checkpoint holds the optimizer, RNG, step, epoch,
+position in the epoch and the carried state. Training k steps, resuming and training N − k more gives
+bit-identical weights to training N steps in one go (tests/train/test_trainer.py).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..clip import clip_grad_norm, clip_grad_value
+from . import checkpoint as ckpt
+from . import distributed as dist_
+from .config import RESUMABLE_CHANGES, TrainConfig
+from .records import MetricsLog, plot_loss
+from .schedules import learning_rate, teacher_forcing_ratio
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, a refused resume, …); the message is one line."""
+
+
+@dataclass
+class StepContext:
+    """What a task's ``loss`` may want to know about the current step."""
+
+    step: int
+    epoch: int
+    teacher_forcing: float = 1.0
+
+
+class TrainTask:
+    """Base class of tasks: the defaults for sharding a batch across DDP ranks and for the carried
+    state's batch dimension. See the module docstring for what a subclass must provide."""
+
+    main_metric: str = "loss"
+    maximize: bool = False
+    #: Dimension of the batch in every carried state tensor ((num_layers, B, H) for RNN states).
+    carry_batch_dim: int = 1
+
+    def train_batches(self, epoch: int) -> Sequence[Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: Any, carry: Any, ctx: StepContext) -> tuple[Tensor, int, Any]:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @staticmethod
+    def batch_size(batch: Any) -> int:
+        for v in batch.values():
+            if isinstance(v, Tensor) and v.dim() > 0:
+                return v.shape[0]
+            if isinstance(v, (list, tuple)):
+                return len(v)
+        raise ValueError("TrainTask: a batch needs at least one tensor or list with the batch first")
+
+    def shard(self, batch: dict, rank: int, world: int) -> dict:
+        """Rank ``rank``'s contiguous slice of every entry whose leading size is the batch size."""
+        n = self.batch_size(batch)
+        lo, hi = rank * n // world, (rank + 1) * n // world
+        return {k: v[lo:hi] if isinstance(v, (Tensor, list, tuple)) and len(v) == n and
+                (not isinstance(v, Tensor) or v.dim() > 0) else v for k, v in batch.items()}
+
+
+@dataclass
+class TrainResult:
+    step: int
+    epoch: int
+    stop_reason: str               # max_steps | epochs | time_budget | early_stopping | interrupted
+    metrics: dict[str, float]      # the last evaluation (empty when interrupted)
+    best: dict[str, Any]           # {"metric", "value", "step"}
+    elapsed: float                 # seconds of training (excluding evaluation), across resumes
+    tokens: int
+    checkpoint: Path | None = None
+    best_checkpoint: Path | None = None
+    metrics_log: Path | None = None
+    loss_plot: Path | None = None
+    log: list[dict] = field(default_factory=list)
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _map(fn: Callable[[Tensor], Tensor], obj: Any) -> Any:
+    if isinstance(obj, Tensor):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {k: _map(fn, v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map(fn, v) for v in obj)
+    return obj
+
+
+def _flatten(obj: Any, prefix: str, out: dict[str, Tensor]) -> Any:
+    """A JSON spec of a nest of tuples/lists of tensors; the tensors go into ``out`` by name."""
+    if obj is None:
+        return None
+    if isinstance(obj, Tensor):
+        out[prefix] = obj.detach()
+        return {"tensor": prefix}
+    if isinstance(obj, (tuple, list)):
+        return {"seq": [_flatten(v, f"{prefix}.{i}", out) for i, v in enumerate(obj)]}
+    raise TypeError(f"carried state must be tensors in tuples/lists, got {type(obj).__name__}")
+
+
+def _unflatten(spec: Any, tensors: dict[str, Tensor]) -> Any:
+    if spec is None:
+        return None
+    if "tensor" in spec:
+        return tensors[spec["tensor"]]
+    return tuple(_unflatten(s, tensors) for s in spec["seq"])
+
+
+class _StopSignal:
+    """SIGINT/SIGTERM set a flag the loop checks after each step, so Ctrl-C never lands in the middle
+    of an optimizer update; a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def __enter__(self) -> "_StopSignal":
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+class _LossModule(nn.Module):
+    """Wraps model + task loss in one forward, so DDP sees the forward it must hook."""
+
+    def __init__(self, model: nn.Module, task: TrainTask) -> None:
+        super().__init__()
+        self.model = model
+        self.task = task
+
+    def forward(self, batch, carry, ctx):
+        return self.task.loss(self.model, batch, carry, ctx)
+
+
+# --- the trainer ----------------------------------------------------------------------------
+
+class Trainer:
+    """Trains ``model`` on ``task`` with ``config``; writes into ``out_dir`` (None: nothing written).
+
+    ``model_type``/``model_config``/``vocab`` are stored in checkpoints so that ``rnnkit.models``
+    can rebuild the model; ``on_step(trainer)`` is called after every optimizer step (tests use it).
+    """
+
+    def __init__(self, model: nn.Module, task: TrainTask, config: TrainConfig, *, out_dir=None,
+                 model_type: str = "model", model_config: dict | None = None, vocab: dict | None = None,
+                 progress: bool = True, device: str = "auto", on_step: Callable[["Trainer"], None] | None = None,
+                 description: str = "train") -> None:
+        self.dist, self.device = dist_.init(device)
+        self.task, self.config = task, config
+        self.model = model.to(self.device)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.model_type, self.model_config, self.vocab = model_type, model_config or {}, vocab
+        self.progress, self.on_step, self.description = progress and self.dist.is_main, on_step, description
+        self.loss_module: nn.Module = _LossModule(self.model, task)
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.loss_module = DDP(self.loss_module, device_ids=ids)
+        self.optimizer = self._make_optimizer()
+        # loop state (all of it goes into the checkpoint)
+        self.step = self.epoch = self.position = self.tokens = 0
+        self.elapsed = 0.0
+        self.carry: Any = None
+        self.best: dict[str, Any] = {"metric": task.main_metric, "value": None, "step": None}
+        self.bad_evals = 0
+        self.last_metrics: dict[str, float] = {}
+        self.last_good: Path | None = None
+        self._batches: Sequence[Any] | None = None
+        self._log: MetricsLog | None = None
+
+    # -- construction --
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if c.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay)
+
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        return None if self.out_dir is None else self.out_dir / "checkpoint"
+
+    @property
+    def best_dir(self) -> Path | None:
+        return None if self.out_dir is None else self.out_dir / "best"
+
+    # -- schedule --
+
+    def progress_fraction(self) -> float:
+        c, fracs = self.config, []
+        if c.max_steps:
+            fracs.append(self.step / c.max_steps)
+        if c.time_budget:
+            fracs.append(self.elapsed / c.time_budget)
+        if c.epochs:
+            n = max(len(self._batches), 1) if self._batches is not None else 1
+            fracs.append((self.epoch + self.position / n) / c.epochs)
+        if not fracs:  # one epoch by default
+            n = max(len(self._batches), 1) if self._batches is not None else 1
+            fracs.append(self.epoch + self.position / n)
+        return max(fracs)
+
+    def current_lr(self) -> float:
+        c = self.config
+        return learning_rate(c.lr, self.step, self.progress_fraction(), schedule=c.schedule,
+                             warmup_steps=c.warmup_steps, min_lr_ratio=c.min_lr_ratio)
+
+    def current_teacher_forcing(self) -> float:
+        c = self.config
+        return teacher_forcing_ratio(self.step, schedule=c.tf_schedule, start=c.tf_start, end=c.tf_end, k=c.tf_k)
+
+    # -- state for checkpoints --
+
+    def _gathered_carry(self) -> Any:
+        if not self.dist.enabled or self.carry is None:
+            return self.carry
+        dim = self.task.carry_batch_dim
+        return _map(lambda t: dist_.all_gather_cat(t, self.dist, dim), self.carry)
+
+    def _state(self) -> tuple[dict, dict[str, Tensor]]:
+        opt_meta, tensors = ckpt.optimizer_state(self.optimizer)
+        rng_meta, rng_tensors = ckpt.rng_state()
+        tensors.update(rng_tensors)
+        carry_spec = _flatten(self._gathered_carry(), "carry", tensors)
+        state = {
+            "step": self.step, "epoch": self.epoch, "position": self.position, "tokens": self.tokens,
+            "elapsed": self.elapsed, "train_config": self.config.to_dict(), "optimizer": opt_meta,
+            "rng": rng_meta, "carry": carry_spec, "best": self.best, "bad_evals": self.bad_evals,
+            "world_size": self.dist.world_size, "last_metrics": self.last_metrics,
+        }
+        return state, tensors
+
+    def save(self, directory: Path | None = None, *, trainer_state: bool = True) -> Path | None:
+        """Saves a checkpoint (rank 0 only; every rank must call it under DDP because the carried
+        state is gathered). Returns the snapshot path."""
+        directory = directory or self.checkpoint_dir
+        state, tensors = self._state() if trainer_state else (None, None)
+        if directory is None or not self.dist.is_main:
+            return None
+        path = ckpt.save_checkpoint(directory, model_type=self.model_type, config=self.model_config,
+                                    weights=self.model.state_dict(), vocab=self.vocab, trainer=state,
+                                    trainer_tensors=tensors, step=self.step)
+        if trainer_state:
+            self.last_good = directory
+        return path
+
+    def resume(self, path) -> None:
+        """Loads model, optimizer, RNG and loop state from a checkpoint written by this trainer.
+        Refuses a checkpoint whose model or training config differs from this run's."""
+        c = ckpt.load_checkpoint(path, expected_type=self.model_type)
+        if not c.trainer:
+            raise TrainingError(f"--resume: {c.path} has no trainer state (saved for inference only)")
+        changes = _config_changes("model", c.config, self.model_config)
+        old_train = c.trainer.get("train_config", {})
+        changes += _config_changes("train", {k: v for k, v in old_train.items() if k not in RESUMABLE_CHANGES},
+                                   {k: v for k, v in self.config.to_dict().items() if k not in RESUMABLE_CHANGES})
+        if c.vocab != self.vocab:
+            changes.append("the vocabulary (the data changed)")
+        if changes:
+            raise TrainingError(f"--resume: config changed since {c.path}: {'; '.join(changes[:4])}"
+                                f"{' …' if len(changes) > 4 else ''} (start a new run with another --out)")
+        self.model.load_state_dict(c.weights)
+        t = c.trainer
+        ckpt.load_optimizer_state(self.optimizer, t["optimizer"], c.trainer_tensors)
+        ckpt.set_rng_state(t["rng"], c.trainer_tensors)
+        self.step, self.epoch, self.position = t["step"], t["epoch"], t["position"]
+        self.tokens, self.elapsed = t["tokens"], t["elapsed"]
+        self.best, self.bad_evals, self.last_metrics = t["best"], t["bad_evals"], t.get("last_metrics", {})
+        carry = _unflatten(t["carry"], c.trainer_tensors)
+        if carry is not None and self.dist.enabled:
+            dim, r, w = self.task.carry_batch_dim, self.dist.rank, self.dist.world_size
+            carry = _map(lambda x: x.tensor_split(w, dim=dim)[r], carry)
+        self.carry = _map(lambda x: x.to(self.device), carry)
+        self.last_good = Path(path)
+
+    # -- evaluation --
+
+    def evaluate(self) -> dict[str, float]:
+        """Runs the task's evaluation on rank 0 with RNG state untouched; shares the main metric."""
+        metrics: dict[str, float] = {}
+        if self.dist.is_main:
+            devices = [self.device.index or 0] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices), torch.no_grad():
+                self.model.eval()
+                try:
+                    metrics = self.task.evaluate(self.model)
+                finally:
+                    self.model.train()
+        return metrics
+
+    def _evaluation_round(self, save: bool = True) -> bool:
+        """Evaluate, keep the best checkpoint, log, save a resumable checkpoint; True: stop early."""
+        metrics = self.evaluate()
+        if self.dist.is_main:
+            metrics["_step"] = self.step
+        stop = self._after_eval(metrics)
+        if save:
+            self.save()
+        return stop
+
+    def _after_eval(self, metrics: dict[str, float]) -> bool:
+        """Best checkpoint and early stopping; returns True when patience has run out (same on all ranks)."""
+        stop = torch.zeros(1)
+        if self.dist.is_main:
+            self.last_metrics = metrics
+            value = metrics[self.task.main_metric]
+            best = self.best["value"]
+            better = best is None or (value > best if self.task.maximize else value < best)
+            if better and math.isfinite(value):
+                self.best = {"metric": self.task.main_metric, "value": value, "step": self.step}
+                self.bad_evals = 0
+                if self.best_dir is not None:
+                    ckpt.save_checkpoint(self.best_dir, model_type=self.model_type, config=self.model_config,
+                                         weights=self.model.state_dict(), vocab=self.vocab, step=self.step)
+            else:
+                self.bad_evals += 1
+            if self._log is not None:
+                self._log.write({"split": "valid", "step": self.step, "epoch": self.epoch,
+                                 **{k: v for k, v in metrics.items() if not k.startswith("_")}})
+            stop[0] = float(self.config.patience > 0 and self.bad_evals >= self.config.patience)
+        return bool(dist_.broadcast_(stop, self.dist)[0])
+
+    # -- the loop --
+
+    def fit(self, resume=None) -> TrainResult:
+        c = self.config
+        if resume is not None:
+            self.resume(resume)
+        else:
+            seed_everything(c.seed)
+        self._batches = None
+        self._log = None
+        if self.out_dir is not None and self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self._log = MetricsLog(self.out_dir / "metrics.jsonl", resume_step=self.step if resume is not None else None)
+        with _StopSignal() as sig, self._progress_bar() as bar:
+            stop_reason = self._loop(sig, bar)
+        if stop_reason != "interrupted" and self.last_metrics.get("_step") != self.step:
+            self._evaluation_round(save=False)
+        metrics = self.last_metrics if stop_reason != "interrupted" else {}
+        path = self.save()
+        result = TrainResult(step=self.step, epoch=self.epoch, stop_reason=stop_reason,
+                             metrics={k: v for k, v in metrics.items() if not k.startswith("_")},
+                             best=self.best, elapsed=self.elapsed, tokens=self.tokens, checkpoint=path)
+        if self.out_dir is not None and self.dist.is_main:
+            result.best_checkpoint = self.best_dir if self.best_dir.exists() else None
+            result.metrics_log = self._log.path
+            result.log = MetricsLog.read(self._log.path)
+            result.loss_plot = plot_loss(result.log, self.out_dir / "loss.png", title=self.description)
+        return result
+
+    def _progress_bar(self):
+        if not self.progress:
+            return contextlib.nullcontext(None)
+        from tqdm.auto import tqdm
+
+        total = self.config.max_steps or None
+        return tqdm(total=total, initial=self.step, desc=self.description, unit="step",
+                    dynamic_ncols=True, mininterval=0.5, leave=True)
+
+    def _loop(self, sig: _StopSignal, bar) -> str:
+        c, info = self.config, self.dist
+        epochs = c.epochs or (0 if (c.max_steps or c.time_budget) else 1)
+        self._batches = self.task.train_batches(self.epoch)
+        window = {"loss": 0.0, "tokens": 0, "norm": 0.0, "clipped": 0, "steps": 0, "t0": time.perf_counter(), "tok0": 0}
+        self.loss_module.train()
+        while True:
+            if c.max_steps and self.step >= c.max_steps:
+                return "max_steps"
+            if self.position >= len(self._batches):
+                self.epoch, self.position, self.carry = self.epoch + 1, 0, None
+                if c.eval_every == 0 and self.epoch < (epochs or self.epoch + 1):
+                    if self._evaluation_round():
+                        return "early_stopping"
+                if epochs and self.epoch >= epochs:
+                    return "epochs"
+                self._batches = self.task.train_batches(self.epoch)
+                if len(self._batches) == 0:
+                    raise TrainingError("the training data gives no batches (too little data for one batch)")
+                continue
+            t_start = time.perf_counter()
+            batch = self._batches[self.position]
+            if info.enabled:
+                if self.task.batch_size(batch) < info.world_size:  # too small to give every rank a row
+                    self.position += 1
+                    continue
+                batch = self.task.shard(batch, info.rank, info.world_size)
+            batch = _map(lambda t: t.to(self.device, non_blocking=True), batch)
+            ctx = StepContext(self.step, self.epoch, self.current_teacher_forcing())
+            loss_sum, n_tokens, carry = self.loss_module(batch, self.carry, ctx)
+            # one all-reduce: global loss and tokens, and flags every rank must agree on
+            time_up = bool(c.time_budget and self.elapsed + (time.perf_counter() - t_start) >= c.time_budget)
+            stats = torch.tensor([float(loss_sum.detach()), float(n_tokens),
+                                  float(not torch.isfinite(loss_sum.detach())), float(sig.received is not None),
+                                  float(time_up)], dtype=torch.float64)
+            if info.enabled:
+                stats = dist_.all_reduce_sum(stats.to(self.device), info).cpu()
+            if stats[2] > 0:
+                self._diverged(f"loss is {float(loss_sum.detach()):.4g}")
+            if stats[1] <= 0:
+                raise TrainingError(f"batch {self.position} of epoch {self.epoch} has no tokens to train on")
+            lr = self.current_lr()
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+            self.optimizer.zero_grad(set_to_none=True)
+            (loss_sum * (info.world_size / stats[1].item())).backward()
+            params = [p for p in self.model.parameters() if p.grad is not None]
+            if c.clip_norm > 0:
+                norm = float(clip_grad_norm(params, c.clip_norm))
+                clipped = norm > c.clip_norm
+            else:
+                clipped = c.clip_value > 0 and any(bool((p.grad.abs() > c.clip_value).any()) for p in params)
+                norm = float(clip_grad_value(params, c.clip_value) if c.clip_value > 0 else
+                             torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+            if not math.isfinite(norm):
+                self._diverged(f"gradient norm is {norm}")
+            self.optimizer.step()
+            self.carry = _map(Tensor.detach, carry)  # truncated BPTT: keep the state, cut the graph
+            self.step += 1
+            self.position += 1
+            self.tokens += int(stats[1])
+            self.elapsed += time.perf_counter() - t_start
+            window["loss"] += float(stats[0])
+            window["tokens"] += int(stats[1])
+            window["norm"] += norm
+            window["clipped"] += int(clipped)
+            window["steps"] += 1
+            self._report(window, lr, bar)
+            if self.on_step is not None:
+                self.on_step(self)
+            if stats[3] > 0:
+                return "interrupted"
+            if stats[4] > 0:
+                return "time_budget"
+            if c.eval_every and self.step % c.eval_every == 0:
+                if self._evaluation_round():
+                    return "early_stopping"
+            elif c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                self.save()
+
+    def _report(self, window: dict, lr: float, bar) -> None:
+        c = self.config
+        now = time.perf_counter()
+        if bar is not None and (window["steps"] % max(1, min(c.log_every, 10)) == 0 or self.step == c.max_steps):
+            rate = window["tokens"] / max(now - window["t0"], 1e-9)
+            bar.set_postfix_str(f"loss {window['loss'] / max(window['tokens'], 1):.3f}  {rate:,.0f} tok/s  lr {lr:.2g}",
+                                refresh=False)
+        if bar is not None:
+            bar.update(1)
+        if window["steps"] < c.log_every:
+            return
+        record = {"split": "train", "step": self.step, "epoch": self.epoch,
+                  "loss": window["loss"] / max(window["tokens"], 1), "lr": lr,
+                  "grad_norm": window["norm"] / window["steps"], "clip_rate": window["clipped"] / window["steps"],
+                  "tokens_per_s": window["tokens"] / max(now - window["t0"], 1e-9), "elapsed": round(self.elapsed, 3)}
+        if self._log is not None:
+            self._log.write(record)
+        window.update(loss=0.0, tokens=0, norm=0.0, clipped=0, steps=0, t0=now)
+
+    def _diverged(self, what: str) -> None:
+        kept = f"the last good checkpoint is {self.last_good}" if self.last_good else "no checkpoint was saved"
+        raise TrainingError(f"training diverged at step {self.step + 1} (epoch {self.epoch}): {what}; "
+                            f"stopped, {kept} (try a lower --lr or --clip_norm)")
+
+
+def _config_changes(what: str, old: dict, new: dict) -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "<unset>"), new.get(k, "<unset>")
+        if _canon(a) != _canon(b):
+            out.append(f"{what} {k} {a!r} → {b!r}")
+    return out
+
+
+def _canon(v):
+    if isinstance(v, (list, tuple)):
+        return [_canon(x) for x in v]
+    return v
+
+
+__all__ = ["Trainer", "TrainTask", "TrainResult", "TrainingError", "StepContext", "seed_everything"]

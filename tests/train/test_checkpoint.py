@@ -1,0 +1,140 @@
+"""Checkpoints: round trip without pickle, atomic saves (a full disk mid-save keeps the previous
+checkpoint), and one-line errors for a truncated file, another model type and a newer format."""
+from __future__ import annotations
+
+import errno
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from rnnkit.train import checkpoint as ck
+from rnnkit.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+
+def tied_model():
+    m = nn.Sequential(nn.Embedding(7, 4), nn.Linear(4, 7))
+    m[1].weight = m[0].weight  # weight tying: one tensor under two names
+    return m
+
+
+def save(root, step, model, **kw):
+    return save_checkpoint(root, model_type="tiny", config={"h": 4}, weights=model.state_dict(),
+                           vocab={"tokens": ["a", "b"]}, step=step, **kw)
+
+
+def test_round_trip_with_tied_weights_and_optimizer(tmp_path):
+    m = tied_model()
+    opt = torch.optim.AdamW(m.parameters(), lr=0.1)
+    m(torch.tensor([1, 2])).sum().backward()
+    opt.step()
+    meta, tensors = ck.optimizer_state(opt)
+    snap = save(tmp_path / "c", 1, m, trainer={"optimizer": meta}, trainer_tensors=tensors)
+    assert sorted(p.name for p in snap.iterdir()) == ["config.json", "model.safetensors", "trainer.json",
+                                                      "trainer.safetensors", "vocab.json"]
+    c = load_checkpoint(tmp_path / "c", expected_type="tiny")
+    assert c.vocab == {"tokens": ["a", "b"]} and c.config == {"h": 4}
+    m2 = tied_model()
+    m2.load_state_dict(c.weights)
+    for (k, a), b in zip(m.state_dict().items(), m2.state_dict().values()):
+        assert torch.equal(a, b), k
+    opt2 = torch.optim.AdamW(m2.parameters(), lr=0.5)
+    ck.load_optimizer_state(opt2, c.trainer["optimizer"], c.trainer_tensors)
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    assert s2["param_groups"][0]["lr"] == 0.1
+    for k in s1["state"][0]:
+        assert torch.equal(s1["state"][0][k], s2["state"][0][k])
+    # no pickle anywhere: every file is JSON or safetensors
+    for f in snap.iterdir():
+        assert f.suffix in (".json", ".safetensors")
+
+
+def test_full_disk_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    m = tied_model()
+    save(tmp_path / "c", 1, m)
+    before = load_checkpoint(tmp_path / "c")
+    real = ck._write_bytes
+    calls = {"n": 0}
+
+    def full_disk(path, data):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second file: half of it reaches the disk, then ENOSPC
+            path.write_bytes(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(ck, "_write_bytes", full_disk)
+    with torch.no_grad():
+        m[0].weight.add_(1.0)
+    with pytest.raises(CheckpointError, match="No space left on device; the previous checkpoint is unchanged"):
+        save(tmp_path / "c", 2, m)
+    after = load_checkpoint(tmp_path / "c")
+    assert after.meta["step"] == 1
+    assert torch.equal(after.weights["0.weight"], before.weights["0.weight"])
+    assert [p.name for p in (tmp_path / "c").iterdir() if p.name.startswith(".tmp")] == []
+
+
+def test_full_disk_while_moving_the_pointer(tmp_path, monkeypatch):
+    m = tied_model()
+    save(tmp_path / "c", 1, m)
+    real = ck._write_bytes
+
+    def fail_pointer(path, data):
+        if "latest" in path.name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(ck, "_write_bytes", fail_pointer)
+    with pytest.raises(CheckpointError):
+        save(tmp_path / "c", 2, m)
+    assert load_checkpoint(tmp_path / "c").meta["step"] == 1
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["latest", "step-00000001"]
+
+
+def test_new_save_replaces_old_snapshot(tmp_path):
+    m = tied_model()
+    save(tmp_path / "c", 1, m)
+    save(tmp_path / "c", 2, m)
+    save(tmp_path / "c", 2, m)  # the same step again
+    names = sorted(p.name for p in (tmp_path / "c").iterdir())
+    assert names == ["latest", "step-00000002.1"]
+    assert load_checkpoint(tmp_path / "c").meta["step"] == 2
+
+
+def test_truncated_weights(tmp_path):
+    snap = save(tmp_path / "c", 1, tied_model())
+    f = snap / "model.safetensors"
+    f.write_bytes(f.read_bytes()[:-10])
+    with pytest.raises(CheckpointError, match=r"model.safetensors is truncated or damaged: \d+ bytes, expected \d+"):
+        load_checkpoint(tmp_path / "c")
+
+
+def test_truncated_config(tmp_path):
+    snap = save(tmp_path / "c", 1, tied_model())
+    f = snap / "config.json"
+    f.write_bytes(f.read_bytes()[:20])
+    with pytest.raises(CheckpointError, match="config.json is corrupt or truncated"):
+        load_checkpoint(tmp_path / "c")
+
+
+def test_other_model_type_and_newer_format(tmp_path):
+    snap = save(tmp_path / "c", 1, tied_model())
+    with pytest.raises(CheckpointError, match="holds a 'tiny' model, expected 'language_model'"):
+        load_checkpoint(tmp_path / "c", expected_type="language_model")
+    header = json.loads((snap / "config.json").read_text())
+    header["format_version"] = ck.FORMAT_VERSION + 1
+    (snap / "config.json").write_text(json.dumps(header))
+    with pytest.raises(CheckpointError, match=f"format version {ck.FORMAT_VERSION + 1}, newer than this rnnkit"):
+        load_checkpoint(tmp_path / "c")
+
+
+def test_not_a_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="not an rnnkit checkpoint"):
+        load_checkpoint(tmp_path / "empty")
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(CheckpointError, match="is a file"):
+        load_checkpoint(tmp_path / "x.txt")

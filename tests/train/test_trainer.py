@@ -1,0 +1,129 @@
+"""The training loop: exact resume, Ctrl-C, divergence, refused resume, early stopping, truncated BPTT,
+logs and plots — on a toy stream task (tests/train/toy.py) so each test takes well under a second."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from rnnkit.train import TrainConfig, Trainer, TrainingError, load_checkpoint
+
+from train_toy import StreamTask, TinyLM
+
+
+def make(tmp_path, name="run", task=None, seed=0, **cfg):
+    cfg = {"max_steps": 12, "lr": 0.02, "seed": seed, "log_every": 2, **cfg}
+    torch.manual_seed(cfg["seed"])  # the model's initialisation
+    model = TinyLM()
+    return Trainer(model, task or StreamTask(), TrainConfig(**cfg), out_dir=tmp_path / name,
+                   model_type="tiny", model_config={"vocab": 5, "hidden": 8}, vocab={"tokens": list("abcde")},
+                   progress=False)
+
+
+def weights(trainer):
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("optimizer,schedule", [("adamw", "constant"), ("sgd", "linear")])
+def test_resume_continues_exactly(tmp_path, optimizer, schedule):
+    # N steps in one go == k steps, resume, N - k more (the schedule is over max_steps, so the first
+    # leg runs with the same max_steps and is stopped by the time-independent on_step hook instead).
+    full = make(tmp_path, "full", optimizer=optimizer, schedule=schedule, epochs=0)
+    full.fit()
+    stop_at = 7
+
+    def interrupt(tr):
+        if tr.step == stop_at:
+            os.kill(os.getpid(), signal.SIGINT)  # lands between steps, like a real Ctrl-C
+
+    first = make(tmp_path, "split", optimizer=optimizer, schedule=schedule)
+    first.on_step = interrupt
+    result = first.fit()
+    assert result.stop_reason == "interrupted" and result.step == stop_at + 1
+    second = make(tmp_path, "split", optimizer=optimizer, schedule=schedule)
+    assert second.fit(resume=tmp_path / "split" / "checkpoint").step == 12
+    assert_same(weights(full), weights(second))
+
+
+def test_resume_across_max_steps_and_epochs(tmp_path):
+    # carried state crosses the checkpoint (resume mid-epoch) and the epoch boundary (state reset)
+    full = make(tmp_path, "full", max_steps=13)
+    full.fit()
+    part = make(tmp_path, "part", max_steps=8)
+    assert part.fit().stop_reason == "max_steps"
+    ck = load_checkpoint(tmp_path / "part" / "checkpoint")
+    assert ck.trainer["position"] == 3 and ck.trainer["carry"] is not None
+    rest = make(tmp_path, "part", max_steps=13)
+    rest.fit(resume=tmp_path / "part" / "checkpoint")
+    assert_same(weights(full), weights(rest))
+
+
+def test_resume_refuses_changed_config(tmp_path):
+    make(tmp_path, max_steps=3).fit()
+    other = make(tmp_path, max_steps=6, lr=0.03)
+    with pytest.raises(TrainingError, match=r"config changed.*lr 0.02 → 0.03"):
+        other.fit(resume=tmp_path / "run" / "checkpoint")
+    # stopping points may change
+    make(tmp_path, max_steps=6, eval_every=2).fit(resume=tmp_path / "run" / "checkpoint")
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    tr = make(tmp_path, task=StreamTask(poison_at=6), eval_every=4)
+    with pytest.raises(TrainingError, match=r"diverged at step 7.*loss is nan.*last good checkpoint"):
+        tr.fit()
+    ck = load_checkpoint(tmp_path / "run" / "checkpoint")
+    assert ck.step == 4
+    assert all(torch.isfinite(v).all() for v in ck.weights.values())
+
+
+def test_early_stopping_and_best_checkpoint(tmp_path):
+    # a huge learning rate with SGD makes validation worse after the first evaluation
+    task = StreamTask()
+    tr = make(tmp_path, task=task, optimizer="sgd", lr=30.0, clip_norm=0.0, eval_every=1, patience=2, max_steps=50)
+    res = tr.fit()
+    assert res.stop_reason == "early_stopping" and res.step < 50
+    best = load_checkpoint(tmp_path / "run" / "best", expected_type="tiny")
+    assert best.meta["step"] == res.best["step"] and not best.trainer
+
+
+def test_truncated_bptt_detaches_but_carries_state(tmp_path):
+    seen = []
+    tr = make(tmp_path, max_steps=3)
+    tr.on_step = lambda t: seen.append(t.carry)
+    tr.fit()
+    for h, c in seen:
+        assert h.grad_fn is None and c.grad_fn is None and not h.requires_grad
+        assert h.abs().sum() > 0  # the state is real, not reset to zeros
+
+
+def test_logs_plot_and_clip_rate(tmp_path):
+    tr = make(tmp_path, max_steps=8, eval_every=4, clip_norm=1e-3)
+    res = tr.fit()
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in lines if r["split"] == "train"]
+    valid = [r for r in lines if r["split"] == "valid"]
+    assert [r["step"] for r in train] == [2, 4, 6, 8] and [r["step"] for r in valid] == [4, 8]
+    assert all(r["clip_rate"] == 1.0 and r["tokens_per_s"] > 0 for r in train)
+    assert res.loss_plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert res.stop_reason == "max_steps" and res.metrics["loss"] == valid[-1]["loss"]
+
+
+def test_time_budget_stops_cleanly(tmp_path):
+    tr = make(tmp_path, max_steps=0, time_budget=1e-9)
+    res = tr.fit()
+    assert res.stop_reason == "time_budget" and res.step == 1 and "loss" in res.metrics
+    assert load_checkpoint(tmp_path / "run" / "checkpoint").step == 1
+
+
+def test_epochs_and_default_one_epoch(tmp_path):
+    assert make(tmp_path, max_steps=0, epochs=2).fit().step == 10
+    assert make(tmp_path, max_steps=0).fit().step == 5
