@@ -40,6 +40,7 @@ Built-in data, no download (``builtin/``)
     reader returns (so files and built-ins take one code path);
     ``write_builtin(name, directory, **options) -> {"train": Path, "valid": Path}`` in the task's file format.
 """
+from .builtin import BUILTIN_DATASETS, BuiltinDataset, load_builtin, write_builtin
 from .batching import BucketBatcher, StreamBatches, make_windows, pad_batch
 from .captions import Captions, read_captions, write_captions
 from .errors import DataError, MissingExtraError
@@ -65,4 +66,5 @@ __all__ = [
     "read_text", "read_labelled", "read_conll", "read_parallel", "read_series", "read_captions", "Series", "Captions",
     "write_text", "write_labelled", "write_conll", "write_parallel", "write_series", "write_captions", "holdout",
     "pad_batch", "BucketBatcher", "StreamBatches", "make_windows",
+    "BUILTIN_DATASETS", "BuiltinDataset", "load_builtin", "write_builtin",
 ]

@@ -18,7 +18,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -152,11 +152,12 @@ def _as_uint8_grey(images: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
 
 
-def write_captions(path: str | os.PathLike, images, captions: Sequence[str]) -> Path:
-    """Write grey images (N, 1, H, W) in [0, 1] and their captions: to ``path`` if it ends in ``.npz``,
-    else into the folder ``path`` as ``000000.png``, … plus ``captions.tsv``. Returns ``path``."""
+def write_captions(path: str | os.PathLike, data: Captions) -> Path:
+    """Write ``Captions`` with grey images (N, 1, H, W) in [0, 1]: to ``path`` if it ends in ``.npz``,
+    else into the folder ``path`` as ``000000.png``, … plus ``captions.tsv``. Returns ``path``.
+    Pixels are stored as uint8, so they read back within 1/510 of the originals."""
     p = Path(path)
-    pixels = _as_uint8_grey(images)
+    pixels, captions = _as_uint8_grey(data.images), data.captions
     if len(pixels) != len(captions):
         raise ValueError(f"write_captions: expected one caption per image ({len(pixels)}), got {len(captions)}")
     if p.suffix.lower() == ".npz":

@@ -66,3 +66,13 @@ def read_text_file(path: str | os.PathLike) -> str:
     if not text.strip():
         raise DataError("file is empty", p)
     return text
+
+
+def require(module: str, package: str, extra: str, feature: str):
+    """Import ``module`` from an optional ``package``, or raise :class:`MissingExtraError` saying how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(package, extra, feature) from None

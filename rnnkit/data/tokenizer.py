@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from .errors import MissingExtraError
+from .errors import require
 from .vocab import SPECIALS, Vocabulary
 
 FORMAT_VERSION = 1
@@ -140,11 +140,7 @@ class WordTokenizer(Tokenizer):
 
 
 def _require_tokenizers():
-    try:
-        import tokenizers
-    except ImportError:
-        raise MissingExtraError("tokenizers", "bpe", "BPE tokenization") from None
-    return tokenizers
+    return require("tokenizers", "tokenizers", "bpe", "BPE tokenization")
 
 
 class BPETokenizer(Tokenizer):
