@@ -5,9 +5,12 @@ as JSON) to the class whose ``from_config`` rebuilds it.
 """
 from .classifier import SequenceClassifier, SequenceClassifierConfig
 from .crf import LinearChainCRF
+from .tagger import SequenceTagger, SequenceTaggerConfig
 
 MODEL_TYPES: dict[str, type] = {
     "classifier": SequenceClassifier,
+    "tagger": SequenceTagger,
 }
 
-__all__ = ["MODEL_TYPES", "LinearChainCRF", "SequenceClassifier", "SequenceClassifierConfig"]
+__all__ = ["MODEL_TYPES", "LinearChainCRF", "SequenceClassifier", "SequenceClassifierConfig", "SequenceTagger",
+           "SequenceTaggerConfig"]

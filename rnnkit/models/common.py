@@ -59,16 +59,17 @@ def _check_dims(owner: str, name: str, value: Tensor, dims: int, layout: str) ->
 
 
 def check_ids(owner: str, name: str, ids, upper: int, dims: int, layout: str, what: str = "ids",
-              shape: tuple[int, ...] | None = None, mask: Tensor | None = None) -> Tensor:
-    """``ids`` must be an integer tensor of ``dims`` dimensions (of ``shape``, when given) with every value
-    in [0, upper) — at the positions where ``mask`` is True, when given (labels past a sequence's end
-    are ignored)."""
+              shape: tuple[int | None, ...] | None = None, mask: Tensor | None = None) -> Tensor:
+    """``ids`` must be an integer tensor of ``dims`` dimensions (of ``shape``, when given; None matches any
+    size) with every value in [0, upper) — at the positions where ``mask`` (broadcast to ``ids``) is
+    True, when given (labels past a sequence's end are ignored)."""
     _check_tensor(owner, name, ids)
     if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
         raise TypeError(f"{owner}: {name} must hold integer {what} (torch.long), got dtype {ids.dtype}")
     _check_dims(owner, name, ids, dims, layout)
-    if shape is not None and tuple(ids.shape) != tuple(shape):
-        raise ValueError(f"{owner}: {name} must have shape {tuple(shape)}, got {tuple(ids.shape)}")
+    if shape is not None and any(want is not None and want != got for want, got in zip(shape, ids.shape)):
+        expected = "(" + ", ".join("*" if n is None else str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
+        raise ValueError(f"{owner}: {name} must have shape {expected}, got {tuple(ids.shape)}")
     bad = (ids < 0) | (ids >= upper)
     if mask is not None:
         bad &= mask.to(ids.device)
