@@ -1,0 +1,141 @@
+"""The single-step generation kernel (``rnnkit.engine.step``): one step equals the cell math of
+``rnnkit.cells`` layer by layer (float64, to rounding), T steps equal the whole-sequence layer, and
+the packed weights follow every change of the parameters."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from conftest import CELLS, DT, MODE_IDS, random, states_list
+
+import rnnkit
+from rnnkit.cells import gru_cell, lstm_cell, rnn_cell
+from rnnkit.engine.step import StepKernel, current_kernel
+
+KINDS = MODE_IDS  # rnn_tanh, rnn_relu, lstm, lstm_proj (projection to 2), gru
+
+
+def make_layer(kind: str, num_layers: int, bias: bool, I: int = 5, H: int = 7, dtype=DT, seed: int = 0):
+    cell = CELLS[kind]
+    torch.manual_seed(seed)
+    return cell.kit(I, H, num_layers=num_layers, bias=bias, dtype=dtype, **cell.kwargs)
+
+
+def random_state(layer, B: int, seed: int, dtype=DT):
+    L, H, P = layer.num_layers, layer.hidden_size, layer.proj_size or layer.hidden_size
+    h = random(L, B, P, seed=seed, dtype=dtype, scale=0.5)
+    return (h, random(L, B, H, seed=seed + 1, dtype=dtype, scale=0.5)) if layer.mode == "lstm" else h
+
+
+def cells_step(layer, x, state):
+    """The expected step: ``rnnkit.cells`` applied layer after layer with the layer's own weights."""
+    hs, cs = [], []
+    for l, w in enumerate(layer.layer_weights()):
+        if layer.mode == "lstm":
+            h, c = lstm_cell(x, (state[0][l], state[1][l]), w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr)
+            cs.append(c)
+        elif layer.mode == "gru":
+            h = gru_cell(x, state[l], w.w_ih, w.w_hh, w.b_ih, w.b_hh)
+        else:
+            h = rnn_cell(x, state[l], w.w_ih, w.w_hh, w.b_ih, w.b_hh, nonlinearity=layer.mode[4:])
+        hs.append(h)
+        x = h
+    return x, (torch.stack(hs), torch.stack(cs)) if layer.mode == "lstm" else torch.stack(hs)
+
+
+@pytest.mark.parametrize("kind,num_layers,bias,B", list(itertools.product(KINDS, (1, 3), (True, False), (1, 4))))
+def test_one_step_equals_the_cells(kind, num_layers, bias, B):
+    layer = make_layer(kind, num_layers, bias)
+    x = random(B, 5, seed=10)
+    state = random_state(layer, B, seed=20)
+    y, new = StepKernel.for_layer(layer)(x, state)
+    y_ref, new_ref = cells_step(layer, x, state)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    for a, e in zip(states_list(new), states_list(new_ref)):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_steps_equal_the_whole_sequence_layer(kind):
+    layer = make_layer(kind, 2, True)
+    x = random(6, 3, 5, seed=1)  # (T, B, I)
+    state0 = random_state(layer, 3, seed=2)
+    y_ref, final_ref = layer(x, state0)
+    kernel, state, ys = StepKernel.for_layer(layer), state0, []
+    for t in range(6):
+        y, state = kernel(x[t], state)
+        ys.append(y)
+    torch.testing.assert_close(torch.stack(ys), y_ref, rtol=1e-12, atol=1e-12)
+    for a, e in zip(states_list(state), states_list(final_ref)):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_float32_and_strided_states(kind):
+    """float32 agrees with float64 to float32 precision; a rows-first (B, L, H) view of the state, as
+    the searches hold it, gives the same step; the state passed in is not modified."""
+    layer64 = make_layer(kind, 2, True)
+    layer32 = make_layer(kind, 2, True, dtype=torch.float32)
+    layer32.load_state_dict({k: v.float() for k, v in layer64.state_dict().items()})
+    x = random(4, 5, seed=3)
+    state = random_state(layer64, 4, seed=4)
+    y64, _ = StepKernel.for_layer(layer64)(x, state)
+    state32 = [s.float() for s in states_list(state)]
+    rows_first = [s.transpose(0, 1).contiguous().transpose(0, 1) for s in state32]  # same values, other strides
+    before = [s.clone() for s in rows_first]
+    kernel32 = StepKernel.for_layer(layer32)
+    as_state = lambda ss: tuple(ss) if layer32.mode == "lstm" else ss[0]  # noqa: E731
+    y32, new32 = kernel32(x.float(), as_state(state32))
+    y32s, new32s = kernel32(x.float(), as_state(rows_first))
+    torch.testing.assert_close(y32.double(), y64, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y32s, y32, rtol=0, atol=0)
+    for a, b in zip(states_list(new32s), states_list(new32)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for a, b in zip(rows_first, before):
+        assert torch.equal(a, b)
+
+
+def test_repacks_when_the_weights_change():
+    layer = make_layer("lstm", 2, True)
+    x, state = random(2, 5, seed=5), random_state(layer, 2, seed=6)
+    kernel = current_kernel(None, layer)
+    assert current_kernel(kernel, layer) is kernel  # nothing changed: no repacking
+
+    def check(k):
+        torch.testing.assert_close(k(x, state)[0], cells_step(layer, x, state)[0], rtol=1e-12, atol=1e-12)
+
+    # an optimiser step updates the parameters in place
+    opt = torch.optim.SGD(layer.parameters(), lr=0.5)
+    layer(random(3, 2, 5, seed=7))[0].sum().backward()
+    opt.step()
+    fresh = current_kernel(kernel, layer)
+    assert fresh is not kernel
+    check(fresh)
+    # load_state_dict copies into the same tensors
+    other = make_layer("lstm", 2, True, seed=1)
+    layer.load_state_dict(other.state_dict())
+    again = current_kernel(fresh, layer)
+    assert again is not fresh
+    check(again)
+    # a parameter replaced by a new tensor object
+    layer.bias_hh_l1 = torch.nn.Parameter(torch.ones_like(layer.bias_hh_l1))
+    check(current_kernel(again, layer))
+
+
+def test_model_dtype_change_repacks():
+    layer = make_layer("gru", 1, True, dtype=torch.float32)
+    kernel = current_kernel(None, layer)
+    layer.double()
+    fresh = current_kernel(kernel, layer)
+    assert fresh is not kernel and fresh.layers[0].w.dtype == torch.float64
+
+
+def test_errors_name_the_problem():
+    with pytest.raises(ValueError, match="bidirectional=True"):
+        StepKernel.for_layer(rnnkit.GRU(3, 4, bidirectional=True))
+    layer = make_layer("gru", 1, True)
+    with pytest.raises(ValueError, match="unknown mode 'elman'"):
+        StepKernel("elman", layer.layer_weights())
+    with pytest.raises(ValueError, match="at least one layer"):
+        StepKernel("gru", [])
