@@ -1,0 +1,333 @@
+"""Decoding: greedy, sampling (temperature, top-k, top-p) and beam search over any decoder step.
+
+The decoder-step interface
+--------------------------
+Every search here drives a *decoder step*, a callable ::
+
+    step(tokens, state) -> (log_probs, state)            or  -> (log_probs, state, extra)
+
+- ``tokens``: LongTensor (N,), the previous token of each row. The first call gets ``start`` (BOS for
+  a seq2seq decoder, the prompt's last token for a language model).
+- ``state``: whatever the decoder carries from one step to the next: a Tensor, or a (nested)
+  tuple / list / dict of Tensors, **each with its rows on dimension 0** ((N, ...); a recurrent state in
+  torch's (L, N, H) layout goes in as the view ``swap_layers_rows(state)``). ``None`` leaves are
+  allowed. The search never looks inside; it only selects rows (``select_rows``). Return a new state;
+  do not modify the one passed in (beam search may hand the same rows to several beams).
+- ``log_probs``: (N, V) normalised log-probabilities of the next token (``log_softmax`` of the logits).
+- ``extra`` (optional): a Tensor (N, ...) computed at this step, e.g. the attention weights (N, S). The
+  search returns it along each chosen path as ``extras`` (B, T, ...), aligned with the tokens.
+
+Rows: greedy and sampling call ``step`` with the B input rows. Beam search with width K calls it with
+N = B·K rows, row ``b·K + k`` being beam k of sentence b: it expands ``state`` itself
+(``expand_rows``). Tensors with a row per sentence that the step function *closes over* (encoder memory,
+source masks) must be expanded the same way by the caller, with ``expand_rows(x, K)``.
+
+End of sequence: with ``eos_id`` given, a row is finished once it has produced ``eos_id`` (EOS counts in
+its length); its later positions hold ``pad_id`` (default: ``eos_id``), and the search stops early
+once every row is finished. Without ``eos_id`` every row runs ``max_length`` steps.
+
+Example (a bigram table as the decoder)::
+
+    table = torch.randn(5, 5).log_softmax(1)
+    step = lambda tokens, state: (table[tokens], state)
+    out = beam_search(step, torch.tensor([0]), None, max_length=4, beam_width=3)
+    out.tokens  # (1, 4)
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Decoded", "DecoderStep", "METHODS", "beam_search", "decode", "expand_rows", "filter_log_probs", "greedy",
+    "length_normalizer",
+    "sample", "select_rows", "swap_layers_rows",
+]
+
+#: ``step(tokens (N,), state) -> (log_probs (N, V), state[, extra (N, ...)])`` — see the module docstring.
+DecoderStep = Callable[[Tensor, Any], tuple]
+
+METHODS = ("greedy", "sample", "beam")
+
+
+class Decoded(NamedTuple):
+    """What a search returns. ``tokens`` (B, T) with T ≤ max_length, ``pad_id`` past each row's end;
+    ``lengths`` (B,) tokens per row, EOS included; ``scores`` (B,) the summed log-probability of each
+    row's tokens under the decoder (for sampling: under the unfiltered distribution, before temperature);
+    ``extras`` (B, T, ...) the steps' extras along the chosen paths, or None."""
+
+    tokens: Tensor
+    lengths: Tensor
+    scores: Tensor
+    extras: Tensor | None = None
+
+
+# -- state rows ---------------------------------------------------------------------------------
+def _map_tensors(fn: Callable[[Tensor], Tensor], tree):
+    if isinstance(tree, Tensor):
+        return fn(tree)
+    if tree is None:
+        return None
+    if isinstance(tree, tuple):
+        items = [_map_tensors(fn, t) for t in tree]
+        return type(tree)(*items) if hasattr(tree, "_fields") else tuple(items)  # keep NamedTuples
+    if isinstance(tree, list):
+        return [_map_tensors(fn, t) for t in tree]
+    if isinstance(tree, dict):
+        return {k: _map_tensors(fn, v) for k, v in tree.items()}
+    raise TypeError(f"rnnkit.models.decoding: state must hold Tensors in tuples, lists or dicts, "
+                    f"got a {type(tree).__name__}")
+
+
+def select_rows(tree, index: Tensor):
+    """Every tensor of ``tree`` indexed along dimension 0 by ``index`` (N',) → (N', ...)."""
+    return _map_tensors(lambda t: t.index_select(0, index), tree)
+
+
+def swap_layers_rows(state):
+    """A recurrent state h — or (h, c) — with its first two dimensions swapped, as views: torch's
+    (L, B, H) layout ↔ the rows-first (B, L, H) layout the searches select rows in."""
+    return tuple(s.transpose(0, 1) for s in state) if isinstance(state, tuple) else state.transpose(0, 1)
+
+
+def expand_rows(tree, k: int):
+    """Every tensor of ``tree`` with each row repeated ``k`` times in place: (B, ...) → (B·k, ...), row
+    ``b·k + j`` a copy of row b (the beam layout)."""
+    return tree if k == 1 else _map_tensors(lambda t: t.repeat_interleave(k, dim=0), tree)
+
+
+# -- argument checks ----------------------------------------------------------------------------
+def _check_int(fn: str, name: str, value, low: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{fn}: {name} must be an int{' or None' if allow_none else ''}, got {value!r}")
+    if value < low:
+        raise ValueError(f"{fn}: {name} must be >= {low}, got {value}")
+
+
+def _check_start(fn: str, start) -> Tensor:
+    if not isinstance(start, Tensor):
+        raise TypeError(f"{fn}: start must be a LongTensor (B,) of token ids, got {type(start).__name__}")
+    if start.dtype != torch.long or start.dim() != 1 or start.numel() == 0:
+        raise ValueError(f"{fn}: start must be a non-empty 1-D LongTensor (B,), got dtype {start.dtype} and "
+                         f"shape {tuple(start.shape)}")
+    return start
+
+
+def _check_sampling(fn: str, temperature, top_k, top_p) -> None:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ValueError(f"{fn}: temperature must be a number > 0, got {temperature!r}")
+    _check_int(fn, "top_k", top_k, 1, allow_none=True)
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        raise ValueError(f"{fn}: top_p must be a number in (0, 1] or None, got {top_p!r}")
+
+
+def _call(fn: str, step: DecoderStep, tokens: Tensor, state) -> tuple[Tensor, Any, Tensor | None]:
+    out = step(tokens, state)
+    if not isinstance(out, tuple) or len(out) not in (2, 3):
+        raise TypeError(f"{fn}: the decoder step must return (log_probs, state) or (log_probs, state, extra), "
+                        f"got {type(out).__name__}")
+    log_probs = out[0]
+    if not isinstance(log_probs, Tensor) or log_probs.dim() != 2 or log_probs.shape[0] != tokens.shape[0]:
+        shape = tuple(log_probs.shape) if isinstance(log_probs, Tensor) else type(log_probs).__name__
+        raise ValueError(f"{fn}: the decoder step must return log_probs of shape (N={tokens.shape[0]}, V), "
+                         f"got {shape}")
+    return log_probs, out[1], out[2] if len(out) == 3 else None
+
+
+# -- greedy and sampling ------------------------------------------------------------------------
+def filter_log_probs(log_probs: Tensor, temperature: float = 1.0, top_k: int | None = None,
+                     top_p: float | None = None) -> Tensor:
+    """Logits to sample from: divided by ``temperature``, then everything outside the ``top_k`` most
+    likely tokens, then outside the nucleus — the smallest set of most likely tokens whose probability
+    reaches ``top_p`` (Holtzman et al. 2020) — set to −inf. The most likely token always survives."""
+    logits = log_probs / temperature if temperature != 1 else log_probs
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]  # (N, 1)
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above each one
+        drop_sorted = before >= top_p  # the nucleus already holds top_p without this token
+        logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), -math.inf)
+    return logits
+
+
+def _run(fn: str, step: DecoderStep, start: Tensor, state, choose: Callable[[Tensor], Tensor],
+         max_length: int, eos_id: int | None, pad_id: int | None) -> Decoded:
+    """The loop greedy and sampling share: feed each row its own last token."""
+    B = start.shape[0]
+    tokens = start
+    chosen: list[Tensor] = []  # (B,) per step
+    picked: list[Tensor] = []  # (B,) log-probability of each chosen token
+    extras: list[Tensor] = []
+    finished = torch.zeros(B, dtype=torch.bool, device=start.device)
+    for _ in range(max_length):
+        log_probs, state, extra = _call(fn, step, tokens, state)
+        tokens = choose(log_probs)
+        chosen.append(tokens)
+        picked.append(log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1))
+        if extra is not None:
+            extras.append(extra)
+        if eos_id is not None:
+            finished |= tokens == eos_id
+            if bool(finished.all()):
+                break
+    # A row's tokens after its first EOS were fed back but belong to no output: cut them here, once,
+    # instead of masking on every step.
+    out = torch.stack(chosen, dim=1)  # (B, T)
+    T = out.shape[1]
+    positions = torch.arange(T, device=out.device)
+    if eos_id is not None:
+        is_eos = out == eos_id
+        first = torch.where(is_eos.any(1), is_eos.int().argmax(1), T)  # (B,) index of the first EOS, or T
+        lengths = torch.where(first < T, first + 1, T)
+    else:
+        lengths = torch.full((B,), T, dtype=torch.long, device=out.device)
+    inside = positions < lengths.unsqueeze(1)  # (B, T)
+    out = out.masked_fill(~inside, eos_id if pad_id is None else pad_id) if eos_id is not None else out
+    scores = torch.where(inside, torch.stack(picked, dim=1), 0).sum(1)
+    return Decoded(out, lengths, scores, _stack_extras(extras, inside))
+
+
+def _stack_extras(extras: list[Tensor], inside: Tensor) -> Tensor | None:
+    """Per-step extras (B, ...) → (B, T, ...), zero past each row's end."""
+    if not extras:
+        return None
+    ext = torch.stack(extras, dim=1)  # (B, T, ...)
+    return torch.where(inside.view(*inside.shape, *([1] * (ext.dim() - 2))), ext, 0)
+
+
+def greedy(step: DecoderStep, start: Tensor, state, *, max_length: int, eos_id: int | None = None,
+           pad_id: int | None = None) -> Decoded:
+    """Pick the most likely token at every step. ``start`` (B,); returns ``Decoded``."""
+    fn = "rnnkit.models.decoding.greedy"
+    _check_start(fn, start)
+    _check_int(fn, "max_length", max_length, 1)
+    _check_int(fn, "eos_id", eos_id, 0, allow_none=True)
+    return _run(fn, step, start, state, lambda lp: lp.argmax(1), max_length, eos_id, pad_id)
+
+
+def sample(step: DecoderStep, start: Tensor, state, *, max_length: int, temperature: float = 1.0,
+           top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
+           eos_id: int | None = None, pad_id: int | None = None) -> Decoded:
+    """Draw every token from the decoder's distribution, reshaped by ``temperature``, ``top_k`` and
+    ``top_p`` (``filter_log_probs``). ``generator`` makes the draws reproducible."""
+    fn = "rnnkit.models.decoding.sample"
+    _check_start(fn, start)
+    _check_int(fn, "max_length", max_length, 1)
+    _check_int(fn, "eos_id", eos_id, 0, allow_none=True)
+    _check_sampling(fn, temperature, top_k, top_p)
+
+    def choose(log_probs: Tensor) -> Tensor:
+        probs = filter_log_probs(log_probs, temperature, top_k, top_p).softmax(dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+    return _run(fn, step, start, state, choose, max_length, eos_id, pad_id)
+
+
+# -- beam search --------------------------------------------------------------------------------
+def length_normalizer(lengths: Tensor, alpha: float) -> Tensor:
+    """GNMT's length penalty (Wu et al. 2016): ``((5 + |Y|) / 6) ** alpha``. A hypothesis is ranked by
+    its summed log-probability divided by this; alpha = 0 ranks by the plain sum (favouring short
+    hypotheses), alpha = 1 comes close to the mean log-probability per token."""
+    return ((5.0 + lengths) / 6.0) ** alpha
+
+
+def beam_search(step: DecoderStep, start: Tensor, state, *, beam_width: int, max_length: int,
+                eos_id: int | None = None, pad_id: int | None = None, length_penalty: float = 0.0) -> Decoded:
+    """Keep the ``beam_width`` best hypotheses of every sentence at every step.
+
+    Hypotheses are ranked by summed log-probability divided by ``length_normalizer(length,
+    length_penalty)``. A finished hypothesis (it produced ``eos_id``) stays in the beam, extended only
+    by ``pad_id`` at no cost, and competes with the live ones at its own length. The search ends when
+    every beam of every sentence is finished, or after ``max_length`` steps; the best beam of each
+    sentence is returned, traced back through the parent pointers. Width 1 is greedy search.
+    """
+    fn = "rnnkit.models.decoding.beam_search"
+    _check_start(fn, start)
+    _check_int(fn, "beam_width", beam_width, 1)
+    _check_int(fn, "max_length", max_length, 1)
+    _check_int(fn, "eos_id", eos_id, 0, allow_none=True)
+    if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) or length_penalty < 0:
+        raise ValueError(f"{fn}: length_penalty must be a number >= 0, got {length_penalty!r}")
+    pad = eos_id if pad_id is None else pad_id
+    B, K, dev = start.shape[0], beam_width, start.device
+    N = B * K
+    state = expand_rows(state, K)
+    tokens = start.repeat_interleave(K)
+    first_row = torch.arange(B, device=dev).unsqueeze(1) * K  # (B, 1): row of beam 0 of each sentence
+    lengths = torch.zeros(N, dtype=torch.long, device=dev)
+    finished = torch.zeros(N, dtype=torch.bool, device=dev)
+    norm = length_normalizer(torch.arange(max_length + 1, device=dev, dtype=torch.float64), length_penalty)
+    scores = None  # (N,) summed log-probabilities; set at the first step
+    history: list[tuple[Tensor, Tensor]] = []  # per step: (token (N,), parent row (N,))
+    extras: list[Tensor] = []
+    for t in range(max_length):
+        log_probs, state, extra = _call(fn, step, tokens, state)  # (N, V)
+        V = log_probs.shape[1]
+        if t == 0:
+            # Only beam 0 is alive at the start, so the first step picks K different tokens (with fewer
+            # than K possible hypotheses, the rest stay at -inf: dead beams, counted as finished).
+            scores = log_probs.new_full((B, K), -math.inf)
+            scores[:, 0] = 0
+            scores = scores.view(N)
+            norm = norm.to(log_probs.dtype)
+        if eos_id is not None and t > 0:
+            # A finished hypothesis continues only with pad, at no cost.
+            stay = log_probs.new_full((V,), -math.inf)
+            stay[pad] = 0
+            log_probs = torch.where(finished.unsqueeze(1), stay, log_probs)
+        total = scores.unsqueeze(1) + log_probs  # (N, V)
+        new_len = lengths + (~finished).long()  # (N,) each candidate's length
+        rank = total / norm[new_len].unsqueeze(1) if length_penalty else total
+        _, best = rank.view(B, K * V).topk(K, dim=1)  # (B, K) over every beam's candidates
+        parent = (first_row + best // V).view(N)  # (N,) row each new beam extends
+        tokens = (best % V).view(N)
+        scores = total.view(B, K * V).gather(1, best).view(N)
+        lengths = new_len.index_select(0, parent)
+        state = select_rows(state, parent)
+        history.append((tokens, parent))
+        if extra is not None:
+            extras.append(extra.index_select(0, parent))
+        if eos_id is not None:
+            finished = finished.index_select(0, parent) | (tokens == eos_id) | scores.isneginf()
+            if bool(finished.all()):
+                break
+    # The best beam of each sentence, then back through the parents.
+    final = scores / norm[lengths] if length_penalty else scores
+    row = first_row.squeeze(1) + final.view(B, K).argmax(1)  # (B,)
+    best_scores, best_lengths = scores[row], lengths[row]
+    out, ext = [], []
+    for t in range(len(history) - 1, -1, -1):
+        tok, parent = history[t]
+        out.append(tok[row])
+        if extras:
+            ext.append(extras[t][row])
+        row = parent[row]
+    T = int(best_lengths.max())  # other beams may have run longer than every returned one
+    tokens_out = torch.stack(out[::-1][:T], dim=1)  # (B, T)
+    inside = torch.arange(T, device=dev) < best_lengths.unsqueeze(1)  # (B, T)
+    return Decoded(tokens_out, best_lengths, best_scores, _stack_extras(ext[::-1][:T], inside))
+
+
+def decode(step: DecoderStep, start: Tensor, state, *, method: str = "greedy", max_length: int,
+           beam_width: int = 4, length_penalty: float = 0.0, temperature: float = 1.0, top_k: int | None = None,
+           top_p: float | None = None, generator: torch.Generator | None = None, eos_id: int | None = None,
+           pad_id: int | None = None) -> Decoded:
+    """One entry point for the models: ``method`` in ``greedy | sample | beam`` with that method's
+    options (the others are ignored)."""
+    common = dict(max_length=max_length, eos_id=eos_id, pad_id=pad_id)
+    if method == "greedy":
+        return greedy(step, start, state, **common)
+    if method == "sample":
+        return sample(step, start, state, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
+                      **common)
+    if method == "beam":
+        return beam_search(step, start, state, beam_width=beam_width, length_penalty=length_penalty, **common)
+    raise ValueError(f"rnnkit.models.decoding.decode: method must be one of {METHODS}, got {method!r}")
