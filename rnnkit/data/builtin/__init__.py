@@ -31,13 +31,15 @@ from .text import python_docs, python_docs_text, sentiment
 @dataclass(frozen=True)
 class BuiltinDataset:
     """One built-in set. ``task`` is the ``rnnkit train`` task it feeds (``regression`` has no CLI
-    task: tensors only); ``load(**options)`` returns ``{"train": X, "valid": X}``."""
+    task: tensors only); ``load(**options)`` returns ``{"train": X, "valid": X}``. ``seeded`` is
+    False for fixed data (the same whatever the seed)."""
 
     name: str
     task: str
     description: str
     source: str
     load: Callable[..., dict[str, Any]]
+    seeded: bool = True
 
 
 def _examples(make: Callable[..., Any], valid_fraction: float) -> Callable[..., dict[str, Any]]:
@@ -69,7 +71,7 @@ def _digits(*, seed: int = 0, n: int = 2000, n_valid: int = 300, **options) -> d
 
 _ENTRIES = [
     BuiltinDataset("pydoc", "lm", "The Python documentation's topics (what help('assert') prints), ~465k characters; "
-                   "the last 50,000 are validation", "pydoc_data.topics (Python standard library)", python_docs),
+                   "the last 50,000 are validation", "pydoc_data.topics (Python standard library)", python_docs, seeded=False),
     BuiltinDataset("names", "classify", f"Person names labelled with one of {len(NAME_LOCALES)} languages "
                    f"({', '.join(NAME_LOCALES.values())}), 400 per language",
                    "faker, locales " + ", ".join(NAME_LOCALES), _examples(person_names, 0.1)),
@@ -84,9 +86,9 @@ _ENTRIES = [
     BuiltinDataset("numbers", "translate", "Numbers 0-9999 to English words ('3 4 2' -> 'three hundred and forty-two')",
                    "num2words", _examples(number_words, 0.1)),
     BuiltinDataset("sunspots", "forecast", "Yearly mean sunspot numbers 1700-2008 (309 values)",
-                   "statsmodels.datasets.sunspots (NOAA NGDC)", _series(sunspots)),
+                   "statsmodels.datasets.sunspots (NOAA NGDC)", _series(sunspots), seeded=False),
     BuiltinDataset("co2", "forecast", "Weekly Mauna Loa CO2 in ppm, 1958-2001 (2,284 values; 59 gaps linearly interpolated)",
-                   "statsmodels.datasets.co2 (Keeling & Whorf, Scripps)", _series(co2)),
+                   "statsmodels.datasets.co2 (Keeling & Whorf, Scripps)", _series(co2), seeded=False),
     BuiltinDataset("sine", "forecast", "A sine of period 50 plus Gaussian noise (sd 0.1), 2,000 steps",
                    "generated (rnnkit)", _series(noisy_sine)),
     BuiltinDataset("digits", "caption", "Strips of 3 handwritten 8x8 digits captioned 'three one four'; "
@@ -97,12 +99,14 @@ _ENTRIES = [
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {d.name: d for d in _ENTRIES}
 
 
-def load_builtin(name: str, **options) -> dict[str, Any]:
-    """``{"train": X, "valid": X}`` for the built-in set ``name``; ``options`` go to its generator
-    (``seed``, ``valid_fraction``, sizes such as ``n`` or ``per_locale``)."""
+def load_builtin(name: str, *, seed: int = 0, **options) -> dict[str, Any]:
+    """``{"train": X, "valid": X}`` for the built-in set ``name``. ``seed`` picks the sample (fixed
+    sets — pydoc, sunspots, co2 — ignore it); ``options`` go to its generator (``valid_fraction``,
+    sizes such as ``n`` or ``per_locale``: see each generator's docstring)."""
     if name not in BUILTIN_DATASETS:
         raise ValueError(f"unknown built-in dataset {name!r}, expected one of {sorted(BUILTIN_DATASETS)}")
-    return BUILTIN_DATASETS[name].load(**options)
+    d = BUILTIN_DATASETS[name]
+    return d.load(seed=seed, **options) if d.seeded else d.load(**options)
 
 
 def _write_tensors(path: Path, data: tuple) -> Path:
@@ -124,11 +128,13 @@ _FORMATS: dict[str, tuple[str, Callable[[Path, Any], Path]]] = {
 }
 
 
-def write_builtin(name: str, directory: str | os.PathLike, *, image_folder: bool = False, **options) -> dict[str, Path]:
+def write_builtin(
+    name: str, directory: str | os.PathLike, *, seed: int = 0, image_folder: bool = False, **options
+) -> dict[str, Path]:
     """Write the built-in set ``name`` as ``DIRECTORY/train.EXT`` and ``DIRECTORY/valid.EXT`` in its
     task's format (``.txt``, ``.csv``, ``.conll``, ``.tsv``, ``.npz``; captions as folders of PNGs
     plus ``captions.tsv`` with ``image_folder=True``). Returns ``{"train": path, "valid": path}``."""
-    data = load_builtin(name, **options)
+    data = load_builtin(name, seed=seed, **options)
     task = BUILTIN_DATASETS[name].task
     suffix, writer = _FORMATS[task]
     if task == "caption" and image_folder:

@@ -6,6 +6,7 @@ data; a different faker version may give different names.
 """
 from __future__ import annotations
 
+import functools
 import random
 
 from ..errors import require
@@ -17,8 +18,15 @@ NAME_LOCALES = {
 }
 
 
+@functools.lru_cache(maxsize=None)
+def _faker_for(locale: str):
+    # Building a Faker loads every provider of the locale (~0.1 s); reseeding an existing one is free
+    # and gives the same sequence as a fresh instance.
+    return require("faker", "faker", "data", "the built-in names and entities data").Faker(locale)
+
+
 def _faker(locale: str, seed: int):
-    f = require("faker", "faker", "data", "the built-in names and entities data").Faker(locale)
+    f = _faker_for(locale)
     f.seed_instance(seed)
     return f
 

@@ -1,0 +1,195 @@
+"""Readers: what they return, the header rules, writer → reader round trips, and one-line errors
+that name the file, the line and what was expected."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rnnkit.data import (
+    Captions, DataError, Series, holdout, read_captions, read_conll, read_labelled, read_parallel, read_series,
+    read_text, write_captions, write_conll, write_labelled, write_parallel, write_series,
+)
+
+READERS = [read_text, read_labelled, read_conll, read_parallel, read_series, read_captions]
+IDS = [r.__name__ for r in READERS]
+
+
+def write(path, text: str):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def expect(fn, *fragments: str) -> str:
+    with pytest.raises(DataError) as info:
+        fn()
+    msg = str(info.value)
+    assert "\n" not in msg, f"not one line: {msg!r}"
+    for frag in fragments:
+        assert frag in msg, f"{frag!r} not in {msg!r}"
+    return msg
+
+
+# --- problems every reader reports the same way ------------------------------------------------
+@pytest.mark.parametrize("reader", READERS, ids=IDS)
+def test_missing_file(tmp_path, reader):
+    expect(lambda: reader(tmp_path / "nope.txt"), "nope.txt", "no such file")
+
+
+@pytest.mark.parametrize("reader", READERS, ids=IDS)
+@pytest.mark.parametrize("content", ["", " \n\n"], ids=["empty", "blank"])
+def test_empty_file(tmp_path, reader, content):
+    expect(lambda: reader(write(tmp_path / "e.txt", content)), "e.txt", "empty")
+
+
+@pytest.mark.parametrize("reader", READERS, ids=IDS)
+def test_non_utf8_names_the_line(tmp_path, reader):
+    p = tmp_path / "latin1.txt"
+    p.write_bytes("ok\tA\nstill ok\tB\ncaf\u00e9\tC\n".encode("latin-1"))
+    expect(lambda: reader(p), "latin1.txt:3:", "not UTF-8", "e9")
+
+
+def test_data_error_is_value_error_with_location(tmp_path):
+    with pytest.raises(ValueError) as info:
+        read_conll(write(tmp_path / "t.conll", "a O\nb O X\n"))
+    assert isinstance(info.value, DataError) and info.value.line == 2 and info.value.path.endswith("t.conll")
+
+
+# --- text ----------------------------------------------------------------------------------------
+def test_read_text_normalises_line_ends_and_bom(tmp_path):
+    p = tmp_path / "t.txt"
+    p.write_bytes("\ufeffone\r\ntwo\rthree\n".encode("utf-8"))
+    assert read_text(p) == "one\ntwo\nthree\n"
+
+
+# --- classification ------------------------------------------------------------------------------
+def test_labelled_with_header_quotes_and_extra_columns(tmp_path):
+    p = write(tmp_path / "a.csv", 'id,Label,Text\n1,pos,"good, really"\n\n2,neg,"two\nlines"\n')
+    assert read_labelled(p) == [("good, really", "pos"), ("two\nlines", "neg")]
+
+
+def test_labelled_without_header_and_tsv(tmp_path):
+    assert read_labelled(write(tmp_path / "a.tsv", "hi, you\tgreet\nbye\tleave\n")) == [("hi, you", "greet"), ("bye", "leave")]
+    assert read_labelled(write(tmp_path / "b.csv", "sentence,label\nhi,x\n")) == [("hi", "x")]  # two columns: the other is text
+
+
+def test_labelled_missing_label_column(tmp_path):
+    expect(lambda: read_labelled(write(tmp_path / "a.csv", "text,category\nhi,x\n")), "a.csv:1:", "no 'label' column")
+    expect(lambda: read_labelled(write(tmp_path / "b.csv", "just text\nmore text\n")), "b.csv:1:", "expected 2", "got 1")
+
+
+def test_labelled_bad_rows_name_their_line(tmp_path):
+    p = write(tmp_path / "a.csv", 'text,label\nfine,x\n"multi\nline",y\nno label here\n')
+    expect(lambda: read_labelled(p), "a.csv:5:", "expected 2 comma-separated columns", "got 1")
+    expect(lambda: read_labelled(write(tmp_path / "b.csv", "text,label\nfine,\n")), "b.csv:2:", "empty label")
+
+
+# --- tagging -------------------------------------------------------------------------------------
+def test_conll_sentences_docstart_and_columns(tmp_path):
+    p = write(tmp_path / "t.conll", "-DOCSTART- -X- O\n\nJohn NNP B-PER\nruns VBZ O\n\n\nParis NNP B-LOC\n")
+    assert read_conll(p) == [(["John", "runs"], ["B-PER", "O"]), (["Paris"], ["B-LOC"])]
+    assert read_conll(p, tag_column=1) == [(["John", "runs"], ["NNP", "VBZ"]), (["Paris"], ["NNP"])]
+
+
+def test_conll_wrong_column_count_names_the_line(tmp_path):
+    p = write(tmp_path / "t.conll", "John\tB-PER\nruns\tO\n\nParis B-LOC extra\n")
+    expect(lambda: read_conll(p), "t.conll:4:", "expected 2 columns as on line 1", "got 3")
+    expect(lambda: read_conll(write(tmp_path / "u.conll", "lonely\n")), "u.conll:1:", "at least 2 columns")
+
+
+# --- translation ---------------------------------------------------------------------------------
+def test_parallel_two_files_and_tsv(tmp_path):
+    src = write(tmp_path / "s.txt", "a b\n\nc\n")
+    tgt = write(tmp_path / "t.txt", "x\n\ny z\n")
+    assert read_parallel(src, tgt) == [("a b", "x"), ("c", "y z")]
+    assert read_parallel(write(tmp_path / "p.tsv", "a b\tx\nc\ty z\n")) == [("a b", "x"), ("c", "y z")]
+
+
+def test_parallel_errors(tmp_path):
+    src = write(tmp_path / "s.txt", "a\nb\nc\n")
+    expect(lambda: read_parallel(src, write(tmp_path / "t.txt", "x\ny\n")), "s.txt", "t.txt (2)", "got 3")
+    expect(lambda: read_parallel(src, write(tmp_path / "u.txt", "x\n\nz\n")), "u.txt:2:", "empty target")
+    expect(lambda: read_parallel(write(tmp_path / "p.tsv", "a\tx\nno tab\n")), "p.tsv:2:", "expected 2 tab-separated", "got 1")
+
+
+# --- forecasting ---------------------------------------------------------------------------------
+def test_series_header_skips_date_column_and_selects(tmp_path):
+    p = write(tmp_path / "s.csv", "date,co2,temp\n2020-01,1.5,3\n2020-02,2.5,-4e1\n")
+    s = read_series(p)
+    assert s.columns == ["co2", "temp"] and s.values.dtype == torch.float32
+    torch.testing.assert_close(s.values, torch.tensor([[1.5, 3.0], [2.5, -40.0]]))
+    assert read_series(p, columns=["temp"]).columns == ["temp"]
+    assert read_series(write(tmp_path / "n.csv", "1\n2\n3\n")).values.shape == (3, 1)  # no header
+
+
+@pytest.mark.parametrize("cell,got", [("nan", "'nan'"), ("abc", "'abc'"), ("", "an empty cell"), ("inf", "'inf'")])
+def test_series_bad_value_names_line_and_column(tmp_path, cell, got):
+    p = write(tmp_path / "s.csv", f"date,co2\n2020-01,1.5\n2020-02,{cell}\n")
+    expect(lambda: read_series(p), "s.csv:3:", "column 'co2'", "expected a finite number", f"got {got}")
+
+
+def test_series_unknown_column(tmp_path):
+    p = write(tmp_path / "s.csv", "a,b\n1,2\n")
+    expect(lambda: read_series(p, columns=["c"]), "no column 'c'", "['a', 'b']")
+
+
+# --- captions ------------------------------------------------------------------------------------
+def test_captions_npz_and_folder_round_trip(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    data = Captions(torch.rand(4, 1, 5, 7, generator=g), ["one", "two three", "four", "five six"])
+    for target in (tmp_path / "c.npz", tmp_path / "folder"):
+        back = read_captions(write_captions(target, data))
+        assert back.captions == data.captions and back.images.shape == (4, 1, 5, 7)
+        torch.testing.assert_close(back.images, data.images, atol=1 / 510 + 1e-6, rtol=0)
+    assert read_captions(tmp_path / "folder" / "captions.tsv").captions == data.captions
+
+
+def test_captions_npz_channels_last_and_uint8(tmp_path):
+    np.savez(tmp_path / "rgb.npz", images=np.full((2, 3, 4, 3), 255, np.uint8), captions=np.array(["a", "b"]))
+    c = read_captions(tmp_path / "rgb.npz")
+    assert c.images.shape == (2, 3, 3, 4) and float(c.images.min()) == 1.0
+
+
+def test_captions_errors(tmp_path):
+    np.savez(tmp_path / "obj.npz", images=np.zeros((2, 4, 4)), captions=np.array(["a", None], dtype=object))
+    expect(lambda: read_captions(tmp_path / "obj.npz"), "obj.npz", "without pickle")
+    np.savez(tmp_path / "few.npz", images=np.zeros((3, 4, 4)), captions=np.array(["a"]))
+    expect(lambda: read_captions(tmp_path / "few.npz"), "one caption per image", "got 1")
+    np.savez(tmp_path / "keys.npz", pictures=np.zeros((1, 4, 4)))
+    expect(lambda: read_captions(tmp_path / "keys.npz"), "expected arrays 'images' and 'captions'")
+    (tmp_path / "empty_dir").mkdir()
+    expect(lambda: read_captions(tmp_path / "empty_dir"), "no captions.tsv")
+    folder = write_captions(tmp_path / "f", Captions(torch.zeros(2, 1, 3, 3), ["a", "b"]))
+    write(folder / "captions.tsv", "000000.png\ta\nmissing.png\tb\n")
+    expect(lambda: read_captions(folder), "captions.tsv:2:", "'missing.png' not found")
+    write_captions(tmp_path / "g", Captions(torch.zeros(1, 1, 3, 5), ["x"]))
+    (folder / "000001.png").write_bytes((tmp_path / "g" / "000000.png").read_bytes())  # a differently sized image
+    write(folder / "captions.tsv", "000000.png\ta\n000001.png\tb\n")
+    expect(lambda: read_captions(folder), "captions.tsv:2:", "expected shape (3, 3)", "got (3, 5)")
+
+
+# --- writers are the readers' inverses; holdout keeps the kind ------------------------------------
+def test_writers_round_trip(tmp_path):
+    labelled = [("a, \"quoted\" text", "x"), ("tab\tinside", "y")]
+    assert read_labelled(write_labelled(tmp_path / "l.csv", labelled)) == labelled
+    sentences = [(["John", "Smith", "ran"], ["B-PER", "I-PER", "O"]), (["."], ["O"])]
+    assert read_conll(write_conll(tmp_path / "t.conll", sentences)) == sentences
+    pairs = [("1 2", "2 1"), ("ça va", "ok")]
+    assert read_parallel(write_parallel(tmp_path / "p.tsv", pairs)) == pairs
+    series = Series(torch.randn(20, 3, generator=torch.Generator().manual_seed(1)), ["a", "b", "c"])
+    back = read_series(write_series(tmp_path / "s.csv", series))
+    assert back.columns == series.columns and torch.equal(back.values, series.values)
+    with pytest.raises(ValueError, match="cannot hold"):
+        write_parallel(tmp_path / "bad.tsv", [("a\tb", "c")])
+
+
+def test_holdout_kinds_and_seed():
+    items = list(range(50))
+    train, valid = holdout(items, 0.2, seed=3)
+    assert len(valid) == 10 and sorted(train + valid) == items and train == sorted(train)
+    assert holdout(items, 0.2, seed=3) == (train, valid) and holdout(items, 0.2, seed=4) != (train, valid)
+    assert holdout("abcdefghij", 0.3) == ("abcdefg", "hij")
+    s_train, s_valid = holdout(Series(torch.arange(10.0).unsqueeze(1), ["x"]), 0.2)
+    assert s_valid.values.flatten().tolist() == [8.0, 9.0] and s_train.columns == ["x"]
+    with pytest.raises(ValueError, match="at least 2"):
+        holdout([1], 0.5)

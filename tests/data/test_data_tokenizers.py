@@ -1,0 +1,106 @@
+"""Vocabulary and tokenizers: fixed special ids, deterministic ids, exact round trips, JSON save/load."""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from rnnkit.data import (
+    BOS, EOS, PAD, SPECIALS, UNK, BPETokenizer, CharTokenizer, MissingExtraError, Vocabulary, WordTokenizer,
+    build_tokenizer, load_tokenizer,
+)
+
+TEXTS = ["The cat sat on the mat.", "the dog sat, then ran!", "Ünïcode — and tabs\tand\nnewlines 日本"]
+
+
+def test_special_ids_are_fixed():
+    assert (PAD, UNK, BOS, EOS) == (0, 1, 2, 3)
+    v = Vocabulary.build([["b", "a", "b"]])
+    assert v.tokens[:4] == list(SPECIALS) and (v.pad_id, v.unk_id, v.bos_id, v.eos_id) == (0, 1, 2, 3)
+    assert v.tokens[4:] == ["b", "a"]  # most frequent first
+
+
+def test_vocabulary_min_freq_max_size_and_tie_order():
+    counts = {"x": 3, "b": 2, "a": 2, "rare": 1}
+    assert Vocabulary.from_counts(counts, min_freq=2).tokens[4:] == ["x", "a", "b"]  # ties by text
+    assert Vocabulary.from_counts(counts, max_size=2).tokens[4:] == ["x", "a"]
+
+
+def test_vocabulary_encode_decode():
+    v = Vocabulary.build([["a", "b"]])
+    ids = v.encode(["a", "zzz", "b"], bos=True, eos=True)
+    assert ids == [BOS, 4, UNK, 5, EOS]
+    assert v.decode(ids) == ["a", "<unk>", "b"]
+    assert v.decode([4, EOS, 5]) == ["a"]  # stops at eos
+    assert v.decode([4, PAD, 5], skip_special=False) == ["a", "<pad>", "b"]
+    with pytest.raises(ValueError, match="out of range"):
+        v.decode([99])
+
+
+@pytest.mark.parametrize("bad", [["<unk>", "<pad>", "<bos>", "<eos>"], list(SPECIALS) + ["a", "a"]])
+def test_vocabulary_rejects_bad_token_lists(bad):
+    with pytest.raises(ValueError):
+        Vocabulary(bad)
+
+
+def test_vocabulary_json_round_trip(tmp_path):
+    v = Vocabulary.build([list("héllo wörld")])
+    v.save(tmp_path / "vocab.json")
+    d = json.loads((tmp_path / "vocab.json").read_text(encoding="utf-8"))  # plain JSON, no pickle
+    assert d["tokens"][:4] == list(SPECIALS)
+    assert Vocabulary.load(tmp_path / "vocab.json") == v
+    with pytest.raises(ValueError, match="newer"):
+        Vocabulary.from_dict({**d, "version": 99})
+
+
+def test_char_tokenizer_is_exact_and_maps_unseen_to_unk():
+    tok = CharTokenizer.fit(TEXTS)
+    for t in TEXTS:
+        assert tok.decode(tok.encode(t)) == t
+    assert tok.encode("€") == [UNK]
+    assert CharTokenizer.fit("aab", min_freq=2).encode("ab") == [4, UNK]
+
+
+def test_word_tokenizer_min_freq_lowercase_punctuation():
+    tok = WordTokenizer.fit(TEXTS, min_freq=2, lowercase=True, punctuation=True)
+    assert set(tok.vocab.tokens[4:]) == {"the", "sat", "and"}
+    assert tok.split("The end.") == ["the", "end", "."]
+    assert tok.decode(tok.encode("the cat sat")) == "the <unk> sat"
+    plain = WordTokenizer.fit(TEXTS)
+    assert plain.split("sat, then") == ["sat,", "then"]
+
+
+@pytest.mark.parametrize("kind", ["char", "word"])
+def test_tokenizer_save_load(tmp_path, kind):
+    tok = build_tokenizer(kind, TEXTS, min_freq=1)
+    tok.save(tmp_path / "tok.json")
+    back = load_tokenizer(tmp_path / "tok.json")
+    assert type(back) is type(tok) and back.vocab == tok.vocab
+    assert [back.encode(t) for t in TEXTS] == [tok.encode(t) for t in TEXTS]
+
+
+def test_unknown_tokenizer_kind():
+    with pytest.raises(ValueError, match="expected one of"):
+        build_tokenizer("sentencepiece", TEXTS)
+
+
+def test_bpe_missing_package_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tokenizers", None)  # makes `import tokenizers` fail
+    with pytest.raises(MissingExtraError, match=r"pip install 'rnnkit\[bpe\]'"):
+        BPETokenizer.fit(TEXTS)
+
+
+def test_bpe_round_trip_special_ids_and_save(tmp_path):
+    pytest.importorskip("tokenizers")
+    corpus = [t * 20 for t in TEXTS]
+    tok = BPETokenizer.fit(corpus, vocab_size=320)
+    assert tok.vocab.tokens[:4] == list(SPECIALS)
+    for t in TEXTS + ["never seen: ŝ ∑ 🙂"]:
+        ids = tok.encode(t, bos=True, eos=True)
+        assert ids[0] == BOS and ids[-1] == EOS and UNK not in ids  # byte level: nothing is unknown
+        assert tok.decode(ids) == t
+    assert len(tok.encode("The cat sat on the mat.")) < len("The cat sat on the mat.")  # merges happened
+    tok.save(tmp_path / "bpe.json")
+    back = load_tokenizer(tmp_path / "bpe.json")
+    assert back.vocab == tok.vocab and back.encode(TEXTS[2]) == tok.encode(TEXTS[2])
