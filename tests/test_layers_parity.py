@@ -106,7 +106,7 @@ def test_covering_covers():
 
 
 @pytest.mark.parametrize("cell_name", CELLS)
-@pytest.mark.parametrize("num_layers, bidirectional, bias", itertools.product((1, 2), (False, True), (False, True)))
+@pytest.mark.parametrize("num_layers, bidirectional, bias", list(itertools.product((1, 2), *[(False, True)] * 2)))
 def test_state_dict_both_ways(cell_name, num_layers, bidirectional, bias):
     """Parameter names, order and shapes equal torch's; weights load rnnkit → torch and torch → rnnkit."""
     cell = CELLS[cell_name]
