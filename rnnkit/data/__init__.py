@@ -36,9 +36,12 @@ Batching (``batching.py``)
 
 Built-in data, no download (``builtin/``)
     ``BUILTIN_DATASETS``: name -> ``BuiltinDataset(name, task, description, source, ...)``
-    ``load_builtin(name, **options) -> {"train": X, "valid": X}``, X the same structure the task's
-    reader returns (so files and built-ins take one code path);
-    ``write_builtin(name, directory, **options) -> {"train": Path, "valid": Path}`` in the task's file format.
+    ``load_builtin(name, seed=0, **options) -> {"train": X, "valid": X}``, X the same structure the
+    task's reader returns (so files and built-ins take one code path); ``adding`` (task
+    ``regression``) gives ``(inputs (N, T, 2), targets (N,))`` instead;
+    ``write_builtin(name, directory, seed=0, **options) -> {"train": Path, "valid": Path}`` in the
+    task's file format. Sets: pydoc (lm); names, sentiment (classify); entities, copy (tag);
+    reverse, numbers (translate); sunspots, co2, sine (forecast); digits (caption); adding.
 """
 from .builtin import BUILTIN_DATASETS, BuiltinDataset, load_builtin, write_builtin
 from .batching import BucketBatcher, StreamBatches, make_windows, pad_batch

@@ -42,9 +42,14 @@ def _delimiter_for(path: Path, delimiter: str | None) -> str:
 
 
 def _rows(path: Path, text: str, delimiter: str):
-    """``(line_number, fields)`` for every non-blank CSV record; the number is the record's first line
-    (a quoted field may span lines)."""
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    """``(line_number, fields)`` for every non-blank record; the number is the record's first line.
+
+    Comma- (or other-) separated files follow CSV quoting, so a quoted field may hold the delimiter,
+    quotes and newlines. Tab-separated files have no quoting — a ``"`` is an ordinary character, as
+    in most TSV corpora — so a field cannot hold a tab or a newline.
+    """
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter, quoting=quoting)
     start = 1
     try:
         for fields in reader:

@@ -154,7 +154,10 @@ class BPETokenizer(Tokenizer):
         tk = _require_tokenizers()
         self._tk = tk.Tokenizer.from_str(model_json)
         vocab = self._tk.get_vocab(with_added_tokens=True)
-        super().__init__(Vocabulary(sorted(vocab, key=vocab.__getitem__)))
+        tokens = sorted(vocab, key=vocab.__getitem__)
+        if [vocab[t] for t in tokens] != list(range(len(tokens))):
+            raise ValueError("BPETokenizer: the model's token ids are not 0..n-1 without gaps")
+        super().__init__(Vocabulary(tokens))
 
     @classmethod
     def fit(cls, texts: Iterable[str] | str, *, vocab_size: int = 1000, min_freq: int = 2) -> "BPETokenizer":

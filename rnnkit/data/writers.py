@@ -36,9 +36,13 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_labelled(path: str | os.PathLike, examples: Sequence[tuple[str, str]], *, delimiter: str | None = None) -> Path:
-    """A ``text,label`` file with a header; tab-separated for ``.tsv``, else CSV with quoting as needed."""
+    """A ``text,label`` file with a header: for ``.tsv``, tab-separated without quoting (fields may
+    not hold tabs or newlines), else CSV with quoting where needed."""
     p = _target(path)
     sep = delimiter or ("\t" if p.suffix.lower() in (".tsv", ".tab") else ",")
+    if sep == "\t":
+        check = lambda s: _check_field("write_labelled", s, "\t\n", "field")  # noqa: E731
+        return write_text(p, "text\tlabel\n" + "".join(f"{check(t)}\t{check(y)}\n" for t, y in examples))
     with p.open("w", encoding="utf-8", newline="") as f:
         w = csv.writer(f, delimiter=sep, lineterminator="\n")
         w.writerow(["text", "label"])

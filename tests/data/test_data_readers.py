@@ -70,6 +70,7 @@ def test_labelled_with_header_quotes_and_extra_columns(tmp_path):
 
 def test_labelled_without_header_and_tsv(tmp_path):
     assert read_labelled(write(tmp_path / "a.tsv", "hi, you\tgreet\nbye\tleave\n")) == [("hi, you", "greet"), ("bye", "leave")]
+    assert read_labelled(write(tmp_path / "q.tsv", '"Hi" she said\tgreet\n')) == [('"Hi" she said', "greet")]  # TSV: no quoting
     assert read_labelled(write(tmp_path / "b.csv", "sentence,label\nhi,x\n")) == [("hi", "x")]  # two columns: the other is text
 
 
@@ -170,8 +171,11 @@ def test_captions_errors(tmp_path):
 
 # --- writers are the readers' inverses; holdout keeps the kind ------------------------------------
 def test_writers_round_trip(tmp_path):
-    labelled = [("a, \"quoted\" text", "x"), ("tab\tinside", "y")]
+    labelled = [("a, \"quoted\" text", "x"), ("tab\tinside", "y"), ("two\nlines", "z")]
     assert read_labelled(write_labelled(tmp_path / "l.csv", labelled)) == labelled
+    assert read_labelled(write_labelled(tmp_path / "l.tsv", labelled[:1])) == labelled[:1]
+    with pytest.raises(ValueError, match="cannot hold"):
+        write_labelled(tmp_path / "bad.tsv", labelled[1:2])
     sentences = [(["John", "Smith", "ran"], ["B-PER", "I-PER", "O"]), (["."], ["O"])]
     assert read_conll(write_conll(tmp_path / "t.conll", sentences)) == sentences
     pairs = [("1 2", "2 1"), ("ça va", "ok")]
