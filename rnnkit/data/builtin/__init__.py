@@ -73,7 +73,7 @@ _ENTRIES = [
     BuiltinDataset("pydoc", "lm", "The Python documentation's topics (what help('assert') prints), ~465k characters; "
                    "the last 50,000 are validation", "pydoc_data.topics (Python standard library)", python_docs, seeded=False),
     BuiltinDataset("names", "classify", f"Person names labelled with one of {len(NAME_LOCALES)} languages "
-                   f"({', '.join(NAME_LOCALES.values())}), 400 per language",
+                   f"({', '.join(NAME_LOCALES.values())}; Japanese romanised), up to 400 per language",
                    "faker, locales " + ", ".join(NAME_LOCALES), _examples(person_names, 0.1)),
     BuiltinDataset("sentiment", "classify", "Template sentences with negation and 'but' clauses labelled positive/negative; "
                    "word order matters", "generated (rnnkit)", _examples(sentiment, 0.1)),

@@ -11,11 +11,19 @@ import random
 
 from ..errors import require
 
-#: Locales whose names are written in the Latin script, and the label each gets.
+#: Locales and the label each gets. All names are in the Latin script: Japanese ones come from
+#: faker's romanised name lists, the others are written that way already.
 NAME_LOCALES = {
     "en_US": "English", "de_DE": "German", "fr_FR": "French", "it_IT": "Italian", "es_ES": "Spanish",
-    "pl_PL": "Polish", "nl_NL": "Dutch", "fi_FI": "Finnish", "cs_CZ": "Czech", "tr_TR": "Turkish",
+    "pl_PL": "Polish", "nl_NL": "Dutch", "fi_FI": "Finnish", "tr_TR": "Turkish", "ja_JP": "Japanese",
 }
+_ROMANISED = {"ja_JP"}  # faker's first_name() there is kanji/kana; *_romanized_name() is Hepburn
+
+
+def _full_name(f, locale: str) -> str:
+    if locale in _ROMANISED:
+        return f"{f.first_romanized_name()} {f.last_romanized_name()}"
+    return f"{f.first_name()} {f.last_name()}"
 
 
 @functools.lru_cache(maxsize=None)
@@ -34,7 +42,7 @@ def _faker(locale: str, seed: int):
 def person_names(per_locale: int = 400, *, locales: dict[str, str] | None = None, seed: int = 0) -> list[tuple[str, str]]:
     """``(name, language)`` pairs: ``per_locale`` distinct "First Last" names from each locale of
     ``locales`` (default :data:`NAME_LOCALES`, 10 languages). Titles are left out (``first_name()``
-    and ``last_name()`` rather than ``name()``), and a name that two locales both produce is dropped,
+    and ``last_name()`` rather than ``name()``; romanised for Japanese), and a name that two locales both produce is dropped,
     since its label would be ambiguous. Examples are grouped by locale; shuffle or ``holdout`` them."""
     locales = NAME_LOCALES if locales is None else locales
     by_locale: dict[str, dict[str, None]] = {}
@@ -44,7 +52,7 @@ def person_names(per_locale: int = 400, *, locales: dict[str, str] | None = None
         for _ in range(per_locale * 20):  # a cap, so a locale with few names cannot loop for ever
             if len(names) == per_locale:
                 break
-            names.setdefault(f"{f.first_name()} {f.last_name()}")
+            names.setdefault(_full_name(f, loc))
         by_locale[loc] = names
     counts: dict[str, int] = {}
     for names in by_locale.values():
