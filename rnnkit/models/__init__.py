@@ -5,12 +5,14 @@ as JSON) to the class whose ``from_config`` rebuilds it.
 """
 from .classifier import SequenceClassifier, SequenceClassifierConfig
 from .crf import LinearChainCRF
+from .forecaster import Forecaster, ForecasterConfig
 from .tagger import SequenceTagger, SequenceTaggerConfig
 
 MODEL_TYPES: dict[str, type] = {
     "classifier": SequenceClassifier,
+    "forecaster": Forecaster,
     "tagger": SequenceTagger,
 }
 
 __all__ = ["MODEL_TYPES", "LinearChainCRF", "SequenceClassifier", "SequenceClassifierConfig", "SequenceTagger",
-           "SequenceTaggerConfig"]
+           "SequenceTaggerConfig", "Forecaster", "ForecasterConfig"]

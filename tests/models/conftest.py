@@ -22,10 +22,19 @@ def one_thread():
 
 @pytest.fixture
 def fit() -> Callable:
-    """``fit(model, loss_at, steps, lr=1e-2, clip=None)``: Adam for ``steps`` steps on ``loss_at(step)``
-    (a scalar loss tensor); returns the last loss as a float."""
+    """``fit(model, data, steps, lr=1e-2, batch=32, clip=None, seed=0)``: Adam for ``steps`` steps, then
+    eval mode; returns the last loss. ``data`` is a tuple of tensors with one row per example — each
+    step takes ``batch`` random rows and minimises ``model.loss(*rows)`` — or a callable ``step → loss``."""
 
-    def run(model, loss_at: Callable[[int], torch.Tensor], steps: int, lr: float = 1e-2, clip: float | None = None):
+    def run(model, data, steps: int, lr: float = 1e-2, batch: int = 32, clip: float | None = None, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+
+        def loss_at(step):
+            if callable(data):
+                return data(step)
+            rows = torch.randint(0, len(data[0]), (batch,), generator=g)
+            return model.loss(*(t[rows] for t in data))
+
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         model.train()
         for step in range(steps):

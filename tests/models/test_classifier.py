@@ -25,18 +25,6 @@ def contains_pattern(n: int, generator: torch.Generator, vocab: int = 4, min_len
     return tokens, lengths, hit.any(1).long()
 
 
-def minibatches(data, batch: int = 64, seed: int = 0):
-    """``loss_at(step)`` for the ``fit`` fixture: the model's loss on a random minibatch of ``data`` =
-    (inputs, lengths, labels)."""
-    g = torch.Generator().manual_seed(seed)
-
-    def loss_at(model):
-        idx = torch.randint(0, len(data[0]), (batch,), generator=g)
-        return model.loss(data[0][idx], data[2][idx], lengths=data[1][idx])
-
-    return loss_at
-
-
 @pytest.mark.parametrize(
     "pooling,bidirectional,cell",
     [(p, b, c) for (p, b), c in zip(itertools.product(("last", "mean", "max", "attention"), (False, True)),
@@ -78,8 +66,8 @@ def test_learns_whether_a_pattern_occurs(fit):
     train_data = contains_pattern(4000, g)
     test_tokens, test_lengths, test_labels = contains_pattern(1000, g)
     model = SequenceClassifier(vocab_size=4, num_classes=2, embed_size=8, hidden_size=32, cell="gru")
-    loss_at = minibatches(train_data)
-    fit(model, lambda step: loss_at(model), steps=250)
+    tokens, lengths, labels = train_data
+    fit(model, (tokens, labels, lengths), steps=250, batch=64)
     accuracy = (model.predict(test_tokens, lengths=test_lengths) == test_labels).float().mean().item()
     assert accuracy >= 0.95, accuracy
 
