@@ -38,7 +38,7 @@ def pad_batch(sequences: Sequence[Sequence[int] | Tensor], pad_id: int = PAD) ->
 class BucketBatcher:
     """Batches of example indices grouped by length, so padding stays small.
 
-    Each epoch: shuffle all indices (seeded by ``seed + epoch``), cut them into chunks of
+    Each epoch: shuffle all indices (seeded by ``seed`` and ``epoch``), cut them into chunks of
     ``batch_size * bucket`` examples, sort each chunk by length (longest first), cut the chunk into
     batches, and shuffle the order of all batches. Batches are therefore nearly uniform in length
     but still random in content and order. With ``shuffle=False`` nothing is shuffled (for
@@ -75,7 +75,7 @@ class BucketBatcher:
         return n // b if self.drop_last else -(-n // b)
 
     def __iter__(self) -> Iterator[list[int]]:
-        rng = random.Random(self.seed + self.epoch)
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)  # distinct streams for every (seed, epoch)
         order = list(range(len(self.lengths)))
         if self.shuffle:
             rng.shuffle(order)
