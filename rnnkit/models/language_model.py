@@ -1,0 +1,185 @@
+"""Language model: predict each next token from the ones before it, and generate text one token at a time.
+
+    tokens (B, T) ─ Embedding ─→ (B, T, E) ─ recurrent stack ─→ h (B, T, H) ─ Linear ─→ logits (B, T, V)
+
+Training reads whole sequences through the layers' engines (``forward``, ``loss``). Generation is
+latency-bound instead: after the prompt has run through the layers once, every new token goes through
+``rnnkit.engine.step.StepKernel``, one fused step of the whole stack with the weights packed as
+``[W_ih; W_hh]ᵀ``, repacked only when the weights changed (``current_kernel``). ``step`` exposes that
+incremental path; ``generate`` drives it with the searches of ``rnnkit.models.decoding``.
+
+Dropout (``dropout``) applies to the embeddings, between the recurrent layers and before the output
+layer, in training only; ``tie_weights`` shares the embedding matrix with the output layer (Press &
+Wolf 2017), which needs ``embed_size == hidden_size``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..engine.step import StepKernel, current_kernel
+from .common import check_ids, make_recurrent, padding_mask, prepare_lengths
+from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
+from .decoding import Decoded, decode, swap_layers_rows
+
+_OWNER = "LanguageModel"
+
+
+@dataclass(kw_only=True)
+class LanguageModelConfig:
+    """Everything needed to rebuild a ``LanguageModel``.
+
+    vocab_size: token ids in [0, vocab_size) (required).
+    embed_size: embedding width E (128). hidden_size: H (256). num_layers: stacked layers (2).
+    cell: lstm | gru | rnn_tanh | rnn_relu ("lstm").
+    dropout: on the embeddings, between layers and before the output layer (0.0).
+    tie_weights: share the embedding matrix with the output layer; needs embed_size == hidden_size (False).
+    padding_idx: embedding row kept at zero, for padded batches (None).
+    engine: the recurrent engine for whole sequences, "auto" | "reference" | "fused" | "native" ("auto").
+    """
+
+    vocab_size: int
+    embed_size: int = 128
+    hidden_size: int = 256
+    num_layers: int = 2
+    cell: Cell = "lstm"
+    dropout: float = 0.0
+    tie_weights: bool = False
+    padding_idx: int | None = None
+    engine: Engine = "auto"
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        check_positive(self, "vocab_size", "embed_size", "hidden_size", "num_layers")
+        check_dropout(self)
+        if self.tie_weights and self.embed_size != self.hidden_size:
+            raise ValueError(f"LanguageModelConfig: tie_weights needs embed_size == hidden_size, got embed_size="
+                             f"{self.embed_size}, hidden_size={self.hidden_size}")
+        if self.padding_idx is not None and not 0 <= self.padding_idx < self.vocab_size:
+            raise ValueError(f"LanguageModelConfig: padding_idx must be in [0, {self.vocab_size}), "
+                             f"got {self.padding_idx}")
+
+
+class LanguageModel(ConfiguredModel):
+    """Next-token language model; keyword arguments are the fields of ``LanguageModelConfig``.
+
+    ``forward(tokens, state=None, *, lengths=None)`` → ``(logits (B, T, V), state)``.
+    ``loss(tokens, lengths=None)`` → mean cross-entropy of every next token.
+    ``step(tokens, state=None)`` → ``(logits (B, V), state)``: one token per row, the fast path.
+    ``generate(prompt, max_new_tokens, ...)`` → ``Decoded``: greedy, sampling or beam search.
+    ``state`` is the stack's (h, c) — h for GRU/RNN — each (num_layers, B, hidden_size), as torch.nn.
+    """
+
+    config_class = LanguageModelConfig
+
+    def build(self, c: LanguageModelConfig) -> None:
+        self.embedding = nn.Embedding(c.vocab_size, c.embed_size, padding_idx=c.padding_idx)
+        self.rnn = make_recurrent(c.cell, c.embed_size, c.hidden_size, c.num_layers, c.dropout, engine=c.engine)
+        self.drop = nn.Dropout(c.dropout)
+        self.decoder = nn.Linear(c.hidden_size, c.vocab_size)
+        if c.tie_weights:
+            self.decoder.weight = self.embedding.weight
+        self._kernel: StepKernel | None = None  # packed weights for step/generate; not a parameter
+
+    # -- whole sequences ----------------------------------------------------------------------------
+    def forward(self, tokens: Tensor, state=None, *, lengths=None) -> tuple[Tensor, object]:
+        """``tokens`` (B, T) ids; ``state`` from a previous call or None (zeros); ``lengths`` (B,) real
+        steps per row of a padded batch (logits past them are meaningless; the returned state is each
+        row's state after its last real token). Returns logits (B, T, V) and the new state."""
+        V = self._config.vocab_size
+        check_ids(_OWNER, "tokens", tokens, V, 2, "(B, T) of token ids", "token ids")
+        B, T = tokens.shape
+        lengths = prepare_lengths(_OWNER, lengths, B, T)
+        x = self.drop(self.embedding(tokens))  # (B, T, E)
+        h, state = self.rnn(x, state, lengths=lengths)  # h (B, T, H)
+        return self.decoder(self.drop(h)), state
+
+    def loss(self, tokens: Tensor, lengths=None) -> Tensor:
+        """Mean cross-entropy of predicting ``tokens[:, t + 1]`` from ``tokens[:, : t + 1]``, over the
+        real steps of each row (``lengths``, each >= 2, or all T)."""
+        B, T = check_ids(_OWNER, "tokens", tokens, self._config.vocab_size, 2, "(B, T) of token ids").shape
+        if T < 2:
+            raise ValueError(f"{_OWNER}.loss: tokens need at least 2 steps (an input and a target), got {T}")
+        lengths = prepare_lengths(_OWNER, lengths, B, T)
+        if lengths is not None and int(lengths.min()) < 2:
+            raise ValueError(f"{_OWNER}.loss: every length must be >= 2, got {int(lengths.min())}")
+        logits, _ = self(tokens[:, :-1], lengths=None if lengths is None else lengths - 1)
+        mask = padding_mask(None if lengths is None else lengths - 1, B, T - 1, tokens.device)  # (B, T-1)
+        losses = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")  # (B, T-1)
+        return (losses * mask).sum() / mask.sum()
+
+    # -- one token at a time ------------------------------------------------------------------------
+    def kernel(self) -> StepKernel:
+        """The packed single-step kernel for the current weights (repacked after any update)."""
+        self._kernel = current_kernel(self._kernel, self.rnn)
+        return self._kernel
+
+    def _initial_state(self, state, batch: int):
+        """The stack's state for ``batch`` rows: zeros for None, else ``state`` checked like the layers do."""
+        return self.rnn._prepare_state(state, batch, True, self.decoder.weight)
+
+    @inference
+    def step(self, tokens: Tensor, state=None) -> tuple[Tensor, object]:
+        """The incremental path: ``tokens`` (B,) — one per row — and the state after the tokens before
+        them → next-token logits (B, V) and the new state. Equals ``forward`` on the whole sequence.
+        Inference only (eval mode, no gradients): train with ``forward``/``loss``."""
+        check_ids(f"{_OWNER}.step", "tokens", tokens, self._config.vocab_size, 1, "(B,) of token ids", "token ids")
+        state = self._initial_state(state, tokens.shape[0])
+        h, state = self.kernel()(self.embedding(tokens), state)
+        return self.decoder(h), state
+
+    def _decoder_step(self, kernel: StepKernel):
+        """The ``rnnkit.models.decoding`` step for this model: state rows first, log-probabilities out."""
+        emb, w, b = self.embedding.weight, self.decoder.weight, self.decoder.bias
+
+        def step(tokens: Tensor, state):
+            h, state = kernel(F.embedding(tokens, emb), swap_layers_rows(state))
+            return F.linear(h, w, b).log_softmax(1), swap_layers_rows(state)
+
+        return step
+
+    @inference
+    def generate(self, prompt: Tensor, max_new_tokens: int, *, method: str = "greedy", temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, beam_width: int = 4,
+                 length_penalty: float = 0.0, eos_id: int | None = None, pad_id: int | None = None,
+                 generator: torch.Generator | None = None, lengths=None, state=None) -> Decoded:
+        """Continue ``prompt`` (B, T) — or (T,), a batch of one — by up to ``max_new_tokens`` tokens.
+
+        ``method``: ``greedy`` | ``sample`` (``temperature``, ``top_k``, ``top_p``, ``generator``) |
+        ``beam`` (``beam_width``, ``length_penalty``); see ``rnnkit.models.decoding``. ``eos_id`` ends a
+        row early (its later positions hold ``pad_id``, default ``eos_id``). ``lengths`` (B,): real
+        tokens per prompt row in a padded batch; ``state``: continue from a previous state.
+        Returns ``Decoded(tokens (B, T_new), lengths, scores, None)``, the new tokens only. Runs in
+        eval mode without gradients: the prompt through the layers once, then the packed step kernel.
+        """
+        V = self._config.vocab_size
+        if isinstance(prompt, Tensor) and prompt.dim() == 1:
+            prompt = prompt.unsqueeze(0)
+        check_ids(f"{_OWNER}.generate", "prompt", prompt, V, 2, "(B, T) or (T,) of token ids", "token ids")
+        B, T = prompt.shape
+        if T == 0:
+            raise ValueError(f"{_OWNER}.generate: prompt must hold at least one token, got shape {tuple(prompt.shape)}")
+        lengths = prepare_lengths(f"{_OWNER}.generate", lengths, B, T)
+        kernel = self.kernel()
+        state = self._initial_state(state, B)
+        if lengths is None:
+            start = prompt[:, -1]
+            if T > 1:  # the last prompt token is the first one the step kernel reads
+                _, state = self.rnn(self.embedding(prompt[:, :-1]), state)
+        else:
+            start = prompt.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)
+            context = lengths - 1  # tokens before each row's last one; 0 keeps the initial state
+            if int(context.max()) > 0:
+                _, after = self.rnn(self.embedding(prompt[:, : int(context.max())]), state,
+                                    lengths=context.clamp(min=1))
+                keep = (context == 0).view(1, B, 1)  # rows whose prompt is a single token
+                if isinstance(state, tuple):
+                    state = (torch.where(keep, state[0], after[0]), torch.where(keep, state[1], after[1]))
+                else:
+                    state = torch.where(keep, state, after)
+        return decode(self._decoder_step(kernel), start, swap_layers_rows(state), method=method, max_length=max_new_tokens,
+                      beam_width=beam_width, length_penalty=length_penalty, temperature=temperature, top_k=top_k,
+                      top_p=top_p, generator=generator, eos_id=eos_id, pad_id=pad_id)

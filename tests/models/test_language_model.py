@@ -1,0 +1,218 @@
+"""LanguageModel: the incremental step equals the whole-sequence forward, generation equals a naive
+argmax loop over forward, padded prompts equal one prompt at a time, the packed kernel follows
+training, configs round-trip, bad input is named — and the model learns a small grammar."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from rnnkit.models import MODEL_TYPES, LanguageModel, LanguageModelConfig
+
+DT = torch.float64
+CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+
+
+def small(cell: str = "lstm", seed: int = 0, **kw) -> LanguageModel:
+    torch.manual_seed(seed)
+    options = dict(vocab_size=11, embed_size=6, hidden_size=8, num_layers=2, cell=cell) | kw
+    return LanguageModel(**options).to(DT).eval()
+
+
+def tokens(B: int, T: int, seed: int = 0, V: int = 11) -> torch.Tensor:
+    return torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+def naive_greedy(model: LanguageModel, prompt: torch.Tensor, n: int) -> torch.Tensor:
+    """Rerun forward over the whole text for every new token: slow, obviously right."""
+    seq = prompt
+    with torch.no_grad():
+        for _ in range(n):
+            seq = torch.cat([seq, model(seq)[0][:, -1].argmax(1, keepdim=True)], dim=1)
+    return seq[:, prompt.shape[1] :]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_step_equals_forward(cell):
+    model = small(cell)
+    x = tokens(3, 7)
+    logits, final = model(x)
+    state, steps = None, []
+    for t in range(7):
+        out, state = model.step(x[:, t], state)
+        steps.append(out)
+    torch.testing.assert_close(torch.stack(steps, dim=1), logits, rtol=1e-12, atol=1e-12)
+    for a, e in zip(state if cell == "lstm" else [state], final if cell == "lstm" else [final]):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_generate_equals_naive_greedy(cell):
+    model = small(cell)
+    prompt = tokens(3, 5, seed=1)
+    out = model.generate(prompt, 8)
+    assert torch.equal(out.tokens, naive_greedy(model, prompt, 8))
+    assert out.tokens.shape == (3, 8) and out.lengths.tolist() == [8, 8, 8]
+    # scores are the log-probabilities of the chosen tokens under the model
+    seq = torch.cat([prompt, out.tokens], dim=1)
+    with torch.no_grad():
+        lp = model(seq)[0][:, 4:-1].log_softmax(2).gather(2, out.tokens.unsqueeze(2)).sum((1, 2))
+    torch.testing.assert_close(out.scores, lp)
+    # a one-token prompt, and a 1-D prompt
+    assert torch.equal(model.generate(prompt[0, :1], 4).tokens, naive_greedy(model, prompt[:1, :1], 4))
+
+
+def test_padded_prompts_equal_one_at_a_time():
+    model = small("lstm")
+    prompt = tokens(4, 6, seed=2)
+    lengths = torch.tensor([6, 1, 3, 2])
+    batch = model.generate(prompt, 5, lengths=lengths)
+    for b in range(4):
+        one = model.generate(prompt[b : b + 1, : lengths[b]], 5)
+        assert torch.equal(batch.tokens[b], one.tokens[0])
+        torch.testing.assert_close(batch.scores[b], one.scores[0])
+
+
+def test_generate_continues_from_a_state():
+    model = small("gru")
+    text = tokens(2, 9, seed=3)
+    _, state = model(text[:, :5])
+    assert torch.equal(model.generate(text[:, 5:], 6, state=state).tokens, model.generate(text, 6).tokens)
+
+
+def test_search_methods_and_eos():
+    model = small("lstm")
+    prompt = tokens(2, 3, seed=4)
+    greedy = model.generate(prompt, 10, eos_id=3)
+    beam1 = model.generate(prompt, 10, method="beam", beam_width=1, eos_id=3)
+    assert torch.equal(greedy.tokens, beam1.tokens) and torch.equal(greedy.lengths, beam1.lengths)
+    beam = model.generate(prompt, 10, method="beam", beam_width=5, eos_id=3)
+    for b in range(2):  # each returned hypothesis is scored by the model's own log-probabilities
+        n = int(beam.lengths[b])
+        seq = torch.cat([prompt[b], beam.tokens[b, :n]]).unsqueeze(0)
+        with torch.no_grad():
+            lp = model(seq)[0][0, 2:-1].log_softmax(1).gather(1, beam.tokens[b, :n].unsqueeze(1)).sum()
+        torch.testing.assert_close(beam.scores[b], lp)
+        assert n == 10 or beam.tokens[b, n - 1] == 3
+    g = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    a = model.generate(prompt, 10, method="sample", top_k=4, temperature=0.8, generator=g())
+    b = model.generate(prompt, 10, method="sample", top_k=4, temperature=0.8, generator=g())
+    assert torch.equal(a.tokens, b.tokens)
+
+
+def test_generate_follows_training_and_keeps_the_mode():
+    """After an optimiser step the kernel is repacked: generation still equals the naive loop. The
+    model's train/eval mode is restored, and dropout never reaches generation."""
+    model = small("lstm", dropout=0.3)
+    prompt = tokens(2, 4, seed=5)
+    model.generate(prompt, 3)  # packs the kernel
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    model.train()
+    model.loss(tokens(4, 9, seed=6)).backward()
+    opt.step()
+    out = model.generate(prompt, 6)
+    assert model.training
+    model.eval()
+    assert torch.equal(out.tokens, naive_greedy(model, prompt, 6))
+
+
+def test_loss_masks_padding():
+    model = small("gru")
+    x = tokens(3, 6, seed=8)
+    lengths = torch.tensor([6, 3, 4])
+    with torch.no_grad():
+        batch = model.loss(x, lengths)
+        per_row = [model.loss(x[b : b + 1, : lengths[b]]) * (lengths[b] - 1) for b in range(3)]
+    torch.testing.assert_close(batch, sum(per_row) / (lengths - 1).sum())
+
+
+def test_config_round_trip_and_tied_weights():
+    model = LanguageModel(vocab_size=13, embed_size=8, hidden_size=8, cell="gru", tie_weights=True)
+    cfg = model.config
+    assert isinstance(cfg, LanguageModelConfig) and cfg.num_layers == 2 and cfg.tie_weights
+    assert model.decoder.weight is model.embedding.weight
+    assert MODEL_TYPES["language_model"] is LanguageModel
+    for source in (cfg, dataclasses.asdict(cfg)):
+        rebuilt = LanguageModel.from_config(source)
+        assert rebuilt.config == cfg
+        rebuilt.load_state_dict(model.state_dict())
+        x = tokens(2, 4, V=13)
+        torch.testing.assert_close(rebuilt(x)[0], model(x)[0])
+
+
+def test_bad_input_is_named(assert_error):
+    assert_error(ValueError, lambda: LanguageModel(vocab_size=0), "vocab_size", "> 0", "got 0")
+    assert_error(TypeError, lambda: LanguageModel(vocab_size=10.5), "vocab_size", "10.5")
+    assert_error(ValueError, lambda: LanguageModel(vocab_size=10, cell="elman"), "cell", "'elman'")
+    assert_error(ValueError, lambda: LanguageModel(vocab_size=10, dropout=1.5), "dropout", "1.5")
+    assert_error(ValueError, lambda: LanguageModel(vocab_size=10, embed_size=4, hidden_size=8, tie_weights=True),
+                 "tie_weights", "embed_size=4", "hidden_size=8")
+    assert_error(ValueError, lambda: LanguageModel(vocab_size=10, padding_idx=10), "padding_idx", "[0, 10)", "10")
+    assert_error(TypeError, lambda: LanguageModel.from_config({"vocab_size": 5, "hidden": 3}), "unknown", "hidden")
+    model = small()
+    assert_error(TypeError, lambda: model(torch.rand(2, 3)), "tokens", "torch.float32")
+    assert_error(ValueError, lambda: model(torch.tensor([[1, 11]])), "tokens", "[0, 11)", "got 11")
+    assert_error(ValueError, lambda: model(torch.tensor([1, 2])), "tokens", "2-D", "1-D")
+    assert_error(ValueError, lambda: model.loss(torch.tensor([[1]])), "at least 2 steps", "got 1")
+    assert_error(ValueError, lambda: model.step(torch.tensor([[1]])), "tokens", "1-D", "2-D")
+    assert_error(TypeError, lambda: model.step(torch.tensor([1]), torch.zeros(2, 1, 8, dtype=DT)), "hx", "tuple")
+    assert_error(ValueError, lambda: model.step(torch.tensor([1, 2]), (torch.zeros(2, 1, 8, dtype=DT),) * 2),
+                 "h_0", "(2, 1, 8)", "expected (2, 2, 8)")
+    assert_error(ValueError, lambda: model.generate(torch.tensor([[1]]), 0), "max_length", ">= 1", "got 0")
+    assert_error(ValueError, lambda: model.generate(torch.zeros(1, 0, dtype=torch.long), 3), "prompt", "(1, 0)")
+    assert_error(ValueError, lambda: model.generate(torch.tensor([[1]]), 3, method="viterbi"), "method", "viterbi")
+    assert_error(ValueError, lambda: model.generate(torch.tensor([[1]]), 3, method="sample", top_p=0.0), "top_p")
+    assert_error(ValueError, lambda: model.generate(torch.tensor([[1, 2]]), 3, lengths=torch.tensor([3])),
+                 "length 3", "2 time steps")
+    assert_error(TypeError, lambda: model.generate(torch.tensor([[1]]), 3, state=torch.zeros(2, 1, 8, dtype=DT)),
+                 "tuple")
+
+
+# -- learning -----------------------------------------------------------------------------------
+WORDS = [".", "the", "a", "cat", "dog", "quickly", "slowly", "sleeps", "purrs", "barks", "runs"]
+VERBS = {3: (7, 8), 4: (9, 10)}  # the verb agrees with the noun two words back
+
+
+def grammar_text(sentences: int, g: torch.Generator) -> list[int]:
+    """det noun adverb verb '.': 4 fair binary choices per 5 tokens, 0.555 nats per token."""
+    out = []
+    for det, noun, adverb, verb in torch.randint(0, 2, (sentences, 4), generator=g).tolist():
+        out += [1 + det, 3 + noun, 5 + adverb, VERBS[3 + noun][verb], 0]
+    return out
+
+
+def grammar_batch(B: int, T: int, g: torch.Generator) -> torch.Tensor:
+    offsets = torch.randint(0, 5, (B,), generator=g).tolist()  # start anywhere in a sentence
+    return torch.stack([torch.tensor(grammar_text(T // 5 + 2, g)[o : o + T]) for o in offsets])
+
+
+def grammatical(ids: list[int]) -> tuple[int, int]:
+    """(good, total) over the complete sentences in ``ids`` after its first '.'."""
+    text = ids[ids.index(0) + 1 :] if 0 in ids else []
+    good = total = 0
+    while 0 in text:
+        end = text.index(0)
+        s, text = text[:end], text[end + 1 :]
+        total += 1
+        good += len(s) == 4 and s[0] in (1, 2) and s[1] in VERBS and s[2] in (5, 6) and s[3] in VERBS[s[1]]
+    return good, total
+
+
+def test_learns_a_small_grammar(one_thread, fit):
+    torch.manual_seed(0)
+    model = LanguageModel(vocab_size=len(WORDS), embed_size=16, hidden_size=32, num_layers=1)
+    g = torch.Generator().manual_seed(0)
+    test = grammar_batch(64, 30, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = float(model.loss(test))
+    fit(model, lambda step: model.loss(grammar_batch(32, 30, g)), steps=150)
+    with torch.no_grad():
+        after = float(model.loss(test))
+    entropy = 4 * math.log(2) / 5
+    assert before > 2.0 and after < entropy + 0.06, (before, after)
+    out = model.generate(torch.zeros(16, 1, dtype=torch.long), 40, method="sample",
+                         generator=torch.Generator().manual_seed(2))
+    good, total = map(sum, zip(*(grammatical(row) for row in out.tokens.tolist())))
+    assert total >= 100 and good / total >= 0.95, (good, total)
