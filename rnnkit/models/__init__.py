@@ -7,15 +7,17 @@ from .classifier import SequenceClassifier, SequenceClassifierConfig
 from .crf import LinearChainCRF
 from .forecaster import Forecaster, ForecasterConfig
 from .language_model import LanguageModel, LanguageModelConfig
+from .seq2seq import Seq2Seq, Seq2SeqConfig
 from .tagger import SequenceTagger, SequenceTaggerConfig
 
 MODEL_TYPES: dict[str, type] = {
     "classifier": SequenceClassifier,
     "forecaster": Forecaster,
     "language_model": LanguageModel,
+    "seq2seq": Seq2Seq,
     "tagger": SequenceTagger,
 }
 
-__all__ = ["MODEL_TYPES", "LanguageModel", "LanguageModelConfig",
+__all__ = ["MODEL_TYPES", "LanguageModel", "LanguageModelConfig", "Seq2Seq", "Seq2SeqConfig",
            "LinearChainCRF", "SequenceClassifier", "SequenceClassifierConfig", "SequenceTagger",
            "SequenceTaggerConfig", "Forecaster", "ForecasterConfig"]

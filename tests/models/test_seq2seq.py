@@ -1,0 +1,224 @@
+"""Seq2Seq: teacher forcing 1 equals the scheduled-sampling loop fed only targets, teacher forcing 0
+equals greedy generation through the step kernel (tokens, scores, attention), a padded batch equals
+one sentence at a time, beam width 1 equals greedy, the schedules follow their formulas, bad input is
+named — and the model learns to reverse digit strings."""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+import pytest
+import torch
+
+from rnnkit.models import MODEL_TYPES, Seq2Seq, Seq2SeqConfig
+
+DT = torch.float64
+PAD, BOS, EOS = 0, 1, 2
+ATTENTIONS = ("none", "additive", "dot", "general")
+
+
+def small(attention="general", cell="lstm", bidirectional=False, num_layers=2, seed=0, **kw) -> Seq2Seq:
+    torch.manual_seed(seed)
+    return Seq2Seq(src_vocab_size=9, tgt_vocab_size=8, embed_size=5, hidden_size=6, num_layers=num_layers, cell=cell,
+                   attention=attention, attention_size=4, bidirectional_encoder=bidirectional, **kw).to(DT).eval()
+
+
+def padded_batch(seed: int = 0, B: int = 4, S: int = 6, T: int = 5):
+    """src (B, S) with lengths (one of them S), tgt (B, T) ending in EOS then padding."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([S, 2, 4, 1][:B])
+    src = torch.randint(3, 9, (B, S), generator=g)
+    src[torch.arange(S) >= lengths.unsqueeze(1)] = PAD
+    tgt = torch.randint(3, 8, (B, T), generator=g)
+    tgt_len = torch.tensor([T, 3, 1, 4][:B])
+    tgt[torch.arange(B), tgt_len - 1] = EOS
+    tgt[torch.arange(T) >= tgt_len.unsqueeze(1)] = PAD
+    return src, lengths, tgt
+
+
+def forced_logprobs(model, src, lengths, tokens):
+    """Log-probabilities and attention of ``tokens`` (B, T) under the model, teacher-forced."""
+    with torch.no_grad():
+        logits, weights = model(src, tokens, src_lengths=lengths)
+    return logits.log_softmax(2).gather(2, tokens.unsqueeze(2)).squeeze(2), weights
+
+
+CASES = list(itertools.product(ATTENTIONS, ("lstm", "gru"), (False, True)))
+
+
+@pytest.mark.parametrize("attention,cell,bidirectional", CASES)
+def test_full_teacher_forcing_equals_feeding_targets_step_by_step(attention, cell, bidirectional):
+    model = small(attention, cell, bidirectional)
+    src, lengths, tgt = padded_batch()
+    with torch.no_grad():
+        logits, weights = model(src, tgt, src_lengths=lengths, teacher_forcing_ratio=1.0)
+        memory, mask, state = model.encode(src, lengths)
+        keys = model.attention.keys(memory) if model.attention is not None else None
+        loop_logits, loop_weights = model._decode_loop(tgt, torch.ones_like(tgt, dtype=torch.bool), memory, mask,
+                                                       keys, state)
+    torch.testing.assert_close(logits, loop_logits, rtol=1e-12, atol=1e-12)
+    if attention == "none":
+        assert weights is None and loop_weights is None
+    else:
+        torch.testing.assert_close(weights, loop_weights, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("attention,cell,bidirectional", CASES)
+def test_no_teacher_forcing_equals_greedy_generation(attention, cell, bidirectional):
+    """Ratio 0 feeds the decoder's own argmax through the layers; greedy generation does the same
+    through the packed step kernel. Tokens, scores and attention must agree up to each EOS."""
+    model = small(attention, cell, bidirectional)
+    src, lengths, _ = padded_batch(seed=1)
+    out = model.generate(src, lengths, max_length=7)
+    with torch.no_grad():
+        logits, weights = model(src, torch.full((4, 7), 3), src_lengths=lengths, teacher_forcing_ratio=0.0)
+    free = logits.argmax(2)
+    for b in range(4):
+        n = int(out.lengths[b])
+        assert out.tokens[b, :n].tolist() == free[b, :n].tolist()
+        assert n == 7 or out.tokens[b, n - 1] == EOS
+        assert (out.tokens[b, n:] == PAD).all()
+        lp = logits[b, :n].log_softmax(1).gather(1, free[b, :n].unsqueeze(1)).sum()
+        torch.testing.assert_close(out.scores[b], lp, rtol=1e-10, atol=1e-10)
+        if attention != "none":
+            torch.testing.assert_close(out.extras[b, :n], weights[b, :n], rtol=1e-10, atol=1e-10)
+    assert (out.extras is None) == (attention == "none")
+
+
+@pytest.mark.parametrize("attention,bidirectional", list(itertools.product(ATTENTIONS, (False, True))))
+def test_padded_batch_equals_one_sentence_at_a_time(attention, bidirectional):
+    model = small(attention, "gru", bidirectional)
+    src, lengths, tgt = padded_batch(seed=2)
+    with torch.no_grad():
+        logits, weights = model(src, tgt, src_lengths=lengths)
+    out = model.generate(src, lengths, max_length=6, method="beam", beam_width=3)
+    for b in range(4):
+        n = int(lengths[b])
+        with torch.no_grad():
+            one_logits, one_weights = model(src[b : b + 1, :n], tgt[b : b + 1])
+        torch.testing.assert_close(logits[b], one_logits[0], rtol=1e-12, atol=1e-12)
+        one = model.generate(src[b : b + 1, :n], max_length=6, method="beam", beam_width=3)
+        m = int(one.lengths[0])
+        assert out.tokens[b, :m].tolist() == one.tokens[0].tolist()[:m]
+        if attention != "none":
+            assert (weights[b, :, n:] == 0).all()  # padding gets no attention
+            torch.testing.assert_close(weights[b, :, :n], one_weights[0], rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(out.extras[b, :m, :n], one.extras[0, :m], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_beam_search_results(attention):
+    model = small(attention, "lstm")
+    src, lengths, _ = padded_batch(seed=3)
+    greedy = model.generate(src, lengths, max_length=8)
+    beam1 = model.generate(src, lengths, max_length=8, method="beam", beam_width=1)
+    assert torch.equal(greedy.tokens, beam1.tokens)
+    torch.testing.assert_close(greedy.scores, beam1.scores)
+    beam = model.generate(src, lengths, max_length=8, method="beam", beam_width=4, length_penalty=0.6)
+    # every returned hypothesis carries its own log-probability and attention under the model
+    lp, weights = forced_logprobs(model, src, lengths, beam.tokens)
+    inside = torch.arange(beam.tokens.shape[1]) < beam.lengths.unsqueeze(1)
+    torch.testing.assert_close(beam.scores, (lp * inside).sum(1), rtol=1e-10, atol=1e-10)
+    if attention != "none":
+        torch.testing.assert_close(beam.extras, weights * inside.unsqueeze(2), rtol=1e-10, atol=1e-10)
+
+
+def test_scheduled_sampling():
+    model = small("dot", "gru")
+    src, lengths, tgt = padded_batch(seed=4)
+    with torch.no_grad():
+        a = model(src, tgt, src_lengths=lengths, teacher_forcing_ratio=0.5, generator=torch.Generator().manual_seed(1))
+        b = model(src, tgt, src_lengths=lengths, teacher_forcing_ratio=0.5, generator=torch.Generator().manual_seed(1))
+        memory, mask, state = model.encode(src, lengths)
+        gold = torch.rand(tgt.shape, generator=torch.Generator().manual_seed(1)) < 0.5
+        loop = model._decode_loop(tgt, gold, memory, mask, model.attention.keys(memory), state)
+    torch.testing.assert_close(a[0], b[0])
+    torch.testing.assert_close(a[0], loop[0])
+    # gradients flow through the sampled loop as through the teacher-forced pass
+    model.train()
+    model.loss(src, tgt, src_lengths=lengths, teacher_forcing_ratio=0.3).backward()
+    assert all(p.grad is not None for p in model.decoder.parameters())
+
+
+@pytest.mark.parametrize("schedule,k,expected", [
+    ("constant", None, [0.9, 0.9, 0.9]),
+    ("linear", 0.01, [0.9, 0.8, 0.2]),  # max(0.2, 0.9 - 0.01 i)
+    ("exponential", 0.99, [0.9, 0.9 * 0.99**10, 0.2]),
+    ("inverse_sigmoid", 5.0, [0.9 * 5 / 6, 0.9 * 5 / (5 + math.exp(2)), 0.2]),
+])
+def test_teacher_forcing_schedules(schedule, k, expected):
+    model = small(teacher_forcing_ratio=0.9, teacher_forcing_schedule=schedule, teacher_forcing_k=k,
+                  teacher_forcing_min=0.2)
+    got = [model.teacher_forcing_at(i) for i in (0, 10, 10_000)]
+    assert got == pytest.approx(expected)
+
+
+def test_config_round_trip():
+    model = small("additive", "gru", True, teacher_forcing_schedule="linear", teacher_forcing_k=1e-3)
+    cfg = model.config
+    assert isinstance(cfg, Seq2SeqConfig) and MODEL_TYPES["seq2seq"] is Seq2Seq
+    for source in (cfg, dataclasses.asdict(cfg)):
+        rebuilt = Seq2Seq.from_config(source).to(DT)
+        assert rebuilt.config == cfg
+        rebuilt.load_state_dict(model.state_dict())
+        src, lengths, tgt = padded_batch()
+        torch.testing.assert_close(rebuilt(src, tgt, src_lengths=lengths)[0], model(src, tgt, src_lengths=lengths)[0])
+
+
+def test_bad_input_is_named(assert_error):
+    make = lambda **kw: Seq2Seq(**(dict(src_vocab_size=9, tgt_vocab_size=8) | kw))  # noqa: E731
+    assert_error(ValueError, lambda: make(attention="luong"), "attention", "'luong'")
+    assert_error(ValueError, lambda: make(eos_id=8), "eos_id", "[0, tgt_vocab_size=8)", "got 8")
+    assert_error(ValueError, lambda: make(src_vocab_size=5, tgt_vocab_size=20, pad_id=6), "pad_id", "src_vocab_size=5")
+    assert_error(ValueError, lambda: make(teacher_forcing_ratio=1.5), "teacher_forcing_ratio", "[0, 1]", "1.5")
+    assert_error(ValueError, lambda: make(teacher_forcing_schedule="linear"), "teacher_forcing_k", "linear", "None")
+    assert_error(ValueError, lambda: make(teacher_forcing_schedule="exponential", teacher_forcing_k=1.5),
+                 "teacher_forcing_k", "(0, 1)", "1.5")
+    assert_error(ValueError, lambda: make(teacher_forcing_schedule="cosine"), "teacher_forcing_schedule", "cosine")
+    assert_error(TypeError, lambda: make(hidden_size="64"), "hidden_size", "'64'")
+    model = small()
+    src, lengths, tgt = padded_batch()
+    assert_error(TypeError, lambda: model(src.float(), tgt), "src", "torch.float32")
+    assert_error(ValueError, lambda: model(src, tgt + 5), "tgt", "[0, 8)")
+    assert_error(ValueError, lambda: model(src, tgt[:2]), "tgt", "B=4", "(2, 5)")
+    assert_error(ValueError, lambda: model(src, tgt, src_lengths=torch.tensor([7, 1, 1, 1])), "length 7", "6 time steps")
+    assert_error(ValueError, lambda: model(src, tgt, teacher_forcing_ratio=2), "teacher_forcing_ratio", "got 2")
+    assert_error(ValueError, lambda: model.teacher_forcing_at(-1), "step", "-1")
+    assert_error(ValueError, lambda: model.generate(src, method="beam", beam_width=0), "beam_width", "got 0")
+    assert_error(ValueError, lambda: model.generate(src, max_length=0), "max_length", "got 0")
+
+
+# -- learning -----------------------------------------------------------------------------------
+def reversal_batch(B: int, g: torch.Generator, low: int = 3, high: int = 8):
+    """Digit strings (ids 3–12) of random lengths, padded; the target is the reversed string + EOS."""
+    lengths = torch.randint(low, high + 1, (B,), generator=g)
+    digits = torch.randint(3, 13, (B, high), generator=g)
+    src = digits.masked_fill(torch.arange(high) >= lengths.unsqueeze(1), PAD)
+    tgt = torch.full((B, high + 1), PAD)
+    for b, n in enumerate(lengths.tolist()):
+        tgt[b, :n] = src[b, :n].flip(0)
+        tgt[b, n] = EOS
+    return src, lengths, tgt
+
+
+def test_learns_to_reverse_digit_strings(one_thread, fit):
+    torch.manual_seed(0)
+    model = Seq2Seq(src_vocab_size=13, tgt_vocab_size=13, embed_size=32, hidden_size=64, attention="general")
+    g = torch.Generator().manual_seed(0)
+
+    def loss_at(step):
+        src, lengths, tgt = reversal_batch(64, g)
+        return model.loss(src, tgt, src_lengths=lengths)
+
+    fit(model, loss_at, steps=300, clip=1.0)
+    src, lengths, tgt = reversal_batch(300, torch.Generator().manual_seed(123))
+    for method in ("greedy", "beam"):
+        out = model.generate(src, lengths, max_length=12, method=method, beam_width=3)
+        exact = sum(out.tokens[b, : n + 1].tolist() == tgt[b, : n + 1].tolist() and int(out.lengths[b]) == n + 1
+                    for b, n in enumerate(lengths.tolist()))
+        assert exact / 300 >= 0.9, (method, exact)
+    # attention learned the reversal: output t looks at source position n - 1 - t
+    peak = out.extras.argmax(2)  # (B, T, S) → (B, T)
+    hits = [peak[b, t] == n - 1 - t for b, n in enumerate(lengths.tolist()) for t in range(n)]
+    assert sum(map(bool, hits)) / len(hits) >= 0.8
