@@ -59,6 +59,11 @@ class Checkpoint:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def task(self) -> dict[str, Any] | None:
+        """The application and its data options (``{"name": "lm", "data": {…}}``), if saved."""
+        return self.meta.get("task")
+
+    @property
     def step(self) -> int:
         return int(self.trainer.get("step", 0))
 
@@ -123,10 +128,12 @@ def save_checkpoint(
     vocab: dict[str, Any] | None = None,
     trainer: dict[str, Any] | None = None,
     trainer_tensors: dict[str, torch.Tensor] | None = None,
+    task: dict[str, Any] | None = None,
     step: int = 0,
 ) -> Path:
     """Writes a new snapshot of the checkpoint at ``directory`` and points ``latest`` at it.
-    Returns the snapshot's path. On any failure the previous snapshot stays the current one, the
+    ``task`` (JSON: the application and its data options) lets the CLI rebuild tokenizers and
+    readers. Returns the snapshot's path. On any failure the previous snapshot stays the current one, the
     partial snapshot is removed, and ``CheckpointError`` names the cause."""
     root = Path(directory)
     files: dict[str, bytes] = {
@@ -145,6 +152,7 @@ def save_checkpoint(
         "rnnkit_version": __version__,
         "model_type": model_type,
         "model_config": config,
+        "task": task,
         "step": int(step),
         "files": {name: len(data) for name, data in files.items()},
     }

@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from .schedules import LR_SCHEDULES, TF_SCHEDULES
+from .schedules import LR_SCHEDULES
 
 #: Fields that may change on ``--resume`` without changing what the run computes (stopping points
 #: and logging cadence). Changing any other field is refused: the run would not continue exactly.
@@ -47,18 +47,13 @@ class TrainConfig:
     checkpoint_every: int = 0        # extra resumable saves every N steps (0: at evaluations and the end)
     log_every: int = 20
     seed: int = 0
-    # teacher forcing for sequence-to-sequence decoders (see rnnkit.train.schedules)
-    tf_schedule: Literal["constant", "linear", "exponential", "inverse_sigmoid"] = "constant"
-    tf_start: float = 1.0
-    tf_end: float = 0.0
-    tf_k: float = 1000.0
 
     def __post_init__(self) -> None:
         from ..models.config import check_types
 
         check_types(self)
-        assert self.schedule in LR_SCHEDULES and self.tf_schedule in TF_SCHEDULES
-        for name in ("lr", "batch_size", "log_every", "tf_k"):
+        assert self.schedule in LR_SCHEDULES
+        for name in ("lr", "batch_size", "log_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig: {name} must be > 0, got {getattr(self, name)}")
         for name in ("weight_decay", "momentum", "warmup_steps", "clip_norm", "clip_value", "max_steps",
@@ -67,9 +62,6 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig: {name} must be >= 0, got {getattr(self, name)}")
         if self.clip_norm > 0 and self.clip_value > 0:
             raise ValueError("TrainConfig: set clip_norm or clip_value, not both (set the other to 0)")
-        for name in ("tf_start", "tf_end"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"TrainConfig: {name} must be in [0, 1], got {getattr(self, name)}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

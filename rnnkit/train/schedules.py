@@ -1,7 +1,9 @@
-"""Schedules as pure functions of training progress: the learning rate and the teacher-forcing ratio.
+"""The learning-rate schedule as a pure function of training progress.
 
-Both are stateless — a function of the step (and of the fraction of the run done) — so ``--resume``
-needs no scheduler state beyond the step, and a run's curve can be recomputed from its config.
+It is stateless — a function of the step and of the fraction of the run done — so ``--resume`` needs
+no scheduler state beyond the step, and a run's curve can be recomputed from its config. (The
+teacher-forcing schedule of sequence-to-sequence models is the model's own,
+``Seq2Seq.teacher_forcing_at(step)``; the trainer hands the step to the task's loss.)
 
 Learning rate, with ``p`` ∈ [0, 1] the fraction of the run done (steps, or time under a budget):
     warm-up   lr = base · step / warmup_steps               for step < warmup_steps
@@ -9,19 +11,12 @@ Learning rate, with ``p`` ∈ [0, 1] the fraction of the run done (steps, or tim
     linear    lr = base · (1 − (1 − m) · p)                  m = min_lr_ratio
     cosine    lr = base · (m + (1 − m) · (1 + cos π p) / 2)
 
-Teacher forcing ratio ε (the probability of feeding the ground-truth token to the decoder; Bengio et
-al. 2015, "Scheduled Sampling"), with ``i`` the step and ``k`` the schedule's speed:
-    constant         ε = start
-    linear           ε = max(end, start − (start − end) · i / k)
-    exponential      ε = max(end, start · 0.5^(i / k))                (halves every k steps)
-    inverse_sigmoid  ε = end + (start − end) · k / (k + exp(i / k))
 """
 from __future__ import annotations
 
 import math
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
-TF_SCHEDULES = ("constant", "linear", "exponential", "inverse_sigmoid")
 
 
 def learning_rate(base: float, step: int, progress: float, *, schedule: str = "constant",
@@ -39,20 +34,3 @@ def learning_rate(base: float, step: int, progress: float, *, schedule: str = "c
     if warmup_steps > 0 and step < warmup_steps:
         factor *= (step + 1) / warmup_steps
     return base * factor
-
-
-def teacher_forcing_ratio(step: int, *, schedule: str = "constant", start: float = 1.0,
-                          end: float = 0.0, k: float = 1000.0) -> float:
-    """The probability of teacher forcing at ``step``; see the module docstring for the formulas."""
-    if schedule not in TF_SCHEDULES:
-        raise ValueError(f"teacher_forcing_ratio: schedule must be one of {TF_SCHEDULES}, got {schedule!r}")
-    if schedule == "constant":
-        return start
-    if k <= 0:
-        raise ValueError(f"teacher_forcing_ratio: k must be > 0, got {k}")
-    if schedule == "linear":
-        return max(end, start - (start - end) * step / k)
-    if schedule == "exponential":
-        return max(end, start * 0.5 ** (step / k))
-    x = step / k
-    return end + (start - end) * (k / (k + math.exp(x)) if x < 700 else 0.0)

@@ -39,20 +39,23 @@ from . import checkpoint as ckpt
 from . import distributed as dist_
 from .config import RESUMABLE_CHANGES, TrainConfig
 from .records import MetricsLog, plot_loss
-from .schedules import learning_rate, teacher_forcing_ratio
+from .schedules import learning_rate
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss, a refused resume, …); the message is one line."""
 
 
+class ConfigMismatch(TrainingError):
+    """``--resume`` with a model, training or data config that differs from the checkpoint's."""
+
+
 @dataclass
 class StepContext:
     """What a task's ``loss`` may want to know about the current step."""
 
-    step: int
+    step: int   # optimizer steps done so far (the teacher-forcing schedule of Seq2Seq reads it)
     epoch: int
-    teacher_forcing: float = 1.0
 
 
 class TrainTask:
@@ -189,12 +192,13 @@ class _LossModule(nn.Module):
 class Trainer:
     """Trains ``model`` on ``task`` with ``config``; writes into ``out_dir`` (None: nothing written).
 
-    ``model_type``/``model_config``/``vocab`` are stored in checkpoints so that ``rnnkit.models``
-    can rebuild the model; ``on_step(trainer)`` is called after every optimizer step (tests use it).
+    ``model_type``/``model_config``/``vocab``/``task_info`` are stored in checkpoints so that
+    ``rnnkit.models`` can rebuild the model and the CLI its tokenizers; ``on_step(trainer)`` is called after every optimizer step (tests use it).
     """
 
     def __init__(self, model: nn.Module, task: TrainTask, config: TrainConfig, *, out_dir=None,
                  model_type: str = "model", model_config: dict | None = None, vocab: dict | None = None,
+                 task_info: dict | None = None,
                  progress: bool = True, device: str = "auto", on_step: Callable[["Trainer"], None] | None = None,
                  description: str = "train") -> None:
         self.dist, self.device = dist_.init(device)
@@ -202,6 +206,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.model_type, self.model_config, self.vocab = model_type, model_config or {}, vocab
+        self.task_info = task_info
         self.progress, self.on_step, self.description = progress and self.dist.is_main, on_step, description
         self.loss_module: nn.Module = _LossModule(self.model, task)
         if self.dist.enabled:
@@ -259,10 +264,6 @@ class Trainer:
         return learning_rate(c.lr, self.step, self.progress_fraction(), schedule=c.schedule,
                              warmup_steps=c.warmup_steps, min_lr_ratio=c.min_lr_ratio)
 
-    def current_teacher_forcing(self) -> float:
-        c = self.config
-        return teacher_forcing_ratio(self.step, schedule=c.tf_schedule, start=c.tf_start, end=c.tf_end, k=c.tf_k)
-
     # -- state for checkpoints --
 
     def _gathered_carry(self) -> Any:
@@ -293,7 +294,7 @@ class Trainer:
             return None
         path = ckpt.save_checkpoint(directory, model_type=self.model_type, config=self.model_config,
                                     weights=self.model.state_dict(), vocab=self.vocab, trainer=state,
-                                    trainer_tensors=tensors, step=self.step)
+                                    trainer_tensors=tensors, task=self.task_info, step=self.step)
         if trainer_state:
             self.last_good = directory
         return path
@@ -308,10 +309,14 @@ class Trainer:
         old_train = c.trainer.get("train_config", {})
         changes += _config_changes("train", {k: v for k, v in old_train.items() if k not in RESUMABLE_CHANGES},
                                    {k: v for k, v in self.config.to_dict().items() if k not in RESUMABLE_CHANGES})
+        if c.task != self.task_info:
+            changes += _config_changes("data", (c.task or {}).get("data", {}), (self.task_info or {}).get("data", {}))
+            if (c.task or {}).get("name") != (self.task_info or {}).get("name"):
+                changes.append(f"task {(c.task or {}).get('name')!r} → {(self.task_info or {}).get('name')!r}")
         if c.vocab != self.vocab:
             changes.append("the vocabulary (the data changed)")
         if changes:
-            raise TrainingError(f"--resume: config changed since {c.path}: {'; '.join(changes[:4])}"
+            raise ConfigMismatch(f"--resume: config changed since {c.path}: {'; '.join(changes[:4])}"
                                 f"{' …' if len(changes) > 4 else ''} (start a new run with another --out)")
         self.model.load_state_dict(c.weights)
         t = c.trainer
@@ -365,7 +370,8 @@ class Trainer:
                 self.bad_evals = 0
                 if self.best_dir is not None:
                     ckpt.save_checkpoint(self.best_dir, model_type=self.model_type, config=self.model_config,
-                                         weights=self.model.state_dict(), vocab=self.vocab, step=self.step)
+                                         weights=self.model.state_dict(), vocab=self.vocab, task=self.task_info,
+                                         step=self.step)
             else:
                 self.bad_evals += 1
             if self._log is not None:
@@ -440,7 +446,7 @@ class Trainer:
                     continue
                 batch = self.task.shard(batch, info.rank, info.world_size)
             batch = _map(lambda t: t.to(self.device, non_blocking=True), batch)
-            ctx = StepContext(self.step, self.epoch, self.current_teacher_forcing())
+            ctx = StepContext(self.step, self.epoch)
             loss_sum, n_tokens, carry = self.loss_module(batch, self.carry, ctx)
             # one all-reduce: global loss and tokens, and flags every rank must agree on
             time_up = bool(c.time_budget and self.elapsed + (time.perf_counter() - t_start) >= c.time_budget)
@@ -532,4 +538,4 @@ def _canon(v):
     return v
 
 
-__all__ = ["Trainer", "TrainTask", "TrainResult", "TrainingError", "StepContext", "seed_everything"]
+__all__ = ["Trainer", "TrainTask", "TrainResult", "TrainingError", "ConfigMismatch", "StepContext", "seed_everything"]

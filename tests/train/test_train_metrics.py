@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rnnkit.train import metrics as M
-from rnnkit.train.schedules import learning_rate, teacher_forcing_ratio
+from rnnkit.train.schedules import learning_rate
 
 
 def test_lm_units():
@@ -77,7 +77,3 @@ def test_schedules():
     assert learning_rate(1.0, 99, 1.0, schedule="cosine", min_lr_ratio=0.1) == pytest.approx(0.1)
     assert learning_rate(1.0, 50, 0.5, schedule="linear", min_lr_ratio=0.0) == pytest.approx(0.5)
     assert learning_rate(1.0, 1, 0.0, warmup_steps=4) == pytest.approx(0.5)
-    assert teacher_forcing_ratio(10**6, schedule="inverse_sigmoid", k=10) == pytest.approx(0.0)
-    assert teacher_forcing_ratio(0, schedule="inverse_sigmoid", k=100) == pytest.approx(100 / 101)
-    assert teacher_forcing_ratio(50, schedule="linear", start=1.0, end=0.2, k=100) == pytest.approx(0.6)
-    assert teacher_forcing_ratio(100, schedule="exponential", k=100) == pytest.approx(0.5)

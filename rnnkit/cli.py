@@ -1,0 +1,411 @@
+"""The ``rnnkit`` command (also ``python -m rnnkit``): train, evaluate, generate, predict, info, demo.
+
+A thin layer: parsing and printing here; reading data, building models and training in
+``rnnkit.train.tasks`` / ``rnnkit.train``. Exit codes: 0 success, 1 failure while running (diverged,
+interrupted, an unexpected error), 2 bad usage or input (unknown option, unreadable data, a checkpoint
+that does not fit). Errors are one line on stderr: ``rnnkit: error: …``; set RNNKIT_DEBUG=1 for the
+traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+import typing
+from pathlib import Path
+from typing import Sequence
+
+EXAMPLES = """\
+examples:
+  rnnkit train lm --data builtin:pydoc --time-budget 60 --out runs/lm
+  rnnkit generate runs/lm/checkpoint --prompt "The " --length 300 --temperature 0.8
+  rnnkit train classify --data builtin:names --epochs 5 --out runs/names
+  echo "Dubois" | rnnkit predict runs/names/best
+  rnnkit train tag --data train.conll --valid dev.conll --hidden_size 64 --decoder crf
+  rnnkit train translate --data train.de train.en --max-steps 2000
+  rnnkit train forecast --data series.csv --config forecast.toml --lr 1e-3
+  rnnkit evaluate runs/names/best --data names_test.csv --json
+  rnnkit train lm --data corpus.txt --out runs/lm --resume      # continue an interrupted run
+  torchrun --nproc-per-node 2 -m rnnkit train classify --data builtin:names --max-steps 500
+  rnnkit info runs/lm/checkpoint
+
+'rnnkit train TASK --help' lists every --key option of TASK with its default."""
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad usage or input: exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (not usage + error) and exits with 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .train.tasks import TASKS
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = _Parser(prog="rnnkit", description="Recurrent networks for PyTorch: train, evaluate and use models "
+                "for language modelling, classification, tagging, translation, forecasting and captioning.",
+                epilog=EXAMPLES, formatter_class=fmt)
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"rnnkit {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model on a task", formatter_class=fmt, epilog=EXAMPLES,
+                       description="Train a model. Any field of the training, model or data config is an option: "
+                                   "--key value (see 'rnnkit train TASK --help').")
+    t.add_argument("task", choices=sorted(TASKS), metavar="TASK", help=f"one of: {', '.join(sorted(TASKS))}")
+    t.add_argument("--data", nargs="+", required=True, metavar="PATH",
+                   help="training data file(s), or builtin:NAME (translate: SRC TGT or one TSV)")
+    t.add_argument("--valid", nargs="+", metavar="PATH", help="validation data; default: a seeded held-out split")
+    t.add_argument("--config", metavar="FILE.toml", help="settings; keys at top level or in [train] [model] [data]")
+    t.add_argument("--out", metavar="DIR", help="where checkpoint, metrics and plot go (default runs/TASK)")
+    t.add_argument("--seed", type=int, help="seed for initialisation, data order and split (default 0)")
+    t.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimizer steps")
+    t.add_argument("--epochs", type=int, metavar="N", help="stop after N passes over the data")
+    t.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop training after SECONDS, evaluate, save")
+    t.add_argument("--resume", nargs="?", const="", metavar="CHECKPOINT",
+                   help="continue a run exactly (default: OUT/checkpoint); the config must be unchanged")
+    t.add_argument("--overwrite", action="store_true", help="start afresh even if OUT holds a checkpoint")
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
+
+    e = sub.add_parser("evaluate", help="score a checkpoint on data", formatter_class=fmt,
+                       description="Evaluate a trained model with its task's metrics.")
+    e.add_argument("checkpoint")
+    e.add_argument("--data", nargs="+", required=True, metavar="PATH", help="data file(s) or builtin:NAME (its validation split)")
+    e.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    e.add_argument("--device", default="cpu")
+
+    g = sub.add_parser("generate", help="sample text from a language model", formatter_class=fmt,
+                       description="Continue a prompt with a trained language model.")
+    g.add_argument("checkpoint")
+    g.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    g.add_argument("--length", type=int, default=300, help="tokens to generate (default 300)")
+    g.add_argument("--temperature", type=float, default=1.0, help="0 = greedy; <1 safer, >1 wilder (default 1)")
+    g.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
+    g.add_argument("--top-p", type=float, help="sample among the smallest set with probability >= p")
+    g.add_argument("--num", type=int, default=1, help="how many samples (default 1)")
+    g.add_argument("--seed", type=int, help="seed for sampling")
+    g.add_argument("--device", default="cpu")
+
+    pr = sub.add_parser("predict", help="one prediction per input line", formatter_class=fmt,
+                        description="Read lines (a file or stdin), write one prediction per line.")
+    pr.add_argument("checkpoint")
+    pr.add_argument("--input", default="-", help="input file (default: stdin)")
+    pr.add_argument("--output", default="-", help="output file (default: stdout)")
+    pr.add_argument("--device", default="cpu")
+
+    i = sub.add_parser("info", help="describe a checkpoint", formatter_class=fmt)
+    i.add_argument("checkpoint")
+    i.add_argument("--json", action="store_true")
+
+    d = sub.add_parser("demo", help="train a character LM on Python's docs, then generate", formatter_class=fmt,
+                       description="The main demo: a character-level LSTM learns the Python documentation "
+                                   "(pydoc_data, shipped with Python) within a time budget, then writes text.")
+    d.add_argument("--time-budget", type=float, default=90.0, metavar="SECONDS", help="training time (default 90)")
+    d.add_argument("--out", default="runs/demo", metavar="DIR")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--no-progress", action="store_true")
+    return p
+
+
+# --- commands -------------------------------------------------------------------------------
+
+def _is_main_rank() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _say(*args, **kw) -> None:
+    if _is_main_rank():
+        print(*args, **kw, flush=True)
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def cmd_train(args, extra: list[str]) -> int:
+    from .train.checkpoint import resolve
+    from .train.options import Settings  # noqa: F401  (type of settings)
+    from .train.tasks import TASKS, build_run, settings_for
+
+    settings = settings_for(TASKS[args.task], args.data)
+    if args.config:
+        settings.load_toml(args.config)
+    settings.parse_pairs(extra)
+    for flag, key in (("seed", "seed"), ("max_steps", "max_steps"), ("epochs", "epochs"), ("time_budget", "time_budget")):
+        if getattr(args, flag) is not None:
+            settings.set_value(key, getattr(args, flag))
+    out = Path(args.out or f"runs/{args.task}")
+    resume = None
+    if args.resume is not None:
+        resume = Path(args.resume) if args.resume else out / "checkpoint"
+        resolve(resume)  # a missing or broken checkpoint is reported before the data is read
+    elif (out / "checkpoint").exists() and not args.overwrite:
+        raise UsageError(f"{out} already holds a checkpoint: add --resume to continue it, "
+                         f"--overwrite to start afresh, or choose another --out")
+    run = build_run(args.task, args.data, args.valid, settings, out_dir=out,
+                    progress=not args.no_progress, device=args.device)
+    tr = run.trainer
+    n_params = sum(p.numel() for p in tr.model.parameters())
+    _say(f"{args.task}: {run.sizes['train']:,} training / {run.sizes['valid']:,} validation items "
+         f"(validation {run.valid_source}); model {tr.model_type}, {n_params:,} parameters; "
+         f"{tr.dist.world_size} process(es) on {tr.device}")
+    result = tr.fit(resume=resume)
+    if not _is_main_rank():
+        return EXIT_OK if result.stop_reason != "interrupted" else EXIT_FAILED
+    if result.stop_reason == "interrupted":
+        print(f"rnnkit: interrupted at step {result.step}: saved a resumable checkpoint to {out / 'checkpoint'}; "
+              f"continue with the same command plus --resume", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps({"step": result.step, "stop_reason": result.stop_reason, **result.metrics}))
+    else:
+        print(f"stopped after {result.step} steps ({result.epoch} epochs, {result.elapsed:.1f} s of training, "
+              f"{result.tokens / max(result.elapsed, 1e-9):,.0f} tokens/s): {result.stop_reason.replace('_', ' ')}")
+        print("validation: " + "  ".join(f"{k} {_fmt(v)}" for k, v in result.metrics.items()))
+        print(f"checkpoint: {out / 'checkpoint'}" + (f"   best: {result.best_checkpoint}" if result.best_checkpoint else ""))
+        print(f"metrics:    {result.metrics_log}\nloss plot:  {result.loss_plot}")
+    return EXIT_OK
+
+
+def _read_split(task, paths: Sequence[str]):
+    """What ``evaluate`` scores: a file's contents, or a built-in dataset's validation split."""
+    if len(paths) == 1 and paths[0].startswith("builtin:"):
+        _, valid, _ = type(task).load_splits(paths, None, task.data, 0)
+        return valid
+    type(task)._check_count(paths, "--data")
+    return type(task).read(paths, task.data)
+
+
+def cmd_evaluate(args) -> int:
+    import torch
+
+    from .train.tasks import load_trained
+
+    task, model, ckpt = load_trained(args.checkpoint, device=args.device)
+    task.set_data(None, _read_split(task, args.data))
+    with torch.no_grad():
+        metrics = task.evaluate(model)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"{ckpt.path} ({task.name}, step {ckpt.meta.get('step', 0)}) on {' '.join(args.data)}:")
+        for k, v in metrics.items():
+            print(f"  {k:28s} {_fmt(v)}")
+    return EXIT_OK
+
+
+def cmd_generate(args) -> int:
+    import torch
+
+    from .train.tasks import load_trained
+
+    task, model, _ = load_trained(args.checkpoint, device=args.device)
+    if not hasattr(task, "generate"):
+        raise UsageError(f"generate needs a language model; {args.checkpoint} is a {task.name!r} model "
+                         f"(use 'rnnkit predict')")
+    if args.length <= 0:
+        raise UsageError(f"--length must be > 0, got {args.length}")
+    if args.temperature < 0:
+        raise UsageError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise UsageError(f"--top-p must be in (0, 1], got {args.top_p}")
+    if args.top_k is not None and args.top_k <= 0:
+        raise UsageError(f"--top-k must be > 0, got {args.top_k}")
+    for k in range(args.num):
+        with torch.no_grad():
+            text = task.generate(model, args.prompt, args.length, temperature=args.temperature, top_k=args.top_k,
+                                 top_p=args.top_p, seed=None if args.seed is None else args.seed + k)
+        print(args.prompt + text)
+    return EXIT_OK
+
+
+def cmd_predict(args) -> int:
+    import torch
+
+    from .data.errors import read_text_file
+    from .train.tasks import load_trained
+
+    task, model, _ = load_trained(args.checkpoint, device=args.device)
+    if args.input == "-":
+        raw = sys.stdin.buffer.read()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw.count(b"\n", 0, e.start) + 1
+            raise UsageError(f"stdin:{line}: bytes that are not UTF-8 ({raw[e.start:e.end].hex(' ')})") from None
+    else:
+        text = read_text_file(args.input)
+    lines = text.splitlines()
+    with torch.no_grad():
+        preds = task.predict(model, lines)
+    out = "".join(p + "\n" for p in preds)
+    if args.output == "-":
+        sys.stdout.write(out)
+    else:
+        Path(args.output).write_text(out, encoding="utf-8")
+    return EXIT_OK
+
+
+def cmd_info(args) -> int:
+    from .train.checkpoint import load_checkpoint
+
+    c = load_checkpoint(args.checkpoint)
+    n_params = sum(t.numel() for k, t in c.weights.items())
+    info = {"path": str(c.path), "model_type": c.model_type, "task": c.task, "format_version": c.meta["format_version"],
+            "rnnkit_version": c.meta.get("rnnkit_version"), "step": c.meta.get("step"), "parameters": n_params,
+            "model_config": c.config, "files": c.meta.get("files")}
+    if c.trainer:
+        info.update(epoch=c.trainer["epoch"], elapsed_s=round(c.trainer["elapsed"], 1), tokens=c.trainer["tokens"],
+                    best=c.trainer["best"], last_metrics={k: v for k, v in c.trainer.get("last_metrics", {}).items()
+                                                          if not k.startswith("_")},
+                    train_config=c.trainer["train_config"], resumable=True)
+    else:
+        info["resumable"] = False
+    if args.json:
+        print(json.dumps(info))
+        return EXIT_OK
+    for k, v in info.items():
+        if isinstance(v, dict):
+            print(f"{k}:")
+            for kk, vv in v.items():
+                print(f"  {kk:22s} {_fmt(vv) if not isinstance(vv, (dict, list)) else json.dumps(vv)}")
+        else:
+            print(f"{k:24s} {_fmt(v)}")
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    """Train a char LSTM on the Python docs within the time budget, then show what it learned."""
+    import torch
+
+    from .train.tasks import build_run, load_trained, settings_for, TASKS
+
+    torch.set_num_threads(min(torch.get_num_threads(), os.cpu_count() or 1))
+    out = Path(args.out)
+    settings = settings_for(TASKS["lm"], ["builtin:pydoc"])
+    for key, value in DEMO_SETTINGS.items():
+        settings.set_value(key, value)
+    settings.set_value("time_budget", args.time_budget)
+    settings.set_value("seed", args.seed)
+    print(f"rnnkit demo: a character-level LSTM reads the Python documentation (pydoc_data.topics, shipped "
+          f"with Python) for {args.time_budget:g} s on {torch.get_num_threads()} CPU thread(s), then writes.")
+    t0 = time.perf_counter()
+    run = build_run("lm", ["builtin:pydoc"], None, settings, out_dir=out, progress=not args.no_progress)
+    n_params = sum(p.numel() for p in run.trainer.model.parameters())
+    print(f"corpus: {run.sizes['train']:,} training / {run.sizes['valid']:,} validation characters, "
+          f"{len(run.task.tokenizer)} symbols; model: {n_params:,} parameters")
+    result = run.trainer.fit()
+    if result.stop_reason == "interrupted":
+        print(f"interrupted: a resumable checkpoint is in {out / 'checkpoint'}", file=sys.stderr)
+        return EXIT_FAILED
+    m = result.metrics
+    print(f"\ntrained {result.step} steps ({result.tokens:,} characters, {result.elapsed:.0f} s, "
+          f"{result.tokens / max(result.elapsed, 1e-9):,.0f} chars/s)")
+    print(f"validation bits per character: {m['bits_per_char']:.3f}   "
+          f"(unigram baseline {m['unigram_bits_per_char']:.3f}; perplexity {m['perplexity']:.2f})")
+    task, model, _ = load_trained(out / "checkpoint")
+    prompt = "The "
+    for temp in (0.5, 1.0):
+        with torch.no_grad():
+            text = task.generate(model, prompt, 400, temperature=temp, seed=args.seed)
+        print(f"\n--- generated, temperature {temp} (prompt {prompt!r}) ---\n{prompt}{text}")
+    print(f"\ncheckpoint:  {out / 'checkpoint'}   (rnnkit generate {out / 'checkpoint'} --prompt 'def ')")
+    print(f"metrics log: {result.metrics_log}\nloss plot:   {result.loss_plot}")
+    print(f"total wall time {time.perf_counter() - t0:.0f} s")
+    return EXIT_OK
+
+
+#: The demo's model and training settings (chosen for ~90 s on 2 CPU cores; see the README).
+DEMO_SETTINGS = {"hidden_size": 256, "embed_size": 64, "num_layers": 1, "batch_size": 32, "bptt": 100,
+                 "lr": 4e-3, "schedule": "cosine", "min_lr_ratio": 0.05, "eval_every": 250, "log_every": 10}
+
+
+def _task_help(task_name: str) -> str:
+    """The task's description and every --key option with its type and default."""
+    from .train.config import TrainConfig
+    from .train.tasks import TASKS, model_class, settings_for
+
+    task = TASKS[task_name]
+    s = settings_for(task)
+    classes = {"data": task.data_config, "model": model_class(task.model_type).config_class, "train": TrainConfig}
+    lines = [(sys.modules[task.__module__].__doc__ or "").strip(), "",
+             f"usage: rnnkit train {task_name} --data PATH [--valid PATH] [--config FILE.toml] [--out DIR] "
+             f"[--max-steps N] [--epochs N] [--time-budget S] [--seed N] [--resume [CKPT]] [--key value ...]",
+             "", f"options (--key value, or key = value in --config FILE.toml):"]
+    for group, cls in classes.items():
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        lines.append(f"  [{group}]")
+        for name, (g, hint) in s.fields.items():
+            if g == group:
+                default = s.values[group].get(name, defaults.get(name))
+                choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else ()
+                kind = "|".join(choices) or getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+                lines.append(f"    --{name:24s} {kind:34.34s} {default!r}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = bool(os.environ.get("RNNKIT_DEBUG"))
+    try:
+        if len(argv) >= 2 and argv[0] == "train" and ("-h" in argv or "--help" in argv) and not argv[1].startswith("-"):
+            from .train.tasks import TASKS
+
+            if argv[1] in TASKS:
+                print(_task_help(argv[1]))
+                return EXIT_OK
+        parser = _parser()
+        args, extra = parser.parse_known_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        if extra and args.command != "train":
+            raise UsageError(f"rnnkit {args.command}: unrecognized arguments: {' '.join(extra)}")
+        commands = {"evaluate": cmd_evaluate, "generate": cmd_generate, "predict": cmd_predict,
+                    "info": cmd_info, "demo": cmd_demo}
+        return cmd_train(args, extra) if args.command == "train" else commands[args.command](args)
+    except SystemExit as e:  # --help and --version
+        return int(e.code or 0) if isinstance(e.code, int) else EXIT_OK
+    except KeyboardInterrupt:
+        print("rnnkit: interrupted", file=sys.stderr)
+        return EXIT_FAILED
+    except BrokenPipeError:  # `rnnkit predict … | head`
+        return EXIT_OK
+    except Exception as e:  # noqa: BLE001 - every error becomes one line and an exit code
+        if debug:
+            raise
+        code, msg = _classify(e)
+        print(f"rnnkit: error: {msg}", file=sys.stderr)
+        return code
+
+
+def _classify(e: Exception) -> tuple[int, str]:
+    """Exit code and one-line message for an exception."""
+    from .data.errors import DataError, MissingExtraError
+    from .train.checkpoint import CheckpointError
+    from .train.options import OptionError
+    from .train.trainer import ConfigMismatch, TrainingError
+
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, (UsageError, DataError, CheckpointError, OptionError, ConfigMismatch, MissingExtraError)):
+        return EXIT_USAGE, msg
+    if isinstance(e, TrainingError):
+        return EXIT_FAILED, msg
+    return EXIT_FAILED, f"{type(e).__name__}: {msg} (set RNNKIT_DEBUG=1 for the traceback)"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Each ``rnnkit train`` task mapped to its reader, model, loss and metric — and the two ways the CLI
+uses them: ``build_run`` (data + settings → a Trainer ready to fit) and ``load_trained`` (a
+checkpoint → the task with its tokenizers, and the trained model).
+
+=========  ===================  ============================  ==========================
+task       reader               model (MODEL_TYPES key)       main metric (baseline)
+=========  ===================  ============================  ==========================
+lm         read_text            language_model                loss, bits/char (unigram)
+classify   read_labelled        classifier                    accuracy (majority class)
+tag        read_conll           tagger                        entity F1 (all O)
+translate  read_parallel        seq2seq                       exact match, BLEU (copy source)
+forecast   read_series          forecaster                    MAE (last value)
+caption    read_captions        captioner                     exact match, BLEU (most frequent caption)
+=========  ===================  ============================  ==========================
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from torch import nn
+
+from ..checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from ..config import TrainConfig
+from ..options import OptionError, Settings, build
+from ..trainer import Trainer, seed_everything
+from .base import Task
+from .classify import ClassifyTask
+from .forecast import ForecastTask
+from .lm import LanguageModelTask
+from .tag import TagTask
+from .translate import TranslateTask
+
+TASKS: dict[str, type[Task]] = {t.name: t for t in (LanguageModelTask, ClassifyTask, TagTask, TranslateTask,
+                                                    ForecastTask)}
+
+
+def model_class(model_type: str) -> type[nn.Module]:
+    from ...models import MODEL_TYPES
+
+    if model_type not in MODEL_TYPES:
+        raise CheckpointError(f"unknown model type {model_type!r}; this rnnkit knows {sorted(MODEL_TYPES)}")
+    return MODEL_TYPES[model_type]
+
+
+def settings_for(task: type[Task], data_paths: Sequence[str] = ()) -> Settings:
+    """The option table of ``task`` with its defaults (and its built-in dataset's) filled in."""
+    cls = model_class(task.model_type)
+    s = Settings({"train": TrainConfig, "model": cls.config_class, "data": task.data_config},
+                 exclude={"model": set(task.derived)})
+    s.values["train"].update(task.train_defaults)
+    s.values["model"].update(task.model_defaults)
+    if len(data_paths) == 1 and data_paths[0].startswith("builtin:"):
+        s.values["data"].update(task.builtin_defaults.get(data_paths[0].removeprefix("builtin:"), {}))
+    return s
+
+
+@dataclass
+class Run:
+    trainer: Trainer
+    task: Task
+    train_config: TrainConfig
+    valid_source: str          # how the validation set was made
+    sizes: dict[str, int]      # examples (or tokens) per split
+
+
+def build_run(task_name: str, data: Sequence[str], valid: Sequence[str] | None, settings: Settings, *,
+              out_dir: str | Path | None, progress: bool = True, device: str = "auto") -> Run:
+    """Reads the data, fits the vocabularies, builds the model from the settings and returns a Trainer."""
+    task_cls = TASKS[task_name]
+    train_cfg = build(TrainConfig, settings.values["train"])
+    data_cfg = build(task_cls.data_config, settings.values["data"])
+    train, valid_set, how = task_cls.load_splits(data, valid, data_cfg, train_cfg.seed,
+                                                 getattr(data_cfg, "valid_fraction", 0.1))
+    task = task_cls(data_cfg, batch_size=train_cfg.batch_size, seed=train_cfg.seed)
+    task.fit(train)
+    task.set_data(train, valid_set)
+    seed_everything(train_cfg.seed)  # the model's initialisation follows --seed
+    cls = model_class(task_cls.model_type)
+    model = build(cls.from_config, {}, config={**settings.values["model"], **task.derived_config()})
+    task.prepare_model(model)
+    trainer = Trainer(model, task, train_cfg, out_dir=out_dir, model_type=task_cls.model_type,
+                      model_config=_jsonable(dataclasses.asdict(model.config)), vocab=task.vocab_state(),
+                      task_info={"name": task_name, "data": task.data_dict()}, progress=progress, device=device,
+                      description=f"{task_name}")
+    return Run(trainer, task, train_cfg, how, {"train": _size(train), "valid": _size(valid_set)})
+
+
+def load_trained(path: str | Path, *, device: str = "cpu") -> tuple[Task, nn.Module, Checkpoint]:
+    """The task (tokenizers, labels; no data yet) and the trained model (eval mode) of a checkpoint."""
+    ckpt = load_checkpoint(path, trainer=False)
+    info = ckpt.task or {}
+    name = info.get("name")
+    if name not in TASKS:
+        raise CheckpointError(f"checkpoint {ckpt.path} was not written by 'rnnkit train' (no known task: {name!r})")
+    task_cls = TASKS[name]
+    if ckpt.model_type != task_cls.model_type:
+        raise CheckpointError(f"checkpoint {ckpt.path} holds a {ckpt.model_type!r} model, but task {name!r} "
+                              f"needs {task_cls.model_type!r}")
+    try:
+        data_cfg = task_cls.data_config(**info.get("data", {}))
+        model = model_class(ckpt.model_type).from_config(ckpt.config)
+        model.load_state_dict(ckpt.weights)
+    except (TypeError, ValueError, RuntimeError, KeyError) as e:
+        raise CheckpointError(f"checkpoint {ckpt.path} does not match its model: {str(e).splitlines()[0]}") from None
+    trained = ckpt.meta.get("step", 0)
+    task = task_cls(data_cfg, seed=0)
+    task.load_vocab_state(ckpt.vocab or {})
+    task.trained_steps = trained
+    return task, model.to(device).eval(), ckpt
+
+
+def _size(data: Any) -> int:
+    if hasattr(data, "values") and hasattr(data, "columns"):
+        return len(data.values)
+    if hasattr(data, "captions"):
+        return len(data.captions)
+    return len(data)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+__all__ = ["TASKS", "Task", "Run", "build_run", "load_trained", "settings_for", "model_class", "OptionError"]

@@ -1,0 +1,146 @@
+"""What every application task shares: reading its data (files or ``builtin:NAME``), the seeded
+held-out split, the model built from its config, and the state a checkpoint keeps so that
+``evaluate``/``predict`` rebuild the same tokenizers and label sets.
+
+A task class knows (class attributes):
+    name           the CLI name (``lm``, ``classify``, …)
+    model_type     the key of its model in ``rnnkit.models.MODEL_TYPES``
+    data_config    its dataclass of data options (``--bptt``, ``--tokenizer``, …)
+    derived        model config fields the data decides (``vocab_size``, ``num_classes``, …)
+    train_defaults / model_defaults   sensible settings for the task, under the user's overrides
+and implements ``read(paths)``, ``fit(train)`` (vocabularies from the training data), ``derived_config()``,
+``vocab_state()``/``load_vocab_state()``, ``train_batches``, ``loss``, ``evaluate``, ``predict``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+from ...data import BUILTIN_DATASETS, DataError, holdout, load_builtin
+from ..trainer import TrainTask
+
+
+class Task(TrainTask):
+    name: ClassVar[str]
+    model_type: ClassVar[str]
+    data_config: ClassVar[type]
+    derived: ClassVar[tuple[str, ...]] = ()
+    train_defaults: ClassVar[dict[str, Any]] = {}
+    model_defaults: ClassVar[dict[str, Any]] = {}
+    #: How many data files one split takes (translation: a source and a target file, or one TSV).
+    max_files: ClassVar[int] = 1
+    #: Per built-in dataset, data options that suit it (under the user's overrides).
+    builtin_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __init__(self, data: Any, *, batch_size: int = 32, seed: int = 0) -> None:
+        self.data = data  # the data_config dataclass
+        self.batch_size, self.seed = batch_size, seed
+        self.train_set: Any = None
+        self.valid_set: Any = None
+
+    # -- data --
+
+    @classmethod
+    def read(cls, paths: Sequence[str], data) -> Any:  # pragma: no cover - every task overrides
+        raise NotImplementedError
+
+    @classmethod
+    def load_splits(cls, data_paths: Sequence[str], valid_paths: Sequence[str] | None, data,
+                    seed: int, valid_fraction: float = 0.1) -> tuple[Any, Any, str]:
+        """``(train, valid, how the validation set was made)`` from files or ``builtin:NAME``."""
+        if len(data_paths) == 1 and data_paths[0].startswith("builtin:"):
+            name = data_paths[0].removeprefix("builtin:")
+            if name not in BUILTIN_DATASETS:
+                raise DataError(f"unknown built-in dataset {name!r}; expected one of {', '.join(sorted(BUILTIN_DATASETS))}")
+            ds = BUILTIN_DATASETS[name]
+            if ds.task != cls.name:
+                raise DataError(f"built-in dataset {name!r} is for 'rnnkit train {ds.task}', not '{cls.name}'")
+            splits = load_builtin(name)  # fixed data (its own seed 0): --seed varies the training only
+            train, valid = splits["train"], splits["valid"]
+            how = f"built-in {name}: {ds.source}"
+        else:
+            cls._check_count(data_paths, "--data")
+            train = cls.read(data_paths, data)
+            how = ""
+            valid = None
+        if valid_paths:
+            cls._check_count(valid_paths, "--valid")
+            valid = cls.read(valid_paths, data)
+            how = "from --valid"
+        elif valid is None:
+            try:
+                train, valid = holdout(train, valid_fraction, seed=seed)
+            except ValueError as e:
+                raise DataError(f"{data_paths[0]}: cannot hold out a validation set ({e})") from None
+            how = f"held out {valid_fraction:.0%} of --data (seed {seed})"
+        return train, valid, how
+
+    @classmethod
+    def _check_count(cls, paths: Sequence[str], flag: str) -> None:
+        if not 1 <= len(paths) <= cls.max_files:
+            want = "one file" if cls.max_files == 1 else f"1 to {cls.max_files} files"
+            raise DataError(f"{flag} takes {want} for '{cls.name}', got {len(paths)}")
+
+    def fit(self, train: Any) -> None:  # pragma: no cover - every task overrides
+        raise NotImplementedError
+
+    def set_data(self, train: Any, valid: Any) -> None:
+        """Encode the splits (after ``fit`` or ``load_vocab_state``)."""
+        raise NotImplementedError  # pragma: no cover
+
+    # -- model --
+
+    def derived_config(self) -> dict[str, Any]:
+        """The model config fields that come from the data (vocabulary sizes, label counts, …)."""
+        return {}
+
+    def prepare_model(self, model: nn.Module) -> None:
+        """Anything the fresh model learns from the training data before training (the forecaster's
+        scaler); not called on --resume, whose checkpoint already holds it."""
+
+    def vocab_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_vocab_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    # -- prediction --
+
+    def predict(self, model: nn.Module, lines: Sequence[str]) -> list[str]:  # pragma: no cover
+        raise NotImplementedError
+
+    def baseline(self) -> dict[str, float]:
+        """The trivial baseline's score on the validation set (in the same units as evaluate)."""
+        return {}
+
+    def data_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.data)
+
+
+def check_data_config(cfg, *positive: str) -> None:
+    """Types of every field, and the named fields > 0 (for the tasks' data dataclasses)."""
+    from ...models.config import check_positive, check_types
+
+    check_types(cfg)
+    check_positive(cfg, *positive)
+    fraction = getattr(cfg, "valid_fraction", 0.5)
+    if not 0 < fraction < 1:
+        raise ValueError(f"{type(cfg).__name__}: valid_fraction must be in (0, 1), got {fraction}")
+
+
+def batches_of(indices: Sequence[int], size: int) -> list[list[int]]:
+    return [list(indices[i:i + size]) for i in range(0, len(indices), size)]
+
+
+def device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def check_path(path: str) -> Path:
+    from ...data.errors import check_file
+
+    return check_file(path)

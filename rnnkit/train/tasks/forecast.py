@@ -1,0 +1,139 @@
+"""``rnnkit train forecast``: one-step-ahead forecasting of the numeric columns of a CSV.
+
+Training windows of ``window + 1`` consecutive steps are cut from the training series (all of them,
+shuffled each epoch); the model standardises with the training series' mean and scale (stored in
+the checkpoint) and learns to predict every next step of a window. Evaluation walks the validation
+series one step at a time, with the end of the training series as context, and reports MAE (main
+metric) and RMSE next to the naive last-value forecast ŷ_t = y_{t−1} (``mae_ratio`` < 1: better).
+
+``predict`` reads one history per line — values separated by commas or spaces (several series: time
+steps separated by ``;``, series by ``,``) — and writes the forecast of the next step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ...data import DataError, read_series
+from ...data.readers import Series
+from .. import metrics as M
+from ..trainer import StepContext
+from .base import Task, check_data_config, device_of
+
+
+@dataclass
+class ForecastData:
+    """Data options of ``rnnkit train forecast``.
+
+    columns: comma-separated column names (or 0-based indices) to forecast; "" = every numeric
+    column (""). window: steps of history per training example (50). valid_fraction: the tail of
+    --data held out without --valid (0.2).
+    """
+
+    columns: str = ""
+    window: int = 50
+    valid_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        check_data_config(self, "window")
+
+
+class ForecastTask(Task):
+    name = "forecast"
+    model_type = "forecaster"
+    data_config = ForecastData
+    derived = ("num_series", "num_exogenous")
+    main_metric = "mae"
+    maximize = False
+    train_defaults = {"lr": 3e-3, "batch_size": 32, "epochs": 20}
+    model_defaults = {"hidden_size": 64}
+
+    @classmethod
+    def read(cls, paths: Sequence[str], data: ForecastData) -> Series:
+        cols = None
+        if data.columns:
+            cols = [int(c) if c.strip().lstrip("-").isdigit() else c.strip() for c in data.columns.split(",")]
+        return read_series(paths[0], columns=cols)
+
+    def fit(self, train: Series) -> None:
+        self.columns = list(train.columns)
+        self.train_values = train.values
+
+    def vocab_state(self) -> dict[str, Any]:
+        return {"columns": self.columns}
+
+    def load_vocab_state(self, state: dict[str, Any]) -> None:
+        self.columns = state["columns"]
+        self.train_values = None
+
+    def derived_config(self) -> dict[str, Any]:
+        return {"num_series": len(self.columns), "num_exogenous": 0}
+
+    def prepare_model(self, model: nn.Module) -> None:
+        model.fit_scaler(self.train_values.unsqueeze(0))  # (1, T, S): scale from the training data only
+
+    def _check(self, series: Series, what: str) -> Tensor:
+        if list(series.columns) != self.columns and len(series.columns) != len(self.columns):
+            raise DataError(f"{what} has columns {series.columns}, the model forecasts {self.columns}")
+        return series.values
+
+    def set_data(self, train, valid) -> None:
+        if train is not None:
+            self.train_values = self._check(train, "the training series")
+            if len(self.train_values) < self.data.window + 1:
+                raise DataError(f"the training series has {len(self.train_values)} steps, fewer than "
+                                f"--window {self.data.window} + 1; lower --window")
+        if valid is not None:
+            self.valid_values = self._check(valid, "the validation series")
+            if len(self.valid_values) < 2 and (self.train_values is None or len(self.train_values) == 0):
+                raise DataError("the validation series needs at least 2 steps")
+
+    def train_batches(self, epoch: int) -> list[dict[str, Tensor]]:
+        spans = self.train_values.unfold(0, self.data.window + 1, 1).transpose(1, 2)  # (N, W + 1, S)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(spans), generator=g)
+        return [{"series": spans[order[i:i + self.batch_size]]} for i in range(0, len(spans), self.batch_size)]
+
+    def loss(self, model: nn.Module, batch: dict, carry: Any, ctx: StepContext):
+        series = batch["series"]  # (B, W + 1, S)
+        return model.loss(series) * series.shape[0], series.shape[0], None
+
+    def _one_step(self, model: nn.Module) -> tuple[Tensor, Tensor, Tensor]:
+        """(predictions, targets, last values) for every validation step, each (N, S)."""
+        context = self.train_values[-self.data.window:] if self.train_values is not None else self.valid_values[:0]
+        full = torch.cat([context, self.valid_values])  # (T_c + T_v, S)
+        first = len(context) if len(context) else 1  # index in ``full`` of the first step scored
+        pred = model(full.unsqueeze(0).to(device_of(model)))[0].cpu()  # (T - 1, S): pred[t] forecasts full[t + 1]
+        return pred[first - 1:], full[first:], full[first - 1:-1]
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        pred, target, last = self._one_step(model)
+        out = M.forecast_metrics(pred, target, last)
+        out["loss"] = float((pred.double() - target.double()).pow(2).mean())
+        return out
+
+    def baseline(self) -> dict[str, float]:
+        target = self.valid_values[1:]
+        return {"naive_mae": M.mae(self.valid_values[:-1], target)}
+
+    def predict(self, model: nn.Module, lines: Sequence[str]) -> list[str]:
+        out = []
+        S = len(self.columns)
+        for n, line in enumerate(lines, start=1):
+            if not line.strip():
+                out.append("")
+                continue
+            steps = [s for s in line.split(";")] if S > 1 else [line]
+            try:
+                rows = [[float(v) for v in s.replace(",", " ").split()] for s in steps]
+                values = torch.tensor(rows if S > 1 else [[v] for v in rows[0]], dtype=torch.float32)
+            except ValueError:
+                raise DataError(f"line {n}: expected numbers, got {line.strip()[:40]!r}") from None
+            if values.dim() != 2 or values.shape[1] != S or not torch.isfinite(values).all():
+                raise DataError(f"line {n}: expected finite values of {S} series, got {line.strip()[:40]!r}")
+            nxt = model.forecast(values.unsqueeze(0).to(device_of(model)), 1)[0, 0].tolist()  # (S,)
+            out.append(",".join(f"{v:.6g}" for v in nxt))
+        return out

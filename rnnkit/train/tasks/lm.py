@@ -1,0 +1,153 @@
+"""``rnnkit train lm``: a language model on a text file, trained by truncated BPTT (char-rnn style).
+
+The training text becomes one id stream cut into ``batch_size`` rows; each step trains on the next
+``bptt`` tokens of every row, starting from the state the previous chunk ended in (detached by the
+trainer). Each epoch starts the rows at a seeded random offset in [0, bptt), so chunk boundaries move
+between epochs. Validation runs the same way over the whole validation text with state carried
+throughout, and reports mean NLL, perplexity and bits per character (or per token) next to the
+unigram baseline fitted on the training text.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...data import StreamBatches, build_tokenizer, read_text, tokenizer_from_dict
+from .. import metrics as M
+from ..trainer import StepContext
+from .base import Task, check_data_config, device_of
+
+
+@dataclass
+class LMData:
+    """Data options of ``rnnkit train lm``.
+
+    tokenizer: "char" (one token per character) or "word" (whitespace-separated words).
+    min_freq: rarer tokens in the training text become <unk> (1). bptt: steps per truncated-BPTT chunk
+    (100). valid_fraction: the tail of --data held out when --valid is not given (0.1).
+    eval_batch: parallel streams in evaluation (8).
+    """
+
+    tokenizer: Literal["char", "word"] = "char"
+    min_freq: int = 1
+    bptt: int = 100
+    valid_fraction: float = 0.1
+    eval_batch: int = 8
+
+    def __post_init__(self) -> None:
+        check_data_config(self, "min_freq", "bptt", "eval_batch")
+
+
+class LanguageModelTask(Task):
+    name = "lm"
+    model_type = "language_model"
+    data_config = LMData
+    derived = ("vocab_size", "padding_idx")
+    main_metric = "loss"
+    maximize = False
+    carry_batch_dim = 1  # (num_layers, B, H)
+    train_defaults = {"lr": 3e-3, "batch_size": 32, "clip_norm": 1.0, "eval_every": 200}
+    model_defaults = {"embed_size": 64, "hidden_size": 256, "num_layers": 1}
+
+    @classmethod
+    def read(cls, paths: Sequence[str], data: LMData) -> str:
+        return read_text(paths[0])
+
+    @property
+    def unit(self) -> str:
+        return "char" if self.data.tokenizer == "char" else "token"
+
+    def fit(self, train: str) -> None:
+        self.tokenizer = build_tokenizer(self.data.tokenizer, train, min_freq=self.data.min_freq)
+
+    def vocab_state(self) -> dict[str, Any]:
+        return {"tokenizer": self.tokenizer.to_dict()}
+
+    def load_vocab_state(self, state: dict[str, Any]) -> None:
+        self.tokenizer = tokenizer_from_dict(state["tokenizer"])
+
+    def derived_config(self) -> dict[str, Any]:
+        return {"vocab_size": len(self.tokenizer), "padding_idx": None}
+
+    def encode(self, text: str) -> Tensor:
+        return torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
+
+    def set_data(self, train: str | None, valid: str | None) -> None:
+        self.train_ids = None if train is None else self.encode(train)
+        self.valid_ids = None if valid is None else self.encode(valid)
+        if self.train_ids is not None and len(self.train_ids) < self.batch_size + 1:
+            from ...data import DataError
+
+            raise DataError(f"the training text has {len(self.train_ids)} tokens, too few for "
+                            f"{self.batch_size} streams (lower --batch_size)")
+        self._unigram = None
+
+    # -- training --
+
+    def train_batches(self, epoch: int) -> list[dict[str, Tensor]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        offset = int(torch.randint(0, self.data.bptt, (1,), generator=g)) if epoch > 0 else 0
+        ids = self.train_ids[offset:] if len(self.train_ids) - offset > self.batch_size + 1 else self.train_ids
+        return [{"x": x, "y": y} for x, y in StreamBatches(ids, self.batch_size, self.data.bptt)]
+
+    def loss(self, model: nn.Module, batch: dict, carry: Any, ctx: StepContext) -> tuple[Tensor, int, Any]:
+        logits, state = model(batch["x"], carry)  # (B, t, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), batch["y"].flatten(), reduction="sum")
+        return loss, batch["y"].numel(), state
+
+    # -- evaluation --
+
+    def mean_nll(self, model: nn.Module, ids: Tensor) -> float:
+        rows = max(1, min(self.data.eval_batch, (len(ids) - 1) // 2))
+        stream = StreamBatches(ids, rows, max(self.data.bptt, 200))
+        dev = device_of(model)
+        total, n, state = 0.0, 0, None
+        for x, y in stream:
+            logits, state = model(x.to(dev), state)
+            total += float(F.cross_entropy(logits.flatten(0, 1), y.to(dev).flatten(), reduction="sum"))
+            n += y.numel()
+        return total / n
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        nll = self.mean_nll(model, self.valid_ids)
+        out = {"loss": nll, "perplexity": M.perplexity(nll), f"bits_per_{self.unit}": M.bits_per_token(nll)}
+        out.update(self.baseline())
+        return out
+
+    def baseline(self) -> dict[str, float]:
+        if self._unigram is None:
+            ref = self.train_ids if self.train_ids is not None else self.valid_ids
+            self._unigram = M.unigram_bits(ref, self.valid_ids, len(self.tokenizer))
+        return {f"unigram_bits_per_{self.unit}": self._unigram}
+
+    # -- use --
+
+    def generate(self, model: nn.Module, prompt: str, length: int, *, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None) -> str:
+        """``prompt`` continued by ``length`` tokens (temperature 0: greedy)."""
+        ids = self.encode(prompt)
+        if len(ids) == 0:
+            raise ValueError("generate: the prompt is empty after tokenisation; give a non-empty --prompt")
+        g = None if seed is None else torch.Generator(device=device_of(model)).manual_seed(seed)
+        method = "greedy" if temperature == 0 else "sample"
+        kwargs = {} if method == "greedy" else {"temperature": temperature, "top_k": top_k, "top_p": top_p, "generator": g}
+        out = model.generate(ids.to(device_of(model)), length, method=method, **kwargs)
+        return self.tokenizer.decode(out.tokens[0].tolist())
+
+    def predict(self, model: nn.Module, lines: Sequence[str]) -> list[str]:
+        """Bits per token of each line under the model (each line scored on its own)."""
+        out = []
+        for line in lines:
+            ids = self.encode(line)
+            if len(ids) < 2:
+                out.append("nan")
+                continue
+            logits, _ = model(ids[:-1].unsqueeze(0).to(device_of(model)))
+            nll = float(F.cross_entropy(logits[0], ids[1:].to(logits.device)))
+            out.append(f"{nll / math.log(2):.4f}")
+        return out
