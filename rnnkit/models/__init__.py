@@ -5,6 +5,7 @@ as JSON) to the class whose ``from_config`` rebuilds it.
 """
 from .classifier import SequenceClassifier, SequenceClassifierConfig
 from .crf import LinearChainCRF
+from .feedforward import FeedForwardBaseline, FeedForwardBaselineConfig
 from .forecaster import Forecaster, ForecasterConfig
 from .language_model import LanguageModel, LanguageModelConfig
 from .seq2seq import Seq2Seq, Seq2SeqConfig
@@ -12,6 +13,7 @@ from .tagger import SequenceTagger, SequenceTaggerConfig
 
 MODEL_TYPES: dict[str, type] = {
     "classifier": SequenceClassifier,
+    "feedforward": FeedForwardBaseline,
     "forecaster": Forecaster,
     "language_model": LanguageModel,
     "seq2seq": Seq2Seq,
@@ -20,4 +22,5 @@ MODEL_TYPES: dict[str, type] = {
 
 __all__ = ["MODEL_TYPES", "LanguageModel", "LanguageModelConfig", "Seq2Seq", "Seq2SeqConfig",
            "LinearChainCRF", "SequenceClassifier", "SequenceClassifierConfig", "SequenceTagger",
-           "SequenceTaggerConfig", "Forecaster", "ForecasterConfig"]
+           "SequenceTaggerConfig", "Forecaster", "ForecasterConfig",
+           "FeedForwardBaseline", "FeedForwardBaselineConfig"]

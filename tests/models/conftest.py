@@ -1,4 +1,5 @@
-"""Helpers for the model tests: a single-thread fixture and a minimal training loop.
+"""Helpers for the model tests: a single-thread fixture, a minimal training loop, and a task shared by
+the classifier and the feed-forward baseline.
 
 The training tests use small models, for which a second intra-op thread buys nothing and, on a shared
 machine, costs a lot: with two busy cores OpenMP's waiting threads made one Adam step of a tiny GRU
@@ -48,3 +49,19 @@ def fit() -> Callable:
         return float(loss.detach())
 
     return run
+
+
+def _contains_pattern(n: int, generator: torch.Generator, vocab: int = 4, min_len: int = 6, max_len: int = 14):
+    """Random token strings of random lengths (padded with random ids); the label says whether the bigram
+    (1, 2) occurs within the real steps — about half do. A bag of tokens cannot tell "1 2" from "2 1".
+    Returns tokens (n, T), lengths (n,), labels (n,)."""
+    tokens = torch.randint(0, vocab, (n, max_len), generator=generator)
+    lengths = torch.randint(min_len, max_len + 1, (n,), generator=generator)
+    hit = (tokens[:, :-1] == 1) & (tokens[:, 1:] == 2) & (torch.arange(1, max_len) < lengths[:, None])
+    return tokens, lengths, hit.any(1).long()
+
+
+@pytest.fixture
+def contains_pattern() -> Callable:
+    """``contains_pattern(n, generator)`` → tokens, lengths, labels (see ``_contains_pattern``)."""
+    return _contains_pattern

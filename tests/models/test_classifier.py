@@ -16,15 +16,6 @@ DT = torch.float64
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def contains_pattern(n: int, generator: torch.Generator, vocab: int = 4, min_len: int = 6, max_len: int = 14):
-    """Random token strings of random lengths (padded with random ids); the label says whether the bigram
-    (1, 2) occurs within the real steps — about half do. Returns tokens (n, T), lengths (n,), labels (n,)."""
-    tokens = torch.randint(0, vocab, (n, max_len), generator=generator)
-    lengths = torch.randint(min_len, max_len + 1, (n,), generator=generator)
-    hit = (tokens[:, :-1] == 1) & (tokens[:, 1:] == 2) & (torch.arange(1, max_len) < lengths[:, None])
-    return tokens, lengths, hit.any(1).long()
-
-
 @pytest.mark.parametrize(
     "pooling,bidirectional,cell",
     [(p, b, c) for (p, b), c in zip(itertools.product(("last", "mean", "max", "attention"), (False, True)),
@@ -58,7 +49,7 @@ def test_feature_vector_inputs_and_float64():
     assert model(x.float()).dtype == DT  # features follow the model's dtype
 
 
-def test_learns_whether_a_pattern_occurs(fit):
+def test_learns_whether_a_pattern_occurs(fit, contains_pattern):
     """A bag of tokens cannot tell "1 2" from "2 1"; the recurrent classifier must read the order.
     Bar: ≥ 95 % accuracy on 1000 fresh padded sequences (chance ≈ 50 %) after 250 Adam steps."""
     torch.manual_seed(0)
