@@ -395,11 +395,13 @@ def main(argv: list[str] | None = None) -> int:
 def _classify(e: Exception) -> tuple[int, str]:
     """Exit code and one-line message for an exception."""
     from .data.errors import DataError, MissingExtraError
-    from .train.checkpoint import CheckpointError
+    from .train.checkpoint import CheckpointError, CheckpointWriteError
     from .train.options import OptionError
     from .train.trainer import ConfigMismatch, TrainingError
 
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, CheckpointWriteError):
+        return EXIT_FAILED, msg
     if isinstance(e, (UsageError, DataError, CheckpointError, OptionError, ConfigMismatch, MissingExtraError)):
         return EXIT_USAGE, msg
     if isinstance(e, TrainingError):

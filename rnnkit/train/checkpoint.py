@@ -41,7 +41,11 @@ POINTER = "latest"
 
 
 class CheckpointError(Exception):
-    """A checkpoint that cannot be written or read; the message is one line naming the problem."""
+    """A checkpoint that cannot be read (or written); the message is one line naming the problem."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """Saving failed (a full disk, no permission); the previous checkpoint is intact."""
 
 
 @dataclass
@@ -182,7 +186,7 @@ def save_checkpoint(
             raise
         _fsync_dir(root)
     except OSError as e:
-        raise CheckpointError(
+        raise CheckpointWriteError(
             f"could not save checkpoint to {root}: {e.strerror or e}; the previous checkpoint is unchanged"
         ) from e
     finally:

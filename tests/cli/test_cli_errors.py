@@ -1,0 +1,159 @@
+"""Bad input: each gives a one-line error naming the problem, a non-zero exit code (2 for bad usage
+or input, 1 for a failure while running), and nothing half-written."""
+from __future__ import annotations
+
+import errno
+import json
+
+import pytest
+
+
+def one_line_error(err: str) -> str:
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("rnnkit")
+    return lines[0]
+
+
+def fails(cli, code, *args, match=()):
+    got, out, err = cli(*args)
+    assert got == code, (got, out, err)
+    line = one_line_error(err)
+    for m in (match if isinstance(match, tuple) else (match,)):
+        assert m in line, line
+    return line
+
+
+LM = ("--max-steps", "3", "--batch_size", "4", "--bptt", "8", "--hidden_size", "8", "--embed_size", "8", "--no-progress")
+
+
+def test_missing_and_empty_files(cli, tmp_path):
+    fails(cli, 2, "train", "lm", "--data", tmp_path / "nope.txt", "--out", tmp_path / "o", match="nope.txt: no such file")
+    (tmp_path / "empty.csv").write_text("   \n")
+    fails(cli, 2, "train", "classify", "--data", tmp_path / "empty.csv", "--out", tmp_path / "o", match="file is empty")
+
+
+def test_non_utf8_names_the_line(cli, tmp_path):
+    (tmp_path / "bad.txt").write_bytes(b"fine line\nsecond\nbad \xff\xfe here\n")
+    fails(cli, 2, "train", "lm", "--data", tmp_path / "bad.txt", "--out", tmp_path / "o", match=("bad.txt:3:", "UTF-8"))
+
+
+def test_csv_without_label_column(cli, tmp_path):
+    (tmp_path / "x.csv").write_text("text,category\nhello,a\nbye,b\n")
+    fails(cli, 2, "train", "classify", "--data", tmp_path / "x.csv", "--out", tmp_path / "o", match="no 'label' column")
+
+
+def test_conll_wrong_column_count(cli, tmp_path):
+    (tmp_path / "x.conll").write_text("John NNP B-PER\nran VBD O\n\nMary B-PER\n")
+    fails(cli, 2, "train", "tag", "--data", tmp_path / "x.conll", "--out", tmp_path / "o",
+          match=("x.conll:4:", "expected 3 columns"))
+
+
+@pytest.mark.parametrize("bad", ["nan", "abc"])
+def test_series_with_nan_or_text(cli, tmp_path, bad):
+    (tmp_path / "s.csv").write_text("value\n1.0\n2.0\n" + bad + "\n4.0\n")
+    fails(cli, 2, "train", "forecast", "--data", tmp_path / "s.csv", "--out", tmp_path / "o",
+          match=("s.csv:4:", "expected a finite number"))
+
+
+def test_parallel_unequal_line_counts(cli, tmp_path):
+    (tmp_path / "a.src").write_text("a b\nc d\ne f\n")
+    (tmp_path / "a.tgt").write_text("b a\nd c\n")
+    line = fails(cli, 2, "train", "translate", "--data", tmp_path / "a.src", tmp_path / "a.tgt", "--out", tmp_path / "o")
+    assert "3" in line and "2" in line and "line" in line
+
+
+def test_unknown_task_and_options(cli, tmp_path):
+    fails(cli, 2, "train", "dance", "--data", "x", match="invalid choice: 'dance'")
+    fails(cli, 2, "train", "lm", "--data", "builtin:pydoc", "--hiden_size", "3", match="unknown option --hiden_size")
+    fails(cli, 2, "train", "lm", "--data", "builtin:pydoc", "--hidden_size", "big", match="--hidden_size must be an integer")
+    fails(cli, 2, "train", "lm", "--data", "builtin:pydoc", "--cell", "tree", match="--cell must be one of")
+    fails(cli, 2, "train", "lm", "--data", "builtin:names", match="'rnnkit train classify'")
+    fails(cli, 2, "frobnicate", match="invalid choice")
+    (tmp_path / "c.toml").write_text("[model]\nhidden_size = 'wide'\n")
+    fails(cli, 2, "train", "lm", "--data", "builtin:pydoc", "--config", tmp_path / "c.toml", match="hidden_size")
+    (tmp_path / "c.toml").write_text("[train]\nhidden_size = 8\n")
+    fails(cli, 2, "train", "lm", "--data", "builtin:pydoc", "--config", tmp_path / "c.toml", match="belongs in [model]")
+
+
+def test_toml_config_and_overrides(cli, files, tmp_path):
+    (tmp_path / "c.toml").write_text("lr = 0.01\n[model]\nhidden_size = 12\n[data]\nbptt = 8\n")
+    code, _, err = cli("train", "lm", "--data", files / "train.txt", "--config", tmp_path / "c.toml",
+                       "--hidden_size=10", "--out", tmp_path / "o", *LM[:6], "--no-progress")
+    assert code == 0, err
+    code, info, _ = cli("info", tmp_path / "o" / "checkpoint", "--json")
+    info = json.loads(info)
+    assert info["model_config"]["hidden_size"] == 10 and info["train_config"]["lr"] == 0.01
+    assert info["task"]["data"]["bptt"] == 8
+
+
+@pytest.fixture
+def lm_run(cli, files, tmp_path):
+    out = tmp_path / "lm"
+    code, _, err = cli("train", "lm", "--data", files / "train.txt", "--out", out, *LM)
+    assert code == 0, err
+    return out
+
+
+def test_checkpoint_of_another_model_and_newer_format(cli, files, tmp_path, lm_run):
+    out = tmp_path / "cls"
+    assert cli("train", "classify", "--data", files / "train.csv", "--max-steps", "2", "--out", out,
+               "--no-progress")[0] == 0
+    fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--out", tmp_path / "x", "--resume", out / "checkpoint",
+          *LM, match="holds a 'classifier' model, expected 'language_model'")
+    fails(cli, 2, "generate", out / "checkpoint", match="generate needs a language model")
+    snap = next(p for p in (lm_run / "checkpoint").iterdir() if p.is_dir())
+    header = json.loads((snap / "config.json").read_text())
+    header["format_version"] = 99
+    (snap / "config.json").write_text(json.dumps(header))
+    fails(cli, 2, "evaluate", lm_run / "checkpoint", "--data", files / "train.txt", match="format version 99, newer")
+
+
+def test_truncated_checkpoint(cli, files, lm_run):
+    snap = next(p for p in (lm_run / "checkpoint").iterdir() if p.is_dir())
+    weights = snap / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    fails(cli, 2, "info", lm_run / "checkpoint", match="model.safetensors is truncated")
+    fails(cli, 2, "generate", lm_run / "checkpoint", match="truncated")
+
+
+def test_resume_with_changed_config(cli, files, lm_run):
+    fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--out", lm_run, "--resume", *LM[:-3], "--lr", "0.5",
+          "--embed_size", "8", match=("config changed", "lr"))
+    fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--out", lm_run, *LM, match="already holds a checkpoint")
+    fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--out", lm_run / "none", "--resume", *LM,
+          match="checkpoint not found")
+
+
+def test_full_disk_during_save_keeps_previous_checkpoint(cli, files, lm_run, monkeypatch):
+    from rnnkit.train import checkpoint as ck
+
+    before = json.loads(cli("info", lm_run / "checkpoint", "--json")[1])
+
+    def full(path, data):
+        path.write_bytes(data[: len(data) // 3])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ck, "_write_bytes", full)
+    fails(cli, 1, "train", "lm", "--data", files / "train.txt", "--out", lm_run, "--resume", *LM[2:], "--max-steps", "6",
+          match="No space left on device; the previous checkpoint is unchanged")
+    monkeypatch.undo()
+    after = json.loads(cli("info", lm_run / "checkpoint", "--json")[1])
+    assert after["step"] == before["step"] == 3
+    assert not [p for p in (lm_run / "checkpoint").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_diverging_run_stops_with_message(cli, files, tmp_path):
+    fails(cli, 1, "train", "lm", "--data", files / "train.txt", "--out", tmp_path / "o", *LM[2:], "--max-steps", "40",
+          "--lr", "1e38", "--clip_norm", "0", "--optimizer", "sgd", "--momentum", "0", match="diverged")
+
+
+def test_bad_generate_and_predict_input(cli, lm_run, tmp_path, monkeypatch):
+    import io
+    import sys
+
+    fails(cli, 2, "generate", lm_run / "checkpoint", "--temperature", "-1", match="--temperature must be >= 0")
+    fails(cli, 2, "generate", lm_run / "checkpoint", "--top-p", "1.5", match="--top-p must be in (0, 1]")
+    fails(cli, 2, "predict", lm_run / "checkpoint", "--input", tmp_path / "missing.txt", match="no such file")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"ok\n\xff\n")))
+    fails(cli, 2, "predict", lm_run / "checkpoint", match="stdin:2: bytes that are not UTF-8")

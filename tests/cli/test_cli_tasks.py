@@ -1,0 +1,68 @@
+"""Every ``rnnkit train`` task runs end to end on small data in seconds and beats its trivial
+baseline; then evaluate, predict, generate and info work on what it wrote."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def train(cli, tmp_path, task, *args):
+    out = tmp_path / task
+    code, stdout, err = cli("train", task, *args, "--out", out, "--no-progress", "--json")
+    assert code == 0, err
+    return out, json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_lm(cli, files, tmp_path):
+    out, m = train(cli, tmp_path, "lm", "--data", files / "train.txt", "--max-steps", "60", "--batch_size", "8",
+                   "--bptt", "32", "--hidden_size", "48", "--embed_size", "16", "--lr", "0.01")
+    assert m["bits_per_char"] < 0.8 * m["unigram_bits_per_char"]
+    code, text, _ = cli("generate", out / "checkpoint", "--prompt", "the ", "--length", "40", "--temperature", "0.5",
+                        "--seed", "1")
+    assert code == 0 and text.startswith("the ") and len(text) > 40
+    code, greedy, _ = cli("generate", out / "checkpoint", "--prompt", "the", "--length", "20", "--temperature", "0")
+    assert code == 0
+    code, scores, _ = cli("evaluate", out / "checkpoint", "--data", files / "train.txt", "--json")
+    assert code == 0 and json.loads(scores)["bits_per_char"] < 3
+
+
+def test_classify(cli, files, tmp_path, monkeypatch):
+    import io
+    import sys
+
+    out, m = train(cli, tmp_path, "classify", "--data", files / "train.csv", "--max-steps", "60",
+                   "--hidden_size", "32", "--embed_size", "16", "--lr", "0.01", "--eval_every", "30")
+    assert m["accuracy"] > m["majority_accuracy"] + 0.15 and m["accuracy"] > 0.8
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"really good film\nthe food was awful\n")))
+    code, pred, _ = cli("predict", out / "best")
+    assert code == 0 and pred.splitlines() == ["pos", "neg"]
+    code, info, _ = cli("info", out / "checkpoint", "--json")
+    info = json.loads(info)
+    assert info["task"]["name"] == "classify" and info["resumable"] and info["step"] == 60
+
+
+def test_tag(cli, files, tmp_path):
+    out, m = train(cli, tmp_path, "tag", "--data", files / "train.conll", "--max-steps", "80", "--hidden_size", "32",
+                   "--embed_size", "16", "--lr", "0.02", "--decoder", "crf")
+    assert m["all_o_entity_f1"] == 0.0 and m["entity_f1"] > 0.8
+    (tmp_path / "in.txt").write_text("we met mr khan in oslo\n")
+    code, _, err = cli("predict", out / "checkpoint", "--input", tmp_path / "in.txt", "--output", tmp_path / "o.txt")
+    assert code == 0, err
+    assert (tmp_path / "o.txt").read_text() == "O O O B-PER O B-LOC\n"
+
+
+def test_translate(cli, tmp_path):
+    out, m = train(cli, tmp_path, "translate", "--data", "builtin:reverse", "--max-steps", "100",
+                   "--hidden_size", "64", "--embed_size", "32", "--lr", "0.01")
+    assert m["exact_match"] > m["copy_source_exact_match"] + 0.3 and m["bleu"] > m["copy_source_bleu"]
+
+
+def test_forecast(cli, tmp_path):
+    out, m = train(cli, tmp_path, "forecast", "--data", "builtin:sine", "--max-steps", "80", "--hidden_size", "32",
+                   "--window", "40", "--lr", "0.01")
+    assert m["mae"] < 0.9 * m["naive_mae"]
+    (tmp_path / "h.txt").write_text("0.0, 0.12, 0.25, 0.37, 0.48\n")
+    code, pred, err = cli("predict", out / "checkpoint", "--input", tmp_path / "h.txt")
+    assert code == 0, err
+    assert 0.3 < float(pred.strip()) < 0.9  # the sine keeps rising
