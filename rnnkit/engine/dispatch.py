@@ -3,11 +3,14 @@
 ``engine="auto"`` picks, by measurement on CPU (2 cores, torch 2.13; see benchmarks/bench_layers.py):
 
 - CUDA tensors → ``native`` (cuDNN fuses every cell kind and the packed case).
-- float32 LSTM with no per-sequence lengths → ``native``: torch.nn.LSTM runs oneDNN there, near the
-  GEMM peak, which a kernel built from torch ops cannot beat.
 - options torch's kernels lack (dropout kinds, recurrent dropout, zoneout, layer norm) → ``fused``.
-- everything else → ``fused``: GRU and vanilla RNN (torch has no fused CPU kernel for them), variable
-  lengths (torch's packed path leaves oneDNN and is several times slower), float64.
+- variable lengths → ``fused``: torch's packed path leaves oneDNN and runs several times slower,
+  while the fused engine does work proportional to the sum of the lengths.
+- inference (no gradient needed) → ``native``: torch's C++ time loop has the same GEMMs and less
+  per-step overhead than any loop written in Python.
+- training a float32 LSTM → ``native``: oneDNN runs near the GEMM peak, which torch ops cannot beat.
+- training a GRU, a vanilla RNN, or anything in float64 → ``fused``: torch has no fused CPU kernel there,
+  and its autograd graph of per-step ops is slower than the hand-written backward pass.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ _LAYER_FNS = {"reference": reference.run_layer, "fused": fused.run_layer}
 
 
 def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opts: Options = Options(),
-                  layer_norm: bool = False) -> str:
+                  layer_norm: bool = False, needs_grad: bool = True) -> str:
     """Resolve ``"auto"`` to a concrete engine name for this input."""
     if engine != "auto":
         return engine
@@ -34,7 +37,11 @@ def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opt
         return "fused"
     if x.is_cuda:
         return "native"
-    if mode == "lstm" and x.dtype == torch.float32 and lengths is None:
+    if lengths is not None:
+        return "fused"
+    if not needs_grad:
+        return "native"
+    if mode == "lstm" and x.dtype == torch.float32:
         return "native"
     return "fused"
 
@@ -53,7 +60,9 @@ def run(
     opts: Options = Options(),
 ) -> tuple[Tensor, State]:
     """Run a whole stack: ``x`` (T, B, I) padded time-major, ``hx`` stacked (L·D, B, ·) states."""
-    name = choose_engine(engine, mode, x, lengths, opts, weights[0].layer_norm)
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(
+        p.requires_grad for w in weights for p in w if p is not None))
+    name = choose_engine(engine, mode, x, lengths, opts, weights[0].layer_norm, needs_grad)
     args = (mode, x, hx, weights, lengths, num_layers, bidirectional, dropout, training, opts)
     if name == "native":
         return native.run_stack(*args)

@@ -61,42 +61,48 @@ class GRUFunction(torch.autograd.Function):
         H = w_hh.shape[1]
         N = GX.shape[0]
         A = torch.empty_like(GX)  # activated r, z, n
-        GH = torch.empty_like(GX)  # recurrent parts (n's is needed backwards)
+        GHn = GX.new_empty(N, H)  # recurrent part of n (r multiplies it; needed backwards)
         AH = torch.empty_like(GX) if ln_h_w is not None else None
         stats = GX.new_empty(2, N, 1) if ln_h_w is not None else None
         Y = GX.new_empty(N, H)
         w_hhT = w_hh.t()
+        w_rzT, w_nT = w_hhT[:, : 2 * H], w_hhT[:, 2 * H :]
+        b_hn = None if b_h is None else b_h[2 * H :]
         two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
         h_prev = h0
         for s, b in layout.steps:
             hp = h_prev[:b]
             h_in = hp if mask is None else hp * mask[:b]
-            gh = GH[s : s + b]
-            if AH is not None:
-                a = torch.mm(h_in, w_hhT, out=AH[s : s + b])
-                a_ln, mean, rstd = torch.native_layer_norm(a, (3 * H,), ln_h_w, ln_h_b, LN_EPS)
-                stats[0, s : s + b], stats[1, s : s + b] = mean, rstd
-                torch.add(a_ln, b_h, out=gh) if b_h is not None else gh.copy_(a_ln)
-            elif b_h is not None:
-                torch.addmm(b_h, h_in, w_hhT, out=gh)
-            else:
-                torch.mm(h_in, w_hhT, out=gh)
             gx, act = GX[s : s + b], A[s : s + b]
-            rz = torch.add(gx[:, : 2 * H], gh[:, : 2 * H], out=act[:, : 2 * H]).sigmoid_()
+            if AH is None:  # r, z: the recurrent GEMM accumulates straight onto the input part
+                rz = torch.addmm(gx[:, : 2 * H], h_in, w_rzT, out=act[:, : 2 * H])
+                if b_hn is not None:
+                    gh_n = torch.addmm(b_hn, h_in, w_nT, out=GHn[s : s + b])
+                else:
+                    gh_n = torch.mm(h_in, w_nT, out=GHn[s : s + b])
+            else:
+                a = torch.mm(h_in, w_hhT, out=AH[s : s + b])
+                gh, mean, rstd = torch.native_layer_norm(a, (3 * H,), ln_h_w, ln_h_b, LN_EPS)
+                stats[0, s : s + b], stats[1, s : s + b] = mean, rstd
+                if b_h is not None:
+                    gh = gh + b_h
+                rz = torch.add(gx[:, : 2 * H], gh[:, : 2 * H], out=act[:, : 2 * H])
+                gh_n = GHn[s : s + b].copy_(gh[:, 2 * H :])
+            rz.sigmoid_()
             r, z = rz[:, :H], rz[:, H:]
-            n = torch.addcmul(gx[:, 2 * H :], r, gh[:, 2 * H :], out=act[:, 2 * H :]).sigmoid_().mul_(two).sub_(one)
-            y = torch.sub(hp, n, out=Y[s : s + b]).mul_(z).add_(n)
+            n = torch.addcmul(gx[:, 2 * H :], r, gh_n, out=act[:, 2 * H :]).sigmoid_().mul_(two).sub_(one)
+            y = torch.lerp(n, hp, z, out=Y[s : s + b])  # n + z (h_{t-1} − n)
             if zone_h is not None:
-                y.add_(_slice(zone_h, s, b) * (hp - y))
+                y.lerp_(hp, _slice(zone_h, s, b))
             h_prev = y
         ctx.layout = layout
         ctx.zone_h = zone_h
-        ctx.save_for_backward(h0, w_hh, ln_h_w, ln_h_b, mask, A, GH, AH, stats, Y)
+        ctx.save_for_backward(h0, w_hh, ln_h_w, ln_h_b, mask, A, GHn, AH, stats, Y)
         return Y, layout.final(Y)
 
     @staticmethod
     def backward(ctx, dY, dh_n):
-        h0, w_hh, ln_h_w, ln_h_b, mask, A, GH, AH, stats, Y = ctx.saved_tensors
+        h0, w_hh, ln_h_w, ln_h_b, mask, A, gh_n, AH, stats, Y = ctx.saved_tensors
         zone_h = ctx.zone_h
         layout: Layout = ctx.layout
         H = Y.shape[1]
@@ -104,7 +110,6 @@ class GRUFunction(torch.autograd.Function):
         dh_carry = torch.zeros_like(h0) if dh_n is None else dh_n.clone()
 
         r, z, n = A[:, :H], A[:, H : 2 * H], A[:, 2 * H :]
-        gh_n = GH[:, 2 * H :]
         H_prev = layout.previous(h0, Y)
         Pn = (1 - z) * (1 - n * n) * 0.5  # ∂h̃/∂(scaled n pre-activation)
         Q = torch.empty_like(A)  # dGH = Q ∗ dh̃

@@ -112,9 +112,9 @@ class LSTMFunction(torch.autograd.Function):
             else:
                 torch.mm(torch.mul(o, tc, out=R[s : s + b]), w_hrT, out=y)
             if zone_h is not None:  # h = h̃ + z (h_prev − h̃)
-                y.add_(_slice(zone_h, s, b) * (hp - y))
+                y.lerp_(hp, _slice(zone_h, s, b))
             if zone_c is not None:
-                torch.add(ct, _slice(zone_c, s, b) * (cp - ct), out=C[s : s + b])
+                torch.lerp(ct, cp, _slice(zone_c, s, b), out=C[s : s + b])
             h_prev, c_prev = y, C[s : s + b]
         ctx.layout = layout
         ctx.zones = (zone_h, zone_c)

@@ -33,7 +33,7 @@ class RNNFunction(torch.autograd.Function):
             h = torch.addmm(GX[s : s + b], h_in, w_hhT, out=Ht[s : s + b])
             h = h.relu_() if relu else h.tanh_()
             if zone_h is not None:
-                h = torch.add(h, _slice(zone_h, s, b) * (hp - h), out=Y[s : s + b])
+                h = torch.lerp(h, hp, _slice(zone_h, s, b), out=Y[s : s + b])
             h_prev = h
         ctx.layout, ctx.relu, ctx.zone_h = layout, relu, zone_h
         ctx.save_for_backward(h0, w_hh, mask, Ht, Y)
