@@ -5,7 +5,7 @@
 sequence in ``rnnkit.engine``.
 """
 from . import clip
-from .layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from .layers import GRU, LSTM, RNN, EmbeddingDropout, GRUCell, LockedDropout, LSTMCell, RNNCell
 
 __version__ = "0.1.0"
-__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
+__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "LockedDropout", "EmbeddingDropout", "clip"]
