@@ -1,0 +1,152 @@
+"""Step a recurrent layer through the readable cells, keeping every state so autograd can reach it.
+
+The fused engine never materialises h_t as separate tensors, and torch.nn's kernels hide them
+altogether. To measure ∂L/∂h_t we rerun the layer's *own* parameters (``layer.layer_weights()``,
+no copies) one step at a time through the cell functions of ``rnnkit.cells`` — the same loop as the
+reference engine, without its option masks — and keep each h_t (and the LSTM's C_t). Every diagnostic that needs per-step
+states (gradient flow, gate saturation) is built on :func:`step_layer`, and it is checked against the
+layer itself: the stepped output must equal ``layer(x)`` (tests/diagnostics/test_gradients.py).
+
+What is modelled: any ``rnnkit.RNN``/``LSTM``/``GRU`` (and ``torch.nn`` twins through the same
+parameter names), any number of layers, bidirectional, LSTM projections. Dropout between layers is
+not applied — the stepped pass is the eval-mode function.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..cells import gru_cell, lstm_cell, rnn_cell
+from ..engine.types import LayerWeights
+
+
+@dataclass
+class SteppedRun:
+    """All the states of one stepped forward pass (time-major, T steps, L·D layer-directions).
+
+    ``inputs[k]`` (T, B, I_k): what layer-direction k read (layer l reads layer l − 1's outputs).
+    ``h[k][t]`` (B, H_out): h_t of layer-direction k after step t (time order, also for reverse).
+    ``c[k][t]`` (B, H): the LSTM cell state C_t, else ``c`` is None.
+    ``h0[k]`` / ``c0[k]``: initial states. ``output`` (T, B, D·H_out): the last layer's outputs.
+    ``names[k]``: "l0", "l0_reverse", … as in the parameter names.
+    """
+
+    mode: str
+    names: list[str]
+    inputs: list[Tensor]
+    h: list[list[Tensor]]
+    c: list[list[Tensor]] | None
+    h0: list[Tensor]
+    c0: list[Tensor] | None
+    output: Tensor
+    reverse: list[bool]
+
+
+def cell_step(mode: str, x_t: Tensor, state, w: LayerWeights):
+    """One step of the plain cell of ``mode`` with torch's five weights (options are not modelled)."""
+    if mode == "lstm":
+        return lstm_cell(x_t, state, w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr)
+    if mode == "gru":
+        return gru_cell(x_t, state, w.w_ih, w.w_hh, w.b_ih, w.b_hh)
+    return rnn_cell(x_t, state, w.w_ih, w.w_hh, w.b_ih, w.b_hh, nonlinearity=mode[4:])
+
+
+def layer_mode(layer: nn.Module) -> str:
+    """The engine mode ("lstm", "gru", "rnn_tanh", "rnn_relu") of an rnnkit or torch.nn layer."""
+    mode = getattr(layer, "mode", None)
+    if mode in ("LSTM", "GRU"):  # torch.nn spells them upper case
+        return mode.lower()
+    if mode == "RNN_TANH":
+        return "rnn_tanh"
+    if mode == "RNN_RELU":
+        return "rnn_relu"
+    if mode in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
+        return mode
+    raise TypeError(f"rnnkit.diagnostics: expected an RNN, LSTM or GRU layer, got {type(layer).__name__}")
+
+
+def weights_of(layer: nn.Module) -> list[LayerWeights]:
+    """Per layer-direction weights: ``layer.layer_weights()`` for rnnkit, read by name for torch.nn."""
+    if hasattr(layer, "layer_weights"):
+        return layer.layer_weights()
+    out = []
+    D = 2 if layer.bidirectional else 1
+    for k in range(layer.num_layers * D):
+        sfx = f"_l{k // D}{'_reverse' if k % D else ''}"
+        get = lambda n: getattr(layer, n + sfx, None)  # noqa: E731
+        out.append(LayerWeights(get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"), get("weight_hr")))
+    return out
+
+
+def step_layer(layer: nn.Module, x: Tensor, hx=None) -> SteppedRun:
+    """Run ``layer`` step by step over ``x`` with its own weights, keeping every state.
+
+    ``x``: (T, B, I), or (B, T, I) when ``layer.batch_first``; ``hx`` as the layer takes it, or None
+    for zeros. The returned states are part of the autograd graph of ``layer``'s parameters and ``x``.
+    """
+    mode = layer_mode(layer)
+    if x.dim() != 3:
+        raise ValueError(f"rnnkit.diagnostics.step_layer: expected a batched 3-D input, got {x.dim()}-D "
+                         f"with shape {tuple(x.shape)}")
+    xs = x.transpose(0, 1) if layer.batch_first else x  # (T, B, I)
+    T, B = xs.shape[0], xs.shape[1]
+    D = 2 if layer.bidirectional else 1
+    L = layer.num_layers
+    lstm = mode == "lstm"
+    h_out = getattr(layer, "proj_size", 0) or layer.hidden_size
+    if hx is None:
+        h0_all = xs.new_zeros(L * D, B, h_out)
+        c0_all = xs.new_zeros(L * D, B, layer.hidden_size) if lstm else None
+    else:
+        h0_all, c0_all = hx if lstm else (hx, None)
+
+    weights = weights_of(layer)
+    names, inputs, hs, cs, h0s, c0s, rev = [], [], [], [], [], [], []
+    inp = xs
+    for layer_idx in range(L):
+        outs = []
+        for d in range(D):
+            k = layer_idx * D + d
+            w = weights[k]
+            state = (h0_all[k], c0_all[k]) if lstm else h0_all[k]
+            h_list: list[Tensor] = [xs.new_empty(0)] * T
+            c_list: list[Tensor] = [xs.new_empty(0)] * T
+            for t in (range(T - 1, -1, -1) if d else range(T)):
+                state = cell_step(mode, inp[t], state, w)
+                if lstm:
+                    h_list[t], c_list[t] = state
+                else:
+                    h_list[t] = state
+            names.append(f"l{layer_idx}{'_reverse' if d else ''}")
+            inputs.append(inp)
+            hs.append(h_list)
+            cs.append(c_list)
+            h0s.append(h0_all[k])
+            c0s.append(c0_all[k] if lstm else None)
+            rev.append(bool(d))
+            outs.append(torch.stack(h_list))  # (T, B, H_out)
+        inp = outs[0] if D == 1 else torch.cat(outs, dim=2)
+    return SteppedRun(mode, names, inputs, hs, cs if lstm else None, h0s, c0s if lstm else None, inp, rev)
+
+
+def check_against_layer(layer: nn.Module, x: Tensor, run: SteppedRun, hx=None) -> None:
+    """Raise if the stepped output differs from ``layer(x)`` in eval mode — e.g. a layer option
+    (zoneout, layer norm, …) that the plain cells do not model."""
+    was_training = layer.training
+    layer.eval()
+    try:
+        with torch.no_grad():
+            y, _ = layer(x, hx)
+    finally:
+        layer.train(was_training)
+    y = y.transpose(0, 1) if layer.batch_first else y
+    tol = {"rtol": 1e-7, "atol": 1e-9} if y.dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-5}
+    if not torch.allclose(run.output.detach(), y, **tol):
+        diff = (run.output.detach() - y).abs().max().item()
+        raise ValueError(
+            f"rnnkit.diagnostics: stepping {type(layer).__name__} through rnnkit.cells does not reproduce its "
+            f"output (max difference {diff:.3g}); the layer uses an option the plain cells do not model "
+            f"(zoneout, layer norm, weight drop …). Pass check=False to measure the plain-cell function anyway."
+        )

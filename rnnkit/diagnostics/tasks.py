@@ -1,0 +1,154 @@
+"""The two long-range tasks and the four cells the experiments compare.
+
+**Adding problem** (Hochreiter & Schmidhuber 1997, as set in Le, Jaitly & Hinton 2015): each step
+carries two numbers, a value drawn uniformly from [0, 1] and a marker that is 1 at exactly two steps
+(one in each half of the sequence) and 0 elsewhere. The target, read after the last step, is the sum
+of the two marked values. Always predicting 1 (the mean) scores MSE = Var(u₁ + u₂) = 2/12 ≈ 0.167;
+the task counts as solved below a tenth of that.
+
+**Copy memory** (Arjovsky, Shah & Bengio 2016): ten symbols drawn from 1..8, then T − 1 blanks (0), a
+delimiter (9), and ten more blanks; the model must output blanks everywhere except the last ten steps,
+where it must repeat the ten symbols. Total length T + 20. Scored by per-symbol accuracy on those ten.
+
+The cells (``CELLS``): ``rnn`` tanh RNN (torch's init), ``irnn`` ReLU RNN with identity recurrence
+(Le et al. 2015), ``lstm`` with forget-gate bias 1 (Jozefowicz et al. 2015), ``gru`` (torch's init).
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .. import GRU, LSTM, RNN
+
+ADDING_BASELINE_MSE = 2.0 / 12.0  # Var(u₁ + u₂), the MSE of always predicting 1
+COPY_SYMBOLS = 8  # symbols 1..8; 0 is the blank, 9 the delimiter
+COPY_LENGTH = 10  # how many symbols to remember
+
+
+def adding_batch(batch_size: int, T: int, generator: torch.Generator | None = None,
+                 dtype=torch.float32) -> tuple[Tensor, Tensor]:
+    """One adding-problem batch: ``x`` (B, T, 2) — value, marker — and ``y`` (B,) the marked sum."""
+    if T < 2:
+        raise ValueError(f"rnnkit.diagnostics.adding_batch: T must be >= 2, got {T}")
+    values = torch.rand(batch_size, T, generator=generator, dtype=dtype)
+    half = T // 2
+    first = torch.randint(0, half, (batch_size,), generator=generator)
+    second = torch.randint(half, T, (batch_size,), generator=generator)
+    marker = torch.zeros(batch_size, T, dtype=dtype)
+    rows = torch.arange(batch_size)
+    marker[rows, first] = 1.0
+    marker[rows, second] = 1.0
+    y = values[rows, first] + values[rows, second]
+    return torch.stack([values, marker], dim=2), y
+
+
+def copy_batch(batch_size: int, T: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """One copy-memory batch: input ids ``x`` (B, T + 20) and target ids ``y`` (B, T + 20), values 0..9."""
+    if T < 1:
+        raise ValueError(f"rnnkit.diagnostics.copy_batch: T must be >= 1, got {T}")
+    n = COPY_LENGTH
+    symbols = torch.randint(1, COPY_SYMBOLS + 1, (batch_size, n), generator=generator)
+    x = torch.zeros(batch_size, T + 2 * n, dtype=torch.long)
+    y = torch.zeros(batch_size, T + 2 * n, dtype=torch.long)
+    x[:, :n] = symbols
+    x[:, T + n - 1] = COPY_SYMBOLS + 1  # the delimiter: "start recalling at the next step"
+    y[:, -n:] = symbols
+    return x, y
+
+
+# -- the four cells ---------------------------------------------------------------------------------
+CELLS = ("rnn", "irnn", "lstm", "gru")
+CELL_LABELS = {"rnn": "tanh RNN", "irnn": "IRNN", "lstm": "LSTM", "gru": "GRU"}
+
+
+def _accepts(cls: type, name: str) -> bool:
+    return name in inspect.signature(cls.__init__).parameters
+
+
+@torch.no_grad()
+def _irnn_init(layer: nn.Module) -> None:
+    """IRNN (Le et al. 2015): W_hh = I, biases 0, W_ih ~ N(0, 0.001²). Used until the layers take init=."""
+    for w in layer.layer_weights():
+        w.w_hh.copy_(torch.eye(*w.w_hh.shape, dtype=w.w_hh.dtype))
+        nn.init.normal_(w.w_ih, 0.0, 1e-3)
+        for b in (w.b_ih, w.b_hh):
+            if b is not None:
+                b.zero_()
+
+
+@torch.no_grad()
+def _forget_bias(layer: nn.Module, value: float) -> None:
+    """LSTM forget-gate bias: b_if + b_hf = value. Used until the layers take forget_bias=."""
+    H = layer.hidden_size
+    for w in layer.layer_weights():
+        w.b_ih[H: 2 * H] = value
+        w.b_hh[H: 2 * H] = 0.0
+
+
+def make_layer(cell: str, input_size: int, hidden_size: int, *, num_layers: int = 1, batch_first: bool = True,
+               engine: str = "auto", dtype=None) -> nn.Module:
+    """One of ``CELLS`` as an rnnkit layer with its initialisation."""
+    common = dict(num_layers=num_layers, batch_first=batch_first, engine=engine, dtype=dtype)
+    if cell == "rnn":
+        return RNN(input_size, hidden_size, nonlinearity="tanh", **common)
+    if cell == "irnn":
+        if _accepts(RNN, "init"):
+            return RNN(input_size, hidden_size, nonlinearity="relu", init="identity", **common)
+        layer = RNN(input_size, hidden_size, nonlinearity="relu", **common)
+        _irnn_init(layer)
+        return layer
+    if cell == "lstm":
+        if _accepts(LSTM, "forget_bias"):
+            return LSTM(input_size, hidden_size, forget_bias=1.0, **common)
+        layer = LSTM(input_size, hidden_size, **common)
+        _forget_bias(layer, 1.0)
+        return layer
+    if cell == "gru":
+        return GRU(input_size, hidden_size, **common)
+    raise ValueError(f"rnnkit.diagnostics: unknown cell {cell!r}; expected one of {CELLS}")
+
+
+@dataclass
+class TaskConfig:
+    """A task model's shape. ``hidden_size`` 128 as in Le et al. (2015) for the adding problem."""
+
+    cell: str = "lstm"
+    hidden_size: int = 128
+    engine: str = "auto"
+
+
+class AddingModel(nn.Module):
+    """Recurrent layer over (B, T, 2), a linear read-out of the last step's state → (B,)."""
+
+    def __init__(self, cell: str, hidden_size: int = 128, engine: str = "auto", dtype=None) -> None:
+        super().__init__()
+        self.cell = cell
+        self.rnn = make_layer(cell, 2, hidden_size, engine=engine, dtype=dtype)
+        self.head = nn.Linear(hidden_size, 1, dtype=dtype)
+
+    def readout(self, output: Tensor) -> Tensor:
+        """(B, T, H) layer output → (B,) prediction."""
+        return self.head(output[:, -1]).squeeze(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.readout(self.rnn(x)[0])
+
+
+class CopyModel(nn.Module):
+    """One-hot symbols (10 ids) → recurrent layer → per-step logits over the 9 output ids (blank, 1..8)."""
+
+    def __init__(self, cell: str, hidden_size: int = 128, engine: str = "auto", dtype=None) -> None:
+        super().__init__()
+        self.cell = cell
+        self.n_in = COPY_SYMBOLS + 2
+        self.rnn = make_layer(cell, self.n_in, hidden_size, engine=engine, dtype=dtype)
+        self.head = nn.Linear(hidden_size, COPY_SYMBOLS + 1, dtype=dtype)
+
+    def embed(self, ids: Tensor) -> Tensor:
+        return nn.functional.one_hot(ids, self.n_in).to(self.head.weight.dtype)  # (B, T, 10)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.head(self.rnn(self.embed(ids))[0])  # (B, T, 9)

@@ -1,0 +1,100 @@
+"""GradientMonitor: norms and clipping as rnnkit.clip computes them, explosion after k steps (one warning
+per streak), non-finite at once, vanishing from a gradient-flow probe, non-finite losses stop."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from rnnkit.clip import clip_grad_norm
+from rnnkit.diagnostics.monitor import (GradientMonitor, GradientWarning, MonitorConfig, NonFiniteLossError)
+
+
+def _params_with_norm(norm: float) -> list[nn.Parameter]:
+    p = nn.Parameter(torch.zeros(4, dtype=torch.float64))
+    p.grad = torch.tensor([norm, 0.0, 0.0, 0.0], dtype=torch.float64)
+    return [p]
+
+
+def _silent(config=None):
+    events = []
+    return GradientMonitor(config or MonitorConfig(), on_event=events.append), events
+
+
+def test_exploding_needs_k_consecutive_steps_and_warns_once_per_streak():
+    mon, events = _silent(MonitorConfig(explode_threshold=10.0, explode_patience=3))
+    for norm in [20, 20, 1, 20, 20, 20, 20, 20, 1, 20, 20, 20]:
+        mon.observe(_params_with_norm(norm))
+    assert [(e.step, e.kind) for e in events] == [(6, "exploding"), (12, "exploding")]
+    assert "above 10 for 3 consecutive steps" in events[0].message
+
+
+def test_nonfinite_norm_is_reported_at_once():
+    mon, events = _silent()
+    mon.observe(_params_with_norm(float("inf")), step=41)
+    assert events[0].kind == "nonfinite" and events[0].step == 41
+    assert mon.summary()["nonfinite_steps"] == 1
+
+
+def test_default_route_is_a_python_warning():
+    mon = GradientMonitor(MonitorConfig(explode_threshold=1.0, explode_patience=1))
+    with pytest.warns(GradientWarning, match="gradients exploding"):
+        mon.observe(_params_with_norm(5.0))
+
+
+def test_observe_clips_like_clip_grad_norm_and_counts_the_rate():
+    mon, _ = _silent(MonitorConfig(max_norm=1.0))
+    torch.manual_seed(0)
+    a = [nn.Parameter(torch.randn(3, 3)) for _ in range(2)]
+    b = [nn.Parameter(p.detach().clone()) for p in a]
+    for p, q in zip(a, b):
+        p.grad = torch.randn(3, 3) * 5
+        q.grad = p.grad.clone()
+    norm = mon.observe(a)
+    expected = clip_grad_norm(b, 1.0)
+    assert norm == pytest.approx(float(expected))
+    for p, q in zip(a, b):
+        torch.testing.assert_close(p.grad, q.grad)
+    mon.observe(_params_with_norm(0.5))
+    s = mon.summary()
+    assert s["clip_rate"] == pytest.approx(0.5) and s["step"] == 2
+    assert "clipped 50%" in mon.log_line()
+    mon.reset_window()
+    assert mon.summary()["clip_rate"] == 0.0 and mon.summary()["step"] == 2
+
+
+def test_vanishing_from_norms_and_from_a_probe():
+    mon, events = _silent(MonitorConfig(vanish_ratio=1e-3))
+    assert mon.check_flow([1e-5, 1e-2, 1.0]) == pytest.approx(1e-5)
+    assert events[-1].kind == "vanishing"
+    mon.check_flow([0.5, 1.0])
+    assert len(events) == 1
+
+    from rnnkit.diagnostics.tasks import AddingModel, adding_batch
+
+    for cell, expect_warning in (("rnn", True), ("irnn", False)):
+        torch.manual_seed(0)
+        m = AddingModel(cell, hidden_size=16, dtype=torch.float64)
+        x, y = adding_batch(4, 80, torch.Generator().manual_seed(0), dtype=torch.float64)
+        mon, events = _silent(MonitorConfig(vanish_ratio=1e-6))
+        flow = mon.probe(m.rnn, x, lambda out: ((m.readout(out) - y) ** 2).mean(), step=7)
+        assert bool(events) == expect_warning, (cell, flow.ratio_first_last())
+        assert "flow_ratio_first_last" in mon.summary()
+
+
+def test_nonfinite_loss_stops_with_a_clear_message():
+    mon, _ = _silent()
+    mon.check_loss(torch.tensor(1.5))
+    with pytest.raises(NonFiniteLossError, match="the loss is nan at step 12.*last good checkpoint"):
+        mon.check_loss(torch.tensor(math.nan), step=12)
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="explode_patience"):
+        MonitorConfig(explode_patience=0)
+    with pytest.raises(ValueError, match="vanish_ratio"):
+        MonitorConfig(vanish_ratio=0)
+    with pytest.raises(ValueError, match="max_norm"):
+        MonitorConfig(max_norm=-1.0)
