@@ -11,6 +11,7 @@ from conftest import CELLS, DT, MODE_IDS, random, states_list
 
 import rnnkit
 from rnnkit.cells import gru_cell, lstm_cell, rnn_cell
+from rnnkit.engine import step as step_module
 from rnnkit.engine.step import StepKernel, current_kernel
 
 KINDS = MODE_IDS  # rnn_tanh, rnn_relu, lstm, lstm_proj (projection to 2), gru
@@ -96,6 +97,26 @@ def test_float32_and_strided_states(kind):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("table", [True, False], ids=["table", "no_table"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_token_steps_equal_embedding_then_step(kind, table, monkeypatch):
+    """``step_tokens`` — through the precomputed token-projection table, or through the embedding when
+    the table would be too large — equals embedding the tokens and stepping."""
+    if not table:
+        monkeypatch.setattr(step_module, "TABLE_LIMIT_BYTES", 0)
+    layer = make_layer(kind, 2, True)
+    embedding = random(11, 5, seed=30)
+    kernel = StepKernel.for_layer(layer, embedding)
+    assert (kernel.table is not None) == table
+    tokens = torch.tensor([3, 0, 10, 3])
+    state = random_state(layer, 4, seed=31)
+    y, new = kernel.step_tokens(tokens, state)
+    y_ref, new_ref = cells_step(layer, embedding[tokens], state)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    for a, e in zip(states_list(new), states_list(new_ref)):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+
+
 def test_repacks_when_the_weights_change():
     layer = make_layer("lstm", 2, True)
     x, state = random(2, 5, seed=5), random_state(layer, 2, seed=6)
@@ -121,6 +142,16 @@ def test_repacks_when_the_weights_change():
     # a parameter replaced by a new tensor object
     layer.bias_hh_l1 = torch.nn.Parameter(torch.ones_like(layer.bias_hh_l1))
     check(current_kernel(again, layer))
+    # the embedding feeding the token table is part of the version
+    embedding = torch.nn.Embedding(7, 5, dtype=DT)
+    with_table = current_kernel(None, layer, embedding.weight)
+    assert current_kernel(with_table, layer, embedding.weight) is with_table
+    with torch.no_grad():
+        embedding.weight.mul_(2)
+    fresh = current_kernel(with_table, layer, embedding.weight)
+    assert fresh is not with_table
+    tokens = torch.tensor([1, 6])
+    torch.testing.assert_close(fresh.step_tokens(tokens, state)[0], cells_step(layer, embedding.weight[tokens], state)[0])
 
 
 def test_model_dtype_change_repacks():
@@ -128,7 +159,7 @@ def test_model_dtype_change_repacks():
     kernel = current_kernel(None, layer)
     layer.double()
     fresh = current_kernel(kernel, layer)
-    assert fresh is not kernel and fresh.layers[0].w.dtype == torch.float64
+    assert fresh is not kernel and fresh.layers[0].w_h.dtype == torch.float64
 
 
 def test_errors_name_the_problem():
@@ -139,3 +170,7 @@ def test_errors_name_the_problem():
         StepKernel("elman", layer.layer_weights())
     with pytest.raises(ValueError, match="at least one layer"):
         StepKernel("gru", [])
+    with pytest.raises(ValueError, match=r"embedding must have shape \(V, 5\).*got \(4, 3\)"):
+        StepKernel.for_layer(layer, torch.zeros(4, 3, dtype=DT))
+    with pytest.raises(ValueError, match="packed without an embedding"):
+        StepKernel.for_layer(layer).step_tokens(torch.tensor([1]), torch.zeros(1, 1, 7, dtype=DT))

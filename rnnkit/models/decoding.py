@@ -126,17 +126,15 @@ def _check_sampling(fn: str, temperature, top_k, top_p) -> None:
         raise ValueError(f"{fn}: top_p must be a number in (0, 1] or None, got {top_p!r}")
 
 
-def _call(fn: str, step: DecoderStep, tokens: Tensor, state) -> tuple[Tensor, Any, Tensor | None]:
-    out = step(tokens, state)
+def _check_output(fn: str, out, rows: int) -> None:
+    """The first step's output must follow the interface (later steps are trusted: this is the hot loop)."""
     if not isinstance(out, tuple) or len(out) not in (2, 3):
         raise TypeError(f"{fn}: the decoder step must return (log_probs, state) or (log_probs, state, extra), "
                         f"got {type(out).__name__}")
     log_probs = out[0]
-    if not isinstance(log_probs, Tensor) or log_probs.dim() != 2 or log_probs.shape[0] != tokens.shape[0]:
+    if not isinstance(log_probs, Tensor) or log_probs.dim() != 2 or log_probs.shape[0] != rows:
         shape = tuple(log_probs.shape) if isinstance(log_probs, Tensor) else type(log_probs).__name__
-        raise ValueError(f"{fn}: the decoder step must return log_probs of shape (N={tokens.shape[0]}, V), "
-                         f"got {shape}")
-    return log_probs, out[1], out[2] if len(out) == 3 else None
+        raise ValueError(f"{fn}: the decoder step must return log_probs of shape (N={rows}, V), got {shape}")
 
 
 # -- greedy and sampling ------------------------------------------------------------------------
@@ -158,22 +156,26 @@ def filter_log_probs(log_probs: Tensor, temperature: float = 1.0, top_k: int | N
     return logits
 
 
-def _run(fn: str, step: DecoderStep, start: Tensor, state, choose: Callable[[Tensor], Tensor],
+def _run(fn: str, step: DecoderStep, start: Tensor, state, choose: Callable[[Tensor], tuple[Tensor, Tensor]],
          max_length: int, eos_id: int | None, pad_id: int | None) -> Decoded:
-    """The loop greedy and sampling share: feed each row its own last token."""
+    """The loop greedy and sampling share: feed each row its own last token. ``choose(log_probs)``
+    returns the chosen tokens' log-probabilities and the tokens, both (B,)."""
     B = start.shape[0]
     tokens = start
     chosen: list[Tensor] = []  # (B,) per step
     picked: list[Tensor] = []  # (B,) log-probability of each chosen token
     extras: list[Tensor] = []
     finished = torch.zeros(B, dtype=torch.bool, device=start.device)
-    for _ in range(max_length):
-        log_probs, state, extra = _call(fn, step, tokens, state)
-        tokens = choose(log_probs)
+    for t in range(max_length):
+        out = step(tokens, state)
+        if t == 0:
+            _check_output(fn, out, B)
+        log_probs, state = out[0], out[1]
+        value, tokens = choose(log_probs)
         chosen.append(tokens)
-        picked.append(log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1))
-        if extra is not None:
-            extras.append(extra)
+        picked.append(value)
+        if len(out) == 3:
+            extras.append(out[2])
         if eos_id is not None:
             finished |= tokens == eos_id
             if bool(finished.all()):
@@ -210,7 +212,7 @@ def greedy(step: DecoderStep, start: Tensor, state, *, max_length: int, eos_id: 
     _check_start(fn, start)
     _check_int(fn, "max_length", max_length, 1)
     _check_int(fn, "eos_id", eos_id, 0, allow_none=True)
-    return _run(fn, step, start, state, lambda lp: lp.argmax(1), max_length, eos_id, pad_id)
+    return _run(fn, step, start, state, lambda lp: lp.max(1), max_length, eos_id, pad_id)
 
 
 def sample(step: DecoderStep, start: Tensor, state, *, max_length: int, temperature: float = 1.0,
@@ -224,9 +226,10 @@ def sample(step: DecoderStep, start: Tensor, state, *, max_length: int, temperat
     _check_int(fn, "eos_id", eos_id, 0, allow_none=True)
     _check_sampling(fn, temperature, top_k, top_p)
 
-    def choose(log_probs: Tensor) -> Tensor:
+    def choose(log_probs: Tensor) -> tuple[Tensor, Tensor]:
         probs = filter_log_probs(log_probs, temperature, top_k, top_p).softmax(dim=-1)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        tokens = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
+        return log_probs.gather(1, tokens).squeeze(1), tokens.squeeze(1)
 
     return _run(fn, step, start, state, choose, max_length, eos_id, pad_id)
 
@@ -269,7 +272,10 @@ def beam_search(step: DecoderStep, start: Tensor, state, *, beam_width: int, max
     history: list[tuple[Tensor, Tensor]] = []  # per step: (token (N,), parent row (N,))
     extras: list[Tensor] = []
     for t in range(max_length):
-        log_probs, state, extra = _call(fn, step, tokens, state)  # (N, V)
+        out = step(tokens, state)
+        if t == 0:
+            _check_output(fn, out, N)
+        log_probs, state, extra = out[0], out[1], out[2] if len(out) == 3 else None  # log_probs (N, V)
         V = log_probs.shape[1]
         if t == 0:
             # Only beam 0 is alive at the start, so the first step picks K different tokens (with fewer

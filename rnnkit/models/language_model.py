@@ -114,7 +114,7 @@ class LanguageModel(ConfiguredModel):
     # -- one token at a time ------------------------------------------------------------------------
     def kernel(self) -> StepKernel:
         """The packed single-step kernel for the current weights (repacked after any update)."""
-        self._kernel = current_kernel(self._kernel, self.rnn)
+        self._kernel = current_kernel(self._kernel, self.rnn, self.embedding.weight)
         return self._kernel
 
     def _initial_state(self, state, batch: int):
@@ -128,15 +128,15 @@ class LanguageModel(ConfiguredModel):
         Inference only (eval mode, no gradients): train with ``forward``/``loss``."""
         check_ids(f"{_OWNER}.step", "tokens", tokens, self._config.vocab_size, 1, "(B,) of token ids", "token ids")
         state = self._initial_state(state, tokens.shape[0])
-        h, state = self.kernel()(self.embedding(tokens), state)
+        h, state = self.kernel().step_tokens(tokens, state)
         return self.decoder(h), state
 
     def _decoder_step(self, kernel: StepKernel):
         """The ``rnnkit.models.decoding`` step for this model: state rows first, log-probabilities out."""
-        emb, w, b = self.embedding.weight, self.decoder.weight, self.decoder.bias
+        w, b = self.decoder.weight, self.decoder.bias
 
         def step(tokens: Tensor, state):
-            h, state = kernel(F.embedding(tokens, emb), swap_layers_rows(state))
+            h, state = kernel.step_tokens(tokens, swap_layers_rows(state))
             return F.linear(h, w, b).log_softmax(1), swap_layers_rows(state)
 
         return step

@@ -229,11 +229,11 @@ class Seq2Seq(ConfiguredModel):
     # -- generation ---------------------------------------------------------------------------------
     def _decoder_step(self, kernel: StepKernel, memory: Tensor, mask: Tensor, keys: Tensor | None):
         """The ``rnnkit.models.decoding`` step: state rows first; extra = attention weights (N, S)."""
-        emb, out_w, out_b = self.tgt_embedding.weight, self.output.weight, self.output.bias
+        out_w, out_b = self.output.weight, self.output.bias
         attention, combine = self.attention, self.combine
 
         def step(tokens: Tensor, state):
-            h, state = kernel(F.embedding(tokens, emb), swap_layers_rows(state))  # h (N, H)
+            h, state = kernel.step_tokens(tokens, swap_layers_rows(state))  # h (N, H)
             if attention is None:
                 return F.linear(h, out_w, out_b).log_softmax(1), swap_layers_rows(state)
             context, weights = attention(h.unsqueeze(1), memory, mask, keys)  # (N, 1, H), (N, 1, S)
@@ -257,7 +257,7 @@ class Seq2Seq(ConfiguredModel):
         keys = self.attention.keys(memory) if self.attention is not None else None
         if method == "beam" and isinstance(beam_width, int) and beam_width > 1:  # (a bad width: decode says so)
             memory, mask, keys = expand_rows((memory, mask, keys), beam_width)  # the step sees B·K rows
-        self._kernel = current_kernel(self._kernel, self.decoder)
+        self._kernel = current_kernel(self._kernel, self.decoder, self.tgt_embedding.weight)
         start = src.new_full((src.shape[0],), c.bos_id)
         return decode(self._decoder_step(self._kernel, memory, mask, keys), start, swap_layers_rows(state),
                       method=method, max_length=max_length, beam_width=beam_width, length_penalty=length_penalty,
