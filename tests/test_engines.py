@@ -99,19 +99,22 @@ LENS = torch.tensor([3, 1])
 
 
 @pytest.mark.parametrize(
-    "mode, x, lengths, expected",
+    "mode, x, lengths, needs_grad, expected",
     [
-        ("lstm", X32, None, "native"),  # plain float32 LSTM on CPU: torch's oneDNN kernel
-        ("lstm", X32, LENS, "fused"),  # variable lengths
-        ("lstm", X64, None, "fused"),  # float64
-        ("gru", X32, None, "fused"),  # no fused CPU kernel in torch for GRU or RNN
-        ("rnn_tanh", X32, None, "fused"),
-        ("rnn_relu", X32, None, "fused"),
-        ("gru", X64, LENS, "fused"),
+        ("lstm", X32, None, True, "native"),  # training a float32 LSTM on CPU: torch's oneDNN kernel
+        ("lstm", X32, LENS, True, "fused"),  # variable lengths
+        ("lstm", X64, None, True, "fused"),  # float64
+        ("gru", X32, None, True, "fused"),  # no fused CPU kernel in torch for GRU or RNN
+        ("rnn_tanh", X32, None, True, "fused"),
+        ("rnn_relu", X32, None, True, "fused"),
+        ("gru", X64, LENS, True, "fused"),
+        ("gru", X64, None, False, "native"),  # inference: torch's C++ loop
+        ("rnn_relu", X32, None, False, "native"),
+        ("lstm", X64, LENS, False, "fused"),  # ... but lengths still go to fused
     ],
 )
-def test_auto_choice(mode, x, lengths, expected):
-    assert choose_engine("auto", mode, x, lengths) == expected
+def test_auto_choice(mode, x, lengths, needs_grad, expected):
+    assert choose_engine("auto", mode, x, lengths, needs_grad=needs_grad) == expected
 
 
 @pytest.mark.parametrize("engine", ["reference", "fused", "native"])
@@ -126,16 +129,18 @@ def test_auto_picks_native_on_cuda():
 
 
 @pytest.mark.parametrize(
-    "layer, dtype, use_lengths, expected",
+    "layer, dtype, use_lengths, grad, expected",
     [
-        (rnnkit.LSTM, torch.float32, False, "native"),
-        (rnnkit.LSTM, torch.float32, True, "fused"),
-        (rnnkit.LSTM, DT, False, "fused"),
-        (rnnkit.GRU, torch.float32, False, "fused"),
-        (rnnkit.RNN, torch.float32, False, "fused"),
+        (rnnkit.LSTM, torch.float32, False, True, "native"),
+        (rnnkit.LSTM, torch.float32, True, True, "fused"),
+        (rnnkit.LSTM, DT, False, True, "fused"),
+        (rnnkit.GRU, torch.float32, False, True, "fused"),
+        (rnnkit.RNN, torch.float32, False, True, "fused"),
+        (rnnkit.GRU, DT, False, False, "native"),  # under torch.no_grad()
+        (rnnkit.GRU, DT, True, False, "fused"),
     ],
 )
-def test_layer_runs_the_chosen_engine(monkeypatch, layer, dtype, use_lengths, expected):
+def test_layer_runs_the_chosen_engine(monkeypatch, layer, dtype, use_lengths, grad, expected):
     """Spy on the engines: an ``auto`` layer calls exactly the engine ``choose_engine`` names, and an
     explicit ``engine=`` (constructor or attribute) overrides it."""
     calls = []
@@ -153,10 +158,11 @@ def test_layer_runs_the_chosen_engine(monkeypatch, layer, dtype, use_lengths, ex
     m = layer(3, 4, num_layers=2, dtype=dtype)
     x = torch.randn(5, 2, 3, dtype=dtype)
     kwargs = {"lengths": torch.tensor([5, 2])} if use_lengths else {}
-    m(x, **kwargs)
-    assert set(calls) == {expected}
-    for engine in ("reference", "fused", "native"):
-        calls.clear()
-        m.engine = engine
+    with torch.set_grad_enabled(grad):
         m(x, **kwargs)
-        assert set(calls) == {engine}
+        assert set(calls) == {expected}
+        for engine in ("reference", "fused", "native"):
+            calls.clear()
+            m.engine = engine
+            m(x, **kwargs)
+            assert set(calls) == {engine}

@@ -51,13 +51,12 @@ def base_tensors(cell, fmt: str, num_layers: int, bidirectional: bool, batch_fir
     return [x, h0]
 
 
-def run(module, kit: bool, fmt: str, base, initial_state: bool, batch_first: bool):
-    """Forward and backward through ``module``; returns (outputs, gradients, packed metadata).
+def call(module, kit: bool, fmt: str, leaves, initial_state: bool, batch_first: bool):
+    """Forward through ``module``; returns (outputs, packed metadata or None).
 
     ``lengths`` format: rnnkit gets the padded batch and ``lengths=``; torch.nn, which has no such
     argument, gets the same batch packed, and its output padded back to T steps.
     """
-    leaves = [t.clone().requires_grad_() for t in base]
     x = leaves[0]
     kwargs = {}
     inp = x
@@ -76,7 +75,13 @@ def run(module, kit: bool, fmt: str, base, initial_state: bool, batch_first: boo
         else:
             meta = (out.batch_sizes, out.sorted_indices, out.unsorted_indices)
             out = out.data
-    outputs = [out, *states_list(state)]
+    return [out, *states_list(state)], meta
+
+
+def run(module, kit: bool, fmt: str, base, initial_state: bool, batch_first: bool):
+    """Forward and backward; returns (outputs, gradients of input, states and parameters, metadata)."""
+    leaves = [t.clone().requires_grad_() for t in base]
+    outputs, meta = call(module, kit, fmt, leaves, initial_state, batch_first)
     wrt = (leaves if initial_state else leaves[:1]) + list(module.parameters())
     return outputs, grads_of(loss_of(outputs), wrt), meta
 
@@ -140,3 +145,15 @@ def test_float32_matches_torch(engine, cell_name):
     (y_kit, s_kit), (y_ref, s_ref) = kit(x), ref(x)
     names = ["output", "h_n", "c_n"][: 1 + len(states_list(s_ref))]
     assert_all_close([y_kit, *states_list(s_kit)], [y_ref, *states_list(s_ref)], names, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", ["padded", "lengths"])
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_auto_inference_matches_torch(cell_name, fmt):
+    """Under ``torch.no_grad()`` ``auto`` takes another route (torch's loop unless there are lengths)."""
+    cell = CELLS[cell_name]
+    kit, ref = make_pair(cell, I, H, num_layers=2, bidirectional=True)
+    base = base_tensors(cell, fmt, 2, True, False, seed=5)
+    with torch.no_grad():
+        outs = [call(m, k, fmt, base, True, False)[0] for m, k in ((kit, True), (ref, False))]
+    assert_all_close(outs[0], outs[1], ["output", "h_n", "c_n"][: len(outs[1])])
