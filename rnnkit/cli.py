@@ -162,7 +162,12 @@ def cmd_train(args, extra: list[str]) -> int:
     _say(f"{args.task}: {run.sizes['train']:,} training / {run.sizes['valid']:,} validation items "
          f"(validation {run.valid_source}); model {tr.model_type}, {n_params:,} parameters; "
          f"{tr.dist.world_size} process(es) on {tr.device}")
-    result = tr.fit(resume=resume)
+    try:
+        result = tr.fit(resume=resume)
+    finally:
+        from .train.distributed import shutdown
+
+        shutdown()
     if not _is_main_rank():
         return EXIT_OK if result.stop_reason != "interrupted" else EXIT_FAILED
     if result.stop_reason == "interrupted":

@@ -77,7 +77,7 @@ class TrainTask:
         raise NotImplementedError
 
     @staticmethod
-    def batch_size(batch: Any) -> int:
+    def rows_in(batch: Any) -> int:
         for v in batch.values():
             if isinstance(v, Tensor) and v.dim() > 0:
                 return v.shape[0]
@@ -87,7 +87,7 @@ class TrainTask:
 
     def shard(self, batch: dict, rank: int, world: int) -> dict:
         """Rank ``rank``'s contiguous slice of every entry whose leading size is the batch size."""
-        n = self.batch_size(batch)
+        n = self.rows_in(batch)
         lo, hi = rank * n // world, (rank + 1) * n // world
         return {k: v[lo:hi] if isinstance(v, (Tensor, list, tuple)) and len(v) == n and
                 (not isinstance(v, Tensor) or v.dim() > 0) else v for k, v in batch.items()}
@@ -225,6 +225,7 @@ class Trainer:
         self.last_good: Path | None = None
         self._batches: Sequence[Any] | None = None
         self._log: MetricsLog | None = None
+        self._last_eval_step: int | None = None
 
     # -- construction --
 
@@ -325,6 +326,7 @@ class Trainer:
         self.step, self.epoch, self.position = t["step"], t["epoch"], t["position"]
         self.tokens, self.elapsed = t["tokens"], t["elapsed"]
         self.best, self.bad_evals, self.last_metrics = t["best"], t["bad_evals"], t.get("last_metrics", {})
+        self._last_eval_step = self.last_metrics.get("_step")
         carry = _unflatten(t["carry"], c.trainer_tensors)
         if carry is not None and self.dist.enabled:
             dim, r, w = self.task.carry_batch_dim, self.dist.rank, self.dist.world_size
@@ -350,6 +352,7 @@ class Trainer:
     def _evaluation_round(self, save: bool = True) -> bool:
         """Evaluate, keep the best checkpoint, log, save a resumable checkpoint; True: stop early."""
         metrics = self.evaluate()
+        self._last_eval_step = self.step  # on every rank: the ranks must agree on the collectives to run
         if self.dist.is_main:
             metrics["_step"] = self.step
         stop = self._after_eval(metrics)
@@ -395,7 +398,7 @@ class Trainer:
             self._log = MetricsLog(self.out_dir / "metrics.jsonl", resume_step=self.step if resume is not None else None)
         with _StopSignal() as sig, self._progress_bar() as bar:
             stop_reason = self._loop(sig, bar)
-        if stop_reason != "interrupted" and self.last_metrics.get("_step") != self.step:
+        if stop_reason != "interrupted" and self._last_eval_step != self.step:
             self._evaluation_round(save=False)
         metrics = self.last_metrics if stop_reason != "interrupted" else {}
         path = self.save()
@@ -441,7 +444,7 @@ class Trainer:
             t_start = time.perf_counter()
             batch = self._batches[self.position]
             if info.enabled:
-                if self.task.batch_size(batch) < info.world_size:  # too small to give every rank a row
+                if self.task.rows_in(batch) < info.world_size:  # too small to give every rank a row
                     self.position += 1
                     continue
                 batch = self.task.shard(batch, info.rank, info.world_size)
