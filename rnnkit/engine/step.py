@@ -145,64 +145,67 @@ class StepKernel:
         return self.key == weights_key(weights, embedding)
 
     @torch.no_grad()
-    def __call__(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        return self._step(x, None, state)
+    def __call__(self, x: Tensor, state: State, *, layer_dim: int = 0) -> tuple[Tensor, State]:
+        """``layer_dim``: where the layers are in ``state`` — 0 for torch's (L, B, H), 1 for the rows-first
+        (B, L, H) of ``rnnkit.models.decoding``; the new state comes back the same way."""
+        return self._step(x, None, state, layer_dim)
 
     @torch.no_grad()
-    def step_tokens(self, tokens: Tensor, state: State) -> tuple[Tensor, State]:
+    def step_tokens(self, tokens: Tensor, state: State, *, layer_dim: int = 0) -> tuple[Tensor, State]:
         """One step for token ids (B,) into layer 0's embedding."""
         if self.embedding is None:
             raise ValueError("rnnkit.engine.StepKernel.step_tokens: the kernel was packed without an embedding")
         if self.table is None:
-            return self._step(F.embedding(tokens, self.embedding), None, state)
-        return self._step(None, self.table.index_select(0, tokens), state)
+            return self._step(F.embedding(tokens, self.embedding), None, state, layer_dim)
+        return self._step(None, self.table.index_select(0, tokens), state, layer_dim)
 
     # -- one step per cell kind; x (B, I) or gx (B, G·H), layer 0's input projection ---------------
-    def _lstm(self, x: Tensor | None, gx: Tensor | None, state: tuple[Tensor, Tensor]):
-        h, C = state  # (L, B, P), (L, B, H)
+    # Every call here costs microseconds of dispatch at batch 1, so the steps are written for few calls:
+    # one unbind for all layers' states, one split + chunk for the gates, one stack per state.
+    def _lstm(self, x: Tensor | None, gx: Tensor | None, state: tuple[Tensor, Tensor], dim: int):
         H = self.hidden_size
         hs, Cs = [], []
-        for layer, p in enumerate(self.layers):
+        for p, h, C in zip(self.layers, state[0].unbind(dim), state[1].unbind(dim)):  # h (B, P), C (B, H)
             if gx is None:
-                G = torch.addmm(p.b, torch.cat((x, h[layer]), 1), p.w)  # (B, 4H): i, f, o, g
+                G = torch.addmm(p.b, torch.cat((x, h), 1), p.w)  # (B, 4H): i, f, o, g
             else:
-                G, gx = torch.addmm(gx, h[layer], p.w_h), None
-            G[:, : 3 * H].sigmoid_()
-            G[:, 3 * H :].tanh_()
-            i, f, o, g = G.view(-1, 4, H).unbind(1)
-            C_t = torch.addcmul(f * C[layer], i, g)
+                G, gx = torch.addmm(gx, h, p.w_h), None
+            ifo, g = G.split((3 * H, H), 1)
+            i, f, o = ifo.sigmoid_().chunk(3, 1)
+            C_t = torch.addcmul(f * C, i, g.tanh_())
             x = o * torch.tanh(C_t)
             if p.w_hrT is not None:
                 x = x @ p.w_hrT  # (B, P)
             hs.append(x)
             Cs.append(C_t)
-        return x, (torch.stack(hs), torch.stack(Cs))
+        return x, (torch.stack(hs, dim), torch.stack(Cs, dim))
 
-    def _gru(self, x: Tensor | None, gx: Tensor | None, h: Tensor):
+    def _gru(self, x: Tensor | None, gx: Tensor | None, state: Tensor, dim: int):
         H = self.hidden_size
         hs = []
-        for layer, p in enumerate(self.layers):
-            h_prev = h[layer]
+        for p, h in zip(self.layers, state.unbind(dim)):
             if gx is None:
                 gx = torch.addmm(p.b, x, p.w_x)  # (B, 3H): r, z, n from the input
-            gh = torch.addmm(p.b_h, h_prev, p.w_h)  # (B, 3H): r, z, n from the state
-            r, z = gx[:, : 2 * H].add(gh[:, : 2 * H]).sigmoid_().chunk(2, 1)
-            n = torch.addcmul(gx[:, 2 * H :], r, gh[:, 2 * H :]).tanh_()
-            x = torch.addcmul(n, z, h_prev - n)  # n + z ∗ (h − n)
+            gh = torch.addmm(p.b_h, h, p.w_h)  # (B, 3H): r, z, n from the state
+            gx_rz, gx_n = gx.split((2 * H, H), 1)
+            gh_rz, gh_n = gh.split((2 * H, H), 1)
+            r, z = gx_rz.add(gh_rz).sigmoid_().chunk(2, 1)
+            n = torch.addcmul(gx_n, r, gh_n).tanh_()
+            x = torch.lerp(n, h, z)  # n + z ∗ (h − n)
             hs.append(x)
             gx = None
-        return x, torch.stack(hs)
+        return x, torch.stack(hs, dim)
 
-    def _rnn(self, x: Tensor | None, gx: Tensor | None, h: Tensor):
+    def _rnn(self, x: Tensor | None, gx: Tensor | None, state: Tensor, dim: int):
         hs = []
-        for layer, p in enumerate(self.layers):
+        for p, h in zip(self.layers, state.unbind(dim)):
             if gx is None:
-                a = torch.addmm(p.b, torch.cat((x, h[layer]), 1), p.w)
+                a = torch.addmm(p.b, torch.cat((x, h), 1), p.w)
             else:
-                a, gx = torch.addmm(gx, h[layer], p.w_h), None
+                a, gx = torch.addmm(gx, h, p.w_h), None
             x = a.relu_() if self._relu else a.tanh_()
             hs.append(x)
-        return x, torch.stack(hs)
+        return x, torch.stack(hs, dim)
 
 
 def current_kernel(kernel: StepKernel | None, rnn, embedding: Tensor | None = None) -> StepKernel:

@@ -63,6 +63,11 @@ def _slice(z, s: int, b: int):
     return z[s : s + b] if isinstance(z, Tensor) else z
 
 
+def tanh_into(x: Tensor, out: Tensor, two: Tensor, one: Tensor) -> Tensor:
+    """out = tanh(x) as 2σ(2x) − 1: four cheap passes beat one ``tanh`` several times over on CPU."""
+    return torch.mul(x, two, out=out).sigmoid_().mul_(two).sub_(one)
+
+
 class LSTMFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, GX, h0, c0, w_hh, w_hr, ln_h_w, ln_h_b, ln_c_w, ln_c_b, mask, zone_h, zone_c,
@@ -103,9 +108,9 @@ class LSTMFunction(torch.autograd.Function):
             if ln_c:
                 u, mean, rstd = torch.native_layer_norm(ct, (H,), ln_c_w, ln_c_b, LN_EPS)
                 stats_c[0, s : s + b], stats_c[1, s : s + b] = mean, rstd
-                tc = torch.tanh(u, out=TC[s : s + b])
+                tc = tanh_into(u, TC[s : s + b], two, one)
             else:
-                tc = torch.tanh(ct, out=TC[s : s + b])
+                tc = tanh_into(ct, TC[s : s + b], two, one)
             y = Y[s : s + b]
             if w_hr is None:
                 torch.mul(o, tc, out=y)

@@ -4,8 +4,10 @@ Forward, per step (m the recurrent dropout mask, z_h the zoneout keep)::
 
     h̃_t = φ(GX_t + (m ∗ h_{t-1}) W_hhᵀ);   h_t = h̃_t + z_h ∗ (h_{t-1} − h̃_t)
 
-computed in place in the output buffer. Backward: φ' depends only on h̃ (1 − h̃² or [h̃ > 0]), so it
-is computed for all steps first and the loop is::
+computed in place in the output buffer. For φ = tanh the weights and GX arrive scaled by 2 and
+tanh(a) = 2σ(2a) − 1 is computed with a sigmoid, several times cheaper than ``tanh_`` on CPU; the
+scale goes back through autograd in ``rnn_layer``. Backward: φ' depends only on h̃ (1 − h̃² — halved
+for the scaled pre-activation — or [h̃ > 0]), so it is computed for all steps first and the loop is::
 
     dA_t = (dh_carry + dY_t)(1 − z_h) ∗ φ'_t;   dh_carry = m ∗ (dA_t W_hh) + (dh_carry + dY_t) z_h
 """
@@ -26,12 +28,13 @@ class RNNFunction(torch.autograd.Function):
         Y = torch.empty_like(GX)
         Ht = Y if zone_h is None else torch.empty_like(GX)  # h̃_t, before zoneout
         w_hhT = w_hh.t()
+        two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
         h_prev = h0
         for s, b in layout.steps:
             hp = h_prev[:b]
             h_in = hp if mask is None else hp * mask[:b]
             h = torch.addmm(GX[s : s + b], h_in, w_hhT, out=Ht[s : s + b])
-            h = h.relu_() if relu else h.tanh_()
+            h = h.relu_() if relu else h.sigmoid_().mul_(two).sub_(one)
             if zone_h is not None:
                 h = torch.lerp(h, hp, _slice(zone_h, s, b), out=Y[s : s + b])
             h_prev = h
@@ -46,7 +49,7 @@ class RNNFunction(torch.autograd.Function):
         zone_h = ctx.zone_h
         dY = torch.zeros_like(Y) if dY is None else dY.contiguous()
         dh_carry = torch.zeros_like(h0) if dh_n is None else dh_n.clone()
-        D = (Ht > 0).to(Ht.dtype) if ctx.relu else 1 - Ht * Ht  # φ'(a_t), all steps at once
+        D = (Ht > 0).to(Ht.dtype) if ctx.relu else (1 - Ht * Ht) * 0.5  # φ'(a_t), all steps at once
         if zone_h is not None:
             D = D * (1 - zone_h)
         dA = torch.empty_like(Y)
@@ -71,7 +74,9 @@ class RNNFunction(torch.autograd.Function):
 
 
 def rnn_layer(X: Tensor, h0: Tensor, w: LayerWeights, layout: Layout, noise: Noise, relu: bool):
-    bias = None if w.b_ih is None else w.b_ih + w.b_hh
-    GX = torch.addmm(bias, X, w.w_ih.t()) if bias is not None else X @ w.w_ih.t()
+    scale = 1.0 if relu else 2.0
+    bias = None if w.b_ih is None else (w.b_ih + w.b_hh) * scale
+    w_ih, w_hh = (w.w_ih, w.w_hh) if relu else (w.w_ih * scale, w.w_hh * scale)
+    GX = torch.addmm(bias, X, w_ih.t()) if bias is not None else X @ w_ih.t()
     mask = None if noise.recurrent is None else layout.sort(noise.recurrent)
-    return RNNFunction.apply(GX, h0, w.w_hh, mask, layout.pack_noise(noise.zone_h), layout, relu)
+    return RNNFunction.apply(GX, h0, w_hh, mask, layout.pack_noise(noise.zone_h), layout, relu)
