@@ -95,6 +95,11 @@ def test_float32_and_strided_states(kind):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     for a, b in zip(rows_first, before):
         assert torch.equal(a, b)
+    # layer_dim=1: the state held rows first, (B, L, H), in and out
+    y_b, new_b = kernel32(x.float(), as_state([s.transpose(0, 1).contiguous() for s in state32]), layer_dim=1)
+    torch.testing.assert_close(y_b, y32, rtol=0, atol=0)
+    for a, b in zip(states_list(new_b), states_list(new32)):
+        torch.testing.assert_close(a, b.transpose(0, 1), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("table", [True, False], ids=["table", "no_table"])

@@ -136,8 +136,8 @@ class LanguageModel(ConfiguredModel):
         w, b = self.decoder.weight, self.decoder.bias
 
         def step(tokens: Tensor, state):
-            h, state = kernel.step_tokens(tokens, swap_layers_rows(state))
-            return F.linear(h, w, b).log_softmax(1), swap_layers_rows(state)
+            h, state = kernel.step_tokens(tokens, state, layer_dim=1)  # state (B, L, H): rows first
+            return F.linear(h, w, b).log_softmax(1), state
 
         return step
 

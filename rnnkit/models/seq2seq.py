@@ -233,12 +233,12 @@ class Seq2Seq(ConfiguredModel):
         attention, combine = self.attention, self.combine
 
         def step(tokens: Tensor, state):
-            h, state = kernel.step_tokens(tokens, swap_layers_rows(state))  # h (N, H)
+            h, state = kernel.step_tokens(tokens, state, layer_dim=1)  # h (N, H); state (N, L, H)
             if attention is None:
-                return F.linear(h, out_w, out_b).log_softmax(1), swap_layers_rows(state)
+                return F.linear(h, out_w, out_b).log_softmax(1), state
             context, weights = attention(h.unsqueeze(1), memory, mask, keys)  # (N, 1, H), (N, 1, S)
             o = torch.tanh(combine(torch.cat([context.squeeze(1), h], dim=1)))
-            return F.linear(o, out_w, out_b).log_softmax(1), swap_layers_rows(state), weights.squeeze(1)
+            return F.linear(o, out_w, out_b).log_softmax(1), state, weights.squeeze(1)
 
         return step
 
