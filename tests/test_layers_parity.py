@@ -18,6 +18,7 @@ from conftest import (
     CELLS, DT, ENGINES, INPUT_FORMATS, PackedSequence, assert_all_close, covering, grads_of, loss_of, make_pair,
     pack_padded_sequence, pad_packed_sequence, random, states_list,
 )
+from torch.nn.utils.rnn import pack_sequence
 
 T, B, I, H = 5, 3, 3, 5  # small, mutually prime-ish sizes so a swapped axis cannot go unnoticed
 LENGTHS = [4, 1, 3]  # unsorted, one sequence of a single step, and the longest shorter than T
@@ -145,6 +146,36 @@ def test_float32_matches_torch(engine, cell_name):
     (y_kit, s_kit), (y_ref, s_ref) = kit(x), ref(x)
     names = ["output", "h_n", "c_n"][: 1 + len(states_list(s_ref))]
     assert_all_close([y_kit, *states_list(s_kit)], [y_ref, *states_list(s_ref)], names, rtol=1e-4, atol=1e-5)
+
+
+PACKINGS = {
+    "enforce_sorted": lambda x: pack_padded_sequence(x, [T, 4, 2], enforce_sorted=True),  # no permutation
+    "all_full": lambda x: pack_padded_sequence(x, [T] * B, enforce_sorted=False),
+    "single": lambda x: pack_padded_sequence(x[:, 1:2], [3]),
+    "pack_sequence": lambda x: pack_sequence([x[:2, 0], x[:, 1], x[:1, 2]], enforce_sorted=False),
+}
+
+
+@pytest.mark.parametrize("packing", PACKINGS)
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_packed_variants_match_torch(cell_name, engine, packing):
+    """PackedSequences made other ways than the sweep's: the output keeps the input's packing."""
+    kit, ref = make_pair(CELLS[cell_name], I, H, engine=engine, num_layers=2, bidirectional=True)
+    base = random(T, B, I, seed=11)
+    results = []
+    for m in (kit, ref):
+        x = base.clone().requires_grad_()
+        inp = PACKINGS[packing](x)
+        out, state = m(inp)
+        assert torch.equal(out.batch_sizes, inp.batch_sizes)
+        for mine, theirs in ((out.sorted_indices, inp.sorted_indices), (out.unsorted_indices, inp.unsorted_indices)):
+            assert (mine is None and theirs is None) or torch.equal(mine, theirs)
+        outs = [out.data, *states_list(state)]
+        results.append((outs, grads_of(loss_of(outs), [x] + list(m.parameters()))))
+    (out_kit, grad_kit), (out_ref, grad_ref) = results
+    assert_all_close(out_kit, out_ref, ["output", "h_n", "c_n"][: len(out_ref)])
+    assert_all_close(grad_kit, grad_ref, ["input"] + [f"grad {n}" for n, _ in ref.named_parameters()])
 
 
 @pytest.mark.parametrize("fmt", ["padded", "lengths"])
