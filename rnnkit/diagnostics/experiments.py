@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
 
@@ -58,7 +58,8 @@ class TrainConfig:
 class RunResult:
     """One (task, cell, T) run. ``steps_to_solve`` is None when the budget ran out first;
     ``metric`` is the last test MSE (adding) or per-symbol accuracy (copy); ``history`` the
-    (step, metric) evaluations; ``flow`` the gradient flow at the end of training, if asked."""
+    (step, metric) evaluations; ``flow`` the gradient flow at the end of training, if asked; ``model``
+    the trained model."""
 
     task: str
     cell: str
@@ -72,13 +73,14 @@ class RunResult:
     clip_rate: float
     history: list[tuple[int, float]] = field(default_factory=list)
     flow: GradientFlow | None = None
+    model: nn.Module | None = field(default=None, repr=False)
 
     @property
     def solved(self) -> bool:
         return self.steps_to_solve is not None
 
     def row(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if k not in ("history", "flow")}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("history", "flow", "model")}
         d["solved"] = self.solved
         if self.flow is not None:
             d["grad_decay_log10_per_step"] = self.flow.decay_per_step()
@@ -91,11 +93,11 @@ def _train(task: str, cell: str, T: int, steps_budget: int, cfg: TrainConfig, wi
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    train_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    test_gen = torch.Generator().manual_seed(10_000 + T)  # the same test set for every cell at this T
+    test_seed = 10_000 + T  # the same test set for every cell at this T, never a training batch
+    step_seed = 1_000_003 * (cfg.seed + 1)  # training batch k uses seed step_seed + k
     if task == "adding":
         model: nn.Module = AddingModel(cell, cfg.hidden_size, cfg.engine)
-        x_test, y_test = adding_batch(cfg.test_size, T, test_gen)
+        x_test, y_test = adding_batch(cfg.test_size, T, test_seed)
 
         def loss_of(x, y):
             return nn.functional.mse_loss(model(x), y)
@@ -106,11 +108,11 @@ def _train(task: str, cell: str, T: int, steps_budget: int, cfg: TrainConfig, wi
         def solved(m: float) -> bool:
             return m < SOLVED_ADDING_MSE
 
-        def batch():
-            return adding_batch(cfg.batch_size, T, train_gen)
+        def batch(k: int):
+            return adding_batch(cfg.batch_size, T, step_seed + k)
     elif task == "copy":
         model = CopyModel(cell, cfg.hidden_size, cfg.engine)
-        x_test, y_test = copy_batch(cfg.test_size, T, test_gen)
+        x_test, y_test = copy_batch(cfg.test_size, T, test_seed)
 
         def loss_of(x, y):
             return nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
@@ -122,8 +124,8 @@ def _train(task: str, cell: str, T: int, steps_budget: int, cfg: TrainConfig, wi
         def solved(m: float) -> bool:
             return m >= cfg.copy_threshold
 
-        def batch():
-            return copy_batch(cfg.batch_size, T, train_gen)
+        def batch(k: int):
+            return copy_batch(cfg.batch_size, T, step_seed + k)
     else:
         raise ValueError(f"rnnkit.diagnostics: unknown task {task!r}; expected 'adding' or 'copy'")
 
@@ -136,7 +138,7 @@ def _train(task: str, cell: str, T: int, steps_budget: int, cfg: TrainConfig, wi
     start = time.perf_counter()
     step = 0
     for step in range(1, steps_budget + 1):
-        x, y = batch()
+        x, y = batch(step)
         loss = loss_of(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -158,7 +160,7 @@ def _train(task: str, cell: str, T: int, steps_budget: int, cfg: TrainConfig, wi
     if with_flow:
         flow = task_gradient_flow(model, task, T, batch_size=32, seed=cfg.seed)
     return RunResult(task, cell, T, steps_budget, steps_to_solve, step, metric, best, wall,
-                     stats.clip_rate, history, flow)
+                     stats.clip_rate, history, flow, model.eval())
 
 
 def task_gradient_flow(model: nn.Module, task: str, T: int, *, batch_size: int = 32, seed: int = 0) -> GradientFlow:
@@ -167,11 +169,10 @@ def task_gradient_flow(model: nn.Module, task: str, T: int, *, batch_size: int =
     import copy
 
     m = copy.deepcopy(model).double().eval()
-    gen = torch.Generator().manual_seed(seed + 7)
     if task == "adding":
-        x, y = adding_batch(batch_size, T, gen, dtype=torch.float64)
+        x, y = adding_batch(batch_size, T, seed + 7, dtype=torch.float64)
         return gradient_flow(m.rnn, x, lambda out: nn.functional.mse_loss(m.readout(out), y))
-    ids, y = copy_batch(batch_size, T, gen)
+    ids, y = copy_batch(batch_size, T, seed + 7)
     return gradient_flow(m.rnn, m.embed(ids), lambda out: nn.functional.cross_entropy(m.head(out).flatten(0, 1),
                                                                                        y.flatten()))
 

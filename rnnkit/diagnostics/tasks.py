@@ -1,4 +1,5 @@
-"""The two long-range tasks and the four cells the experiments compare.
+"""The two long-range tasks and the four cells the experiments compare. The data come from
+``rnnkit.data.builtin`` (``adding_problem``, ``copy_memory``); here they become tensor batches.
 
 **Adding problem** (Hochreiter & Schmidhuber 1997, as set in Le, Jaitly & Hinton 2015): each step
 carries two numbers, a value drawn uniformly from [0, 1] and a marker that is 1 at exactly two steps
@@ -22,40 +23,29 @@ import torch
 from torch import Tensor, nn
 
 from .. import GRU, LSTM, RNN
+from ..data.builtin.synthetic import BLANK, GO, adding_problem, copy_memory
 
 ADDING_BASELINE_MSE = 2.0 / 12.0  # Var(u₁ + u₂), the MSE of always predicting 1
 COPY_SYMBOLS = 8  # symbols 1..8; 0 is the blank, 9 the delimiter
 COPY_LENGTH = 10  # how many symbols to remember
 
 
-def adding_batch(batch_size: int, T: int, generator: torch.Generator | None = None,
-                 dtype=torch.float32) -> tuple[Tensor, Tensor]:
-    """One adding-problem batch: ``x`` (B, T, 2) — value, marker — and ``y`` (B,) the marked sum."""
-    if T < 2:
-        raise ValueError(f"rnnkit.diagnostics.adding_batch: T must be >= 2, got {T}")
-    values = torch.rand(batch_size, T, generator=generator, dtype=dtype)
-    half = T // 2
-    first = torch.randint(0, half, (batch_size,), generator=generator)
-    second = torch.randint(half, T, (batch_size,), generator=generator)
-    marker = torch.zeros(batch_size, T, dtype=dtype)
-    rows = torch.arange(batch_size)
-    marker[rows, first] = 1.0
-    marker[rows, second] = 1.0
-    y = values[rows, first] + values[rows, second]
-    return torch.stack([values, marker], dim=2), y
+def adding_batch(batch_size: int, T: int, seed: int = 0, dtype=torch.float32) -> tuple[Tensor, Tensor]:
+    """One adding-problem batch from ``rnnkit.data``'s generator: ``x`` (B, T, 2) — value, marker —
+    and ``y`` (B,) the marked sum. The same ``seed`` gives the same batch."""
+    x, y = adding_problem(batch_size, T, seed=seed)
+    return x.to(dtype), y.to(dtype)
 
 
-def copy_batch(batch_size: int, T: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """One copy-memory batch: input ids ``x`` (B, T + 20) and target ids ``y`` (B, T + 20), values 0..9."""
+def copy_batch(batch_size: int, T: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """One copy-memory batch from ``rnnkit.data``'s generator (``COPY_LENGTH`` symbols, delay ``T``) as
+    ids: input ``x`` (B, T + 20) and target ``y`` (B, T + 20); blank 0, symbols 1..8, delimiter 9."""
     if T < 1:
         raise ValueError(f"rnnkit.diagnostics.copy_batch: T must be >= 1, got {T}")
-    n = COPY_LENGTH
-    symbols = torch.randint(1, COPY_SYMBOLS + 1, (batch_size, n), generator=generator)
-    x = torch.zeros(batch_size, T + 2 * n, dtype=torch.long)
-    y = torch.zeros(batch_size, T + 2 * n, dtype=torch.long)
-    x[:, :n] = symbols
-    x[:, T + n - 1] = COPY_SYMBOLS + 1  # the delimiter: "start recalling at the next step"
-    y[:, -n:] = symbols
+    pairs = copy_memory(batch_size, T, memory=COPY_LENGTH, symbols=COPY_SYMBOLS, seed=seed)
+    ids = {BLANK: 0, GO: COPY_SYMBOLS + 1, **{str(k): k for k in range(1, COPY_SYMBOLS + 1)}}
+    x = torch.tensor([[ids[tok] for tok in tokens] for tokens, _ in pairs])
+    y = torch.tensor([[ids[tag] for tag in tags] for _, tags in pairs])
     return x, y
 
 

@@ -77,7 +77,7 @@ def test_vanishing_from_norms_and_from_a_probe():
     for cell, expect_warning in (("rnn", True), ("irnn", False)):
         torch.manual_seed(0)
         m = AddingModel(cell, hidden_size=16, dtype=torch.float64)
-        x, y = adding_batch(4, 80, torch.Generator().manual_seed(0), dtype=torch.float64)
+        x, y = adding_batch(4, 80, seed=0, dtype=torch.float64)
         mon, events = _silent(MonitorConfig(vanish_ratio=1e-6))
         flow = mon.probe(m.rnn, x, lambda out: ((m.readout(out) - y) ** 2).mean(), step=7)
         assert bool(events) == expect_warning, (cell, flow.ratio_first_last())

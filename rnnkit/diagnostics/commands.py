@@ -1,0 +1,294 @@
+"""The ``rnnkit diagnose …`` and ``rnnkit experiment …`` commands.
+
+``register(subparsers)`` adds them to the ``rnnkit`` command's parser (``rnnkit/cli.py``); each parsed
+namespace carries its handler in ``func``, which returns an exit code. ``main(argv)`` runs them on
+their own (``python -m rnnkit.diagnostics.commands …``), for tests and for use before the CLI is set up.
+
+    rnnkit diagnose gradients --cell rnn,lstm,gru --length 200 [--train-steps N] [--out DIR]
+    rnnkit diagnose saturation --cell lstm,gru --length 100 [--train-steps N]
+    rnnkit diagnose saturation --checkpoint runs/lm/checkpoint --text-file sample.txt
+    rnnkit diagnose activations runs/lm/checkpoint --text-file sample.txt --unit 17 --out page.html
+    rnnkit experiment adding --cell rnn,irnn,lstm,gru --length 50,100 --steps 1500 [--out DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .tasks import CELL_LABELS, CELLS
+
+
+def _cells(value: str) -> list[str]:
+    cells = [c.strip() for c in value.split(",") if c.strip()]
+    aliases = {"rnn_tanh": "rnn", "tanh": "rnn", "rnn_relu": "irnn"}
+    cells = [aliases.get(c, c) for c in cells]
+    bad = [c for c in cells if c not in CELLS]
+    if bad or not cells:
+        raise argparse.ArgumentTypeError(f"unknown cell {', '.join(bad) or value!r}; expected a comma-separated "
+                                         f"list of {', '.join(CELLS)}")
+    return cells
+
+
+def _lengths(value: str) -> list[int]:
+    try:
+        out = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+    if not out or min(out) < 2:
+        raise argparse.ArgumentTypeError(f"lengths must be integers >= 2, got {value!r}")
+    return out
+
+
+def _positive(kind):
+    def parse(value: str):
+        try:
+            v = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {value!r}") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"expected a number > 0, got {value!r}")
+        return v
+    return parse
+
+
+def _nonnegative_int(value: str) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int, got {value!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {value!r}")
+    return v
+
+
+def register(subparsers) -> None:
+    """Add ``diagnose`` (gradients, saturation, activations) and ``experiment`` (adding, copy)."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    d = subparsers.add_parser("diagnose", help="gradient flow through time, gate saturation, activation pages",
+                              formatter_class=fmt, description=__doc__.split("\n\n")[0])
+    dsub = d.add_subparsers(dest="diagnose_command", metavar="WHAT", required=True)
+
+    g = dsub.add_parser("gradients", help="‖∂L/∂h_t‖ per step on the adding task, plotted per cell",
+                        description="Measure the exact gradient norm at every time step of each cell on an adding-"
+                                    "problem batch (at initialisation, and after --train-steps of training), print "
+                                    "the decay per step and write gradient_flow.png and .json.")
+    g.add_argument("--cell", type=_cells, default=list(CELLS), help="comma-separated: rnn,irnn,lstm,gru (default all)")
+    g.add_argument("--length", type=_positive(int), default=200, help="sequence length T (default 200)")
+    g.add_argument("--hidden-size", type=_positive(int), default=128, help="(default 128)")
+    g.add_argument("--batch-size", type=_positive(int), default=32, help="(default 32)")
+    g.add_argument("--train-steps", type=_nonnegative_int, default=0,
+                   help="also train each cell this many steps on the task and measure again (default 0)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", default="runs/diagnose", metavar="DIR", help="where the PNG and JSON go")
+    g.add_argument("--json", action="store_true", help="print the summary as JSON")
+    g.set_defaults(func=cmd_gradients)
+
+    s = dsub.add_parser("saturation", help="per-gate saturation of cells on the adding task, or of a trained LM",
+                        description="Fraction of sigmoid gates above 0.9 / below 0.1 and of tanh values beyond ±0.9.")
+    s.add_argument("--cell", type=_cells, default=["lstm", "gru", "rnn"], help="(default lstm,gru,rnn)")
+    s.add_argument("--length", type=_positive(int), default=100, help="(default 100)")
+    s.add_argument("--hidden-size", type=_positive(int), default=128)
+    s.add_argument("--train-steps", type=_nonnegative_int, default=0, help="train on the adding task first")
+    s.add_argument("--checkpoint", metavar="CKPT", help="a language model from 'rnnkit train lm' instead of --cell")
+    s.add_argument("--text", help="text for --checkpoint")
+    s.add_argument("--text-file", metavar="FILE", help="text for --checkpoint, from a file")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_saturation)
+
+    a = dsub.add_parser("activations", help="HTML page: text coloured by a hidden unit, next-character guesses",
+                        description="Write a self-contained HTML page showing a character LM's text coloured by one "
+                                    "hidden unit's activation, with the top next-character guesses on hover.")
+    a.add_argument("checkpoint", help="a character language model from 'rnnkit train lm'")
+    a.add_argument("--text", help="the text to show")
+    a.add_argument("--text-file", metavar="FILE")
+    a.add_argument("--unit", type=int, help="hidden unit (default: the one that varies most over the text)")
+    a.add_argument("--units", type=int, default=8, help="how many most-varying units the page offers (default 8)")
+    a.add_argument("--top-k", type=_positive(int), default=5)
+    a.add_argument("--out", default="runs/diagnose/activations.html", metavar="FILE.html")
+    a.set_defaults(func=cmd_activations)
+
+    e = subparsers.add_parser("experiment", help="long-range benchmarks: the adding problem, copy memory",
+                              formatter_class=fmt,
+                              description="Train each cell on the task at each length within a step budget; report "
+                                          "steps to solve (adding: test MSE < 0.0167; copy: symbol accuracy ≥ 0.9) "
+                                          "and write a CSV, a markdown table and a plot.")
+    e.add_argument("task", choices=["adding", "copy"])
+    e.add_argument("--cell", type=_cells, default=list(CELLS), help="(default rnn,irnn,lstm,gru)")
+    e.add_argument("--length", type=_lengths, default=[100], help="comma-separated lengths T (default 100)")
+    e.add_argument("--steps", type=_positive(int), default=1000, help="step budget per run (default 1000)")
+    e.add_argument("--hidden-size", type=_positive(int), default=128)
+    e.add_argument("--batch-size", type=_positive(int), default=50)
+    e.add_argument("--lr", type=_positive(float), default=1e-3)
+    e.add_argument("--max-norm", type=_positive(float), default=1.0, help="gradient clipping (default 1.0)")
+    e.add_argument("--eval-every", type=_positive(int), default=50)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--threads", type=_positive(int), help="torch threads (default: torch's choice)")
+    e.add_argument("--gradients", action="store_true",
+                   help="also measure each trained model's gradient flow and plot it per length")
+    e.add_argument("--out", default="runs/experiment", metavar="DIR")
+    e.add_argument("--json", action="store_true", help="print the results as JSON lines")
+    e.set_defaults(func=cmd_experiment)
+
+
+# -- handlers ---------------------------------------------------------------------------------------
+def _flow_table(flows: dict, title: str) -> str:
+    lines = [title, f"  {'cell':10s} {'decay/step':>11s} {'‖∂L/∂h_1‖/‖∂L/∂h_T‖':>20s} {'‖∂L/∂h_1‖':>10s}"]
+    for cell, f in flows.items():
+        s = f.summary()
+        lines.append(f"  {CELL_LABELS[cell]:10s} {s['decay_log10_per_step']:11.4f} {s['ratio_first_last']:20.3g} "
+                     f"{s['grad_h_first']:10.3g}")
+    return "\n".join(lines)
+
+
+def cmd_gradients(args) -> int:
+    from .experiments import TrainConfig, run_adding, task_gradient_flow
+    from .plots import plot_gradient_flow
+    from .tasks import AddingModel
+
+    T = args.length
+    at_init = {}
+    for cell in args.cell:
+        torch.manual_seed(args.seed)
+        at_init[cell] = task_gradient_flow(AddingModel(cell, args.hidden_size), "adding", T,
+                                           batch_size=args.batch_size, seed=args.seed)
+    panels, titles, summary = [at_init], [f"at initialisation (T={T})"], {"at_init": at_init}
+    trained = {}
+    if args.train_steps:
+        cfg = TrainConfig(hidden_size=args.hidden_size, seed=args.seed, stop_when_solved=False)
+        for cell in args.cell:
+            r = run_adding(cell, T, args.train_steps, cfg, with_flow=True)
+            trained[cell] = r.flow
+            print(f"trained {CELL_LABELS[cell]} {args.train_steps} steps: test MSE {r.metric:.4f} ({r.wall_s:.0f}s)",
+                  flush=True)
+        panels.append(trained)
+        titles.append(f"after {args.train_steps} training steps")
+        summary["trained"] = trained
+    out = Path(args.out)
+    png = plot_gradient_flow(panels, out / "gradient_flow.png", panel_titles=titles,
+                             title=f"Gradient flow through time, adding problem, T={T}")
+    record = {k: {c: {**f.summary(), "grad_h": f.h[-1].tolist()} for c, f in v.items()} for k, v in summary.items()}
+    (out / "gradient_flow.json").write_text(json.dumps(record))
+    if args.json:
+        print(json.dumps({k: {c: f.summary() for c, f in v.items()} for k, v in summary.items()}))
+    else:
+        print(_flow_table(at_init, f"gradient flow at initialisation, adding problem T={T} "
+                                   "(decay in orders of magnitude per step back):"))
+        if trained:
+            print(_flow_table(trained, f"after {args.train_steps} training steps:"))
+        print(f"wrote {png} and {out / 'gradient_flow.json'}")
+    return 0
+
+
+def _read_text(args) -> str:
+    if args.text_file:
+        return Path(args.text_file).read_text(encoding="utf-8")
+    if args.text:
+        return args.text
+    raise ValueError("give the text with --text or --text-file")
+
+
+def _load_lm(path: str):
+    from ..train.tasks import load_trained
+
+    task, model, _ = load_trained(path)
+    if not all(hasattr(model, n) for n in ("embedding", "rnn", "decoder")):
+        raise ValueError(f"{path} holds a {type(model).__name__}; this command needs a language model "
+                         f"(from 'rnnkit train lm')")
+    return task, model
+
+
+def cmd_saturation(args) -> int:
+    from .saturation import gate_saturation
+
+    reports = {}
+    if args.checkpoint:
+        task, model = _load_lm(args.checkpoint)
+        ids = task.encode(_read_text(args))[None]  # (1, T)
+        with torch.no_grad():
+            x = model.embedding(ids)  # (1, T, E)
+        if not model.rnn.batch_first:
+            x = x.transpose(0, 1)
+        reports[Path(args.checkpoint).name] = gate_saturation(model.rnn, x)
+    else:
+        from .experiments import TrainConfig, run_adding
+        from .tasks import AddingModel, adding_batch
+
+        for cell in args.cell:
+            torch.manual_seed(args.seed)
+            model = AddingModel(cell, args.hidden_size)
+            if args.train_steps:
+                cfg = TrainConfig(hidden_size=args.hidden_size, seed=args.seed, stop_when_solved=False)
+                model = run_adding(cell, args.length, args.train_steps, cfg).model
+            x, _ = adding_batch(64, args.length, seed=args.seed + 3)
+            reports[CELL_LABELS[cell]] = gate_saturation(model.rnn, x)
+    if args.json:
+        print(json.dumps({k: r.as_dict() for k, r in reports.items()}))
+    else:
+        when = f"after {args.train_steps} steps on the adding task" if args.train_steps else "at initialisation"
+        for name, r in reports.items():
+            print(f"{name} ({'on the given text' if args.checkpoint else when}, T={args.length}):"
+                  if not args.checkpoint else f"{name} on the given text:")
+            print(r.table())
+    return 0
+
+
+def cmd_activations(args) -> int:
+    from .activations import activation_page, char_lm_trace, most_variable_units
+
+    task, model = _load_lm(args.checkpoint)
+    vocab = task.tokenizer.vocab
+    itos = list(vocab.tokens)
+    stoi = {t: i for i, t in enumerate(itos)}
+    trace = char_lm_trace(model, _read_text(args), stoi, itos, unk=vocab.unk_id)
+    units = most_variable_units(trace, max(args.units, 1))
+    unit = units[0] if args.unit is None else args.unit
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(activation_page(trace, unit, units=units, top_k=args.top_k,
+                                   title=f"{Path(args.checkpoint).name}: hidden unit activations"), encoding="utf-8")
+    print(f"wrote {out} (unit {unit}; the page offers units {', '.join(map(str, units))})")
+    return 0
+
+
+def cmd_experiment(args) -> int:
+    from .experiments import TrainConfig, format_result, markdown_table, sweep
+    from .plots import plot_gradient_flow
+
+    cfg = TrainConfig(hidden_size=args.hidden_size, batch_size=args.batch_size, lr=args.lr, max_norm=args.max_norm,
+                      eval_every=args.eval_every, seed=args.seed, threads=args.threads)
+    start = time.perf_counter()
+    progress = (lambda line: None) if args.json else (lambda line: print(line, flush=True))
+    results = sweep(args.task, args.cell, args.length, args.steps, cfg, args.out, with_flow=args.gradients,
+                    progress=progress)
+    out = Path(args.out)
+    if args.gradients:
+        for T in args.length:
+            flows = {r.cell: r.flow for r in results if r.T == T}
+            plot_gradient_flow(flows, out / f"{args.task}_gradients_T{T}.png",
+                               title=f"{args.task}, T={T}: gradient flow after training (≤ {args.steps} steps)")
+    if args.json:
+        for r in results:
+            print(json.dumps(r.row()))
+    else:
+        print(markdown_table(results), end="")
+        print(f"total {time.perf_counter() - start:.0f}s; wrote {out}/{args.task}_results.csv, .md and "
+              f"{args.task}_steps.png" + (" and gradient plots" if args.gradients else ""))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``diagnose``/``experiment`` on their own: ``main(["experiment", "adding", "--steps", "100"])``."""
+    parser = argparse.ArgumentParser(prog="rnnkit")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The long-range benchmarks, the plots and the CLI commands, at toy sizes (seconds, not minutes)."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rnnkit.diagnostics import commands
+from rnnkit.diagnostics.experiments import TrainConfig, markdown_table, run_adding, run_copy, sweep
+from rnnkit.diagnostics.plots import attention_heatmap, confusion_matrix, plot_confusion_matrix, plot_gradient_flow
+from rnnkit.diagnostics.tasks import ADDING_BASELINE_MSE, adding_batch, copy_batch, make_layer
+
+PNG = b"\x89PNG\r\n\x1a\n"
+TINY = dict(hidden_size=8, batch_size=8, test_size=16, eval_every=5, threads=None)
+
+
+def test_tasks_are_what_they_claim():
+    x, y = adding_batch(500, 30, seed=1)
+    assert x.shape == (500, 30, 2) and (x[..., 1].sum(1) == 2).all()
+    torch.testing.assert_close((x[..., 0] * x[..., 1]).sum(1), y)
+    assert float(((y - 1) ** 2).mean()) == pytest.approx(ADDING_BASELINE_MSE, abs=0.03)
+    ids, target = copy_batch(4, 7, seed=2)
+    assert ids.shape == target.shape == (4, 27)
+    torch.testing.assert_close(target[:, -10:], ids[:, :10])  # recall the first ten symbols at the end
+    assert (ids[:, 16] == 9).all() and (target[:, :-10] == 0).all()
+
+
+def test_cells_and_their_initialisation():
+    irnn = make_layer("irnn", 2, 6)
+    torch.testing.assert_close(irnn.weight_hh_l0.detach(), torch.eye(6))
+    assert irnn.nonlinearity == "relu" and float(irnn.bias_hh_l0.detach().abs().sum()) == 0
+    lstm = make_layer("lstm", 2, 6)
+    torch.testing.assert_close((lstm.bias_ih_l0 + lstm.bias_hh_l0)[6:12].detach(), torch.ones(6))
+    with pytest.raises(ValueError, match="unknown cell 'elman'"):
+        make_layer("elman", 2, 6)
+
+
+def test_run_adding_and_copy_report_consistently():
+    r = run_adding("gru", 12, 10, TrainConfig(**TINY), with_flow=True)
+    assert r.steps_run == 10 and r.history[-1][0] == 10 and r.metric == r.history[-1][1]
+    assert r.flow is not None and r.flow.h.shape == (1, 12)
+    assert r.solved == (r.steps_to_solve is not None)
+    c = run_copy("lstm", 5, 10, TrainConfig(**TINY))
+    assert 0.0 <= c.metric <= 1.0 and c.task == "copy" and c.T == 5
+    # the same seed gives the same run
+    assert run_copy("lstm", 5, 10, TrainConfig(**TINY)).history == c.history
+
+
+def test_solved_stops_early_and_counts_steps(monkeypatch):
+    import rnnkit.diagnostics.experiments as E
+
+    monkeypatch.setattr(E, "SOLVED_ADDING_MSE", 10.0)  # any model "solves" it at the first evaluation
+    r = run_adding("rnn", 6, 100, TrainConfig(**TINY))
+    assert r.steps_to_solve == 5 and r.steps_run == 5
+
+
+def test_unknown_option_is_named():
+    with pytest.raises(TypeError, match="unknown training option 'hiden_size'"):
+        run_adding("rnn", 6, 5, hiden_size=3)
+
+
+def test_sweep_writes_table_csv_and_plot(tmp_path):
+    results = sweep("adding", ["rnn", "irnn"], [6, 9], 5, TrainConfig(**TINY), tmp_path, progress=None)
+    assert len(results) == 4
+    rows = list(csv.DictReader(open(tmp_path / "adding_results.csv")))
+    assert [(r["cell"], r["T"]) for r in rows] == [("rnn", "6"), ("irnn", "6"), ("rnn", "9"), ("irnn", "9")]
+    md = (tmp_path / "adding_results.md").read_text()
+    assert md == markdown_table(results) and "| tanh RNN |" in md and "T=9" in md
+    assert (tmp_path / "adding_steps.png").read_bytes()[:8] == PNG
+
+
+def test_plots(tmp_path):
+    r = run_adding("lstm", 8, 5, TrainConfig(**TINY), with_flow=True)
+    p = plot_gradient_flow([{"lstm": r.flow}, {"lstm": r.flow}], tmp_path / "g.png", panel_titles=["a", "b"])
+    assert p.read_bytes()[:8] == PNG
+    w = torch.softmax(torch.randn(4, 6), dim=1)
+    assert attention_heatmap(w, tmp_path / "att.png", list("abcdef"), list("wxyz")).read_bytes()[:8] == PNG
+    with pytest.raises(ValueError, match="source_tokens has 2 labels, expected 6"):
+        attention_heatmap(w, tmp_path / "bad.png", ["a", "b"])
+    m = confusion_matrix([0, 1, 2, 2, 1], [0, 2, 2, 2, 1])
+    np.testing.assert_array_equal(m, [[1, 0, 0], [0, 1, 1], [0, 0, 2]])
+    out = plot_confusion_matrix([0, 1, 2, 2, 1], [0, 2, 2, 2, 1], tmp_path / "cm.png", ["x", "y", "z"], normalize=True)
+    assert out.read_bytes()[:8] == PNG
+    with pytest.raises(ValueError, match="labels must be in"):
+        confusion_matrix([0, 3], [0, 1], num_classes=2)
+
+
+def test_commands(tmp_path, capsys):
+    out = tmp_path / "g"
+    assert commands.main(["diagnose", "gradients", "--cell", "rnn,lstm", "--length", "20", "--hidden-size", "8",
+                          "--batch-size", "4", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "tanh RNN" in text and "LSTM" in text and (out / "gradient_flow.png").read_bytes()[:8] == PNG
+    saved = json.loads((out / "gradient_flow.json").read_text())
+    assert len(saved["at_init"]["rnn"]["grad_h"]) == 20
+
+    assert commands.main(["diagnose", "saturation", "--cell", "gru", "--length", "10", "--hidden-size", "8",
+                          "--json"]) == 0
+    sat = json.loads(capsys.readouterr().out)
+    assert set(sat["GRU"]["l0"]) == {"r", "z", "n"}
+
+    assert commands.main(["experiment", "copy", "--cell", "gru", "--length", "4", "--steps", "5",
+                          "--hidden-size", "8", "--batch-size", "4", "--eval-every", "5", "--out", str(tmp_path / "e"),
+                          "--gradients"]) == 0
+    text = capsys.readouterr().out
+    assert "| GRU |" in text and (tmp_path / "e" / "copy_gradients_T4.png").exists()
+    with pytest.raises(SystemExit):
+        commands.main(["experiment", "adding", "--cell", "elman"])
