@@ -60,7 +60,8 @@ class GRUFunction(torch.autograd.Function):
         # ln_h_* (3H,) or None; mask (B, H) or None; zone_h (N, H), float or None
         H = w_hh.shape[1]
         N = GX.shape[0]
-        A = torch.empty_like(GX)  # activated r, z, n
+        RZ = GX.new_empty(N, 2 * H)  # activated r, z (own buffers: GEMM output must be contiguous)
+        Nn = GX.new_empty(N, H)  # activated n
         GHn = GX.new_empty(N, H)  # recurrent part of n (r multiplies it; needed backwards)
         AH = torch.empty_like(GX) if ln_h_w is not None else None
         stats = GX.new_empty(2, N, 1) if ln_h_w is not None else None
@@ -73,9 +74,9 @@ class GRUFunction(torch.autograd.Function):
         for s, b in layout.steps:
             hp = h_prev[:b]
             h_in = hp if mask is None else hp * mask[:b]
-            gx, act = GX[s : s + b], A[s : s + b]
+            gx = GX[s : s + b]
             if AH is None:  # r, z: the recurrent GEMM accumulates straight onto the input part
-                rz = torch.addmm(gx[:, : 2 * H], h_in, w_rzT, out=act[:, : 2 * H])
+                rz = torch.addmm(gx[:, : 2 * H], h_in, w_rzT, out=RZ[s : s + b])
                 if b_hn is not None:
                     gh_n = torch.addmm(b_hn, h_in, w_nT, out=GHn[s : s + b])
                 else:
@@ -86,41 +87,41 @@ class GRUFunction(torch.autograd.Function):
                 stats[0, s : s + b], stats[1, s : s + b] = mean, rstd
                 if b_h is not None:
                     gh = gh + b_h
-                rz = torch.add(gx[:, : 2 * H], gh[:, : 2 * H], out=act[:, : 2 * H])
+                rz = torch.add(gx[:, : 2 * H], gh[:, : 2 * H], out=RZ[s : s + b])
                 gh_n = GHn[s : s + b].copy_(gh[:, 2 * H :])
             rz.sigmoid_()
             r, z = rz[:, :H], rz[:, H:]
-            n = torch.addcmul(gx[:, 2 * H :], r, gh_n, out=act[:, 2 * H :]).sigmoid_().mul_(two).sub_(one)
+            n = torch.addcmul(gx[:, 2 * H :], r, gh_n, out=Nn[s : s + b]).sigmoid_().mul_(two).sub_(one)
             y = torch.lerp(n, hp, z, out=Y[s : s + b])  # n + z (h_{t-1} − n)
             if zone_h is not None:
                 y.lerp_(hp, _slice(zone_h, s, b))
             h_prev = y
         ctx.layout = layout
         ctx.zone_h = zone_h
-        ctx.save_for_backward(h0, w_hh, ln_h_w, ln_h_b, mask, A, GHn, AH, stats, Y)
+        ctx.save_for_backward(h0, w_hh, ln_h_w, ln_h_b, mask, RZ, Nn, GHn, AH, stats, Y)
         return Y, layout.final(Y)
 
     @staticmethod
     def backward(ctx, dY, dh_n):
-        h0, w_hh, ln_h_w, ln_h_b, mask, A, gh_n, AH, stats, Y = ctx.saved_tensors
+        h0, w_hh, ln_h_w, ln_h_b, mask, RZ, n, gh_n, AH, stats, Y = ctx.saved_tensors
         zone_h = ctx.zone_h
         layout: Layout = ctx.layout
         H = Y.shape[1]
         dY = torch.zeros_like(Y) if dY is None else dY.contiguous()
         dh_carry = torch.zeros_like(h0) if dh_n is None else dh_n.clone()
 
-        r, z, n = A[:, :H], A[:, H : 2 * H], A[:, 2 * H :]
+        r, z = RZ[:, :H], RZ[:, H:]
         H_prev = layout.previous(h0, Y)
         Pn = (1 - z) * (1 - n * n) * 0.5  # ∂h̃/∂(scaled n pre-activation)
-        Q = torch.empty_like(A)  # dGH = Q ∗ dh̃
+        Q = Y.new_empty(Y.shape[0], 3 * H)  # dGH = Q ∗ dh̃
         torch.mul(Pn * gh_n, r * (1 - r), out=Q[:, :H])
         torch.mul(H_prev - n, z * (1 - z), out=Q[:, H : 2 * H])
         torch.mul(Pn, r, out=Q[:, 2 * H :])
         keep_h = None if zone_h is None else 1 - zone_h
         plain = AH is None and mask is None and zone_h is None
 
-        dGH = torch.empty_like(A)
-        dA = torch.empty_like(A) if AH is not None else dGH  # ∂L/∂(h_in W_hhᵀ)
+        dGH = torch.empty_like(Q)
+        dA = torch.empty_like(Q) if AH is not None else dGH  # ∂L/∂(h_in W_hhᵀ)
         dHt = torch.empty_like(Y)  # ∂L/∂h̃_t
         for s, b in reversed(layout.steps):
             dh = torch.add(dh_carry[:b], dY[s : s + b], out=dHt[s : s + b])
