@@ -14,13 +14,13 @@ from rnnkit.engine import LayerWeights, choose_engine, dispatch, fused, native, 
 
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 
-#: Per-sequence lengths for B = 4, T = 5, each sending the fused layout down a different path.
+#: Per-sequence lengths for B = 4, T = 6, each sending the fused layout down a different path.
 LENGTHS = {
     "none": None,  # no lengths: zero-copy reshape, no sort
-    "unsorted": [5, 2, 4, 1],  # sort and unsort, a sequence of one step
-    "sorted": [5, 4, 2, 1],  # already sorted: the identity order is skipped
-    "all_full": [5, 5, 5, 5],  # lengths given but all T: packed indices, every step full
-    "short": [3, 1, 3, 2],  # the longest is shorter than T: padding past every sequence
+    "unsorted": [6, 2, 5, 1],  # sort and unsort, a sequence of one step
+    "sorted": [6, 5, 2, 1],  # already sorted: the identity order is skipped
+    "all_full": [6, 6, 6, 6],  # lengths given but all T: packed indices, every step full
+    "short": [3, 1, 4, 2],  # the longest is shorter than T: padding past every sequence
 }
 
 
@@ -62,13 +62,13 @@ def layer_call(run_layer, mode: str, proj: int, bias: bool, lengths, reverse: bo
 def test_fused_gradcheck(mode, proj, lengths, reverse):
     """Gradients w.r.t. the input, the initial state(s) and every weight, against finite differences."""
     lens = {"none": None, "unsorted": [4, 1, 3], "short": [2, 3, 1]}[lengths]
-    ts = [t.requires_grad_() for t in layer_tensors(mode, proj, T=4, B=3, I=2, H=3, bias=True, seed=11)]
+    ts = [t.requires_grad_() for t in layer_tensors(mode, proj, T=4, B=3, I=2, H=5, bias=True, seed=11)]
     assert torch.autograd.gradcheck(layer_call(fused.run_layer, mode, proj, True, lens, reverse), ts)
 
 
 def compare_engines(mode, proj, bias, lengths, reverse, dtype, **tol):
     """Outputs and every gradient of fused.run_layer equal reference.run_layer's."""
-    base = layer_tensors(mode, proj, T=5, B=4, I=3, H=5, bias=bias, dtype=dtype, seed=3)
+    base = layer_tensors(mode, proj, T=6, B=4, I=3, H=5, bias=bias, dtype=dtype, seed=3)
     results = []
     for run_layer in (fused.run_layer, reference.run_layer):
         leaves = [t.clone().requires_grad_() for t in base]

@@ -20,8 +20,8 @@ from conftest import (
 )
 from torch.nn.utils.rnn import pack_sequence
 
-T, B, I, H = 5, 3, 3, 5  # small, mutually prime-ish sizes so a swapped axis cannot go unnoticed
-LENGTHS = [4, 1, 3]  # unsorted, one sequence of a single step, and the longest shorter than T
+T, B, I, H = 6, 4, 3, 5  # small and all different, so a swapped axis cannot go unnoticed
+LENGTHS = [4, 1, 5, 3]  # unsorted, one sequence of a single step, and the longest shorter than T
 
 OPTION_AXES = {
     "num_layers": (1, 2, 3),
@@ -149,10 +149,10 @@ def test_float32_matches_torch(engine, cell_name):
 
 
 PACKINGS = {
-    "enforce_sorted": lambda x: pack_padded_sequence(x, [T, 4, 2], enforce_sorted=True),  # no permutation
+    "enforce_sorted": lambda x: pack_padded_sequence(x, [T, 4, 4, 2], enforce_sorted=True),  # no permutation
     "all_full": lambda x: pack_padded_sequence(x, [T] * B, enforce_sorted=False),
     "single": lambda x: pack_padded_sequence(x[:, 1:2], [3]),
-    "pack_sequence": lambda x: pack_sequence([x[:2, 0], x[:, 1], x[:1, 2]], enforce_sorted=False),
+    "pack_sequence": lambda x: pack_sequence([x[:2, 0], x[:, 1], x[:1, 2], x[:5, 3]], enforce_sorted=False),
 }
 
 
