@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m rnnkit.demo
+	$(PY) -m rnnkit demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -78,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="start afresh even if OUT holds a checkpoint")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--threads", default=None, metavar="N|auto",
+                   help="CPU threads for torch; auto = time 1 and all cores on a batch and keep the faster")
     t.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
 
     e = sub.add_parser("evaluate", help="score a checkpoint on data", formatter_class=fmt,
@@ -117,7 +119,26 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo", metavar="DIR")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--no-progress", action="store_true")
+    d.add_argument("--threads", default="auto", metavar="N|auto", help="CPU threads (default auto: the faster of "
+                   "1 and all cores, timed on one batch — a busy machine can make 1 thread much faster)")
     return p
+
+
+def _set_threads(trainer, threads: str | None) -> None:
+    import torch
+
+    if threads is None:
+        return
+    if threads == "auto":
+        trainer.tune_threads()
+        return
+    try:
+        n = int(threads)
+    except ValueError:
+        raise UsageError(f"--threads must be a number or 'auto', got {threads!r}") from None
+    if n < 1:
+        raise UsageError(f"--threads must be >= 1, got {n}")
+    torch.set_num_threads(n)
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -136,6 +157,8 @@ def _fmt(v) -> str:
 
 
 def cmd_train(args, extra: list[str]) -> int:
+    import torch
+
     from .train.checkpoint import resolve
     from .train.options import Settings  # noqa: F401  (type of settings)
     from .train.tasks import TASKS, build_run, settings_for
@@ -158,10 +181,11 @@ def cmd_train(args, extra: list[str]) -> int:
     run = build_run(args.task, args.data, args.valid, settings, out_dir=out,
                     progress=not args.no_progress, device=args.device)
     tr = run.trainer
+    _set_threads(tr, args.threads)
     n_params = sum(p.numel() for p in tr.model.parameters())
     _say(f"{args.task}: {run.sizes['train']:,} training / {run.sizes['valid']:,} validation items "
          f"(validation {run.valid_source}); model {tr.model_type}, {n_params:,} parameters; "
-         f"{tr.dist.world_size} process(es) on {tr.device}")
+         f"{tr.dist.world_size} process(es) on {tr.device}, {torch.get_num_threads()} thread(s)")
     try:
         result = tr.fit(resume=resume)
     finally:
@@ -298,20 +322,21 @@ def cmd_demo(args) -> int:
 
     from .train.tasks import build_run, load_trained, settings_for, TASKS
 
-    torch.set_num_threads(min(torch.get_num_threads(), os.cpu_count() or 1))
     out = Path(args.out)
     settings = settings_for(TASKS["lm"], ["builtin:pydoc"])
     for key, value in DEMO_SETTINGS.items():
         settings.set_value(key, value)
     settings.set_value("time_budget", args.time_budget)
     settings.set_value("seed", args.seed)
-    print(f"rnnkit demo: a character-level LSTM reads the Python documentation (pydoc_data.topics, shipped "
-          f"with Python) for {args.time_budget:g} s on {torch.get_num_threads()} CPU thread(s), then writes.")
     t0 = time.perf_counter()
     run = build_run("lm", ["builtin:pydoc"], None, settings, out_dir=out, progress=not args.no_progress)
+    _set_threads(run.trainer, args.threads)
     n_params = sum(p.numel() for p in run.trainer.model.parameters())
+    print(f"rnnkit demo: a character-level LSTM reads the Python documentation (pydoc_data.topics, shipped "
+          f"with Python) for {args.time_budget:g} s on {torch.get_num_threads()} CPU thread(s), then writes.")
     print(f"corpus: {run.sizes['train']:,} training / {run.sizes['valid']:,} validation characters, "
-          f"{len(run.task.tokenizer)} symbols; model: {n_params:,} parameters")
+          f"{len(run.task.tokenizer)} symbols; model: 1-layer LSTM, hidden {DEMO_SETTINGS['hidden_size']}, "
+          f"{n_params:,} parameters")
     result = run.trainer.fit()
     if result.stop_reason == "interrupted":
         print(f"interrupted: a resumable checkpoint is in {out / 'checkpoint'}", file=sys.stderr)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import threading
 import time
@@ -334,6 +335,32 @@ class Trainer:
         self.carry = _map(lambda x: x.to(self.device), carry)
         self.last_good = Path(path)
 
+    def tune_threads(self, candidates: Sequence[int] | None = None) -> int:
+        """Times a forward and backward pass of the first training batch with each thread count and
+        keeps the fastest. On a busy shared machine one thread can be several times faster than two
+        (the threads wait on each other); on an idle one, more threads win. Weights, optimizer and
+        RNG are untouched (no dropout RNG is drawn under fork_rng; gradients are discarded)."""
+        cpus = os.cpu_count() or 1
+        candidates = sorted({max(1, n) for n in (candidates or (cpus, 1))}, reverse=True)
+        if len(candidates) == 1 or self.dist.enabled:
+            return torch.get_num_threads()
+        batch = _map(lambda t: t.to(self.device), self.task.train_batches(self.epoch)[0])
+        timings = {}
+        with torch.random.fork_rng(devices=[]):
+            for n in candidates:
+                torch.set_num_threads(n)
+                best = math.inf
+                for _ in range(3):  # the first run of each count also warms up
+                    t0 = time.perf_counter()
+                    loss, _, _ = self.loss_module(batch, None, StepContext(self.step, self.epoch))
+                    loss.backward()
+                    best = min(best, time.perf_counter() - t0)
+                timings[n] = best
+        self.optimizer.zero_grad(set_to_none=True)
+        chosen = min(timings, key=timings.get)
+        torch.set_num_threads(chosen)
+        return chosen
+
     # -- evaluation --
 
     def evaluate(self) -> dict[str, float]:
@@ -413,13 +440,20 @@ class Trainer:
         return result
 
     def _progress_bar(self):
+        """Steps out of --max-steps, or seconds out of --time-budget when that is the only limit."""
         if not self.progress:
             return contextlib.nullcontext(None)
         from tqdm.auto import tqdm
 
-        total = self.config.max_steps or None
-        return tqdm(total=total, initial=self.step, desc=self.description, unit="step",
-                    dynamic_ncols=True, mininterval=0.5, leave=True)
+        c = self.config
+        if c.time_budget and not c.max_steps:
+            self._bar_by_time = True
+            return tqdm(total=round(c.time_budget), initial=min(round(self.elapsed), round(c.time_budget)),
+                        desc=self.description, unit="s", dynamic_ncols=True, mininterval=0.5,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} s [{postfix}]")
+        self._bar_by_time = False
+        return tqdm(total=c.max_steps or None, initial=self.step, desc=self.description, unit=" steps",
+                    dynamic_ncols=True, mininterval=0.5)
 
     def _loop(self, sig: _StopSignal, bar) -> str:
         c, info = self.config, self.dist
@@ -506,10 +540,13 @@ class Trainer:
         now = time.perf_counter()
         if bar is not None and (window["steps"] % max(1, min(c.log_every, 10)) == 0 or self.step == c.max_steps):
             rate = window["tokens"] / max(now - window["t0"], 1e-9)
-            bar.set_postfix_str(f"loss {window['loss'] / max(window['tokens'], 1):.3f}  {rate:,.0f} tok/s  lr {lr:.2g}",
-                                refresh=False)
+            bar.set_postfix_str(f"step {self.step}  loss {window['loss'] / max(window['tokens'], 1):.3f}  "
+                                f"{rate:,.0f} tok/s  lr {lr:.2g}", refresh=False)
         if bar is not None:
-            bar.update(1)
+            if self._bar_by_time:
+                bar.update(min(self.elapsed, bar.total) - bar.n)
+            else:
+                bar.update(1)
         if window["steps"] < c.log_every:
             return
         record = {"split": "train", "step": self.step, "epoch": self.epoch,
