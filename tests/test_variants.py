@@ -19,6 +19,10 @@ in ``test_init.py``.
 from __future__ import annotations
 
 import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,6 +32,7 @@ import rnnkit
 from rnnkit.engine import LayerWeights, Noise, choose_engine, dispatch, fused, native, reference
 
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- engine level: explicit masks ------------------------------------------------------------------
@@ -571,3 +576,24 @@ def test_cell_recurrent_dropout_needs_its_mask(cls, assert_error):
     cell.eval()
     assert cell.draw_recurrent_mask(2) is None
     cell(x)  # eval: no mask, no dropout
+
+
+# -- benchmark smoke test ---------------------------------------------------------------------------
+def test_bench_variants_quick_runs(tmp_path):
+    """``benchmarks/bench_variants.py --quick`` runs end to end on a tiny config and prints one table row
+    per cell and option with both ratios, and a summary line per target. No timing assertions."""
+    bench = ROOT / "benchmarks" / "bench_variants.py"
+    cmd = [sys.executable, str(bench), "--quick", "--configs", "tiny", "--repeats", "3", "--min-time", "0.002",
+           "--threads", "1", "--json", str(tmp_path / "rows.json")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    rows = [line for line in lines if line.startswith("| tiny")]
+    assert len(rows) == 2 * 6, proc.stdout  # LSTM and GRU × six options
+    for row in rows:
+        assert row.count("×") >= 2, row
+    assert any(line.startswith("- options vs plain fused") for line in lines), proc.stdout
+    assert any(line.startswith("- rnnkit vs Python cell loop") for line in lines), proc.stdout
+    assert "MISMATCH" not in proc.stdout  # the deterministic loops computed what rnnkit computes
+    data = json.loads((tmp_path / "rows.json").read_text())
+    assert len(data["rows"]) == 12 and all(r["vs_plain"] > 0 and r["vs_loop"] > 0 for r in data["rows"])
