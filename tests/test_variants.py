@@ -30,6 +30,7 @@ from conftest import CELLS, DT, MODE_IDS, MODES_PROJ, assert_all_close, covering
 
 import rnnkit
 from rnnkit.engine import LayerWeights, Noise, choose_engine, dispatch, fused, native, reference
+from rnnkit.engine.step import StepKernel
 
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 ROOT = Path(__file__).resolve().parents[1]
@@ -524,6 +525,35 @@ def test_cell_zoneout_in_training_keeps_or_updates_each_unit(cls):
         assert (kept | (n == r)).all(), f"state {k}"
         assert abs(kept.double().mean().item() - p) < 0.06  # 800 units: σ ≈ 0.016
     assert cell.draw_recurrent_mask(batch) is None  # no recurrent dropout asked for
+
+
+STEP_BUG = pytest.mark.xfail(strict=True, reason="library bug: rnnkit.engine.step.StepKernel (generation's "
+                             "single-step kernel) ignores layer_norm and zoneout's eval expectation: it steps the "
+                             "plain cell and neither matches the layer nor refuses")
+STEP_CASES = [("lstm", "recurrent_dropout"), ("gru", "weight_drop"), ("lstm", "dropout_variational"),
+              pytest.param("lstm", "layer_norm", marks=STEP_BUG), pytest.param("gru", "layer_norm", marks=STEP_BUG),
+              pytest.param("lstm", "zoneout", marks=STEP_BUG), pytest.param("rnn_tanh", "zoneout", marks=STEP_BUG)]
+
+
+@pytest.mark.parametrize("cell_name, option", STEP_CASES)
+def test_step_kernel_equals_layer_in_eval_or_refuses(cell_name, option):
+    """Generation steps a layer with ``StepKernel``; in eval mode it must compute what the layer computes
+    (dropout of every kind off, zoneout's expectation, layer norm) — or refuse the layer."""
+    m = make_layer(cell_name, option).eval()
+    try:
+        kernel = StepKernel.for_layer(m)
+    except ValueError:
+        return
+    x = random(T, B, I, seed=12)
+    y, state = m(x)
+    L, lstm = m.num_layers, CELLS[cell_name].lstm
+    s = (torch.zeros(L, B, H, dtype=DT), torch.zeros(L, B, H, dtype=DT)) if lstm else torch.zeros(L, B, H, dtype=DT)
+    ys = []
+    with torch.no_grad():
+        for t in range(T):
+            y_t, s = kernel(x[t], s)
+            ys.append(y_t)
+    torch.testing.assert_close(torch.stack(ys), y.detach())
 
 
 # -- bad input ---------------------------------------------------------------------------------------
