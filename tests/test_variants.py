@@ -10,8 +10,10 @@ layer norm, on the engines, the layers and the cells.
 - Semantics: zoneout with keep masks of ones holds the initial state and with zeros is the plain cell;
   a layer's zoneout draws a fresh mask every step; eval mode is the expectation, deterministic and
   draws nothing from the RNG; a seeded run is reproducible.
-- Cells: stepping LSTMCell / GRUCell / RNNCell with the variants equals the layer.
+- Cells: stepping LSTMCell / GRUCell / RNNCell with the variants equals the layer (in eval, and in
+  training with the recurrent mask the cell draws); generation's ``StepKernel`` equals it or refuses.
 - Bad input: each option's bad values give a clear error naming the module, the option and the range.
+- ``benchmarks/bench_variants.py --quick`` runs (no timing assertions).
 
 Dropout kinds between layers and the dropout modules are in ``test_seq_dropout.py``, initialisation
 in ``test_init.py``.
