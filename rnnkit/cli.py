@@ -1,4 +1,5 @@
-"""The ``rnnkit`` command (also ``python -m rnnkit``): train, evaluate, generate, predict, info, demo.
+"""The ``rnnkit`` command (also ``python -m rnnkit``): train, evaluate, generate, predict, info, demo —
+and ``diagnose``/``experiment`` from ``rnnkit.diagnostics.commands``.
 
 A thin layer: parsing and printing here; reading data, building models and training in
 ``rnnkit.train.tasks`` / ``rnnkit.train``. Exit codes: 0 success, 1 failure while running (diverged,
@@ -121,6 +122,10 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--no-progress", action="store_true")
     d.add_argument("--threads", default="auto", metavar="N|auto", help="CPU threads (default auto: the faster of "
                    "1 and all cores, timed on one batch — a busy machine can make 1 thread much faster)")
+
+    from .diagnostics.commands import register  # diagnose …, experiment … (each sets its handler in `func`)
+
+    register(sub)
     return p
 
 
@@ -406,7 +411,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"rnnkit {args.command}: unrecognized arguments: {' '.join(extra)}")
         commands = {"evaluate": cmd_evaluate, "generate": cmd_generate, "predict": cmd_predict,
                     "info": cmd_info, "demo": cmd_demo}
-        return cmd_train(args, extra) if args.command == "train" else commands[args.command](args)
+        if args.command == "train":
+            return cmd_train(args, extra)
+        return commands[args.command](args) if args.command in commands else args.func(args)
     except SystemExit as e:  # --help and --version
         return int(e.code or 0) if isinstance(e.code, int) else EXIT_OK
     except KeyboardInterrupt:

@@ -178,12 +178,23 @@ def forecast_metrics(pred: torch.Tensor, target: torch.Tensor, last_value: torch
 
 # --- sequence generation --------------------------------------------------------------------
 
-def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
-    """Corpus BLEU (0–100) with one reference per hypothesis, computed by sacrebleu."""
+def bleu(hypotheses: Sequence[str], references: Sequence[str], max_order: int = 4) -> float:
+    """Corpus BLEU (0–100) with one reference per hypothesis, computed by sacrebleu (13a
+    tokenisation). ``max_order`` caps the n-gram order: BLEU-4 is the standard, but a corpus of
+    three-word captions has no 4-grams and scores 0 whatever the model does."""
     _same_length("bleu", hypotheses, references)
-    import sacrebleu  # an optional extra; imported here so the rest of rnnkit works without it
+    from ..data.errors import require  # sacrebleu is an optional extra
 
-    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)
+    bleu_metrics = require("sacrebleu.metrics", "sacrebleu", "data", "BLEU")
+    scorer = bleu_metrics.BLEU(max_ngram_order=max_order)
+    return float(scorer.corpus_score(list(hypotheses), [list(references)]).score)
+
+
+def bleu_order(references: Sequence[str]) -> int:
+    """The n-gram order for ``bleu`` on these references: 4, or less when the median reference is
+    shorter than 4 words (captions, short answers)."""
+    lengths = sorted(len(r.split()) for r in references)
+    return max(1, min(4, lengths[len(lengths) // 2] if lengths else 4))
 
 
 def exact_match(hypotheses: Sequence, references: Sequence) -> float:

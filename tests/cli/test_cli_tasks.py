@@ -66,3 +66,18 @@ def test_forecast(cli, tmp_path):
     code, pred, err = cli("predict", out / "checkpoint", "--input", tmp_path / "h.txt")
     assert code == 0, err
     assert 0.3 < float(pred.strip()) < 0.9  # the sine keeps rising
+
+
+def test_caption(cli, tmp_path):
+    from rnnkit.data import load_builtin, write_captions
+    from rnnkit.data.captions import png_bytes
+
+    out, m = train(cli, tmp_path, "caption", "--data", "builtin:digits", "--max-steps", "100")
+    assert m["exact_match"] > m["most_common_exact_match"] + 0.2 and m["bleu"] > m["most_common_bleu"] + 20
+    strip = load_builtin("digits")["valid"]
+    (tmp_path / "a.png").write_bytes(png_bytes((strip.images[0, 0].numpy() * 255).astype("uint8")))
+    (tmp_path / "list.txt").write_text(f"{tmp_path / 'a.png'}\n")
+    code, pred, err = cli("predict", out / "checkpoint", "--input", tmp_path / "list.txt")
+    assert code == 0, err
+    assert len(pred.split()) >= 1 and set(pred.split()) <= set(strip.captions[0].split()) | {
+        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"}

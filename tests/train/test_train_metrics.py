@@ -68,6 +68,9 @@ def test_bleu_and_exact_match():
     assert M.bleu(hyp, ref) == pytest.approx(sacrebleu.corpus_bleu(hyp, [ref]).score)
     assert M.bleu(ref, ref) == pytest.approx(100.0)
     assert M.exact_match(hyp, ref) == 0.5
+    # three-word captions have no 4-grams: BLEU-4 is 0 even for a perfect match, BLEU-3 is not
+    caps = ["three one four", "one five nine"]
+    assert M.bleu_order(caps) == 3 and M.bleu(caps, caps, 3) == pytest.approx(100.0)
     with pytest.raises(ValueError, match="1 predictions for 2 references"):
         M.exact_match(hyp[:1], ref)
 

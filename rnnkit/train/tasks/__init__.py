@@ -27,6 +27,7 @@ from ..config import TrainConfig
 from ..options import OptionError, Settings, build
 from ..trainer import Trainer, seed_everything
 from .base import Task
+from .caption import CaptionTask
 from .classify import ClassifyTask
 from .forecast import ForecastTask
 from .lm import LanguageModelTask
@@ -34,7 +35,7 @@ from .tag import TagTask
 from .translate import TranslateTask
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (LanguageModelTask, ClassifyTask, TagTask, TranslateTask,
-                                                    ForecastTask)}
+                                                    ForecastTask, CaptionTask)}
 
 
 def model_class(model_type: str) -> type[nn.Module]:

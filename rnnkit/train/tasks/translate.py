@@ -133,12 +133,13 @@ class TranslateTask(Task):
             total += float(F.cross_entropy(logits.transpose(1, 2), tgt.to(dev), ignore_index=PAD, reduction="sum"))
             n += int((tgt != PAD).sum())
         refs = [self.tgt_tok.decode(t) for t in self.valid_tgt]  # as the tokenizer sees them (case, spacing)
-        return {"bleu": M.bleu(hyps, refs), "exact_match": M.exact_match(hyps, refs), "loss": total / n,
-                **self.baseline()}
+        order = M.bleu_order(refs)
+        return {"bleu": M.bleu(hyps, refs, order), "exact_match": M.exact_match(hyps, refs), "loss": total / n,
+                "bleu_order": order, **self.baseline()}
 
     def baseline(self) -> dict[str, float]:
         refs = [self.tgt_tok.decode(t) for t in self.valid_tgt]
-        return {"copy_source_bleu": M.bleu(self.valid_sources, refs),
+        return {"copy_source_bleu": M.bleu(self.valid_sources, refs, M.bleu_order(refs)),
                 "copy_source_exact_match": M.exact_match(self.valid_sources, refs)}
 
     def predict(self, model: nn.Module, lines: Sequence[str]) -> list[str]:
