@@ -127,7 +127,8 @@ class VectorToSequence(ConfiguredModel):
         return h, layers(self.init_c(cond)) if self.init_c is not None else torch.zeros_like(h)
 
     def _step_input(self, embedded: Tensor, cond: Tensor) -> Tensor:
-        """The decoder's input: token embeddings (B, T, E) or (B, E), with cond appended for "input"."""
+        """The decoder's input: token embeddings (B, T, E) or (B, E), with cond appended unless conditioning
+        is "init"."""
         if self._config.conditioning == "init":
             return embedded
         f = cond if embedded.dim() == 2 else cond.unsqueeze(1).expand(-1, embedded.shape[1], -1)

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .common import InputLayer, check_ids, check_input_choice, make_recurrent, padding_mask, prepare_lengths, top_state
+from .common import (InputLayer, check_ids, check_input_choice, make_recurrent, padding_mask, pool_over_time,
+                     prepare_lengths, top_state)
 from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
 
 Pooling = Literal["last", "mean", "max", "attention"]
@@ -106,14 +107,11 @@ class SequenceClassifier(ConfiguredModel):
         o, state = self.rnn(x, lengths=lengths)  # o (B, T, D·H), zero past each length
         pooling = self._config.pooling
         if pooling == "last":
-            h_n = state[0] if isinstance(state, tuple) else state
-            return top_state(h_n, self._config.bidirectional), None
+            return top_state(state, self._config.bidirectional), None
         mask = padding_mask(lengths, B, T, o.device)  # (B, T)
         if pooling == "attention":
             return self.attention(o, mask)
-        if pooling == "max":
-            return o.masked_fill(~mask.unsqueeze(2), float("-inf")).amax(dim=1), None
-        return (o * mask.unsqueeze(2)).sum(1) / mask.sum(1, keepdim=True), None  # mean
+        return pool_over_time(o, mask, pooling), None
 
     def forward(self, inputs: Tensor, lengths=None) -> Tensor:
         """Logits (B, num_classes)."""

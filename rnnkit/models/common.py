@@ -25,11 +25,13 @@ def make_recurrent(cell: str, input_size: int, hidden_size: int, num_layers: int
     return RNN(input_size, hidden_size, nonlinearity=cell.removeprefix("rnn_"), **kwargs)
 
 
-def top_state(h_n: Tensor, bidirectional: bool) -> Tensor:
-    """The last layer's final hidden state, both directions side by side: h_n (L·D, B, H) → (B, D·H).
+def top_state(state, bidirectional: bool) -> Tensor:
+    """The last layer's final hidden state, both directions side by side: h_n (L·D, B, H) — or an
+    LSTM's (h_n, c_n) — → (B, D·H).
 
     With ``lengths`` the layers already stop each sequence at its last real step, so this is the
     state after the last real token (forward) and after the first one (backward)."""
+    h_n = state[0] if isinstance(state, tuple) else state
     if bidirectional:
         return torch.cat([h_n[-2], h_n[-1]], dim=1)
     return h_n[-1]
@@ -40,6 +42,13 @@ def padding_mask(lengths: Tensor | None, batch: int, steps: int, device) -> Tens
     if lengths is None:
         return torch.ones(batch, steps, dtype=torch.bool, device=device)
     return torch.arange(steps, device=device) < lengths.to(device).unsqueeze(1)
+
+
+def pool_over_time(x: Tensor, mask: Tensor, how: str) -> Tensor:
+    """Mean or element-wise max of x (B, T, F) over the steps where mask (B, T) is True → (B, F)."""
+    if how == "max":
+        return x.masked_fill(~mask.unsqueeze(2), float("-inf")).amax(dim=1)
+    return (x * mask.unsqueeze(2)).sum(1) / mask.sum(1, keepdim=True)
 
 
 def prepare_lengths(owner: str, lengths, batch: int, steps: int) -> Tensor | None:

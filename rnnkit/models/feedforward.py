@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .common import InputLayer, check_ids, check_input_choice, padding_mask, prepare_lengths
+from .common import InputLayer, check_ids, check_input_choice, padding_mask, pool_over_time, prepare_lengths
 from .config import ConfiguredModel, check_dropout, check_positive, check_types, inference
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
@@ -95,11 +95,7 @@ class FeedForwardBaseline(ConfiguredModel):
         mask = padding_mask(prepare_lengths(owner, lengths, B, T), B, T, x.device)  # (B, T)
         if c.pooling == "none":
             return self.mlp(x), mask
-        if c.pooling == "max":
-            pooled = x.masked_fill(~mask.unsqueeze(2), float("-inf")).amax(dim=1)
-        else:
-            pooled = (x * mask.unsqueeze(2)).sum(1) / mask.sum(1, keepdim=True)
-        return self.mlp(pooled), None
+        return self.mlp(pool_over_time(x, mask, c.pooling)), None
 
     def forward(self, inputs: Tensor, lengths=None) -> Tensor:
         return self._logits(inputs, lengths)[0]

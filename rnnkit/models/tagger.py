@@ -100,8 +100,7 @@ class CharWordEncoder(nn.Module):
         word_chars = chars.to(word_mask.device)[word_mask]  # (N, L), the real words only
         n_chars = char_lengths.to(word_mask.device)[word_mask]  # (N,)
         _, state = self.rnn(self.embedding(word_chars), lengths=n_chars.cpu())
-        h_n = state[0] if isinstance(state, tuple) else state
-        feats = top_state(h_n, bidirectional=True)  # (N, 2·Hc)
+        feats = top_state(state, bidirectional=True)  # (N, 2·Hc)
         out = feats.new_zeros(B, T, self.size)
         out[word_mask] = feats
         return out
