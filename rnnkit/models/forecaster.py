@@ -15,7 +15,8 @@ Training (``loss``) is one-step-ahead on the sequence shifted by one — inputs 
 y_1 … y_{T−1} — plus, with a direct head, every window of the next K values that fits in the sequence.
 Forecasting (``forecast``) runs the history once, then either rolls out autoregressively (each
 prediction fed back as the next input; any number of steps) or reads all K steps from the direct head
-at once (steps ≤ K).
+at once (steps ≤ K). The direct head sees the covariates of the first forecast step only (those of
+later steps are not inputs to it); the rollout reads each step's own.
 
 Shapes: series (B, T, S); exogenous (B, T, E) aligned with the series — for ``forecast``, (B, T + steps, E):
 the history's covariates followed by those of the steps to forecast.
