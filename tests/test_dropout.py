@@ -120,12 +120,6 @@ def test_train_mode_keeps_zeros_past_lengths(engine):
         assert not y[L:, b].any()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="engine bug: the locked/variational mask is bernoulli(1 - p) / (1 - p), 0/0 = NaN at p = 1 "
-    "(stack._bernoulli_keep); naive dropout gives zeros",
-)
 @pytest.mark.parametrize("kind", ["locked", "variational"])
 def test_dropout_one_with_per_sequence_masks_drops_everything(kind):
     """dropout=1.0 is accepted for every dropout_kind; like the naive kind, it should zero layer 1's input."""

@@ -112,13 +112,7 @@ def test_identity_with_relu_is_silent():
         rnnkit.RNNCell(I, H, nonlinearity="relu", init="identity")
 
 
-CELL_BUG = pytest.mark.xfail(strict=True, reason="library bug: _check_options warns with stacklevel=4, one frame "
-                             "too many for LSTMCell/GRUCell (they have no __init__ of their own), so the warning "
-                             "names the caller's caller")
-
-
-@pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNNCell, pytest.param(rnnkit.LSTMCell, marks=CELL_BUG),
-                                 pytest.param(rnnkit.GRUCell, marks=CELL_BUG)])
+@pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNNCell, rnnkit.LSTMCell, rnnkit.GRUCell])
 def test_identity_warning_points_at_the_caller(cls):
     with pytest.warns(UserWarning) as record:
         line = inspect.currentframe().f_lineno + 1
@@ -154,8 +148,6 @@ def test_forget_bias(cls, kwargs, init):
         torch.testing.assert_close(total, torch.full((H,), 1.5))
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: forget_bias with bias=False is silently ignored (there is "
-                                       "no bias to set); expected a ValueError naming forget_bias and bias=False")
 @pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.LSTMCell])
 def test_forget_bias_without_bias_is_an_error(cls):
     with pytest.raises(ValueError, match="forget_bias"):

@@ -18,7 +18,9 @@ from .types import LayerWeights, Noise, Options, State
 
 
 def _bernoulli_keep(shape, p: float, like: Tensor) -> Tensor:
-    """A dropout mask: 1/(1 − p) with probability 1 − p, else 0."""
+    """A dropout mask: 1/(1 − p) with probability 1 − p, else 0 (all zeros at p = 1, as F.dropout)."""
+    if p >= 1:
+        return like.new_zeros(shape)
     return like.new_empty(shape).bernoulli_(1 - p).div_(1 - p)
 
 

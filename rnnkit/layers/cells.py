@@ -32,8 +32,10 @@ class _CellBase(nn.Module):
         owner = f"rnnkit.{type(self).__name__}"
         check_positive_int(owner, "input_size", input_size)
         check_positive_int(owner, "hidden_size", hidden_size)
+        # The user's line is 3 frames up, or 4 when a subclass (RNNCell) has an __init__ of its own.
+        stacklevel = 3 if type(self).__init__ is _CellBase.__init__ else 4
         self.options = _check_options(owner, self.mode, None, recurrent_dropout, 0.0, zoneout, zoneout_cell,
-                                      layer_norm, init, forget_bias)
+                                      layer_norm, init, forget_bias, bias, stacklevel)
         self.layer_norm, self.init, self.forget_bias = layer_norm, init, forget_bias
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         factory = {"device": device, "dtype": dtype}

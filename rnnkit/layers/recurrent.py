@@ -61,8 +61,9 @@ def _check_probability(owner: str, name: str, p) -> float:
 
 
 def _check_options(owner, mode, dropout_kind, recurrent_dropout, weight_drop, zoneout, zoneout_cell, layer_norm,
-                   init, forget_bias) -> Options:
-    """Validate the regularisation and variant options; returns the engine's ``Options``."""
+                   init, forget_bias, bias=True, stacklevel=4) -> Options:
+    """Validate the regularisation and variant options; returns the engine's ``Options``.
+    ``stacklevel`` makes a warning point at the user's line that built the module."""
     recurrent_dropout = _check_probability(owner, "recurrent_dropout", recurrent_dropout)
     weight_drop = _check_probability(owner, "weight_drop", weight_drop)
     zoneout = _check_probability(owner, "zoneout", zoneout)
@@ -87,12 +88,14 @@ def _check_options(owner, mode, dropout_kind, recurrent_dropout, weight_drop, zo
     if init == "identity" and mode != "rnn_relu":
         warnings.warn(f"{owner}: init='identity' is the IRNN recipe (Le et al. 2015), meant for "
                       f"RNN(nonlinearity='relu'); with {mode!r} the identity recurrence may saturate",
-                      stacklevel=4)
+                      stacklevel=stacklevel)
     if forget_bias is not None:
         if mode != "lstm":
             raise ValueError(f"{owner}: forget_bias is an LSTM option, {owner} has no forget gate")
         if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)):
             raise TypeError(f"{owner}: forget_bias must be a number, got {forget_bias!r}")
+        if not bias:
+            raise ValueError(f"{owner}: forget_bias={forget_bias} needs bias=True (there is no bias to set)")
     return Options(dropout_kind, recurrent_dropout, weight_drop, zoneout, zoneout_cell)
 
 
@@ -143,7 +146,7 @@ class RNNBase(nn.Module):
             raise ValueError(f"{owner}: proj_size must be smaller than hidden_size, got {proj_size} >= {hidden_size}")
         self._check_engine(engine)
         self.options = _check_options(owner, mode, dropout_kind, recurrent_dropout, weight_drop, zoneout,
-                                      zoneout_cell, layer_norm, init, forget_bias)
+                                      zoneout_cell, layer_norm, init, forget_bias, bias)
         self.layer_norm, self.init, self.forget_bias = layer_norm, init, forget_bias
         self.mode = mode
         self.input_size = input_size
