@@ -365,7 +365,7 @@ def cmd_demo(args) -> int:
 
 #: The demo's model and training settings (chosen for ~90 s on 2 CPU cores; see the README).
 DEMO_SETTINGS = {"hidden_size": 256, "embed_size": 64, "num_layers": 1, "batch_size": 32, "bptt": 100,
-                 "lr": 4e-3, "schedule": "cosine", "min_lr_ratio": 0.05, "eval_every": 250, "log_every": 10}
+                 "lr": 4e-3, "schedule": "cosine", "min_lr_ratio": 0.05, "eval_every": 150, "log_every": 10}
 
 
 def _task_help(task_name: str) -> str:

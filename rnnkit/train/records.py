@@ -63,7 +63,8 @@ def plot_loss(records: list[dict[str, Any]], path: str | os.PathLike, *, title: 
     if valid:
         ax.plot(*zip(*valid), "o-", label="validation", lw=1.5, ms=4)
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats per token)" if any("bits_per_token" in r for r in records) else "loss")
+    per_token = any(k.startswith("bits_per_") for r in records for k in r)
+    ax.set_ylabel("loss (nats per token)" if per_token else "loss")
     ax.grid(alpha=0.3)
     ax.legend()
     if title:

@@ -450,7 +450,7 @@ class Trainer:
             self._bar_by_time = True
             return tqdm(total=round(c.time_budget), initial=min(round(self.elapsed), round(c.time_budget)),
                         desc=self.description, unit="s", dynamic_ncols=True, mininterval=0.5,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} s [{postfix}]")
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} s{postfix}")
         self._bar_by_time = False
         return tqdm(total=c.max_steps or None, initial=self.step, desc=self.description, unit=" steps",
                     dynamic_ncols=True, mininterval=0.5)
@@ -459,7 +459,7 @@ class Trainer:
         c, info = self.config, self.dist
         epochs = c.epochs or (0 if (c.max_steps or c.time_budget) else 1)
         self._batches = self.task.train_batches(self.epoch)
-        window = {"loss": 0.0, "tokens": 0, "norm": 0.0, "clipped": 0, "steps": 0, "t0": time.perf_counter(), "tok0": 0}
+        window = {"loss": 0.0, "tokens": 0, "norm": 0.0, "clipped": 0, "steps": 0, "t0": time.perf_counter()}
         self.loss_module.train()
         while True:
             if c.max_steps and self.step >= c.max_steps:

@@ -85,7 +85,7 @@ def build_run(task_name: str, data: Sequence[str], valid: Sequence[str] | None, 
     trainer = Trainer(model, task, train_cfg, out_dir=out_dir, model_type=task_cls.model_type,
                       model_config=_jsonable(dataclasses.asdict(model.config)), vocab=task.vocab_state(),
                       task_info={"name": task_name, "data": task.data_dict()}, progress=progress, device=device,
-                      description=f"{task_name}")
+                      description=f"train {task_name}")
     return Run(trainer, task, train_cfg, how, {"train": _size(train), "valid": _size(valid_set)})
 
 
