@@ -10,15 +10,15 @@ For a decoder state h_t (the query) and the encoder outputs s_1 … s_S (the mem
 
 Dot is free of parameters but needs the query and memory to share a size; general learns how they
 align; additive scores through a small hidden layer of ``attention_size`` units. The parts that do not
-depend on the query — W_a s_j, W_k s_j + b — are computed once per source (``keys``), so a decoding
-step costs one batched product (plus a tanh for additive).
+depend on the query — W_a s_j, W_k s_j + b, the padding mask — are computed once per batch of
+sources (``prepare``), so a decoding step costs one batched product (plus a tanh for additive).
 
 Shapes: B batch, T query steps, S source steps; query (B, T, Hq), memory (B, S, Hm), mask (B, S)
 True at real positions; context (B, T, Hm), weights (B, T, S).
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +26,16 @@ from torch import Tensor, nn
 #: Attention kinds a seq2seq model can use; "none" means no attention.
 AttentionKind = Literal["none", "additive", "dot", "general"]
 ATTENTIONS = ("none", "additive", "dot", "general")
+
+
+class Source(NamedTuple):
+    """What the scores need from one batch of sources, computed once (``Attention.prepare``):
+    ``memory`` (B, S, Hm); ``keys`` (B, S, ·) — s (dot), W_a s (general), W_k s + b (additive);
+    ``blocked`` (B, 1, S), True at padding."""
+
+    memory: Tensor
+    keys: Tensor
+    blocked: Tensor
 
 
 class Attention(nn.Module):
@@ -49,23 +59,27 @@ class Attention(nn.Module):
             self.W_k = nn.Linear(memory_size, A)  # its bias is the b of the score
             self.v_a = nn.Linear(A, 1, bias=False)
 
-    def keys(self, memory: Tensor) -> Tensor:
-        """What the scores need from the memory, computed once per source: s (dot), W_a s (general,
-        (B, S, Hq)) or W_k s + b (additive, (B, S, A))."""
+    def prepare(self, memory: Tensor, mask: Tensor) -> Source:
+        """``memory`` (B, S, Hm) and ``mask`` (B, S) → the ``Source`` that ``attend`` reads, once per batch
+        of sources rather than once per decoding step."""
         if self.kind == "general":
-            return self.W_a(memory)
-        if self.kind == "additive":
-            return self.W_k(memory)
-        return memory
+            keys = self.W_a(memory)  # (B, S, Hq)
+        elif self.kind == "additive":
+            keys = self.W_k(memory)  # (B, S, A)
+        else:
+            keys = memory
+        return Source(memory, keys, ~mask.unsqueeze(1))
 
-    def forward(self, query: Tensor, memory: Tensor, mask: Tensor, keys: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``query`` (B, T, Hq), ``memory`` (B, S, Hm), ``mask`` (B, S) → context (B, T, Hm), weights (B, T, S).
-        Pass ``keys = self.keys(memory)`` to reuse them across decoding steps."""
-        keys = self.keys(memory) if keys is None else keys
+    def attend(self, query: Tensor, source: Source) -> tuple[Tensor, Tensor]:
+        """``query`` (B, T, Hq) → context (B, T, Hm), weights (B, T, S)."""
         if self.kind == "additive":
-            hidden = torch.tanh(self.W_q(query).unsqueeze(2) + keys.unsqueeze(1))  # (B, T, S, A)
+            hidden = torch.tanh(self.W_q(query).unsqueeze(2) + source.keys.unsqueeze(1))  # (B, T, S, A)
             scores = self.v_a(hidden).squeeze(3)  # (B, T, S)
         else:
-            scores = torch.bmm(query, keys.transpose(1, 2))  # (B, T, S)
-        weights = scores.masked_fill(~mask.unsqueeze(1), float("-inf")).softmax(dim=2)
-        return torch.bmm(weights, memory), weights
+            scores = torch.bmm(query, source.keys.transpose(1, 2))  # (B, T, S)
+        weights = scores.masked_fill(source.blocked, float("-inf")).softmax(dim=2)
+        return torch.bmm(weights, source.memory), weights
+
+    def forward(self, query: Tensor, memory: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """``query`` (B, T, Hq), ``memory`` (B, S, Hm), ``mask`` (B, S) → context (B, T, Hm), weights (B, T, S)."""
+        return self.attend(query, self.prepare(memory, mask))

@@ -183,18 +183,20 @@ def _run(fn: str, step: DecoderStep, start: Tensor, state, choose: Callable[[Ten
     # A row's tokens after its first EOS were fed back but belong to no output: cut them here, once,
     # instead of masking on every step.
     out = torch.stack(chosen, dim=1)  # (B, T)
-    T = out.shape[1]
-    positions = torch.arange(T, device=out.device)
-    if eos_id is not None:
-        is_eos = out == eos_id
-        first = torch.where(is_eos.any(1), is_eos.int().argmax(1), T)  # (B,) index of the first EOS, or T
-        lengths = torch.where(first < T, first + 1, T)
-    else:
-        lengths = torch.full((B,), T, dtype=torch.long, device=out.device)
-    inside = positions < lengths.unsqueeze(1)  # (B, T)
+    lengths = _lengths(out, eos_id)
+    inside = torch.arange(out.shape[1], device=out.device) < lengths.unsqueeze(1)  # (B, T)
     out = out.masked_fill(~inside, eos_id if pad_id is None else pad_id) if eos_id is not None else out
     scores = torch.where(inside, torch.stack(picked, dim=1), 0).sum(1)
     return Decoded(out, lengths, scores, _stack_extras(extras, inside))
+
+
+def _lengths(tokens: Tensor, eos_id: int | None) -> Tensor:
+    """(B,) tokens up to and including each row's first EOS; all T without one (or without eos_id)."""
+    B, T = tokens.shape
+    if eos_id is None:
+        return torch.full((B,), T, dtype=torch.long, device=tokens.device)
+    is_eos = tokens == eos_id
+    return torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, T)
 
 
 def _stack_extras(extras: list[Tensor], inside: Tensor) -> Tensor | None:
@@ -265,50 +267,58 @@ def beam_search(step: DecoderStep, start: Tensor, state, *, beam_width: int, max
     state = expand_rows(state, K)
     tokens = start.repeat_interleave(K)
     first_row = torch.arange(B, device=dev).unsqueeze(1) * K  # (B, 1): row of beam 0 of each sentence
-    lengths = torch.zeros(N, dtype=torch.long, device=dev)
     finished = torch.zeros(N, dtype=torch.bool, device=dev)
+    # Lengths matter during the search only to the length penalty; without it they are read off the
+    # returned tokens at the end, which saves the bookkeeping on every step.
+    lengths = torch.zeros(N, dtype=torch.long, device=dev) if length_penalty else None
     norm = length_normalizer(torch.arange(max_length + 1, device=dev, dtype=torch.float64), length_penalty)
-    scores = None  # (N,) summed log-probabilities; set at the first step
     history: list[tuple[Tensor, Tensor]] = []  # per step: (token (N,), parent row (N,))
     extras: list[Tensor] = []
     for t in range(max_length):
         out = step(tokens, state)
         if t == 0:
             _check_output(fn, out, N)
-        log_probs, state, extra = out[0], out[1], out[2] if len(out) == 3 else None  # log_probs (N, V)
-        V = log_probs.shape[1]
-        if t == 0:
-            # Only beam 0 is alive at the start, so the first step picks K different tokens (with fewer
-            # than K possible hypotheses, the rest stay at -inf: dead beams, counted as finished).
-            scores = log_probs.new_full((B, K), -math.inf)
+            V = out[0].shape[1]
+            # Only beam 0 is alive at the start, so the first step picks K different tokens.
+            scores = out[0].new_full((B, K), -math.inf)
             scores[:, 0] = 0
-            scores = scores.view(N)
-            norm = norm.to(log_probs.dtype)
-        if eos_id is not None and t > 0:
-            # A finished hypothesis continues only with pad, at no cost.
-            stay = log_probs.new_full((V,), -math.inf)
-            stay[pad] = 0
+            scores = scores.view(N)  # (N,) summed log-probabilities
+            norm = norm.to(out[0].dtype)
+            row_offset = first_row * V  # (B, 1): flat index of row b·K's first candidate in (N·V)
+            stay = out[0].new_full((V,), -math.inf)  # a finished hypothesis continues with pad, at no cost
+            if eos_id is not None:
+                stay[pad] = 0
+        log_probs, state = out[0], out[1]  # log_probs (N, V)
+        if t > 0 and eos_id is not None:
             log_probs = torch.where(finished.unsqueeze(1), stay, log_probs)
         total = scores.unsqueeze(1) + log_probs  # (N, V)
-        new_len = lengths + (~finished).long()  # (N,) each candidate's length
-        rank = total / norm[new_len].unsqueeze(1) if length_penalty else total
-        _, best = rank.view(B, K * V).topk(K, dim=1)  # (B, K) over every beam's candidates
-        parent = (first_row + best // V).view(N)  # (N,) row each new beam extends
-        tokens = (best % V).view(N)
-        scores = total.view(B, K * V).gather(1, best).view(N)
-        lengths = new_len.index_select(0, parent)
+        if length_penalty:
+            new_len = lengths + ~finished  # (N,) each candidate's length
+            rank = (total / norm[new_len].unsqueeze(1)).view(B, K * V)
+            best = rank.topk(K, dim=1).indices  # (B, K) over every beam's candidates
+            scores = total.view(B, K * V).gather(1, best).view(N)
+        else:
+            scores, best = total.view(B, K * V).topk(K, dim=1)
+            scores = scores.view(N)
+        flat = (row_offset + best).view(N)  # index into (N·V): parent row · V + token
+        parent, tokens = flat // V, flat % V
         state = select_rows(state, parent)
         history.append((tokens, parent))
-        if extra is not None:
-            extras.append(extra.index_select(0, parent))
+        if len(out) == 3:
+            extras.append(out[2].index_select(0, parent))
+        if length_penalty:
+            lengths = new_len.index_select(0, parent)
         if eos_id is not None:
-            finished = finished.index_select(0, parent) | (tokens == eos_id) | scores.isneginf()
+            finished = finished.index_select(0, parent) | (tokens == eos_id)
+            if V ** (t + 1) < K:  # fewer hypotheses than beams so far: the rest are dead (-inf), done
+                finished |= scores.isneginf()
             if bool(finished.all()):
                 break
     # The best beam of each sentence, then back through the parents.
     final = scores / norm[lengths] if length_penalty else scores
     row = first_row.squeeze(1) + final.view(B, K).argmax(1)  # (B,)
-    best_scores, best_lengths = scores[row], lengths[row]
+    best_scores = scores[row]
+    best_lengths = lengths[row] if length_penalty else None
     out, ext = [], []
     for t in range(len(history) - 1, -1, -1):
         tok, parent = history[t]
@@ -316,10 +326,12 @@ def beam_search(step: DecoderStep, start: Tensor, state, *, beam_width: int, max
         if extras:
             ext.append(extras[t][row])
         row = parent[row]
+    tokens_out = torch.stack(out[::-1], dim=1)  # (B, steps)
+    if best_lengths is None:
+        best_lengths = _lengths(tokens_out, eos_id)
     T = int(best_lengths.max())  # other beams may have run longer than every returned one
-    tokens_out = torch.stack(out[::-1][:T], dim=1)  # (B, T)
     inside = torch.arange(T, device=dev) < best_lengths.unsqueeze(1)  # (B, T)
-    return Decoded(tokens_out, best_lengths, best_scores, _stack_extras(ext[::-1][:T], inside))
+    return Decoded(tokens_out[:, :T], best_lengths, best_scores, _stack_extras(ext[::-1][:T], inside))
 
 
 def decode(step: DecoderStep, start: Tensor, state, *, method: str = "greedy", max_length: int,

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..engine.step import StepKernel, current_kernel
-from .attention import Attention, AttentionKind
+from .attention import Attention, AttentionKind, Source
 from .common import check_ids, make_recurrent, padding_mask, prepare_lengths
 from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
 from .decoding import Decoded, decode, expand_rows, swap_layers_rows
@@ -173,11 +173,15 @@ class Seq2Seq(ConfiguredModel):
             state = (add(state[0]), add(state[1])) if isinstance(state, tuple) else add(state)
         return memory, padding_mask(src_lengths, B, S, src.device), state
 
-    def _attend(self, h: Tensor, memory: Tensor, mask: Tensor, keys: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    def _source(self, memory: Tensor, mask: Tensor) -> Source | None:
+        """What attention reads from the encoded sources, once per batch (None without attention)."""
+        return None if self.attention is None else self.attention.prepare(memory, mask)
+
+    def _attend(self, h: Tensor, source: Source | None) -> tuple[Tensor, Tensor | None]:
         """Decoder states h (B, T, H) → o (B, T, H) and the attention weights (B, T, S) or None."""
         if self.attention is None:
             return h, None
-        context, weights = self.attention(h, memory, mask, keys)
+        context, weights = self.attention.attend(h, source)
         return torch.tanh(self.combine(torch.cat([context, h], dim=2))), weights
 
     # -- training -----------------------------------------------------------------------------------
@@ -195,16 +199,16 @@ class Seq2Seq(ConfiguredModel):
         ratio = c.teacher_forcing_ratio if teacher_forcing_ratio is None else teacher_forcing_ratio
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
             raise ValueError(f"{_OWNER}: teacher_forcing_ratio must be a number in [0, 1], got {ratio!r}")
-        keys = self.attention.keys(memory) if self.attention is not None else None
+        source = self._source(memory, mask)
         bos = tgt.new_full((B, 1), c.bos_id)
         if ratio == 1:  # every input is the gold token: the whole target in one pass of the layers
             h, _ = self.decoder(self.drop(self.tgt_embedding(torch.cat([bos, tgt[:, :-1]], dim=1))), state)
-            o, weights = self._attend(h, memory, mask, keys)
+            o, weights = self._attend(h, source)
             return self.output(self.drop(o)), weights
         gold = torch.rand(tgt.shape, generator=generator, device=tgt.device) < ratio  # (B, T) coins
-        return self._decode_loop(tgt, gold, memory, mask, keys, state)
+        return self._decode_loop(tgt, gold, source, state)
 
-    def _decode_loop(self, tgt: Tensor, gold: Tensor, memory, mask, keys, state) -> tuple[Tensor, Tensor | None]:
+    def _decode_loop(self, tgt: Tensor, gold: Tensor, source: Source | None, state) -> tuple[Tensor, Tensor | None]:
         """Scheduled sampling: step t reads tgt[:, t-1] where ``gold[:, t]``, else the decoder's own most
         likely token at t-1 (step 0 always reads BOS). Differentiable through the layers."""
         B, T = tgt.shape
@@ -212,7 +216,7 @@ class Seq2Seq(ConfiguredModel):
         logits, weights = [], []
         for t in range(T):
             h, state = self.decoder(self.drop(self.tgt_embedding(inputs.unsqueeze(1))), state)  # h (B, 1, H)
-            o, w = self._attend(h, memory, mask, keys)
+            o, w = self._attend(h, source)
             logits.append(self.output(self.drop(o)))
             weights.append(w)
             if t + 1 < T:
@@ -227,7 +231,7 @@ class Seq2Seq(ConfiguredModel):
         return F.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=self._config.pad_id)
 
     # -- generation ---------------------------------------------------------------------------------
-    def _decoder_step(self, kernel: StepKernel, memory: Tensor, mask: Tensor, keys: Tensor | None):
+    def _decoder_step(self, kernel: StepKernel, source: Source | None):
         """The ``rnnkit.models.decoding`` step: state rows first; extra = attention weights (N, S)."""
         out_w, out_b = self.output.weight, self.output.bias
         attention, combine = self.attention, self.combine
@@ -236,7 +240,7 @@ class Seq2Seq(ConfiguredModel):
             h, state = kernel.step_tokens(tokens, state, layer_dim=1)  # h (N, H); state (N, L, H)
             if attention is None:
                 return F.linear(h, out_w, out_b).log_softmax(1), state
-            context, weights = attention(h.unsqueeze(1), memory, mask, keys)  # (N, 1, H), (N, 1, S)
+            context, weights = attention.attend(h.unsqueeze(1), source)  # (N, 1, H), (N, 1, S)
             o = torch.tanh(combine(torch.cat([context.squeeze(1), h], dim=1)))
             return F.linear(o, out_w, out_b).log_softmax(1), state, weights.squeeze(1)
 
@@ -254,12 +258,12 @@ class Seq2Seq(ConfiguredModel):
         Runs in eval mode without gradients."""
         c = self._config
         memory, mask, state = self.encode(src, src_lengths)
-        keys = self.attention.keys(memory) if self.attention is not None else None
+        source = self._source(memory, mask)
         if method == "beam" and isinstance(beam_width, int) and beam_width > 1:  # (a bad width: decode says so)
-            memory, mask, keys = expand_rows((memory, mask, keys), beam_width)  # the step sees B·K rows
+            source = expand_rows(source, beam_width)  # the step sees B·K rows
         self._kernel = current_kernel(self._kernel, self.decoder, self.tgt_embedding.weight)
         start = src.new_full((src.shape[0],), c.bos_id)
-        return decode(self._decoder_step(self._kernel, memory, mask, keys), start, swap_layers_rows(state),
+        return decode(self._decoder_step(self._kernel, source), start, swap_layers_rows(state),
                       method=method, max_length=max_length, beam_width=beam_width, length_penalty=length_penalty,
                       temperature=temperature, top_k=top_k, top_p=top_p, generator=generator, eos_id=c.eos_id,
                       pad_id=c.pad_id)

@@ -54,9 +54,8 @@ def test_full_teacher_forcing_equals_feeding_targets_step_by_step(attention, cel
     with torch.no_grad():
         logits, weights = model(src, tgt, src_lengths=lengths, teacher_forcing_ratio=1.0)
         memory, mask, state = model.encode(src, lengths)
-        keys = model.attention.keys(memory) if model.attention is not None else None
-        loop_logits, loop_weights = model._decode_loop(tgt, torch.ones_like(tgt, dtype=torch.bool), memory, mask,
-                                                       keys, state)
+        all_gold = torch.ones_like(tgt, dtype=torch.bool)
+        loop_logits, loop_weights = model._decode_loop(tgt, all_gold, model._source(memory, mask), state)
     torch.testing.assert_close(logits, loop_logits, rtol=1e-12, atol=1e-12)
     if attention == "none":
         assert weights is None and loop_weights is None
@@ -132,7 +131,7 @@ def test_scheduled_sampling():
         b = model(src, tgt, src_lengths=lengths, teacher_forcing_ratio=0.5, generator=torch.Generator().manual_seed(1))
         memory, mask, state = model.encode(src, lengths)
         gold = torch.rand(tgt.shape, generator=torch.Generator().manual_seed(1)) < 0.5
-        loop = model._decode_loop(tgt, gold, memory, mask, model.attention.keys(memory), state)
+        loop = model._decode_loop(tgt, gold, model._source(memory, mask), state)
     torch.testing.assert_close(a[0], b[0])
     torch.testing.assert_close(a[0], loop[0])
     # gradients flow through the sampled loop as through the teacher-forced pass
@@ -182,7 +181,8 @@ def test_bad_input_is_named(assert_error):
     assert_error(TypeError, lambda: model(src.float(), tgt), "src", "torch.float32")
     assert_error(ValueError, lambda: model(src, tgt + 5), "tgt", "[0, 8)")
     assert_error(ValueError, lambda: model(src, tgt[:2]), "tgt", "B=4", "(2, 5)")
-    assert_error(ValueError, lambda: model(src, tgt, src_lengths=torch.tensor([7, 1, 1, 1])), "length 7", "6 time steps")
+    assert_error(ValueError, lambda: model(src, tgt, src_lengths=torch.tensor([7, 1, 1, 1])),
+                 "length 7", "6 time steps")
     assert_error(ValueError, lambda: model(src, tgt, teacher_forcing_ratio=2), "teacher_forcing_ratio", "got 2")
     assert_error(ValueError, lambda: model.teacher_forcing_at(-1), "step", "-1")
     assert_error(ValueError, lambda: model.generate(src, method="beam", beam_width=0), "beam_width", "got 0")
