@@ -163,6 +163,9 @@ class LanguageModel(ConfiguredModel):
         if T == 0:
             raise ValueError(f"{_OWNER}.generate: prompt must hold at least one token, got shape {tuple(prompt.shape)}")
         lengths = prepare_lengths(f"{_OWNER}.generate", lengths, B, T)
+        for name, value in (("eos_id", eos_id), ("pad_id", pad_id)):
+            if value is not None and not (isinstance(value, int) and 0 <= value < V):
+                raise ValueError(f"{_OWNER}.generate: {name} must be a token id in [0, {V}) or None, got {value!r}")
         kernel = self.kernel()
         state = self._initial_state(state, B)
         if lengths is None:
@@ -180,6 +183,7 @@ class LanguageModel(ConfiguredModel):
                     state = (torch.where(keep, state[0], after[0]), torch.where(keep, state[1], after[1]))
                 else:
                     state = torch.where(keep, state, after)
-        return decode(self._decoder_step(kernel), start, swap_layers_rows(state), method=method, max_length=max_new_tokens,
-                      beam_width=beam_width, length_penalty=length_penalty, temperature=temperature, top_k=top_k,
-                      top_p=top_p, generator=generator, eos_id=eos_id, pad_id=pad_id)
+        return decode(self._decoder_step(kernel), start, swap_layers_rows(state), method=method,
+                      max_length=max_new_tokens, beam_width=beam_width, length_penalty=length_penalty,
+                      temperature=temperature, top_k=top_k, top_p=top_p, generator=generator, eos_id=eos_id,
+                      pad_id=pad_id)

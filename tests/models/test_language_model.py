@@ -163,6 +163,7 @@ def test_bad_input_is_named(assert_error):
     assert_error(ValueError, lambda: model.generate(torch.tensor([[1]]), 0), "max_length", ">= 1", "got 0")
     assert_error(ValueError, lambda: model.generate(torch.zeros(1, 0, dtype=torch.long), 3), "prompt", "(1, 0)")
     assert_error(ValueError, lambda: model.generate(torch.tensor([[1]]), 3, method="viterbi"), "method", "viterbi")
+    assert_error(ValueError, lambda: model.generate(torch.tensor([[1]]), 3, eos_id=11), "eos_id", "[0, 11)", "11")
     assert_error(ValueError, lambda: model.generate(torch.tensor([[1]]), 3, method="sample", top_p=0.0), "top_p")
     assert_error(ValueError, lambda: model.generate(torch.tensor([[1, 2]]), 3, lengths=torch.tensor([3])),
                  "length 3", "2 time steps")
