@@ -166,3 +166,32 @@ def test_layer_runs_the_chosen_engine(monkeypatch, layer, dtype, use_lengths, gr
             m.engine = engine
             m(x, **kwargs)
             assert set(calls) == {engine}
+
+
+@pytest.mark.parametrize("layer", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNN])
+def test_fused_refuses_second_derivatives_clearly(layer):
+    """create_graph=True through the hand-written backward would drop second-order terms: it must raise."""
+    m = layer(3, 4, engine="fused", dtype=DT)
+    x = torch.randn(5, 2, 3, dtype=DT, requires_grad=True)
+    y, _ = m(x)
+    with pytest.raises(RuntimeError, match="second derivatives"):
+        torch.autograd.grad(y.sum(), x, create_graph=True)
+    ref = layer(3, 4, engine="reference", dtype=DT)
+    (g,) = torch.autograd.grad(ref(x)[0].sum(), x, create_graph=True)
+    g.sum().backward()  # the reference engine differentiates twice
+
+
+def test_auto_counts_a_state_that_needs_grad_as_training():
+    x = torch.randn(5, 2, 3)
+    h0 = torch.zeros(1, 2, 4, requires_grad=True)
+    m = rnnkit.GRU(3, 4).requires_grad_(False)
+    calls = []
+    original = dispatch._LAYER_FNS["fused"]
+    dispatch._LAYER_FNS["fused"] = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        y, _ = m(x, h0)
+    finally:
+        dispatch._LAYER_FNS["fused"] = original
+    assert calls, "h0 needs a gradient, so auto must train with the fused engine"
+    y.sum().backward()
+    assert h0.grad is not None

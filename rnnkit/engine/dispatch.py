@@ -60,8 +60,9 @@ def run(
     opts: Options = Options(),
 ) -> tuple[Tensor, State]:
     """Run a whole stack: ``x`` (T, B, I) padded time-major, ``hx`` stacked (L·D, B, ·) states."""
-    needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(
-        p.requires_grad for w in weights for p in w if p is not None))
+    states = hx if isinstance(hx, tuple) else (hx,)
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (x, *states, *(p for w in weights for p in w if p is not None)))
     name = choose_engine(engine, mode, x, lengths, opts, weights[0].layer_norm, needs_grad)
     args = (mode, x, hx, weights, lengths, num_layers, bidirectional, dropout, training, opts)
     if name == "native":

@@ -24,7 +24,7 @@ from torch.ops import aten
 
 from ..types import LN_EPS, LayerWeights, Noise
 from .layout import Layout
-from .lstm import _slice
+from .lstm import _slice, refuse_double_backward
 
 
 def _scale_n(w: Tensor) -> Tensor:
@@ -103,6 +103,7 @@ class GRUFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dY, dh_n):
+        refuse_double_backward()
         h0, w_hh, ln_h_w, ln_h_b, mask, RZ, n, gh_n, AH, stats, Y = ctx.saved_tensors
         zone_h = ctx.zone_h
         layout: Layout = ctx.layout

@@ -63,6 +63,14 @@ def _slice(z, s: int, b: int):
     return z[s : s + b] if isinstance(z, Tensor) else z
 
 
+def refuse_double_backward() -> None:
+    """The backward passes are written by hand and are not themselves differentiable: say so instead of
+    returning a silently wrong second derivative (backward runs with grad mode on only for create_graph)."""
+    if torch.is_grad_enabled():
+        raise RuntimeError("rnnkit's fused engine does not support second derivatives (create_graph=True); "
+                           "use engine='reference' (autograd through the cells) or engine='native'")
+
+
 def tanh_into(x: Tensor, out: Tensor, two: Tensor, one: Tensor) -> Tensor:
     """out = tanh(x) as 2σ(2x) − 1: four cheap passes beat one ``tanh`` several times over on CPU."""
     return torch.mul(x, two, out=out).sigmoid_().mul_(two).sub_(one)
@@ -129,6 +137,7 @@ class LSTMFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dY, dh_n, dc_n):
+        refuse_double_backward()
         (h0, c0, w_hh, w_hr, ln_h_w, ln_h_b, ln_c_w, ln_c_b, mask, G, CT, C, TC, R, Y, AH, stats_h,
          stats_c) = ctx.saved_tensors
         zone_h, zone_c = ctx.zones

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..types import LayerWeights, Noise
 from .layout import Layout
-from .lstm import _slice
+from .lstm import _slice, refuse_double_backward
 
 
 class RNNFunction(torch.autograd.Function):
@@ -44,6 +44,7 @@ class RNNFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dY, dh_n):
+        refuse_double_backward()
         h0, w_hh, mask, Ht, Y = ctx.saved_tensors
         layout: Layout = ctx.layout
         zone_h = ctx.zone_h
