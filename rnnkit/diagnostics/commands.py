@@ -8,7 +8,7 @@ their own (``python -m rnnkit.diagnostics.commands …``), for tests and for use
     rnnkit diagnose saturation --cell lstm,gru --length 100 [--train-steps N]
     rnnkit diagnose saturation --checkpoint runs/lm/checkpoint --text-file sample.txt
     rnnkit diagnose activations runs/lm/checkpoint --text-file sample.txt --unit 17 --out page.html
-    rnnkit experiment adding --cell rnn,irnn,lstm,gru --length 50,100 --steps 1500 [--out DIR]
+    rnnkit experiment adding --cell rnn,irnn,lstm,gru --length 10,50 --steps 4000 --jobs 2 [--out DIR]
 """
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def register(subparsers) -> None:
                                     "the decay per step and write gradient_flow.png and .json.")
     g.add_argument("--cell", type=_cells, default=list(CELLS), help="comma-separated: rnn,irnn,lstm,gru (default all)")
     g.add_argument("--length", type=_positive(int), default=200, help="sequence length T (default 200)")
-    g.add_argument("--hidden-size", type=_positive(int), default=128, help="(default 128)")
+    g.add_argument("--hidden-size", type=_positive(int), default=64, help="(default 64)")
     g.add_argument("--batch-size", type=_positive(int), default=32, help="(default 32)")
     g.add_argument("--train-steps", type=_nonnegative_int, default=0,
                    help="also train each cell this many steps on the task and measure again (default 0)")
@@ -92,7 +92,7 @@ def register(subparsers) -> None:
                         description="Fraction of sigmoid gates above 0.9 / below 0.1 and of tanh values beyond ±0.9.")
     s.add_argument("--cell", type=_cells, default=["lstm", "gru", "rnn"], help="(default lstm,gru,rnn)")
     s.add_argument("--length", type=_positive(int), default=100, help="(default 100)")
-    s.add_argument("--hidden-size", type=_positive(int), default=128)
+    s.add_argument("--hidden-size", type=_positive(int), default=64)
     s.add_argument("--train-steps", type=_nonnegative_int, default=0, help="train on the adding task first")
     s.add_argument("--checkpoint", metavar="CKPT", help="a language model from 'rnnkit train lm' instead of --cell")
     s.add_argument("--text", help="text for --checkpoint")
@@ -120,15 +120,17 @@ def register(subparsers) -> None:
                                           "and write a CSV, a markdown table and a plot.")
     e.add_argument("task", choices=["adding", "copy"])
     e.add_argument("--cell", type=_cells, default=list(CELLS), help="(default rnn,irnn,lstm,gru)")
-    e.add_argument("--length", type=_lengths, default=[100], help="comma-separated lengths T (default 100)")
-    e.add_argument("--steps", type=_positive(int), default=1000, help="step budget per run (default 1000)")
-    e.add_argument("--hidden-size", type=_positive(int), default=128)
+    e.add_argument("--length", type=_lengths, default=[50], help="comma-separated lengths T (default 50)")
+    e.add_argument("--steps", type=_positive(int), default=4000, help="step budget per run (default 4000)")
+    e.add_argument("--hidden-size", type=_positive(int), default=64)
     e.add_argument("--batch-size", type=_positive(int), default=50)
     e.add_argument("--lr", type=_positive(float), default=1e-3)
     e.add_argument("--max-norm", type=_positive(float), default=1.0, help="gradient clipping (default 1.0)")
-    e.add_argument("--eval-every", type=_positive(int), default=50)
+    e.add_argument("--eval-every", type=_positive(int), default=100)
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--threads", type=_positive(int), help="torch threads (default: torch's choice)")
+    e.add_argument("--threads", type=_positive(int), default=1,
+                   help="torch threads per run (default 1: these models are small, a second thread barely helps)")
+    e.add_argument("--jobs", type=_positive(int), default=1, help="runs at once, in separate processes (default 1)")
     e.add_argument("--gradients", action="store_true",
                    help="also measure each trained model's gradient flow and plot it per length")
     e.add_argument("--out", default="runs/experiment", metavar="DIR")
@@ -265,11 +267,11 @@ def cmd_experiment(args) -> int:
     start = time.perf_counter()
     progress = (lambda line: None) if args.json else (lambda line: print(line, flush=True))
     results = sweep(args.task, args.cell, args.length, args.steps, cfg, args.out, with_flow=args.gradients,
-                    progress=progress)
+                    jobs=args.jobs, progress=progress)
     out = Path(args.out)
     if args.gradients:
         for T in args.length:
-            flows = {r.cell: r.flow for r in results if r.T == T}
+            flows = {r.cell: r.flow for r in results if r.T == T and r.flow is not None}
             plot_gradient_flow(flows, out / f"{args.task}_gradients_T{T}.png",
                                title=f"{args.task}, T={T}: gradient flow after training (≤ {args.steps} steps)")
     if args.json:

@@ -133,7 +133,7 @@ class GradientMonitor:
 
     def check_loss(self, loss: Tensor | float, step: int | None = None) -> None:
         """Raise :class:`NonFiniteLossError` if the loss is nan or inf (before ``backward()``)."""
-        value = float(loss)
+        value = float(loss.detach()) if isinstance(loss, Tensor) else float(loss)
         if not math.isfinite(value):
             at = f"step {step}" if step is not None else f"after step {self.step}"
             raise NonFiniteLossError(

@@ -84,8 +84,9 @@ def plot_sweep(results: Sequence["RunResult"], path: str | Path) -> Path:  # noq
             ax.plot(failed, [budget] * len(failed), "x", ms=10, mew=2.5, color=colour,
                     label=None if solved else label)
     ax.axhline(budget, color="grey", ls="--", lw=1)
-    ax.text(len(lengths) - 1, budget, "budget (✗ = not solved)", ha="right", va="bottom", fontsize=8, color="grey")
+    ax.text(-0.4, budget, "budget (✗ = not solved)", ha="left", va="bottom", fontsize=8, color="grey")
     ax.set_xticks(range(len(lengths)), [str(T) for T in lengths])
+    ax.set_xlim(-0.5, len(lengths) - 0.5)
     ax.set_xlabel("sequence length T")
     ax.set_ylabel("training steps to solve")
     ax.set_ylim(0, budget * 1.12)

@@ -16,7 +16,6 @@ The cells (``CELLS``): ``rnn`` tanh RNN (torch's init), ``irnn`` ReLU RNN with i
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import torch
@@ -54,30 +53,6 @@ CELLS = ("rnn", "irnn", "lstm", "gru")
 CELL_LABELS = {"rnn": "tanh RNN", "irnn": "IRNN", "lstm": "LSTM", "gru": "GRU"}
 
 
-def _accepts(cls: type, name: str) -> bool:
-    return name in inspect.signature(cls.__init__).parameters
-
-
-@torch.no_grad()
-def _irnn_init(layer: nn.Module) -> None:
-    """IRNN (Le et al. 2015): W_hh = I, biases 0, W_ih ~ N(0, 0.001²). Used until the layers take init=."""
-    for w in layer.layer_weights():
-        w.w_hh.copy_(torch.eye(*w.w_hh.shape, dtype=w.w_hh.dtype))
-        nn.init.normal_(w.w_ih, 0.0, 1e-3)
-        for b in (w.b_ih, w.b_hh):
-            if b is not None:
-                b.zero_()
-
-
-@torch.no_grad()
-def _forget_bias(layer: nn.Module, value: float) -> None:
-    """LSTM forget-gate bias: b_if + b_hf = value. Used until the layers take forget_bias=."""
-    H = layer.hidden_size
-    for w in layer.layer_weights():
-        w.b_ih[H: 2 * H] = value
-        w.b_hh[H: 2 * H] = 0.0
-
-
 def make_layer(cell: str, input_size: int, hidden_size: int, *, num_layers: int = 1, batch_first: bool = True,
                engine: str = "auto", dtype=None) -> nn.Module:
     """One of ``CELLS`` as an rnnkit layer with its initialisation."""
@@ -85,17 +60,9 @@ def make_layer(cell: str, input_size: int, hidden_size: int, *, num_layers: int 
     if cell == "rnn":
         return RNN(input_size, hidden_size, nonlinearity="tanh", **common)
     if cell == "irnn":
-        if _accepts(RNN, "init"):
-            return RNN(input_size, hidden_size, nonlinearity="relu", init="identity", **common)
-        layer = RNN(input_size, hidden_size, nonlinearity="relu", **common)
-        _irnn_init(layer)
-        return layer
+        return RNN(input_size, hidden_size, nonlinearity="relu", init="identity", **common)
     if cell == "lstm":
-        if _accepts(LSTM, "forget_bias"):
-            return LSTM(input_size, hidden_size, forget_bias=1.0, **common)
-        layer = LSTM(input_size, hidden_size, **common)
-        _forget_bias(layer, 1.0)
-        return layer
+        return LSTM(input_size, hidden_size, forget_bias=1.0, **common)
     if cell == "gru":
         return GRU(input_size, hidden_size, **common)
     raise ValueError(f"rnnkit.diagnostics: unknown cell {cell!r}; expected one of {CELLS}")
