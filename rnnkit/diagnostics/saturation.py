@@ -8,7 +8,8 @@ The gates are recomputed, all steps at once, from each step's input x_t and the 
 h_{t-1} kept by ``stepping.step_layer`` — the same equations as ``rnnkit.cells`` (recomputing is needed
 because the cells return only the new state); ``h`` rebuilt from these gates equals the cell's h_t
 (tested). Gate names follow the cells: LSTM ``i, f, g, o`` and ``tanh_c`` = tanh(C_t); GRU ``r, z, n``;
-RNN ``h`` (tanh) or, for ReLU, the fraction of exact zeros.
+RNN ``h`` (tanh) or, for ReLU, the fraction of exact zeros. With ``layer_norm=True`` the gates are those
+of the layer-normalised cells (and ``tanh_c`` = tanh(LN(C_t))).
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .stepping import SteppedRun, step_layer, weights_of
+from ..cells import ln
+from .stepping import SteppedRun, layer_norm_of, step_layer, weights_of
 
 SIGMOID_GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z"), "rnn_tanh": (), "rnn_relu": ()}
 TANH_GATES = {"lstm": ("g", "tanh_c"), "gru": ("n",), "rnn_tanh": ("h",), "rnn_relu": ()}
@@ -39,6 +41,9 @@ def gate_activations(layer: nn.Module, run: SteppedRun, k: int) -> dict[str, Ten
     h_prev = _previous(run.h[k], run.h0[k], run.reverse[k])
     gi = x @ w.w_ih.T  # (T, B, G·H)
     gh = h_prev @ w.w_hh.T
+    norm = layer_norm_of(w)
+    if norm is not None:  # the layer-normalised cells normalise each part over its G·H features
+        gi, gh = ln(gi, norm.ih_w, norm.ih_b), ln(gh, norm.hh_w, norm.hh_b)
     if w.b_ih is not None:
         gi, gh = gi + w.b_ih, gh + w.b_hh
     if run.mode == "lstm":
@@ -46,7 +51,7 @@ def gate_activations(layer: nn.Module, run: SteppedRun, k: int) -> dict[str, Ten
         i, f, g, o = torch.sigmoid(a_i), torch.sigmoid(a_f), torch.tanh(a_g), torch.sigmoid(a_o)
         C_prev = _previous(run.c[k], run.c0[k], run.reverse[k])
         C = f * C_prev + i * g
-        tanh_c = torch.tanh(C)
+        tanh_c = torch.tanh(C if norm is None else ln(C, norm.c_w, norm.c_b))
         h = o * tanh_c
         if w.w_hr is not None:
             h = h @ w.w_hr.T

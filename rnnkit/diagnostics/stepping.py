@@ -8,8 +8,9 @@ states (gradient flow, gate saturation) is built on :func:`step_layer`, and it i
 layer itself: the stepped output must equal ``layer(x)`` (tests/diagnostics/test_gradients.py).
 
 What is modelled: any ``rnnkit.RNN``/``LSTM``/``GRU`` (and ``torch.nn`` twins through the same
-parameter names), any number of layers, bidirectional, LSTM projections. Dropout between layers is
-not applied — the stepped pass is the eval-mode function.
+parameter names), any number of layers, bidirectional, LSTM projections, ``layer_norm=True``. Dropout
+of every kind and zoneout are not applied — the stepped pass is the eval-mode function, which for
+zoneout differs from the layer's (it uses the expectation), so ``check_against_layer`` reports it.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..cells import gru_cell, lstm_cell, rnn_cell
+from ..cells import LayerNormParams, gru_cell, lstm_cell, rnn_cell
 from ..engine.types import LayerWeights
 
 
@@ -44,12 +45,18 @@ class SteppedRun:
     reverse: list[bool]
 
 
+def layer_norm_of(w: LayerWeights) -> LayerNormParams | None:
+    """The layer-norm gains and biases of a ``layer_norm=True`` layer-direction, else None."""
+    return LayerNormParams(*w[5:]) if w.layer_norm else None
+
+
 def cell_step(mode: str, x_t: Tensor, state, w: LayerWeights):
-    """One step of the plain cell of ``mode`` with torch's five weights (options are not modelled)."""
+    """One step of the cell of ``mode`` with the layer's weights, layer norm included (masks are not:
+    the stepped pass is the eval-mode function)."""
     if mode == "lstm":
-        return lstm_cell(x_t, state, w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr)
+        return lstm_cell(x_t, state, w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr, norm=layer_norm_of(w))
     if mode == "gru":
-        return gru_cell(x_t, state, w.w_ih, w.w_hh, w.b_ih, w.b_hh)
+        return gru_cell(x_t, state, w.w_ih, w.w_hh, w.b_ih, w.b_hh, norm=layer_norm_of(w))
     return rnn_cell(x_t, state, w.w_ih, w.w_hh, w.b_ih, w.b_hh, nonlinearity=mode[4:])
 
 
@@ -77,6 +84,7 @@ def weights_of(layer: nn.Module) -> list[LayerWeights]:
         sfx = f"_l{k // D}{'_reverse' if k % D else ''}"
         get = lambda n: getattr(layer, n + sfx, None)  # noqa: E731
         out.append(LayerWeights(get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"), get("weight_hr")))
+    # torch.nn has no layer norm: the ln_* fields stay None
     return out
 
 

@@ -21,6 +21,8 @@ LAYERS = {
     "lstm": lambda **kw: rnnkit.LSTM(3, 5, **kw),
     "lstm_proj": lambda **kw: rnnkit.LSTM(3, 5, proj_size=2, **kw),
     "gru": lambda **kw: rnnkit.GRU(3, 5, **kw),
+    "lstm_ln": lambda **kw: rnnkit.LSTM(3, 5, layer_norm=True, **kw),
+    "gru_ln": lambda **kw: rnnkit.GRU(3, 5, layer_norm=True, **kw),
 }
 OPTIONS = list(itertools.product(LAYERS, [1, 2], [False, True], [False, True]))
 
@@ -98,6 +100,13 @@ def test_works_on_torch_nn_layers():
     x = torch.randn(6, 2, 3, dtype=DT)
     flow = gradient_flow(layer, x, lambda out: out[-1].sum())
     assert flow.h.shape == (2, 6) and flow.names == ["l0", "l1"]
+
+
+def test_zoneout_is_not_the_plain_function_and_says_so():
+    torch.manual_seed(0)
+    layer = rnnkit.GRU(3, 4, zoneout=0.5, dtype=DT)
+    with pytest.raises(ValueError, match="does not reproduce its output"):
+        gradient_flow(layer, torch.randn(5, 2, 3, dtype=DT), lambda out: out.sum())
 
 
 def test_mismatch_is_reported():

@@ -7,7 +7,7 @@ import torch
 
 import rnnkit
 from rnnkit.diagnostics.saturation import gate_activations, gate_saturation
-from rnnkit.diagnostics.stepping import step_layer
+from rnnkit.diagnostics.stepping import check_against_layer, step_layer
 
 DT = torch.float64
 
@@ -18,12 +18,19 @@ DT = torch.float64
     lambda: rnnkit.GRU(3, 5, num_layers=2, bidirectional=True, dtype=DT),
     lambda: rnnkit.RNN(3, 5, nonlinearity="tanh", bidirectional=True, dtype=DT),
     lambda: rnnkit.RNN(3, 5, nonlinearity="relu", dtype=DT),
-], ids=["lstm", "lstm_proj", "gru", "rnn_tanh", "rnn_relu"])
+    lambda: rnnkit.LSTM(3, 5, layer_norm=True, dtype=DT),
+    lambda: rnnkit.GRU(3, 5, layer_norm=True, num_layers=2, dtype=DT),
+], ids=["lstm", "lstm_proj", "gru", "rnn_tanh", "rnn_relu", "lstm_ln", "gru_ln"])
 def test_gates_rebuild_the_cell_state(make):
     torch.manual_seed(0)
     layer = make()
     x = torch.randn(6, 4, 3, dtype=DT)
+    with torch.no_grad():  # layer-norm gains start at 1: move them so a wrong formula would show
+        for name, p in layer.named_parameters():
+            if name.startswith("ln_"):
+                p.add_(0.3 * torch.randn_like(p))
     run = step_layer(layer, x)
+    check_against_layer(layer, x, run)
     for k in range(len(run.names)):
         acts = gate_activations(layer, run, k)
         torch.testing.assert_close(acts["h"], torch.stack(run.h[k]))
