@@ -165,7 +165,6 @@ def cmd_train(args, extra: list[str]) -> int:
     import torch
 
     from .train.checkpoint import resolve
-    from .train.options import Settings  # noqa: F401  (type of settings)
     from .train.tasks import TASKS, build_run, settings_for
 
     settings = settings_for(TASKS[args.task], args.data)

@@ -14,7 +14,6 @@ and implements ``read(paths)``, ``fit(train)`` (vocabularies from the training d
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import torch
@@ -138,9 +137,3 @@ def batches_of(indices: Sequence[int], size: int) -> list[list[int]]:
 
 def device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
-
-
-def check_path(path: str) -> Path:
-    from ...data.errors import check_file
-
-    return check_file(path)
