@@ -149,9 +149,10 @@ def test_forget_bias(cls, kwargs, init):
 
 
 @pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.LSTMCell])
-def test_forget_bias_without_bias_is_an_error(cls):
-    with pytest.raises(ValueError, match="forget_bias"):
-        cls(I, H, bias=False, forget_bias=1.0)
+def test_forget_bias_without_bias_is_an_error(cls, assert_error):
+    """There is no bias to set (this was once silently ignored)."""
+    assert_error(ValueError, lambda: cls(I, H, bias=False, forget_bias=1.0), f"rnnkit.{cls.__name__}", "forget_bias",
+                 "bias=True")
 
 
 TORCH_PAIRS = [
