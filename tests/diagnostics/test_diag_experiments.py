@@ -109,3 +109,13 @@ def test_commands(tmp_path, capsys):
     assert "| GRU |" in text and (tmp_path / "e" / "copy_gradients_T4.png").exists()
     with pytest.raises(SystemExit):
         commands.main(["experiment", "adding", "--cell", "elman"])
+
+
+def test_through_the_rnnkit_command(tmp_path, capsys):
+    from rnnkit.cli import main
+
+    assert main(["diagnose", "gradients", "--cell", "rnn,irnn", "--length", "12", "--hidden-size", "4",
+                 "--batch-size", "2", "--out", str(tmp_path)]) == 0
+    assert "IRNN" in capsys.readouterr().out and (tmp_path / "gradient_flow.png").exists()
+    assert main(["experiment", "adding", "--cell", "elman"]) == 2  # usage error: one line, exit code 2
+    assert "unknown cell" in capsys.readouterr().err
