@@ -259,7 +259,7 @@ def cmd_activations(args) -> int:
 
 
 def cmd_experiment(args) -> int:
-    from .experiments import TrainConfig, format_result, markdown_table, sweep
+    from .experiments import TrainConfig, markdown_table, sweep
     from .plots import plot_gradient_flow
 
     cfg = TrainConfig(hidden_size=args.hidden_size, batch_size=args.batch_size, lr=args.lr, max_norm=args.max_norm,

@@ -15,6 +15,7 @@ up to floating-point non-determinism of multithreaded kernels.
 """
 from __future__ import annotations
 
+import copy
 import csv
 import math
 import time
@@ -175,8 +176,6 @@ def _train(task: str, cell: str, T: int, steps_budget: int, cfg: TrainConfig, wi
 def task_gradient_flow(model: nn.Module, task: str, T: int, *, batch_size: int = 32, seed: int = 0) -> GradientFlow:
     """Gradient flow of a task model's loss on a fresh batch, measured in float64 on a copy of the
     model (so tiny gradients do not underflow and the model itself is untouched)."""
-    import copy
-
     m = copy.deepcopy(model).double().eval()
     if task == "adding":
         x, y = adding_batch(batch_size, T, seed + 7, dtype=torch.float64)

@@ -108,3 +108,15 @@ def test_in_headless_chromium(tmp_path):
     _chromium("--window-size=900,400", "--virtual-time-budget=2000", f"--screenshot={shot}", url)
     assert shot.exists() and shot.stat().st_size > 5000
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rnnkit_language_model_fits_the_interface():
+    from rnnkit.models.language_model import LanguageModel, LanguageModelConfig
+
+    torch.manual_seed(0)
+    lm = LanguageModel.from_config(LanguageModelConfig(vocab_size=len(ITOS), embed_size=8, hidden_size=16,
+                                                       num_layers=2)).eval()
+    trace = char_lm_trace(lm, TEXT, STOI, ITOS)
+    logits = lm(torch.tensor([[STOI[c] for c in TEXT]]))[0][0]  # (T, V)
+    torch.testing.assert_close(trace.probs, torch.softmax(logits, -1))
+    assert trace.hidden.shape == (len(TEXT), 16)
