@@ -26,6 +26,10 @@ token can be computed once, ``table = E W_xᵀ + b`` (V, G·H), so a step looks 
 reading W_ih. The table is built when it takes at most ``TABLE_LIMIT_BYTES``; otherwise tokens are
 embedded and projected as usual. ``step_tokens(tokens, state)`` is that path.
 
+Several rows at once (beam search) in float32 on the CPU take oneDNN's inner product with each weight
+reordered once per row count, because MKL's small-batch GEMM repacks the weight on every call
+(``_Product``); one row stays a plain ``addmm``, which streams the weight at memory speed.
+
 The packed copy is a snapshot: ``StepKernel.key`` records each source tensor's identity, storage and
 ``_version`` (bumped by every in-place update: optimiser steps, ``load_state_dict``), and
 ``current_kernel`` repacks when any of them changed. The kernel is for inference: it runs without
