@@ -1,0 +1,83 @@
+"""Smoke test of benchmarks/bench_layers.py: it runs end to end on a tiny configuration and prints a
+markdown table with a speed-up for every row and the summary lines. No timing assertions — timings
+on a shared machine say nothing about correctness."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks" / "bench_layers.py"
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
+
+
+def test_bench_layers_tiny_subprocess(tmp_path):
+    out_json = tmp_path / "bench.json"
+    # one thread: on a busy machine two threads spend their time waiting for each other at barriers
+    cmd = [sys.executable, str(BENCH), "--quick", "--configs", "tiny", "--repeats", "5", "--min-time", "0.005",
+           "--threads", "1", "--json", str(out_json)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| config"))
+    assert re.match(r"^\|[:\-|]+\|$", lines[header + 1]), lines[header + 1]
+    rows = [line for line in lines[header + 2 :] if line.startswith("|")]
+    # tiny and tiny_var × LSTM, GRU, RNN × train, infer
+    assert len(rows) == 12, out
+    for cell in ("LSTM", "GRU", "RNN tanh"):
+        assert any(f"| {cell} " in r for r in rows), cell
+    for row in rows:
+        assert re.search(r"\*\*\d+\.\d\d×\*\*", row), row  # the speed-up column
+        assert "auto" in row
+
+    for prefix in ("- auto never slower than torch.nn: min ratio", "- auto GRU/RNN training ratio min",
+                   "- auto variable-length ratio min"):
+        assert any(line.startswith(prefix) for line in lines), prefix
+    assert "WARNING" not in out  # rnnkit and torch.nn agreed on outputs / input gradients
+
+    data = json.loads(out_json.read_text())
+    assert len(data["results"]) == 12
+    for r in data["results"]:
+        assert r["ratio"] > 0 and r["torch_tok_s"] > 0 and r["rnnkit_tok_s"] > 0
+        assert len(r["timing"]["samples_s"]["torch.nn"]) == 5
+    assert data["gemm_gflops_start"] > 0
+
+
+def test_common_time_alternating_and_table():
+    common = _load("bench_common", ROOT / "benchmarks" / "common.py")
+    calls = {"a": 0, "b": 0}
+
+    def a():
+        calls["a"] += 1
+
+    def b():
+        calls["b"] += 1
+        sum(range(200))
+
+    t = common.time_alternating({"a": a, "b": b}, repeats=5, warmup=1, warmup_time=0.0, min_time=0.001)
+    assert t.baseline == "a" and t.ratios["a"] == pytest.approx(1.0)
+    assert len(t.samples["a"]) == len(t.samples["b"]) == len(t.round_ratios["b"]) == 5
+    assert all(v > 0 for v in t.medians.values()) and calls["a"] > 5 and calls["b"] > 5
+
+    table = common.markdown_table(["x", "y"], [["1", "2"], ["long", "3"]])
+    assert table.splitlines()[1] == "|:-----|--:|"
+    assert common.gemm_gflops(n=64, repeats=5, min_time=0.001) > 0
