@@ -73,6 +73,26 @@ def test_steps_equal_the_whole_sequence_layer(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_zoneout_steps_at_its_expectation(kind):
+    """A layer with zoneout, in eval mode, keeps p of the previous state in expectation; the kernel
+    steps exactly that (for the LSTM, zoneout_cell apart for the cell state)."""
+    cell = CELLS[kind]
+    extra = {"zoneout_cell": 0.1} if cell.lstm else {}
+    torch.manual_seed(3)
+    layer = cell.kit(5, 7, num_layers=2, dtype=DT, zoneout=0.3, **extra, **cell.kwargs).eval()
+    x = random(6, 3, 5, seed=1)
+    state0 = random_state(layer, 3, seed=2)
+    y_ref, final_ref = layer(x, state0)
+    kernel, state, ys = StepKernel.for_layer(layer), state0, []
+    for t in range(6):
+        y, state = kernel(x[t], state)
+        ys.append(y)
+    torch.testing.assert_close(torch.stack(ys), y_ref, rtol=1e-12, atol=1e-12)
+    for a, e in zip(states_list(state), states_list(final_ref)):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_float32_and_strided_states(kind):
     """float32 agrees with float64 to float32 precision; a rows-first (B, L, H) view of the state, as
     the searches hold it, gives the same step; the state passed in is not modified."""
@@ -206,6 +226,8 @@ def test_errors_name_the_problem():
         StepKernel("elman", layer.layer_weights())
     with pytest.raises(ValueError, match="at least one layer"):
         StepKernel("gru", [])
+    with pytest.raises(ValueError, match="layer_norm=True is not supported"):
+        StepKernel.for_layer(rnnkit.LSTM(3, 4, layer_norm=True))
     with pytest.raises(ValueError, match=r"embedding must have shape \(V, 5\).*got \(4, 3\)"):
         StepKernel.for_layer(layer, torch.zeros(4, 3, dtype=DT))
     with pytest.raises(ValueError, match="packed without an embedding"):

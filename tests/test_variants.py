@@ -529,12 +529,8 @@ def test_cell_zoneout_in_training_keeps_or_updates_each_unit(cls):
     assert cell.draw_recurrent_mask(batch) is None  # no recurrent dropout asked for
 
 
-STEP_BUG = pytest.mark.xfail(strict=True, reason="library bug: rnnkit.engine.step.StepKernel (generation's "
-                             "single-step kernel) ignores layer_norm and zoneout's eval expectation: it steps the "
-                             "plain cell and neither matches the layer nor refuses")
 STEP_CASES = [("lstm", "recurrent_dropout"), ("gru", "weight_drop"), ("lstm", "dropout_variational"),
-              pytest.param("lstm", "layer_norm", marks=STEP_BUG), pytest.param("gru", "layer_norm", marks=STEP_BUG),
-              pytest.param("lstm", "zoneout", marks=STEP_BUG), pytest.param("rnn_tanh", "zoneout", marks=STEP_BUG)]
+              ("lstm", "layer_norm"), ("gru", "layer_norm"), ("lstm", "zoneout"), ("rnn_tanh", "zoneout")]
 
 
 @pytest.mark.parametrize("cell_name, option", STEP_CASES)

@@ -33,7 +33,8 @@ reordered once per row count, because MKL's small-batch GEMM repacks the weight 
 The packed copy is a snapshot: ``StepKernel.key`` records each source tensor's identity, storage and
 ``_version`` (bumped by every in-place update: optimiser steps, ``load_state_dict``), and
 ``current_kernel`` repacks when any of them changed. The kernel is for inference: it runs without
-autograd and without dropout. Tested against ``rnnkit.cells`` and against whole-sequence layers.
+autograd and without dropout (zoneout at its expectation; layer-normalised layers are refused).
+Tested against ``rnnkit.cells`` and against whole-sequence layers.
 """
 from __future__ import annotations
 
@@ -143,11 +144,15 @@ class StepKernel:
     ``kernel.step_tokens(tokens, state)``: the same for token ids (B,) through ``embedding``.
     """
 
-    def __init__(self, mode: str, weights: Sequence[LayerWeights], embedding: Tensor | None = None) -> None:
+    def __init__(self, mode: str, weights: Sequence[LayerWeights], embedding: Tensor | None = None, *,
+                 zoneout: float = 0.0, zoneout_cell: float = 0.0) -> None:
         if mode not in MODES:
             raise ValueError(f"rnnkit.engine.StepKernel: unknown mode {mode!r}; expected one of {MODES}")
         if not weights:
             raise ValueError("rnnkit.engine.StepKernel: weights must hold at least one layer, got none")
+        if any(w.layer_norm for w in weights):
+            raise ValueError("rnnkit.engine.StepKernel: layer_norm=True is not supported (the normalised input and "
+                             "recurrent parts cannot share one packed product); got a layer-normalised layer")
         I = weights[0].w_ih.shape[1]
         if embedding is not None and (embedding.dim() != 2 or embedding.shape[1] != I):
             raise ValueError(f"rnnkit.engine.StepKernel: embedding must have shape (V, {I}) to feed layer 0, "
@@ -159,6 +164,8 @@ class StepKernel:
         self.hidden_size = weights[0].w_hh.shape[0] // {"lstm": 4, "gru": 3}.get(mode, 1)
         self._step = {"lstm": self._lstm, "gru": self._gru}.get(mode, self._rnn)
         self._relu = mode == "rnn_relu"
+        # Zoneout at inference keeps its expectation: h_t = p ∗ h_{t-1} + (1 − p) ∗ h̃_t (C likewise).
+        self.zoneout, self.zoneout_cell = float(zoneout), float(zoneout_cell)
         with torch.no_grad():
             self.layers = [_pack_layer(mode, w) for w in weights]
             self.embedding = None if embedding is None else embedding.detach()
@@ -171,12 +178,15 @@ class StepKernel:
     @classmethod
     def for_layer(cls, rnn, embedding: Tensor | None = None) -> "StepKernel":
         """Pack an ``rnnkit.RNN/LSTM/GRU`` layer (anything with ``mode``, ``bidirectional`` and
-        ``layer_weights()``). A bidirectional layer cannot run one step at a time: its backward
-        direction needs the whole sequence."""
+        ``layer_weights()``; its ``options`` give zoneout). It steps what the layer computes in eval mode:
+        dropout of every kind off, zoneout's expectation. A bidirectional layer cannot run one step at a
+        time: its backward direction needs the whole sequence."""
         if rnn.bidirectional:
             raise ValueError(f"rnnkit.engine.StepKernel: cannot step a bidirectional {type(rnn).__name__} one "
                              "token at a time (the backward direction reads the future); got bidirectional=True")
-        return cls(rnn.mode, rnn.layer_weights(), embedding)
+        options = getattr(rnn, "options", None)
+        zone = {} if options is None else {"zoneout": options.zoneout, "zoneout_cell": options.zoneout_cell}
+        return cls(rnn.mode, rnn.layer_weights(), embedding, **zone)
 
     def is_current(self, weights: Sequence[LayerWeights], embedding: Tensor | None = None) -> bool:
         return self.key == weights_key(weights, embedding)
@@ -210,9 +220,13 @@ class StepKernel:
             ifo, g = G.split((3 * H, H), 1)
             i, f, o = ifo.sigmoid_().chunk(3, 1)
             C_t = torch.addcmul(f * C, i, g.tanh_())
-            x = o * torch.tanh(C_t)
+            x = o * torch.tanh(C_t)  # from the cell's own new C, before zoneout (Krueger et al. 2017)
             if p.w_hrT is not None:
                 x = x @ p.w_hrT  # (B, P)
+            if self.zoneout:
+                x = torch.lerp(x, h, self.zoneout)
+            if self.zoneout_cell:
+                C_t = torch.lerp(C_t, C, self.zoneout_cell)
             hs.append(x)
             Cs.append(C_t)
         return x, (torch.stack(hs, dim), torch.stack(Cs, dim))
@@ -229,6 +243,8 @@ class StepKernel:
             r, z = gx_rz.add(gh_rz).sigmoid_().chunk(2, 1)
             n = torch.addcmul(gx_n, r, gh_n).tanh_()
             x = torch.lerp(n, h, z)  # n + z ∗ (h − n)
+            if self.zoneout:
+                x = torch.lerp(x, h, self.zoneout)
             hs.append(x)
             gx = None
         return x, torch.stack(hs, dim)
@@ -241,6 +257,8 @@ class StepKernel:
             else:
                 a, gx = p.w_h(gx, h), None
             x = a.relu_() if self._relu else a.tanh_()
+            if self.zoneout:
+                x = torch.lerp(x, h, self.zoneout)
             hs.append(x)
         return x, torch.stack(hs, dim)
 
