@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import CELLS, DT, ENGINES, assert_all_close, grads_of, loss_of, random, states_list
+from core_helpers import CELLS, DT, ENGINES, assert_all_close, grads_of, loss_of, random, states_list
 from torch import nn
 
 import rnnkit

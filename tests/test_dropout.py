@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CELLS, DT, ENGINES, assert_all_close, grads_of, loss_of, make_pair, random, states_list
+from core_helpers import CELLS, DT, ENGINES, assert_all_close, grads_of, loss_of, make_pair, random, states_list
 
 import rnnkit
 

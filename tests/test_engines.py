@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import DT, MODE_IDS, MODES_PROJ, assert_all_close, grads_of, loss_of, random, states_list
+from core_helpers import DT, MODE_IDS, MODES_PROJ, assert_all_close, grads_of, loss_of, random, states_list
 
 import rnnkit
 from rnnkit.engine import LayerWeights, choose_engine, dispatch, fused, native, reference

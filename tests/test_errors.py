@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DT, pack_padded_sequence
+from core_helpers import DT, pack_padded_sequence
 
 import rnnkit
 

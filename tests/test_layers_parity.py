@@ -14,7 +14,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import (
+from core_helpers import (
     CELLS, DT, ENGINES, INPUT_FORMATS, PackedSequence, assert_all_close, covering, grads_of, loss_of, make_pair,
     pack_padded_sequence, pad_packed_sequence, random, states_list,
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CELLS, ENGINES, assert_all_close, grads_of, make_pair, random, states_list
+from core_helpers import CELLS, ENGINES, assert_all_close, grads_of, make_pair, random, states_list
 
 T, B, I, H = 6, 4, 3, 5
 #: "unsorted": the longest is T, a sequence of one step, sorted and unsorted inside the engines;

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DT, random
+from core_helpers import DT, random
 from torch import nn
 
 import rnnkit
@@ -208,8 +208,6 @@ def test_embedding_dropout_needs_an_embedding(assert_error):
                  "nn.Embedding", "Linear")
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: EmbeddingDropout passes max_norm to F.embedding on the already "
-                                       "scaled matrix, so renormalisation undoes the 1/(1 − p) scaling of kept rows")
 def test_embedding_dropout_scales_after_max_norm():
     """With ``max_norm`` the kept rows should still be the eval rows × 1/(1 − p)."""
     p = 0.5

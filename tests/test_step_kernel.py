@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import CELLS, DT, MODE_IDS, random, states_list
+from core_helpers import CELLS, DT, MODE_IDS, random, states_list
 
 import rnnkit
 from rnnkit.cells import gru_cell, lstm_cell, rnn_cell

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CELLS, DT, MODE_IDS, MODES_PROJ, assert_all_close, covering, grads_of, loss_of, random, states_list
+from core_helpers import CELLS, DT, MODE_IDS, MODES_PROJ, assert_all_close, covering, grads_of, loss_of, random, states_list
 
 import rnnkit
 from rnnkit.engine import LayerWeights, Noise, choose_engine, dispatch, fused, native, reference

@@ -56,9 +56,11 @@ class EmbeddingDropout(nn.Module):
         e = self.embedding
         if not self.training or self.p == 0:
             return e(ids)
+        if e.max_norm is not None:  # renormalise the looked-up rows first, as nn.Embedding does, then drop
+            with torch.no_grad():
+                torch.embedding_renorm_(e.weight, ids.reshape(-1), e.max_norm, e.norm_type)
         keep = e.weight.new_empty(e.weight.shape[0], 1).bernoulli_(1 - self.p).div_(1 - self.p)
-        return F.embedding(ids, e.weight * keep, e.padding_idx, e.max_norm, e.norm_type, e.scale_grad_by_freq,
-                           e.sparse)
+        return F.embedding(ids, e.weight * keep, e.padding_idx, None, e.norm_type, e.scale_grad_by_freq, e.sparse)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
