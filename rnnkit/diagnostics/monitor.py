@@ -13,7 +13,7 @@ A trainer's loop, with or without clipping::
         if step % 100 == 0:
             print(monitor.log_line()); monitor.reset_window()
         if step % 1000 == 0:                     # occasional, costs one stepped forward/backward
-            monitor.probe(model.rnn, embedded_batch, loss_fn, step)
+            monitor.probe(model.rnn, embedded_batch, step=step)   # loss on the last step (last_step_loss)
 
 Warnings are ``GradientWarning`` (a ``RuntimeWarning``) by default; pass ``on_event`` to route them
 to a logger instead. Every event is also kept in ``monitor.events``.
@@ -22,6 +22,9 @@ to a logger instead. Every event is also kept in ``monitor.events``.
   ``explode_patience`` consecutive steps (one warning per streak);
 - *vanishing*: a gradient-flow probe finds ‖∂L/∂h_1‖ / ‖∂L/∂h_T‖ below ``vanish_ratio``: the first
   step of the sequence receives almost no learning signal from the loss at its end.
+
+``rnnkit.train.Trainer`` runs one of these (``TrainConfig``'s ``explode_threshold``,
+``explode_patience``, ``vanish_ratio``, ``probe_every``).
 """
 from __future__ import annotations
 
@@ -30,10 +33,38 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from ..clip import ClipStats, Parameters, clip_grad_norm, grad_norm
 from .gradients import GradientFlow, gradient_flow
+
+
+def last_step_loss(layer: nn.Module, seed: int = 0) -> Callable[[Tensor], Tensor]:
+    """A probe loss on the last step alone: L = Σ_b ⟨v, h_T[b]⟩ with a fixed random unit vector v.
+
+    Then ∂L/∂h_T = v in every row and ‖∂L/∂h_1‖/‖∂L/∂h_T‖ = ‖(∂h_T/∂h_1)ᵀ v‖ (summed over the batch):
+    how much of a signal at the end of the sequence reaches its start, whatever the task. A task's own
+    loss on every step (a language model's) would hide vanishing: h_1's own loss term keeps ‖∂L/∂h_1‖
+    large however little flows back from step T. A bidirectional layer's reverse half is read at
+    t = 1, its last step. v comes from a generator seeded with ``seed``, so the global RNG (and with
+    it an exactly resumable training run) is untouched. The returned function takes the layer's
+    output in the layer's own layout, (T, B, D·H) or (B, T, D·H) with ``batch_first``.
+    """
+    D = 2 if getattr(layer, "bidirectional", False) else 1
+    H = getattr(layer, "proj_size", 0) or layer.hidden_size
+    v = torch.randn(D, H, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    v = v / v.norm(dim=1, keepdim=True)
+
+    def loss(output: Tensor) -> Tensor:
+        out = output.transpose(0, 1) if layer.batch_first else output  # (T, B, D·H)
+        w = v.to(out)
+        total = (out[-1, :, :H] * w[0]).sum()
+        if D == 2:
+            total = total + (out[0, :, H:] * w[1]).sum()
+        return total
+
+    return loss
 
 
 class GradientWarning(RuntimeWarning):
@@ -159,10 +190,11 @@ class GradientMonitor:
                        f"identity/orthogonal recurrent init, a forget-gate bias of 1, or shorter BPTT chunks.")
         return ratio
 
-    def probe(self, layer: nn.Module, x: Tensor, loss_fn: Callable[[Tensor], Tensor], step: int | None = None,
-              **kwargs) -> GradientFlow:
-        """Measure the gradient flow of ``layer`` on ``x`` (see :func:`gradient_flow`) and check it."""
-        flow = gradient_flow(layer, x, loss_fn, **kwargs)
+    def probe(self, layer: nn.Module, x: Tensor, loss_fn: Callable[[Tensor], Tensor] | None = None,
+              step: int | None = None, **kwargs) -> GradientFlow:
+        """Measure the gradient flow of ``layer`` on ``x`` (see :func:`gradient_flow`) and check it.
+        ``loss_fn`` None: :func:`last_step_loss`, which works for any task."""
+        flow = gradient_flow(layer, x, loss_fn or last_step_loss(layer), **kwargs)
         self.check_flow(flow, step)
         return flow
 

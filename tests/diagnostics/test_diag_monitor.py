@@ -8,8 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from rnnkit import GRU
 from rnnkit.clip import clip_grad_norm
-from rnnkit.diagnostics.monitor import (GradientMonitor, GradientWarning, MonitorConfig, NonFiniteLossError)
+from rnnkit.diagnostics import gradient_flow
+from rnnkit.diagnostics.monitor import (GradientMonitor, GradientWarning, MonitorConfig, NonFiniteLossError,
+                                        last_step_loss)
 
 
 def _params_with_norm(norm: float) -> list[nn.Parameter]:
@@ -98,3 +101,19 @@ def test_bad_config():
         MonitorConfig(vanish_ratio=0)
     with pytest.raises(ValueError, match="max_norm"):
         MonitorConfig(max_norm=-1.0)
+
+
+def test_probe_without_a_loss_reads_the_last_step_of_each_direction():
+    # last_step_loss: ∂L/∂h_T = v, a unit vector, in every row, so ‖∂L/∂h_T‖ = √B at each direction's
+    # last step (t = T forward, t = 1 reverse); the global RNG is not drawn from
+    torch.manual_seed(0)
+    layer = GRU(3, 5, num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float64)
+    x = torch.randn(4, 7, 3, dtype=torch.float64)
+    mon, _ = _silent()
+    rng = torch.get_rng_state()
+    flow = mon.probe(layer, x, step=3)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert float(flow.h[2, -1]) == pytest.approx(2.0) and float(flow.h[3, 0]) == pytest.approx(2.0)
+    assert flow.ratio_first_last() == pytest.approx(float(flow.h[3, -1]) / 2.0)
+    assert mon.probe(layer, x).ratio_first_last() == flow.ratio_first_last()  # a fixed v
+    torch.testing.assert_close(flow.h, gradient_flow(layer, x, last_step_loss(layer)).h)
