@@ -9,12 +9,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
+from ..diagnostics.monitor import MonitorConfig
 from .schedules import LR_SCHEDULES
 
 #: Fields that may change on ``--resume`` without changing what the run computes (stopping points
 #: and logging cadence). Changing any other field is refused: the run would not continue exactly.
 RESUMABLE_CHANGES = frozenset({"max_steps", "epochs", "time_budget", "eval_every", "log_every",
-                               "checkpoint_every", "patience"})
+                               "checkpoint_every", "patience", "explode_threshold", "explode_patience",
+                               "vanish_ratio", "probe_every"})
 
 
 @dataclass
@@ -26,6 +28,18 @@ class TrainConfig:
     three 0, one epoch). Evaluation runs every ``eval_every`` steps (0: at the end of each epoch) and
     once at the end; ``patience`` > 0 stops after that many evaluations without improvement of the
     task's main metric (early stopping).
+
+    Gradient health (``rnnkit.diagnostics.GradientMonitor``; warnings only, the run goes on): a
+    global gradient norm (before clipping) above ``explode_threshold`` for ``explode_patience``
+    consecutive steps warns that gradients explode (1e3 and 3: far above the usual clipping
+    thresholds of 0.25–5, and one spike is common and harmless when clipping). Every
+    ``probe_every`` steps (0 = never, the default) the model's recurrent layer ``model.rnn`` is
+    probed on up to 8 rows of that step's input: ‖∂L/∂h_1‖/‖∂L/∂h_T‖ for a loss on the last step
+    below ``vanish_ratio`` (1e-6) warns that gradients vanish. A probe costs about one training step
+    (measured on the demo's LSTM LM, H 256, bptt 100, 1 thread: 150 ms against 190 ms) and is not
+    counted in ``time_budget``, like evaluation. It is off by default because it is meant for
+    long-range tasks: a healthy LSTM LM over 100 steps reads 1e-21 at initialisation and climbs
+    past 1e-6 only after some 300 steps, so it would warn early in every such run.
     """
 
     optimizer: Literal["adamw", "sgd"] = "adamw"
@@ -47,6 +61,11 @@ class TrainConfig:
     checkpoint_every: int = 0        # extra resumable saves every N steps (0: at evaluations and the end)
     log_every: int = 20
     seed: int = 0
+    explode_threshold: float = 1e3
+    explode_patience: int = 3
+    vanish_ratio: float = 1e-6
+    probe_every: int = 0
+
 
     def __post_init__(self) -> None:
         from ..models.config import check_types
@@ -57,11 +76,18 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig: {name} must be > 0, got {getattr(self, name)}")
         for name in ("weight_decay", "momentum", "warmup_steps", "clip_norm", "clip_value", "max_steps",
-                     "epochs", "time_budget", "eval_every", "patience", "checkpoint_every", "min_lr_ratio"):
+                     "epochs", "time_budget", "eval_every", "patience", "checkpoint_every", "min_lr_ratio",
+                     "probe_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig: {name} must be >= 0, got {getattr(self, name)}")
         if self.clip_norm > 0 and self.clip_value > 0:
             raise ValueError("TrainConfig: set clip_norm or clip_value, not both (set the other to 0)")
+        self.monitor_config()  # its checks of explode_threshold, explode_patience and vanish_ratio
+
+    def monitor_config(self) -> MonitorConfig:
+        """The gradient monitor's settings; clipping itself stays with the trainer (value or norm)."""
+        return MonitorConfig(explode_threshold=self.explode_threshold, explode_patience=self.explode_patience,
+                             vanish_ratio=self.vanish_ratio, max_norm=self.clip_norm or None)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,8 +1,10 @@
 """What a run leaves behind besides the checkpoint: a metrics log and a loss curve.
 
 ``metrics.jsonl`` has one JSON object per line: ``{"split": "train", "step": …, "loss": …, "lr": …,
-"grad_norm": …, "clip_rate": …, "tokens_per_s": …}`` every ``log_every`` steps and ``{"split":
-"valid", "step": …, <the task's metrics>}`` at each evaluation. ``loss.png`` plots both losses
+"grad_norm": …, "grad_norm_max": …, "clip_rate": …, "tokens_per_s": …}`` every ``log_every`` steps
+(``grad_norm``: the mean global norm before clipping over those steps), ``{"split": "valid", "step": …,
+<the task's metrics>}`` at each evaluation, and ``{"split": "warning", "step": …, "kind":
+"exploding"|"nonfinite"|"vanishing", "value": …, "message": …}`` when the gradient monitor warns. ``loss.png`` plots both losses
 against the step (matplotlib's Agg canvas directly, so no global backend is switched and no display
 is needed).
 """

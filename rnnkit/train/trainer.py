@@ -19,15 +19,24 @@ Exactness of resume: data order is a function of (seed, epoch), the schedules ar
 step, evaluation runs under a forked RNG, and the checkpoint holds the optimizer, RNG, step, epoch,
 position in the epoch and the carried state. Training k steps, resuming and training N − k more gives
 bit-identical weights to training N steps in one go (tests/train/test_trainer.py).
+
+Gradient health: every step's global gradient norm (the one clipping computes) goes to a
+``rnnkit.diagnostics.GradientMonitor``, which warns when gradients explode; every ``probe_every``
+steps it also probes ``model.rnn`` for vanishing gradients. A warning is a ``{"split": "warning"}``
+record in metrics.jsonl and a line above the progress bar (a ``GradientWarning`` without a bar).
+The probe draws no random numbers, so resuming stays exact.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import signal
+import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -36,6 +45,8 @@ import torch
 from torch import Tensor, nn
 
 from ..clip import clip_grad_norm, clip_grad_value
+from ..diagnostics.monitor import GradientEvent, GradientMonitor, GradientWarning
+from ..diagnostics.stepping import layer_mode
 from . import checkpoint as ckpt
 from . import distributed as dist_
 from .config import RESUMABLE_CHANGES, TrainConfig
@@ -176,6 +187,27 @@ class _StopSignal:
             signal.signal(s, h)
 
 
+class _ProbeInput:
+    """Context manager: while active, keeps the first input (detached) that ``layer`` is called with;
+    ``layer`` None: does nothing. Only a 3-D tensor (a padded batch) is kept; packed input is not."""
+
+    def __init__(self, layer: nn.Module | None) -> None:
+        self.layer, self.x, self._hook = layer, None, None
+
+    def _keep(self, module, args) -> None:
+        if self.x is None and args and isinstance(args[0], Tensor) and args[0].dim() == 3:
+            self.x = args[0].detach()
+
+    def __enter__(self) -> "_ProbeInput":
+        if self.layer is not None:
+            self._hook = self.layer.register_forward_pre_hook(self._keep)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+
+
 class _LossModule(nn.Module):
     """Wraps model + task loss in one forward, so DDP sees the forward it must hook."""
 
@@ -226,7 +258,10 @@ class Trainer:
         self.last_good: Path | None = None
         self._batches: Sequence[Any] | None = None
         self._log: MetricsLog | None = None
+        self._bar = None
         self._last_eval_step: int | None = None
+        self.monitor = GradientMonitor(config.monitor_config(), on_event=self._gradient_event)
+        self._probe_layer = self._recurrent_layer() if config.probe_every else None
 
     # -- construction --
 
@@ -236,6 +271,17 @@ class Trainer:
         if c.optimizer == "adamw":
             return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
         return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay)
+
+    def _recurrent_layer(self) -> nn.Module | None:
+        """``model.rnn`` when it is an RNN/LSTM/GRU layer (what the vanishing probe measures)."""
+        layer = getattr(self.model, "rnn", None)
+        try:
+            layer_mode(layer)
+        except TypeError:
+            warnings.warn(f"probe_every={self.config.probe_every}: {type(self.model).__name__} has no recurrent "
+                          f"layer at .rnn, so gradients are not probed for vanishing", GradientWarning, stacklevel=3)
+            return None
+        return layer
 
     @property
     def checkpoint_dir(self) -> Path | None:
@@ -424,7 +470,11 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._log = MetricsLog(self.out_dir / "metrics.jsonl", resume_step=self.step if resume is not None else None)
         with _StopSignal() as sig, self._progress_bar() as bar:
-            stop_reason = self._loop(sig, bar)
+            self._bar = bar
+            try:
+                stop_reason = self._loop(sig, bar)
+            finally:
+                self._bar = None
         if stop_reason != "interrupted" and self._last_eval_step != self.step:
             self._evaluation_round(save=False)
         metrics = self.last_metrics if stop_reason != "interrupted" else {}
@@ -459,7 +509,8 @@ class Trainer:
         c, info = self.config, self.dist
         epochs = c.epochs or (0 if (c.max_steps or c.time_budget) else 1)
         self._batches = self.task.train_batches(self.epoch)
-        window = {"loss": 0.0, "tokens": 0, "norm": 0.0, "clipped": 0, "steps": 0, "t0": time.perf_counter()}
+        window = {"loss": 0.0, "tokens": 0, "clipped": 0, "steps": 0, "t0": time.perf_counter()}
+        self.monitor.reset_window()
         self.loss_module.train()
         while True:
             if c.max_steps and self.step >= c.max_steps:
@@ -484,7 +535,9 @@ class Trainer:
                 batch = self.task.shard(batch, info.rank, info.world_size)
             batch = _map(lambda t: t.to(self.device, non_blocking=True), batch)
             ctx = StepContext(self.step, self.epoch)
-            loss_sum, n_tokens, carry = self.loss_module(batch, self.carry, ctx)
+            probe_input = self._catch_probe_input()
+            with probe_input:
+                loss_sum, n_tokens, carry = self.loss_module(batch, self.carry, ctx)
             # one all-reduce: global loss and tokens, and flags every rank must agree on
             time_up = bool(c.time_budget and self.elapsed + (time.perf_counter() - t_start) >= c.time_budget)
             stats = torch.tensor([float(loss_sum.detach()), float(n_tokens),
@@ -509,6 +562,7 @@ class Trainer:
                 clipped = c.clip_value > 0 and any(bool((p.grad.abs() > c.clip_value).any()) for p in params)
                 norm = float(clip_grad_value(params, c.clip_value) if c.clip_value > 0 else
                              torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+            self.monitor.record(norm, self.step + 1)
             if not math.isfinite(norm):
                 self._diverged(f"gradient norm is {norm}")
             self.optimizer.step()
@@ -519,9 +573,10 @@ class Trainer:
             self.elapsed += time.perf_counter() - t_start
             window["loss"] += float(stats[0])
             window["tokens"] += int(stats[1])
-            window["norm"] += norm
             window["clipped"] += int(clipped)
             window["steps"] += 1
+            if probe_input.x is not None:
+                self._probe(probe_input.x)
             self._report(window, lr, bar)
             if self.on_step is not None:
                 self.on_step(self)
@@ -549,13 +604,51 @@ class Trainer:
                 bar.update(1)
         if window["steps"] < c.log_every:
             return
+        norms = self.monitor.summary()
         record = {"split": "train", "step": self.step, "epoch": self.epoch,
                   "loss": window["loss"] / max(window["tokens"], 1), "lr": lr,
-                  "grad_norm": window["norm"] / window["steps"], "clip_rate": window["clipped"] / window["steps"],
+                  "grad_norm": norms["grad_norm_mean"], "grad_norm_max": norms["grad_norm_max"],
+                  "clip_rate": window["clipped"] / window["steps"],
                   "tokens_per_s": window["tokens"] / max(now - window["t0"], 1e-9), "elapsed": round(self.elapsed, 3)}
         if self._log is not None:
             self._log.write(record)
-        window.update(loss=0.0, tokens=0, norm=0.0, clipped=0, steps=0, t0=now)
+        window.update(loss=0.0, tokens=0, clipped=0, steps=0, t0=now)
+        self.monitor.reset_window()
+
+    # -- gradient health --
+
+    def _catch_probe_input(self) -> "_ProbeInput":
+        """On a probe step (rank 0), catches what the recurrent layer reads in this step's forward."""
+        n = self.config.probe_every
+        due = self._probe_layer is not None and n and (self.step + 1) % n == 0 and self.dist.is_main
+        return _ProbeInput(self._probe_layer if due else None)
+
+    def _probe(self, x: Tensor) -> None:
+        """Vanishing-gradient probe on up to 8 rows of ``x`` from the zero state, in float64 (a vanishing
+        gradient underflows float32 within a few hundred steps) on a copy of the layer, so neither the
+        weights nor their ``.grad`` are touched. The stepped pass is not checked against the layer
+        (``check=False``): that would cost another forward, and tests/diagnostics already check it."""
+        try:
+            layer = copy.deepcopy(self._probe_layer).double()
+            rows = x[:8] if layer.batch_first else x[:, :8]
+            self.monitor.probe(layer, rows.double(), step=self.step, check=False)
+        except (RuntimeError, ValueError, TypeError) as e:  # a diagnostic must not end the run
+            self._probe_layer = None
+            warnings.warn(f"the vanishing-gradient probe failed at step {self.step} ({str(e).splitlines()[0]}); "
+                          f"it is off for the rest of this run", GradientWarning)
+
+    def _gradient_event(self, event: GradientEvent) -> None:
+        """A monitor warning: a record in metrics.jsonl, and a line above the progress bar (a Python
+        warning when there is no bar)."""
+        if not self.dist.is_main:
+            return
+        if self._log is not None:
+            self._log.write({"split": "warning", "step": event.step, "epoch": self.epoch, "kind": event.kind,
+                             "value": event.value, "message": event.message})
+        if self._bar is not None:
+            self._bar.write(f"rnnkit: warning: {event.message}", file=sys.stderr)
+        else:
+            warnings.warn(event.message, GradientWarning)
 
     def _diverged(self, what: str) -> None:
         kept = f"the last good checkpoint is {self.last_good}" if self.last_good else "no checkpoint was saved"
