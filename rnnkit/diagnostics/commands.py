@@ -9,6 +9,7 @@ their own (``python -m rnnkit.diagnostics.commands …``), for tests and for use
     rnnkit diagnose saturation --checkpoint runs/lm/checkpoint --text-file sample.txt
     rnnkit diagnose activations runs/lm/checkpoint --text-file sample.txt --unit 17 --out page.html
     rnnkit experiment adding --cell rnn,irnn,lstm,gru --length 10,50 --steps 4000 --jobs 2 [--out DIR]
+    rnnkit experiment copy --cell rnn,lstm,gru --delay 10,50 [--memory 3 --alphabet 4] --steps 4000 --jobs 2
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from .experiments import COPY_DELAY, DEFAULT_LR
+from .experiments import TrainConfig as _Defaults
 from .tasks import CELL_LABELS, CELLS
 
 
@@ -54,6 +57,16 @@ def _positive(kind):
             raise argparse.ArgumentTypeError(f"expected a number > 0, got {value!r}")
         return v
     return parse
+
+
+def _alphabet(value: str) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int, got {value!r}") from None
+    if not 2 <= v <= 9:
+        raise argparse.ArgumentTypeError(f"the alphabet has 2 to 9 symbols (digits), got {value!r}")
+    return v
 
 
 def _nonnegative_int(value: str) -> int:
@@ -120,11 +133,18 @@ def register(subparsers) -> None:
                                           "and write a CSV, a markdown table and a plot.")
     e.add_argument("task", choices=["adding", "copy"])
     e.add_argument("--cell", type=_cells, default=list(CELLS), help="(default rnn,irnn,lstm,gru)")
-    e.add_argument("--length", type=_lengths, default=[50], help="comma-separated lengths T (default 50)")
+    e.add_argument("--length", "--delay", dest="length", type=_lengths, default=None,
+                   help=f"comma-separated lengths T; for copy, the delay between the last symbol and the recall "
+                        f"(default: adding 50, copy {COPY_DELAY})")
     e.add_argument("--steps", type=_positive(int), default=4000, help="step budget per run (default 4000)")
     e.add_argument("--hidden-size", type=_positive(int), default=64)
     e.add_argument("--batch-size", type=_positive(int), default=50)
-    e.add_argument("--lr", type=_positive(float), default=1e-3)
+    e.add_argument("--lr", type=_positive(float), default=None,
+                   help=f"Adam's learning rate (default: adding {DEFAULT_LR['adding']:g}, copy {DEFAULT_LR['copy']:g})")
+    e.add_argument("--memory", type=_positive(int), default=_Defaults.copy_memory,
+                   help=f"copy: how many symbols to remember (default {_Defaults.copy_memory}; Arjovsky et al. 2016: 10)")
+    e.add_argument("--alphabet", type=_alphabet, default=_Defaults.copy_alphabet,
+                   help=f"copy: symbols to draw from, 2..9 (default {_Defaults.copy_alphabet}; Arjovsky et al.: 8)")
     e.add_argument("--max-norm", type=_positive(float), default=1.0, help="gradient clipping (default 1.0)")
     e.add_argument("--eval-every", type=_positive(int), default=100)
     e.add_argument("--seed", type=int, default=0)
@@ -263,14 +283,19 @@ def cmd_experiment(args) -> int:
     from .plots import plot_gradient_flow
 
     cfg = TrainConfig(hidden_size=args.hidden_size, batch_size=args.batch_size, lr=args.lr, max_norm=args.max_norm,
-                      eval_every=args.eval_every, seed=args.seed, threads=args.threads)
+                      eval_every=args.eval_every, seed=args.seed, threads=args.threads, copy_memory=args.memory,
+                      copy_alphabet=args.alphabet)
+    lengths = args.length or [COPY_DELAY if args.task == "copy" else 50]
     start = time.perf_counter()
     progress = (lambda line: None) if args.json else (lambda line: print(line, flush=True))
-    results = sweep(args.task, args.cell, args.length, args.steps, cfg, args.out, with_flow=args.gradients,
+    if args.task == "copy" and not args.json:
+        print(f"copy memory: {args.memory} symbols from 1..{args.alphabet}, recalled after a delay of "
+              f"T = {', '.join(map(str, lengths))} steps (guessing scores {1 / args.alphabet:.2f})", flush=True)
+    results = sweep(args.task, args.cell, lengths, args.steps, cfg, args.out, with_flow=args.gradients,
                     jobs=args.jobs, progress=progress)
     out = Path(args.out)
     if args.gradients:
-        for T in args.length:
+        for T in lengths:
             flows = {r.cell: r.flow for r in results if r.T == T and r.flow is not None}
             plot_gradient_flow(flows, out / f"{args.task}_gradients_T{T}.png",
                                title=f"{args.task}, T={T}: gradient flow after training (≤ {args.steps} steps)")

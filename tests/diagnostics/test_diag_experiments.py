@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from rnnkit.diagnostics import commands
-from rnnkit.diagnostics.experiments import TrainConfig, markdown_table, run_adding, run_copy, sweep
+from rnnkit.diagnostics.experiments import (COPY_DELAY, DEFAULT_LR, TrainConfig, markdown_table, run_adding,
+                                           run_copy, sweep)
 from rnnkit.diagnostics.plots import attention_heatmap, confusion_matrix, plot_confusion_matrix, plot_gradient_flow
 from rnnkit.diagnostics.tasks import ADDING_BASELINE_MSE, adding_batch, copy_batch, make_layer
 
@@ -26,6 +27,37 @@ def test_tasks_are_what_they_claim():
     assert ids.shape == target.shape == (4, 27)
     torch.testing.assert_close(target[:, -10:], ids[:, :10])  # recall the first ten symbols at the end
     assert (ids[:, 16] == 9).all() and (target[:, :-10] == 0).all()
+
+
+def test_copy_options_memory_alphabet_delay(capsys):
+    ids, target = copy_batch(3, 6, seed=1, memory=4, alphabet=3)  # 4 symbols of 1..3, delay 6
+    assert ids.shape == target.shape == (3, 4 + 6 + 4)
+    assert 1 <= int(ids[:, :4].min()) and int(ids[:, :4].max()) <= 3
+    assert (ids[:, 9] == 4).all() and (ids[:, 10:] == 0).all()  # the delimiter (alphabet + 1), then blanks
+    torch.testing.assert_close(target[:, -4:], ids[:, :4])
+    assert (target[:, :-4] == 0).all()
+
+    cfg = TrainConfig(**TINY, copy_memory=4, copy_alphabet=3)
+    r = run_copy("gru", 6, 5, cfg)
+    assert (r.model.n_in, r.model.head.out_features, r.T) == (5, 4, 6)
+    # lr None is the task's default, 1e-2 for copy
+    assert TrainConfig().lr is None and DEFAULT_LR == {"adding": 1e-3, "copy": 1e-2}
+    assert run_copy("gru", 6, 5, cfg, lr=1e-2).history == r.history != run_copy("gru", 6, 5, cfg, lr=1e-3).history
+    with pytest.raises(ValueError, match="copy_alphabet must be in 2..9"):
+        TrainConfig(copy_alphabet=10)
+    with pytest.raises(ValueError, match="copy_memory must be >= 1"):
+        TrainConfig(copy_memory=0)
+
+    tiny = ["--hidden-size", "4", "--batch-size", "4", "--eval-every", "5", "--steps", "5", "--json"]
+    assert commands.main(["experiment", "copy", "--cell", "lstm", "--delay", "3,5", "--memory", "2",
+                          "--alphabet", "5", *tiny]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["T"] for r in rows] == [3, 5]
+    assert commands.main(["experiment", "copy", "--cell", "lstm", *tiny]) == 0  # the default delay
+    assert [json.loads(line)["T"] for line in capsys.readouterr().out.splitlines()] == [COPY_DELAY]
+    with pytest.raises(SystemExit):
+        commands.main(["experiment", "copy", "--alphabet", "12"])
+    assert "the alphabet has 2 to 9 symbols" in capsys.readouterr().err
 
 
 def test_cells_and_their_initialisation():
