@@ -110,7 +110,7 @@ LENS = torch.tensor([3, 1])
         ("gru", X64, LENS, True, "fused"),
         ("gru", X64, None, False, "native"),  # inference: torch's C++ loop
         ("rnn_relu", X32, None, False, "native"),
-        ("lstm", X64, LENS, False, "fused"),  # ... but lengths still go to fused
+        ("lstm", X64, LENS, False, "native"),  # ... lengths included: torch's packed loop
     ],
 )
 def test_auto_choice(mode, x, lengths, needs_grad, expected):
@@ -137,7 +137,7 @@ def test_auto_picks_native_on_cuda():
         (rnnkit.GRU, torch.float32, False, True, "fused"),
         (rnnkit.RNN, torch.float32, False, True, "fused"),
         (rnnkit.GRU, DT, False, False, "native"),  # under torch.no_grad()
-        (rnnkit.GRU, DT, True, False, "fused"),
+        (rnnkit.GRU, DT, True, False, "native"),  # inference with lengths: torch's packed loop
     ],
 )
 def test_layer_runs_the_chosen_engine(monkeypatch, layer, dtype, use_lengths, grad, expected):

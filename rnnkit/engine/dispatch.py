@@ -4,10 +4,10 @@
 
 - CUDA tensors → ``native`` (cuDNN fuses every cell kind and the packed case).
 - options torch's kernels lack (dropout kinds, recurrent dropout, zoneout, layer norm) → ``fused``.
-- variable lengths → ``fused``: torch's packed path leaves oneDNN and runs several times slower,
-  while the fused engine does work proportional to the sum of the lengths.
 - inference (no gradient needed) → ``native``: torch's C++ time loop has the same GEMMs and less
-  per-step overhead than any loop written in Python.
+  per-step overhead than any loop written in Python (variable lengths included: its packed loop).
+- training with variable lengths → ``fused``: torch's packed path leaves oneDNN and runs several
+  times slower, while the fused engine does work proportional to the sum of the lengths.
 - training a float32 LSTM → ``native``: oneDNN runs near the GEMM peak, which torch ops cannot beat.
 - training a GRU, a vanilla RNN, or anything in float64 → ``fused``: torch has no fused CPU kernel there,
   and its autograd graph of per-step ops is slower than the hand-written backward pass.
@@ -18,6 +18,7 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence
 
 from . import fused, native, reference
 from .stack import run_stack
@@ -35,15 +36,48 @@ def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opt
         return engine
     if opts.needs_rnnkit_engine or layer_norm:
         return "fused"
-    if x.is_cuda:
+    if x.is_cuda or not needs_grad:
         return "native"
     if lengths is not None:
         return "fused"
-    if not needs_grad:
-        return "native"
     if mode == "lstm" and x.dtype == torch.float32:
         return "native"
     return "fused"
+
+
+def _needs_grad(x: Tensor, hx: State, weights: Sequence[LayerWeights]) -> bool:
+    states = hx if isinstance(hx, tuple) else (hx,)
+    return torch.is_grad_enabled() and any(
+        t.requires_grad for t in (x, *states, *(p for w in weights for p in w if p is not None)))
+
+
+def run_packed(
+    engine: str,
+    mode: str,
+    packed: PackedSequence,
+    hx: State,
+    weights: Sequence[LayerWeights],
+    num_layers: int,
+    bidirectional: bool,
+    dropout: float,
+    training: bool,
+    opts: Options = Options(),
+) -> tuple[Tensor, State] | None:
+    """Run a stack on a ``PackedSequence``'s rows directly — no padding round trip — when the chosen
+    engine can: ``native`` always, ``fused`` for the plain layer (no active dropout between layers, no
+    variant option, whose masks are drawn per padded step). Returns None where the padded path must run."""
+    data = packed.data
+    name = choose_engine(engine, mode, data, packed.batch_sizes, opts, weights[0].layer_norm,
+                         _needs_grad(data, hx, weights))
+    if name == "native":
+        return native.run_stack_packed(mode, data, packed.batch_sizes, packed.sorted_indices,
+                                       packed.unsorted_indices, hx, weights, num_layers, bidirectional, dropout,
+                                       training, opts)
+    plain = opts == Options() and not weights[0].layer_norm and not (training and dropout > 0)
+    if name == "fused" and plain:
+        return fused.run_stack_packed(mode, data, packed.batch_sizes, packed.sorted_indices, hx, weights,
+                                      num_layers, bidirectional)
+    return None
 
 
 def run(
@@ -60,10 +94,7 @@ def run(
     opts: Options = Options(),
 ) -> tuple[Tensor, State]:
     """Run a whole stack: ``x`` (T, B, I) padded time-major, ``hx`` stacked (L·D, B, ·) states."""
-    states = hx if isinstance(hx, tuple) else (hx,)
-    needs_grad = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (x, *states, *(p for w in weights for p in w if p is not None)))
-    name = choose_engine(engine, mode, x, lengths, opts, weights[0].layer_norm, needs_grad)
+    name = choose_engine(engine, mode, x, lengths, opts, weights[0].layer_norm, _needs_grad(x, hx, weights))
     args = (mode, x, hx, weights, lengths, num_layers, bidirectional, dropout, training, opts)
     if name == "native":
         return native.run_stack(*args)

@@ -17,6 +17,13 @@ from .types import LayerWeights, Options, State
 _OPS = {"lstm": torch.lstm, "gru": torch.gru, "rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_relu}
 
 
+def _refuse(opts: Options, weights: Sequence[LayerWeights]) -> None:
+    unsupported = list(opts.needs_rnnkit_engine) + (["layer_norm"] if weights[0].layer_norm else [])
+    if unsupported:
+        raise ValueError(f"engine='native' (torch's kernels) cannot run {', '.join(unsupported)}; "
+                         "use engine='fused' or 'auto'")
+
+
 def run_stack(
     mode: str,
     x: Tensor,
@@ -30,24 +37,38 @@ def run_stack(
     opts: Options = Options(),
 ) -> tuple[Tensor, State]:
     """Same contract as ``stack.run_stack``; raises ValueError for options torch's kernels lack."""
-    unsupported = list(opts.needs_rnnkit_engine) + (["layer_norm"] if weights[0].layer_norm else [])
-    if unsupported:
-        raise ValueError(f"engine='native' (torch's kernels) cannot run {', '.join(unsupported)}; "
-                         "use engine='fused' or 'auto'")
-    op = _OPS[mode]
-    weights = [drop_weights(w, opts, training) for w in weights]
-    flat = [p for w in weights for p in w.torch_weights]  # torch's flat order per layer-direction
-    has_biases = weights[0].b_ih is not None
+    _refuse(opts, weights)
     if lengths is None:
-        result = op(x, hx, flat, has_biases, num_layers, dropout, training, bidirectional, False)
+        weights = [drop_weights(w, opts, training) for w in weights]
+        flat = [p for w in weights for p in w.torch_weights]  # torch's flat order per layer-direction
+        result = _OPS[mode](x, hx, flat, weights[0].b_ih is not None, num_layers, dropout, training,
+                            bidirectional, False)
         return result[0], (result[1], result[2]) if mode == "lstm" else result[1]
     packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
-    order, inverse = packed.sorted_indices, packed.unsorted_indices
-    hx_sorted = tuple(h.index_select(1, order) for h in hx) if mode == "lstm" else hx.index_select(1, order)
-    result = op(packed.data, packed.batch_sizes, hx_sorted, flat, has_biases, num_layers, dropout, training,
-                bidirectional)
-    out_packed = torch.nn.utils.rnn.PackedSequence(result[0], packed.batch_sizes, order, inverse)
+    data, state = run_stack_packed(mode, packed.data, packed.batch_sizes, packed.sorted_indices,
+                                   packed.unsorted_indices, hx, weights, num_layers, bidirectional, dropout,
+                                   training, opts)
+    out_packed = torch.nn.utils.rnn.PackedSequence(data, packed.batch_sizes, packed.sorted_indices,
+                                                   packed.unsorted_indices)
     y, _ = pad_packed_sequence(out_packed, total_length=x.shape[0])
-    if mode == "lstm":
-        return y, (result[1].index_select(1, inverse), result[2].index_select(1, inverse))
-    return y, result[1].index_select(1, inverse)
+    return y, state
+
+
+def run_stack_packed(mode: str, data: Tensor, batch_sizes: Tensor, sorted_indices: Tensor | None,
+                     unsorted_indices: Tensor | None, hx: State, weights: Sequence[LayerWeights], num_layers: int,
+                     bidirectional: bool, dropout: float, training: bool,
+                     opts: Options = Options()) -> tuple[Tensor, State]:
+    """torch's packed kernels on a ``PackedSequence``'s rows; states in batch order, as torch.nn keeps them."""
+    _refuse(opts, weights)
+    weights = [drop_weights(w, opts, training) for w in weights]
+    flat = [p for w in weights for p in w.torch_weights]
+
+    def permute(state, index):
+        if index is None:
+            return state
+        return tuple(h.index_select(1, index) for h in state) if mode == "lstm" else state.index_select(1, index)
+
+    result = _OPS[mode](data, batch_sizes, permute(hx, sorted_indices), flat, weights[0].b_ih is not None,
+                        num_layers, dropout, training, bidirectional)
+    state = (result[1], result[2]) if mode == "lstm" else result[1]
+    return result[0], permute(state, unsorted_indices)

@@ -293,6 +293,12 @@ class RNNBase(nn.Module):
             if data.dim() != 2 or data.shape[1] != self.input_size:
                 raise ValueError(f"{owner}: PackedSequence data must have shape (N, {self.input_size}), "
                                  f"got {tuple(data.shape)}")
+            B = int(input.batch_sizes[0])
+            state = self._prepare_state(hx, B, True, data)
+            done = dispatch.run_packed(self.engine, self.mode, input, state, self.layer_weights(), self.num_layers,
+                                       self.bidirectional, self.dropout, self.training, self.options)
+            if done is not None:  # the engine ran on the packed rows themselves
+                return PackedSequence(done[0], input.batch_sizes, input.sorted_indices, input.unsorted_indices), done[1]
             x, lengths = pad_packed_sequence(input)  # (T, B, I), lengths in batch order
             packed_lengths = lengths
             batched = True

@@ -5,6 +5,9 @@ out by hand (``lstm.py``, ``gru.py``, ``rnn.py``), over the packed row layout of
 """
 from __future__ import annotations
 
+from typing import Sequence
+
+import torch
 from torch import Tensor
 
 from ..types import LayerWeights, Noise, State
@@ -12,6 +15,19 @@ from .gru import gru_layer
 from .layout import Layout
 from .lstm import lstm_layer
 from .rnn import rnn_layer
+
+
+def _run(mode: str, X: Tensor, state: State, weights: LayerWeights, layout: Layout, noise: Noise):
+    """Packed rows (N, I) in processing order → (Y (N, H_out), final state in batch order)."""
+    if mode == "lstm":
+        h0, c0 = state
+        Y, h_n, c_n = lstm_layer(X, layout.sort(h0), layout.sort(c0), weights, layout, noise)
+        return Y, (layout.unsort(h_n), layout.unsort(c_n))
+    if mode == "gru":
+        Y, h_n = gru_layer(X, layout.sort(state), weights, layout, noise)
+    else:
+        Y, h_n = rnn_layer(X, layout.sort(state), weights, layout, noise, relu=mode == "rnn_relu")
+    return Y, layout.unsort(h_n)
 
 
 def run_layer(
@@ -24,16 +40,31 @@ def run_layer(
     noise: Noise | None = None,
 ) -> tuple[Tensor, State]:
     """Same contract as the reference engine: ``x`` (T, B, I) → ``y`` (T, B, H_out), final state."""
-    noise = noise or Noise()
     T, B, _ = x.shape
     layout = Layout(T, B, lengths, reverse, x.device)
-    X = layout.pack(x)  # (N, I)
-    if mode == "lstm":
-        h0, c0 = state
-        Y, h_n, c_n = lstm_layer(X, layout.sort(h0), layout.sort(c0), weights, layout, noise)
-        return layout.unpack(Y), (layout.unsort(h_n), layout.unsort(c_n))
-    if mode == "gru":
-        Y, h_n = gru_layer(X, layout.sort(state), weights, layout, noise)
-    else:
-        Y, h_n = rnn_layer(X, layout.sort(state), weights, layout, noise, relu=mode == "rnn_relu")
-    return layout.unpack(Y), layout.unsort(h_n)
+    Y, final = _run(mode, layout.pack(x), state, weights, layout, noise or Noise())
+    return layout.unpack(Y), final
+
+
+def run_stack_packed(mode: str, data: Tensor, batch_sizes: Tensor, sorted_indices: Tensor | None, hx: State,
+                     weights: Sequence[LayerWeights], num_layers: int, bidirectional: bool) -> tuple[Tensor, State]:
+    """A whole stack on a ``PackedSequence``'s rows, which are already this engine's layout: no padding,
+    no unpacking, no re-packing. ``data`` (N, I) → (N, D·H_out) and final states (L·D, B, ·) in batch
+    order. For the plain layer (no dropout between layers, no variant options): ``dispatch`` decides."""
+    D = 2 if bidirectional else 1
+    layouts = [Layout.for_packed(batch_sizes, sorted_indices, d == 1, data.device) for d in range(D)]
+    lstm = mode == "lstm"
+    finals: list[State] = []
+    inp = data
+    for layer in range(num_layers):
+        ys = []
+        for d, layout in enumerate(layouts):
+            k = layer * D + d
+            state = (hx[0][k], hx[1][k]) if lstm else hx[k]
+            Y, final = _run(mode, layout.pack(inp), state, weights[k], layout, Noise())
+            ys.append(layout.unpack(Y))
+            finals.append(final)
+        inp = ys[0] if D == 1 else torch.cat(ys, dim=1)
+    if lstm:
+        return inp, (torch.stack([s[0] for s in finals]), torch.stack([s[1] for s in finals]))
+    return inp, torch.stack(finals)

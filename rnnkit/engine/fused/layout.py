@@ -26,6 +26,7 @@ class Layout:
     def __init__(self, T: int, B: int, lengths: Tensor | None, reverse: bool, device: torch.device):
         self.T, self.B, self.reverse = T, B, reverse
         self._prev_index: Tensor | None = None
+        self.packed_input = False  # ``for_packed``: the data arrives, and leaves, as packed rows
         if lengths is None:
             self.order = self.inverse = self.index = None
             self.steps = [(t * B, B) for t in range(T)]
@@ -34,33 +35,60 @@ class Layout:
             return
         lengths = lengths.to("cpu", torch.int64)
         sorted_len, order = torch.sort(lengths, descending=True, stable=True)
+        tt, jj = self._sorted(sorted_len, order, device)
+        time = sorted_len[jj] - 1 - tt if reverse else tt
+        self.index = (time * B + order[jj]).to(device)
+
+    def _sorted(self, sorted_len: Tensor, order: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
+        """Set the step structure from lengths sorted longest first; returns each packed row's (t, j)."""
+        B = self.B
         T_eff = int(sorted_len[0])
-        t_idx = torch.arange(T_eff).unsqueeze(1)  # (T_eff, 1)
-        alive = t_idx < sorted_len.unsqueeze(0)  # (T_eff, B)
+        alive = torch.arange(T_eff).unsqueeze(1) < sorted_len.unsqueeze(0)  # (T_eff, B)
         batch_sizes = alive.sum(1)
         offsets = torch.cumsum(batch_sizes, 0) - batch_sizes
         self.steps = list(zip(offsets.tolist(), batch_sizes.tolist()))
         self.N = int(batch_sizes.sum())
         tt, jj = alive.nonzero(as_tuple=True)  # step-major: exactly the packed row order
-        time = sorted_len[jj] - 1 - tt if reverse else tt
-        self.index = (time * B + order[jj]).to(device)
         self._row_seq = jj.to(device)  # sorted sequence of each packed row
         self.last = (offsets[sorted_len - 1] + torch.arange(B)).to(device)
+        # one step earlier in the same sequence: row j of step t−1, or row j of ``first`` at t = 0
+        self._prev_index = torch.where(tt == 0, jj, B + offsets[(tt - 1).clamp(min=0)] + jj).to(device)
         identity = bool(torch.equal(order, torch.arange(B)))
         self.order = None if identity else order.to(device)
         self.inverse = None if identity else torch.argsort(order).to(device)
-        self._offsets = offsets
+        self._sorted_len, self._offsets = sorted_len, offsets
+        return tt, jj
+
+    @classmethod
+    def for_packed(cls, batch_sizes: Tensor, sorted_indices: Tensor | None, reverse: bool,
+                   device: torch.device) -> "Layout":
+        """A layout for data that is already a ``PackedSequence``'s rows (N, ·): its row order *is* this
+        layout's, so a forward pass needs no copy at all and a reverse one a single row permutation."""
+        self = cls.__new__(cls)
+        self.packed_input = True
+        batch_sizes = batch_sizes.to("cpu", torch.int64)
+        self.B, self.T, self.reverse, self.index = int(batch_sizes[0]), len(batch_sizes), reverse, None
+        sorted_len = (batch_sizes.unsqueeze(0) > torch.arange(self.B).unsqueeze(1)).sum(1)  # (B,)
+        order = torch.arange(self.B) if sorted_indices is None else sorted_indices.cpu()
+        tt, jj = self._sorted(sorted_len, order, device)
+        # reversing every sequence in place is an involution on the packed rows
+        self.rows = (self._offsets[sorted_len[jj] - 1 - tt] + jj).to(device) if reverse else None
+        return self
 
     # -- moving data in and out -----------------------------------------------------------------
     def pack(self, x: Tensor) -> Tensor:
-        """(T, B, F) padded → (N, F) packed."""
+        """(T, B, F) padded → (N, F) packed (for ``for_packed``: (N, F) rows → rows in processing order)."""
+        if self.packed_input:
+            return x if self.rows is None else x.index_select(0, self.rows)
         F = x.shape[-1]
         if self.index is None:
             return (x.flip(0) if self.reverse else x).reshape(self.N, F)
         return x.reshape(self.T * self.B, F).index_select(0, self.index)
 
     def unpack(self, y: Tensor) -> Tensor:
-        """(N, F) packed → (T, B, F) padded, zeros past each sequence's length."""
+        """(N, F) packed → (T, B, F) padded, zeros past each sequence's length (``for_packed``: rows)."""
+        if self.packed_input:
+            return y if self.rows is None else y.index_select(0, self.rows)
         F = y.shape[-1]
         if self.index is None:
             y = y.view(self.T, self.B, F)
@@ -74,7 +102,7 @@ class Layout:
 
     def per_row(self, m: Tensor) -> Tensor:
         """(B, F) per sorted sequence → (N, F) per packed row."""
-        if self.index is None:
+        if self.last is None:
             return m.repeat(self.T, 1)
         return m.index_select(0, self._row_seq)
 
@@ -97,9 +125,4 @@ class Layout:
         (``first`` (B, F) for step 0). Used for weight gradients, all steps in one GEMM."""
         if self.last is None:
             return torch.cat([first, Y[: self.N - self.B]])
-        if self._prev_index is None:
-            rows = []
-            for t, (off, b) in enumerate(self.steps):
-                rows.append(torch.arange(b) if t == 0 else self.B + self._offsets[t - 1] + torch.arange(b))
-            self._prev_index = torch.cat(rows).to(Y.device)
         return torch.cat([first, Y]).index_select(0, self._prev_index)
