@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from core_helpers import CELLS, DT, MODE_IDS, MODES_PROJ, assert_all_close, covering, grads_of, loss_of, random, states_list
+from core_helpers import (CELLS, DT, MODE_IDS, MODES_PROJ, assert_all_close, covering, grads_of, loss_of, random,
+                          states_list)
 
 import rnnkit
 from rnnkit.engine import LayerWeights, Noise, choose_engine, dispatch, fused, native, reference
@@ -540,7 +541,8 @@ def test_step_kernel_equals_layer_in_eval_or_refuses(cell_name, option):
     m = make_layer(cell_name, option).eval()
     try:
         kernel = StepKernel.for_layer(m)
-    except ValueError:
+    except ValueError as err:  # refusing is allowed, naming what it cannot step
+        assert m.layer_norm and "layer_norm" in str(err), str(err)
         return
     x = random(T, B, I, seed=12)
     y, state = m(x)
