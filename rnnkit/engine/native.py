@@ -1,7 +1,7 @@
 """The native engine: torch's own whole-stack kernels (oneDNN for LSTM on CPU, cuDNN on GPU).
 
-Variable lengths go through torch's packed path, which is correct but slow on CPU; ``engine="auto"``
-therefore only picks this engine where torch's kernel is the fast one (see ``dispatch.py``).
+Variable lengths go through torch's packed path, which is correct but slow to train on CPU;
+``engine="auto"`` only picks this engine where torch's kernel is the fast one (see ``dispatch.py``).
 """
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ def run_stack(
     opts: Options = Options(),
 ) -> tuple[Tensor, State]:
     """Same contract as ``stack.run_stack``; raises ValueError for options torch's kernels lack."""
-    _refuse(opts, weights)
     if lengths is None:
+        _refuse(opts, weights)
         weights = [drop_weights(w, opts, training) for w in weights]
         flat = [p for w in weights for p in w.torch_weights]  # torch's flat order per layer-direction
         result = _OPS[mode](x, hx, flat, weights[0].b_ih is not None, num_layers, dropout, training,
