@@ -21,23 +21,42 @@ from .layout import Layout
 from .lstm import _slice, refuse_double_backward
 
 
+def _tanh_loop_in_sigmoid_space(GX: Tensor, h0: Tensor, w_hh: Tensor, zone_h, layout: Layout):
+    """The tanh recurrence carried as s = σ(a′) with h = 2s − 1 (a′ the doubled pre-activation), so a step
+    is one in-place GEMM and one sigmoid: a′_t = GX_t + h_{t-1} W′ᵀ = (GX_t − W′·1) + s_{t-1} (2W′)ᵀ.
+    Zoneout's lerp commutes with the affine map. Returns (h̃, h) for all rows, converted after the loop."""
+    S = GX - w_hh.sum(1)  # our own buffer: the GEMM accumulates into it in place
+    Z = S if zone_h is None else torch.empty_like(GX)  # s of the state after zoneout
+    w2T = (2 * w_hh).t()
+    s_prev = (h0 + 1) * 0.5
+    for s, b in layout.steps:
+        sp = s_prev[:b]
+        st = S[s : s + b].addmm_(sp, w2T).sigmoid_()
+        s_prev = st if zone_h is None else torch.lerp(st, sp, _slice(zone_h, s, b), out=Z[s : s + b])
+    Ht = S.mul_(2).sub_(1)
+    return Ht, (Ht if zone_h is None else Z.mul_(2).sub_(1))
+
+
 class RNNFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, GX, h0, w_hh, mask, zone_h, layout: Layout, relu: bool):
         # GX (N, H) = X W_ihᵀ + b_ih + b_hh packed; h0 (B, H) sorted; w_hh (H, H)
-        Y = torch.empty_like(GX)
-        Ht = Y if zone_h is None else torch.empty_like(GX)  # h̃_t, before zoneout
-        w_hhT = w_hh.t()
-        two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
-        h_prev = h0
-        for s, b in layout.steps:
-            hp = h_prev[:b]
-            h_in = hp if mask is None else hp * mask[:b]
-            h = torch.addmm(GX[s : s + b], h_in, w_hhT, out=Ht[s : s + b])
-            h = h.relu_() if relu else h.sigmoid_().mul_(two).sub_(one)
-            if zone_h is not None:
-                h = torch.lerp(h, hp, _slice(zone_h, s, b), out=Y[s : s + b])
-            h_prev = h
+        if not relu and mask is None:
+            Ht, Y = _tanh_loop_in_sigmoid_space(GX, h0, w_hh, zone_h, layout)
+        else:
+            Y = torch.empty_like(GX)
+            Ht = Y if zone_h is None else torch.empty_like(GX)  # h̃_t, before zoneout
+            w_hhT = w_hh.t()
+            two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
+            h_prev = h0
+            for s, b in layout.steps:
+                hp = h_prev[:b]
+                h_in = hp if mask is None else hp * mask[:b]
+                h = torch.addmm(GX[s : s + b], h_in, w_hhT, out=Ht[s : s + b])
+                h = h.relu_() if relu else h.sigmoid_().mul_(two).sub_(one)
+                if zone_h is not None:
+                    h = torch.lerp(h, hp, _slice(zone_h, s, b), out=Y[s : s + b])
+                h_prev = h
         ctx.layout, ctx.relu, ctx.zone_h = layout, relu, zone_h
         ctx.save_for_backward(h0, w_hh, mask, Ht, Y)
         return Y, layout.final(Y)
