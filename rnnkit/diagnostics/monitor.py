@@ -114,6 +114,15 @@ def _warn(event: GradientEvent) -> None:
     warnings.warn(event.message, GradientWarning, stacklevel=3)
 
 
+def _remedy(layer_mode: str | None) -> str:
+    """What to try against vanishing gradients, for the kind of layer measured."""
+    if layer_mode in ("lstm", "gru"):
+        return ("The layer is already gated: try a forget-gate bias of 1 (LSTM), orthogonal recurrent init, "
+                "or shorter BPTT chunks.")
+    return ("Consider an LSTM/GRU, identity/orthogonal recurrent init, a forget-gate bias of 1, "
+            "or shorter BPTT chunks.")
+
+
 @dataclass
 class GradientMonitor:
     """Tracks the global gradient norm and clipping, and raises events (see the module docstring)."""
@@ -173,9 +182,10 @@ class GradientMonitor:
             )
 
     # -- occasionally ----------------------------------------------------------------------------
-    def check_flow(self, flow: GradientFlow | Sequence[float], step: int | None = None) -> float:
+    def check_flow(self, flow: GradientFlow | Sequence[float], step: int | None = None,
+                   layer_mode: str | None = None) -> float:
         """Check a gradient-flow measurement (or a sequence of ‖∂L/∂h_t‖ in processing order) for
-        vanishing; returns the first/last ratio."""
+        vanishing; returns the first/last ratio. ``layer_mode`` ("lstm", "gru", "rnn_tanh", …) tunes the advice."""
         if isinstance(flow, GradientFlow):
             self.last_flow = flow
             ratio = flow.ratio_first_last()
@@ -186,8 +196,7 @@ class GradientMonitor:
             at = step if step is not None else self.step
             self._emit("vanishing", ratio,
                        f"step {at}: gradients vanishing through time — ‖∂L/∂h_1‖/‖∂L/∂h_T‖ = {ratio:.2g} < "
-                       f"{self.config.vanish_ratio:g}; the start of the sequence barely learns. Consider an LSTM/GRU, "
-                       f"identity/orthogonal recurrent init, a forget-gate bias of 1, or shorter BPTT chunks.")
+                       f"{self.config.vanish_ratio:g}; the start of the sequence barely learns. {_remedy(layer_mode)}")
         return ratio
 
     def probe(self, layer: nn.Module, x: Tensor, loss_fn: Callable[[Tensor], Tensor] | None = None,
@@ -195,7 +204,7 @@ class GradientMonitor:
         """Measure the gradient flow of ``layer`` on ``x`` (see :func:`gradient_flow`) and check it.
         ``loss_fn`` None: :func:`last_step_loss`, which works for any task."""
         flow = gradient_flow(layer, x, loss_fn or last_step_loss(layer), **kwargs)
-        self.check_flow(flow, step)
+        self.check_flow(flow, step, getattr(layer, "mode", None))
         return flow
 
     # -- reporting -------------------------------------------------------------------------------

@@ -87,7 +87,8 @@ def plot_sweep(results: Sequence["RunResult"], path: str | Path) -> Path:  # noq
     ax.text(-0.4, budget, "budget (✗ = not solved)", ha="left", va="bottom", fontsize=8, color="grey")
     ax.set_xticks(range(len(lengths)), [str(T) for T in lengths])
     ax.set_xlim(-0.5, len(lengths) - 0.5)
-    ax.set_xlabel("sequence length T")
+    # the adding problem varies the sequence length; the copy task varies the delay before recall
+    ax.set_xlabel("delay before recall" if results[0].task == "copy" else "sequence length T")
     ax.set_ylabel("training steps to solve")
     ax.set_ylim(0, budget * 1.12)
     ax.set_title(f"{results[0].task}: steps to solve within {budget} steps", fontsize=10)

@@ -117,3 +117,17 @@ def test_probe_without_a_loss_reads_the_last_step_of_each_direction():
     assert flow.ratio_first_last() == pytest.approx(float(flow.h[3, -1]) / 2.0)
     assert mon.probe(layer, x).ratio_first_last() == flow.ratio_first_last()  # a fixed v
     torch.testing.assert_close(flow.h, gradient_flow(layer, x, last_step_loss(layer)).h)
+
+
+def test_vanishing_advice_fits_the_layer():
+    """A gated layer is not told to switch to an LSTM/GRU; a vanilla one is."""
+    import warnings as _warnings
+
+    from rnnkit.diagnostics import GradientMonitor
+
+    for mode, expected in (("lstm", "already gated"), ("rnn_tanh", "Consider an LSTM/GRU")):
+        monitor = GradientMonitor()
+        with _warnings.catch_warnings(record=True) as caught:
+            _warnings.simplefilter("always")
+            monitor.check_flow([1e-12, 1.0], step=1, layer_mode=mode)
+        assert any(expected in str(w.message) for w in caught), [str(w.message) for w in caught]
