@@ -284,6 +284,7 @@ class RNNBase(nn.Module):
         owner = self._owner
         self._check_engine(self.engine)
         w0 = self.weight_ih_l0
+        weights = self.layer_weights()
         packed = isinstance(input, PackedSequence)
         if packed:
             if lengths is not None:
@@ -295,7 +296,7 @@ class RNNBase(nn.Module):
                                  f"got {tuple(data.shape)}")
             B = int(input.batch_sizes[0])
             state = self._prepare_state(hx, B, True, data)
-            done = dispatch.run_packed(self.engine, self.mode, input, state, self.layer_weights(), self.num_layers,
+            done = dispatch.run_packed(self.engine, self.mode, input, state, weights, self.num_layers,
                                        self.bidirectional, self.dropout, self.training, self.options)
             if done is not None:  # the engine ran on the packed rows themselves
                 return PackedSequence(done[0], input.batch_sizes, input.sorted_indices, input.unsorted_indices), done[1]
@@ -319,13 +320,13 @@ class RNNBase(nn.Module):
                 x = input.transpose(0, 1) if self.batch_first else input
             if x.shape[0] == 0:
                 raise ValueError(f"{owner}: input has no time steps (shape {tuple(input.shape)})")
+            state = self._prepare_state(hx, x.shape[1], batched, x)
         T, B = x.shape[0], x.shape[1]
         if lengths is not None:
             lengths = check_lengths(owner, lengths, B, T)
             if bool((lengths == T).all()):
                 lengths = None  # all full length: the plain path is the same computation
-        state = self._prepare_state(hx, B, batched, x)
-        y, state = dispatch.run(self.engine, self.mode, x, state, self.layer_weights(), lengths,
+        y, state = dispatch.run(self.engine, self.mode, x, state, weights, lengths,
                                 self.num_layers, self.bidirectional, self.dropout, self.training, self.options)
 
         if packed:
