@@ -192,10 +192,11 @@ def cmd_train(args, extra: list[str]) -> int:
          f"{tr.dist.world_size} process(es) on {tr.device}, {torch.get_num_threads()} thread(s)")
     try:
         result = tr.fit(resume=resume)
+        tr.close()
     finally:
         from .train.distributed import shutdown
 
-        shutdown()
+        shutdown()  # after a failure: no barrier (the other ranks may never reach one)
     if not _is_main_rank():
         return EXIT_OK if result.stop_reason != "interrupted" else EXIT_FAILED
     if result.stop_reason == "interrupted":

@@ -407,6 +407,21 @@ class Trainer:
         torch.set_num_threads(chosen)
         return chosen
 
+    def close(self) -> None:
+        """Leaves the process group in order: waits for every rank (rank 0 may still be writing its
+        checkpoint and plot), drops the DDP wrapper, which holds the group, and destroys the group while
+        the interpreter is fully alive. Without this, gloo's worker threads could be torn down during
+        interpreter shutdown, which aborts the process. Safe to call more than once or without DDP."""
+        if not (self.dist.enabled and torch.distributed.is_initialized()):
+            return
+        dist_.barrier(self.dist)
+        if not isinstance(self.loss_module, _LossModule):
+            self.loss_module = self.loss_module.module
+        import gc
+
+        gc.collect()
+        dist_.shutdown()
+
     # -- evaluation --
 
     def evaluate(self) -> dict[str, float]:
