@@ -226,3 +226,55 @@ def test_errors_name_the_problem():
         StepKernel.for_layer(layer, torch.zeros(4, 3, dtype=DT))
     with pytest.raises(ValueError, match="packed without an embedding"):
         StepKernel.for_layer(layer).step_tokens(torch.tensor([1]), torch.zeros(1, 1, 7, dtype=DT))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_output_head_equals_the_linear_layer_and_follows_its_weights(kind):
+    """``output=(weight, bias)`` packs the layer after the top of the stack: ``logits`` equals
+    ``F.linear`` on the top state, with or without a bias, and an update of the head repacks."""
+    layer = make_layer(kind, 2, True)
+    H_out = layer.proj_size or layer.hidden_size
+    head = torch.nn.Linear(H_out, 9, dtype=DT)
+    x, state = random(3, 5, seed=50), random_state(layer, 3, seed=51)
+    kernel = current_kernel(None, layer, None, (head.weight, head.bias))
+    y, _ = kernel(x, state)
+    torch.testing.assert_close(kernel.logits(y), head(y), rtol=1e-12, atol=1e-12)
+    assert current_kernel(kernel, layer, None, (head.weight, head.bias)) is kernel
+    with torch.no_grad():
+        head.bias.add_(1)
+    fresh = current_kernel(kernel, layer, None, (head.weight, head.bias))
+    assert fresh is not kernel
+    torch.testing.assert_close(fresh.logits(y), head(y), rtol=1e-12, atol=1e-12)
+    no_bias = StepKernel.for_layer(layer, output=(head.weight, None))
+    torch.testing.assert_close(no_bias.logits(y), y @ head.weight.t(), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=rf"output must be \(weight \(V, {H_out}\).*got weight \(9, 3\)"):
+        StepKernel.for_layer(layer, output=(torch.zeros(9, 3, dtype=DT), None))
+    with pytest.raises(ValueError, match="packed without an output layer"):
+        StepKernel.for_layer(layer).logits(y)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_one_row_with_two_threads_splits_large_weights(kind, monkeypatch):
+    """With more than one thread, a one-row product of a large float32 weight goes through oneDNN (the
+    columns split over the threads); it computes what the one-thread ``addmm`` path computes."""
+    monkeypatch.setattr(step_module, "THREADED_MIN_ELEMENTS", 0)  # every weight counts as large here
+    layer = make_layer(kind, 2, True, dtype=torch.float32)
+    head = torch.nn.Linear(layer.hidden_size, 9)
+    embedding = random(11, 5, seed=60, dtype=torch.float32)
+    kernel = StepKernel.for_layer(layer, embedding, (head.weight, head.bias))
+    state = tuple(s.float() for s in states_list(random_state(layer, 1, seed=61)))
+    state = state if kind == "lstm" else state[0]
+    tokens = torch.tensor([4])
+    threads = torch.get_num_threads()
+    try:
+        results = {}
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            y, new = kernel.step_tokens(tokens, state)
+            results[n] = (kernel.logits(y), *states_list(new))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(results[2], results[1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    if step_module._ONEDNN:  # the threaded one-row path really ran
+        assert 1 in kernel.head.packs

@@ -28,7 +28,13 @@ embedded and projected as usual. ``step_tokens(tokens, state)`` is that path.
 
 Several rows at once (beam search) in float32 on the CPU take oneDNN's inner product with each weight
 reordered once per row count, because MKL's small-batch GEMM repacks the weight on every call
-(``_Product``); one row stays a plain ``addmm``, which streams the weight at memory speed.
+(``_Product``). One row with one thread stays a plain ``addmm``, which streams the weight at one core's
+memory speed; with more threads, weights of at least ``THREADED_MIN_ELEMENTS`` also go through oneDNN,
+which splits the columns over the threads and so reads the weight with every core (``addmm`` runs a
+one-row product on one thread).
+
+Output head (``output=(weight, bias)``, a ``Linear`` from the top layer to logits): packed the same way,
+so ``kernel.logits(h)`` reads it as fast as the layers' weights; language models pass their decoder.
 
 The packed copy is a snapshot: ``StepKernel.key`` records each source tensor's identity, storage and
 ``_version`` (bumped by every in-place update: optimiser steps, ``load_state_dict``), and
@@ -51,6 +57,10 @@ __all__ = ["StepKernel", "TABLE_LIMIT_BYTES", "current_kernel", "weights_key"]
 #: Largest token-projection table (V × G·H values) ``StepKernel`` builds: 64 MiB.
 TABLE_LIMIT_BYTES = 64 * 2**20
 
+#: Smallest weight (K·N values) a one-row product splits over threads. Measured with 2 threads, one row,
+#: float32: 256×768 addmm 17 µs vs oneDNN 25 µs; 512×1000 46 vs 35; 512×2048 73 vs 52; 1024×2048 145 vs 78.
+THREADED_MIN_ELEMENTS = 400_000
+
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
@@ -60,19 +70,21 @@ class _Product:
     One row (greedy, sampling) is a matrix-vector product, which ``addmm`` streams at memory speed. A
     few rows (beams) are where MKL's GEMM is weak: it repacks W on every call, so 5 rows cost 3.5–4.5×
     one row (measured, 512×1024 … 1024×2048, one thread). For float32 on the CPU those go through
-    oneDNN's inner product with W reordered once per row count instead (5 rows: 1.3–1.6× one row).
+    oneDNN's inner product with W reordered once per row count instead (5 rows: 1.3–1.6× one row), and so
+    does one row of a large W when torch has more than one thread (``THREADED_MIN_ELEMENTS``).
     """
 
-    __slots__ = ("w", "packs", "onednn")
+    __slots__ = ("w", "packs", "onednn", "threaded")
 
     def __init__(self, w: Tensor) -> None:
         self.w = w
         self.packs: dict[int, Tensor] = {}  # row count → oneDNN's reordered W (N, K)
         self.onednn = _ONEDNN and w.dtype == torch.float32 and w.device.type == "cpu"
+        self.threaded = self.onednn and w.numel() >= THREADED_MIN_ELEMENTS
 
     def __call__(self, add: Tensor, x: Tensor) -> Tensor:
         rows = x.shape[0]
-        if rows == 1 or not self.onednn:
+        if not self.onednn or (rows == 1 and not (self.threaded and torch.get_num_threads() > 1)):
             return torch.addmm(add, x, self.w)
         pack = self.packs.get(rows)
         if pack is None:
@@ -98,9 +110,11 @@ class _Layer(NamedTuple):
     w_hrT: Tensor | None
 
 
-def weights_key(weights: Sequence[LayerWeights], embedding: Tensor | None = None) -> tuple:
+def weights_key(weights: Sequence[LayerWeights], embedding: Tensor | None = None,
+                output: tuple[Tensor, Tensor | None] | None = None) -> tuple:
     """What identifies one version of the weights: every tensor's id, storage address and version."""
-    tensors = [t for lw in weights for t in lw if t is not None] + ([embedding] if embedding is not None else [])
+    extra = [embedding, *(output or ())]
+    tensors = [t for lw in weights for t in lw if t is not None] + [t for t in extra if t is not None]
     return tuple((id(t), t.data_ptr(), t._version) for t in tensors)
 
 
@@ -142,10 +156,13 @@ class StepKernel:
     (any strides: a transposed (B, L, H) view works). Returns ``(y (B, H_out), new_state)`` with
     ``new_state`` shaped like ``state`` (contiguous) and ``y`` the top layer's new hidden state.
     ``kernel.step_tokens(tokens, state)``: the same for token ids (B,) through ``embedding``.
+    ``output``: ``(weight (V, H_out), bias (V,) or None)`` of the linear layer after the top layer;
+    ``kernel.logits(y)`` → (B, V).
     """
 
     def __init__(self, mode: str, weights: Sequence[LayerWeights], embedding: Tensor | None = None, *,
-                 zoneout: float = 0.0, zoneout_cell: float = 0.0) -> None:
+                 output: tuple[Tensor, Tensor | None] | None = None, zoneout: float = 0.0,
+                 zoneout_cell: float = 0.0) -> None:
         if mode not in MODES:
             raise ValueError(f"rnnkit.engine.StepKernel: unknown mode {mode!r}; expected one of {MODES}")
         if not weights:
@@ -158,7 +175,7 @@ class StepKernel:
             raise ValueError(f"rnnkit.engine.StepKernel: embedding must have shape (V, {I}) to feed layer 0, "
                              f"got {tuple(embedding.shape)}")
         self.mode = mode
-        self.key = weights_key(weights, embedding)
+        self.key = weights_key(weights, embedding, output)
         self.num_layers = len(weights)
         self.input_size = I
         self.hidden_size = weights[0].w_hh.shape[0] // {"lstm": 4, "gru": 3}.get(mode, 1)
@@ -174,9 +191,21 @@ class StepKernel:
             if embedding is not None and embedding.shape[0] * first.b.numel() * first.b.element_size() \
                     <= TABLE_LIMIT_BYTES:
                 self.table = torch.addmm(first.b, self.embedding, first.w_x.w)
+            self.head: _Product | None = None
+            if output is not None:
+                weight, bias = output
+                H_out = weights[-1].w_hr.shape[0] if weights[-1].w_hr is not None else self.hidden_size
+                if weight.dim() != 2 or weight.shape[1] != H_out or (bias is not None and bias.shape != weight.shape[:1]):
+                    raise ValueError(f"rnnkit.engine.StepKernel: output must be (weight (V, {H_out}), bias (V,) or None) "
+                                     f"to read the top layer; got weight {tuple(weight.shape)}, bias "
+                                     f"{None if bias is None else tuple(bias.shape)}")
+                self.head = _Product(weight.detach().t().contiguous())  # (H_out, V)
+                self.head_bias = (bias.detach().clone() if bias is not None
+                                  else weight.new_zeros(weight.shape[0]))
 
     @classmethod
-    def for_layer(cls, rnn, embedding: Tensor | None = None) -> "StepKernel":
+    def for_layer(cls, rnn, embedding: Tensor | None = None,
+                  output: tuple[Tensor, Tensor | None] | None = None) -> "StepKernel":
         """Pack an ``rnnkit.RNN/LSTM/GRU`` layer (anything with ``mode``, ``bidirectional`` and
         ``layer_weights()``; its ``options`` give zoneout). It steps what the layer computes in eval mode:
         dropout of every kind off, zoneout's expectation. A bidirectional layer cannot run one step at a
@@ -186,10 +215,18 @@ class StepKernel:
                              "token at a time (the backward direction reads the future); got bidirectional=True")
         options = getattr(rnn, "options", None)
         zone = {} if options is None else {"zoneout": options.zoneout, "zoneout_cell": options.zoneout_cell}
-        return cls(rnn.mode, rnn.layer_weights(), embedding, **zone)
+        return cls(rnn.mode, rnn.layer_weights(), embedding, output=output, **zone)
 
-    def is_current(self, weights: Sequence[LayerWeights], embedding: Tensor | None = None) -> bool:
-        return self.key == weights_key(weights, embedding)
+    def is_current(self, weights: Sequence[LayerWeights], embedding: Tensor | None = None,
+                   output: tuple[Tensor, Tensor | None] | None = None) -> bool:
+        return self.key == weights_key(weights, embedding, output)
+
+    @torch.no_grad()
+    def logits(self, y: Tensor) -> Tensor:
+        """The output layer on the top layer's state ``y`` (B, H_out) → (B, V)."""
+        if self.head is None:
+            raise ValueError("rnnkit.engine.StepKernel.logits: the kernel was packed without an output layer")
+        return self.head(self.head_bias, y)
 
     @torch.no_grad()
     def __call__(self, x: Tensor, state: State, *, layer_dim: int = 0) -> tuple[Tensor, State]:
@@ -263,10 +300,11 @@ class StepKernel:
         return x, torch.stack(hs, dim)
 
 
-def current_kernel(kernel: StepKernel | None, rnn, embedding: Tensor | None = None) -> StepKernel:
-    """``kernel`` if it was packed from ``rnn``'s weights (and ``embedding``) as they are now, else a
-    freshly packed one. Costs a walk over the parameters (microseconds): once per generation, not
-    per token."""
-    if kernel is not None and kernel.is_current(rnn.layer_weights(), embedding):
+def current_kernel(kernel: StepKernel | None, rnn, embedding: Tensor | None = None,
+                   output: tuple[Tensor, Tensor | None] | None = None) -> StepKernel:
+    """``kernel`` if it was packed from ``rnn``'s weights (and ``embedding``, ``output``) as they are now,
+    else a freshly packed one. Costs a walk over the parameters (microseconds): once per generation,
+    not per token."""
+    if kernel is not None and kernel.is_current(rnn.layer_weights(), embedding, output):
         return kernel
-    return StepKernel.for_layer(rnn, embedding)
+    return StepKernel.for_layer(rnn, embedding, output)

@@ -38,12 +38,13 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
 __all__ = [
     "Decoded", "DecoderStep", "METHODS", "beam_search", "decode", "expand_rows", "filter_log_probs", "greedy",
-    "length_normalizer",
+    "length_normalizer", "one_row",
     "sample", "select_rows", "swap_layers_rows",
 ]
 
@@ -228,12 +229,67 @@ def sample(step: DecoderStep, start: Tensor, state, *, max_length: int, temperat
     _check_int(fn, "eos_id", eos_id, 0, allow_none=True)
     _check_sampling(fn, temperature, top_k, top_p)
 
+    return _run(fn, step, start, state, _sampler(temperature, top_k, top_p, generator), max_length, eos_id, pad_id)
+
+
+def _sampler(temperature: float, top_k: int | None, top_p: float | None,
+             generator: torch.Generator | None) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    """``choose(log_probs (B, V))`` → (log-probabilities of the drawn tokens, the tokens), both (B,)."""
+
     def choose(log_probs: Tensor) -> tuple[Tensor, Tensor]:
         probs = filter_log_probs(log_probs, temperature, top_k, top_p).softmax(dim=-1)
         tokens = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
         return log_probs.gather(1, tokens).squeeze(1), tokens.squeeze(1)
 
-    return _run(fn, step, start, state, choose, max_length, eos_id, pad_id)
+    return choose
+
+
+def one_row(next_logits: Callable[[int, np.ndarray | None], np.ndarray], start: int, *, method: str = "greedy",
+            max_length: int, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+            generator: torch.Generator | None = None, eos_id: int | None = None) -> Decoded:
+    """Greedy decoding or sampling of a single row, driven by ``next_logits(token, out) -> logits (V,)``,
+    a numpy array, written into ``out`` when that is not None (``rnnkit.engine.step_numpy.OneRowStep``).
+    The same tokens, scores and random draws as ``greedy``/``sample`` with B = 1 (sampling runs the
+    same torch code with the same ``generator``), without a tensor operation per token when greedy:
+    its logits are kept in blocks of steps and normalised once per block."""
+    fn = f"rnnkit.models.decoding.{'greedy' if method == 'greedy' else 'sample'}"
+    _check_int(fn, "max_length", max_length, 1)
+    _check_int(fn, "eos_id", eos_id, 0, allow_none=True)
+    if method == "sample":
+        _check_sampling(fn, temperature, top_k, top_p)
+        choose = _sampler(temperature, top_k, top_p, generator)
+    elif method != "greedy":
+        raise ValueError(f"{fn}: one_row decodes by greedy or sample, got {method!r}")
+    token, tokens, score = int(start), [], 0.0
+    block, rows = min(max_length, 64), None  # greedy: the last steps' logits, (block, V)
+
+    def normalised(n: int) -> float:
+        """Summed log-probabilities of the last ``n`` greedy tokens, from their rows of logits."""
+        log_probs = torch.from_numpy(rows[:n]).log_softmax(1)
+        return float(log_probs.gather(1, torch.tensor(tokens[-n:]).unsqueeze(1)).sum())
+
+    for t in range(max_length):
+        if method == "greedy":
+            logits = next_logits(token, None if rows is None else rows[t % block])
+            if rows is None:
+                rows = np.empty((block, logits.shape[0]), logits.dtype)
+                rows[0] = logits
+            token = int(logits.argmax())
+            tokens.append(token)
+            if t % block == block - 1:
+                score += normalised(block)
+        else:
+            logits = next_logits(token, None)
+            value, chosen = choose(torch.from_numpy(logits).unsqueeze(0).log_softmax(1))
+            token = int(chosen)
+            tokens.append(token)
+            score += float(value)
+        if token == eos_id:
+            break
+    if rows is not None and len(tokens) % block:
+        score += normalised(len(tokens) % block)
+    dtype = torch.float64 if logits.dtype == np.float64 else torch.float32
+    return Decoded(torch.tensor([tokens]), torch.tensor([len(tokens)]), torch.tensor([score], dtype=dtype), None)
 
 
 # -- beam search --------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ Training reads whole sequences through the layers' engines (``forward``, ``loss`
 latency-bound instead: after the prompt has run through the layers once, every new token goes through
 ``rnnkit.engine.step.StepKernel``, one fused step of the whole stack with the weights packed as
 ``[W_ih; W_hh]ᵀ``, repacked only when the weights changed (``current_kernel``). ``step`` exposes that
-incremental path; ``generate`` drives it with the searches of ``rnnkit.models.decoding``.
+incremental path; ``generate`` drives it with the searches of ``rnnkit.models.decoding`` — and a single
+row on the CPU (greedy or sampling) with ``rnnkit.engine.step_numpy.OneRowStep``, the same step in
+numpy without torch's per-call cost (same tokens and scores; tested against the torch path).
 
 Dropout (``dropout``) applies to the embeddings, between the recurrent layers and before the output
 layer, in training only; ``tie_weights`` shares the embedding matrix with the output layer (Press &
@@ -20,10 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..engine import step_numpy
 from ..engine.step import StepKernel, current_kernel
 from .common import check_ids, make_recurrent, padding_mask, prepare_lengths
 from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
-from .decoding import Decoded, decode, swap_layers_rows
+from .decoding import Decoded, decode, one_row, swap_layers_rows
 
 _OWNER = "LanguageModel"
 
@@ -114,7 +117,8 @@ class LanguageModel(ConfiguredModel):
     # -- one token at a time ------------------------------------------------------------------------
     def kernel(self) -> StepKernel:
         """The packed single-step kernel for the current weights (repacked after any update)."""
-        self._kernel = current_kernel(self._kernel, self.rnn, self.embedding.weight)
+        self._kernel = current_kernel(self._kernel, self.rnn, self.embedding.weight,
+                                      (self.decoder.weight, self.decoder.bias))
         return self._kernel
 
     def _initial_state(self, state, batch: int):
@@ -128,16 +132,16 @@ class LanguageModel(ConfiguredModel):
         Inference only (eval mode, no gradients): train with ``forward``/``loss``."""
         check_ids(f"{_OWNER}.step", "tokens", tokens, self._config.vocab_size, 1, "(B,) of token ids", "token ids")
         state = self._initial_state(state, tokens.shape[0])
-        h, state = self.kernel().step_tokens(tokens, state)
-        return self.decoder(h), state
+        kernel = self.kernel()
+        h, state = kernel.step_tokens(tokens, state)
+        return kernel.logits(h), state
 
     def _decoder_step(self, kernel: StepKernel):
         """The ``rnnkit.models.decoding`` step for this model: state rows first, log-probabilities out."""
-        w, b = self.decoder.weight, self.decoder.bias
 
         def step(tokens: Tensor, state):
             h, state = kernel.step_tokens(tokens, state, layer_dim=1)  # state (B, L, H): rows first
-            return F.linear(h, w, b).log_softmax(1), state
+            return kernel.logits(h).log_softmax(1), state
 
         return step
 
@@ -183,6 +187,11 @@ class LanguageModel(ConfiguredModel):
                     state = (torch.where(keep, state[0], after[0]), torch.where(keep, state[1], after[1]))
                 else:
                     state = torch.where(keep, state, after)
+        if B == 1 and method in ("greedy", "sample") and step_numpy.available() and step_numpy.supports(kernel, state):
+            with step_numpy.blas_one_thread():  # one row on the CPU: numpy, without torch's per-call cost
+                return one_row(step_numpy.OneRowStep(kernel, state).step, int(start[0]), method=method,
+                               max_length=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                               generator=generator, eos_id=eos_id)
         return decode(self._decoder_step(kernel), start, swap_layers_rows(state), method=method,
                       max_length=max_new_tokens, beam_width=beam_width, length_penalty=length_penalty,
                       temperature=temperature, top_k=top_k, top_p=top_p, generator=generator, eos_id=eos_id,
