@@ -411,6 +411,10 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"rnnkit {args.command}: unrecognized arguments: {' '.join(extra)}")
         commands = {"evaluate": cmd_evaluate, "generate": cmd_generate, "predict": cmd_predict,
                     "info": cmd_info, "demo": cmd_demo}
+        if args.command in ("train", "demo", "experiment"):
+            from .train.memory import retain_freed_memory
+
+            retain_freed_memory()  # training reallocates the same large buffers every step
         if args.command == "train":
             return cmd_train(args, extra)
         return commands[args.command](args) if args.command in commands else args.func(args)
