@@ -24,7 +24,7 @@ from torch.ops import aten
 
 from ..types import LN_EPS, LayerWeights, Noise
 from .layout import Layout
-from .lstm import _slice, refuse_double_backward
+from .lstm import _slice, ln_gain_grad, refuse_double_backward
 
 
 def _scale_n(w: Tensor) -> Tensor:
@@ -69,7 +69,7 @@ class GRUFunction(torch.autograd.Function):
         RZ = GX[:, : 2 * H].clone(memory_format=own) if AH is None else GX.new_empty(N, 2 * H)
         GHn = b_hn.expand(N, H).clone(memory_format=own) if b_hn is not None and AH is None else GX.new_empty(N, H)
         Nn = GX.new_empty(N, H)
-        stats = GX.new_empty(2, N, 1) if ln_h_w is not None else None
+        stats: list[Tensor] = []  # per step: mean and 1/std of each row's recurrent part (layer norm)
         Y = GX.new_empty(N, H)
         w_hhT = w_hh.t()
         w_rzT, w_nT = w_hhT[:, : 2 * H], w_hhT[:, 2 * H :]
@@ -88,7 +88,7 @@ class GRUFunction(torch.autograd.Function):
             else:
                 a = torch.mm(h_in, w_hhT, out=AH[s : s + b])
                 gh, mean, rstd = torch.native_layer_norm(a, (3 * H,), ln_h_w, ln_h_b, LN_EPS)
-                stats[0, s : s + b], stats[1, s : s + b] = mean, rstd
+                stats += (mean, rstd)
                 if b_h is not None:
                     gh = gh + b_h
                 rz = torch.add(gx[:, : 2 * H], gh[:, : 2 * H], out=RZ[s : s + b])
@@ -100,6 +100,7 @@ class GRUFunction(torch.autograd.Function):
             if zone_h is not None:
                 y.lerp_(hp, _slice(zone_h, s, b))
             h_prev = y
+        stats = torch.stack((torch.cat(stats[0::2]), torch.cat(stats[1::2]))) if AH is not None else None  # (2, N, 1)
         ctx.layout = layout
         ctx.zone_h = zone_h
         ctx.save_for_backward(h0, w_hh, ln_h_w, ln_h_b, mask, RZ, Nn, GHn, AH, stats, Y)
@@ -126,7 +127,7 @@ class GRUFunction(torch.autograd.Function):
         plain = AH is None and mask is None and zone_h is None
 
         dGH = torch.empty_like(Q)
-        dA = torch.empty_like(Q) if AH is not None else dGH  # ∂L/∂(h_in W_hhᵀ)
+        dA_steps: list[Tensor] = []  # with layer norm: ∂L/∂(h_in W_hhᵀ) per step, last step first
         dHt = torch.empty_like(Y)  # ∂L/∂h̃_t
         for s, b in reversed(layout.steps):
             dh = torch.add(dh_carry[:b], dY[s : s + b], out=dHt[s : s + b])
@@ -138,11 +139,12 @@ class GRUFunction(torch.autograd.Function):
             if plain:  # dh_carry = dh̃ ∗ z + dGH W_hh, accumulated in place
                 torch.mul(dht, z[s : s + b], out=dh_carry[:b]).addmm_(dgh.view(b, 3 * H), w_hh)
                 continue
+            da = dgh.view(b, 3 * H)
             if AH is not None:
-                dA[s : s + b] = aten.native_layer_norm_backward(dGH[s : s + b], AH[s : s + b], (3 * H,),
-                                                                stats[0, s : s + b], stats[1, s : s + b], ln_h_w,
-                                                                ln_h_b, [True, False, False])[0]
-            dh_in = dA[s : s + b] @ w_hh
+                da = aten.native_layer_norm_backward(da, AH[s : s + b], (3 * H,), stats[0, s : s + b],
+                                                     stats[1, s : s + b], ln_h_w, ln_h_b, [True, False, False])[0]
+                dA_steps.append(da)
+            dh_in = da @ w_hh
             if mask is not None:
                 dh_in.mul_(mask[:b])
             dh_in.addcmul_(dht, z[s : s + b])
@@ -150,6 +152,7 @@ class GRUFunction(torch.autograd.Function):
                 dh_in.add_(dh * _slice(zone_h, s, b))
             dh_carry[:b] = dh_in
 
+        dA = torch.cat(dA_steps[::-1]) if AH is not None else dGH  # ∂L/∂(h_in W_hhᵀ)
         dGX = dGH.clone()
         torch.mul(dHt, Pn, out=dGX[:, 2 * H :])
         needs = ctx.needs_input_grad
@@ -159,7 +162,7 @@ class GRUFunction(torch.autograd.Function):
         db_h = dGH.sum(0) if needs[3] else None
         dln_w = dln_b = None
         if AH is not None:
-            dln_w = (dGH * (AH - stats[0]) * stats[1]).sum(0)
+            dln_w = ln_gain_grad(dGH, AH, stats)
             dln_b = dGH.sum(0)
         return dGX, dh_carry, dw_hh, db_h, dln_w, dln_b, None, None, None
 

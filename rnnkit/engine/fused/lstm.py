@@ -71,6 +71,12 @@ def refuse_double_backward() -> None:
                            "use engine='reference' (autograd through the cells) or engine='native'")
 
 
+def ln_gain_grad(dy: Tensor, x: Tensor, stats: Tensor) -> Tensor:
+    """Σ over rows of dy ∗ (x − mean) ∗ rstd: a layer norm gain's gradient, with one temporary.
+    ``stats`` (2, N, 1): each row's mean and 1/std."""
+    return (x - stats[0]).mul_(stats[1]).mul_(dy).sum(0)
+
+
 def tanh_into(x: Tensor, out: Tensor, two: Tensor, one: Tensor) -> Tensor:
     """out = tanh(x) as 2σ(2x) − 1: four cheap passes beat one ``tanh`` several times over on CPU."""
     return torch.mul(x, two, out=out).sigmoid_().mul_(two).sub_(one)
@@ -94,8 +100,8 @@ class LSTMFunction(torch.autograd.Function):
         R = GX.new_empty(N, H) if w_hr is not None else None  # o ∗ tanh(·) before the projection
         Y = GX.new_empty(N, w_hh.shape[1])
         AH = GX.new_empty(N, 4 * H) if ln_h else None  # recurrent part before its layer norm
-        stats_h = GX.new_empty(2, N, 1) if ln_h else None  # its mean and 1/std per row
-        stats_c = GX.new_empty(2, N, 1) if ln_c else None
+        stats_h: list[Tensor] = []  # per step: mean and 1/std of each row's recurrent part
+        stats_c: list[Tensor] = []  # and of its C̃_t
         w_hhT = w_hh.t()
         w_hrT = w_hr.t() if w_hr is not None else None
         two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
@@ -107,7 +113,7 @@ class LSTMFunction(torch.autograd.Function):
             if ln_h:
                 a = torch.mm(h_in, w_hhT, out=AH[s : s + b])
                 a_ln, mean, rstd = torch.native_layer_norm(a, (4 * H,), ln_h_w, ln_h_b, LN_EPS)
-                stats_h[0, s : s + b], stats_h[1, s : s + b] = mean, rstd
+                stats_h += (mean, rstd)
                 torch.add(GX[s : s + b], a_ln, out=G_t)
             else:
                 G_t.addmm_(h_in, w_hhT)
@@ -117,7 +123,7 @@ class LSTMFunction(torch.autograd.Function):
             ct = torch.mul(f, cp, out=CT[s : s + b]).addcmul_(i, g)
             if ln_c:
                 u, mean, rstd = torch.native_layer_norm(ct, (H,), ln_c_w, ln_c_b, LN_EPS)
-                stats_c[0, s : s + b], stats_c[1, s : s + b] = mean, rstd
+                stats_c += (mean, rstd)
                 tc = tanh_into(u, TC[s : s + b], two, one)
             else:
                 tc = tanh_into(ct, TC[s : s + b], two, one)
@@ -131,6 +137,8 @@ class LSTMFunction(torch.autograd.Function):
             if zone_c is not None:
                 torch.lerp(ct, cp, _slice(zone_c, s, b), out=C[s : s + b])
             h_prev, c_prev = y, C[s : s + b]
+        stats_h = torch.stack((torch.cat(stats_h[0::2]), torch.cat(stats_h[1::2]))) if ln_h else None  # (2, N, 1)
+        stats_c = torch.stack((torch.cat(stats_c[0::2]), torch.cat(stats_c[1::2]))) if ln_c else None
         ctx.layout = layout
         ctx.zones = (zone_h, zone_c)
         ctx.save_for_backward(h0, c0, w_hh, w_hr, ln_h_w, ln_h_b, ln_c_w, ln_c_b, mask, G, CT, C, TC, R, Y, AH,
@@ -161,7 +169,7 @@ class LSTMFunction(torch.autograd.Function):
         keep_c = None if zone_c is None else 1 - zone_c
 
         dG = torch.empty_like(G)
-        dA = torch.empty_like(G) if AH is not None else dG  # ∂L/∂(h_in W_hhᵀ)
+        dA_steps: list[Tensor] = []  # with layer norm: ∂L/∂(h_in W_hhᵀ) per step, last step first
         dHt = torch.empty_like(Y)  # ∂L/∂h̃_t
         dU = torch.empty_like(TC) if ln_c_w is not None else None  # ∂L/∂LN(C̃_t)
         for s, b in reversed(layout.steps):
@@ -185,20 +193,22 @@ class LSTMFunction(torch.autograd.Function):
                 torch.mul(dc, f[s : s + b], out=dc_carry[:b])
             else:
                 dc_carry[:b] = dc * f[s : s + b] + dc_carry[:b] * _slice(zone_c, s, b)
+            da = dG_t
             if AH is not None:
-                dA[s : s + b] = aten.native_layer_norm_backward(dG_t, AH[s : s + b], (4 * H,), stats_h[0, s : s + b],
-                                                                stats_h[1, s : s + b], ln_h_w, ln_h_b,
-                                                                [True, False, False])[0]
+                da = aten.native_layer_norm_backward(dG_t, AH[s : s + b], (4 * H,), stats_h[0, s : s + b],
+                                                     stats_h[1, s : s + b], ln_h_w, ln_h_b, [True, False, False])[0]
+                dA_steps.append(da)
             if mask is None and zone_h is None:
-                torch.mm(dA[s : s + b], w_hh, out=dh_carry[:b])
+                torch.mm(da, w_hh, out=dh_carry[:b])
             else:
-                dh_in = dA[s : s + b] @ w_hh
+                dh_in = da @ w_hh
                 if mask is not None:
                     dh_in.mul_(mask[:b])
                 if zone_h is not None:
                     dh_in.add_(dh * _slice(zone_h, s, b))
                 dh_carry[:b] = dh_in
 
+        dA = torch.cat(dA_steps[::-1]) if AH is not None else dG
         needs = ctx.needs_input_grad
         H_prev = layout.previous(h0, Y)
         if mask is not None:
@@ -207,10 +217,10 @@ class LSTMFunction(torch.autograd.Function):
         dw_hr = dHt.t() @ R if w_hr is not None and needs[4] else None
         dln_h_w = dln_h_b = dln_c_w = dln_c_b = None
         if AH is not None:
-            dln_h_w = (dG * (AH - stats_h[0]) * stats_h[1]).sum(0)
+            dln_h_w = ln_gain_grad(dG, AH, stats_h)
             dln_h_b = dG.sum(0)
         if dU is not None:
-            dln_c_w = (dU * (CT - stats_c[0]) * stats_c[1]).sum(0)
+            dln_c_w = ln_gain_grad(dU, CT, stats_c)
             dln_c_b = dU.sum(0)
         return (dG, dh_carry, dc_carry, dw_hh, dw_hr, dln_h_w, dln_h_b, dln_c_w, dln_c_b,
                 None, None, None, None)
