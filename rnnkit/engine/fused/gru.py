@@ -60,19 +60,15 @@ class GRUFunction(torch.autograd.Function):
         # ln_h_* (3H,) or None; mask (B, H) or None; zone_h (N, H), float or None
         H = w_hh.shape[1]
         N = GX.shape[0]
+        RZ = GX.new_empty(N, 2 * H)  # activated r, z (own buffers: GEMM output must be contiguous)
+        Nn = GX.new_empty(N, H)  # activated n
+        GHn = GX.new_empty(N, H)  # recurrent part of n (r multiplies it; needed backwards)
         AH = torch.empty_like(GX) if ln_h_w is not None else None
-        b_hn = None if b_h is None else b_h[2 * H :]
-        # Own contiguous buffers, filled for all steps at once with what each step's GEMM accumulates onto
-        # (one copy here instead of one inside every step's addmm): activated r, z; the recurrent part
-        # of n (r multiplies it; needed backwards); activated n.
-        own = torch.contiguous_format
-        RZ = GX[:, : 2 * H].clone(memory_format=own) if AH is None else GX.new_empty(N, 2 * H)
-        GHn = b_hn.expand(N, H).clone(memory_format=own) if b_hn is not None and AH is None else GX.new_empty(N, H)
-        Nn = GX.new_empty(N, H)
         stats: list[Tensor] = []  # per step: mean and 1/std of each row's recurrent part (layer norm)
         Y = GX.new_empty(N, H)
         w_hhT = w_hh.t()
         w_rzT, w_nT = w_hhT[:, : 2 * H], w_hhT[:, 2 * H :]
+        b_hn = None if b_h is None else b_h[2 * H :]
         two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
         h_prev = h0
         for s, b in layout.steps:
@@ -80,9 +76,9 @@ class GRUFunction(torch.autograd.Function):
             h_in = hp if mask is None else hp * mask[:b]
             gx = GX[s : s + b]
             if AH is None:  # r, z: the recurrent GEMM accumulates straight onto the input part
-                rz = RZ[s : s + b].addmm_(h_in, w_rzT)
+                rz = torch.addmm(gx[:, : 2 * H], h_in, w_rzT, out=RZ[s : s + b])
                 if b_hn is not None:
-                    gh_n = GHn[s : s + b].addmm_(h_in, w_nT)
+                    gh_n = torch.addmm(b_hn, h_in, w_nT, out=GHn[s : s + b])
                 else:
                     gh_n = torch.mm(h_in, w_nT, out=GHn[s : s + b])
             else:
@@ -136,8 +132,8 @@ class GRUFunction(torch.autograd.Function):
                 dHt[s : s + b].mul_(_slice(keep_h, s, b))
             dht = dHt[s : s + b]
             dgh = torch.mul(Q[s : s + b].view(b, 3, H), dht.unsqueeze(1), out=dGH[s : s + b].view(b, 3, H))
-            if plain:  # dh_carry = dh̃ ∗ z + dGH W_hh, accumulated in place
-                torch.mul(dht, z[s : s + b], out=dh_carry[:b]).addmm_(dgh.view(b, 3 * H), w_hh)
+            if plain:
+                torch.addmm(dht * z[s : s + b], dgh.view(b, 3 * H), w_hh, out=dh_carry[:b])
                 continue
             da = dgh.view(b, 3 * H)
             if AH is not None:

@@ -91,9 +91,7 @@ class LSTMFunction(torch.autograd.Function):
         H = w_hh.shape[0] // 4
         N = GX.shape[0]
         ln_h, ln_c = ln_h_w is not None, ln_c_w is not None
-        # The activated gates of every step; without layer norm it starts as a copy of GX, which each
-        # step's GEMM accumulates onto in place (one copy here instead of one inside every addmm).
-        G = GX.clone() if ln_h_w is None else torch.empty_like(GX)
+        G = torch.empty_like(GX)  # the activated gates of every step
         CT = GX.new_empty(N, H)  # C̃_t, the cell's own new state
         C = CT if zone_c is None else GX.new_empty(N, H)  # C_t after zoneout
         TC = GX.new_empty(N, H)  # tanh(C̃_t) (of its layer norm with ln_c)
@@ -116,7 +114,7 @@ class LSTMFunction(torch.autograd.Function):
                 stats_h += (mean, rstd)
                 torch.add(GX[s : s + b], a_ln, out=G_t)
             else:
-                G_t.addmm_(h_in, w_hhT)
+                torch.addmm(GX[s : s + b], h_in, w_hhT, out=G_t)
             G_t.sigmoid_()
             i, f, o, g = G_t[:, :H], G_t[:, H : 2 * H], G_t[:, 2 * H : 3 * H], G_t[:, 3 * H :]
             g.mul_(two).sub_(one)  # tanh of the candidate cell state
