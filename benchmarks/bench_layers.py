@@ -137,7 +137,7 @@ def forward_flops(cfg: Config, gates: int) -> float:
 
 
 def resolved_engine(engine: str, mode: str, x: torch.Tensor, lengths: torch.Tensor | None,
-                    needs_grad: bool) -> str:
+                    needs_grad: bool, hidden_size: int = 0) -> str:
     """What ``engine="auto"`` resolves to for this input (best effort: asks rnnkit's dispatcher)."""
     if engine != "auto":
         return engine
@@ -145,7 +145,7 @@ def resolved_engine(engine: str, mode: str, x: torch.Tensor, lengths: torch.Tens
         from rnnkit.engine import dispatch
 
         try:
-            chosen = dispatch.choose_engine(engine, mode, x, lengths, needs_grad=needs_grad)
+            chosen = dispatch.choose_engine(engine, mode, x, lengths, needs_grad=needs_grad, hidden_size=hidden_size)
         except TypeError:  # a dispatcher that does not look at gradients
             chosen = dispatch.choose_engine(engine, mode, x, lengths)
         return f"auto→{chosen}"
@@ -244,7 +244,8 @@ def bench_config_cell(cfg: Config, cell: str, modes: list[str], engines: list[st
                 "cell_label": cell_label,
                 "mode": mode,
                 "engine": e,
-                "resolved_engine": resolved_engine(e, rk_mode, x, lengths, needs_grad=mode == "train"),
+                "resolved_engine": resolved_engine(e, rk_mode, x, lengths, needs_grad=mode == "train",
+                                                   hidden_size=cfg.H),
                 "varlen": cfg.varlen,
                 "tokens": tokens,
                 "flops": flops,

@@ -117,6 +117,20 @@ def test_auto_choice(mode, x, lengths, needs_grad, expected):
     assert choose_engine("auto", mode, x, lengths, needs_grad=needs_grad) == expected
 
 
+def test_auto_hands_large_float32_gru_training_to_torch():
+    """From H = 512 both engines run the same GEMMs and torch's kernel is the safe choice; float64,
+    variable lengths and smaller GRUs stay on the fused engine, and the layer really runs native."""
+    big = dispatch.NATIVE_GRU_HIDDEN
+    assert choose_engine("auto", "gru", X32, None, hidden_size=big) == "native"
+    assert choose_engine("auto", "gru", X32, None, hidden_size=big - 1) == "fused"
+    assert choose_engine("auto", "gru", X64, None, hidden_size=big) == "fused"
+    assert choose_engine("auto", "gru", X32, LENS, hidden_size=big) == "fused"
+    assert choose_engine("auto", "rnn_tanh", X32, None, hidden_size=big) == "fused"
+    gru = rnnkit.GRU(3, big)
+    assert dispatch._hidden(gru.layer_weights()) == big
+    assert dispatch._hidden(rnnkit.LSTM(3, 8, proj_size=2).layer_weights()) == 8
+
+
 @pytest.mark.parametrize("engine", ["reference", "fused", "native"])
 def test_explicit_engine_is_kept(engine):
     for mode, x in itertools.product(GATES, (X32, X64)):
