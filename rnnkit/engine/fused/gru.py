@@ -24,7 +24,7 @@ from torch.ops import aten
 
 from ..types import LN_EPS, LayerWeights, Noise
 from .layout import Layout
-from .lstm import _slice, ln_gain_grad, refuse_double_backward
+from .lstm import ln_gain_grad, refuse_double_backward
 
 
 def _scale_n(w: Tensor) -> Tensor:
@@ -70,31 +70,32 @@ class GRUFunction(torch.autograd.Function):
         w_rzT, w_nT = w_hhT[:, : 2 * H], w_hhT[:, 2 * H :]
         b_hn = None if b_h is None else b_h[2 * H :]
         two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
+        per = layout.split  # per-step views, made once
+        gx_rz_s, gx_n_s, RZ_s, GHn_s, Nn_s, Y_s, AH_s = map(per, (GX[:, : 2 * H], GX[:, 2 * H :], RZ, GHn, Nn, Y, AH))
+        r_s, z_s, zh_s = per(RZ[:, :H]), per(RZ[:, H:]), per(zone_h)
         h_prev = h0
-        for s, b in layout.steps:
+        for k, (s, b) in enumerate(layout.steps):
             hp = h_prev[:b]
             h_in = hp if mask is None else hp * mask[:b]
-            gx = GX[s : s + b]
             if AH is None:  # r, z: the recurrent GEMM accumulates straight onto the input part
-                rz = torch.addmm(gx[:, : 2 * H], h_in, w_rzT, out=RZ[s : s + b])
+                rz = torch.addmm(gx_rz_s[k], h_in, w_rzT, out=RZ_s[k])
                 if b_hn is not None:
-                    gh_n = torch.addmm(b_hn, h_in, w_nT, out=GHn[s : s + b])
+                    gh_n = torch.addmm(b_hn, h_in, w_nT, out=GHn_s[k])
                 else:
-                    gh_n = torch.mm(h_in, w_nT, out=GHn[s : s + b])
+                    gh_n = torch.mm(h_in, w_nT, out=GHn_s[k])
             else:
-                a = torch.mm(h_in, w_hhT, out=AH[s : s + b])
+                a = torch.mm(h_in, w_hhT, out=AH_s[k])
                 gh, mean, rstd = torch.native_layer_norm(a, (3 * H,), ln_h_w, ln_h_b, LN_EPS)
                 stats += (mean, rstd)
                 if b_h is not None:
                     gh = gh + b_h
-                rz = torch.add(gx[:, : 2 * H], gh[:, : 2 * H], out=RZ[s : s + b])
-                gh_n = GHn[s : s + b].copy_(gh[:, 2 * H :])
+                rz = torch.add(gx_rz_s[k], gh[:, : 2 * H], out=RZ_s[k])
+                gh_n = GHn_s[k].copy_(gh[:, 2 * H :])
             rz.sigmoid_()
-            r, z = rz[:, :H], rz[:, H:]
-            n = torch.addcmul(gx[:, 2 * H :], r, gh_n, out=Nn[s : s + b]).sigmoid_().mul_(two).sub_(one)
-            y = torch.lerp(n, hp, z, out=Y[s : s + b])  # n + z (h_{t-1} − n)
+            n = torch.addcmul(gx_n_s[k], r_s[k], gh_n, out=Nn_s[k]).sigmoid_().mul_(two).sub_(one)
+            y = torch.lerp(n, hp, z_s[k], out=Y_s[k])  # n + z (h_{t-1} − n)
             if zone_h is not None:
-                y.lerp_(hp, _slice(zone_h, s, b))
+                y.lerp_(hp, zh_s[k])
             h_prev = y
         stats = torch.stack((torch.cat(stats[0::2]), torch.cat(stats[1::2]))) if AH is not None else None  # (2, N, 1)
         ctx.layout = layout
@@ -125,27 +126,30 @@ class GRUFunction(torch.autograd.Function):
         dGH = torch.empty_like(Q)
         dA_steps: list[Tensor] = []  # with layer norm: ∂L/∂(h_in W_hhᵀ) per step, last step first
         dHt = torch.empty_like(Y)  # ∂L/∂h̃_t
-        for s, b in reversed(layout.steps):
-            dh = torch.add(dh_carry[:b], dY[s : s + b], out=dHt[s : s + b])
+        per = layout.split  # per-step views, made once
+        dY_s, dHt_s, Q_s, dGH_s, z_s, AH_s = map(per, (dY, dHt, Q, dGH, z, AH))
+        zh_s, kh_s = per(zone_h), per(keep_h)
+        st_s = layout.split_stats(stats)
+        for k, (_, b) in reversed(list(enumerate(layout.steps))):
+            dht = torch.add(dh_carry[:b], dY_s[k], out=dHt_s[k])
             if zone_h is not None:
-                dh = dh.clone()
-                dHt[s : s + b].mul_(_slice(keep_h, s, b))
-            dht = dHt[s : s + b]
-            dgh = torch.mul(Q[s : s + b].view(b, 3, H), dht.unsqueeze(1), out=dGH[s : s + b].view(b, 3, H))
+                dh = dht.clone()
+                dht.mul_(kh_s[k])
+            dgh = torch.mul(Q_s[k].view(b, 3, H), dht.unsqueeze(1), out=dGH_s[k].view(b, 3, H))
             if plain:
-                torch.addmm(dht * z[s : s + b], dgh.view(b, 3 * H), w_hh, out=dh_carry[:b])
+                torch.addmm(dht * z_s[k], dgh.view(b, 3 * H), w_hh, out=dh_carry[:b])
                 continue
             da = dgh.view(b, 3 * H)
             if AH is not None:
-                da = aten.native_layer_norm_backward(da, AH[s : s + b], (3 * H,), stats[0, s : s + b],
-                                                     stats[1, s : s + b], ln_h_w, ln_h_b, [True, False, False])[0]
+                da = aten.native_layer_norm_backward(da, AH_s[k], (3 * H,), *st_s[k], ln_h_w, ln_h_b,
+                                                     [True, False, False])[0]
                 dA_steps.append(da)
             dh_in = da @ w_hh
             if mask is not None:
                 dh_in.mul_(mask[:b])
-            dh_in.addcmul_(dht, z[s : s + b])
+            dh_in.addcmul_(dht, z_s[k])
             if zone_h is not None:
-                dh_in.add_(dh * _slice(zone_h, s, b))
+                dh_in.add_(dh * zh_s[k])
             dh_carry[:b] = dh_in
 
         dA = torch.cat(dA_steps[::-1]) if AH is not None else dGH  # ∂L/∂(h_in W_hhᵀ)

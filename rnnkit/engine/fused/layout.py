@@ -75,6 +75,20 @@ class Layout:
         self.rows = (self._offsets[sorted_len[jj] - 1 - tt] + jj).to(device) if reverse else None
         return self
 
+    def split(self, t: Tensor | float | None) -> list:
+        """Per-step views of a packed (N, ...) tensor, made by one call instead of a slice per step (the
+        loops touch several buffers every step); a float or None is repeated for every step."""
+        if not isinstance(t, Tensor):
+            return [t] * len(self.steps)
+        sizes = self.__dict__.get("_sizes")
+        if sizes is None:
+            sizes = self._sizes = [b for _, b in self.steps]
+        return list(t.split(sizes))
+
+    def split_stats(self, stats: Tensor | None) -> list | None:
+        """A layer norm's (2, N, 1) means and 1/stds → per step ``(mean, rstd)`` views; None stays None."""
+        return None if stats is None else list(zip(self.split(stats[0]), self.split(stats[1])))
+
     # -- moving data in and out -----------------------------------------------------------------
     def pack(self, x: Tensor) -> Tensor:
         """(T, B, F) padded → (N, F) packed (for ``for_packed``: (N, F) rows → rows in processing order)."""

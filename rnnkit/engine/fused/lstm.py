@@ -59,10 +59,6 @@ def input_projection(X: Tensor, w: LayerWeights) -> tuple[Tensor, dict]:
                     ln_c_w=w.ln_c_w, ln_c_b=w.ln_c_b)
 
 
-def _slice(z, s: int, b: int):
-    return z[s : s + b] if isinstance(z, Tensor) else z
-
-
 def refuse_double_backward() -> None:
     """The backward passes are written by hand and are not themselves differentiable: say so instead of
     returning a silently wrong second derivative (backward runs with grad mode on only for create_graph)."""
@@ -103,38 +99,43 @@ class LSTMFunction(torch.autograd.Function):
         w_hhT = w_hh.t()
         w_hrT = w_hr.t() if w_hr is not None else None
         two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
+        per = layout.split  # per-step views, made once: [G_t for every step], ...
+        G_s, GX_s, CT_s, TC_s, Y_s, R_s, AH_s = map(per, (G, GX, CT, TC, Y, R, AH))
+        C_s = CT_s if zone_c is None else per(C)
+        i_s, f_s, o_s, g_s = (per(G[:, k * H : (k + 1) * H]) for k in range(4))
+        zh_s, zc_s = per(zone_h), per(zone_c)
         h_prev, c_prev = h0, c0
-        for s, b in layout.steps:
+        for k, (s, b) in enumerate(layout.steps):
             hp, cp = h_prev[:b], c_prev[:b]
             h_in = hp if mask is None else hp * mask[:b]
-            G_t = G[s : s + b]
+            G_t = G_s[k]
             if ln_h:
-                a = torch.mm(h_in, w_hhT, out=AH[s : s + b])
+                a = torch.mm(h_in, w_hhT, out=AH_s[k])
                 a_ln, mean, rstd = torch.native_layer_norm(a, (4 * H,), ln_h_w, ln_h_b, LN_EPS)
                 stats_h += (mean, rstd)
-                torch.add(GX[s : s + b], a_ln, out=G_t)
+                torch.add(GX_s[k], a_ln, out=G_t)
             else:
-                torch.addmm(GX[s : s + b], h_in, w_hhT, out=G_t)
+                torch.addmm(GX_s[k], h_in, w_hhT, out=G_t)
             G_t.sigmoid_()
-            i, f, o, g = G_t[:, :H], G_t[:, H : 2 * H], G_t[:, 2 * H : 3 * H], G_t[:, 3 * H :]
+            i, f, o, g = i_s[k], f_s[k], o_s[k], g_s[k]
             g.mul_(two).sub_(one)  # tanh of the candidate cell state
-            ct = torch.mul(f, cp, out=CT[s : s + b]).addcmul_(i, g)
+            ct = torch.mul(f, cp, out=CT_s[k]).addcmul_(i, g)
             if ln_c:
                 u, mean, rstd = torch.native_layer_norm(ct, (H,), ln_c_w, ln_c_b, LN_EPS)
                 stats_c += (mean, rstd)
-                tc = tanh_into(u, TC[s : s + b], two, one)
+                tc = tanh_into(u, TC_s[k], two, one)
             else:
-                tc = tanh_into(ct, TC[s : s + b], two, one)
-            y = Y[s : s + b]
+                tc = tanh_into(ct, TC_s[k], two, one)
+            y = Y_s[k]
             if w_hr is None:
                 torch.mul(o, tc, out=y)
             else:
-                torch.mm(torch.mul(o, tc, out=R[s : s + b]), w_hrT, out=y)
+                torch.mm(torch.mul(o, tc, out=R_s[k]), w_hrT, out=y)
             if zone_h is not None:  # h = h̃ + z (h_prev − h̃)
-                y.lerp_(hp, _slice(zone_h, s, b))
+                y.lerp_(hp, zh_s[k])
             if zone_c is not None:
-                torch.lerp(ct, cp, _slice(zone_c, s, b), out=C[s : s + b])
-            h_prev, c_prev = y, C[s : s + b]
+                torch.lerp(ct, cp, zc_s[k], out=C_s[k])
+            h_prev, c_prev = y, C_s[k]
         stats_h = torch.stack((torch.cat(stats_h[0::2]), torch.cat(stats_h[1::2]))) if ln_h else None  # (2, N, 1)
         stats_c = torch.stack((torch.cat(stats_c[0::2]), torch.cat(stats_c[1::2]))) if ln_c else None
         ctx.layout = layout
@@ -170,31 +171,37 @@ class LSTMFunction(torch.autograd.Function):
         dA_steps: list[Tensor] = []  # with layer norm: ∂L/∂(h_in W_hhᵀ) per step, last step first
         dHt = torch.empty_like(Y)  # ∂L/∂h̃_t
         dU = torch.empty_like(TC) if ln_c_w is not None else None  # ∂L/∂LN(C̃_t)
-        for s, b in reversed(layout.steps):
-            dh = dh_carry[:b] + dY[s : s + b]
-            dht = dh if zone_h is None else dh * _slice(keep_h, s, b)
-            dHt[s : s + b] = dht
+        per = layout.split  # per-step views, made once
+        dY_s, OD_s, M_s, dG_s, dHt_s, dU_s, f_s = map(per, (dY, OD, M, dG, dHt, dU, f))
+        Mo_s, dGo_s = per(M[:, 2 * H : 3 * H]), per(dG[:, 2 * H : 3 * H])
+        CT_s, AH_s = per(CT), per(AH)
+        zh_s, zc_s, kh_s, kc_s = per(zone_h), per(zone_c), per(keep_h), per(keep_c)
+        stc_s, sth_s = layout.split_stats(stats_c), layout.split_stats(stats_h)
+        for k, (_, b) in reversed(list(enumerate(layout.steps))):
+            dht = torch.add(dh_carry[:b], dY_s[k], out=dHt_s[k])
+            if zone_h is not None:
+                dh = dht.clone()
+                dht.mul_(kh_s[k])
             dr = dht if w_hr is None else dht @ w_hr  # (b, H)
-            dc_future = dc_carry[:b] if zone_c is None else dc_carry[:b] * _slice(keep_c, s, b)
+            dc_future = dc_carry[:b] if zone_c is None else dc_carry[:b] * kc_s[k]
             if dU is None:
-                dc = torch.addcmul(dc_future, dr, OD[s : s + b])
+                dc = torch.addcmul(dc_future, dr, OD_s[k])
             else:
-                du = torch.mul(dr, OD[s : s + b], out=dU[s : s + b])
-                dln = aten.native_layer_norm_backward(du, CT[s : s + b], (H,), stats_c[0, s : s + b],
-                                                      stats_c[1, s : s + b], ln_c_w, ln_c_b,
+                du = torch.mul(dr, OD_s[k], out=dU_s[k])
+                dln = aten.native_layer_norm_backward(du, CT_s[k], (H,), *stc_s[k], ln_c_w, ln_c_b,
                                                       [True, False, False])[0]
                 dc = dc_future + dln
-            dG_t = dG[s : s + b]
-            torch.mul(M[s : s + b].view(b, 4, H), dc.unsqueeze(1), out=dG_t.view(b, 4, H))
-            torch.mul(M[s : s + b, 2 * H : 3 * H], dr, out=dG_t[:, 2 * H : 3 * H])
+            dG_t = dG_s[k]
+            torch.mul(M_s[k].view(b, 4, H), dc.unsqueeze(1), out=dG_t.view(b, 4, H))
+            torch.mul(Mo_s[k], dr, out=dGo_s[k])
             if zone_c is None:
-                torch.mul(dc, f[s : s + b], out=dc_carry[:b])
+                torch.mul(dc, f_s[k], out=dc_carry[:b])
             else:
-                dc_carry[:b] = dc * f[s : s + b] + dc_carry[:b] * _slice(zone_c, s, b)
+                dc_carry[:b] = dc * f_s[k] + dc_carry[:b] * zc_s[k]
             da = dG_t
             if AH is not None:
-                da = aten.native_layer_norm_backward(dG_t, AH[s : s + b], (4 * H,), stats_h[0, s : s + b],
-                                                     stats_h[1, s : s + b], ln_h_w, ln_h_b, [True, False, False])[0]
+                da = aten.native_layer_norm_backward(dG_t, AH_s[k], (4 * H,), *sth_s[k], ln_h_w, ln_h_b,
+                                                     [True, False, False])[0]
                 dA_steps.append(da)
             if mask is None and zone_h is None:
                 torch.mm(da, w_hh, out=dh_carry[:b])
@@ -203,7 +210,7 @@ class LSTMFunction(torch.autograd.Function):
                 if mask is not None:
                     dh_in.mul_(mask[:b])
                 if zone_h is not None:
-                    dh_in.add_(dh * _slice(zone_h, s, b))
+                    dh_in.add_(dh * zh_s[k])
                 dh_carry[:b] = dh_in
 
         dA = torch.cat(dA_steps[::-1]) if AH is not None else dG

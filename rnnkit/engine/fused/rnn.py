@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..types import LayerWeights, Noise
 from .layout import Layout
-from .lstm import _slice, refuse_double_backward
+from .lstm import refuse_double_backward
 
 
 def _tanh_loop_in_sigmoid_space(GX: Tensor, h0: Tensor, w_hh: Tensor, zone_h, layout: Layout):
@@ -29,10 +29,11 @@ def _tanh_loop_in_sigmoid_space(GX: Tensor, h0: Tensor, w_hh: Tensor, zone_h, la
     Z = S if zone_h is None else torch.empty_like(GX)  # s of the state after zoneout
     w2T = (2 * w_hh).t()
     s_prev = (h0 + 1) * 0.5
-    for s, b in layout.steps:
+    S_s, Z_s, zh_s = layout.split(S), layout.split(Z), layout.split(zone_h)  # per-step views, made once
+    for k, (s, b) in enumerate(layout.steps):
         sp = s_prev[:b]
-        st = S[s : s + b].addmm_(sp, w2T).sigmoid_()
-        s_prev = st if zone_h is None else torch.lerp(st, sp, _slice(zone_h, s, b), out=Z[s : s + b])
+        st = S_s[k].addmm_(sp, w2T).sigmoid_()
+        s_prev = st if zone_h is None else torch.lerp(st, sp, zh_s[k], out=Z_s[k])
     Ht = S.mul_(2).sub_(1)
     return Ht, (Ht if zone_h is None else Z.mul_(2).sub_(1))
 
@@ -49,13 +50,14 @@ class RNNFunction(torch.autograd.Function):
             w_hhT = w_hh.t()
             two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
             h_prev = h0
-            for s, b in layout.steps:
+            GX_s, Ht_s, Y_s, zh_s = map(layout.split, (GX, Ht, Y, zone_h))  # per-step views, made once
+            for k, (s, b) in enumerate(layout.steps):
                 hp = h_prev[:b]
                 h_in = hp if mask is None else hp * mask[:b]
-                h = torch.addmm(GX[s : s + b], h_in, w_hhT, out=Ht[s : s + b])
+                h = torch.addmm(GX_s[k], h_in, w_hhT, out=Ht_s[k])
                 h = h.relu_() if relu else h.sigmoid_().mul_(two).sub_(one)
                 if zone_h is not None:
-                    h = torch.lerp(h, hp, _slice(zone_h, s, b), out=Y[s : s + b])
+                    h = torch.lerp(h, hp, zh_s[k], out=Y_s[k])
                 h_prev = h
         ctx.layout, ctx.relu, ctx.zone_h = layout, relu, zone_h
         ctx.save_for_backward(h0, w_hh, mask, Ht, Y)
@@ -73,18 +75,19 @@ class RNNFunction(torch.autograd.Function):
         if zone_h is not None:
             D = D * (1 - zone_h)
         dA = torch.empty_like(Y)
-        for s, b in reversed(layout.steps):
+        dY_s, D_s, dA_s, zh_s = map(layout.split, (dY, D, dA, zone_h))  # per-step views, made once
+        for k, (_, b) in reversed(list(enumerate(layout.steps))):
             if mask is None and zone_h is None:
-                da = torch.add(dh_carry[:b], dY[s : s + b], out=dA[s : s + b]).mul_(D[s : s + b])
+                da = torch.add(dh_carry[:b], dY_s[k], out=dA_s[k]).mul_(D_s[k])
                 torch.mm(da, w_hh, out=dh_carry[:b])
                 continue
-            dh = dh_carry[:b] + dY[s : s + b]
-            da = torch.mul(dh, D[s : s + b], out=dA[s : s + b])
+            dh = dh_carry[:b] + dY_s[k]
+            da = torch.mul(dh, D_s[k], out=dA_s[k])
             dh_in = da @ w_hh
             if mask is not None:
                 dh_in.mul_(mask[:b])
             if zone_h is not None:
-                dh_in.add_(dh * _slice(zone_h, s, b))
+                dh_in.add_(dh * zh_s[k])
             dh_carry[:b] = dh_in
         H_prev = layout.previous(h0, Y)
         if mask is not None:
