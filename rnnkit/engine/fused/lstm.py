@@ -173,7 +173,6 @@ class LSTMFunction(torch.autograd.Function):
         dU = torch.empty_like(TC) if ln_c_w is not None else None  # ∂L/∂LN(C̃_t)
         per = layout.split  # per-step views, made once
         dY_s, OD_s, M_s, dG_s, dHt_s, dU_s, f_s = map(per, (dY, OD, M, dG, dHt, dU, f))
-        Mo_s, dGo_s = per(M[:, 2 * H : 3 * H]), per(dG[:, 2 * H : 3 * H])
         CT_s, AH_s = per(CT), per(AH)
         zh_s, zc_s, kh_s, kc_s = per(zone_h), per(zone_c), per(keep_h), per(keep_c)
         stc_s, sth_s = layout.split_stats(stats_c), layout.split_stats(stats_h)
@@ -191,9 +190,7 @@ class LSTMFunction(torch.autograd.Function):
                 dln = aten.native_layer_norm_backward(du, CT_s[k], (H,), *stc_s[k], ln_c_w, ln_c_b,
                                                       [True, False, False])[0]
                 dc = dc_future + dln
-            dG_t = dG_s[k]
-            torch.mul(M_s[k].view(b, 4, H), dc.unsqueeze(1), out=dG_t.view(b, 4, H))
-            torch.mul(Mo_s[k], dr, out=dGo_s[k])
+            dG_t = torch.mul(M_s[k], torch.cat((dc, dc, dr, dc), 1), out=dG_s[k])  # one pass over the gates
             if zone_c is None:
                 torch.mul(dc, f_s[k], out=dc_carry[:b])
             else:
