@@ -195,9 +195,10 @@ class StepKernel:
             if output is not None:
                 weight, bias = output
                 H_out = weights[-1].w_hr.shape[0] if weights[-1].w_hr is not None else self.hidden_size
-                if weight.dim() != 2 or weight.shape[1] != H_out or (bias is not None and bias.shape != weight.shape[:1]):
-                    raise ValueError(f"rnnkit.engine.StepKernel: output must be (weight (V, {H_out}), bias (V,) or None) "
-                                     f"to read the top layer; got weight {tuple(weight.shape)}, bias "
+                bad_bias = bias is not None and bias.shape != weight.shape[:1]
+                if weight.dim() != 2 or weight.shape[1] != H_out or bad_bias:
+                    raise ValueError(f"rnnkit.engine.StepKernel: output must be (weight (V, {H_out}), bias (V,) or "
+                                     f"None) to read the top layer; got weight {tuple(weight.shape)}, bias "
                                      f"{None if bias is None else tuple(bias.shape)}")
                 self.head = _Product(weight.detach().t().contiguous())  # (H_out, V)
                 self.head_bias = (bias.detach().clone() if bias is not None

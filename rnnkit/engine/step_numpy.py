@@ -46,14 +46,9 @@ def _blas_controllers() -> tuple:
     return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
 
 
-def _numpy_blas_found() -> bool:
-    """Whether a BLAS library numpy could call is among those threadpoolctl controls."""
-    return bool(_blas_controllers())
-
-
 def available() -> bool:
     """numpy's BLAS is controllable (so ``blas_one_thread`` can keep it off torch's cores)."""
-    return _numpy_blas_found()
+    return bool(_blas_controllers())
 
 
 _held = {"depth": 0, "before": []}  # generations inside blas_one_thread now, and the settings to restore
@@ -96,10 +91,10 @@ def _view(t: Tensor) -> np.ndarray:
 
 class OneRowStep:
     """Steps ``kernel`` (a ``StepKernel`` packed with an output layer) for one row, from ``state`` in
-    torch's layout: h (L, 1, H) — ``(h, C)`` for LSTM. ``step(token, out=None)`` feeds one token id and returns
-    the output layer's logits (V,) as a numpy array, written into ``out`` when given (else valid until
-    the next call); ``state()`` gives the
-    current state back as tensors shaped like the one passed in."""
+    torch's layout: h (L, 1, H) — ``(h, C)`` for LSTM. ``step(token, out=None)`` feeds one token id
+    and returns the output layer's logits (V,) as a numpy array, written into ``out`` when given (else
+    valid until the next call); ``state()`` gives the current state back as tensors shaped like the
+    one passed in."""
 
     def __init__(self, kernel: StepKernel, state: State) -> None:
         if not supports(kernel, state):
@@ -127,8 +122,6 @@ class OneRowStep:
             if self.lstm:
                 layer["C"] = state[1][l, 0].detach().numpy().copy()
                 layer["tmp"] = np.empty(H, dtype)
-                if p.w_hrT is not None:
-                    layer["h_full"] = np.empty(H, dtype)
             if self.gru:
                 layer["b_h"] = _view(p.b_h)
                 layer["GH"] = np.empty(G, dtype)
