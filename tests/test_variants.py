@@ -168,6 +168,32 @@ def test_fused_equals_reference_same_noise(mode_proj, option, lengths, reverse):
     assert_all_close(grad_f, grad_r, [f"grad {n}" for n in names])
 
 
+F32_CASES = [(mp, o) for mp in MODES_PROJ for o in ENGINE_OPTIONS if engine_supports(mp[0], o)]
+
+
+@pytest.mark.parametrize("mode_proj, option", F32_CASES,
+                         ids=[f"{MODE_IDS[MODES_PROJ.index(mp)]}-{o}" for mp, o in F32_CASES])
+def test_fused_float32_equals_float64_reference(mode_proj, option):
+    """The float32 path (tanh through sigmoids, in-place buffers, per-step views) agrees with the
+    float64 reference engine to float32 precision, outputs and every gradient, variable lengths."""
+    mode, proj = mode_proj
+    ln = option in ("layer_norm", "combined") and engine_supports(mode, "layer_norm")
+    T, B, I, H = 5, 4, 3, 4
+    base = engine_leaves(mode, proj, ln, T, B, I, H, seed=5)
+    noise = engine_noise(option, mode, proj, T, B, H)
+    single = Noise(*(z.float() if isinstance(z, torch.Tensor) else z for z in noise))
+    results = []
+    for run_layer, dtype, nz in ((fused.run_layer, torch.float32, single), (reference.run_layer, DT, noise)):
+        leaves = {k: v.to(dtype).requires_grad_() for k, v in base.items()}
+        outs = list(engine_call(run_layer, mode, list(leaves), nz, [5, 2, 4, 1], False)(*leaves.values()))
+        loss = loss_of([o.double() for o in outs])  # the same upstream weights for both dtypes
+        results.append((outs, grads_of(loss, list(leaves.values()))))
+    (out32, grad32), (out64, grad64) = results
+    for a, e, name in zip(out32 + grad32, out64 + grad64, ["y", "h_n", "c_n"][: len(out64)] + list(base)):
+        assert a.dtype == torch.float32, name
+        torch.testing.assert_close(a.double(), e, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
 @pytest.mark.parametrize("as_float", [False, True], ids=["mask", "float"])
 @pytest.mark.parametrize("engine", [reference, fused], ids=["reference", "fused"])
 @pytest.mark.parametrize("mode, proj", MODES_PROJ, ids=MODE_IDS)
