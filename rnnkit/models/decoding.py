@@ -249,9 +249,11 @@ def one_row(next_logits: Callable[[int, np.ndarray | None], np.ndarray], start: 
             generator: torch.Generator | None = None, eos_id: int | None = None) -> Decoded:
     """Greedy decoding or sampling of a single row, driven by ``next_logits(token, out) -> logits (V,)``,
     a numpy array, written into ``out`` when that is not None (``rnnkit.engine.step_numpy.OneRowStep``).
-    The same tokens, scores and random draws as ``greedy``/``sample`` with B = 1 (sampling runs the
-    same torch code with the same ``generator``), without a tensor operation per token when greedy:
-    its logits are kept in blocks of steps and normalised once per block."""
+    The same tokens, scores and random draws as ``greedy``/``sample`` with B = 1 up to float rounding
+    (sampling runs the same torch code with the same ``generator``; greedy takes the largest logit,
+    where ``greedy`` compares log-probabilities, so a float32 near-tie may go the other way), without a
+    tensor operation per token when greedy: its logits are kept in blocks of steps and normalised once
+    per block."""
     fn = f"rnnkit.models.decoding.{'greedy' if method == 'greedy' else 'sample'}"
     _check_int(fn, "max_length", max_length, 1)
     _check_int(fn, "eos_id", eos_id, 0, allow_none=True)

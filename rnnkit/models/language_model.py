@@ -8,7 +8,8 @@ latency-bound instead: after the prompt has run through the layers once, every n
 ``[W_ih; W_hh]ᵀ``, repacked only when the weights changed (``current_kernel``). ``step`` exposes that
 incremental path; ``generate`` drives it with the searches of ``rnnkit.models.decoding`` — and a single
 row on the CPU (greedy or sampling) with ``rnnkit.engine.step_numpy.OneRowStep``, the same step in
-numpy without torch's per-call cost (same tokens and scores; tested against the torch path).
+numpy without torch's per-call cost (the same tokens and scores up to float rounding; tested against
+the torch path).
 
 Dropout (``dropout``) applies to the embeddings, between the recurrent layers and before the output
 layer, in training only; ``tie_weights`` shares the embedding matrix with the output layer (Press &
@@ -187,7 +188,8 @@ class LanguageModel(ConfiguredModel):
                     state = (torch.where(keep, state[0], after[0]), torch.where(keep, state[1], after[1]))
                 else:
                     state = torch.where(keep, state, after)
-        if B == 1 and method in ("greedy", "sample") and step_numpy.available() and step_numpy.supports(kernel, state):
+        if (B == 1 and method in ("greedy", "sample") and step_numpy.available() and step_numpy.supports(kernel, state)
+                and step_numpy.preferred(kernel)):
             with step_numpy.blas_one_thread():  # one row on the CPU: numpy, without torch's per-call cost
                 return one_row(step_numpy.OneRowStep(kernel, state).step, int(start[0]), method=method,
                                max_length=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,

@@ -36,5 +36,8 @@ def retain_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD,
-                                                                                TRIM_THRESHOLD_BYTES))
+    # glibc documents 32 MiB as the largest mmap threshold on 64-bit systems; 2.36 accepts more, so ask
+    # for MMAP_THRESHOLD_BYTES first and fall back to the documented maximum.
+    mmap_set = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) or bool(mallopt(_M_MMAP_THRESHOLD, 32 * 2**20))
+    trim_set = bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    return mmap_set and trim_set

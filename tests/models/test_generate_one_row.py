@@ -122,7 +122,7 @@ def test_refuses_what_it_cannot_run():
     layer, head, embedding = layer_and_head("gru")
     kernel = StepKernel.for_layer(layer, embedding)  # no output layer
     assert not step_numpy.supports(kernel, initial_state(layer))
-    with pytest.raises(ValueError, match="output layer and a state with one row"):
+    with pytest.raises(ValueError, match="embedding and an output layer, and a state with one row"):
         step_numpy.OneRowStep(kernel, initial_state(layer))
     two_rows = StepKernel.for_layer(layer, embedding, (head.weight, head.bias))
     assert not step_numpy.supports(two_rows, torch.zeros(2, 2, 7, dtype=DT))
@@ -136,3 +136,32 @@ def test_overlapping_generations_restore_the_threads_once():
             pass
         assert all(c.get_num_threads() == 1 for c in controllers)  # the outer generation still runs
     assert [c.get_num_threads() for c in controllers] == before
+
+
+def test_chosen_only_where_it_is_faster(monkeypatch):
+    """One torch thread: always numpy. More threads: numpy unless a weight is larger than
+    NUMPY_MAX_ELEMENTS, where torch's threaded one-row product reads the weights faster; generate
+    follows that choice (the torch path then gives the same tokens)."""
+    m = model("lstm")
+    kernel = m.kernel()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert step_numpy.preferred(kernel)
+        torch.set_num_threads(2)
+        assert step_numpy.preferred(kernel)
+        monkeypatch.setattr(step_numpy, "NUMPY_MAX_ELEMENTS", 10)
+        assert not step_numpy.preferred(kernel)
+        built = []
+        monkeypatch.setattr(step_numpy, "OneRowStep", lambda *a: built.append(a))
+        prompt = torch.tensor([[1, 2]])
+        out = m.generate(prompt, 5)
+        assert not built and out.tokens.shape == (1, 5)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_needs_the_embedding():
+    layer, head, embedding = layer_and_head("lstm")
+    no_embedding = StepKernel.for_layer(layer, None, (head.weight, head.bias))
+    assert not step_numpy.supports(no_embedding, initial_state(layer))
