@@ -35,7 +35,7 @@ class Captions(NamedTuple):
     captions: list[str]
 
 
-def _to_nchw(images: np.ndarray, where: Path) -> torch.Tensor:
+def images_to_nchw(images: np.ndarray, where: Path) -> torch.Tensor:
     """(N, H, W) or (N, H, W, C) uint8/float → (N, C, H, W) float32 in [0, 1], alpha dropped."""
     if images.ndim == 3:
         images = images[..., None]
@@ -74,7 +74,7 @@ def _read_npz(p: Path) -> Captions:
     for i, c in enumerate(caps):
         if not c:
             raise DataError(f"captions[{i}] is empty", p)
-    return Captions(_to_nchw(images, p), caps)
+    return Captions(images_to_nchw(images, p), caps)
 
 
 def _read_folder(captions_file: Path) -> Captions:
@@ -109,7 +109,7 @@ def _read_folder(captions_file: Path) -> Captions:
         caps.append(caption)
     if not images:
         raise DataError("no images listed", captions_file)
-    return Captions(_to_nchw(np.stack(images), captions_file), caps)
+    return Captions(images_to_nchw(np.stack(images), captions_file), caps)
 
 
 def read_captions(path: str | os.PathLike) -> Captions:

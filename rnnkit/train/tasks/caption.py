@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...data import BOS, EOS, PAD, DataError, build_tokenizer, pad_batch, read_captions, tokenizer_from_dict
-from ...data.captions import Captions, _to_nchw
+from ...data.captions import Captions, images_to_nchw
 from .. import metrics as M
 from ..trainer import StepContext
 from .base import Task, batches_of, check_data_config, device_of
@@ -139,7 +139,7 @@ class CaptionTask(Task):
                 raise
             except Exception as e:  # noqa: BLE001 - any decoder failure is a bad image file
                 raise DataError(f"cannot read image ({type(e).__name__}: {e})", p) from None
-            images.append(_to_nchw(img[None], p)[0])
+            images.append(images_to_nchw(img[None], p)[0])
         if not images:
             return []
         batch = torch.stack(images)
