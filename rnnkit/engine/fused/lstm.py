@@ -73,6 +73,20 @@ def ln_gain_grad(dy: Tensor, x: Tensor, stats: Tensor) -> Tensor:
     return (x - stats[0]).mul_(stats[1]).mul_(dy).sum(0)
 
 
+def carry_to_previous(dh_carry: Tensor, b: int, da: Tensor, w_hh: Tensor, mask, dh, zone) -> None:
+    """∂L/∂h_{t-1} of the first b rows into ``dh_carry[:b]``: m ∗ (da W_hh) + dh ∗ z_h, with m the
+    recurrent mask (B, H) and z_h zoneout's keep of h_{t-1} at this step (either may be None)."""
+    if mask is None and zone is None:
+        torch.mm(da, w_hh, out=dh_carry[:b])
+        return
+    dh_in = da @ w_hh
+    if mask is not None:
+        dh_in.mul_(mask[:b])
+    if zone is not None:
+        dh_in.add_(dh * zone)
+    dh_carry[:b] = dh_in
+
+
 def tanh_into(x: Tensor, out: Tensor, two: Tensor, one: Tensor) -> Tensor:
     """out = tanh(x) as 2σ(2x) − 1: four cheap passes beat one ``tanh`` several times over on CPU."""
     return torch.mul(x, two, out=out).sigmoid_().mul_(two).sub_(one)
@@ -200,15 +214,7 @@ class LSTMFunction(torch.autograd.Function):
                 da = aten.native_layer_norm_backward(dG_t, AH_s[k], (4 * H,), *sth_s[k], ln_h_w, ln_h_b,
                                                      [True, False, False])[0]
                 dA_steps.append(da)
-            if mask is None and zone_h is None:
-                torch.mm(da, w_hh, out=dh_carry[:b])
-            else:
-                dh_in = da @ w_hh
-                if mask is not None:
-                    dh_in.mul_(mask[:b])
-                if zone_h is not None:
-                    dh_in.add_(dh * zh_s[k])
-                dh_carry[:b] = dh_in
+            carry_to_previous(dh_carry, b, da, w_hh, mask, dh if zone_h is not None else None, zh_s[k])
 
         dA = torch.cat(dA_steps[::-1]) if AH is not None else dG
         needs = ctx.needs_input_grad

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..types import LayerWeights, Noise
 from .layout import Layout
-from .lstm import refuse_double_backward
+from .lstm import carry_to_previous, refuse_double_backward
 
 
 def _tanh_loop_in_sigmoid_space(GX: Tensor, h0: Tensor, w_hh: Tensor, zone_h, layout: Layout):
@@ -83,12 +83,7 @@ class RNNFunction(torch.autograd.Function):
                 continue
             dh = dh_carry[:b] + dY_s[k]
             da = torch.mul(dh, D_s[k], out=dA_s[k])
-            dh_in = da @ w_hh
-            if mask is not None:
-                dh_in.mul_(mask[:b])
-            if zone_h is not None:
-                dh_in.add_(dh * zh_s[k])
-            dh_carry[:b] = dh_in
+            carry_to_previous(dh_carry, b, da, w_hh, mask, dh, zh_s[k])
         H_prev = layout.previous(h0, Y)
         if mask is not None:
             H_prev = H_prev * layout.per_row(mask)
