@@ -209,3 +209,81 @@ def test_auto_counts_a_state_that_needs_grad_as_training():
     assert calls, "h0 needs a gradient, so auto must train with the fused engine"
     y.sum().backward()
     assert h0.grad is not None
+
+
+# -- auto's LSTM with variable lengths: torch's kernel for the dense leading steps ----------------------
+#: T = 9, B = 4: every sequence runs the first 5 steps, so 4 of them (one is kept for the tail) go to torch.
+PREFIX_LENGTHS = [9, 5, 7, 6]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("lengths", [PREFIX_LENGTHS, None, [6, 6, 6, 6]], ids=["varied", "none", "equal"])
+def test_native_prefix_equals_reference(monkeypatch, lengths, reverse, bias):
+    """The dense block through torch.lstm and the fused tail from its state together equal the reference
+    engine in float64 (outputs, final states and every gradient) — and torch.lstm really ran."""
+    calls = []
+    lstm = torch.lstm
+    monkeypatch.setattr(torch, "lstm", lambda *a: calls.append(a[0].shape) or lstm(*a))
+    T = 9 if lengths is None else max(lengths)
+    base = layer_tensors("lstm", 0, T=T, B=4, I=3, H=5, bias=bias, dtype=DT, seed=5)
+    prefix = lambda *a: fused.run_layer(*a, native_prefix=True)  # noqa: E731
+    results = []
+    for run_layer in (prefix, reference.run_layer):
+        leaves = [t.clone().requires_grad_() for t in base]
+        outs = layer_call(run_layer, "lstm", 0, bias, lengths, reverse)(*leaves)
+        results.append((list(outs), grads_of(loss_of(outs), leaves)))
+    assert calls == [(min(lengths or [T]) - 1, 4, 3)]
+    (out_p, grad_p), (out_r, grad_r) = results
+    assert_all_close(out_p, out_r, ["y", "h_n", "c_n"])
+    assert_all_close(grad_p, grad_r, [f"grad of leaf {k}" for k in range(len(base))])
+
+
+def test_native_prefix_skips_short_blocks_and_options(monkeypatch):
+    """Fewer than NATIVE_PREFIX_MIN_STEPS shared steps, or a per-step mask, keep the whole loop fused."""
+    calls = []
+    monkeypatch.setattr(torch, "lstm", lambda *a: calls.append(1))
+    ts = layer_tensors("lstm", 0, T=9, B=4, I=3, H=5, bias=True, dtype=DT)
+    w = LayerWeights(*ts[3:7])
+    short = torch.tensor([9, fused.lstm.NATIVE_PREFIX_MIN_STEPS, 7, 6])
+    fused.run_layer("lstm", ts[0], (ts[1], ts[2]), w, short, native_prefix=True)
+    zone = rnnkit.engine.Noise(zone_h=torch.ones(9, 4, 5, dtype=DT))
+    fused.run_layer("lstm", ts[0], (ts[1], ts[2]), w, torch.tensor(PREFIX_LENGTHS), noise=zone, native_prefix=True)
+    assert calls == []
+
+
+def test_native_prefix_choice():
+    """auto's fused float32 LSTM on the CPU takes it; an explicit engine, float64, GRU and a projection do not."""
+    ws = rnnkit.LSTM(1, 4).layer_weights()
+    assert dispatch.native_prefix("auto", "fused", "lstm", X32, ws) == torch.backends.mkldnn.is_available()
+    assert not dispatch.native_prefix("fused", "fused", "lstm", X32, ws)
+    assert not dispatch.native_prefix("auto", "fused", "lstm", X64, ws)
+    assert not dispatch.native_prefix("auto", "fused", "gru", X32, rnnkit.GRU(1, 4).layer_weights())
+    assert not dispatch.native_prefix("auto", "fused", "lstm", X32, rnnkit.LSTM(1, 4, proj_size=2).layer_weights())
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["lengths", "packed"])
+def test_auto_lstm_with_lengths_matches_torch_float32(packed):
+    """The layer as a user runs it (auto, float32, 2 layers, bidirectional, variable lengths) equals
+    torch.nn.LSTM on the same PackedSequence within float32 rounding, gradients included."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(3, 6, num_layers=2, bidirectional=True)
+    ours = rnnkit.LSTM(3, 6, num_layers=2, bidirectional=True)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(12, 5, 3)
+    lengths = torch.tensor([12, 8, 11, 9, 10])
+    outs, grads = [], []
+    for m in (ref, ours):
+        xi = x.clone().requires_grad_()
+        if packed or m is ref:
+            y, (h, c) = m(pack_padded_sequence(xi, lengths, enforce_sorted=False))
+            y = pad_packed_sequence(y, total_length=12)[0]
+        else:
+            y, (h, c) = m(xi, lengths=lengths)
+        (y.sin().sum() + h.sum() + c.cos().sum()).backward()
+        outs.append((y, h, c))
+        grads.append([xi.grad] + [p.grad for p in m.parameters()])
+    assert_all_close(list(outs[1]), list(outs[0]), ["y", "h_n", "c_n"], rtol=1e-4, atol=1e-5)
+    assert_all_close(grads[1], grads[0], ["x"] + [n for n, _ in ref.named_parameters()], rtol=1e-4, atol=1e-5)

@@ -9,6 +9,8 @@
 - training with variable lengths → ``fused``: torch's packed path leaves oneDNN and runs several
   times slower, while the fused engine does work proportional to the sum of the lengths.
 - training a float32 LSTM → ``native``: oneDNN runs near the GEMM peak, which torch ops cannot beat.
+  With variable lengths (``fused``), the leading steps that every sequence runs still go to torch's
+  kernel as one dense block, and the fused loop takes over from there (``native_prefix``).
 - training a float32 GRU with H ≥ ``NATIVE_GRU_HIDDEN`` → ``native``: at that size both engines spend
   their time in the same matrix products and the fused one measured 0.91–1.03× torch (B64 T100 H512),
   so torch's own kernel is the safe choice.
@@ -17,6 +19,7 @@
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -49,6 +52,13 @@ def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opt
     if x.dtype == torch.float32 and (mode == "lstm" or (mode == "gru" and hidden_size >= NATIVE_GRU_HIDDEN)):
         return "native"
     return "fused"
+
+
+def native_prefix(engine: str, chosen: str, mode: str, x: Tensor, weights: Sequence[LayerWeights]) -> bool:
+    """Whether ``auto``'s fused LSTM hands its dense leading steps to torch's kernel: a plain float32 LSTM
+    (no projection) on the CPU, where that kernel is oneDNN. The layer checks the per-call masks itself."""
+    return (engine == "auto" and chosen == "fused" and mode == "lstm" and x.dtype == torch.float32
+            and x.device.type == "cpu" and weights[0].w_hr is None and torch.backends.mkldnn.is_available())
 
 
 def _hidden(weights: Sequence[LayerWeights]) -> int:
@@ -88,7 +98,7 @@ def run_packed(
     plain = opts == Options() and not weights[0].layer_norm and not (training and dropout > 0)
     if name == "fused" and plain:
         return fused.run_stack_packed(mode, data, packed.batch_sizes, packed.sorted_indices, hx, weights,
-                                      num_layers, bidirectional)
+                                      num_layers, bidirectional, native_prefix(engine, name, mode, data, weights))
     return None
 
 
@@ -111,4 +121,7 @@ def run(
     args = (mode, x, hx, weights, lengths, num_layers, bidirectional, dropout, training, opts)
     if name == "native":
         return native.run_stack(*args)
-    return run_stack(_LAYER_FNS[name], *args)
+    layer_fn = _LAYER_FNS[name]
+    if native_prefix(engine, name, mode, x, weights):
+        layer_fn = functools.partial(layer_fn, native_prefix=True)
+    return run_stack(layer_fn, *args)

@@ -17,11 +17,13 @@ from .lstm import lstm_layer
 from .rnn import rnn_layer
 
 
-def _run(mode: str, X: Tensor, state: State, weights: LayerWeights, layout: Layout, noise: Noise):
-    """Packed rows (N, I) in processing order → (Y (N, H_out), final state in batch order)."""
+def _run(mode: str, X: Tensor, state: State, weights: LayerWeights, layout: Layout, noise: Noise,
+         native_prefix: bool = False):
+    """Packed rows (N, I) in processing order → (Y (N, H_out), final state in batch order).
+    ``native_prefix``: see ``lstm_layer`` (LSTM only; ``dispatch`` decides)."""
     if mode == "lstm":
         h0, c0 = state
-        Y, h_n, c_n = lstm_layer(X, layout.sort(h0), layout.sort(c0), weights, layout, noise)
+        Y, h_n, c_n = lstm_layer(X, layout.sort(h0), layout.sort(c0), weights, layout, noise, native_prefix)
         return Y, (layout.unsort(h_n), layout.unsort(c_n))
     if mode == "gru":
         Y, h_n = gru_layer(X, layout.sort(state), weights, layout, noise)
@@ -38,16 +40,18 @@ def run_layer(
     lengths: Tensor | None = None,
     reverse: bool = False,
     noise: Noise | None = None,
+    native_prefix: bool = False,
 ) -> tuple[Tensor, State]:
     """Same contract as the reference engine: ``x`` (T, B, I) → ``y`` (T, B, H_out), final state."""
     T, B, _ = x.shape
     layout = Layout(T, B, lengths, reverse, x.device)
-    Y, final = _run(mode, layout.pack(x), state, weights, layout, noise or Noise())
+    Y, final = _run(mode, layout.pack(x), state, weights, layout, noise or Noise(), native_prefix)
     return layout.unpack(Y), final
 
 
 def run_stack_packed(mode: str, data: Tensor, batch_sizes: Tensor, sorted_indices: Tensor | None, hx: State,
-                     weights: Sequence[LayerWeights], num_layers: int, bidirectional: bool) -> tuple[Tensor, State]:
+                     weights: Sequence[LayerWeights], num_layers: int, bidirectional: bool,
+                     native_prefix: bool = False) -> tuple[Tensor, State]:
     """A whole stack on a ``PackedSequence``'s rows, which are already this engine's layout: no padding,
     no unpacking, no re-packing. ``data`` (N, I) → (N, D·H_out) and final states (L·D, B, ·) in batch
     order. For the plain layer (no dropout between layers, no variant options): ``dispatch`` decides."""
@@ -61,7 +65,7 @@ def run_stack_packed(mode: str, data: Tensor, batch_sizes: Tensor, sorted_indice
         for d, layout in enumerate(layouts):
             k = layer * D + d
             state = (hx[0][k], hx[1][k]) if lstm else hx[k]
-            Y, final = _run(mode, layout.pack(inp), state, weights[k], layout, Noise())
+            Y, final = _run(mode, layout.pack(inp), state, weights[k], layout, Noise(), native_prefix)
             ys.append(layout.unpack(Y))
             finals.append(final)
         inp = ys[0] if D == 1 else torch.cat(ys, dim=1)

@@ -24,7 +24,7 @@ class Layout:
     """
 
     def __init__(self, T: int, B: int, lengths: Tensor | None, reverse: bool, device: torch.device):
-        self.T, self.B, self.reverse = T, B, reverse
+        self.T, self.B, self.reverse, self.device = T, B, reverse, device
         self._prev_index: Tensor | None = None
         self.packed_input = False  # ``for_packed``: the data arrives, and leaves, as packed rows
         if lengths is None:
@@ -65,7 +65,7 @@ class Layout:
         """A layout for data that is already a ``PackedSequence``'s rows (N, ·): its row order *is* this
         layout's, so a forward pass needs no copy at all and a reverse one a single row permutation."""
         self = cls.__new__(cls)
-        self.packed_input = True
+        self.packed_input, self.device = True, device
         batch_sizes = batch_sizes.to("cpu", torch.int64)
         self.B, self.T, self.reverse, self.index = int(batch_sizes[0]), len(batch_sizes), reverse, None
         sorted_len = (batch_sizes.unsqueeze(0) > torch.arange(self.B).unsqueeze(1)).sum(1)  # (B,)
@@ -74,6 +74,25 @@ class Layout:
         # reversing every sequence in place is an involution on the packed rows
         self.rows = (self._offsets[sorted_len[jj] - 1 - tt] + jj).to(device) if reverse else None
         return self
+
+    def dense_steps(self) -> int:
+        """How many leading steps every sequence runs (b_t = B): the shortest length."""
+        return self.T if self.last is None else int(self._sorted_len[-1])
+
+    def tail(self, t0: int) -> "Layout":
+        """The layout of steps ``t0, t0 + 1, …`` alone (rows ``[t0·B, N)`` rebased to 0), for a caller that
+        ran the first ``t0`` steps — which every sequence must outlive (``t0 < dense_steps()``) — some
+        other way. The tail runs forwards over rows that are already in processing order."""
+        if not 0 <= t0 < self.dense_steps():
+            raise ValueError(f"tail({t0}): every sequence must have a step left (shortest has {self.dense_steps()})")
+        if self.last is None:
+            return Layout(self.T - t0, self.B, None, False, self.device)
+        t = Layout.__new__(Layout)
+        t.packed_input, t.reverse, t.index, t.rows, t.device = True, False, None, None, self.device
+        t.B, t.T = self.B, self.T - t0
+        t._prev_index = None
+        t._sorted(self._sorted_len - t0, torch.arange(self.B), self.device)
+        return t
 
     def split(self, t: Tensor | float | None) -> list:
         """Per-step views of a packed (N, ...) tensor, made by one call instead of a slice per step (the
