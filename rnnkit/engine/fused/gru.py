@@ -24,7 +24,7 @@ from torch.ops import aten
 
 from ..types import LN_EPS, LayerWeights, Noise
 from .layout import Layout
-from .lstm import ln_gain_grad, refuse_double_backward
+from .lstm import ln_affine_grads, refuse_double_backward
 
 
 def _scale_n(w: Tensor) -> Tensor:
@@ -47,9 +47,8 @@ def input_projection(X: Tensor, w: LayerWeights) -> tuple[Tensor, dict]:
         GX = torch.addmm(b_x, X, w_ih.t()) if b_x is not None else X @ w_ih.t()
         return GX, dict(w_hh=_scale_n(w.w_hh), b_h=b_h)
     A = X @ w.w_ih.t()  # the ×2 goes on the layer norm's gain and bias (it would normalise away)
-    GX = torch.nn.functional.layer_norm(A, A.shape[-1:], _scale_n(w.ln_ih_w), _scale_n(w.ln_ih_b), LN_EPS)
-    if b_x is not None:
-        GX = GX + b_x
+    ln_bias = _scale_n(w.ln_ih_b) if b_x is None else _scale_n(w.ln_ih_b) + b_x  # both per column
+    GX = torch.nn.functional.layer_norm(A, A.shape[-1:], _scale_n(w.ln_ih_w), ln_bias, LN_EPS)
     return GX, dict(w_hh=w.w_hh, b_h=b_h, ln_h_w=_scale_n(w.ln_hh_w), ln_h_b=_scale_n(w.ln_hh_b))
 
 
@@ -69,6 +68,7 @@ class GRUFunction(torch.autograd.Function):
         w_hhT = w_hh.t()
         w_rzT, w_nT = w_hhT[:, : 2 * H], w_hhT[:, 2 * H :]
         b_hn = None if b_h is None else b_h[2 * H :]
+        ln_bias = ln_h_b if b_h is None or ln_h_b is None else ln_h_b + b_h  # layer norm's bias, then b_h
         two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
         per = layout.split  # per-step views, made once
         gx_rz_s, gx_n_s, RZ_s, GHn_s, Nn_s, Y_s, AH_s = map(per, (GX[:, : 2 * H], GX[:, 2 * H :], RZ, GHn, Nn, Y, AH))
@@ -85,10 +85,8 @@ class GRUFunction(torch.autograd.Function):
                     gh_n = torch.mm(h_in, w_nT, out=GHn_s[k])
             else:
                 a = torch.mm(h_in, w_hhT, out=AH_s[k])
-                gh, mean, rstd = torch.native_layer_norm(a, (3 * H,), ln_h_w, ln_h_b, LN_EPS)
+                gh, mean, rstd = torch.native_layer_norm(a, (3 * H,), ln_h_w, ln_bias, LN_EPS)
                 stats += (mean, rstd)
-                if b_h is not None:
-                    gh = gh + b_h
                 rz = torch.add(gx_rz_s[k], gh[:, : 2 * H], out=RZ_s[k])
                 gh_n = GHn_s[k].copy_(gh[:, 2 * H :])
             rz.sigmoid_()
@@ -162,8 +160,7 @@ class GRUFunction(torch.autograd.Function):
         db_h = dGH.sum(0) if needs[3] else None
         dln_w = dln_b = None
         if AH is not None:
-            dln_w = ln_gain_grad(dGH, AH, stats)
-            dln_b = dGH.sum(0)
+            dln_w, dln_b = ln_affine_grads(dGH, AH, stats, ln_h_w, ln_h_b)
         return dGX, dh_carry, dw_hh, db_h, dln_w, dln_b, None, None, None
 
 

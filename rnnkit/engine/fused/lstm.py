@@ -52,9 +52,8 @@ def input_projection(X: Tensor, w: LayerWeights) -> tuple[Tensor, dict]:
     # With layer norm the ×2 goes on the normalised values (gain and bias), not on the weights,
     # because normalisation would undo a scale applied before it.
     A = X @ _reorder(w.w_ih, 1.0).t()
-    GX = torch.nn.functional.layer_norm(A, A.shape[-1:], _reorder(w.ln_ih_w, 2.0), _reorder(w.ln_ih_b, 2.0), LN_EPS)
-    if bias is not None:
-        GX = GX + bias
+    ln_bias = _reorder(w.ln_ih_b, 2.0) if bias is None else _reorder(w.ln_ih_b, 2.0) + bias  # both per column
+    GX = torch.nn.functional.layer_norm(A, A.shape[-1:], _reorder(w.ln_ih_w, 2.0), ln_bias, LN_EPS)
     return GX, dict(w_hh=_reorder(w.w_hh, 1.0), ln_h_w=_reorder(w.ln_hh_w, 2.0), ln_h_b=_reorder(w.ln_hh_b, 2.0),
                     ln_c_w=w.ln_c_w, ln_c_b=w.ln_c_b)
 
@@ -67,10 +66,12 @@ def refuse_double_backward() -> None:
                            "use engine='reference' (autograd through the cells) or engine='native'")
 
 
-def ln_gain_grad(dy: Tensor, x: Tensor, stats: Tensor) -> Tensor:
-    """Σ over rows of dy ∗ (x − mean) ∗ rstd: a layer norm gain's gradient, with one temporary.
-    ``stats`` (2, N, 1): each row's mean and 1/std."""
-    return (x - stats[0]).mul_(stats[1]).mul_(dy).sum(0)
+def ln_affine_grads(dy: Tensor, x: Tensor, stats: Tensor, gain: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+    """A layer norm's gain and bias gradients over all rows at once: Σ dy ∗ (x − mean) ∗ rstd and Σ dy,
+    in one pass of torch's own kernel (no temporaries). ``stats`` (2, N, 1): each row's mean and 1/std."""
+    _, d_gain, d_bias = aten.native_layer_norm_backward(dy, x, gain.shape, stats[0], stats[1], gain, bias,
+                                                        [False, True, True])
+    return d_gain, d_bias
 
 
 def carry_to_previous(dh_carry: Tensor, b: int, da: Tensor, w_hh: Tensor, mask, dh, zone) -> None:
@@ -203,7 +204,7 @@ class LSTMFunction(torch.autograd.Function):
                 du = torch.mul(dr, OD_s[k], out=dU_s[k])
                 dln = aten.native_layer_norm_backward(du, CT_s[k], (H,), *stc_s[k], ln_c_w, ln_c_b,
                                                       [True, False, False])[0]
-                dc = dc_future + dln
+                dc = dln.add_(dc_future)
             dG_t = torch.mul(M_s[k], torch.cat((dc, dc, dr, dc), 1), out=dG_s[k])  # one pass over the gates
             if zone_c is None:
                 torch.mul(dc, f_s[k], out=dc_carry[:b])
@@ -225,11 +226,9 @@ class LSTMFunction(torch.autograd.Function):
         dw_hr = dHt.t() @ R if w_hr is not None and needs[4] else None
         dln_h_w = dln_h_b = dln_c_w = dln_c_b = None
         if AH is not None:
-            dln_h_w = ln_gain_grad(dG, AH, stats_h)
-            dln_h_b = dG.sum(0)
+            dln_h_w, dln_h_b = ln_affine_grads(dG, AH, stats_h, ln_h_w, ln_h_b)
         if dU is not None:
-            dln_c_w = ln_gain_grad(dU, CT, stats_c)
-            dln_c_b = dU.sum(0)
+            dln_c_w, dln_c_b = ln_affine_grads(dU, CT, stats_c, ln_c_w, ln_c_b)
         return (dG, dh_carry, dc_carry, dw_hh, dw_hr, dln_h_w, dln_h_b, dln_c_w, dln_c_b,
                 None, None, None, None)
 
