@@ -111,13 +111,16 @@ class GRUFunction(torch.autograd.Function):
         dY = torch.zeros_like(Y) if dY is None else dY.contiguous()
         dh_carry = torch.zeros_like(h0) if dh_n is None else dh_n.clone()
 
+        # (In place, into their own buffers: each fresh (N, H) temporary costs its page faults.)
         r, z = RZ[:, :H], RZ[:, H:]
         H_prev = layout.previous(h0, Y)
-        Pn = (1 - z) * (1 - n * n) * 0.5  # ∂h̃/∂(scaled n pre-activation)
+        Pn = torch.mul(n, n).sub_(1).mul_(-0.5)  # ∂h̃/∂(scaled n pre-activation): (1 − z)(1 − n²)/2
+        Pn.addcmul_(Pn, z, value=-1)
         Q = Y.new_empty(Y.shape[0], 3 * H)  # dGH = Q ∗ dh̃
-        torch.mul(Pn * gh_n, r * (1 - r), out=Q[:, :H])
-        torch.mul(H_prev - n, z * (1 - z), out=Q[:, H : 2 * H])
-        torch.mul(Pn, r, out=Q[:, 2 * H :])
+        Qr, Qz, Qn = Q.split(H, 1)
+        torch.mul(r, r, out=Qr).sub_(r).mul_(gh_n).mul_(Pn).neg_()  # Pn gh_n r (1 − r)
+        torch.mul(z, z, out=Qz).sub_(z).mul_(torch.sub(n, H_prev))  # (h_{t-1} − n) z (1 − z)
+        torch.mul(Pn, r, out=Qn)
         keep_h = None if zone_h is None else 1 - zone_h
         plain = AH is None and mask is None and zone_h is None
 
@@ -150,17 +153,18 @@ class GRUFunction(torch.autograd.Function):
                 dh_in.add_(dh * zh_s[k])
             dh_carry[:b] = dh_in
 
-        dA = torch.cat(dA_steps[::-1]) if AH is not None else dGH  # ∂L/∂(h_in W_hhᵀ)
-        dGX = dGH.clone()
-        torch.mul(dHt, Pn, out=dGX[:, 2 * H :])
         needs = ctx.needs_input_grad
-        if mask is not None:
-            H_prev = H_prev * layout.per_row(mask)
-        dw_hh = dA.t() @ H_prev if needs[2] else None
+        dGX = Q  # Q is free now: ∂L/∂GX is dGH, but for the input part of n
+        dGX[:, : 2 * H] = dGH[:, : 2 * H]
+        torch.mul(dHt, Pn, out=dGX[:, 2 * H :])
         db_h = dGH.sum(0) if needs[3] else None
         dln_w = dln_b = None
         if AH is not None:
             dln_w, dln_b = ln_affine_grads(dGH, AH, stats, ln_h_w, ln_h_b)
+        dA = torch.cat(dA_steps[::-1], out=dGH) if AH is not None else dGH  # ∂L/∂(h_in W_hhᵀ); dGH is free now
+        if mask is not None:
+            H_prev.mul_(layout.per_row(mask))
+        dw_hh = dA.t() @ H_prev if needs[2] else None
         return dGX, dh_carry, dw_hh, db_h, dln_w, dln_b, None, None, None
 
 

@@ -25,7 +25,6 @@ class Layout:
 
     def __init__(self, T: int, B: int, lengths: Tensor | None, reverse: bool, device: torch.device):
         self.T, self.B, self.reverse, self.device = T, B, reverse, device
-        self._prev_index: Tensor | None = None
         self.packed_input = False  # ``for_packed``: the data arrives, and leaves, as packed rows
         if lengths is None:
             self.order = self.inverse = self.index = None
@@ -51,8 +50,9 @@ class Layout:
         tt, jj = alive.nonzero(as_tuple=True)  # step-major: exactly the packed row order
         self._row_seq = jj.to(device)  # sorted sequence of each packed row
         self.last = (offsets[sorted_len - 1] + torch.arange(B)).to(device)
-        # one step earlier in the same sequence: row j of step t−1, or row j of ``first`` at t = 0
-        self._prev_index = torch.where(tt == 0, jj, B + offsets[(tt - 1).clamp(min=0)] + jj).to(device)
+        # one step earlier in the same sequence: step 0 is the first B rows (every length ≥ 1); a later
+        # row of sequence j reads row j of step t − 1
+        self._prev_tail = (offsets[tt[B:] - 1] + jj[B:]).to(device)
         identity = bool(torch.equal(order, torch.arange(B)))
         self.order = None if identity else order.to(device)
         self.inverse = None if identity else torch.argsort(order).to(device)
@@ -90,7 +90,6 @@ class Layout:
         t = Layout.__new__(Layout)
         t.packed_input, t.reverse, t.index, t.rows, t.device = True, False, None, None, self.device
         t.B, t.T = self.B, self.T - t0
-        t._prev_index = None
         t._sorted(self._sorted_len - t0, torch.arange(self.B), self.device)
         return t
 
@@ -156,6 +155,19 @@ class Layout:
     def previous(self, first: Tensor, Y: Tensor) -> Tensor:
         """(N, F): for every packed row, the value one step earlier in the same sequence
         (``first`` (B, F) for step 0). Used for weight gradients, all steps in one GEMM."""
+        B = self.B
         if self.last is None:
-            return torch.cat([first, Y[: self.N - self.B]])
-        return torch.cat([first, Y]).index_select(0, self._prev_index)
+            return torch.cat([first, Y[: self.N - B]])
+        out = Y.new_empty(self.N, Y.shape[1])  # step 0 is the first B rows; every later row reads Y
+        out[:B] = first
+        torch.index_select(Y, 0, self._prev_tail, out=out[B:])
+        return out
+
+    def previous_product(self, dA: Tensor, first: Tensor, Y: Tensor) -> Tensor:
+        """dAᵀ · ``previous(first, Y)`` — a weight gradient over all steps — without building that
+        (N, F) operand when the rows line up (no lengths: it is ``first`` then Y shifted by one step)."""
+        B = self.B
+        if self.last is not None:
+            return dA.t() @ self.previous(first, Y)
+        out = dA[:B].t() @ first
+        return out.addmm_(dA[B:].t(), Y[: self.N - B]) if self.N > B else out

@@ -172,13 +172,15 @@ class LSTMFunction(torch.autograd.Function):
         dc_carry = torch.zeros_like(c0) if dc_n is None else dc_n.clone()
 
         # Everything that does not depend on the recurrence, for all steps at once.
-        i, f, o, g = G[:, :H], G[:, H : 2 * H], G[:, 2 * H : 3 * H], G[:, 3 * H :]
-        OD = o * (1 - TC * TC)  # ∂r/∂(tanh argument)
+        # (In place, into their own buffers: each fresh (N, H) temporary costs its page faults.)
+        i, f, o, g = G.split(H, 1)
+        OD = torch.mul(TC, TC).neg_().add_(1).mul_(o)  # ∂r/∂(tanh argument): o (1 − tanh²)
         M = torch.empty_like(G)  # dG = M ∗ [dC̃, dC̃, dr, dC̃]
-        torch.mul(g, i * (1 - i), out=M[:, :H])
-        torch.mul(layout.previous(c0, C), f * (1 - f), out=M[:, H : 2 * H])
-        torch.mul(TC, o * (1 - o), out=M[:, 2 * H : 3 * H])
-        torch.mul(i, (1 - g * g) * 0.5, out=M[:, 3 * H :])
+        Mi, Mf, Mo, Mg = M.split(H, 1)
+        torch.mul(i, i, out=Mi).sub_(i).mul_(g).neg_()  # g i (1 − i)
+        torch.mul(f, f, out=Mf).sub_(f).mul_(layout.previous(c0, C)).neg_()  # C_{t-1} f (1 − f)
+        torch.mul(o, o, out=Mo).sub_(o).mul_(TC).neg_()  # tanh(·) o (1 − o)
+        torch.mul(g, g, out=Mg).sub_(1).mul_(i).mul_(-0.5)  # i (1 − g²) / 2
         keep_h = None if zone_h is None else 1 - zone_h
         keep_c = None if zone_c is None else 1 - zone_c
 
@@ -217,18 +219,19 @@ class LSTMFunction(torch.autograd.Function):
                 dA_steps.append(da)
             carry_to_previous(dh_carry, b, da, w_hh, mask, dh if zone_h is not None else None, zh_s[k])
 
-        dA = torch.cat(dA_steps[::-1]) if AH is not None else dG
-        needs = ctx.needs_input_grad
-        H_prev = layout.previous(h0, Y)
-        if mask is not None:
-            H_prev = H_prev * layout.per_row(mask)
-        dw_hh = dA.t() @ H_prev if needs[3] else None
-        dw_hr = dHt.t() @ R if w_hr is not None and needs[4] else None
         dln_h_w = dln_h_b = dln_c_w = dln_c_b = None
         if AH is not None:
             dln_h_w, dln_h_b = ln_affine_grads(dG, AH, stats_h, ln_h_w, ln_h_b)
         if dU is not None:
             dln_c_w, dln_c_b = ln_affine_grads(dU, CT, stats_c, ln_c_w, ln_c_b)
+        dA = torch.cat(dA_steps[::-1], out=M) if AH is not None else dG  # M is free now
+        needs = ctx.needs_input_grad
+        dw_hh = None
+        if needs[3] and mask is None:
+            dw_hh = layout.previous_product(dA, h0, Y)
+        elif needs[3]:
+            dw_hh = dA.t() @ layout.previous(h0, Y).mul_(layout.per_row(mask))
+        dw_hr = dHt.t() @ R if w_hr is not None and needs[4] else None
         return (dG, dh_carry, dc_carry, dw_hh, dw_hr, dln_h_w, dln_h_b, dln_c_w, dln_c_b,
                 None, None, None, None)
 

@@ -71,9 +71,12 @@ class RNNFunction(torch.autograd.Function):
         zone_h = ctx.zone_h
         dY = torch.zeros_like(Y) if dY is None else dY.contiguous()
         dh_carry = torch.zeros_like(h0) if dh_n is None else dh_n.clone()
-        D = (Ht > 0).to(Ht.dtype) if ctx.relu else (1 - Ht * Ht) * 0.5  # φ'(a_t), all steps at once
-        if zone_h is not None:
-            D = D * (1 - zone_h)
+        # φ'(a_t), all steps at once (in place: a fresh temporary costs its page faults)
+        D = (Ht > 0).to(Ht.dtype) if ctx.relu else torch.mul(Ht, Ht).sub_(1).mul_(-0.5)
+        if isinstance(zone_h, Tensor):
+            D.addcmul_(D, zone_h, value=-1)  # ∗ (1 − z_h)
+        elif zone_h is not None:
+            D.mul_(1 - zone_h)
         dA = torch.empty_like(Y)
         dY_s, D_s, dA_s, zh_s = map(layout.split, (dY, D, dA, zone_h))  # per-step views, made once
         for k, (_, b) in reversed(list(enumerate(layout.steps))):
@@ -84,10 +87,11 @@ class RNNFunction(torch.autograd.Function):
             dh = dh_carry[:b] + dY_s[k]
             da = torch.mul(dh, D_s[k], out=dA_s[k])
             carry_to_previous(dh_carry, b, da, w_hh, mask, dh, zh_s[k])
-        H_prev = layout.previous(h0, Y)
-        if mask is not None:
-            H_prev = H_prev * layout.per_row(mask)
-        dw_hh = dA.t() @ H_prev if ctx.needs_input_grad[2] else None
+        dw_hh = None
+        if ctx.needs_input_grad[2] and mask is None:
+            dw_hh = layout.previous_product(dA, h0, Y)
+        elif ctx.needs_input_grad[2]:
+            dw_hh = dA.t() @ layout.previous(h0, Y).mul_(layout.per_row(mask))
         return dA, dh_carry, dw_hh, None, None, None, None
 
 
