@@ -73,10 +73,11 @@ class GRUFunction(torch.autograd.Function):
         per = layout.split  # per-step views, made once
         gx_rz_s, gx_n_s, RZ_s, GHn_s, Nn_s, Y_s, AH_s = map(per, (GX[:, : 2 * H], GX[:, 2 * H :], RZ, GHn, Nn, Y, AH))
         r_s, z_s, zh_s = per(RZ[:, :H]), per(RZ[:, H:]), per(zone_h)
-        h_prev = h0
+        hp_s = layout.previous_views(h0, Y_s)  # h_{t-1} of each step's live rows
+        mask_s = None if mask is None else layout.heads(mask)
         for k, (s, b) in enumerate(layout.steps):
-            hp = h_prev[:b]
-            h_in = hp if mask is None else hp * mask[:b]
+            hp = hp_s[k]
+            h_in = hp if mask is None else hp * mask_s[k]
             if AH is None:  # r, z: the recurrent GEMM accumulates straight onto the input part
                 rz = torch.addmm(gx_rz_s[k], h_in, w_rzT, out=RZ_s[k])
                 if b_hn is not None:
@@ -94,7 +95,6 @@ class GRUFunction(torch.autograd.Function):
             y = torch.lerp(n, hp, z_s[k], out=Y_s[k])  # n + z (h_{t-1} − n)
             if zone_h is not None:
                 y.lerp_(hp, zh_s[k])
-            h_prev = y
         stats = torch.stack((torch.cat(stats[0::2]), torch.cat(stats[1::2]))) if AH is not None else None  # (2, N, 1)
         ctx.layout = layout
         ctx.zone_h = zone_h
@@ -131,14 +131,17 @@ class GRUFunction(torch.autograd.Function):
         dY_s, dHt_s, Q_s, dGH_s, z_s, AH_s = map(per, (dY, dHt, Q, dGH, z, AH))
         zh_s, kh_s = per(zone_h), per(keep_h)
         st_s = layout.split_stats(stats)
+        carry_s = layout.heads(dh_carry)  # ∂L/∂h_{t-1} of each step's live rows, in place
+        mask_s = None if mask is None else layout.heads(mask)
         for k, (_, b) in reversed(list(enumerate(layout.steps))):
-            dht = torch.add(dh_carry[:b], dY_s[k], out=dHt_s[k])
+            carry = carry_s[k]
+            dht = torch.add(carry, dY_s[k], out=dHt_s[k])
             if zone_h is not None:
                 dh = dht.clone()
                 dht.mul_(kh_s[k])
             dgh = torch.mul(Q_s[k].view(b, 3, H), dht.unsqueeze(1), out=dGH_s[k].view(b, 3, H))
             if plain:
-                torch.addmm(dht * z_s[k], dgh.view(b, 3 * H), w_hh, out=dh_carry[:b])
+                torch.mul(dht, z_s[k], out=carry).addmm_(dgh.view(b, 3 * H), w_hh)
                 continue
             da = dgh.view(b, 3 * H)
             if AH is not None:
@@ -147,11 +150,11 @@ class GRUFunction(torch.autograd.Function):
                 dA_steps.append(da)
             dh_in = da @ w_hh
             if mask is not None:
-                dh_in.mul_(mask[:b])
+                dh_in.mul_(mask_s[k])
             dh_in.addcmul_(dht, z_s[k])
             if zone_h is not None:
                 dh_in.add_(dh * zh_s[k])
-            dh_carry[:b] = dh_in
+            carry.copy_(dh_in)
 
         needs = ctx.needs_input_grad
         dGX = Q  # Q is free now: ∂L/∂GX is dGH, but for the input part of n

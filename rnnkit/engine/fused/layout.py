@@ -98,10 +98,29 @@ class Layout:
         loops touch several buffers every step); a float or None is repeated for every step."""
         if not isinstance(t, Tensor):
             return [t] * len(self.steps)
+        return list(t.split(self._step_sizes()))
+
+    def heads(self, t: Tensor) -> list:
+        """Per step, the view ``t[:b_t]`` of a (B, ...) carry — one view per distinct b_t, shared."""
+        sizes = self._step_sizes()
+        views = {b: t[:b] for b in set(sizes)}
+        return [views[b] for b in sizes]
+
+    def previous_views(self, first: Tensor, per_step: list) -> list:
+        """Per step, the previous state of its b_t live rows, as views: ``first[:b_0]`` at step 0, then the
+        first b_t rows of step t − 1's block in ``per_step`` (that block itself when b_t did not change)."""
+        sizes = self._step_sizes()
+        out = [first if first.shape[0] == sizes[0] else first[: sizes[0]]]
+        for k in range(1, len(sizes)):
+            prev = per_step[k - 1]
+            out.append(prev if sizes[k - 1] == sizes[k] else prev[: sizes[k]])
+        return out
+
+    def _step_sizes(self) -> list[int]:
         sizes = self.__dict__.get("_sizes")
         if sizes is None:
             sizes = self._sizes = [b for _, b in self.steps]
-        return list(t.split(sizes))
+        return sizes
 
     def split_stats(self, stats: Tensor | None) -> list | None:
         """A layer norm's (2, N, 1) means and 1/stds → per step ``(mean, rstd)`` views; None stays None."""

@@ -74,18 +74,18 @@ def ln_affine_grads(dy: Tensor, x: Tensor, stats: Tensor, gain: Tensor, bias: Te
     return d_gain, d_bias
 
 
-def carry_to_previous(dh_carry: Tensor, b: int, da: Tensor, w_hh: Tensor, mask, dh, zone) -> None:
-    """∂L/∂h_{t-1} of the first b rows into ``dh_carry[:b]``: m ∗ (da W_hh) + dh ∗ z_h, with m the
-    recurrent mask (B, H) and z_h zoneout's keep of h_{t-1} at this step (either may be None)."""
+def carry_to_previous(carry: Tensor, da: Tensor, w_hh: Tensor, mask, dh, zone) -> None:
+    """∂L/∂h_{t-1} of a step's b live rows into ``carry`` (b, H), in place: m ∗ (da W_hh) + dh ∗ z_h, with
+    m the recurrent mask's rows (b, H) and z_h zoneout's keep of h_{t-1} at this step (either may be None)."""
     if mask is None and zone is None:
-        torch.mm(da, w_hh, out=dh_carry[:b])
+        torch.mm(da, w_hh, out=carry)
         return
     dh_in = da @ w_hh
     if mask is not None:
-        dh_in.mul_(mask[:b])
+        dh_in.mul_(mask)
     if zone is not None:
         dh_in.add_(dh * zone)
-    dh_carry[:b] = dh_in
+    carry.copy_(dh_in)
 
 
 def tanh_into(x: Tensor, out: Tensor, two: Tensor, one: Tensor) -> Tensor:
@@ -119,10 +119,11 @@ class LSTMFunction(torch.autograd.Function):
         C_s = CT_s if zone_c is None else per(C)
         i_s, f_s, o_s, g_s = (per(G[:, k * H : (k + 1) * H]) for k in range(4))
         zh_s, zc_s = per(zone_h), per(zone_c)
-        h_prev, c_prev = h0, c0
+        hp_s, cp_s = layout.previous_views(h0, Y_s), layout.previous_views(c0, C_s)  # each step's live rows
+        mask_s = None if mask is None else layout.heads(mask)
         for k, (s, b) in enumerate(layout.steps):
-            hp, cp = h_prev[:b], c_prev[:b]
-            h_in = hp if mask is None else hp * mask[:b]
+            hp, cp = hp_s[k], cp_s[k]
+            h_in = hp if mask is None else hp * mask_s[k]
             G_t = G_s[k]
             if ln_h:
                 a = torch.mm(h_in, w_hhT, out=AH_s[k])
@@ -150,7 +151,6 @@ class LSTMFunction(torch.autograd.Function):
                 y.lerp_(hp, zh_s[k])
             if zone_c is not None:
                 torch.lerp(ct, cp, zc_s[k], out=C_s[k])
-            h_prev, c_prev = y, C_s[k]
         stats_h = torch.stack((torch.cat(stats_h[0::2]), torch.cat(stats_h[1::2]))) if ln_h else None  # (2, N, 1)
         stats_c = torch.stack((torch.cat(stats_c[0::2]), torch.cat(stats_c[1::2]))) if ln_c else None
         ctx.layout = layout
@@ -193,13 +193,15 @@ class LSTMFunction(torch.autograd.Function):
         CT_s, AH_s = per(CT), per(AH)
         zh_s, zc_s, kh_s, kc_s = per(zone_h), per(zone_c), per(keep_h), per(keep_c)
         stc_s, sth_s = layout.split_stats(stats_c), layout.split_stats(stats_h)
+        dh_s, dc_s = layout.heads(dh_carry), layout.heads(dc_carry)  # the carries of each step's live rows
+        mask_s = None if mask is None else layout.heads(mask)
         for k, (_, b) in reversed(list(enumerate(layout.steps))):
-            dht = torch.add(dh_carry[:b], dY_s[k], out=dHt_s[k])
+            dht = torch.add(dh_s[k], dY_s[k], out=dHt_s[k])
             if zone_h is not None:
                 dh = dht.clone()
                 dht.mul_(kh_s[k])
             dr = dht if w_hr is None else dht @ w_hr  # (b, H)
-            dc_future = dc_carry[:b] if zone_c is None else dc_carry[:b] * kc_s[k]
+            dc_future = dc_s[k] if zone_c is None else dc_s[k] * kc_s[k]
             if dU is None:
                 dc = torch.addcmul(dc_future, dr, OD_s[k])
             else:
@@ -209,15 +211,16 @@ class LSTMFunction(torch.autograd.Function):
                 dc = dln.add_(dc_future)
             dG_t = torch.mul(M_s[k], torch.cat((dc, dc, dr, dc), 1), out=dG_s[k])  # one pass over the gates
             if zone_c is None:
-                torch.mul(dc, f_s[k], out=dc_carry[:b])
+                torch.mul(dc, f_s[k], out=dc_s[k])
             else:
-                dc_carry[:b] = dc * f_s[k] + dc_carry[:b] * zc_s[k]
+                dc_s[k].mul_(zc_s[k]).addcmul_(dc, f_s[k])
             da = dG_t
             if AH is not None:
                 da = aten.native_layer_norm_backward(dG_t, AH_s[k], (4 * H,), *sth_s[k], ln_h_w, ln_h_b,
                                                      [True, False, False])[0]
                 dA_steps.append(da)
-            carry_to_previous(dh_carry, b, da, w_hh, mask, dh if zone_h is not None else None, zh_s[k])
+            carry_to_previous(dh_s[k], da, w_hh, None if mask is None else mask_s[k],
+                              dh if zone_h is not None else None, zh_s[k])
 
         dln_h_w = dln_h_b = dln_c_w = dln_c_b = None
         if AH is not None:

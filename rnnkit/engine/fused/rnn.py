@@ -28,12 +28,12 @@ def _tanh_loop_in_sigmoid_space(GX: Tensor, h0: Tensor, w_hh: Tensor, zone_h, la
     S = GX - w_hh.sum(1)  # our own buffer: the GEMM accumulates into it in place
     Z = S if zone_h is None else torch.empty_like(GX)  # s of the state after zoneout
     w2T = (2 * w_hh).t()
-    s_prev = (h0 + 1) * 0.5
     S_s, Z_s, zh_s = layout.split(S), layout.split(Z), layout.split(zone_h)  # per-step views, made once
+    sp_s = layout.previous_views((h0 + 1) * 0.5, Z_s)  # s_{t-1} of each step's live rows
     for k, (s, b) in enumerate(layout.steps):
-        sp = s_prev[:b]
-        st = S_s[k].addmm_(sp, w2T).sigmoid_()
-        s_prev = st if zone_h is None else torch.lerp(st, sp, zh_s[k], out=Z_s[k])
+        st = S_s[k].addmm_(sp_s[k], w2T).sigmoid_()
+        if zone_h is not None:
+            torch.lerp(st, sp_s[k], zh_s[k], out=Z_s[k])
     Ht = S.mul_(2).sub_(1)
     return Ht, (Ht if zone_h is None else Z.mul_(2).sub_(1))
 
@@ -49,16 +49,16 @@ class RNNFunction(torch.autograd.Function):
             Ht = Y if zone_h is None else torch.empty_like(GX)  # h̃_t, before zoneout
             w_hhT = w_hh.t()
             two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
-            h_prev = h0
             GX_s, Ht_s, Y_s, zh_s = map(layout.split, (GX, Ht, Y, zone_h))  # per-step views, made once
+            hp_s = layout.previous_views(h0, Y_s)  # h_{t-1} of each step's live rows
+            mask_s = None if mask is None else layout.heads(mask)
             for k, (s, b) in enumerate(layout.steps):
-                hp = h_prev[:b]
-                h_in = hp if mask is None else hp * mask[:b]
+                hp = hp_s[k]
+                h_in = hp if mask is None else hp * mask_s[k]
                 h = torch.addmm(GX_s[k], h_in, w_hhT, out=Ht_s[k])
                 h = h.relu_() if relu else h.sigmoid_().mul_(two).sub_(one)
                 if zone_h is not None:
-                    h = torch.lerp(h, hp, zh_s[k], out=Y_s[k])
-                h_prev = h
+                    torch.lerp(h, hp, zh_s[k], out=Y_s[k])
         ctx.layout, ctx.relu, ctx.zone_h = layout, relu, zone_h
         ctx.save_for_backward(h0, w_hh, mask, Ht, Y)
         return Y, layout.final(Y)
@@ -79,14 +79,16 @@ class RNNFunction(torch.autograd.Function):
             D.mul_(1 - zone_h)
         dA = torch.empty_like(Y)
         dY_s, D_s, dA_s, zh_s = map(layout.split, (dY, D, dA, zone_h))  # per-step views, made once
+        carry_s = layout.heads(dh_carry)  # ∂L/∂h_{t-1} of each step's live rows, in place
+        mask_s = layout.heads(mask) if mask is not None else layout.split(None)
         for k, (_, b) in reversed(list(enumerate(layout.steps))):
             if mask is None and zone_h is None:
-                da = torch.add(dh_carry[:b], dY_s[k], out=dA_s[k]).mul_(D_s[k])
-                torch.mm(da, w_hh, out=dh_carry[:b])
+                da = torch.add(carry_s[k], dY_s[k], out=dA_s[k]).mul_(D_s[k])
+                torch.mm(da, w_hh, out=carry_s[k])
                 continue
-            dh = dh_carry[:b] + dY_s[k]
+            dh = carry_s[k] + dY_s[k]
             da = torch.mul(dh, D_s[k], out=dA_s[k])
-            carry_to_previous(dh_carry, b, da, w_hh, mask, dh, zh_s[k])
+            carry_to_previous(carry_s[k], da, w_hh, mask_s[k], dh, zh_s[k])
         dw_hh = None
         if ctx.needs_input_grad[2] and mask is None:
             dw_hh = layout.previous_product(dA, h0, Y)
