@@ -287,3 +287,75 @@ def test_auto_lstm_with_lengths_matches_torch_float32(packed):
         grads.append([xi.grad] + [p.grad for p in m.parameters()])
     assert_all_close(list(outs[1]), list(outs[0]), ["y", "h_n", "c_n"], rtol=1e-4, atol=1e-5)
     assert_all_close(grads[1], grads[0], ["x"] + [n for n, _ in ref.named_parameters()], rtol=1e-4, atol=1e-5)
+
+
+# -- locked dropout between layers on torch's kernel, one layer at a time ------------------------------
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("mode, proj", [mp for mp in MODES_PROJ if not mp[1]], ids=lambda v: str(v))
+def test_native_run_layer_equals_reference(mode, proj, reverse):
+    """native.run_layer (torch's kernel for one layer-direction) has the per-layer engines' contract."""
+    base = layer_tensors(mode, 0, T=6, B=4, I=3, H=5, bias=True, dtype=DT, seed=9)
+    results = []
+    for run_layer in (native.run_layer, reference.run_layer):
+        leaves = [t.clone().requires_grad_() for t in base]
+        outs = layer_call(run_layer, mode, 0, True, None, reverse)(*leaves)
+        results.append((list(outs), grads_of(loss_of(outs), leaves)))
+    (out_n, grad_n), (out_r, grad_r) = results
+    assert_all_close(out_n, out_r, ["y", "h_n", "c_n"][: len(out_r)])
+    assert_all_close(grad_n, grad_r, [f"grad of leaf {k}" for k in range(len(base))])
+    with pytest.raises(ValueError, match="without per-step masks"):
+        native.run_layer(mode, base[0], base[1], LayerWeights(*base[-4:]), torch.tensor([6, 5, 4, 3]))
+
+
+@pytest.mark.parametrize("kind", ["locked", "variational"])
+def test_native_layers_draw_the_same_masks_as_fused(kind):
+    """A stack with locked masks between layers, stacked over torch's per-layer kernel, equals the same
+    stack over the reference engine for the same seed: same masks, same outputs and gradients (float64)."""
+    from rnnkit.engine.stack import run_stack
+    from rnnkit.engine.types import Options
+
+    m = rnnkit.LSTM(3, 5, num_layers=3, bidirectional=True, dtype=DT)
+    x = torch.randn(7, 2, 3, dtype=DT)
+    hx = (torch.zeros(6, 2, 5, dtype=DT), torch.zeros(6, 2, 5, dtype=DT))
+    results = []
+    for layer_fn in (native.run_layer, reference.run_layer):
+        torch.manual_seed(4)
+        leaves = [x.clone().requires_grad_(), *(p.detach().clone().requires_grad_() for p in m.parameters())]
+        weights = [LayerWeights(*leaves[1 + 4 * k : 5 + 4 * k]) for k in range(6)]
+        y, (h, c) = run_stack(layer_fn, "lstm", leaves[0], hx, weights, None, 3, True, 0.5, True,
+                              Options(dropout_kind=kind))
+        results.append(([y, h, c], grads_of(loss_of([y, h, c]), leaves)))
+    assert_all_close(results[0][0], results[1][0], ["y", "h_n", "c_n"])
+    assert_all_close(results[0][1], results[1][1], [f"grad {k}" for k in range(len(results[0][1]))])
+
+
+def test_auto_runs_locked_dropout_on_torchs_kernel_where_it_would_run_torchs():
+    """Masks between layers are the only option: auto keeps torch's kernel, one layer at a time, exactly
+    where it would pick it without them; lengths or a recurrent mask keep the fused engine."""
+    from rnnkit.engine.types import Options
+
+    locked = Options(dropout_kind="locked")
+    assert choose_engine("auto", "lstm", X32, None, locked) == "native-layers"
+    assert choose_engine("auto", "lstm", X32, None, Options(dropout_kind="variational")) == "native-layers"
+    assert choose_engine("auto", "gru", X64, None, locked, needs_grad=False) == "native-layers"
+    assert choose_engine("auto", "lstm", X32, LENS, locked) == "fused"
+    assert choose_engine("auto", "lstm", X64, None, locked) == "fused"
+    assert choose_engine("auto", "gru", X32, None, locked) == "fused"
+    assert choose_engine("auto", "lstm", X32, None, Options(dropout_kind="variational", recurrent_dropout=0.2)) == "fused"
+    assert choose_engine("auto", "lstm", X32, None, Options(dropout_kind="locked", zoneout=0.1)) == "fused"
+    assert choose_engine("auto", "lstm", X32, None, locked, layer_norm=True) == "fused"
+
+
+def test_locked_dropout_lstm_layer_auto_equals_fused():
+    """What a user runs: a float32 LSTM with locked dropout under auto gives the fused engine's numbers
+    for the same seed (within float32 rounding), gradients included."""
+    m = rnnkit.LSTM(5, 7, num_layers=3, dropout=0.4, dropout_kind="locked", bidirectional=True, weight_drop=0.3)
+    x = torch.randn(9, 4, 5)
+    outs = []
+    for engine in ("auto", "fused"):
+        m.engine = engine
+        xi = x.clone().requires_grad_()
+        torch.manual_seed(3)
+        y, (h, c) = m(xi)
+        outs.append([y, h, c, *grads_of(loss_of([y, h, c]), [xi, *m.parameters()])])
+    assert_all_close(outs[0], outs[1], [f"tensor {k}" for k in range(len(outs[0]))], rtol=1e-4, atol=1e-5)

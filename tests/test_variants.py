@@ -290,7 +290,7 @@ def test_layer_fused_equals_reference_same_seed(cell_name, option, bidirectional
     assert_all_close(grad_f, grad_r, ["input"] + [n for n, _ in m.named_parameters()])
 
 
-NEEDS_FUSED = [o for o in LAYER_OPTIONS if o != "weight_drop"]
+NEEDS_FUSED = [o for o in LAYER_OPTIONS if o not in ("weight_drop", "dropout_locked")]
 
 
 @pytest.mark.parametrize("option", NEEDS_FUSED)
@@ -308,6 +308,20 @@ def test_auto_picks_fused_for_options_torch_lacks(monkeypatch, option, training)
                         lambda *a, **k: calls.append("fused") or fused.run_layer(*a, **k))
     m(x)
     assert set(calls) == {"fused"}
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_auto_runs_locked_dropout_on_torchs_kernel_layer_by_layer(monkeypatch, training):
+    """Locked masks between layers need no change inside a layer: a float32 LSTM keeps torch's kernel, run
+    one layer at a time under the shared stacking code (``native-layers``), which really runs."""
+    m = make_layer("lstm", "dropout_locked", engine="auto", dtype=torch.float32).train(training)
+    x = torch.randn(T, B, I)
+    assert choose_engine("auto", "lstm", x, None, m.options, m.layer_norm) == "native-layers"
+    calls = []
+    monkeypatch.setitem(dispatch._LAYER_FNS, "native-layers",
+                        lambda *a, **k: calls.append("native-layers") or native.run_layer(*a, **k))
+    m(x)
+    assert calls and set(calls) == {"native-layers"}
 
 
 def test_auto_keeps_torch_kernel_for_weight_drop():
@@ -649,7 +663,7 @@ def test_bench_variants_quick_runs(tmp_path):
     for row in rows:
         assert row.count("×") >= 2, row
     assert any(line.startswith("- options vs plain fused") for line in lines), proc.stdout
-    assert any(line.startswith("- rnnkit vs Python cell loop") for line in lines), proc.stdout
+    assert any(line.startswith("- rnnkit (engine='auto') vs Python cell loop") for line in lines), proc.stdout
     assert "MISMATCH" not in proc.stdout  # the deterministic loops computed what rnnkit computes
     data = json.loads((tmp_path / "rows.json").read_text())
     assert len(data["rows"]) == 12 and all(r["vs_plain"] > 0 and r["vs_loop"] > 0 for r in data["rows"])

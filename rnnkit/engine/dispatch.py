@@ -3,7 +3,10 @@
 ``engine="auto"`` picks, by measurement on CPU (2 cores, torch 2.13; see benchmarks/bench_layers.py):
 
 - CUDA tensors → ``native`` (cuDNN fuses every cell kind and the packed case).
-- options torch's kernels lack (dropout kinds, recurrent dropout, zoneout, layer norm) → ``fused``.
+- options torch's kernels lack (dropout kinds, recurrent dropout, zoneout, layer norm) → ``fused``,
+  except where locked masks between layers are the only one and torch's kernel would be chosen
+  without them (e.g. training a float32 LSTM): then ``native-layers``, torch's kernel one layer at a
+  time with the masks applied between layers by the same stacking code as the other engines.
 - inference (no gradient needed) → ``native``: torch's C++ time loop has the same GEMMs and less
   per-step overhead than any loop written in Python (variable lengths included: its packed loop).
 - training with variable lengths → ``fused``: torch's packed path leaves oneDNN and runs several
@@ -35,7 +38,7 @@ ENGINES = ("auto", "reference", "fused", "native")
 #: Hidden size from which float32 GRU training runs torch's kernel (see the module docstring).
 NATIVE_GRU_HIDDEN = 512
 
-_LAYER_FNS = {"reference": reference.run_layer, "fused": fused.run_layer}
+_LAYER_FNS = {"reference": reference.run_layer, "fused": fused.run_layer, "native-layers": native.run_layer}
 
 
 def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opts: Options = Options(),
@@ -43,8 +46,12 @@ def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opt
     """Resolve ``"auto"`` to a concrete engine name for this input (``hidden_size``: H of the layers)."""
     if engine != "auto":
         return engine
-    if opts.needs_rnnkit_engine or layer_norm:
+    if layer_norm:
         return "fused"
+    if opts.needs_rnnkit_engine:
+        between_layers = opts.needs_rnnkit_engine == (f"dropout_kind={opts.dropout_kind!r}",)
+        plain = choose_engine(engine, mode, x, lengths, Options(), False, needs_grad, hidden_size)
+        return "native-layers" if between_layers and plain == "native" and lengths is None else "fused"
     if x.is_cuda or not needs_grad:
         return "native"
     if lengths is not None:

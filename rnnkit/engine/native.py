@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .stack import drop_weights
-from .types import LayerWeights, Options, State
+from .types import LayerWeights, Noise, Options, State
 
 _OPS = {"lstm": torch.lstm, "gru": torch.gru, "rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_relu}
 
@@ -52,6 +52,22 @@ def run_stack(
                                                    packed.unsorted_indices)
     y, _ = pad_packed_sequence(out_packed, total_length=x.shape[0])
     return y, state
+
+
+def run_layer(mode: str, x: Tensor, state: State, weights: LayerWeights, lengths: Tensor | None = None,
+              reverse: bool = False, noise: Noise | None = None) -> tuple[Tensor, State]:
+    """One layer-direction through torch's kernel, with the per-layer signature of the fused and reference
+    engines, so ``stack.run_stack`` can stack it — and draw the locked dropout masks between layers exactly
+    as it does for them. Padded input with no lengths and no per-step masks only (``dispatch`` decides)."""
+    if lengths is not None or (noise is not None and any(n is not None for n in noise)):
+        raise ValueError("native.run_layer runs whole sequences without per-step masks")
+    if reverse:
+        x = x.flip(0)
+    hx = tuple(s.unsqueeze(0) for s in state) if mode == "lstm" else (state.unsqueeze(0),)
+    result = _OPS[mode](x, hx if mode == "lstm" else hx[0], weights.torch_weights, weights.b_ih is not None, 1,
+                        0.0, True, False, False)
+    y = result[0].flip(0) if reverse else result[0]
+    return y, (result[1][0], result[2][0]) if mode == "lstm" else result[1][0]
 
 
 def run_stack_packed(mode: str, data: Tensor, batch_sizes: Tensor, sorted_indices: Tensor | None,
