@@ -74,18 +74,19 @@ def ln_affine_grads(dy: Tensor, x: Tensor, stats: Tensor, gain: Tensor, bias: Te
     return d_gain, d_bias
 
 
-def carry_to_previous(carry: Tensor, da: Tensor, w_hh: Tensor, mask, dh, zone) -> None:
+def carry_to_previous(carry: Tensor, da: Tensor, w_hh: Tensor, mask, kept) -> None:
     """∂L/∂h_{t-1} of a step's b live rows into ``carry`` (b, H), in place: m ∗ (da W_hh) + dh ∗ z_h, with
-    m the recurrent mask's rows (b, H) and z_h zoneout's keep of h_{t-1} at this step (either may be None)."""
-    if mask is None and zone is None:
-        torch.mm(da, w_hh, out=carry)
+    m the recurrent mask's rows (b, H) and ``kept`` = dh ∗ z_h, the part zoneout passed straight to
+    h_{t-1} (either may be None)."""
+    if mask is None:
+        if kept is None:
+            torch.mm(da, w_hh, out=carry)
+        else:
+            torch.addmm(kept, da, w_hh, out=carry)
         return
-    dh_in = da @ w_hh
-    if mask is not None:
-        dh_in.mul_(mask)
-    if zone is not None:
-        dh_in.add_(dh * zone)
-    carry.copy_(dh_in)
+    torch.mm(da, w_hh, out=carry).mul_(mask)
+    if kept is not None:
+        carry.add_(kept)
 
 
 def tanh_into(x: Tensor, out: Tensor, two: Tensor, one: Tensor) -> Tensor:
@@ -197,8 +198,9 @@ class LSTMFunction(torch.autograd.Function):
         mask_s = None if mask is None else layout.heads(mask)
         for k, (_, b) in reversed(list(enumerate(layout.steps))):
             dht = torch.add(dh_s[k], dY_s[k], out=dHt_s[k])
+            kept = None
             if zone_h is not None:
-                dh = dht.clone()
+                kept = dht * zh_s[k]  # what zoneout passes straight to h_{t-1}
                 dht.mul_(kh_s[k])
             dr = dht if w_hr is None else dht @ w_hr  # (b, H)
             dc_future = dc_s[k] if zone_c is None else dc_s[k] * kc_s[k]
@@ -219,8 +221,7 @@ class LSTMFunction(torch.autograd.Function):
                 da = aten.native_layer_norm_backward(dG_t, AH_s[k], (4 * H,), *sth_s[k], ln_h_w, ln_h_b,
                                                      [True, False, False])[0]
                 dA_steps.append(da)
-            carry_to_previous(dh_s[k], da, w_hh, None if mask is None else mask_s[k],
-                              dh if zone_h is not None else None, zh_s[k])
+            carry_to_previous(dh_s[k], da, w_hh, None if mask is None else mask_s[k], kept)
 
         dln_h_w = dln_h_b = dln_c_w = dln_c_b = None
         if AH is not None:

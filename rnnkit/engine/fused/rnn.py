@@ -88,7 +88,7 @@ class RNNFunction(torch.autograd.Function):
                 continue
             dh = carry_s[k] + dY_s[k]
             da = torch.mul(dh, D_s[k], out=dA_s[k])
-            carry_to_previous(carry_s[k], da, w_hh, mask_s[k], dh, zh_s[k])
+            carry_to_previous(carry_s[k], da, w_hh, mask_s[k], None if zone_h is None else dh.mul_(zh_s[k]))
         dw_hh = None
         if ctx.needs_input_grad[2] and mask is None:
             dw_hh = layout.previous_product(dA, h0, Y)
