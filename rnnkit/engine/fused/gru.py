@@ -122,7 +122,6 @@ class GRUFunction(torch.autograd.Function):
         torch.mul(z, z, out=Qz).sub_(z).mul_(torch.sub(n, H_prev))  # (h_{t-1} − n) z (1 − z)
         torch.mul(Pn, r, out=Qn)
         keep_h = None if zone_h is None else 1 - zone_h
-        plain = AH is None and mask is None and zone_h is None
 
         dGH = torch.empty_like(Q)
         dA_steps: list[Tensor] = []  # with layer norm: ∂L/∂(h_in W_hhᵀ) per step, last step first
@@ -136,25 +135,23 @@ class GRUFunction(torch.autograd.Function):
         for k, (_, b) in reversed(list(enumerate(layout.steps))):
             carry = carry_s[k]
             dht = torch.add(carry, dY_s[k], out=dHt_s[k])
+            kept = None
             if zone_h is not None:
-                dh = dht.clone()
+                kept = dht * zh_s[k]  # what zoneout passes straight to h_{t-1}
                 dht.mul_(kh_s[k])
             dgh = torch.mul(Q_s[k].view(b, 3, H), dht.unsqueeze(1), out=dGH_s[k].view(b, 3, H))
-            if plain:
-                torch.mul(dht, z_s[k], out=carry).addmm_(dgh.view(b, 3 * H), w_hh)
-                continue
             da = dgh.view(b, 3 * H)
             if AH is not None:
                 da = aten.native_layer_norm_backward(da, AH_s[k], (3 * H,), *st_s[k], ln_h_w, ln_h_b,
                                                      [True, False, False])[0]
                 dA_steps.append(da)
-            dh_in = da @ w_hh
-            if mask is not None:
-                dh_in.mul_(mask_s[k])
-            dh_in.addcmul_(dht, z_s[k])
-            if zone_h is not None:
-                dh_in.add_(dh * zh_s[k])
-            carry.copy_(dh_in)
+            # carry = dh̃ ∗ z + m ∗ (da W_hh) (+ kept), written in place
+            if mask is None:
+                torch.mul(dht, z_s[k], out=carry).addmm_(da, w_hh)
+            else:
+                torch.mm(da, w_hh, out=carry).mul_(mask_s[k]).addcmul_(dht, z_s[k])
+            if kept is not None:
+                carry.add_(kept)
 
         needs = ctx.needs_input_grad
         dGX = Q  # Q is free now: ∂L/∂GX is dGH, but for the input part of n
