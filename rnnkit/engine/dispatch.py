@@ -4,16 +4,19 @@
 
 - CUDA tensors → ``native`` (cuDNN fuses every cell kind and the packed case).
 - options torch's kernels lack (dropout kinds, recurrent dropout, zoneout, layer norm) → ``fused``,
-  except where locked masks between layers are the only one and torch's kernel would be chosen
-  without them (e.g. training a float32 LSTM): then ``native-layers``, torch's kernel one layer at a
-  time with the masks applied between layers by the same stacking code as the other engines.
+  except where locked masks between layers are the only one, there are no per-sequence lengths, and
+  torch's kernel would be chosen without them (e.g. training a float32 LSTM): then ``native-layers``,
+  torch's kernel one layer at a time with the masks applied between layers by the same stacking code
+  as the other engines. (It cannot see ``dropout`` or ``num_layers``, so it also does this where the
+  masks have no effect — per-layer calls of the same kernel.)
 - inference (no gradient needed) → ``native``: torch's C++ time loop has the same GEMMs and less
   per-step overhead than any loop written in Python (variable lengths included: its packed loop).
 - training with variable lengths → ``fused``: torch's packed path leaves oneDNN and runs several
   times slower, while the fused engine does work proportional to the sum of the lengths.
 - training a float32 LSTM → ``native``: oneDNN runs near the GEMM peak, which torch ops cannot beat.
-  With variable lengths (``fused``), the leading steps that every sequence runs still go to torch's
-  kernel as one dense block, and the fused loop takes over from there (``native_prefix``).
+  With variable lengths (``fused``), the leading steps that every sequence runs (all but the last
+  step of the shortest sequence, when that is at least ``NATIVE_PREFIX_MIN_STEPS``) still go to
+  torch's kernel as one dense block, and the fused loop takes over from there (``native_prefix``).
 - training a float32 GRU with H ≥ ``NATIVE_GRU_HIDDEN`` → ``native``: at that size both engines spend
   their time in the same matrix products and the fused one measured 0.91–1.03× torch (B64 T100 H512),
   so torch's own kernel is the safe choice.
@@ -49,7 +52,7 @@ def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opt
     if layer_norm:
         return "fused"
     if opts.needs_rnnkit_engine:
-        between_layers = opts.needs_rnnkit_engine == (f"dropout_kind={opts.dropout_kind!r}",)
+        between_layers = not opts._replace(dropout_kind="naive").needs_rnnkit_engine  # only the mask kind
         plain = choose_engine(engine, mode, x, lengths, Options(), False, needs_grad, hidden_size)
         return "native-layers" if between_layers and plain == "native" and lengths is None else "fused"
     if x.is_cuda or not needs_grad:

@@ -75,7 +75,7 @@ class GRUFunction(torch.autograd.Function):
         r_s, z_s, zh_s = per(RZ[:, :H]), per(RZ[:, H:]), per(zone_h)
         hp_s = layout.previous_views(h0, Y_s)  # h_{t-1} of each step's live rows
         mask_s = None if mask is None else layout.heads(mask)
-        for k, (s, b) in enumerate(layout.steps):
+        for k in range(len(layout.steps)):
             hp = hp_s[k]
             h_in = hp if mask is None else hp * mask_s[k]
             if AH is None:  # r, z: the recurrent GEMM accumulates straight onto the input part
@@ -114,8 +114,8 @@ class GRUFunction(torch.autograd.Function):
         # (In place, into their own buffers: each fresh (N, H) temporary costs its page faults.)
         r, z = RZ[:, :H], RZ[:, H:]
         H_prev = layout.previous(h0, Y)
-        Pn = torch.mul(n, n).sub_(1).mul_(-0.5)  # ∂h̃/∂(scaled n pre-activation): (1 − z)(1 − n²)/2
-        Pn.addcmul_(Pn, z, value=-1)
+        Pn = torch.mul(n, n).sub_(1).mul_(-0.5)  # (1 − n²)/2, then ∗ (1 − z):
+        Pn.addcmul_(Pn, z, value=-1)  # ∂h̃/∂(scaled n pre-activation) = (1 − z)(1 − n²)/2
         Q = Y.new_empty(Y.shape[0], 3 * H)  # dGH = Q ∗ dh̃
         Qr, Qz, Qn = Q.split(H, 1)
         torch.mul(r, r, out=Qr).sub_(r).mul_(gh_n).mul_(Pn).neg_()  # Pn gh_n r (1 − r)

@@ -122,7 +122,7 @@ class LSTMFunction(torch.autograd.Function):
         zh_s, zc_s = per(zone_h), per(zone_c)
         hp_s, cp_s = layout.previous_views(h0, Y_s), layout.previous_views(c0, C_s)  # each step's live rows
         mask_s = None if mask is None else layout.heads(mask)
-        for k, (s, b) in enumerate(layout.steps):
+        for k in range(len(layout.steps)):
             hp, cp = hp_s[k], cp_s[k]
             h_in = hp if mask is None else hp * mask_s[k]
             G_t = G_s[k]
@@ -196,7 +196,7 @@ class LSTMFunction(torch.autograd.Function):
         stc_s, sth_s = layout.split_stats(stats_c), layout.split_stats(stats_h)
         dh_s, dc_s = layout.heads(dh_carry), layout.heads(dc_carry)  # the carries of each step's live rows
         mask_s = None if mask is None else layout.heads(mask)
-        for k, (_, b) in reversed(list(enumerate(layout.steps))):
+        for k in reversed(range(len(layout.steps))):
             dht = torch.add(dh_s[k], dY_s[k], out=dHt_s[k])
             kept = None
             if zone_h is not None:

@@ -30,7 +30,7 @@ def _tanh_loop_in_sigmoid_space(GX: Tensor, h0: Tensor, w_hh: Tensor, zone_h, la
     w2T = (2 * w_hh).t()
     S_s, Z_s, zh_s = layout.split(S), layout.split(Z), layout.split(zone_h)  # per-step views, made once
     sp_s = layout.previous_views((h0 + 1) * 0.5, Z_s)  # s_{t-1} of each step's live rows
-    for k, (s, b) in enumerate(layout.steps):
+    for k in range(len(layout.steps)):
         st = S_s[k].addmm_(sp_s[k], w2T).sigmoid_()
         if zone_h is not None:
             torch.lerp(st, sp_s[k], zh_s[k], out=Z_s[k])
@@ -52,7 +52,7 @@ class RNNFunction(torch.autograd.Function):
             GX_s, Ht_s, Y_s, zh_s = map(layout.split, (GX, Ht, Y, zone_h))  # per-step views, made once
             hp_s = layout.previous_views(h0, Y_s)  # h_{t-1} of each step's live rows
             mask_s = None if mask is None else layout.heads(mask)
-            for k, (s, b) in enumerate(layout.steps):
+            for k in range(len(layout.steps)):
                 hp = hp_s[k]
                 h_in = hp if mask is None else hp * mask_s[k]
                 h = torch.addmm(GX_s[k], h_in, w_hhT, out=Ht_s[k])
@@ -81,7 +81,7 @@ class RNNFunction(torch.autograd.Function):
         dY_s, D_s, dA_s, zh_s = map(layout.split, (dY, D, dA, zone_h))  # per-step views, made once
         carry_s = layout.heads(dh_carry)  # ∂L/∂h_{t-1} of each step's live rows, in place
         mask_s = layout.heads(mask) if mask is not None else layout.split(None)
-        for k, (_, b) in reversed(list(enumerate(layout.steps))):
+        for k in reversed(range(len(layout.steps))):
             if mask is None and zone_h is None:
                 da = torch.add(carry_s[k], dY_s[k], out=dA_s[k]).mul_(D_s[k])
                 torch.mm(da, w_hh, out=carry_s[k])
