@@ -359,3 +359,19 @@ def test_locked_dropout_lstm_layer_auto_equals_fused():
         y, (h, c) = m(xi)
         outs.append([y, h, c, *grads_of(loss_of([y, h, c]), [xi, *m.parameters()])])
     assert_all_close(outs[0], outs[1], [f"tensor {k}" for k in range(len(outs[0]))], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, training", [(dict(num_layers=1), True), (dict(num_layers=2, dropout=0.0), True),
+                                              (dict(num_layers=2, dropout=0.5), False)],
+                         ids=["one-layer", "no-dropout", "eval"])
+def test_locked_kind_without_masks_runs_the_whole_stack_natively(monkeypatch, kwargs, training):
+    """Where no mask goes between layers the dropout kind is moot: the whole stack is one torch call."""
+    calls, real = [], native.run_stack
+    monkeypatch.setattr(native, "run_stack", lambda *a, **k: calls.append("stack") or real(*a, **k))
+    monkeypatch.setitem(dispatch._LAYER_FNS, "native-layers", lambda *a, **k: calls.append("layers"))
+    m = rnnkit.LSTM(3, 4, dropout_kind="locked", **kwargs).train(training)
+    ref = torch.nn.LSTM(3, 4, **kwargs).train(training)
+    ref.load_state_dict(m.state_dict())
+    x = torch.randn(5, 2, 3)
+    assert_all_close([m(x)[0]], [ref(x)[0]], ["y"])
+    assert calls == ["stack"]

@@ -313,15 +313,17 @@ def test_auto_picks_fused_for_options_torch_lacks(monkeypatch, option, training)
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_auto_runs_locked_dropout_on_torchs_kernel_layer_by_layer(monkeypatch, training):
     """Locked masks between layers need no change inside a layer: a float32 LSTM keeps torch's kernel, run
-    one layer at a time under the shared stacking code (``native-layers``), which really runs."""
+    one layer at a time under the shared stacking code (``native-layers``), which really runs in training;
+    in eval no mask is drawn and the whole stack is one call of torch's kernel."""
     m = make_layer("lstm", "dropout_locked", engine="auto", dtype=torch.float32).train(training)
     x = torch.randn(T, B, I)
     assert choose_engine("auto", "lstm", x, None, m.options, m.layer_norm) == "native-layers"
-    calls = []
+    calls, real = [], native.run_stack
     monkeypatch.setitem(dispatch._LAYER_FNS, "native-layers",
                         lambda *a, **k: calls.append("native-layers") or native.run_layer(*a, **k))
+    monkeypatch.setattr(native, "run_stack", lambda *a, **k: calls.append("native") or real(*a, **k))
     m(x)
-    assert calls and set(calls) == {"native-layers"}
+    assert calls and set(calls) == {"native-layers" if training else "native"}
 
 
 def test_auto_keeps_torch_kernel_for_weight_drop():

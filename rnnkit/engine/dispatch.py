@@ -7,8 +7,8 @@
   except where locked masks between layers are the only one, there are no per-sequence lengths, and
   torch's kernel would be chosen without them (e.g. training a float32 LSTM): then ``native-layers``,
   torch's kernel one layer at a time with the masks applied between layers by the same stacking code
-  as the other engines. (It cannot see ``dropout`` or ``num_layers``, so it also does this where the
-  masks have no effect — per-layer calls of the same kernel.)
+  as the other engines; where no mask is drawn (eval, ``dropout=0`` or one layer) ``run`` hands the
+  whole stack to torch's kernel instead.
 - inference (no gradient needed) → ``native``: torch's C++ time loop has the same GEMMs and less
   per-step overhead than any loop written in Python (variable lengths included: its packed loop).
 - training with variable lengths → ``fused``: torch's packed path leaves oneDNN and runs several
@@ -128,6 +128,8 @@ def run(
     """Run a whole stack: ``x`` (T, B, I) padded time-major, ``hx`` stacked (L·D, B, ·) states."""
     name = choose_engine(engine, mode, x, lengths, opts, weights[0].layer_norm, _needs_grad(x, hx, weights),
                          _hidden(weights))
+    if name == "native-layers" and not (training and dropout > 0 and num_layers > 1):
+        name, opts = "native", opts._replace(dropout_kind="naive")  # no mask between layers: the kind is moot
     args = (mode, x, hx, weights, lengths, num_layers, bidirectional, dropout, training, opts)
     if name == "native":
         return native.run_stack(*args)
