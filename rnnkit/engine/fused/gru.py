@@ -24,7 +24,7 @@ from torch.ops import aten
 
 from ..types import LN_EPS, LayerWeights, Noise
 from .layout import Layout
-from .lstm import ln_affine_grads, refuse_double_backward
+from .lstm import ln_affine_grads, refuse_double_backward, sigmoid_grad_into
 
 
 def _scale_n(w: Tensor) -> Tensor:
@@ -118,8 +118,8 @@ class GRUFunction(torch.autograd.Function):
         Pn.addcmul_(Pn, z, value=-1)  # ∂h̃/∂(scaled n pre-activation) = (1 − z)(1 − n²)/2
         Q = Y.new_empty(Y.shape[0], 3 * H)  # dGH = Q ∗ dh̃
         Qr, Qz, Qn = Q.split(H, 1)
-        torch.mul(r, r, out=Qr).sub_(r).mul_(gh_n).mul_(Pn).neg_()  # Pn gh_n r (1 − r)
-        torch.mul(z, z, out=Qz).sub_(z).mul_(torch.sub(n, H_prev))  # (h_{t-1} − n) z (1 − z)
+        sigmoid_grad_into(r, Qr).mul_(gh_n).mul_(Pn)  # Pn gh_n r (1 − r)
+        sigmoid_grad_into(z, Qz).mul_(torch.sub(H_prev, n))  # (h_{t-1} − n) z (1 − z)
         torch.mul(Pn, r, out=Qn)
         keep_h = None if zone_h is None else 1 - zone_h
 

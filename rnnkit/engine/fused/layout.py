@@ -107,10 +107,11 @@ class Layout:
         return [views[b] for b in sizes]
 
     def previous_views(self, first: Tensor, per_step: list) -> list:
-        """Per step, the previous state of its b_t live rows, as views: ``first[:b_0]`` at step 0, then the
-        first b_t rows of step t − 1's block in ``per_step`` (that block itself when b_t did not change)."""
+        """Per step, the previous state of its b_t live rows, as views: ``first`` (B rows) at step 0 (b_0 = B,
+        every length is ≥ 1), then the first b_t rows of step t − 1's block in ``per_step`` (that block
+        itself when b_t did not change)."""
         sizes = self._step_sizes()
-        out = [first if first.shape[0] == sizes[0] else first[: sizes[0]]]
+        out = [first]
         for k in range(1, len(sizes)):
             prev = per_step[k - 1]
             out.append(prev if sizes[k - 1] == sizes[k] else prev[: sizes[k]])
