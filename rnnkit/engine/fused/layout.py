@@ -183,10 +183,13 @@ class Layout:
         torch.index_select(Y, 0, self._prev_tail, out=out[B:])
         return out
 
-    def previous_product(self, dA: Tensor, first: Tensor, Y: Tensor) -> Tensor:
-        """dAᵀ · ``previous(first, Y)`` — a weight gradient over all steps — without building that
-        (N, F) operand when the rows line up (no lengths: it is ``first`` then Y shifted by one step)."""
+    def previous_product(self, dA: Tensor, first: Tensor, Y: Tensor, mask: Tensor | None = None) -> Tensor:
+        """dAᵀ · (``previous(first, Y)`` ∗ the sequence's ``mask`` row, if given) — a weight gradient over all
+        steps — without building that (N, F) operand when it can: with no lengths and no mask it is
+        ``first`` then Y shifted by one step."""
         B = self.B
+        if mask is not None:
+            return dA.t() @ self.previous(first, Y).mul_(self.per_row(mask))
         if self.last is not None:
             return dA.t() @ self.previous(first, Y)
         out = dA[:B].t() @ first

@@ -235,11 +235,7 @@ class LSTMFunction(torch.autograd.Function):
             dln_c_w, dln_c_b = ln_affine_grads(dU, CT, stats_c, ln_c_w, ln_c_b)
         dA = torch.cat(dA_steps[::-1], out=M) if AH is not None else dG  # M is free now
         needs = ctx.needs_input_grad
-        dw_hh = None
-        if needs[3] and mask is None:
-            dw_hh = layout.previous_product(dA, h0, Y)
-        elif needs[3]:
-            dw_hh = dA.t() @ layout.previous(h0, Y).mul_(layout.per_row(mask))
+        dw_hh = layout.previous_product(dA, h0, Y, mask) if needs[3] else None
         dw_hr = dHt.t() @ R if w_hr is not None and needs[4] else None
         return (dG, dh_carry, dc_carry, dw_hh, dw_hr, dln_h_w, dln_h_b, dln_c_w, dln_c_b,
                 None, None, None, None)

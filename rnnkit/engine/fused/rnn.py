@@ -89,11 +89,7 @@ class RNNFunction(torch.autograd.Function):
             dh = carry_s[k] + dY_s[k]
             da = torch.mul(dh, D_s[k], out=dA_s[k])
             carry_to_previous(carry_s[k], da, w_hh, mask_s[k], None if zone_h is None else dh.mul_(zh_s[k]))
-        dw_hh = None
-        if ctx.needs_input_grad[2] and mask is None:
-            dw_hh = layout.previous_product(dA, h0, Y)
-        elif ctx.needs_input_grad[2]:
-            dw_hh = dA.t() @ layout.previous(h0, Y).mul_(layout.per_row(mask))
+        dw_hh = layout.previous_product(dA, h0, Y, mask) if ctx.needs_input_grad[2] else None
         return dA, dh_carry, dw_hh, None, None, None, None
 
 
