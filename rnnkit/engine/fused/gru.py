@@ -121,14 +121,13 @@ class GRUFunction(torch.autograd.Function):
         sigmoid_grad_into(r, Qr).mul_(gh_n).mul_(Pn)  # Pn gh_n r (1 − r)
         sigmoid_grad_into(z, Qz).mul_(torch.sub(H_prev, n))  # (h_{t-1} − n) z (1 − z)
         torch.mul(Pn, r, out=Qn)
-        keep_h = None if zone_h is None else 1 - zone_h
 
         dGH = torch.empty_like(Q)
         dA_steps: list[Tensor] = []  # with layer norm: ∂L/∂(h_in W_hhᵀ) per step, last step first
         dHt = torch.empty_like(Y)  # ∂L/∂h̃_t
         per = layout.split  # per-step views, made once
         dY_s, dHt_s, Q_s, dGH_s, z_s, AH_s = map(per, (dY, dHt, Q, dGH, z, AH))
-        zh_s, kh_s = per(zone_h), per(keep_h)
+        zh_s = per(zone_h)
         st_s = layout.split_stats(stats)
         carry_s = layout.heads(dh_carry)  # ∂L/∂h_{t-1} of each step's live rows, in place
         mask_s = None if mask is None else layout.heads(mask)
@@ -138,7 +137,7 @@ class GRUFunction(torch.autograd.Function):
             kept = None
             if zone_h is not None:
                 kept = dht * zh_s[k]  # what zoneout passes straight to h_{t-1}
-                dht.mul_(kh_s[k])
+                dht.sub_(kept)  # ∗ (1 − z_h)
             dgh = torch.mul(Q_s[k].view(b, 3, H), dht.unsqueeze(1), out=dGH_s[k].view(b, 3, H))
             da = dgh.view(b, 3 * H)
             if AH is not None:

@@ -187,7 +187,6 @@ class LSTMFunction(torch.autograd.Function):
         sigmoid_grad_into(f, Mf).mul_(layout.previous(c0, C))  # C_{t-1} f (1 − f)
         sigmoid_grad_into(o, Mo).mul_(TC)  # tanh(·) o (1 − o)
         torch.mul(g, g, out=Mg).sub_(1).mul_(i).mul_(-0.5)  # i (1 − g²) / 2
-        keep_h = None if zone_h is None else 1 - zone_h
         keep_c = None if zone_c is None else 1 - zone_c
 
         dG = torch.empty_like(G)
@@ -197,7 +196,7 @@ class LSTMFunction(torch.autograd.Function):
         per = layout.split  # per-step views, made once
         dY_s, OD_s, M_s, dG_s, dHt_s, dU_s, f_s = map(per, (dY, OD, M, dG, dHt, dU, f))
         CT_s, AH_s = per(CT), per(AH)
-        zh_s, zc_s, kh_s, kc_s = per(zone_h), per(zone_c), per(keep_h), per(keep_c)
+        zh_s, zc_s, kc_s = per(zone_h), per(zone_c), per(keep_c)
         stc_s, sth_s = layout.split_stats(stats_c), layout.split_stats(stats_h)
         dh_s, dc_s = layout.heads(dh_carry), layout.heads(dc_carry)  # the carries of each step's live rows
         mask_s = None if mask is None else layout.heads(mask)
@@ -206,7 +205,7 @@ class LSTMFunction(torch.autograd.Function):
             kept = None
             if zone_h is not None:
                 kept = dht * zh_s[k]  # what zoneout passes straight to h_{t-1}
-                dht.mul_(kh_s[k])
+                dht.sub_(kept)  # ∗ (1 − z_h)
             dr = dht if w_hr is None else dht @ w_hr  # (b, H)
             dc_future = dc_s[k] if zone_c is None else dc_s[k] * kc_s[k]
             if dU is None:
