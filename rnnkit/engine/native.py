@@ -63,9 +63,9 @@ def run_layer(mode: str, x: Tensor, state: State, weights: LayerWeights, lengths
         raise ValueError("native.run_layer runs whole sequences without per-step masks")
     if reverse:
         x = x.flip(0)
-    hx = tuple(s.unsqueeze(0) for s in state) if mode == "lstm" else (state.unsqueeze(0),)
-    result = _OPS[mode](x, hx if mode == "lstm" else hx[0], weights.torch_weights, weights.b_ih is not None, 1,
-                        0.0, torch.is_grad_enabled(), False, False)  # train: keep what backward needs
+    hx = tuple(s.unsqueeze(0) for s in state) if mode == "lstm" else state.unsqueeze(0)
+    result = _OPS[mode](x, hx, weights.torch_weights, weights.b_ih is not None, 1, 0.0, torch.is_grad_enabled(),
+                        False, False)  # train: keep what backward needs
     y = result[0].flip(0) if reverse else result[0]
     return y, (result[1][0], result[2][0]) if mode == "lstm" else result[1][0]
 

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 from torch.ops import aten
 
+from .. import native
 from ..types import LN_EPS, LayerWeights, Noise
 from .layout import Layout
 
@@ -256,9 +257,8 @@ def lstm_layer(X: Tensor, h0: Tensor, c0: Tensor, w: LayerWeights, layout: Layou
     plain = noise.recurrent is None and noise.zone_h is None and noise.zone_c is None
     if native_prefix and plain and not w.layer_norm and w.w_hr is None and t0 >= NATIVE_PREFIX_MIN_STEPS:
         B, n0 = layout.B, t0 * layout.B
-        Y0, h, c = torch.lstm(X[:n0].view(t0, B, -1), (h0.unsqueeze(0), c0.unsqueeze(0)), w.torch_weights,
-                              w.b_ih is not None, 1, 0.0, True, False, False)
-        Y1, h_n, c_n = lstm_layer(X[n0:], h[0], c[0], w, layout.tail(t0), noise)
+        Y0, (h, c) = native.run_layer("lstm", X[:n0].view(t0, B, -1), (h0, c0), w)
+        Y1, h_n, c_n = lstm_layer(X[n0:], h, c, w, layout.tail(t0), noise)
         return torch.cat((Y0.view(n0, -1), Y1)), h_n, c_n
     GX, p = input_projection(X, w)
     mask = None if noise.recurrent is None else layout.sort(noise.recurrent)
