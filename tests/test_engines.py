@@ -118,16 +118,19 @@ def test_auto_choice(mode, x, lengths, needs_grad, expected):
 
 
 def test_auto_hands_large_float32_gru_training_to_torch():
-    """From H = 512 both engines run the same GEMMs and torch's kernel is the safe choice; float64,
-    variable lengths and smaller GRUs stay on the fused engine, and the layer really runs native."""
-    big = dispatch.NATIVE_GRU_HIDDEN
-    assert choose_engine("auto", "gru", X32, None, hidden_size=big) == "native"
-    assert choose_engine("auto", "gru", X32, None, hidden_size=big - 1) == "fused"
-    assert choose_engine("auto", "gru", X64, None, hidden_size=big) == "fused"
-    assert choose_engine("auto", "gru", X32, LENS, hidden_size=big) == "fused"
-    assert choose_engine("auto", "rnn_tanh", X32, None, hidden_size=big) == "fused"
-    gru = rnnkit.GRU(3, big)
-    assert dispatch._hidden(gru.layer_weights()) == big
+    """From B·H = NATIVE_GRU_ELEMENTS both engines run the same GEMMs and torch's kernel is the safe
+    choice; float64, variable lengths, smaller steps (fewer rows or a smaller H) and other cells stay on
+    the fused engine."""
+    big = dispatch.NATIVE_GRU_ELEMENTS
+    x128, x64 = torch.zeros(3, 128, 1), torch.zeros(3, 64, 1)
+    assert choose_engine("auto", "gru", x128, None, hidden_size=big // 128) == "native"
+    assert choose_engine("auto", "gru", x64, None, hidden_size=big // 64) == "native"
+    assert choose_engine("auto", "gru", x128, None, hidden_size=big // 128 - 1) == "fused"
+    assert choose_engine("auto", "gru", x64, None, hidden_size=big // 128) == "fused"
+    assert choose_engine("auto", "gru", x128.double(), None, hidden_size=big) == "fused"
+    assert choose_engine("auto", "gru", x128, torch.full((128,), 3), hidden_size=big) == "fused"
+    assert choose_engine("auto", "rnn_tanh", x128, None, hidden_size=big) == "fused"
+    assert dispatch._hidden(rnnkit.GRU(3, 512).layer_weights()) == 512
     assert dispatch._hidden(rnnkit.LSTM(3, 8, proj_size=2).layer_weights()) == 8
 
 
