@@ -5,7 +5,8 @@ whole (b, 4H) block, with the g pre-activation scaled by 2 because tanh(a) = 2σ
 ``sigmoid_`` is several times cheaper than ``tanh_`` on CPU. Autograd maps gradients back to torch's
 ``i, f, g, o`` layout through that index-and-scale, so this file only deals with its own layout.
 The input projection of all steps, ``GX = X W_ihᵀ + b`` (and its layer norm), is one GEMM done by the
-caller under autograd; this function receives GX and returns ∂L/∂GX.
+caller under autograd; this function receives GX, overwrites it with the gates G (GX is its own
+buffer, and a fresh one would cost page faults) and returns ∂L/∂GX.
 
 Forward, per step t over its b live rows, m the recurrent dropout mask, z_h/z_c the zoneout keeps::
 
@@ -90,6 +91,15 @@ def carry_to_previous(carry: Tensor, da: Tensor, w_hh: Tensor, mask, kept) -> No
         carry.add_(kept)
 
 
+def overwrote_input(ctx, gx: Tensor) -> None:
+    """Tell autograd that ``forward`` wrote its results into its input ``gx`` (its own buffer, so a training
+    step touches one fresh (N, G·H) block less: fresh pages cost page faults). ``forward`` must return
+    ``gx`` as its last output, which is not differentiable; unused output gradients arrive as None."""
+    ctx.mark_dirty(gx)
+    ctx.mark_non_differentiable(gx)
+    ctx.set_materialize_grads(False)
+
+
 def sigmoid_grad_into(s: Tensor, out: Tensor) -> Tensor:
     """out = s (1 − s), σ' at the pre-activation whose sigmoid is s, as s − s² without a temporary."""
     return torch.mul(s, s, out=out).neg_().add_(s)
@@ -109,7 +119,7 @@ class LSTMFunction(torch.autograd.Function):
         H = w_hh.shape[0] // 4
         N = GX.shape[0]
         ln_h, ln_c = ln_h_w is not None, ln_c_w is not None
-        G = torch.empty_like(GX)  # the activated gates of every step
+        G = GX  # the activated gates of every step, in place of their input parts
         CT = GX.new_empty(N, H)  # C̃_t, the cell's own new state
         C = CT if zone_c is None else GX.new_empty(N, H)  # C_t after zoneout
         TC = GX.new_empty(N, H)  # tanh(C̃_t) (of its layer norm with ln_c)
@@ -136,9 +146,9 @@ class LSTMFunction(torch.autograd.Function):
                 a = torch.mm(h_in, w_hhT, out=AH_s[k])
                 a_ln, mean, rstd = torch.native_layer_norm(a, (4 * H,), ln_h_w, ln_h_b, LN_EPS)
                 stats_h += (mean, rstd)
-                torch.add(GX_s[k], a_ln, out=G_t)
+                G_t.add_(a_ln)
             else:
-                torch.addmm(GX_s[k], h_in, w_hhT, out=G_t)
+                G_t.addmm_(h_in, w_hhT)
             G_t.sigmoid_()
             i, f, o, g = i_s[k], f_s[k], o_s[k], g_s[k]
             g.mul_(two).sub_(one)  # tanh of the candidate cell state
@@ -162,12 +172,13 @@ class LSTMFunction(torch.autograd.Function):
         stats_c = torch.stack((torch.cat(stats_c[0::2]), torch.cat(stats_c[1::2]))) if ln_c else None
         ctx.layout = layout
         ctx.zones = (zone_h, zone_c)
+        overwrote_input(ctx, GX)
         ctx.save_for_backward(h0, c0, w_hh, w_hr, ln_h_w, ln_h_b, ln_c_w, ln_c_b, mask, G, CT, C, TC, R, Y, AH,
                               stats_h, stats_c)
-        return Y, layout.final(Y), layout.final(C)
+        return Y, layout.final(Y), layout.final(C), G
 
     @staticmethod
-    def backward(ctx, dY, dh_n, dc_n):
+    def backward(ctx, dY, dh_n, dc_n, _):
         refuse_double_backward()
         (h0, c0, w_hh, w_hr, ln_h_w, ln_h_b, ln_c_w, ln_c_b, mask, G, CT, C, TC, R, Y, AH, stats_h,
          stats_c) = ctx.saved_tensors
@@ -190,7 +201,7 @@ class LSTMFunction(torch.autograd.Function):
         torch.mul(g, g, out=Mg).sub_(1).mul_(i).mul_(-0.5)  # i (1 − g²) / 2
         keep_c = None if zone_c is None else 1 - zone_c
 
-        dG = torch.empty_like(G)
+        dG = M  # each step's factors are used once, then replaced by its gate gradients
         dA_steps: list[Tensor] = []  # with layer norm: ∂L/∂(h_in W_hhᵀ) per step, last step first
         dHt = torch.empty_like(Y)  # ∂L/∂h̃_t
         dU = torch.empty_like(TC) if ln_c_w is not None else None  # ∂L/∂LN(C̃_t)
@@ -216,7 +227,7 @@ class LSTMFunction(torch.autograd.Function):
                 dln = aten.native_layer_norm_backward(du, CT_s[k], (H,), *stc_s[k], ln_c_w, ln_c_b,
                                                       [True, False, False])[0]
                 dc = dln.add_(dc_future)
-            dG_t = torch.mul(M_s[k], torch.cat((dc, dc, dr, dc), 1), out=dG_s[k])  # one pass over the gates
+            dG_t = M_s[k].mul_(torch.cat((dc, dc, dr, dc), 1))  # one pass over the gates
             if zone_c is None:
                 torch.mul(dc, f_s[k], out=dc_s[k])
             else:
@@ -233,7 +244,7 @@ class LSTMFunction(torch.autograd.Function):
             dln_h_w, dln_h_b = ln_affine_grads(dG, AH, stats_h, ln_h_w, ln_h_b)
         if dU is not None:
             dln_c_w, dln_c_b = ln_affine_grads(dU, CT, stats_c, ln_c_w, ln_c_b)
-        dA = torch.cat(dA_steps[::-1], out=M) if AH is not None else dG  # M is free now
+        dA = torch.cat(dA_steps[::-1]) if AH is not None else dG
         needs = ctx.needs_input_grad
         dw_hh = layout.previous_product(dA, h0, Y, mask) if needs[3] else None
         dw_hr = dHt.t() @ R if w_hr is not None and needs[4] else None
@@ -262,6 +273,7 @@ def lstm_layer(X: Tensor, h0: Tensor, c0: Tensor, w: LayerWeights, layout: Layou
         return torch.cat((Y0.view(n0, -1), Y1)), h_n, c_n
     GX, p = input_projection(X, w)
     mask = None if noise.recurrent is None else layout.sort(noise.recurrent)
-    return LSTMFunction.apply(GX, h0, c0, p["w_hh"], w.w_hr, p.get("ln_h_w"), p.get("ln_h_b"), p.get("ln_c_w"),
-                              p.get("ln_c_b"), mask, layout.pack_noise(noise.zone_h), layout.pack_noise(noise.zone_c),
-                              layout)
+    Y, h_n, c_n, _ = LSTMFunction.apply(GX, h0, c0, p["w_hh"], w.w_hr, p.get("ln_h_w"), p.get("ln_h_b"),
+                                        p.get("ln_c_w"), p.get("ln_c_b"), mask, layout.pack_noise(noise.zone_h),
+                                        layout.pack_noise(noise.zone_c), layout)
+    return Y, h_n, c_n
