@@ -24,7 +24,7 @@ from torch.ops import aten
 
 from ..types import LN_EPS, LayerWeights, Noise
 from .layout import Layout
-from .lstm import ln_affine_grads, refuse_double_backward, sigmoid_grad_into
+from .lstm import ln_affine_grads, overwrote_input, refuse_double_backward, sigmoid_grad_into
 
 
 def _scale_n(w: Tensor) -> Tensor:
@@ -59,8 +59,9 @@ class GRUFunction(torch.autograd.Function):
         # ln_h_* (3H,) or None; mask (B, H) or None; zone_h (N, H), float or None
         H = w_hh.shape[1]
         N = GX.shape[0]
-        RZ = GX.new_empty(N, 2 * H)  # activated r, z (own buffers: GEMM output must be contiguous)
-        Nn = GX.new_empty(N, H)  # activated n
+        # The gates overwrite their input parts in GX, its own buffer (a fresh one costs page faults):
+        # r, z (activated) in the first 2H columns, n (activated) in the last H.
+        RZ, Nn = GX[:, : 2 * H], GX[:, 2 * H :]
         GHn = GX.new_empty(N, H)  # recurrent part of n (r multiplies it; needed backwards)
         AH = torch.empty_like(GX) if ln_h_w is not None else None
         stats: list[Tensor] = []  # per step: mean and 1/std of each row's recurrent part (layer norm)
@@ -71,15 +72,16 @@ class GRUFunction(torch.autograd.Function):
         ln_bias = ln_h_b if b_h is None or ln_h_b is None else ln_h_b + b_h  # layer norm's bias, then b_h
         two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
         per = layout.split  # per-step views, made once
-        gx_rz_s, gx_n_s, RZ_s, GHn_s, Nn_s, Y_s, AH_s = map(per, (GX[:, : 2 * H], GX[:, 2 * H :], RZ, GHn, Nn, Y, AH))
+        RZ_s, Nn_s, GHn_s, Y_s, AH_s = map(per, (RZ, Nn, GHn, Y, AH))
         r_s, z_s, zh_s = per(RZ[:, :H]), per(RZ[:, H:]), per(zone_h)
         hp_s = layout.previous_views(h0, Y_s)  # h_{t-1} of each step's live rows
         mask_s = None if mask is None else layout.heads(mask)
         for k in range(len(layout.steps)):
             hp = hp_s[k]
             h_in = hp if mask is None else hp * mask_s[k]
+            rz = RZ_s[k]
             if AH is None:  # r, z: the recurrent GEMM accumulates straight onto the input part
-                rz = torch.addmm(gx_rz_s[k], h_in, w_rzT, out=RZ_s[k])
+                rz.addmm_(h_in, w_rzT)
                 if b_hn is not None:
                     gh_n = torch.addmm(b_hn, h_in, w_nT, out=GHn_s[k])
                 else:
@@ -88,23 +90,24 @@ class GRUFunction(torch.autograd.Function):
                 a = torch.mm(h_in, w_hhT, out=AH_s[k])
                 gh, mean, rstd = torch.native_layer_norm(a, (3 * H,), ln_h_w, ln_bias, LN_EPS)
                 stats += (mean, rstd)
-                rz = torch.add(gx_rz_s[k], gh[:, : 2 * H], out=RZ_s[k])
+                rz.add_(gh[:, : 2 * H])
                 gh_n = GHn_s[k].copy_(gh[:, 2 * H :])
             rz.sigmoid_()
-            n = torch.addcmul(gx_n_s[k], r_s[k], gh_n, out=Nn_s[k]).sigmoid_().mul_(two).sub_(one)
+            n = Nn_s[k].addcmul_(r_s[k], gh_n).sigmoid_().mul_(two).sub_(one)
             y = torch.lerp(n, hp, z_s[k], out=Y_s[k])  # n + z (h_{t-1} − n)
             if zone_h is not None:
                 y.lerp_(hp, zh_s[k])
         stats = torch.stack((torch.cat(stats[0::2]), torch.cat(stats[1::2]))) if AH is not None else None  # (2, N, 1)
         ctx.layout = layout
         ctx.zone_h = zone_h
-        ctx.save_for_backward(h0, w_hh, ln_h_w, ln_h_b, mask, RZ, Nn, GHn, AH, stats, Y)
-        return Y, layout.final(Y)
+        overwrote_input(ctx, GX)
+        ctx.save_for_backward(h0, w_hh, ln_h_w, ln_h_b, mask, GX, GHn, AH, stats, Y)
+        return Y, layout.final(Y), GX
 
     @staticmethod
-    def backward(ctx, dY, dh_n):
+    def backward(ctx, dY, dh_n, _):
         refuse_double_backward()
-        h0, w_hh, ln_h_w, ln_h_b, mask, RZ, n, gh_n, AH, stats, Y = ctx.saved_tensors
+        h0, w_hh, ln_h_w, ln_h_b, mask, G, gh_n, AH, stats, Y = ctx.saved_tensors
         zone_h = ctx.zone_h
         layout: Layout = ctx.layout
         H = Y.shape[1]
@@ -112,21 +115,20 @@ class GRUFunction(torch.autograd.Function):
         dh_carry = torch.zeros_like(h0) if dh_n is None else dh_n.clone()
 
         # (In place, into their own buffers: each fresh (N, H) temporary costs its page faults.)
-        r, z = RZ[:, :H], RZ[:, H:]
-        H_prev = layout.previous(h0, Y)
+        r, z, n = G.split(H, 1)
+        dHt = torch.empty_like(Y)  # ∂L/∂h̃_t (in the loop; before it, h_{t-1} − n)
         Pn = torch.mul(n, n).sub_(1).mul_(-0.5)  # (1 − n²)/2, then ∗ (1 − z):
         Pn.addcmul_(Pn, z, value=-1)  # ∂h̃/∂(scaled n pre-activation) = (1 − z)(1 − n²)/2
         Q = Y.new_empty(Y.shape[0], 3 * H)  # dGH = Q ∗ dh̃
         Qr, Qz, Qn = Q.split(H, 1)
         sigmoid_grad_into(r, Qr).mul_(gh_n).mul_(Pn)  # Pn gh_n r (1 − r)
-        sigmoid_grad_into(z, Qz).mul_(torch.sub(H_prev, n))  # (h_{t-1} − n) z (1 − z)
+        sigmoid_grad_into(z, Qz).mul_(layout.previous_minus(h0, Y, n, out=dHt))  # (h_{t-1} − n) z (1 − z)
         torch.mul(Pn, r, out=Qn)
 
-        dGH = torch.empty_like(Q)
+        dGH = Q  # each step's factors are used once, then replaced by its gradients dGH_t
         dA_steps: list[Tensor] = []  # with layer norm: ∂L/∂(h_in W_hhᵀ) per step, last step first
-        dHt = torch.empty_like(Y)  # ∂L/∂h̃_t
         per = layout.split  # per-step views, made once
-        dY_s, dHt_s, Q_s, dGH_s, z_s, AH_s = map(per, (dY, dHt, Q, dGH, z, AH))
+        dY_s, dHt_s, Q_s, z_s, AH_s = map(per, (dY, dHt, Q, z, AH))
         zh_s = per(zone_h)
         st_s = layout.split_stats(stats)
         carry_s = layout.heads(dh_carry)  # ∂L/∂h_{t-1} of each step's live rows, in place
@@ -138,7 +140,7 @@ class GRUFunction(torch.autograd.Function):
             if zone_h is not None:
                 kept = dht * zh_s[k]  # what zoneout passes straight to h_{t-1}
                 dht.sub_(kept)  # ∗ (1 − z_h)
-            dgh = torch.mul(Q_s[k].view(b, 3, H), dht.unsqueeze(1), out=dGH_s[k].view(b, 3, H))
+            dgh = Q_s[k].view(b, 3, H).mul_(dht.unsqueeze(1))
             da = dgh.view(b, 3 * H)
             if AH is not None:
                 da = aten.native_layer_norm_backward(da, AH_s[k], (3 * H,), *st_s[k], ln_h_w, ln_h_b,
@@ -153,22 +155,20 @@ class GRUFunction(torch.autograd.Function):
                 carry.add_(kept)
 
         needs = ctx.needs_input_grad
-        dGX = Q  # Q is free now: ∂L/∂GX is dGH, but for the input part of n
-        dGX[:, : 2 * H] = dGH[:, : 2 * H]
-        torch.mul(dHt, Pn, out=dGX[:, 2 * H :])
         db_h = dGH.sum(0) if needs[3] else None
         dln_w = dln_b = None
         if AH is not None:
             dln_w, dln_b = ln_affine_grads(dGH, AH, stats, ln_h_w, ln_h_b)
-        dA = torch.cat(dA_steps[::-1], out=dGH) if AH is not None else dGH  # ∂L/∂(h_in W_hhᵀ); dGH is free now
-        if mask is not None:
-            H_prev.mul_(layout.per_row(mask))
-        dw_hh = dA.t() @ H_prev if needs[2] else None
+        dA = torch.cat(dA_steps[::-1]) if AH is not None else dGH  # ∂L/∂(h_in W_hhᵀ)
+        dw_hh = layout.previous_product(dA, h0, Y, mask) if needs[2] else None
+        dGX = dGH  # ∂L/∂GX is dGH but for the input part of n, written over it now that it is used
+        torch.mul(dHt, Pn, out=dGX[:, 2 * H :])
         return dGX, dh_carry, dw_hh, db_h, dln_w, dln_b, None, None, None
 
 
 def gru_layer(X: Tensor, h0: Tensor, w: LayerWeights, layout: Layout, noise: Noise):
     GX, p = input_projection(X, w)
     mask = None if noise.recurrent is None else layout.sort(noise.recurrent)
-    return GRUFunction.apply(GX, h0, p["w_hh"], p["b_h"], p.get("ln_h_w"), p.get("ln_h_b"), mask,
-                             layout.pack_noise(noise.zone_h), layout)
+    Y, h_n, _ = GRUFunction.apply(GX, h0, p["w_hh"], p["b_h"], p.get("ln_h_w"), p.get("ln_h_b"), mask,
+                                  layout.pack_noise(noise.zone_h), layout)
+    return Y, h_n

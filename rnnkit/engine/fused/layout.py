@@ -183,6 +183,16 @@ class Layout:
         torch.index_select(Y, 0, self._prev_tail, out=out[B:])
         return out
 
+    def previous_minus(self, first: Tensor, Y: Tensor, x: Tensor, out: Tensor) -> Tensor:
+        """``out`` = ``previous(first, Y)`` − x (all (N, F)), without building ``previous`` when there are no
+        lengths: then it is ``first`` for step 0 and Y shifted by one step."""
+        if self.last is not None:
+            return torch.sub(self.previous(first, Y), x, out=out)
+        B = self.B
+        torch.sub(first, x[:B], out=out[:B])
+        torch.sub(Y[: self.N - B], x[B:], out=out[B:])
+        return out
+
     def previous_product(self, dA: Tensor, first: Tensor, Y: Tensor, mask: Tensor | None = None) -> Tensor:
         """dAᵀ · (``previous(first, Y)`` ∗ the sequence's ``mask`` row, if given) — a weight gradient over all
         steps — without building that (N, F) operand when it can: with no lengths and no mask it is
