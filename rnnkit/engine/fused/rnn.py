@@ -77,17 +77,16 @@ class RNNFunction(torch.autograd.Function):
             D.addcmul_(D, zone_h, value=-1)  # ∗ (1 − z_h)
         elif zone_h is not None:
             D.mul_(1 - zone_h)
-        dA = torch.empty_like(Y)
-        dY_s, D_s, dA_s, zh_s = map(layout.split, (dY, D, dA, zone_h))  # per-step views, made once
+        dA = D  # each step's φ' is used once, then replaced by ∂L/∂a_t
+        dY_s, D_s, zh_s = map(layout.split, (dY, D, zone_h))  # per-step views, made once
         carry_s = layout.heads(dh_carry)  # ∂L/∂h_{t-1} of each step's live rows, in place
         mask_s = layout.heads(mask) if mask is not None else layout.split(None)
         for k in reversed(range(len(layout.steps))):
+            dh = carry_s[k] + dY_s[k]
+            da = D_s[k].mul_(dh)
             if mask is None and zone_h is None:
-                da = torch.add(carry_s[k], dY_s[k], out=dA_s[k]).mul_(D_s[k])
                 torch.mm(da, w_hh, out=carry_s[k])
                 continue
-            dh = carry_s[k] + dY_s[k]
-            da = torch.mul(dh, D_s[k], out=dA_s[k])
             carry_to_previous(carry_s[k], da, w_hh, mask_s[k], None if zone_h is None else dh.mul_(zh_s[k]))
         dw_hh = layout.previous_product(dA, h0, Y, mask) if ctx.needs_input_grad[2] else None
         return dA, dh_carry, dw_hh, None, None, None, None
