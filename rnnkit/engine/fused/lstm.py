@@ -203,10 +203,12 @@ class LSTMFunction(torch.autograd.Function):
 
         dG = M  # each step's factors are used once, then replaced by its gate gradients
         dA_steps: list[Tensor] = []  # with layer norm: ∂L/∂(h_in W_hhᵀ) per step, last step first
-        dHt = torch.empty_like(Y)  # ∂L/∂h̃_t
+        # ∂L/∂h̃_t: kept for all steps only where the projection's weight gradient needs it
+        dHt = torch.empty_like(Y) if w_hr is not None else None
         dU = torch.empty_like(TC) if ln_c_w is not None else None  # ∂L/∂LN(C̃_t)
         per = layout.split  # per-step views, made once
-        dY_s, OD_s, M_s, dG_s, dHt_s, dU_s, f_s = map(per, (dY, OD, M, dG, dHt, dU, f))
+        dY_s, OD_s, M_s, dU_s, f_s = map(per, (dY, OD, M, dU, f))
+        dHt_s = per(dHt) if dHt is not None else layout.heads(Y.new_empty(layout.B, Y.shape[1]))
         CT_s, AH_s = per(CT), per(AH)
         zh_s, zc_s, kc_s = per(zone_h), per(zone_c), per(keep_c)
         stc_s, sth_s = layout.split_stats(stats_c), layout.split_stats(stats_h)
