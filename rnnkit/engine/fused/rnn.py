@@ -24,9 +24,12 @@ from .lstm import carry_to_previous, refuse_double_backward
 def _tanh_loop_in_sigmoid_space(GX: Tensor, h0: Tensor, w_hh: Tensor, zone_h, layout: Layout):
     """The tanh recurrence carried as s = σ(a′) with h = 2s − 1 (a′ the doubled pre-activation), so a step
     is one in-place GEMM and one sigmoid: a′_t = GX_t + h_{t-1} W′ᵀ = (GX_t − W′·1) + s_{t-1} (2W′)ᵀ.
-    Zoneout's lerp commutes with the affine map. Returns (h̃, h) for all rows, converted after the loop."""
-    S = GX - w_hh.sum(1)  # our own buffer: the GEMM accumulates into it in place
-    Z = S if zone_h is None else torch.empty_like(GX)  # s of the state after zoneout
+    Zoneout's lerp commutes with the affine map. Returns (h̃, h) for all rows, converted after the loop;
+    h is written over GX (see ``RNNFunction``)."""
+    if zone_h is None:
+        S = Z = GX.sub_(w_hh.sum(1))  # the GEMM accumulates into it in place
+    else:
+        S, Z = GX - w_hh.sum(1), GX  # Z: s of the state after zoneout
     w2T = (2 * w_hh).t()
     S_s, Z_s, zh_s = layout.split(S), layout.split(Z), layout.split(zone_h)  # per-step views, made once
     sp_s = layout.previous_views((h0 + 1) * 0.5, Z_s)  # s_{t-1} of each step's live rows
@@ -45,7 +48,7 @@ class RNNFunction(torch.autograd.Function):
         if not relu and mask is None:
             Ht, Y = _tanh_loop_in_sigmoid_space(GX, h0, w_hh, zone_h, layout)
         else:
-            Y = torch.empty_like(GX)
+            Y = GX  # each step's input part is read (by the GEMM) before its output overwrites it
             Ht = Y if zone_h is None else torch.empty_like(GX)  # h̃_t, before zoneout
             w_hhT = w_hh.t()
             two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
@@ -55,10 +58,11 @@ class RNNFunction(torch.autograd.Function):
             for k in range(len(layout.steps)):
                 hp = hp_s[k]
                 h_in = hp if mask is None else hp * mask_s[k]
-                h = torch.addmm(GX_s[k], h_in, w_hhT, out=Ht_s[k])
+                h = Ht_s[k].addmm_(h_in, w_hhT) if zone_h is None else torch.addmm(GX_s[k], h_in, w_hhT, out=Ht_s[k])
                 h = h.relu_() if relu else h.sigmoid_().mul_(two).sub_(one)
                 if zone_h is not None:
                     torch.lerp(h, hp, zh_s[k], out=Y_s[k])
+        ctx.mark_dirty(GX)  # the outputs are written over GX, our own buffer (a fresh one costs page faults)
         ctx.layout, ctx.relu, ctx.zone_h = layout, relu, zone_h
         ctx.save_for_backward(h0, w_hh, mask, Ht, Y)
         return Y, layout.final(Y)
