@@ -50,7 +50,7 @@ def test_bench_layers_tiny_subprocess(tmp_path):
         assert "auto" in row
 
     for prefix in ("- auto never slower than torch.nn: min ratio", "- auto GRU/RNN training ratio min",
-                   "- auto variable-length ratio min"):
+                   "- auto variable-length training ratio min"):
         assert any(line.startswith(prefix) for line in lines), prefix
     assert "WARNING" not in out  # rnnkit and torch.nn agreed on outputs / input gradients
 
@@ -81,3 +81,15 @@ def test_common_time_alternating_and_table():
     table = common.markdown_table(["x", "y"], [["1", "2"], ["long", "3"]])
     assert table.splitlines()[1] == "|:-----|--:|"
     assert common.gemm_gflops(n=64, repeats=5, min_time=0.001) > 0
+
+
+def test_bench_floor_tiny_subprocess():
+    """benchmarks/bench_floor.py runs end to end and prints one row per cell with its ceiling."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_floor.py"), "--configs", "tiny", "--repeats", "3",
+           "--threads", "1"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| B4 T8")]
+    assert [r.split("|")[2].strip() for r in rows] == ["LSTM", "GRU", "RNN tanh"], proc.stdout
+    for row in rows:
+        assert len(re.findall(r"\d+\.\d\d×", row)) == 2 and re.search(r"\d+%", row), row
