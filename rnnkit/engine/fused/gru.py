@@ -3,7 +3,8 @@
 Internal layout (``input_projection``): torch's gate order ``r, z, n``; the n pre-activations (input
 and recurrent parts) are scaled by 2 so that n = 2σ(2a) − 1 = tanh(a) costs a sigmoid. The r and z parts
 of b_hh are folded into the input bias; b_hn stays on the recurrent side because r multiplies it.
-The caller computes ``GX = X W_ihᵀ + b`` for all steps under autograd and gets ∂L/∂GX back.
+The caller computes ``GX = X W_ihᵀ + b`` for all steps under autograd and gets ∂L/∂GX back; the
+activated gates overwrite GX (its own buffer: a fresh one would cost page faults).
 
 Forward, per step over its b live rows (m the recurrent dropout mask, z_h the zoneout keep)::
 

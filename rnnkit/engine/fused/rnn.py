@@ -4,10 +4,12 @@ Forward, per step (m the recurrent dropout mask, z_h the zoneout keep)::
 
     h̃_t = φ(GX_t + (m ∗ h_{t-1}) W_hhᵀ);   h_t = h̃_t + z_h ∗ (h_{t-1} − h̃_t)
 
-computed in place in the output buffer. For φ = tanh the weights and GX arrive scaled by 2 and
+computed in place in GX, whose buffer becomes the output (a fresh one would cost page faults; autograd
+is told GX was overwritten). For φ = tanh the weights and GX arrive scaled by 2 and
 tanh(a) = 2σ(2a) − 1 is computed with a sigmoid, several times cheaper than ``tanh_`` on CPU; the
 scale goes back through autograd in ``rnn_layer``. Backward: φ' depends only on h̃ (1 − h̃² — halved
-for the scaled pre-activation — or [h̃ > 0]), so it is computed for all steps first and the loop is::
+for the scaled pre-activation — or [h̃ > 0]), so it is computed for all steps first, each step's dA_t
+overwrites its φ'_t, and the loop is::
 
     dA_t = (dh_carry + dY_t)(1 − z_h) ∗ φ'_t;   dh_carry = m ∗ (dA_t W_hh) + (dh_carry + dY_t) z_h
 """
