@@ -25,7 +25,8 @@ from torch.ops import aten
 
 from ..types import LN_EPS, LayerWeights, Noise
 from .layout import Layout
-from .lstm import ln_affine_grads, overwrote_input, refuse_double_backward, sigmoid_grad_into
+from .lstm import (ln_affine_grads, overwrote_input, refuse_double_backward, scaled_one_minus_square,
+                   sigmoid_grad_into)
 
 
 def _scale_n(w: Tensor) -> Tensor:
@@ -118,7 +119,7 @@ class GRUFunction(torch.autograd.Function):
         # (In place, into their own buffers: each fresh (N, H) temporary costs its page faults.)
         r, z, n = G.split(H, 1)
         dHt = torch.empty_like(Y)  # ∂L/∂h̃_t (in the loop; before it, h_{t-1} − n)
-        Pn = torch.mul(n, n).sub_(1).mul_(-0.5)  # (1 − n²)/2, then ∗ (1 − z):
+        Pn = scaled_one_minus_square(n, 0.5)  # (1 − n²)/2, then ∗ (1 − z):
         Pn.addcmul_(Pn, z, value=-1)  # ∂h̃/∂(scaled n pre-activation) = (1 − z)(1 − n²)/2
         Q = Y.new_empty(Y.shape[0], 3 * H)  # dGH = Q ∗ dh̃
         Qr, Qz, Qn = Q.split(H, 1)

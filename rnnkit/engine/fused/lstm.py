@@ -101,8 +101,14 @@ def overwrote_input(ctx, gx: Tensor) -> None:
 
 
 def sigmoid_grad_into(s: Tensor, out: Tensor) -> Tensor:
-    """out = s (1 − s), σ' at the pre-activation whose sigmoid is s, as s − s² without a temporary."""
-    return torch.mul(s, s, out=out).neg_().add_(s)
+    """out = s (1 − s), σ' at the pre-activation whose sigmoid is s, as s − s² in one pass."""
+    return torch.addcmul(s, s, s, value=-1, out=out)
+
+
+def scaled_one_minus_square(x: Tensor, scale: float, out: Tensor | None = None) -> Tensor:
+    """scale (1 − x²) — tanh' at the argument whose tanh is x, times ``scale`` — in one pass over x (these
+    all-steps factors are memory-bound: each pass over an (N, H) block costs as much as the arithmetic)."""
+    return torch.addcmul(x.new_tensor(scale), x, x, value=-scale, out=out)
 
 
 def tanh_into(x: Tensor, out: Tensor, two: Tensor, one: Tensor) -> Tensor:
@@ -192,13 +198,13 @@ class LSTMFunction(torch.autograd.Function):
         # Everything that does not depend on the recurrence, for all steps at once.
         # (In place, into their own buffers: each fresh (N, H) temporary costs its page faults.)
         i, f, o, g = G.split(H, 1)
-        OD = torch.mul(TC, TC).neg_().add_(1).mul_(o)  # ∂r/∂(tanh argument): o (1 − tanh²)
+        OD = scaled_one_minus_square(TC, 1.0).mul_(o)  # ∂r/∂(tanh argument): o (1 − tanh²)
         M = torch.empty_like(G)  # dG = M ∗ [dC̃, dC̃, dr, dC̃]
         Mi, Mf, Mo, Mg = M.split(H, 1)
         sigmoid_grad_into(i, Mi).mul_(g)  # g i (1 − i)
         sigmoid_grad_into(f, Mf).mul_(layout.previous(c0, C))  # C_{t-1} f (1 − f)
         sigmoid_grad_into(o, Mo).mul_(TC)  # tanh(·) o (1 − o)
-        torch.mul(g, g, out=Mg).sub_(1).mul_(i).mul_(-0.5)  # i (1 − g²) / 2
+        scaled_one_minus_square(g, 0.5, out=Mg).mul_(i)  # i (1 − g²) / 2
         keep_c = None if zone_c is None else 1 - zone_c
 
         dG = M  # each step's factors are used once, then replaced by its gate gradients

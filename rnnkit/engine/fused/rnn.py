@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..types import LayerWeights, Noise
 from .layout import Layout
-from .lstm import carry_to_previous, refuse_double_backward
+from .lstm import carry_to_previous, refuse_double_backward, scaled_one_minus_square
 
 
 def _tanh_loop_in_sigmoid_space(GX: Tensor, h0: Tensor, w_hh: Tensor, zone_h, layout: Layout):
@@ -78,7 +78,7 @@ class RNNFunction(torch.autograd.Function):
         dY = torch.zeros_like(Y) if dY is None else dY.contiguous()
         dh_carry = torch.zeros_like(h0) if dh_n is None else dh_n.clone()
         # φ'(a_t), all steps at once (in place: a fresh temporary costs its page faults)
-        D = (Ht > 0).to(Ht.dtype) if ctx.relu else torch.mul(Ht, Ht).sub_(1).mul_(-0.5)
+        D = (Ht > 0).to(Ht.dtype) if ctx.relu else scaled_one_minus_square(Ht, 0.5)
         if isinstance(zone_h, Tensor):
             D.addcmul_(D, zone_h, value=-1)  # ∗ (1 − z_h)
         elif zone_h is not None:
