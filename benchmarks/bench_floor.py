@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timer", choices=("wall", "cpu"), default="wall",
                    help="wall clock, or this process's CPU time (steadier with --threads 1)")
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--min-time", type=float, default=0.1, help="seconds each timed sample lasts at least")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -110,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             proj = torch.randn(cfg.T, cfg.B, cfg.D * cfg.H)
             t = time_alternating({"torch.nn": training_step(ref, x, proj), "rnnkit": training_step(kit, x, proj),
                                   "floor": floor_step(cfg, gates)},
-                                 repeats=args.repeats, warmup=2, warmup_time=0.3, min_time=0.1, timer=timer)
+                                 repeats=args.repeats, warmup=2, warmup_time=3 * args.min_time,
+                                 min_time=args.min_time, timer=timer)
             rows.append([cfg.label, label, f"{1e3 * t.medians['torch.nn']:.1f}", f"{1e3 * t.medians['floor']:.1f}",
                          f"{t.ratios['floor']:.2f}×", f"{t.ratios['rnnkit']:.2f}×",
                          f"{t.medians['floor'] / t.medians['rnnkit']:.0%}"])

@@ -86,7 +86,7 @@ def test_common_time_alternating_and_table():
 def test_bench_floor_tiny_subprocess():
     """benchmarks/bench_floor.py runs end to end and prints one row per cell with its ceiling."""
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_floor.py"), "--configs", "tiny", "--repeats", "3",
-           "--threads", "1"]
+           "--min-time", "0.005", "--threads", "1"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| B4 T8")]
