@@ -60,7 +60,10 @@ class RNNFunction(torch.autograd.Function):
             for k in range(len(layout.steps)):
                 hp = hp_s[k]
                 h_in = hp if mask is None else hp * mask_s[k]
-                h = Ht_s[k].addmm_(h_in, w_hhT) if zone_h is None else torch.addmm(GX_s[k], h_in, w_hhT, out=Ht_s[k])
+                if zone_h is None:  # Ht is GX: the GEMM accumulates onto the input part in place
+                    h = Ht_s[k].addmm_(h_in, w_hhT)
+                else:
+                    h = torch.addmm(GX_s[k], h_in, w_hhT, out=Ht_s[k])
                 h = h.relu_() if relu else h.sigmoid_().mul_(two).sub_(one)
                 if zone_h is not None:
                     torch.lerp(h, hp, zh_s[k], out=Y_s[k])
@@ -87,12 +90,10 @@ class RNNFunction(torch.autograd.Function):
         dY_s, D_s, zh_s = map(layout.split, (dY, D, zone_h))  # per-step views, made once
         carry_s = layout.heads(dh_carry)  # ∂L/∂h_{t-1} of each step's live rows, in place
         mask_s = layout.heads(mask) if mask is not None else layout.split(None)
+        dh_s = layout.heads(torch.empty_like(h0))  # ∂L/∂h_t of each step's live rows
         for k in reversed(range(len(layout.steps))):
-            dh = carry_s[k] + dY_s[k]
+            dh = torch.add(carry_s[k], dY_s[k], out=dh_s[k])
             da = D_s[k].mul_(dh)
-            if mask is None and zone_h is None:
-                torch.mm(da, w_hh, out=carry_s[k])
-                continue
             carry_to_previous(carry_s[k], da, w_hh, mask_s[k], None if zone_h is None else dh.mul_(zh_s[k]))
         dw_hh = layout.previous_product(dA, h0, Y, mask) if ctx.needs_input_grad[2] else None
         return dA, dh_carry, dw_hh, None, None, None, None
