@@ -62,7 +62,7 @@ def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opt
         return "native"
     if lengths is not None:
         return "fused"
-    large_gru = mode == "gru" and x.dim() == 3 and x.shape[1] * hidden_size >= NATIVE_GRU_ELEMENTS
+    large_gru = mode == "gru" and x.shape[1] * hidden_size >= NATIVE_GRU_ELEMENTS  # x is (T, B, I) here
     if x.dtype == torch.float32 and (mode == "lstm" or large_gru):
         return "native"
     return "fused"
