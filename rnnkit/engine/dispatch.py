@@ -24,9 +24,17 @@
   threads (B64 H512: 1.05–1.10× torch with two threads, 0.98–0.99× with one; B32 H1024: 1.15× / 1.08×).
 - training a GRU, a vanilla RNN, or anything in float64 → ``fused``: torch has no fused CPU kernel there,
   and its autograd graph of per-step ops is slower than the hand-written backward pass.
+
+Two contexts change the choice. Inside ``torch.autocast`` a plain stack runs ``native``, so it computes
+exactly what torch.nn computes there (in the autocast's lower precision where torch's autocast rules say
+so); every other engine runs with autocast switched off, in the parameters' dtype (the fused kernels
+write their results in place and cannot mix precisions). Under ``torch.func`` transforms (``grad``,
+``vmap``, ``jacrev``, …) ``auto`` runs ``reference``, whose cells are plain differentiable torch ops; the
+fused engine's hand-written ``autograd.Function`` cannot run there and says so.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Sequence
 
@@ -46,19 +54,38 @@ NATIVE_GRU_ELEMENTS = 128 * 512
 _LAYER_FNS = {"reference": reference.run_layer, "fused": fused.run_layer, "native-layers": native.run_layer}
 
 
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The lower-precision dtype of an active ``torch.autocast`` region for ``device``'s type, else None."""
+    try:
+        enabled = torch.is_autocast_enabled(device.type)
+    except RuntimeError:  # a device type autocast does not know (e.g. meta)
+        return None
+    return torch.get_autocast_dtype(device.type) if enabled else None
+
+
+def transforms_active() -> bool:
+    """Whether a ``torch.func`` transform (grad, vmap, jacrev, …) is tracing this call."""
+    return torch._C._are_functorch_transforms_active()
+
+
 def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opts: Options = Options(),
                   layer_norm: bool = False, needs_grad: bool = True, hidden_size: int = 0) -> str:
     """Resolve ``"auto"`` to a concrete engine name for this input: ``x`` (T, B, I) padded (or a packed
     sequence's rows, with ``lengths`` its batch sizes); ``hidden_size``: H of the layers."""
     if engine != "auto":
+        if engine == "fused" and transforms_active():
+            raise ValueError("engine='fused' cannot run under torch.func transforms (grad, vmap, jacrev, …): its "
+                             "backward pass is a hand-written autograd.Function; use engine='auto' or 'reference'")
         return engine
+    if transforms_active():
+        return "reference"
     if layer_norm:
         return "fused"
     if opts.needs_rnnkit_engine:
         between_layers = not opts._replace(dropout_kind="naive").needs_rnnkit_engine  # only the mask kind
         plain = choose_engine(engine, mode, x, lengths, Options(), False, needs_grad, hidden_size)
         return "native-layers" if between_layers and plain == "native" and lengths is None else "fused"
-    if x.is_cuda or not needs_grad:
+    if x.is_cuda or not needs_grad or autocast_dtype(x.device) is not None:
         return "native"
     if lengths is not None:
         return "fused"
@@ -111,8 +138,9 @@ def run_packed(
                                        training, opts)
     plain = opts == Options() and not weights[0].layer_norm and not (training and dropout > 0)
     if name == "fused" and plain:
-        return fused.run_stack_packed(mode, data, packed.batch_sizes, packed.sorted_indices, hx, weights,
-                                      num_layers, bidirectional, native_prefix(engine, name, mode, data, weights))
+        with _own_precision(data):
+            return fused.run_stack_packed(mode, data, packed.batch_sizes, packed.sorted_indices, hx, weights,
+                                          num_layers, bidirectional, native_prefix(engine, name, mode, data, weights))
     return None
 
 
@@ -140,4 +168,13 @@ def run(
     layer_fn = _LAYER_FNS[name]
     if native_prefix(engine, name, mode, x, weights):
         layer_fn = functools.partial(layer_fn, native_prefix=True)
-    return run_stack(layer_fn, *args)
+    with _own_precision(x):
+        return run_stack(layer_fn, *args)
+
+
+def _own_precision(x: Tensor):
+    """Every engine but ``native`` computes in the parameters' dtype: inside ``torch.autocast`` it runs with
+    autocast switched off (the layers cast autocast-precision inputs to the parameters' dtype first)."""
+    if autocast_dtype(x.device) is None:
+        return contextlib.nullcontext()
+    return torch.autocast(x.device.type, enabled=False)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..cells import NONLINEARITIES, LayerNormParams, gru_cell, lstm_cell, rnn_cell
-from .checks import check_positive_int, check_shape, check_tensor
+from .checks import autocast_input, check_positive_int, check_shape, check_tensor
 from .init import init_weights
 from .recurrent import _check_options
 
@@ -104,6 +104,7 @@ class _CellBase(nn.Module):
     def _prepare(self, input: Tensor, hx, n_states: int):
         """Check shapes; return batched input, batched states (zeros if None), and whether it was batched."""
         owner = f"rnnkit.{type(self).__name__}"
+        input = autocast_input(input, self.weight_ih.dtype)
         check_tensor(owner, "input", input, self.weight_ih.dtype, self.weight_ih.device)
         if input.dim() not in (1, 2):
             raise ValueError(f"{owner}: expected input to be 1-D (unbatched) or 2-D (B, I), got {input.dim()}-D "
@@ -121,6 +122,7 @@ class _CellBase(nn.Module):
                 raise TypeError(f"{owner}: hx must be a tuple (h, c), got {type(hx).__name__}")
             states = []
             for name, s in zip(("h", "c"), given):
+                s = autocast_input(s, x.dtype)
                 check_tensor(owner, name, s, x.dtype, x.device)
                 expected = (B, self.hidden_size) if batched else (self.hidden_size,)
                 check_shape(owner, name, s, expected)

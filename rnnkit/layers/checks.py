@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..engine.dispatch import autocast_dtype
+
 
 def check_positive_int(owner: str, name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
@@ -19,6 +21,15 @@ def check_tensor(owner: str, name: str, t, dtype: torch.dtype, device: torch.dev
         raise TypeError(f"{owner}: {name} must have dtype {dtype} (the module's parameters), got {t.dtype}")
     if t.device != device:
         raise ValueError(f"{owner}: {name} is on {t.device}, but the module's parameters are on {device}")
+
+
+def autocast_input(t, dtype: torch.dtype):
+    """Inside ``torch.autocast``, a tensor in the autocast's lower precision (the output of a Linear there,
+    say) is accepted, as torch.nn accepts it, and cast to the parameters' ``dtype``; anything else comes
+    back unchanged for ``check_tensor`` to judge."""
+    if isinstance(t, Tensor) and t.dtype != dtype and t.dtype == autocast_dtype(t.device):
+        return t.to(dtype)
+    return t
 
 
 def check_shape(owner: str, name: str, t: Tensor, expected: tuple[int, ...]) -> None:

@@ -44,7 +44,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from ..cells import NONLINEARITIES
 from ..engine import ENGINES, LayerWeights, Options, dispatch
-from .checks import check_lengths, check_positive_int, check_shape, check_tensor
+from .checks import autocast_input, check_lengths, check_positive_int, check_shape, check_tensor
 from .init import INITS, init_weights
 
 _GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
@@ -264,6 +264,7 @@ class RNNBase(nn.Module):
             states = [hx]
         out = []
         for name, s, shape in zip(names, states, shapes):
+            s = autocast_input(s, ref.dtype)
             check_tensor(self._owner, name, s, ref.dtype, ref.device)
             if not batched:
                 if s.dim() != 2:
@@ -287,6 +288,8 @@ class RNNBase(nn.Module):
         weights = self.layer_weights()
         packed = isinstance(input, PackedSequence)
         if packed:
+            input = PackedSequence(autocast_input(input.data, w0.dtype), input.batch_sizes, input.sorted_indices,
+                                   input.unsorted_indices)
             if lengths is not None:
                 raise ValueError(f"{owner}: lengths= is for padded input; a PackedSequence carries its own lengths")
             data = input.data
@@ -304,6 +307,7 @@ class RNNBase(nn.Module):
             packed_lengths = lengths
             batched = True
         else:
+            input = autocast_input(input, w0.dtype)
             check_tensor(owner, "input", input, w0.dtype, w0.device)
             if input.dim() not in (2, 3):
                 raise ValueError(f"{owner}: expected input to be 2-D (unbatched: T, I) or 3-D (batched), "

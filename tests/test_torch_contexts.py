@@ -1,0 +1,137 @@
+"""The layers inside torch's contexts that change how a module runs: ``torch.autocast`` and the
+``torch.func`` transforms (``dispatch`` decides; see its module docstring)."""
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import rnnkit
+from rnnkit.engine import dispatch
+
+PAIRS = [(rnnkit.RNN, torch.nn.RNN), (rnnkit.GRU, torch.nn.GRU), (rnnkit.LSTM, torch.nn.LSTM)]
+IDS = ["rnn", "gru", "lstm"]
+BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
+
+
+def pair(kit_cls, torch_cls, **kw):
+    torch.manual_seed(0)
+    kit = kit_cls(4, 6, num_layers=2, **kw)
+    ref = torch_cls(4, 6, num_layers=2)
+    ref.load_state_dict(kit.state_dict())
+    return kit, ref
+
+
+@pytest.mark.parametrize("kit_cls, torch_cls", PAIRS, ids=IDS)
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_autocast_plain_stack_computes_what_torch_computes(kit_cls, torch_cls, packed):
+    kit, ref = pair(kit_cls, torch_cls)
+    x = torch.randn(5, 3, 4, requires_grad=True)
+    def inp():
+        return pack_padded_sequence(x, [5, 4, 2]) if packed else x
+
+    with torch.autocast(**BF16):
+        y, _ = kit(inp())
+        y_ref, _ = ref(inp())
+    if packed:
+        y, y_ref = y.data, y_ref.data
+    assert y.dtype == y_ref.dtype
+    assert torch.equal(y, y_ref)
+    (g,) = torch.autograd.grad(y.float().sum(), x)
+    (g_ref,) = torch.autograd.grad(y_ref.float().sum(), x)
+    assert torch.equal(g, g_ref)
+
+
+@pytest.mark.parametrize("kit_cls", [rnnkit.RNN, rnnkit.GRU, rnnkit.LSTM], ids=IDS)
+@pytest.mark.parametrize("kw", [dict(engine="fused"), dict(engine="reference"), dict(zoneout=0.2),
+                                dict(dropout=0.3, dropout_kind="locked"), dict(layer_norm=True)],
+                         ids=["fused", "reference", "zoneout", "locked", "layer_norm"])
+def test_autocast_other_engines_compute_in_the_parameters_dtype(kit_cls, kw):
+    if kit_cls is rnnkit.RNN and "layer_norm" in kw:
+        pytest.skip("layer_norm is for LSTM and GRU")
+    torch.manual_seed(0)
+    m = kit_cls(4, 6, num_layers=2, **kw)
+    x = torch.randn(5, 3, 4, requires_grad=True)
+    torch.manual_seed(1)
+    with torch.autocast(**BF16):
+        y, _ = m(x)
+    (g,) = torch.autograd.grad(y.sum(), x)
+    torch.manual_seed(1)
+    y_plain, _ = m(x)  # the same masks for the same seed
+    (g_plain,) = torch.autograd.grad(y_plain.sum(), x)
+    assert y.dtype == torch.float32  # and float32's precision, not bfloat16's (~1e-2):
+    torch.testing.assert_close(y, y_plain, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(g, g_plain, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kit_cls", [rnnkit.RNN, rnnkit.GRU, rnnkit.LSTM], ids=IDS)
+@pytest.mark.parametrize("kw", [{}, dict(engine="fused"), dict(zoneout=0.1)], ids=["auto", "fused", "zoneout"])
+def test_autocast_accepts_inputs_in_its_precision(kit_cls, kw):
+    """The output of a Linear inside autocast is bfloat16; torch.nn takes it, and so does rnnkit."""
+    torch.manual_seed(0)
+    lin, m = torch.nn.Linear(4, 4), kit_cls(4, 6, **kw)
+    x = torch.randn(5, 3, 4)
+    with torch.autocast(**BF16):
+        h = lin(x)
+        assert h.dtype == torch.bfloat16
+        y, h_n = m(h, torch.zeros(1, 3, 6, dtype=torch.bfloat16) if kit_cls is not rnnkit.LSTM else None)
+        packed_y, _ = m(pack_padded_sequence(h, [5, 3, 1]))
+    y.float().sum().backward()
+    assert lin.weight.grad is not None and torch.isfinite(lin.weight.grad).all()
+    assert packed_y.data.shape == (9, 6)
+
+
+@pytest.mark.parametrize("cell_cls", [rnnkit.RNNCell, rnnkit.GRUCell, rnnkit.LSTMCell])
+def test_autocast_cells_accept_inputs_in_its_precision(cell_cls):
+    lin, cell = torch.nn.Linear(4, 4), cell_cls(4, 6)
+    with torch.autocast(**BF16):
+        out = cell(lin(torch.randn(3, 4)))
+    h = out[0] if isinstance(out, tuple) else out
+    assert h.shape == (3, 6) and torch.isfinite(h.float()).all()
+
+
+def test_outside_autocast_a_dtype_mismatch_is_still_an_error():
+    with pytest.raises(TypeError, match="must have dtype torch.float32"):
+        rnnkit.GRU(4, 6)(torch.randn(5, 3, 4, dtype=torch.bfloat16))
+
+
+def test_dispatch_under_autocast_and_transforms():
+    x = torch.randn(5, 3, 4)
+    assert dispatch.choose_engine("auto", "gru", x, None, hidden_size=6) == "fused"
+    with torch.autocast(**BF16):
+        assert dispatch.choose_engine("auto", "gru", x, None, hidden_size=6) == "native"
+        assert dispatch.choose_engine("auto", "gru", x, None, layer_norm=True, hidden_size=6) == "fused"
+    seen = []
+    torch.func.grad(lambda t: (seen.append(dispatch.choose_engine("auto", "gru", t, None, hidden_size=6)),
+                               t.sum())[1])(x)
+    assert seen == ["reference"]
+    assert dispatch.autocast_dtype(torch.device("meta")) is None
+
+
+@pytest.mark.parametrize("kit_cls, torch_cls", PAIRS, ids=IDS)
+def test_torch_func_grad_equals_torch_nn(kit_cls, torch_cls):
+    kit, ref = pair(kit_cls, torch_cls)
+    kit, ref = kit.double(), ref.double()
+    x = torch.randn(5, 3, 4, dtype=torch.float64)
+    params = {k: v.detach() for k, v in kit.named_parameters()}
+
+    def loss(module):
+        return lambda p: torch.func.functional_call(module, p, (x,))[0].pow(2).sum()
+
+    g, g_ref = torch.func.grad(loss(kit))(params), torch.func.grad(loss(ref))(params)
+    for k in params:
+        torch.testing.assert_close(g[k], g_ref[k])
+
+
+def test_torch_func_vmap_over_unbatched_sequences():
+    torch.manual_seed(0)
+    m = rnnkit.GRU(4, 6).double()
+    xs = torch.randn(3, 5, 4, dtype=torch.float64)  # three unbatched (T, I) sequences
+    ys = torch.func.vmap(lambda x: m(x)[0])(xs)
+    expected = torch.stack([m(x)[0] for x in xs])
+    torch.testing.assert_close(ys, expected)
+
+
+def test_torch_func_with_the_fused_engine_names_the_way_out():
+    m = rnnkit.GRU(4, 6, engine="fused")
+    params = {k: v.detach() for k, v in m.named_parameters()}
+    with pytest.raises(ValueError, match="torch.func transforms.*engine='auto' or 'reference'"):
+        torch.func.grad(lambda p: torch.func.functional_call(m, p, (torch.randn(5, 3, 4),))[0].sum())(params)
