@@ -669,3 +669,20 @@ def test_bench_variants_quick_runs(tmp_path):
     assert "MISMATCH" not in proc.stdout  # the deterministic loops computed what rnnkit computes
     data = json.loads((tmp_path / "rows.json").read_text())
     assert len(data["rows"]) == 12 and all(r["vs_plain"] > 0 and r["vs_loop"] > 0 for r in data["rows"])
+
+
+@pytest.mark.parametrize("built", [
+    "GRU(4, 6, weight_drop=0.2, zoneout=0.1, layer_norm=True, engine='fused')",
+    "LSTM(4, 6, num_layers=2, dropout=0.3, recurrent_dropout=0.25, zoneout=0.1, zoneout_cell=0.05, "
+    "init='orthogonal', forget_bias=1.0)",
+    "LSTM(4, 6, num_layers=2, dropout=0.3, dropout_kind='locked')",
+    "RNN(4, 6, nonlinearity='relu', init='identity')",
+    "RNNCell(4, 6, nonlinearity='relu', zoneout=0.1, init='identity')",
+    "LSTMCell(4, 6, recurrent_dropout=0.1, layer_norm=True)",
+    "GRU(4, 6)",
+])
+def test_repr_shows_every_option_and_rebuilds_the_module(built):
+    m = eval("rnnkit." + built)
+    assert repr(m) == built
+    again = eval("rnnkit." + repr(m))
+    assert again.options == m.options and repr(again) == built

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ..cells import NONLINEARITIES, LayerNormParams, gru_cell, lstm_cell, rnn_cell
 from .checks import autocast_input, check_positive_int, check_shape, check_tensor
 from .init import init_weights
-from .recurrent import _check_options
+from .recurrent import _check_options, options_repr
 
 
 class _CellBase(nn.Module):
@@ -97,9 +97,9 @@ class _CellBase(nn.Module):
         s = f"{self.input_size}, {self.hidden_size}"
         if not self.bias:
             s += ", bias=False"
-        if self.layer_norm:
-            s += ", layer_norm=True"
-        return s
+        if self.mode == "rnn_relu":
+            s += ", nonlinearity='relu'"
+        return s + options_repr(self)
 
     def _prepare(self, input: Tensor, hx, n_states: int):
         """Check shapes; return batched input, batched states (zeros if None), and whether it was batched."""

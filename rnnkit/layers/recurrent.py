@@ -99,6 +99,26 @@ def _check_options(owner, mode, dropout_kind, recurrent_dropout, weight_drop, zo
     return Options(dropout_kind, recurrent_dropout, weight_drop, zoneout, zoneout_cell)
 
 
+def options_repr(module) -> str:
+    """The variant options a module was built with, where they differ from the defaults, as constructor
+    keywords (for ``extra_repr``; an implied ``dropout_kind`` and ``zoneout_cell`` are left implicit)."""
+    o, parts = module.options, []
+    if o.dropout_kind != ("variational" if o.recurrent_dropout > 0 else "naive"):
+        parts.append(f"dropout_kind={o.dropout_kind!r}")
+    for name in ("recurrent_dropout", "weight_drop", "zoneout"):
+        if getattr(o, name):
+            parts.append(f"{name}={getattr(o, name)}")
+    if o.zoneout_cell != (o.zoneout if module.mode == "lstm" else 0.0):
+        parts.append(f"zoneout_cell={o.zoneout_cell}")
+    if module.layer_norm:
+        parts.append("layer_norm=True")
+    if module.init != "torch":
+        parts.append(f"init={module.init!r}")
+    if module.forget_bias is not None:
+        parts.append(f"forget_bias={module.forget_bias}")
+    return "".join(", " + p for p in parts)
+
+
 class RNNBase(nn.Module):
     """Parameters, checks and input/output formats shared by the three layers."""
 
@@ -219,6 +239,7 @@ class RNNBase(nn.Module):
             s += f", dropout={self.dropout}"
         if self.bidirectional:
             s += ", bidirectional=True"
+        s += options_repr(self)
         if self.engine != "auto":
             s += f", engine={self.engine!r}"
         return s
