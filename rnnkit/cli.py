@@ -93,12 +93,14 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="sample text from a language model", formatter_class=fmt,
                        description="Continue a prompt with a trained language model.")
     g.add_argument("checkpoint")
-    g.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    g.add_argument("--prompt", help="text to continue (default: a newline; a word-level model: its first "
+                   "training word)")
     g.add_argument("--length", type=int, default=300, help="tokens to generate (default 300)")
     g.add_argument("--temperature", type=float, default=1.0, help="0 = greedy; <1 safer, >1 wilder (default 1)")
     g.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
     g.add_argument("--top-p", type=float, help="sample among the smallest set with probability >= p")
-    g.add_argument("--num", type=int, default=1, help="how many samples (default 1)")
+    g.add_argument("--num", type=int, default=1, help="how many samples (default 1), with a line '-----' "
+                   "between two")
     g.add_argument("--seed", type=int, help="seed for sampling")
     g.add_argument("--device", default="cpu")
 
@@ -127,6 +129,25 @@ def _parser() -> argparse.ArgumentParser:
 
     register(sub)
     return p
+
+
+def _check_device(value: str, allow_auto: bool) -> str:
+    """``--device``: auto (train only), cpu, cuda or cuda:N — and a CUDA device only where torch has CUDA."""
+    import re
+
+    import torch
+
+    allowed = "auto, cpu, cuda or cuda:N" if allow_auto else "cpu, cuda or cuda:N"
+    if not (value == "cpu" or (allow_auto and value == "auto") or re.fullmatch(r"cuda(:\d+)?", value)):
+        raise UsageError(f"--device must be {allowed}, got {value!r}")
+    if value.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {value}: this torch build has no usable CUDA device "
+                             f"(torch.cuda.is_available() is False); use --device cpu")
+        index = int(value.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise UsageError(f"--device {value}: there are {torch.cuda.device_count()} CUDA device(s)")
+    return value
 
 
 def _set_threads(trainer, threads: str | None) -> None:
@@ -167,6 +188,7 @@ def cmd_train(args, extra: list[str]) -> int:
     from .train.checkpoint import resolve
     from .train.tasks import TASKS, build_run, settings_for
 
+    _check_device(args.device, allow_auto=True)
     settings = settings_for(TASKS[args.task], args.data)
     if args.config:
         settings.load_toml(args.config)
@@ -175,6 +197,7 @@ def cmd_train(args, extra: list[str]) -> int:
         if getattr(args, flag) is not None:
             settings.set_value(key, getattr(args, flag))
     out = Path(args.out or f"runs/{args.task}")
+    _check_out_dir(out)
     resume = None
     if args.resume is not None:
         resume = Path(args.resume) if args.resume else out / "checkpoint"
@@ -189,7 +212,8 @@ def cmd_train(args, extra: list[str]) -> int:
     n_params = sum(p.numel() for p in tr.model.parameters())
     _say(f"{args.task}: {run.sizes['train']:,} training / {run.sizes['valid']:,} validation items "
          f"(validation {run.valid_source}); model {tr.model_type}, {n_params:,} parameters; "
-         f"{tr.dist.world_size} process(es) on {tr.device}, {torch.get_num_threads()} thread(s)")
+         f"{tr.dist.world_size} process(es) on {tr.device}, {torch.get_num_threads()} thread(s)",
+         file=sys.stderr if args.json else sys.stdout)  # --json: stdout holds the JSON object alone
     try:
         result = tr.fit(resume=resume)
         tr.close()
@@ -210,7 +234,8 @@ def cmd_train(args, extra: list[str]) -> int:
               f"{result.tokens / max(result.elapsed, 1e-9):,.0f} tokens/s): {result.stop_reason.replace('_', ' ')}")
         print("validation: " + "  ".join(f"{k} {_fmt(v)}" for k, v in result.metrics.items()))
         print(f"checkpoint: {out / 'checkpoint'}" + (f"   best: {result.best_checkpoint}" if result.best_checkpoint else ""))
-        print(f"metrics:    {result.metrics_log}\nloss plot:  {result.loss_plot}")
+        print(f"metrics:    {result.metrics_log}")
+        print(f"loss plot:  {result.loss_plot or '(none: no training loss was logged)'}")
     return EXIT_OK
 
 
@@ -228,7 +253,7 @@ def cmd_evaluate(args) -> int:
 
     from .train.tasks import load_trained
 
-    task, model, ckpt = load_trained(args.checkpoint, device=args.device)
+    task, model, ckpt = load_trained(args.checkpoint, device=_check_device(args.device, allow_auto=False))
     task.set_data(None, _read_split(task, args.data))
     with torch.no_grad():
         metrics = task.evaluate(model)
@@ -246,24 +271,41 @@ def cmd_generate(args) -> int:
 
     from .train.tasks import load_trained
 
-    task, model, _ = load_trained(args.checkpoint, device=args.device)
+    _check_generate_args(args)
+    task, model, _ = load_trained(args.checkpoint, device=_check_device(args.device, allow_auto=False))
     if not hasattr(task, "generate"):
         raise UsageError(f"generate needs a language model; {args.checkpoint} is a {task.name!r} model "
                          f"(use 'rnnkit predict')")
+    prompt = task.default_prompt() if args.prompt is None else args.prompt
+    for k in range(args.num):
+        if k:
+            print(SAMPLE_SEPARATOR)
+        with torch.no_grad():
+            text = task.generate(model, prompt, args.length, temperature=args.temperature, top_k=args.top_k,
+                                 top_p=args.top_p, seed=None if args.seed is None else args.seed + k)
+        print(task.join_prompt(prompt, text))
+    return EXIT_OK
+
+
+#: The line between two samples of ``generate --num N`` (samples contain newlines of their own).
+SAMPLE_SEPARATOR = "-----"
+
+
+def _check_generate_args(args) -> None:
+    import math
+
     if args.length <= 0:
         raise UsageError(f"--length must be > 0, got {args.length}")
-    if args.temperature < 0:
-        raise UsageError(f"--temperature must be >= 0, got {args.temperature}")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
+    if not math.isfinite(args.temperature) or args.temperature < 0:
+        raise UsageError(f"--temperature must be a finite number >= 0, got {args.temperature}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:  # (NaN fails this too)
         raise UsageError(f"--top-p must be in (0, 1], got {args.top_p}")
     if args.top_k is not None and args.top_k <= 0:
         raise UsageError(f"--top-k must be > 0, got {args.top_k}")
-    for k in range(args.num):
-        with torch.no_grad():
-            text = task.generate(model, args.prompt, args.length, temperature=args.temperature, top_k=args.top_k,
-                                 top_p=args.top_p, seed=None if args.seed is None else args.seed + k)
-        print(args.prompt + text)
-    return EXIT_OK
+    if args.num <= 0:
+        raise UsageError(f"--num must be > 0, got {args.num}")
+    if args.prompt == "":
+        raise UsageError("--prompt is empty; give some text to continue, or leave --prompt out")
 
 
 def cmd_predict(args) -> int:
@@ -272,7 +314,9 @@ def cmd_predict(args) -> int:
     from .data.errors import read_text_file
     from .train.tasks import load_trained
 
-    task, model, _ = load_trained(args.checkpoint, device=args.device)
+    task, model, _ = load_trained(args.checkpoint, device=_check_device(args.device, allow_auto=False))
+    if args.output != "-":
+        _check_writable_file(args.output, "--output")
     if args.input == "-":
         raw = sys.stdin.buffer.read()
         try:
@@ -291,6 +335,28 @@ def cmd_predict(args) -> int:
     else:
         Path(args.output).write_text(out, encoding="utf-8")
     return EXIT_OK
+
+
+def _check_out_dir(out: Path) -> None:
+    """``--out``: a folder, or a path where one can be made — checked before the data is read."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a folder")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"--out {out}: {parent} is a file, so no folder can be made under it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: no permission to write in {parent}")
+
+
+def _check_writable_file(path: str, flag: str) -> None:
+    """A file we are about to write: its folder must exist and it must not be a folder itself."""
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{flag} {path} is a directory; give a file name")
+    if not p.parent.is_dir():
+        raise UsageError(f"{flag} {path}: the folder {p.parent} does not exist")
 
 
 def cmd_info(args) -> int:
@@ -376,9 +442,11 @@ def _task_help(task_name: str) -> str:
     task = TASKS[task_name]
     s = settings_for(task)
     classes = {"data": task.data_config, "model": model_class(task.model_type).config_class, "train": TrainConfig}
-    lines = [(sys.modules[task.__module__].__doc__ or "").strip(), "",
+    doc = (sys.modules[task.__module__].__doc__ or "").strip().replace("``", "'")
+    lines = [doc, "",
              f"usage: rnnkit train {task_name} --data PATH [--valid PATH] [--config FILE.toml] [--out DIR] "
-             f"[--max-steps N] [--epochs N] [--time-budget S] [--seed N] [--resume [CKPT]] [--key value ...]",
+             f"[--max-steps N] [--epochs N] [--time-budget S] [--seed N] [--resume [CKPT]] [--overwrite] "
+             f"[--device auto|cpu|cuda|cuda:N] [--threads N|auto] [--json] [--no-progress] [--key value ...]",
              "", f"options (--key value, or key = value in --config FILE.toml):"]
     for group, cls in classes.items():
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
@@ -388,7 +456,7 @@ def _task_help(task_name: str) -> str:
                 default = s.values[group].get(name, defaults.get(name))
                 choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else ()
                 kind = "|".join(choices) or getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-                lines.append(f"    --{name:24s} {kind:34.34s} {default!r}")
+                lines.append(f"    --{name:24s} {kind:34s} {default!r}")
     return "\n".join(lines)
 
 
@@ -402,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
             if argv[1] in TASKS:
                 print(_task_help(argv[1]))
                 return EXIT_OK
+        if argv and argv[0] != "train":  # (train's --key options take both spellings already)
+            argv = [_hyphenated(a) for a in argv]
         parser = _parser()
         args, extra = parser.parse_known_args(argv)
         if args.command is None:
@@ -431,6 +501,15 @@ def main(argv: list[str] | None = None) -> int:
         code, msg = _classify(e)
         print(f"rnnkit: error: {msg}", file=sys.stderr)
         return code
+
+
+def _hyphenated(arg: str) -> str:
+    """``--hidden_size`` → ``--hidden-size`` (an option's name only, not a value after ``=``), so every
+    command takes the spelling ``rnnkit train`` takes."""
+    if not arg.startswith("--"):
+        return arg
+    name, eq, value = arg.partition("=")
+    return name.replace("_", "-") + eq + value
 
 
 def _classify(e: Exception) -> tuple[int, str]:

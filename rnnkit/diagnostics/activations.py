@@ -206,7 +206,8 @@ def write_activation_page(model, text: str, stoi: Mapping[str, int], itos: Seque
 
 def most_variable_units(trace: CharTrace, n: int = 8) -> list[int]:
     """The ``n`` units whose activation varies most over the text — a good first choice to look at."""
-    return [int(u) for u in trace.hidden.std(dim=0).argsort(descending=True)[:n]]
+    spread = trace.hidden.std(dim=0, correction=0)  # (a one-character text: all 0, unit order kept)
+    return [int(u) for u in spread.argsort(descending=True, stable=True)[:n]]
 
 
 __all__ = ["CharTrace", "char_lm_trace", "activation_page", "write_activation_page", "most_variable_units", "colour"]

@@ -47,6 +47,17 @@ def _lengths(value: str) -> list[int]:
     return out
 
 
+def _length(value: str) -> int:
+    """One sequence length of the adding problem: an integer >= 2 (it marks two numbers)."""
+    try:
+        T = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {value!r}") from None
+    if T < 2:
+        raise argparse.ArgumentTypeError(f"the adding problem needs length >= 2, got {T}")
+    return T
+
+
 def _positive(kind):
     def parse(value: str):
         try:
@@ -91,7 +102,7 @@ def register(subparsers) -> None:
                                     "problem batch (at initialisation, and after --train-steps of training), print "
                                     "the decay per step and write gradient_flow.png and .json.")
     g.add_argument("--cell", type=_cells, default=list(CELLS), help="comma-separated: rnn,irnn,lstm,gru (default all)")
-    g.add_argument("--length", type=_positive(int), default=200, help="sequence length T (default 200)")
+    g.add_argument("--length", type=_length, default=200, help="sequence length T >= 2 (default 200)")
     g.add_argument("--hidden-size", type=_positive(int), default=64, help="(default 64)")
     g.add_argument("--batch-size", type=_positive(int), default=32, help="(default 32)")
     g.add_argument("--train-steps", type=_nonnegative_int, default=0,
@@ -104,7 +115,7 @@ def register(subparsers) -> None:
     s = dsub.add_parser("saturation", help="per-gate saturation of cells on the adding task, or of a trained LM",
                         description="Fraction of sigmoid gates above 0.9 / below 0.1 and of tanh values beyond ±0.9.")
     s.add_argument("--cell", type=_cells, default=["lstm", "gru", "rnn"], help="(default lstm,gru,rnn)")
-    s.add_argument("--length", type=_positive(int), default=100, help="(default 100)")
+    s.add_argument("--length", type=_length, default=100, help="(default 100)")
     s.add_argument("--hidden-size", type=_positive(int), default=64)
     s.add_argument("--train-steps", type=_nonnegative_int, default=0, help="train on the adding task first")
     s.add_argument("--checkpoint", metavar="CKPT", help="a language model from 'rnnkit train lm' instead of --cell")
@@ -208,20 +219,26 @@ def cmd_gradients(args) -> int:
 
 
 def _read_text(args) -> str:
+    from ..data.errors import read_text_file
+    from ..train.options import OptionError
+
+    if args.text_file and args.text:
+        raise OptionError("give the text with --text or --text-file, not both")
     if args.text_file:
-        return Path(args.text_file).read_text(encoding="utf-8")
+        return read_text_file(args.text_file)
     if args.text:
         return args.text
-    raise ValueError("give the text with --text or --text-file")
+    raise OptionError("give the text with --text or --text-file")
 
 
 def _load_lm(path: str):
+    from ..train.options import OptionError
     from ..train.tasks import load_trained
 
     task, model, _ = load_trained(path)
     if not all(hasattr(model, n) for n in ("embedding", "rnn", "decoder")):
-        raise ValueError(f"{path} holds a {type(model).__name__}; this command needs a language model "
-                         f"(from 'rnnkit train lm')")
+        raise OptionError(f"{path} holds a {type(model).__name__}; this command needs a language model "
+                          f"(from 'rnnkit train lm')")
     return task, model
 
 
@@ -268,6 +285,11 @@ def cmd_activations(args) -> int:
     itos = list(vocab.tokens)
     stoi = {t: i for i, t in enumerate(itos)}
     trace = char_lm_trace(model, _read_text(args), stoi, itos, unk=vocab.unk_id)
+    width = trace.hidden.shape[1]
+    if args.unit is not None and not 0 <= args.unit < width:
+        from ..train.options import OptionError
+
+        raise OptionError(f"--unit {args.unit}: the model has hidden units 0 to {width - 1}")
     units = most_variable_units(trace, max(args.units, 1))
     unit = units[0] if args.unit is None else args.unit
     out = Path(args.out)

@@ -6,6 +6,7 @@ The CLI's ``--key value`` overrides and ``--config file.toml`` are checked again
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -72,6 +73,12 @@ class TrainConfig:
 
         check_types(self)
         assert self.schedule in LR_SCHEDULES
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and math.isnan(value):
+                raise ValueError(f"TrainConfig: {f.name} must be a number, got nan")
+        if math.isinf(self.lr):
+            raise ValueError(f"TrainConfig: lr must be finite, got {self.lr}")
         for name in ("lr", "batch_size", "log_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig: {name} must be > 0, got {getattr(self, name)}")
@@ -80,6 +87,9 @@ class TrainConfig:
                      "probe_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig: {name} must be >= 0, got {getattr(self, name)}")
+        if self.min_lr_ratio > 1:
+            raise ValueError(f"TrainConfig: min_lr_ratio must be in [0, 1] (the decay ends at lr · min_lr_ratio), "
+                             f"got {self.min_lr_ratio}")
         if self.clip_norm > 0 and self.clip_value > 0:
             raise ValueError("TrainConfig: set clip_norm or clip_value, not both (set the other to 0)")
         self.monitor_config()  # its checks of explode_threshold, explode_patience and vanish_ratio

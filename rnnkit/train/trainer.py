@@ -482,7 +482,10 @@ class Trainer:
         self._batches = None
         self._log = None
         if self.out_dir is not None and self.dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ckpt.CheckpointWriteError(f"cannot make the output folder {self.out_dir}: {e.strerror}") from None
             self._log = MetricsLog(self.out_dir / "metrics.jsonl", resume_step=self.step if resume is not None else None)
         with _StopSignal() as sig, self._progress_bar() as bar:
             self._bar = bar

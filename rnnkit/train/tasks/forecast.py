@@ -41,6 +41,29 @@ class ForecastData:
         check_data_config(self, "window")
 
 
+def _column_list(columns: str) -> list[str | int] | None:
+    """``--columns`` "a,b" or "0,2" → names and 0-based indices; "" → None (every numeric column)."""
+    if not columns:
+        return None
+    return [int(c) if c.strip().lstrip("-").isdigit() else c.strip() for c in columns.split(",")]
+
+
+def _pick(series: Series, wanted: list[str | int], source: str) -> Series:
+    """The ``wanted`` columns of a series already read (a built-in one), by name or index."""
+    names = list(series.columns)
+    use = []
+    for c in wanted:
+        if isinstance(c, int):
+            if not -len(names) <= c < len(names):
+                raise DataError(f"{source}: --columns: no column {c} (the series has {len(names)}: {names})")
+            use.append(c % len(names))
+        elif c in names:
+            use.append(names.index(c))
+        else:
+            raise DataError(f"{source}: --columns: no column {c!r} (expected one of {names})")
+    return Series(series.values[:, use], [names[j] for j in use])
+
+
 class ForecastTask(Task):
     name = "forecast"
     model_type = "forecaster"
@@ -53,10 +76,17 @@ class ForecastTask(Task):
 
     @classmethod
     def read(cls, paths: Sequence[str], data: ForecastData) -> Series:
-        cols = None
-        if data.columns:
-            cols = [int(c) if c.strip().lstrip("-").isdigit() else c.strip() for c in data.columns.split(",")]
-        return read_series(paths[0], columns=cols)
+        return read_series(paths[0], columns=_column_list(data.columns))
+
+    @classmethod
+    def load_splits(cls, data_paths, valid_paths, data: ForecastData, seed: int, valid_fraction: float = 0.1):
+        train, valid, how = super().load_splits(data_paths, valid_paths, data, seed, valid_fraction)
+        wanted = _column_list(data.columns)
+        if wanted and data_paths[0].startswith("builtin:"):  # a file picks its columns as it is read
+            train = _pick(train, wanted, data_paths[0])
+            if not valid_paths:
+                valid = _pick(valid, wanted, data_paths[0])
+        return train, valid, how
 
     def fit(self, train: Series) -> None:
         self.columns = list(train.columns)
@@ -73,6 +103,11 @@ class ForecastTask(Task):
         return {"num_series": len(self.columns), "num_exogenous": 0}
 
     def prepare_model(self, model: nn.Module) -> None:
+        horizon = model.config.horizon
+        if horizon > self.data.window:  # checked before training, not at its first step
+            raise DataError(f"--horizon {horizon} needs --window >= {horizon}: each training window holds "
+                            f"window + 1 = {self.data.window + 1} steps, and the direct head learns to forecast "
+                            f"{horizon} steps from the first")
         model.fit_scaler(self.train_values.unsqueeze(0))  # (1, T, S): scale from the training data only
 
     def _check(self, series: Series, what: str) -> Tensor:

@@ -80,11 +80,14 @@ class LanguageModelTask(Task):
     def set_data(self, train: str | None, valid: str | None) -> None:
         self.train_ids = None if train is None else self.encode(train)
         self.valid_ids = None if valid is None else self.encode(valid)
-        if self.train_ids is not None and len(self.train_ids) < self.batch_size + 1:
-            from ...data import DataError
+        from ...data import DataError
 
+        if self.train_ids is not None and len(self.train_ids) < self.batch_size + 1:
             raise DataError(f"the training text has {len(self.train_ids)} tokens, too few for "
                             f"{self.batch_size} streams (lower --batch_size)")
+        if self.valid_ids is not None and len(self.valid_ids) < 2:  # checked now, not after training
+            raise DataError(f"the validation text has {len(self.valid_ids)} {self.unit}(s) after tokenisation; "
+                            f"scoring a model needs at least 2")
         self._unigram = None
 
     # -- training --
@@ -126,6 +129,22 @@ class LanguageModelTask(Task):
         return {f"unigram_bits_per_{self.unit}": self._unigram}
 
     # -- use --
+
+    def default_prompt(self) -> str:
+        """What ``rnnkit generate`` continues without ``--prompt``: a newline for a character model; a word
+        model drops whitespace, so its most frequent word."""
+        if self.data.tokenizer == "char":
+            return "\n"
+        words = self.tokenizer.vocab.tokens[4:]  # after the four special tokens, most frequent first
+        if not words:
+            raise ValueError("generate: the model's vocabulary has no words; give a --prompt")
+        return words[0]
+
+    def join_prompt(self, prompt: str, continuation: str) -> str:
+        """The prompt followed by its continuation, as one text (words apart by a space)."""
+        if self.data.tokenizer == "char" or not continuation or prompt[-1:].isspace():
+            return prompt + continuation
+        return f"{prompt} {continuation}"
 
     def generate(self, model: nn.Module, prompt: str, length: int, *, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None) -> str:

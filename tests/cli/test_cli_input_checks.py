@@ -1,0 +1,136 @@
+"""Options and inputs checked before any training runs (exit 2, one line naming the option), and the
+output formats scripts rely on (--json alone on stdout, generate's samples, word-level prompts)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from test_cli_errors import LM, fails
+
+TINY = ("--hidden_size", "8", "--embed_size", "8", "--batch_size", "4", "--bptt", "8", "--no-progress")
+
+
+@pytest.mark.parametrize("device", ["foo", "gpu", "cuda:x", "cpu0"])
+def test_train_refuses_an_unknown_device(cli, files, tmp_path, device):
+    fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--device", device, "--out", tmp_path / "o", *LM,
+          match=f"--device must be auto, cpu, cuda or cuda:N, got '{device}'")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_cuda_without_cuda_is_a_usage_error(cli, files, tmp_path):
+    fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--device", "cuda", "--out", tmp_path / "o", *LM,
+          match="--device cuda: this torch build has no usable CUDA device")
+
+
+@pytest.fixture
+def lm_checkpoint(cli, files, tmp_path):
+    code, _, err = cli("train", "lm", "--data", files / "train.txt", "--out", tmp_path / "lm", *LM)
+    assert code == 0, err
+    return tmp_path / "lm" / "checkpoint"
+
+
+def test_generate_and_predict_check_device_and_files(cli, lm_checkpoint, tmp_path):
+    fails(cli, 2, "generate", lm_checkpoint, "--device", "gpu", match="--device must be cpu, cuda or cuda:N")
+    fails(cli, 2, "predict", lm_checkpoint, "--device", "auto", match="--device must be cpu, cuda or cuda:N")
+    fails(cli, 2, "predict", lm_checkpoint, "--output", tmp_path / "no" / "such" / "out.txt",
+          match="--output")
+    fails(cli, 2, "predict", lm_checkpoint, "--output", tmp_path, match="is a directory")
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--temperature", "nan"), "--temperature must be a finite number >= 0, got nan"),
+    (("--num", "0"), "--num must be > 0, got 0"),
+    (("--num", "-2"), "--num must be > 0, got -2"),
+    (("--prompt", ""), "--prompt is empty"),
+    (("--top-p", "nan"), "--top-p must be in (0, 1]"),
+])
+def test_generate_refuses_bad_sampling_options(cli, lm_checkpoint, args, message):
+    fails(cli, 2, "generate", lm_checkpoint, *args, match=message)
+
+
+def test_generate_separates_samples(cli, lm_checkpoint):
+    code, out, _ = cli("generate", lm_checkpoint, "--num", "3", "--length", "20", "--seed", "1")
+    assert code == 0
+    samples = out.split("\n-----\n")
+    assert len(samples) == 3 and all(s.strip() for s in samples)
+
+
+def test_word_language_model_generates_without_and_with_a_prompt(cli, files, tmp_path):
+    code, _, err = cli("train", "lm", "--data", files / "train.txt", "--tokenizer", "word", "--out", tmp_path / "w",
+                       "--max-steps", "3", *TINY)
+    assert code == 0, err
+    ckpt = tmp_path / "w" / "checkpoint"
+    code, out, err = cli("generate", ckpt, "--length", "5", "--temperature", "0")
+    assert code == 0, err
+    assert len(out.split()) == 6  # the most frequent word, then five more
+    code, out, err = cli("generate", ckpt, "--length", "5", "--temperature", "0", "--prompt", "the cat")
+    assert code == 0, err
+    assert out.startswith("the cat ") and len(out.split()) == 7  # the prompt's words stay apart from the rest
+
+
+def test_a_too_short_validation_file_stops_before_training(cli, files, tmp_path):
+    (tmp_path / "one.txt").write_text("a")
+    fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--valid", tmp_path / "one.txt",
+          "--out", tmp_path / "o", *LM, match="the validation text has 1 char(s)")
+    assert not (tmp_path / "o" / "metrics.jsonl").exists()
+
+
+def test_forecast_horizon_longer_than_the_window_stops_before_training(cli, tmp_path):
+    fails(cli, 2, "train", "forecast", "--data", "builtin:sine", "--horizon", "5", "--window", "3",
+          "--max-steps", "2", "--hidden_size", "8", "--no-progress", "--out", tmp_path / "o",
+          match="--horizon 5 needs --window >= 5")
+
+
+def test_forecast_columns_apply_to_builtin_data(cli, tmp_path):
+    fails(cli, 2, "train", "forecast", "--data", "builtin:co2", "--columns", "nope", "--max-steps", "2",
+          "--hidden_size", "8", "--no-progress", "--out", tmp_path / "o", match="--columns: no column 'nope'")
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--lr", "nan"), "lr must be a number, got nan"),
+    (("--min_lr_ratio", "5"), "min_lr_ratio must be in [0, 1]"),
+])
+def test_training_options_out_of_range(cli, files, tmp_path, args, message):
+    fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--out", tmp_path / "o", *LM, *args, match=message)
+
+
+def test_out_must_be_a_folder_that_can_be_made(cli, files, tmp_path):
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--out", f, *LM, match="is a file; give a folder")
+    fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--out", f / "sub", *LM,
+          match="is a file, so no folder can be made under it")
+
+
+def test_json_output_is_json_alone(cli, files, tmp_path):
+    code, out, err = cli("train", "lm", "--data", files / "train.txt", "--out", tmp_path / "o", "--json", *LM)
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["step"] == 3 and "training /" in err
+
+
+def test_task_help_is_plain_text_with_the_whole_usage(cli):
+    code, out, _ = cli("train", "translate", "--help")
+    assert code == 0
+    assert "``" not in out
+    assert "--overwrite" in out and "--device" in out and "--json" in out
+    assert "constant|linear|exponential|inverse_sigmoid" in out  # choices are not cut short
+
+
+def test_diagnose_takes_underscored_options_and_checks_its_inputs(cli, lm_checkpoint, tmp_path):
+    code, out, err = cli("diagnose", "saturation", "--cell", "gru", "--length", "5", "--hidden_size", "4", "--json")
+    assert code == 0, err
+    assert json.loads(out)
+    fails(cli, 2, "diagnose", "gradients", "--length", "1", match="needs length >= 2")
+    page = tmp_path / "a.html"
+    fails(cli, 2, "diagnose", "activations", lm_checkpoint, "--text-file", tmp_path / "missing.txt", "--out", page,
+          match="missing.txt")
+    fails(cli, 2, "diagnose", "activations", lm_checkpoint, "--text", "the cat", "--unit", "999", "--out", page,
+          match="--unit 999: the model has hidden units 0 to 7")
+    fails(cli, 2, "diagnose", "activations", lm_checkpoint, "--text", "x", "--text-file", tmp_path / "t.txt",
+          "--out", page, match="not both")
+    code, _, err = cli("diagnose", "activations", lm_checkpoint, "--text", "a", "--out", page)
+    assert code == 0 and "Warning" not in err
