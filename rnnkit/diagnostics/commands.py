@@ -47,17 +47,6 @@ def _lengths(value: str) -> list[int]:
     return out
 
 
-def _length(value: str) -> int:
-    """One sequence length of the adding problem: an integer >= 2 (it marks two numbers)."""
-    try:
-        T = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {value!r}") from None
-    if T < 2:
-        raise argparse.ArgumentTypeError(f"the adding problem needs length >= 2, got {T}")
-    return T
-
-
 def _positive(kind):
     def parse(value: str):
         try:
@@ -78,6 +67,14 @@ def _alphabet(value: str) -> int:
     if not 2 <= v <= 9:
         raise argparse.ArgumentTypeError(f"the alphabet has 2 to 9 symbols (digits), got {value!r}")
     return v
+
+
+def _length(value: str) -> int:
+    """One sequence length of the adding problem: an integer >= 2 (it marks two numbers)."""
+    T = _positive(int)(value)
+    if T < 2:
+        raise argparse.ArgumentTypeError(f"the adding problem needs length >= 2, got {T}")
+    return T
 
 
 def _nonnegative_int(value: str) -> int:
