@@ -362,11 +362,11 @@ def _check_writable_file(path: str, flag: str) -> None:
 def cmd_info(args) -> int:
     from .train.checkpoint import load_checkpoint
 
-    c = load_checkpoint(args.checkpoint)
+    c = load_checkpoint(args.checkpoint, require_files=False)  # show what is there, missing files marked
     n_params = sum(t.numel() for k, t in c.weights.items())
     info = {"path": str(c.path), "model_type": c.model_type, "task": c.task, "format_version": c.meta["format_version"],
             "rnnkit_version": c.meta.get("rnnkit_version"), "step": c.meta.get("step"), "parameters": n_params,
-            "model_config": c.config, "files": c.meta.get("files")}
+            "model_config": c.config, "files": c.files}
     if c.trainer:
         info.update(epoch=c.trainer["epoch"], elapsed_s=round(c.trainer["elapsed"], 1), tokens=c.trainer["tokens"],
                     best=c.trainer["best"], last_metrics={k: v for k, v in c.trainer.get("last_metrics", {}).items()

@@ -1,9 +1,12 @@
 """Images with captions, for the captioner: read from an ``.npz`` file or from a folder of images
 with a captions file, and written back in either form.
 
-``.npz``: two arrays, ``images`` — (N, H, W) grey or (N, H, W, C) channels-last, as image files
-store them; uint8 0–255 or floats 0–1 — and ``captions``, N strings (a NumPy string array, so the
-file loads without pickle).
+``.npz``: two arrays, ``images`` — (N, H, W) grey, (N, H, W, C) channels-last as image files store
+them, or (N, C, H, W) channels-first as PyTorch does, with C in 1 (grey), 3 (RGB) or 4 (RGBA, alpha
+dropped); uint8 0–255 or floats 0–1 — and ``captions``, N strings (a NumPy string array, so the file
+loads without pickle). The layout rule: channels-last when the last dimension is 1, 3 or 4;
+otherwise channels-first when the second is. A shape that fits both, such as (N, 3, 8, 3), is read
+channels-last (images 3 high, 8 wide, RGB); transpose such arrays to (N, H, W, C) before saving.
 
 Folder: the images (PNG; JPEG too where Pillow is installed, as it is with matplotlib) and a file
 ``captions.tsv`` with one ``FILENAME<TAB>CAPTION`` line per image. All images must have one shape;
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import os
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 from typing import NamedTuple
@@ -35,12 +39,26 @@ class Captions(NamedTuple):
     captions: list[str]
 
 
-def images_to_nchw(images: np.ndarray, where: Path) -> torch.Tensor:
-    """(N, H, W) or (N, H, W, C) uint8/float → (N, C, H, W) float32 in [0, 1], alpha dropped."""
+CHANNELS = (1, 3, 4)  # grey, RGB, RGBA
+
+
+def _channels_last(images: np.ndarray, where: Path, channels_first: bool) -> np.ndarray:
+    """``images`` as (N, H, W, C): grey (N, H, W) gains C = 1; with ``channels_first``, (N, C, H, W) is
+    transposed when its last dimension cannot be a channel count (the layout rule in the module doc)."""
     if images.ndim == 3:
-        images = images[..., None]
-    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-        raise DataError(f"images: expected shape (N, H, W) or (N, H, W, C) with C in 1, 3, 4, got {images.shape}", where)
+        return images[..., None]
+    if images.ndim == 4 and images.shape[-1] in CHANNELS:
+        return images
+    if images.ndim == 4 and channels_first and images.shape[1] in CHANNELS:
+        return images.transpose(0, 2, 3, 1)
+    layouts = "(N, H, W), (N, H, W, C) or (N, C, H, W)" if channels_first else "(N, H, W) or (N, H, W, C)"
+    raise DataError(f"images: expected shape {layouts} with C in 1, 3, 4, got {images.shape}", where)
+
+
+def images_to_nchw(images: np.ndarray, where: Path, *, channels_first: bool = False) -> torch.Tensor:
+    """(N, H, W) or (N, H, W, C) uint8/float → (N, C, H, W) float32 in [0, 1], alpha dropped.
+    ``channels_first`` also accepts (N, C, H, W) where the shape is unambiguous (see the module doc)."""
+    images = _channels_last(images, where, channels_first)
     images = images[..., :3] if images.shape[-1] == 4 else images
     if images.dtype == np.uint8:
         x = images.astype(np.float32) / 255.0
@@ -53,19 +71,28 @@ def images_to_nchw(images: np.ndarray, where: Path) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
-def _read_npz(p: Path) -> Captions:
+def _load_npz_arrays(p: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The ``images`` and ``captions`` arrays of an ``.npz`` file, loaded without pickle; a file that is
+    not a zip archive (truncated, damaged, another format) or lacks either array is a :class:`DataError`."""
+    if not zipfile.is_zipfile(p):
+        raise DataError("not a readable .npz archive: not a zip file (expected the zip archive np.savez writes; "
+                        "the file may be truncated or damaged)", p)
     try:
         with np.load(p, allow_pickle=False) as z:
             missing = [k for k in ("images", "captions") if k not in z.files]
             if missing:
                 raise DataError(f"expected arrays 'images' and 'captions', got {sorted(z.files)}", p)
-            images, captions = z["images"], z["captions"]
+            return z["images"], z["captions"]
     except DataError:
         raise
     except ValueError as e:  # object arrays need pickle, which is refused
         raise DataError(f"cannot load without pickle ({e}); save captions as np.array(list_of_str)", p) from None
-    except (OSError, zlib.error, EOFError) as e:
-        raise DataError(f"not a readable .npz file ({e})", p) from None
+    except (OSError, zlib.error, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"not a readable .npz archive: {e} (the file may be truncated or damaged)", p) from None
+
+
+def _read_npz(p: Path) -> Captions:
+    images, captions = _load_npz_arrays(p)
     if captions.dtype.kind not in "US" or captions.ndim != 1:
         raise DataError(f"captions: expected a 1-D string array, got dtype {captions.dtype} shape {captions.shape}", p)
     if len(captions) != len(images):
@@ -74,7 +101,7 @@ def _read_npz(p: Path) -> Captions:
     for i, c in enumerate(caps):
         if not c:
             raise DataError(f"captions[{i}] is empty", p)
-    return Captions(images_to_nchw(images, p), caps)
+    return Captions(images_to_nchw(images, p, channels_first=True), caps)
 
 
 def _read_folder(captions_file: Path) -> Captions:

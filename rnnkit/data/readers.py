@@ -73,7 +73,9 @@ def read_labelled(
     (case and surrounding spaces ignored). A header must name the label column; the text column is
     the one named ``text_column`` or, in a two-column file, the other one. Extra columns are ignored.
     Without a header every row must have exactly two fields, text then label. Blank lines are skipped;
-    an empty text or label is an error.
+    an empty text or label is an error. A first row that looks like a header with other names — its
+    label occurs on no other row while every other label occurs at least twice, as ``review,sentiment``
+    above rows labelled ``pos``/``neg`` — is an error at line 1 rather than an extra example and class.
     """
     p = Path(path)
     sep = _delimiter_for(p, delimiter)
@@ -95,6 +97,14 @@ def read_labelled(
         width, body = len(first), rows[1:]
     else:
         ti, li, width, body = 0, 1, 2, rows
+    out = _labelled_rows(p, sep, body, ti, li, width)
+    if body is rows:
+        _reject_unnamed_header(p, line, first, sep, [label for _, label in out], text_column, label_column)
+    return out
+
+
+def _labelled_rows(p: Path, sep: str, body, ti: int, li: int, width: int) -> list[tuple[str, str]]:
+    """``(text, label)`` per row of ``body``, checking the column count and that neither is empty."""
     out = []
     for line, fields in body:
         if len(fields) != width:
@@ -109,6 +119,27 @@ def read_labelled(
     if not out:
         raise DataError("header only, no examples", p)
     return out
+
+
+def _reject_unnamed_header(p: Path, line: int, first: list[str], sep: str, labels: list[str],
+                           text_column: str, label_column: str) -> None:
+    """A first row of other column names (``review,sentiment``) would become an example and a class
+    of its own. Its telltale: its label (``labels[0]``) occurs on no other row, while every other label
+    occurs at least twice. Such a row is refused with a :class:`DataError` at its line."""
+    counts: dict[str, int] = {}
+    for label in labels[1:]:
+        counts[label] = counts.get(label, 0) + 1
+    if not counts or labels[0] in counts or min(counts.values()) < 2:
+        return
+    import shlex
+
+    raise DataError(
+        f"the first row looks like a header, not an example: its label {labels[0]!r} occurs on no other row, "
+        f"while every other label occurs at least twice (expected a header {text_column + sep + label_column!r} "
+        f"or none, got {sep.join(first)!r}); rename the columns to {text_column} and {label_column}, or pass "
+        f"--text_column {shlex.quote(first[0].strip())} --label_column {shlex.quote(first[1].strip())}",
+        p, line,
+    )
 
 
 def read_conll(

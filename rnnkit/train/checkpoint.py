@@ -71,6 +71,12 @@ class Checkpoint:
     def step(self) -> int:
         return int(self.trainer.get("step", 0))
 
+    @property
+    def files(self) -> dict[str, int | str]:
+        """The snapshot's files as found on disk now: name → size in bytes, or ``"missing"`` for a file
+        that config.json lists but the directory lacks (see :func:`files_on_disk`)."""
+        return files_on_disk(self.path, self.meta.get("files"))
+
 
 # --- writing --------------------------------------------------------------------------------
 
@@ -270,20 +276,90 @@ def _safetensors_metadata(data: bytes) -> dict[str, str]:
     return json.loads(data[8:8 + n]).get("__metadata__", {}) or {}
 
 
-def load_checkpoint(path: str | os.PathLike, expected_type: str | None = None, *, trainer: bool = True) -> Checkpoint:
-    """Reads a checkpoint, checking format, version, model type and file sizes. Raises
-    ``CheckpointError`` with a one-line message for anything wrong. ``trainer=False`` skips the
-    optimizer state (for evaluation and generation)."""
+def files_on_disk(snap: Path, listed: Any = None) -> dict[str, int | str]:
+    """Name → size in bytes of every file in the snapshot directory ``snap`` (config.json included),
+    plus ``"missing"`` for each name in ``listed`` (config.json's ``files``) that is not there."""
+    found: dict[str, int | str] = {}
+    for f in sorted(snap.iterdir()) if snap.is_dir() else ():
+        if f.is_file():
+            found[f.name] = f.stat().st_size
+    for name in listed if isinstance(listed, dict) else {}:
+        found.setdefault(name, "missing")
+    return dict(sorted(found.items()))
+
+
+def _listed_files(snap: Path, header: dict[str, Any], required: bool = True) -> dict[str, int]:
+    """config.json's ``files`` (name → size written); with ``required``, every file it lists must
+    exist in ``snap``."""
+    listed = header.get("files", {})
+    if not isinstance(listed, dict):
+        raise CheckpointError(f"checkpoint {snap} is corrupt: config.json's \"files\" is not a table of file sizes")
+    missing = [name for name in sorted(listed) if not (snap / str(name)).is_file()]
+    if missing and required:
+        present = sorted(f.name for f in snap.iterdir() if f.is_file())
+        raise CheckpointError(
+            f"checkpoint {snap} is incomplete: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing "
+            f"(expected the files config.json lists: {', '.join(sorted(listed))}; found {', '.join(present)})"
+        )
+    return listed
+
+
+def load_checkpoint(path: str | os.PathLike, expected_type: str | None = None, *, trainer: bool = True,
+                    require_files: bool = True) -> Checkpoint:
+    """Reads a checkpoint, checking format, version, model type, that every file config.json lists
+    is present, and the tensor files' sizes. Raises ``CheckpointError`` with a one-line message for
+    anything wrong. ``trainer=False`` skips the optimizer state (for evaluation and generation).
+    ``require_files=False`` lets a listed vocab.json or trainer state be missing (for ``rnnkit info``,
+    which shows ``Checkpoint.files`` with the missing ones marked); the weights are always required."""
     snap, header = read_header(path, expected_type)
-    sizes = header.get("files", {})
+    sizes = _listed_files(snap, header, require_files)
     weights, _ = _read_tensors(snap / "model.safetensors", sizes.get("model.safetensors"))
     vocab = _read_json(snap / "vocab.json", "vocabulary") if (snap / "vocab.json").is_file() else None
     ckpt = Checkpoint(path=snap, model_type=header["model_type"], config=header.get("model_config", {}),
                       weights=weights, vocab=vocab, meta=header)
-    if trainer and (snap / "trainer.json").is_file():
+    # Without require_files, trainer state whose tensors are gone is skipped rather than an error.
+    trainer_present = (snap / "trainer.json").is_file() and (require_files or (snap / "trainer.safetensors").is_file())
+    if trainer and trainer_present:
         ckpt.trainer = _read_json(snap / "trainer.json", "trainer state")
         ckpt.trainer_tensors, _ = _read_tensors(snap / "trainer.safetensors", sizes.get("trainer.safetensors"))
     return ckpt
+
+
+def _shape(shape) -> str:
+    """``(96, 32)``; a 1-D shape as ``(96,)``, as Python writes tuples."""
+    return str(tuple(int(n) for n in shape))
+
+
+def weights_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str | None:
+    """What first differs between a model's ``state_dict()`` (``expected``) and a checkpoint's
+    weights (``found``), in one line — a weight of another shape, a missing one, an extra one — or
+    ``None`` when every name and shape agrees."""
+    for name, want in expected.items():
+        if name in found and tuple(found[name].shape) != tuple(want.shape):
+            return (f"{name} has shape {_shape(found[name].shape)} in the file, "
+                    f"the model expects {_shape(want.shape)}")
+    missing = [n for n in expected if n not in found]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        return f"the file has no weight {missing[0]!r}, which the model expects{more}"
+    extra = [n for n in found if n not in expected]
+    if extra:
+        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+        return f"the file has a weight {extra[0]!r} that the model does not{more}"
+    return None
+
+
+def load_weights(model: torch.nn.Module, ckpt: Checkpoint) -> None:
+    """Loads ``ckpt.weights`` into ``model``; a ``CheckpointError`` naming the first mismatching weight
+    and both shapes if they do not fit (the model was built from the checkpoint's config)."""
+    problem = weights_mismatch(model.state_dict(), ckpt.weights)
+    if problem is None:
+        try:
+            model.load_state_dict(ckpt.weights)
+            return
+        except RuntimeError as e:
+            problem = str(e).strip().splitlines()[-1].strip() or type(e).__name__
+    raise CheckpointError(f"checkpoint {ckpt.path} does not match its model: {problem}")
 
 
 # --- optimizer and RNG state as tensors + JSON ----------------------------------------------

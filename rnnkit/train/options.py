@@ -127,15 +127,26 @@ class Settings:
             self.set_text(key, text)
 
     def load_toml(self, path: str | Path) -> None:
+        """Keys at the top level or in [train], [model], [data]; a key set in two places is an error (which
+        one should win?), and every error names the file."""
         data = read_toml(path)
-        for key, value in data.items():
-            if isinstance(value, dict) and key in self.values:
-                for k, v in value.items():
-                    self.set_value(k, v, group=key)
-            elif isinstance(value, dict):
-                raise OptionError(f"{path}: unknown table [{key}] (expected [train], [model] or [data])")
-            else:
-                self.set_value(key, value)
+        where: dict[str, str] = {}
+        try:
+            for key, value in data.items():
+                if isinstance(value, dict) and key in self.values:
+                    items, place = value.items(), f"[{key}]"
+                elif isinstance(value, dict):
+                    raise OptionError(f"unknown table [{key}] (expected [train], [model] or [data])")
+                else:
+                    items, place = [(key, value)], "the top level"
+                for k, v in items:
+                    name = k.replace("-", "_")
+                    if name in where:
+                        raise OptionError(f"{k} is set twice, at {where[name]} and in {place}; keep one")
+                    where[name] = place
+                    self.set_value(k, v, group=key if place != "the top level" else None)
+        except OptionError as e:
+            raise OptionError(f"{path}: {e}") from None
 
 
 def _is_number(text: str) -> bool:

@@ -366,7 +366,7 @@ class Trainer:
         if changes:
             raise ConfigMismatch(f"--resume: config changed since {c.path}: {'; '.join(changes[:4])}"
                                 f"{' …' if len(changes) > 4 else ''} (start a new run with another --out)")
-        self.model.load_state_dict(c.weights)
+        ckpt.load_weights(self.model, c)  # a mismatch names the weight and both shapes
         t = c.trainer
         ckpt.load_optimizer_state(self.optimizer, t["optimizer"], c.trainer_tensors)
         ckpt.set_rng_state(t["rng"], c.trainer_tensors)

@@ -157,3 +157,101 @@ def test_bad_generate_and_predict_input(cli, lm_run, tmp_path, monkeypatch):
     fails(cli, 2, "predict", lm_run / "checkpoint", "--input", tmp_path / "missing.txt", match="no such file")
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"ok\n\xff\n")))
     fails(cli, 2, "predict", lm_run / "checkpoint", match="stdin:2: bytes that are not UTF-8")
+
+
+def test_csv_header_with_other_column_names(cli, tmp_path):
+    rows = "".join(f"some text {i},{('pos', 'neg')[i % 2]}\n" for i in range(200))
+    (tmp_path / "reviews.csv").write_text("review,sentiment\n" + rows)
+    small = ("--max-steps", "2", "--hidden_size", "8", "--embed_size", "8", "--no-progress")
+    fails(cli, 2, "train", "classify", "--data", tmp_path / "reviews.csv", "--out", tmp_path / "a", *small,
+          match=("reviews.csv:1: the first row looks like a header", "'sentiment' occurs on no other row",
+                 "rename the columns to text and label, or pass --text_column review --label_column sentiment"))
+    code, _, err = cli("train", "classify", "--data", tmp_path / "reviews.csv", "--out", tmp_path / "b", *small,
+                       "--text_column", "review", "--label_column", "sentiment")
+    assert code == 0, err
+    from rnnkit.train.tasks import load_trained
+
+    assert load_trained(tmp_path / "b" / "checkpoint")[0].labels == ["neg", "pos"]
+
+
+def test_caption_npz_channels_first_and_corrupt(cli, tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 1, 8, 10), dtype=np.uint8)  # (N, C, H, W)
+    np.savez(tmp_path / "caps.npz", images=images, captions=np.array(["one two", "three"] * 20))
+    out = tmp_path / "cap"
+    code, _, err = cli("train", "caption", "--data", tmp_path / "caps.npz", "--out", out, "--max-steps", "2",
+                       "--hidden_size", "8", "--embed_size", "8", "--conv_channels", "4,4", "--feature_size", "8",
+                       "--no-progress")
+    assert code == 0, err
+    config = json.loads(cli("info", out / "checkpoint", "--json")[1])["model_config"]
+    assert config["in_channels"] == 1 and list(config["image_size"]) == [8, 10]
+    (tmp_path / "bad.npz").write_bytes((tmp_path / "caps.npz").read_bytes()[:500])
+    for args in (("train", "caption", "--data", tmp_path / "bad.npz", "--out", tmp_path / "x"),
+                 ("evaluate", out / "checkpoint", "--data", tmp_path / "bad.npz")):
+        fails(cli, 2, *args, match=("bad.npz: not a readable .npz archive", "not a zip file"))
+
+
+@pytest.fixture
+def cls_run(cli, files, tmp_path):
+    out = tmp_path / "cls"
+    code, _, err = cli("train", "classify", "--data", files / "train.csv", "--out", out, "--max-steps", "2",
+                       "--hidden_size", "8", "--embed_size", "8", "--no-progress")
+    assert code == 0, err
+    (tmp_path / "in.txt").write_text("good film\n")
+    return out / "checkpoint"
+
+
+def edited_copy(ckpt, dest, name, edit):
+    """A copy of checkpoint ``ckpt`` at ``dest`` whose JSON file ``name`` went through ``edit`` (or was deleted)."""
+    import shutil
+
+    shutil.copytree(ckpt, dest)
+    snap = next(p for p in dest.iterdir() if p.is_dir())
+    if edit is None:
+        (snap / name).unlink()
+    else:
+        data = json.loads((snap / name).read_text())
+        edit(data)
+        (snap / name).write_text(json.dumps(data))
+    return dest
+
+
+def test_checkpoint_without_vocab_json(cli, cls_run, tmp_path):
+    ck = edited_copy(cls_run, tmp_path / "novocab", "vocab.json", None)
+    fails(cli, 2, "predict", ck, "--input", tmp_path / "in.txt",
+          match=("is incomplete: vocab.json is missing",
+                 "expected the files config.json lists: model.safetensors, trainer.json, "
+                 "trainer.safetensors, vocab.json; found config.json, model.safetensors"))
+    code, out, err = cli("info", ck, "--json")  # info shows what is there
+    assert code == 0, err
+    assert json.loads(out)["files"]["vocab.json"] == "missing"
+
+
+def test_checkpoint_vocab_json_that_does_not_fit_the_model(cli, cls_run, tmp_path):
+    def fewer_labels(v):
+        v["labels"], v["majority"] = v["labels"][:1], v["labels"][0]
+
+    def fewer_tokens(v):
+        v["tokenizer"]["vocab"]["tokens"].pop()
+
+    def no_tokenizer(v):
+        del v["tokenizer"]
+
+    predict = ("predict", "--input", tmp_path / "in.txt")
+    ck = edited_copy(cls_run, tmp_path / "a", "vocab.json", fewer_labels)
+    fails(cli, 2, predict[0], ck, *predict[1:],
+          match="vocab.json does not match the model: it gives num_classes = 1, the model has num_classes = 2")
+    ck = edited_copy(cls_run, tmp_path / "b", "vocab.json", fewer_tokens)
+    fails(cli, 2, predict[0], ck, *predict[1:], match=("vocab.json does not match the model: it gives vocab_size = ",
+                                                       "the model has vocab_size = "))
+    ck = edited_copy(cls_run, tmp_path / "c", "vocab.json", no_tokenizer)
+    fails(cli, 2, predict[0], ck, *predict[1:],
+          match="vocab.json lacks the entry 'tokenizer' (its top-level keys: ['labels', 'majority'])")
+
+
+def test_checkpoint_weight_shapes_that_do_not_fit_its_config(cli, cls_run, tmp_path):
+    ck = edited_copy(cls_run, tmp_path / "h", "config.json", lambda h: h["model_config"].update(hidden_size=9))
+    fails(cli, 2, "predict", ck, "--input", tmp_path / "in.txt",
+          match="does not match its model: rnn.weight_ih_l0 has shape (32, 8) in the file, the model expects (36, 8)")

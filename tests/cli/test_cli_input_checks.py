@@ -134,3 +134,25 @@ def test_diagnose_takes_underscored_options_and_checks_its_inputs(cli, lm_checkp
           "--out", page, match="not both")
     code, _, err = cli("diagnose", "activations", lm_checkpoint, "--text", "a", "--out", page)
     assert code == 0 and "Warning" not in err
+
+
+def test_config_file_errors_name_the_file(cli, files, tmp_path):
+    twice = tmp_path / "twice.toml"
+    twice.write_text("hidden_size = 16\n[model]\nhidden_size = 32\n")
+    fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--config", twice, "--out", tmp_path / "o", *LM,
+          match=f"{twice}: hidden_size is set twice, at the top level and in [model]; keep one")
+    typo = tmp_path / "typo.toml"
+    typo.write_text("hiddn_size = 16\n")
+    fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--config", typo, "--out", tmp_path / "o", *LM,
+          match=f"{typo}: unknown option --hiddn_size")
+
+
+def test_info_marks_a_missing_file(cli, lm_checkpoint):
+    from rnnkit.train.checkpoint import resolve
+
+    snap = resolve(lm_checkpoint)
+    (snap / "vocab.json").unlink()
+    code, out, err = cli("info", lm_checkpoint, "--json")
+    assert code == 0, err
+    assert json.loads(out)["files"]["vocab.json"] == "missing"
+    fails(cli, 2, "generate", lm_checkpoint, match="vocab.json is missing")

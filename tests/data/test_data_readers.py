@@ -85,6 +85,34 @@ def test_labelled_bad_rows_name_their_line(tmp_path):
     expect(lambda: read_labelled(write(tmp_path / "b.csv", "text,label\nfine,\n")), "b.csv:2:", "empty label")
 
 
+def header_rows(first: str, n: int = 20, sep: str = ",") -> str:
+    """``first``, then ``n`` rows labelled pos/neg alternately."""
+    return first + "\n" + "".join(f"some text {i}{sep}{('pos', 'neg')[i % 2]}\n" for i in range(n))
+
+
+def test_labelled_header_with_other_names_is_an_error(tmp_path):
+    p = write(tmp_path / "reviews.csv", header_rows("review,sentiment"))
+    msg = expect(lambda: read_labelled(p), "reviews.csv:1:", "looks like a header", "'sentiment' occurs on no other row",
+                 "expected a header 'text,label' or none, got 'review,sentiment'",
+                 "--text_column review --label_column sentiment")
+    assert "rename the columns to text and label" in msg
+    rows = read_labelled(p, text_column="review", label_column="sentiment")  # the suggested options work
+    assert len(rows) == 20 and {label for _, label in rows} == {"pos", "neg"}
+    tsv = write(tmp_path / "reviews.tsv", header_rows("my review\tsentiment", sep="\t"))
+    expect(lambda: read_labelled(tsv), "reviews.tsv:1:", r"'text\tlabel'", "--text_column 'my review'")
+
+
+def test_labelled_first_row_kept_when_not_header_like(tmp_path):
+    # its label occurs again: an ordinary first example
+    assert len(read_labelled(write(tmp_path / "a.csv", header_rows("first text,pos")))) == 21
+    # another label occurs only once: rare classes, not a header
+    rare = write(tmp_path / "b.csv", header_rows("odd one,rare") + "lonely,other\n")
+    assert read_labelled(rare)[0] == ("odd one", "rare")
+    assert read_labelled(write(tmp_path / "c.csv", "only,row\n")) == [("only", "row")]
+    # a real text,label header is still a header
+    assert len(read_labelled(write(tmp_path / "d.csv", header_rows("text,label")))) == 20
+
+
 # --- tagging -------------------------------------------------------------------------------------
 def test_conll_sentences_docstart_and_columns(tmp_path):
     p = write(tmp_path / "t.conll", "-DOCSTART- -X- O\n\nJohn NNP B-PER\nruns VBZ O\n\n\nParis NNP B-LOC\n")
@@ -149,6 +177,44 @@ def test_captions_npz_channels_last_and_uint8(tmp_path):
     np.savez(tmp_path / "rgb.npz", images=np.full((2, 3, 4, 3), 255, np.uint8), captions=np.array(["a", "b"]))
     c = read_captions(tmp_path / "rgb.npz")
     assert c.images.shape == (2, 3, 3, 4) and float(c.images.min()) == 1.0
+
+
+def test_captions_npz_channels_first(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 1, 5, 7, generator=g)  # (N, C, H, W), as PyTorch and ImageCaptioner use
+    np.savez(tmp_path / "grey.npz", images=images.numpy(), captions=np.array(["a", "b", "c"]))
+    torch.testing.assert_close(read_captions(tmp_path / "grey.npz").images, images)
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 3, 6, 8), dtype=np.uint8)
+    np.savez(tmp_path / "rgb.npz", images=rgb, captions=np.array(["a", "b"]))
+    c = read_captions(tmp_path / "rgb.npz")
+    assert c.images.shape == (2, 3, 6, 8)
+    torch.testing.assert_close(c.images, torch.from_numpy(rgb).float() / 255)
+
+
+def test_captions_npz_ambiguous_layout_is_channels_last(tmp_path):
+    images = np.zeros((2, 3, 8, 3), np.uint8)  # (N, C, H, W) or (N, H, W, C)? read as 3 high, 8 wide, RGB
+    np.savez(tmp_path / "amb.npz", images=images, captions=np.array(["a", "b"]))
+    assert read_captions(tmp_path / "amb.npz").images.shape == (2, 3, 3, 8)
+
+
+def test_captions_npz_bad_layout_names_all_three(tmp_path):
+    np.savez(tmp_path / "five.npz", images=np.zeros((2, 5, 6, 7)), captions=np.array(["a", "b"]))
+    expect(lambda: read_captions(tmp_path / "five.npz"), "five.npz",
+           "expected shape (N, H, W), (N, H, W, C) or (N, C, H, W) with C in 1, 3, 4, got (2, 5, 6, 7)")
+
+
+def test_captions_corrupt_npz_names_the_file(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    good = write_captions(tmp_path / "good.npz", Captions(torch.rand(4, 1, 8, 8, generator=g), ["a", "b", "c", "d"]))
+    data = good.read_bytes()
+    (tmp_path / "head.npz").write_bytes(data[:500])
+    expect(lambda: read_captions(tmp_path / "head.npz"), "head.npz:", "not a readable .npz archive", "not a zip file")
+    (tmp_path / "text.npz").write_text("hello")
+    expect(lambda: read_captions(tmp_path / "text.npz"), "text.npz:", "not a readable .npz archive")
+    damaged = bytearray(data)
+    damaged[len(data) // 2] ^= 0xFF  # inside the compressed images: a CRC or zlib error
+    (tmp_path / "flip.npz").write_bytes(bytes(damaged))
+    expect(lambda: read_captions(tmp_path / "flip.npz"), "flip.npz:", "not a readable .npz archive")
 
 
 def test_captions_errors(tmp_path):

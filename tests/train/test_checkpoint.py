@@ -138,3 +138,43 @@ def test_not_a_checkpoint(tmp_path):
     (tmp_path / "x.txt").write_text("hi")
     with pytest.raises(CheckpointError, match="is a file"):
         load_checkpoint(tmp_path / "x.txt")
+
+
+def test_a_listed_file_that_is_missing_is_named(tmp_path):
+    snap = save(tmp_path / "c", 1, tied_model())
+    (snap / "vocab.json").unlink()
+    with pytest.raises(CheckpointError, match=r"is incomplete: vocab.json is missing \(expected the files config.json "
+                                              r"lists: model.safetensors, vocab.json; found config.json, model.safetensors\)"):
+        load_checkpoint(tmp_path / "c")
+    c = load_checkpoint(tmp_path / "c", require_files=False)  # for `rnnkit info`: the files as found on disk
+    assert c.vocab is None
+    assert c.files == {"config.json": (snap / "config.json").stat().st_size,
+                       "model.safetensors": (snap / "model.safetensors").stat().st_size, "vocab.json": "missing"}
+
+
+def test_missing_trainer_state_with_require_files_off(tmp_path):
+    m = tied_model()
+    opt = torch.optim.AdamW(m.parameters())
+    meta, tensors = ck.optimizer_state(opt)
+    snap = save(tmp_path / "c", 1, m, trainer={"step": 1, "optimizer": meta}, trainer_tensors=tensors)
+    (snap / "trainer.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="trainer.safetensors is missing"):
+        load_checkpoint(tmp_path / "c", trainer=False)
+    c = load_checkpoint(tmp_path / "c", require_files=False)
+    assert not c.trainer and c.files["trainer.safetensors"] == "missing"
+
+
+def test_weights_mismatch_names_the_weight_and_both_shapes(tmp_path):
+    save(tmp_path / "c", 1, tied_model())
+    c = load_checkpoint(tmp_path / "c")
+    bigger = nn.Sequential(nn.Embedding(7, 5), nn.Linear(5, 7))
+    with pytest.raises(CheckpointError, match=r"does not match its model: 0.weight has shape \(7, 4\) in the file, "
+                                              r"the model expects \(7, 5\)$"):
+        ck.load_weights(bigger, c)
+    assert ck.weights_mismatch({"a": torch.zeros(3), "b": torch.zeros(2)}, {"a": torch.zeros(3)}) == \
+        "the file has no weight 'b', which the model expects"
+    assert ck.weights_mismatch({"a": torch.zeros(3)}, {"a": torch.zeros(3), "x": torch.zeros(1), "y": torch.zeros(1)}) == \
+        "the file has a weight 'x' that the model does not (and 1 more)"
+    same = tied_model()
+    ck.load_weights(same, c)
+    torch.testing.assert_close(same[0].weight, c.weights["0.weight"])

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
-from ..checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from ..checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights
 from ..config import TrainConfig
 from ..options import OptionError, Settings, build
 from ..trainer import Trainer, seed_everything
@@ -103,14 +103,36 @@ def load_trained(path: str | Path, *, device: str = "cpu") -> tuple[Task, nn.Mod
     try:
         data_cfg = task_cls.data_config(**info.get("data", {}))
         model = model_class(ckpt.model_type).from_config(ckpt.config)
-        model.load_state_dict(ckpt.weights)
     except (TypeError, ValueError, RuntimeError, KeyError) as e:
         raise CheckpointError(f"checkpoint {ckpt.path} does not match its model: {str(e).splitlines()[0]}") from None
-    trained = ckpt.meta.get("step", 0)
+    load_weights(model, ckpt)
     task = task_cls(data_cfg, seed=0)
-    task.load_vocab_state(ckpt.vocab or {})
-    task.trained_steps = trained
+    load_vocab(task, ckpt)
+    task.trained_steps = ckpt.meta.get("step", 0)
     return task, model.to(device).eval(), ckpt
+
+
+def load_vocab(task: Task, ckpt: Checkpoint) -> None:
+    """``task.load_vocab_state`` from the checkpoint's vocab.json, then a check that the vocabulary fits
+    the model: each size the data decides (``task.derived``: vocabulary size, label count, …) must be
+    the one in the model's config, which the weights were checked against. Anything missing, malformed
+    or mismatched is a ``CheckpointError`` naming the checkpoint and the entry."""
+    where = f"checkpoint {ckpt.path}"
+    try:
+        task.load_vocab_state(ckpt.vocab if ckpt.vocab is not None else {})
+        derived = task.derived_config()
+    except KeyError as e:
+        if ckpt.vocab is None:
+            raise CheckpointError(f"{where} has no vocab.json, which a {task.name!r} model needs "
+                                  f"(expected its {e.args[0]!r} entry)") from None
+        keys = sorted(ckpt.vocab) if isinstance(ckpt.vocab, dict) else type(ckpt.vocab).__name__
+        raise CheckpointError(f"{where}: vocab.json lacks the entry {e.args[0]!r} (its top-level keys: {keys})") from None
+    except (TypeError, ValueError, AttributeError, IndexError) as e:
+        raise CheckpointError(f"{where}: vocab.json is malformed ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    for key in task.derived:
+        if key in derived and key in ckpt.config and _jsonable(derived[key]) != _jsonable(ckpt.config[key]):
+            raise CheckpointError(f"{where}: vocab.json does not match the model: it gives {key} = {derived[key]!r}, "
+                                  f"the model has {key} = {ckpt.config[key]!r}")
 
 
 def _size(data: Any) -> int:

@@ -38,6 +38,21 @@ class ClassifyData:
         check_data_config(self, "min_freq")
 
 
+def check_classes(names: Any, majority: Any, what: str) -> list[str]:
+    """``names`` if it is a list of distinct strings holding ``majority`` (a saved label or tag set),
+    else a ``ValueError`` saying what is wrong — for checkpoints whose vocab.json was edited."""
+    if not isinstance(names, list):
+        raise ValueError(f"{what}: expected a list of strings, got {type(names).__name__}")
+    odd = [n for n in names if not isinstance(n, str)]
+    if odd:
+        raise ValueError(f"{what}: expected a list of strings, got an element {odd[0]!r} ({type(odd[0]).__name__})")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{what}: expected distinct names, got duplicates of {sorted({n for n in names if names.count(n) > 1})[:5]}")
+    if majority not in names:
+        raise ValueError(f"majority: expected one of the {what}, got {majority!r}")
+    return names
+
+
 def encode_texts(tokenizer, texts: Sequence[str]) -> list[list[int]]:
     """Token ids per text; a text with no known token becomes one <unk> (layers need length >= 1)."""
     return [tokenizer.encode(t) or [UNK] for t in texts]
@@ -71,7 +86,8 @@ class ClassifyTask(Task):
 
     def load_vocab_state(self, state: dict[str, Any]) -> None:
         self.tokenizer = tokenizer_from_dict(state["tokenizer"])
-        self.labels, self.majority = state["labels"], state["majority"]
+        self.labels = check_classes(state["labels"], state["majority"], "labels")
+        self.majority = state["majority"]
 
     def derived_config(self) -> dict[str, Any]:
         return {"num_classes": len(self.labels), "vocab_size": len(self.tokenizer), "input_size": None, "padding_idx": PAD}

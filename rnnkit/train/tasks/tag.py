@@ -19,6 +19,7 @@ from ...data import PAD, BucketBatcher, DataError, Vocabulary, pad_batch, read_c
 from .. import metrics as M
 from ..trainer import StepContext
 from .base import Task, check_data_config, batches_of, device_of
+from .classify import check_classes
 
 
 @dataclass
@@ -74,7 +75,8 @@ class TagTask(Task):
 
     def load_vocab_state(self, state: dict[str, Any]) -> None:
         self.words = Vocabulary.from_dict(state["words"])
-        self.tags, self.majority = state["tags"], state["majority"]
+        self.tags = check_classes(state["tags"], state["majority"], "tags")
+        self.majority = state["majority"]
         self.bio = is_bio(self.tags)
         self._set_metric()
 
