@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,7 +172,8 @@ def save_checkpoint(
     tmp: Path | None = None
     try:
         root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
+        tmp = root / f".tmp-{name}-{os.getpid()}-{secrets.token_hex(4)}"
+        tmp.mkdir()  # (not mkdtemp, whose 0700 would hide the snapshot from the user's group; umask applies)
         for fname, data in files.items():
             _write_bytes(tmp / fname, data)
         _fsync_dir(tmp)
@@ -224,7 +225,9 @@ def resolve(path: str | os.PathLike) -> Path:
         return snap
     if (p / "config.json").is_file():
         return p
-    raise CheckpointError(f"not an rnnkit checkpoint: {p} has no config.json")
+    inside = [d.name for d in (p / "checkpoint", p / "best") if (d / POINTER).is_file() or (d / "config.json").is_file()]
+    hint = f" (a training run's folder? its checkpoints are {' and '.join(str(p / d) for d in inside)})" if inside else ""
+    raise CheckpointError(f"not an rnnkit checkpoint: {p} has no config.json{hint}")
 
 
 def _read_json(path: Path, what: str) -> Any:

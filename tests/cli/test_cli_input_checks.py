@@ -156,3 +156,27 @@ def test_info_marks_a_missing_file(cli, lm_checkpoint):
     assert code == 0, err
     assert json.loads(out)["files"]["vocab.json"] == "missing"
     fails(cli, 2, "generate", lm_checkpoint, match="vocab.json is missing")
+
+
+def test_small_things_a_user_notices(cli, files, tmp_path):
+    fails(cli, 2, "train", "translate", "--data", "builtin:reverse", "--max_length", "-1", "--out", tmp_path / "t",
+          "--max-steps", "1", "--no-progress", match="max_length must be >= 0")
+    code, out, err = cli("train", "lm", "--data", files / "train.txt", "--tokenizer", "word", "--out", tmp_path / "w",
+                         "--max-steps", "2", *TINY)
+    assert code == 0, err
+    import re
+
+    train, valid = (int(n.replace(",", "")) for n in re.search(r"([\d,]+) training / ([\d,]+) validation", out).groups())
+    words = len((files / "train.txt").read_text().split())
+    assert abs(train + valid - words) <= 1  # the banner counts words (tokens), not characters
+    fails(cli, 2, "info", tmp_path / "w", match=f"its checkpoints are {tmp_path / 'w' / 'checkpoint'}")
+    snap = next((tmp_path / "w" / "checkpoint").glob("step-*"))
+    assert snap.stat().st_mode & 0o055 == 0o055 & ~_umask()  # group/other may read as the umask allows
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

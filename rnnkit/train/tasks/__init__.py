@@ -86,7 +86,7 @@ def build_run(task_name: str, data: Sequence[str], valid: Sequence[str] | None, 
                       model_config=_jsonable(dataclasses.asdict(model.config)), vocab=task.vocab_state(),
                       task_info={"name": task_name, "data": task.data_dict()}, progress=progress, device=device,
                       description=f"train {task_name}")
-    return Run(trainer, task, train_cfg, how, {"train": _size(train), "valid": _size(valid_set)})
+    return Run(trainer, task, train_cfg, how, task.sizes(train, valid_set))
 
 
 def load_trained(path: str | Path, *, device: str = "cpu") -> tuple[Task, nn.Module, Checkpoint]:
@@ -133,14 +133,6 @@ def load_vocab(task: Task, ckpt: Checkpoint) -> None:
         if key in derived and key in ckpt.config and _jsonable(derived[key]) != _jsonable(ckpt.config[key]):
             raise CheckpointError(f"{where}: vocab.json does not match the model: it gives {key} = {derived[key]!r}, "
                                   f"the model has {key} = {ckpt.config[key]!r}")
-
-
-def _size(data: Any) -> int:
-    if hasattr(data, "values") and hasattr(data, "columns"):
-        return len(data.values)
-    if hasattr(data, "captions"):
-        return len(data.captions)
-    return len(data)
 
 
 def _jsonable(obj: Any) -> Any:

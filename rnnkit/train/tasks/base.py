@@ -93,6 +93,17 @@ class Task(TrainTask):
 
     # -- model --
 
+    def sizes(self, train: Any, valid: Any) -> dict[str, int]:
+        """Items per split for the banner: examples (sequences, pairs, images), or time steps of a series."""
+        def count(data: Any) -> int:
+            if hasattr(data, "values") and hasattr(data, "columns"):
+                return len(data.values)
+            if hasattr(data, "captions"):
+                return len(data.captions)
+            return len(data)
+
+        return {"train": count(train), "valid": count(valid)}
+
     def derived_config(self) -> dict[str, Any]:
         """The model config fields that come from the data (vocabulary sizes, label counts, …)."""
         return {}

@@ -65,6 +65,10 @@ class LanguageModelTask(Task):
     def fit(self, train: str) -> None:
         self.tokenizer = build_tokenizer(self.data.tokenizer, train, min_freq=self.data.min_freq)
 
+    def sizes(self, train: str, valid: str) -> dict[str, int]:
+        """Tokens per split (characters for a character model), as encoded by ``set_data``."""
+        return {"train": len(self.train_ids), "valid": len(self.valid_ids)}
+
     def vocab_state(self) -> dict[str, Any]:
         return {"tokenizer": self.tokenizer.to_dict()}
 

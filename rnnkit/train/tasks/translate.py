@@ -42,6 +42,9 @@ class TranslateData:
 
     def __post_init__(self) -> None:
         check_data_config(self, "min_freq", "beam_width")
+        if self.max_length < 0:
+            raise ValueError(f"TranslateData: max_length must be >= 0 (0: twice the longest training target + 5), "
+                             f"got {self.max_length}")
 
 
 class TranslateTask(Task):
