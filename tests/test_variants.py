@@ -686,3 +686,19 @@ def test_repr_shows_every_option_and_rebuilds_the_module(built):
     assert repr(m) == built
     again = eval("rnnkit." + repr(m))
     assert again.options == m.options and repr(again) == built
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_weight_drop_with_dropout_between_layers_gives_every_engine_the_same_masks(bidirectional):
+    """auto runs torch's kernel for a float32 LSTM; with weight-drop and dropout between layers it must
+    still draw the masks in the stacking code's order (each layer's W_hh mask, then the mask after it)."""
+    torch.manual_seed(1)
+    m = rnnkit.LSTM(5, 6, num_layers=3, dropout=0.4, weight_drop=0.5, bidirectional=bidirectional)
+    x = torch.randn(8, 4, 5)
+    out = {}
+    for engine in ("reference", "auto", "native"):
+        m.engine = engine
+        torch.manual_seed(7)
+        out[engine] = m(x)[0]
+    torch.testing.assert_close(out["auto"], out["reference"])
+    torch.testing.assert_close(out["native"], out["reference"])

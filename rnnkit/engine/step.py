@@ -37,8 +37,13 @@ Output head (``output=(weight, bias)``, a ``Linear`` from the top layer to logit
 so ``kernel.logits(h)`` reads it as fast as the layers' weights; language models pass their decoder.
 
 The packed copy is a snapshot: ``StepKernel.key`` records each source tensor's identity, storage and
-``_version`` (bumped by every in-place update: optimiser steps, ``load_state_dict``), and
-``current_kernel`` repacks when any of them changed. The kernel is for inference: it runs without
+``_version`` (bumped by in-place updates under autograd: ``torch.no_grad(): p.add_(…)``, most optimiser
+steps, ``load_state_dict``) and how many optimiser steps have run in the process (fused optimisers such as
+``Adam(fused=True)`` leave ``_version`` alone), and ``current_kernel`` repacks when any of them changed.
+Writes through ``p.data`` change none of them; ``current_kernel(…, contents=True)`` — what the models'
+``generate`` and ``forecast`` ask for, once per call — also compares a checksum of every source tensor
+(``weights_checksum``: evenly spaced samples, so a dense write is always seen, a write to a few
+elements not necessarily) with the one taken when packing. The kernel is for inference: it runs without
 autograd and without dropout (zoneout at its expectation; layer-normalised layers are refused).
 Tested against ``rnnkit.cells`` and against whole-sequence layers.
 """
@@ -46,6 +51,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -110,12 +116,58 @@ class _Layer(NamedTuple):
     w_hrT: Tensor | None
 
 
+def _sources(weights: Sequence[LayerWeights], embedding: Tensor | None,
+             output: tuple[Tensor, Tensor | None] | None) -> list[Tensor]:
+    extra = [embedding, *(output or ())]
+    return [t for lw in weights for t in lw if t is not None] + [t for t in extra if t is not None]
+
+
+_optimizer_steps = 0
+_step_hook = None
+
+
+def _bump_optimizer_steps(optimizer, args, kwargs) -> None:
+    global _optimizer_steps
+    _optimizer_steps += 1
+
+
+def optimizer_steps() -> int:
+    """Optimiser steps taken in this process since the first kernel was packed (a global post-step hook,
+    registered then, counts them: fused optimisers update weights without bumping ``_version``)."""
+    global _step_hook
+    if _step_hook is None:
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        _step_hook = register_optimizer_step_post_hook(_bump_optimizer_steps)
+    return _optimizer_steps
+
+
 def weights_key(weights: Sequence[LayerWeights], embedding: Tensor | None = None,
                 output: tuple[Tensor, Tensor | None] | None = None) -> tuple:
-    """What identifies one version of the weights: every tensor's id, storage address and version."""
-    extra = [embedding, *(output or ())]
-    tensors = [t for lw in weights for t in lw if t is not None] + [t for t in extra if t is not None]
-    return tuple((id(t), t.data_ptr(), t._version) for t in tensors)
+    """What identifies one version of the weights: every tensor's id, storage address and version, and the
+    process's count of optimiser steps."""
+    tensors = _sources(weights, embedding, output)
+    return (optimizer_steps(), *((id(t), t.data_ptr(), t._version) for t in tensors))
+
+
+#: Elements per tensor that ``weights_checksum`` reads (evenly spaced; all of a smaller tensor).
+CHECKSUM_SAMPLES = 1024
+
+
+def weights_checksum(weights: Sequence[LayerWeights], embedding: Tensor | None = None,
+                     output: tuple[Tensor, Tensor | None] | None = None) -> tuple[float, ...]:
+    """Per source tensor, the float64 sum of up to ``CHECKSUM_SAMPLES`` evenly spaced elements: it sees any
+    dense write the key cannot (an EMA, a copy or a hand-written optimiser step through ``p.data``) for a
+    few microseconds per tensor, not a read of every weight (up to ~10 % of a 64-token generation)."""
+    sums = []
+    for t in _sources(weights, embedding, output):
+        flat = t.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // CHECKSUM_SAMPLES)]
+        if sample.device.type == "cpu" and sample.dtype in (torch.float32, torch.float64):
+            sums.append(float(np.add.reduce(sample.numpy(), dtype=np.float64)))  # a few µs, not torch's ~10
+        else:
+            sums.append(float(sample.sum(dtype=torch.float64)))
+    return tuple(sums)
 
 
 def _pack_layer(mode: str, w: LayerWeights) -> _Layer:
@@ -176,6 +228,7 @@ class StepKernel:
                              f"got {tuple(embedding.shape)}")
         self.mode = mode
         self.key = weights_key(weights, embedding, output)
+        self.checksum = weights_checksum(weights, embedding, output)
         self.num_layers = len(weights)
         self.input_size = I
         self.hidden_size = weights[0].w_hh.shape[0] // {"lstm": 4, "gru": 3}.get(mode, 1)
@@ -219,8 +272,12 @@ class StepKernel:
         return cls(rnn.mode, rnn.layer_weights(), embedding, output=output, **zone)
 
     def is_current(self, weights: Sequence[LayerWeights], embedding: Tensor | None = None,
-                   output: tuple[Tensor, Tensor | None] | None = None) -> bool:
-        return self.key == weights_key(weights, embedding, output)
+                   output: tuple[Tensor, Tensor | None] | None = None, contents: bool = False) -> bool:
+        """Whether this kernel was packed from these weights as they are now (``contents``: also compare
+        their checksum, which sees writes through ``p.data``)."""
+        if self.key != weights_key(weights, embedding, output):
+            return False
+        return not contents or self.checksum == weights_checksum(weights, embedding, output)
 
     @torch.no_grad()
     def logits(self, y: Tensor) -> Tensor:
@@ -302,10 +359,10 @@ class StepKernel:
 
 
 def current_kernel(kernel: StepKernel | None, rnn, embedding: Tensor | None = None,
-                   output: tuple[Tensor, Tensor | None] | None = None) -> StepKernel:
+                   output: tuple[Tensor, Tensor | None] | None = None, contents: bool = True) -> StepKernel:
     """``kernel`` if it was packed from ``rnn``'s weights (and ``embedding``, ``output``) as they are now,
-    else a freshly packed one. Costs a walk over the parameters (microseconds): once per generation,
-    not per token."""
-    if kernel is not None and kernel.is_current(rnn.layer_weights(), embedding, output):
+    else a freshly packed one. Costs a walk over the parameters and, with ``contents`` (for a whole
+    generation or forecast), one reduction per tensor; ``contents=False`` is for per-token calls."""
+    if kernel is not None and kernel.is_current(rnn.layer_weights(), embedding, output, contents):
         return kernel
     return StepKernel.for_layer(rnn, embedding, output)

@@ -103,6 +103,9 @@ class SequenceClassifier(ConfiguredModel):
         """Pooled features (B, D·H), and the attention weights (B, T) (zero at padding) or None."""
         x = self.drop(self.input(inputs, self.head.weight.dtype))  # (B, T, E)
         B, T = x.shape[:2]
+        if T == 0:
+            raise ValueError(f"SequenceClassifier: inputs have no time steps (shape {tuple(inputs.shape)}); "
+                             f"every sequence needs at least one")
         lengths = prepare_lengths("SequenceClassifier", lengths, B, T)
         o, state = self.rnn(x, lengths=lengths)  # o (B, T, D·H), zero past each length
         pooling = self._config.pooling

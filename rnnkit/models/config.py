@@ -98,17 +98,19 @@ def config_from_dict(config_class: type, data: Mapping[str, Any]):
 
 
 def inference(method):
-    """Run a model method in eval mode (no dropout) without gradients, restoring the mode after."""
+    """Run a model method in eval mode (no dropout) without gradients, restoring after it every
+    submodule's own mode (a part the user froze in eval mode stays there)."""
 
     @functools.wraps(method)
     def run(self, *args, **kwargs):
-        was_training = self.training
+        modes = [(m, m.training) for m in self.modules()]
         self.eval()
         try:
             with torch.no_grad():
                 return method(self, *args, **kwargs)
         finally:
-            self.train(was_training)
+            for m, training in modes:
+                m.training = training
 
     return run
 

@@ -116,10 +116,11 @@ class LanguageModel(ConfiguredModel):
         return (losses * mask).sum() / mask.sum()
 
     # -- one token at a time ------------------------------------------------------------------------
-    def kernel(self) -> StepKernel:
-        """The packed single-step kernel for the current weights (repacked after any update)."""
+    def kernel(self, contents: bool = True) -> StepKernel:
+        """The packed single-step kernel for the current weights (repacked after any update; ``contents``:
+        also after writes through ``p.data`` — see ``rnnkit.engine.step``)."""
         self._kernel = current_kernel(self._kernel, self.rnn, self.embedding.weight,
-                                      (self.decoder.weight, self.decoder.bias))
+                                      (self.decoder.weight, self.decoder.bias), contents)
         return self._kernel
 
     def _initial_state(self, state, batch: int):
@@ -130,10 +131,12 @@ class LanguageModel(ConfiguredModel):
     def step(self, tokens: Tensor, state=None) -> tuple[Tensor, object]:
         """The incremental path: ``tokens`` (B,) — one per row — and the state after the tokens before
         them → next-token logits (B, V) and the new state. Equals ``forward`` on the whole sequence.
-        Inference only (eval mode, no gradients): train with ``forward``/``loss``."""
+        Inference only (eval mode, no gradients): train with ``forward``/``loss``. The packed weights are
+        repacked after optimiser steps and in-place updates; after writing through ``p.data`` call
+        ``generate`` or ``kernel()`` once, which compare the weights' contents too."""
         check_ids(f"{_OWNER}.step", "tokens", tokens, self._config.vocab_size, 1, "(B,) of token ids", "token ids")
         state = self._initial_state(state, tokens.shape[0])
-        kernel = self.kernel()
+        kernel = self.kernel(contents=False)  # per token: writes through p.data are not looked for
         h, state = kernel.step_tokens(tokens, state)
         return kernel.logits(h), state
 
@@ -161,6 +164,8 @@ class LanguageModel(ConfiguredModel):
         eval mode without gradients: the prompt through the layers once, then the packed step kernel.
         """
         V = self._config.vocab_size
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"{_OWNER}.generate: max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
         if isinstance(prompt, Tensor) and prompt.dim() == 1:
             prompt = prompt.unsqueeze(0)
         check_ids(f"{_OWNER}.generate", "prompt", prompt, V, 2, "(B, T) or (T,) of token ids", "token ids")

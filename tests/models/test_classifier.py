@@ -96,3 +96,11 @@ def test_bad_input_is_named(assert_error):
     assert_error(TypeError, lambda: SequenceClassifier(num_classes=2, vocab_size=3, hidden_size=4.5), "hidden_size",
                  "4.5")
     assert_error(TypeError, lambda: SequenceClassifier.from_config({"num_classes": 2, "vocab": 3}), "vocab")
+
+
+def test_no_time_steps_names_the_inputs():
+    from rnnkit.models import SequenceClassifier
+
+    model = SequenceClassifier(vocab_size=10, num_classes=2, embed_size=4, hidden_size=4)
+    with pytest.raises(ValueError, match=r"inputs have no time steps \(shape \(2, 0\)\)"):
+        model(torch.zeros(2, 0, dtype=torch.long))

@@ -118,6 +118,42 @@ def test_generate_follows_training_and_keeps_the_mode():
     assert torch.equal(out.tokens, naive_greedy(model, prompt, 6))
 
 
+@pytest.mark.parametrize("update", ["fused_adam", "data_write", "no_grad_in_place"])
+def test_generate_and_step_see_every_kind_of_weight_update(update):
+    """Fused optimisers leave ``_version`` alone and writes through ``p.data`` bump nothing: the packed
+    kernel must still follow the weights (a stale one would silently generate from old weights)."""
+    model = small("gru")
+    prompt = tokens(2, 4, seed=5)
+    model.generate(prompt, 3)  # packs the kernel
+    model.step(prompt[:, 0])
+    if update == "fused_adam":
+        opt = torch.optim.Adam(model.parameters(), lr=0.5, fused=True)
+        model.loss(tokens(4, 9, seed=6)).backward()
+        opt.step()
+    else:
+        for p in model.parameters():
+            (p.data if update == "data_write" else p.detach()).mul_(-1.5)
+    out = model.generate(prompt, 6)
+    model.eval()
+    assert torch.equal(out.tokens, naive_greedy(model, prompt, 6))
+    logits, _ = model.step(prompt[:, 0])
+    torch.testing.assert_close(logits, model(prompt[:, :1])[0][:, 0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_max_new_tokens_is_named(bad):
+    with pytest.raises(ValueError, match=f"generate: max_new_tokens must be an int >= 1, got {bad!r}"):
+        small("gru").generate(tokens(2, 4, seed=5), bad)
+
+
+def test_generation_restores_each_submodule_mode():
+    model = small("lstm", dropout=0.3)
+    model.train()
+    model.embedding.eval()  # a part the user froze
+    model.generate(tokens(2, 4, seed=5), 3)
+    assert model.training and model.rnn.training and not model.embedding.training
+
+
 def test_loss_masks_padding():
     model = small("gru")
     x = tokens(3, 6, seed=8)
@@ -160,7 +196,7 @@ def test_bad_input_is_named(assert_error):
     assert_error(TypeError, lambda: model.step(torch.tensor([1]), torch.zeros(2, 1, 8, dtype=DT)), "hx", "tuple")
     assert_error(ValueError, lambda: model.step(torch.tensor([1, 2]), (torch.zeros(2, 1, 8, dtype=DT),) * 2),
                  "h_0", "(2, 1, 8)", "expected (2, 2, 8)")
-    assert_error(ValueError, lambda: model.generate(torch.tensor([[1]]), 0), "max_length", ">= 1", "got 0")
+    assert_error(ValueError, lambda: model.generate(torch.tensor([[1]]), 0), "max_new_tokens", ">= 1", "got 0")
     assert_error(ValueError, lambda: model.generate(torch.zeros(1, 0, dtype=torch.long), 3), "prompt", "(1, 0)")
     assert_error(ValueError, lambda: model.generate(torch.tensor([[1]]), 3, method="viterbi"), "method", "viterbi")
     assert_error(ValueError, lambda: model.generate(torch.tensor([[1]]), 3, eos_id=11), "eos_id", "[0, 11)", "11")
