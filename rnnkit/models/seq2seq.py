@@ -57,7 +57,8 @@ class Seq2SeqConfig:
     bidirectional_encoder: read the source both ways, directions added (False).
     attention: none | additive | dot | general ("general"). attention_size: additive's hidden width (128).
     dropout: on the embeddings, between layers and before the output layer (0.0).
-    pad_id, bos_id, eos_id: special target ids (0, 1, 2); pad_id is the source padding id too.
+    pad_id, bos_id, eos_id: special target ids (0, 1, 2); pad_id is the source padding id too: without
+    ``src_lengths``, trailing pad_id tokens mark where each source row ends.
     teacher_forcing_ratio: r_0, the probability of reading the gold previous token in training (1.0).
     teacher_forcing_schedule: constant | linear | exponential | inverse_sigmoid ("constant").
     teacher_forcing_k: the schedule's k (required by every schedule but constant; None).
@@ -164,6 +165,8 @@ class Seq2Seq(ConfiguredModel):
         c = self._config
         check_ids(_OWNER, "src", src, c.src_vocab_size, 2, "(B, S) of token ids", "token ids")
         B, S = src.shape
+        if src_lengths is None:
+            src_lengths = self._lengths_from_padding(src)
         src_lengths = prepare_lengths(_OWNER, src_lengths, B, S)
         memory, state = self.encoder(self.drop(self.src_embedding(src)), lengths=src_lengths)
         if c.bidirectional_encoder:
@@ -172,6 +175,20 @@ class Seq2Seq(ConfiguredModel):
             add = lambda s: s.view(L, 2, B, H).sum(1)  # noqa: E731 — layer l's directions are rows 2l, 2l + 1
             state = (add(state[0]), add(state[1])) if isinstance(state, tuple) else add(state)
         return memory, padding_mask(src_lengths, B, S, src.device), state
+
+    def _lengths_from_padding(self, src: Tensor) -> Tensor | None:
+        """Without ``src_lengths``, trailing ``pad_id`` tokens mark each row's end (None: no padding), so
+        attention and the encoder's final state never read padding; a pad before a real token is an error."""
+        real = src != self._config.pad_id
+        if bool(real.all()):
+            return None
+        lengths = real.sum(1)
+        trailing = torch.arange(src.shape[1], device=src.device).unsqueeze(0) < lengths.unsqueeze(1)
+        if not torch.equal(real, trailing):
+            row = int((real != trailing).any(1).nonzero()[0])
+            raise ValueError(f"{_OWNER}: src row {row} has pad_id={self._config.pad_id} before a real token; "
+                             f"padding must come last (or pass src_lengths)")
+        return lengths
 
     def _source(self, memory: Tensor, mask: Tensor) -> Source | None:
         """What attention reads from the encoded sources, once per batch (None without attention)."""

@@ -222,3 +222,20 @@ def test_learns_to_reverse_digit_strings(one_thread, fit):
     peak = out.extras.argmax(2)  # (B, T, S) → (B, T)
     hits = [peak[b, t] == n - 1 - t for b, n in enumerate(lengths.tolist()) for t in range(n)]
     assert sum(map(bool, hits)) / len(hits) >= 0.8
+
+
+def test_trailing_padding_is_found_without_src_lengths():
+    import pytest as _pytest
+
+    from rnnkit.models import Seq2Seq
+
+    torch.manual_seed(0)
+    m = Seq2Seq(src_vocab_size=9, tgt_vocab_size=7, embed_size=8, hidden_size=8).eval()
+    src = torch.tensor([[5, 6, 7, 3], [8, 4, 0, 0]])
+    tgt = torch.tensor([[3, 4, 5, 2], [4, 2, 0, 0]])
+    logits, w = m(src, tgt)
+    assert float(w[1, :, 2:].detach().abs().sum()) == 0.0  # no attention on the padding
+    with_lengths, _ = m(src, tgt, src_lengths=torch.tensor([4, 2]))
+    torch.testing.assert_close(logits, with_lengths)
+    with _pytest.raises(ValueError, match="src row 0 has pad_id=0 before a real token"):
+        m(torch.tensor([[5, 0, 7, 3]]), tgt[:1])
