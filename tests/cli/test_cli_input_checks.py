@@ -180,3 +180,10 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_validation_label_unseen_in_training_is_named(cli, files, tmp_path):
+    (tmp_path / "valid.csv").write_text("text,label\ngood film,pos\nso so,neutral\n")
+    fails(cli, 2, "train", "classify", "--data", files / "train.csv", "--valid", tmp_path / "valid.csv",
+          "--out", tmp_path / "o", "--max-steps", "1", "--hidden_size", "8", "--embed_size", "8", "--no-progress",
+          match="the validation data has labels not seen in training: ['neutral']")

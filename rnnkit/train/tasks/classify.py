@@ -92,16 +92,17 @@ class ClassifyTask(Task):
     def derived_config(self) -> dict[str, Any]:
         return {"num_classes": len(self.labels), "vocab_size": len(self.tokenizer), "input_size": None, "padding_idx": PAD}
 
-    def _encode(self, examples):
+    def _encode(self, examples, what: str = "the validation data"):
         index = {label: i for i, label in enumerate(self.labels)}
         unknown = sorted({label for _, label in examples if label not in index})
         if unknown:
-            raise DataError(f"labels not seen in training: {unknown[:5]} (known: {self.labels[:10]})")
+            raise DataError(f"{what} has labels not seen in training: {unknown[:5]} (known: {self.labels[:10]}); "
+                            f"the model can only predict the labels it was trained on")
         return encode_texts(self.tokenizer, [t for t, _ in examples]), torch.tensor([index[y] for _, y in examples])
 
     def set_data(self, train, valid) -> None:
         if train is not None:
-            self.train_x, self.train_y = self._encode(train)
+            self.train_x, self.train_y = self._encode(train, "the training data")
         if valid is not None:
             self.valid_x, self.valid_y = self._encode(valid)
 

@@ -83,17 +83,18 @@ class TagTask(Task):
     def derived_config(self) -> dict[str, Any]:
         return {"vocab_size": len(self.words), "num_tags": len(self.tags), "padding_idx": PAD, "char_vocab_size": None}
 
-    def _encode(self, sentences) -> tuple[list[list[int]], list[list[int]]]:
+    def _encode(self, sentences, what: str = "the validation data") -> tuple[list[list[int]], list[list[int]]]:
         index = {t: i for i, t in enumerate(self.tags)}
         unknown = sorted({t for _, tags in sentences for t in tags if t not in index})
         if unknown:
-            raise DataError(f"tags not seen in training: {unknown[:5]} (known: {self.tags[:10]})")
+            raise DataError(f"{what} has tags not seen in training: {unknown[:5]} (known: {self.tags[:10]}); "
+                            f"the model can only predict the tags it was trained on")
         return ([self.words.encode(self._words(toks)) for toks, _ in sentences],
                 [[index[t] for t in tags] for _, tags in sentences])
 
     def set_data(self, train, valid) -> None:
         if train is not None:
-            self.train_x, self.train_y = self._encode(train)
+            self.train_x, self.train_y = self._encode(train, "the training data")
         if valid is not None:
             self.valid_x, self.valid_y = self._encode(valid)
 
