@@ -9,6 +9,10 @@ so ``load_state_dict`` works in both directions. Two additions, both keyword-onl
 - ``lengths=`` on ``forward`` for a padded batch: a sequence's state is frozen after its last step
   and its outputs there are zero, exactly as if it had been passed as a ``PackedSequence``.
 
+Inside ``torch.autocast`` the input may be in the autocast's precision (it is cast to the parameters'
+dtype); a plain stack then runs torch's kernel under autocast's rules and every other engine in the
+parameters' dtype. Under ``torch.func`` transforms ``auto`` runs the reference engine (see ``dispatch``).
+
 Sequence regularisation and cell variants (keyword-only; every one runs on the fused engine with its
 backward pass written by hand — ``engine="auto"`` picks it, ``engine="native"`` refuses them):
 
