@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..engine.step import StepKernel, current_kernel
-from .common import check_features, check_ids, make_recurrent
+from .common import BOS_ID, EOS_ID, PAD_ID, check_features, check_ids, make_recurrent
 from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
 from .decoding import Decoded, decode, expand_rows, swap_layers_rows
 
@@ -42,7 +42,7 @@ class _DecoderFields:
     conditioning: how the vector reaches the decoder — "init" (its initial state), "input" (concatenated
       to every step's input) or "both" ("both": on the digit-strip captions, 300 steps, 3 seeds, "both"
       named 89–95 % of held-out strips exactly, "init" alone 23–85 %, measured).
-    pad_id, bos_id, eos_id: special token ids (0, 1, 2).
+    pad_id, bos_id, eos_id: special token ids (0, 2, 3: those of rnnkit.data's vocabularies).
     dropout: on the embeddings, between layers and before the output layer (0.0).
     engine: the recurrent engine for teacher-forced training ("auto").
     """
@@ -53,9 +53,9 @@ class _DecoderFields:
     num_layers: int = 1
     cell: Cell = "lstm"
     conditioning: Conditioning = "both"
-    pad_id: int = 0
-    bos_id: int = 1
-    eos_id: int = 2
+    pad_id: int = PAD_ID
+    bos_id: int = BOS_ID
+    eos_id: int = EOS_ID
     dropout: float = 0.0
     engine: Engine = "auto"
 

@@ -12,6 +12,12 @@ from ..layers import GRU, LSTM, RNN, RNNBase
 from ..layers.checks import check_lengths
 
 
+
+#: Special token ids the models assume by default — those every ``rnnkit.data`` vocabulary fixes
+#: (``rnnkit.data.vocab``: 0 <pad>, 1 <unk>, 2 <bos>, 3 <eos>; a test keeps the two in step), so a model
+#: built with its defaults reads ids from rnnkit's tokenizers correctly.
+PAD_ID, BOS_ID, EOS_ID = 0, 2, 3
+
 def make_recurrent(cell: str, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
                    bidirectional: bool = False, engine: str = "auto") -> RNNBase:
     """A batch-first rnnkit layer for ``cell`` in ``lstm | gru | rnn_tanh | rnn_relu``. ``dropout`` is

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from ..engine.step import StepKernel, current_kernel
 from .attention import Attention, AttentionKind, Source
-from .common import check_ids, make_recurrent, padding_mask, prepare_lengths
+from .common import BOS_ID, EOS_ID, PAD_ID, check_ids, make_recurrent, padding_mask, prepare_lengths
 from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
 from .decoding import Decoded, decode, expand_rows, swap_layers_rows
 
@@ -57,8 +57,8 @@ class Seq2SeqConfig:
     bidirectional_encoder: read the source both ways, directions added (False).
     attention: none | additive | dot | general ("general"). attention_size: additive's hidden width (128).
     dropout: on the embeddings, between layers and before the output layer (0.0).
-    pad_id, bos_id, eos_id: special target ids (0, 1, 2); pad_id is the source padding id too: without
-    ``src_lengths``, trailing pad_id tokens mark where each source row ends.
+    pad_id, bos_id, eos_id: special target ids (0, 2, 3: those of rnnkit.data's vocabularies); pad_id is
+    the source padding id too: without ``src_lengths``, trailing pad_id tokens mark where each row ends.
     teacher_forcing_ratio: r_0, the probability of reading the gold previous token in training (1.0).
     teacher_forcing_schedule: constant | linear | exponential | inverse_sigmoid ("constant").
     teacher_forcing_k: the schedule's k (required by every schedule but constant; None).
@@ -76,9 +76,9 @@ class Seq2SeqConfig:
     attention: AttentionKind = "general"
     attention_size: int = 128
     dropout: float = 0.0
-    pad_id: int = 0
-    bos_id: int = 1
-    eos_id: int = 2
+    pad_id: int = PAD_ID
+    bos_id: int = BOS_ID
+    eos_id: int = EOS_ID
     teacher_forcing_ratio: float = 1.0
     teacher_forcing_schedule: Schedule = "constant"
     teacher_forcing_k: float | None = None

@@ -15,13 +15,13 @@ from rnnkit.models import MODEL_TYPES
 from rnnkit.models.captioner import ImageCaptioner, VectorToSequence
 
 DT = torch.float64
-PAD, BOS, EOS = 0, 1, 2
+from rnnkit.models.common import BOS_ID as BOS, EOS_ID as EOS, PAD_ID as PAD  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def caption_ids(captions: list[str]) -> torch.Tensor:
-    """"three one four" → [6, 4, 7, EOS]: digit d is token d + 3."""
-    ids = {w: d + 3 for d, w in enumerate(DIGIT_WORDS)}
+    """"three one four" → [7, 5, 8, EOS]: digit d is token d + 4 (after the four special ids)."""
+    ids = {w: d + 4 for d, w in enumerate(DIGIT_WORDS)}
     return torch.tensor([[ids[w] for w in c.split()] + [EOS] for c in captions])
 
 
@@ -38,7 +38,7 @@ def test_names_strips_of_unseen_handwritten_digits(fit):
     torch.manual_seed(0)
     train, valid = digit_captions(3000, part="train", seed=0), digit_captions(300, part="valid", seed=0)
     images, targets = train.images, caption_ids(train.captions)
-    model = ImageCaptioner(vocab_size=13, embed_size=16, hidden_size=64)  # CNN 5×5 1→16→32, LSTM, "both"
+    model = ImageCaptioner(vocab_size=14, embed_size=16, hidden_size=64)  # CNN 5×5 1→16→32, LSTM, "both"
     fit(model, (images, targets), steps=250, batch=64)
     gold = caption_ids(valid.captions)
     assert exact_match(model.generate(valid.images, max_length=6), gold) >= 0.8
@@ -47,11 +47,11 @@ def test_names_strips_of_unseen_handwritten_digits(fit):
 
 def melodies(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Style vector = one-hot start note (10) ⊕ one-hot interval (1–3) → the 5 notes start, start + step, …
-    (mod 10), then EOS. Notes are tokens 3–12."""
+    (mod 10), then EOS. Notes are tokens 4–13."""
     start = torch.randint(0, 10, (n,), generator=g)
     step = torch.randint(1, 4, (n,), generator=g)
     cond = torch.cat([F.one_hot(start, 10), F.one_hot(step - 1, 3)], dim=1).float()
-    notes = (start.unsqueeze(1) + step.unsqueeze(1) * torch.arange(5)) % 10 + 3
+    notes = (start.unsqueeze(1) + step.unsqueeze(1) * torch.arange(5)) % 10 + 4
     return cond, torch.cat([notes, torch.full((n, 1), EOS)], dim=1)
 
 
@@ -60,11 +60,11 @@ def test_vector_to_sequence_writes_the_melody_of_a_style(conditioning, fit):
     """Bar: every one of the 30 styles decoded exactly (greedy) after 150 steps."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
-    model = VectorToSequence(cond_size=13, vocab_size=13, embed_size=8, hidden_size=32, conditioning=conditioning)
+    model = VectorToSequence(cond_size=13, vocab_size=14, embed_size=8, hidden_size=32, conditioning=conditioning)
     fit(model, lambda step: model.loss(*melodies(32, g)), steps=150)
     starts, steps = torch.arange(10).repeat_interleave(3), torch.arange(1, 4).repeat(10)
     cond = torch.cat([F.one_hot(starts, 10), F.one_hot(steps - 1, 3)], dim=1).float()
-    gold = torch.cat([(starts.unsqueeze(1) + steps.unsqueeze(1) * torch.arange(5)) % 10 + 3,
+    gold = torch.cat([(starts.unsqueeze(1) + steps.unsqueeze(1) * torch.arange(5)) % 10 + 4,
                       torch.full((30, 1), EOS)], dim=1)
     assert exact_match(model.generate(cond, max_length=8), gold) == 1.0
 

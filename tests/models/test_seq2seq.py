@@ -14,7 +14,7 @@ import torch
 from rnnkit.models import MODEL_TYPES, Seq2Seq, Seq2SeqConfig
 
 DT = torch.float64
-PAD, BOS, EOS = 0, 1, 2
+from rnnkit.models.common import BOS_ID as BOS, EOS_ID as EOS, PAD_ID as PAD  # noqa: E402
 ATTENTIONS = ("none", "additive", "dot", "general")
 
 
@@ -191,9 +191,9 @@ def test_bad_input_is_named(assert_error):
 
 # -- learning -----------------------------------------------------------------------------------
 def reversal_batch(B: int, g: torch.Generator, low: int = 3, high: int = 8):
-    """Digit strings (ids 3–12) of random lengths, padded; the target is the reversed string + EOS."""
+    """Digit strings (ids 4–13) of random lengths, padded; the target is the reversed string + EOS."""
     lengths = torch.randint(low, high + 1, (B,), generator=g)
-    digits = torch.randint(3, 13, (B, high), generator=g)
+    digits = torch.randint(4, 14, (B, high), generator=g)
     src = digits.masked_fill(torch.arange(high) >= lengths.unsqueeze(1), PAD)
     tgt = torch.full((B, high + 1), PAD)
     for b, n in enumerate(lengths.tolist()):
@@ -204,7 +204,7 @@ def reversal_batch(B: int, g: torch.Generator, low: int = 3, high: int = 8):
 
 def test_learns_to_reverse_digit_strings(one_thread, fit):
     torch.manual_seed(0)
-    model = Seq2Seq(src_vocab_size=13, tgt_vocab_size=13, embed_size=32, hidden_size=64, attention="general")
+    model = Seq2Seq(src_vocab_size=14, tgt_vocab_size=14, embed_size=32, hidden_size=64, attention="general")
     g = torch.Generator().manual_seed(0)
 
     def loss_at(step):
@@ -239,3 +239,12 @@ def test_trailing_padding_is_found_without_src_lengths():
     torch.testing.assert_close(logits, with_lengths)
     with _pytest.raises(ValueError, match="src row 0 has pad_id=0 before a real token"):
         m(torch.tensor([[5, 0, 7, 3]]), tgt[:1])
+
+
+def test_default_special_ids_are_the_vocabularys():
+    """A model built with its defaults reads rnnkit.data's ids: 0 <pad>, 2 <bos>, 3 <eos>."""
+    from rnnkit.data import BOS as V_BOS, EOS as V_EOS, PAD as V_PAD
+    from rnnkit.models import ImageCaptioner
+
+    for config in (small().config, ImageCaptioner(vocab_size=9).config):
+        assert (config.pad_id, config.bos_id, config.eos_id) == (V_PAD, V_BOS, V_EOS)
