@@ -29,7 +29,7 @@ def test_tasks_are_what_they_claim():
     assert (ids[:, 16] == 9).all() and (target[:, :-10] == 0).all()
 
 
-def test_copy_options_memory_alphabet_delay(capsys):
+def test_copy_options_memory_alphabet_delay(capsys, tmp_path):
     ids, target = copy_batch(3, 6, seed=1, memory=4, alphabet=3)  # 4 symbols of 1..3, delay 6
     assert ids.shape == target.shape == (3, 4 + 6 + 4)
     assert 1 <= int(ids[:, :4].min()) and int(ids[:, :4].max()) <= 3
@@ -48,7 +48,8 @@ def test_copy_options_memory_alphabet_delay(capsys):
     with pytest.raises(ValueError, match="copy_memory must be >= 1"):
         TrainConfig(copy_memory=0)
 
-    tiny = ["--hidden-size", "4", "--batch-size", "4", "--eval-every", "5", "--steps", "5", "--json"]
+    tiny = ["--hidden-size", "4", "--batch-size", "4", "--eval-every", "5", "--steps", "5", "--json",
+            "--out", str(tmp_path)]  # (never the repository's runs/)
     assert commands.main(["experiment", "copy", "--cell", "lstm", "--delay", "3,5", "--memory", "2",
                           "--alphabet", "5", *tiny]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
