@@ -1,9 +1,11 @@
-# Fresh machine: `make demo` or `make test` create .venv, install torch (pinned CPU wheel) first,
-# then rnnkit with its test extras. A second run reuses the environment (the stamp file).
+# Fresh machine: `make demo` or `make test` create .venv, install torch (pinned) first, then rnnkit with
+# its test extras. TORCH_PIP_ARGS passes pip options for torch alone, e.g. PyTorch's CPU index on a
+# machine where PyPI would serve the CUDA build. A second run reuses the environment (the stamp file).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.rnnkit-installed
+TORCH_PIP_ARGS ?=
 
 .PHONY: setup demo test bench clean
 
@@ -11,7 +13,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q torch==2.13.0 $(TORCH_PIP_ARGS)
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 

@@ -37,6 +37,9 @@ examples:
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
+#: ``rnnkit train``'s own hyphenated flags (every other --key is a setting, which takes either spelling).
+TRAIN_FLAGS = frozenset({"--max-steps", "--time-budget", "--no-progress"})
+
 
 class UsageError(Exception):
     """Bad usage or input: exit code 2."""
@@ -93,8 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="sample text from a language model", formatter_class=fmt,
                        description="Continue a prompt with a trained language model.")
     g.add_argument("checkpoint")
-    g.add_argument("--prompt", help="text to continue (default: a newline; a word-level model: its first "
-                   "training word)")
+    g.add_argument("--prompt", help="text to continue (default: a newline; a word-level model: its most "
+                   "frequent word)")
     g.add_argument("--length", type=int, default=300, help="tokens to generate (default 300)")
     g.add_argument("--temperature", type=float, default=1.0, help="0 = greedy; <1 safer, >1 wilder (default 1)")
     g.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
@@ -470,8 +473,10 @@ def main(argv: list[str] | None = None) -> int:
             if argv[1] in TASKS:
                 print(_task_help(argv[1]))
                 return EXIT_OK
-        if argv and argv[0] != "train":  # (train's --key options take both spellings already)
+        if argv and argv[0] != "train":
             argv = [_hyphenated(a) for a in argv]
+        elif argv:  # train's --key settings take both spellings already; its own flags (--no-progress) too
+            argv = [_hyphenated(a) if _hyphenated(a).partition("=")[0] in TRAIN_FLAGS else a for a in argv]
         parser = _parser()
         args, extra = parser.parse_known_args(argv)
         if args.command is None:

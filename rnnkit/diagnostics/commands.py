@@ -91,7 +91,9 @@ def register(subparsers) -> None:
     """Add ``diagnose`` (gradients, saturation, activations) and ``experiment`` (adding, copy)."""
     fmt = argparse.RawDescriptionHelpFormatter
     d = subparsers.add_parser("diagnose", help="gradient flow through time, gate saturation, activation pages",
-                              formatter_class=fmt, description=__doc__.split("\n\n")[0])
+                              formatter_class=fmt,
+                              description="See why a recurrent network learns or fails: gradient flow through\n"
+                                          "time, gate saturation, and a page of one hidden unit's activations.")
     dsub = d.add_subparsers(dest="diagnose_command", metavar="WHAT", required=True)
 
     g = dsub.add_parser("gradients", help="‖∂L/∂h_t‖ per step on the adding task, plotted per cell",

@@ -187,3 +187,9 @@ def test_a_validation_label_unseen_in_training_is_named(cli, files, tmp_path):
     fails(cli, 2, "train", "classify", "--data", files / "train.csv", "--valid", tmp_path / "valid.csv",
           "--out", tmp_path / "o", "--max-steps", "1", "--hidden_size", "8", "--embed_size", "8", "--no-progress",
           match="the validation data has labels not seen in training: ['neutral']")
+
+
+def test_train_flags_take_underscores_too(cli, files, tmp_path):
+    code, _, err = cli("train", "lm", "--data", files / "train.txt", "--out", tmp_path / "o", "--max_steps", "2",
+                       "--no_progress", "--hidden_size", "8", "--embed_size", "8", "--batch_size", "4", "--bptt", "8")
+    assert code == 0, err
