@@ -11,6 +11,7 @@ lists where the dataclass has tuples; ``config_from_dict`` turns them back.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from ..engine import ENGINES
+from ..engine.dispatch import autocast_dtype
 
 #: The recurrent cell kinds a model can be built from (the names ``rnnkit.engine`` uses).
 Cell = Literal["lstm", "gru", "rnn_tanh", "rnn_relu"]
@@ -98,15 +100,19 @@ def config_from_dict(config_class: type, data: Mapping[str, Any]):
 
 
 def inference(method):
-    """Run a model method in eval mode (no dropout) without gradients, restoring after it every
-    submodule's own mode (a part the user froze in eval mode stays there)."""
+    """Run a model method in eval mode (no dropout) without gradients and in the parameters' own precision
+    (an enclosing ``torch.autocast`` is switched off: the packed step kernels read float32 weights and
+    states), restoring after it every submodule's own mode (a part the user froze stays in eval mode)."""
 
     @functools.wraps(method)
     def run(self, *args, **kwargs):
         modes = [(m, m.training) for m in self.modules()]
         self.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), contextlib.ExitStack() as no_autocast:
+                for device_type in {p.device.type for p in self.parameters()}:
+                    if autocast_dtype(torch.device(device_type)) is not None:
+                        no_autocast.enter_context(torch.autocast(device_type, enabled=False))
                 return method(self, *args, **kwargs)
         finally:
             for m, training in modes:

@@ -253,3 +253,15 @@ def test_learns_a_small_grammar(one_thread, fit):
                          generator=torch.Generator().manual_seed(2))
     good, total = map(sum, zip(*(grammatical(row) for row in out.tokens.tolist())))
     assert total >= 100 and good / total >= 0.95, (good, total)
+
+
+def test_generation_inside_autocast_runs_in_full_precision():
+    """The packed step kernels read float32 weights and states: @inference switches autocast off, so
+    generation inside an autocast region (a training step under AMP, say) equals generation outside."""
+    model = small("lstm")
+    prompt = tokens(2, 4, seed=5)
+    expected = model.generate(prompt, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = model.generate(prompt, 6)
+    assert torch.equal(got.tokens, expected.tokens)
+    torch.testing.assert_close(got.scores, expected.scores)
