@@ -255,6 +255,8 @@ def read_series(
     p = Path(path)
     sep = _delimiter_for(p, delimiter)
     rows = list(_rows(p, read_text_file(p), sep))
+    if not rows:
+        raise DataError("no values: every line is blank or holds only empty cells", p)
     line0, first = rows[0]
     header = all(_number(c) is None for c in first)
     names = [c.strip() for c in first] if header else [str(j + 1) for j in range(len(first))]

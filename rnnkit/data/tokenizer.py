@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .errors import require
-from .vocab import SPECIALS, Vocabulary
+from .vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocabulary
 
 FORMAT_VERSION = 1
 
@@ -145,8 +145,10 @@ def _require_tokenizers():
 
 class BPETokenizer(Tokenizer):
     """Byte-level byte-pair encoding (as in GPT-2), trained and run by the ``tokenizers`` package
-    (optional extra ``rnnkit[bpe]``). Any text encodes without ``<unk>`` and ``join`` is exact.
-    The special tokens keep ids 0–3; the trained model is saved inside the JSON as a string."""
+    (optional extra ``rnnkit[bpe]``). Any text encodes without ``<unk>`` and ``join`` is exact — except
+    text that spells ``<pad>``, ``<bos>`` or ``<eos>``, which encodes as ``<unk>`` (as with the other
+    tokenizers: text must not end, pad or start a sequence). The special tokens keep ids 0–3; the
+    trained model is saved inside the JSON as a string."""
 
     kind = "bpe"
 
@@ -183,7 +185,7 @@ class BPETokenizer(Tokenizer):
         return self._tk.decoder.decode(tokens)
 
     def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> list[int]:
-        ids = self._tk.encode(text, add_special_tokens=False).ids
+        ids = [UNK if i in (PAD, BOS, EOS) else i for i in self._tk.encode(text, add_special_tokens=False).ids]
         return ([self.vocab.bos_id] if bos else []) + ids + ([self.vocab.eos_id] if eos else [])
 
     def _options(self) -> dict:

@@ -26,6 +26,7 @@ from typing import Iterable, Sequence
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
+_CONTROL = frozenset({"<pad>", "<bos>", "<eos>"})  # specials that text must not produce
 FORMAT_VERSION = 1
 
 
@@ -58,6 +59,8 @@ class Vocabulary:
         (specials not counted); order: frequency descending, then the token's text."""
         if min_freq < 1:
             raise ValueError(f"Vocabulary: min_freq must be >= 1, got {min_freq}")
+        if max_size is not None and max_size < 0:
+            raise ValueError(f"Vocabulary: max_size must be >= 0 or None, got {max_size}")
         kept = sorted((t for t, c in counts.items() if c >= min_freq and t not in SPECIALS), key=lambda t: (-counts[t], t))
         if max_size is not None:
             kept = kept[:max_size]
@@ -88,9 +91,11 @@ class Vocabulary:
         return self._index.get(token, UNK)
 
     def encode(self, tokens: Iterable[str], *, bos: bool = False, eos: bool = False) -> list[int]:
-        """Ids of ``tokens`` (unknown → 1), with ``<bos>``/``<eos>`` added when asked."""
+        """Ids of ``tokens`` (unknown → 1), with ``<bos>``/``<eos>`` added when asked. Text that spells a
+        control token — ``<pad>``, ``<bos>``, ``<eos>`` — is unknown too: it must not end, pad or start a
+        sequence (a literal ``<unk>``, as in corpora that mark rare words so, stays ``<unk>``)."""
         get = self._index.get
-        ids = [get(t, UNK) for t in tokens]
+        ids = [UNK if t in _CONTROL else get(t, UNK) for t in tokens]
         return ([BOS] if bos else []) + ids + ([EOS] if eos else [])
 
     def decode(self, ids: Iterable[int], *, skip_special: bool = True, stop_at_eos: bool = True) -> list[str]:

@@ -1,7 +1,9 @@
 """Writers: the inverse of each reader, so data held in Python (the built-in sets, a user's
 predictions) can be saved in the formats the CLI reads. ``read_X(write_X(path, data)) == data``
-for data the format can hold (no tabs or newlines inside a field of a tab-separated file, no
-whitespace inside a CoNLL token). Each returns the path it wrote, creating parent folders.
+for data the format can hold — no line break (``\n`` or a lone ``\r``) inside a text field, no tab
+inside a field of a tab-separated file, no whitespace in (and no empty) CoNLL token, no series column
+name that reads as a number — and raises ValueError for anything else rather than write a file its
+reader would refuse or read differently. Each returns the path it wrote, creating parent folders.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .readers import Series
+from .readers import Series, _number
 
 
 def _target(path: str | os.PathLike) -> Path:
@@ -19,13 +21,18 @@ def _target(path: str | os.PathLike) -> Path:
     return p
 
 
-_SPACE = " \t\n"
+#: Line breaks the readers normalise away (a lone ``\r`` becomes a newline when a file is read).
+_BREAKS = "\n\r"
 
 
-def _check_field(writer: str, value: str, forbidden: str, what: str) -> str:
-    bad = [c for c in forbidden if c in value]
+def _check_field(writer: str, value: str, forbidden: str, what: str, *, space: bool = False) -> str:
+    """``value`` unless it holds a character of ``forbidden`` — or, with ``space``, any whitespace (the
+    CoNLL reader splits on every Unicode space) or nothing at all."""
+    bad = [c for c in forbidden if c in value] or ([c for c in value if c.isspace()] if space else [])
     if bad:
         raise ValueError(f"{writer}: {what} {value[:40]!r} contains {bad[0]!r}, which the format cannot hold")
+    if space and not value:
+        raise ValueError(f"write_conll: an empty {what}, which the format cannot hold")
     return value
 
 
@@ -41,12 +48,12 @@ def write_labelled(path: str | os.PathLike, examples: Sequence[tuple[str, str]],
     p = _target(path)
     sep = delimiter or ("\t" if p.suffix.lower() in (".tsv", ".tab") else ",")
     if sep == "\t":
-        check = lambda s: _check_field("write_labelled", s, "\t\n", "field")  # noqa: E731
+        check = lambda s: _check_field("write_labelled", s, "\t" + _BREAKS, "field")  # noqa: E731
         return write_text(p, "text\tlabel\n" + "".join(f"{check(t)}\t{check(y)}\n" for t, y in examples))
     with p.open("w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f, delimiter=sep, lineterminator="\n")
+        w = csv.writer(f, delimiter=sep, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
         w.writerow(["text", "label"])
-        w.writerows(examples)
+        w.writerows((_check_field("write_labelled", t, "\r", "text"), y) for t, y in examples)
     return p
 
 
@@ -57,8 +64,10 @@ def write_conll(path: str | os.PathLike, sentences: Sequence[tuple[Sequence[str]
         if len(tokens) != len(tags):
             raise ValueError(f"write_conll: expected one tag per token ({len(tokens)}), got {len(tags)}")
         for tok, tag in zip(tokens, tags):
-            tok = _check_field("write_conll", tok, _SPACE, "token")
-            tag = _check_field("write_conll", tag, _SPACE, "tag")
+            tok = _check_field("write_conll", tok, "", "token", space=True)
+            tag = _check_field("write_conll", tag, "", "tag", space=True)
+            if tok == "-DOCSTART-":
+                raise ValueError("write_conll: the token '-DOCSTART-' marks a document break to CoNLL readers")
             lines.append(f"{tok}\t{tag}\n")
         lines.append("\n")
     return write_text(path, "".join(lines))
@@ -66,16 +75,24 @@ def write_conll(path: str | os.PathLike, sentences: Sequence[tuple[Sequence[str]
 
 def write_parallel(path: str | os.PathLike, pairs: Sequence[tuple[str, str]]) -> Path:
     """``SOURCE<TAB>TARGET`` lines."""
-    check = lambda s: _check_field("write_parallel", s, "\t\n", "sentence")  # noqa: E731
+    check = lambda s: _check_field("write_parallel", s, "\t" + _BREAKS, "sentence")  # noqa: E731
     return write_text(path, "".join(f"{check(s)}\t{check(t)}\n" for s, t in pairs))
 
 
 def write_series(path: str | os.PathLike, series: Series) -> Path:
     """A CSV with a header of column names and one row per time step (``repr`` floats, so values
     read back exactly as float32)."""
+    names = [str(c) for c in series.columns]
+    default = [str(j + 1) for j in range(len(names))]  # what read_series calls a headerless file's columns
     p = _target(path)
     with p.open("w", encoding="utf-8", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(series.columns)
+        if names != default:  # a headerless file reads back with exactly those names
+            unreadable = [n for n in names if not n.strip() or _number(n) is not None]
+            if unreadable:
+                raise ValueError(f"write_series: column name {unreadable[0]!r} would not read back as a header "
+                                 f"(read_series takes a first row with a number or an empty cell for data); "
+                                 f"rename the column")
+            w.writerow(names)
         w.writerows([repr(float(x)) for x in row] for row in series.values.tolist())
     return p

@@ -14,7 +14,8 @@ from ..diagnostics.monitor import MonitorConfig
 from .schedules import LR_SCHEDULES
 
 #: Fields that may change on ``--resume`` without changing what the run computes (stopping points
-#: and logging cadence). Changing any other field is refused: the run would not continue exactly.
+#: and logging cadence). Changing any other field is refused: the run would not continue exactly. (The
+#: run's length — max_steps, epochs, time_budget — is refused too under a decaying lr schedule.)
 RESUMABLE_CHANGES = frozenset({"max_steps", "epochs", "time_budget", "eval_every", "log_every",
                                "checkpoint_every", "patience", "explode_threshold", "explode_patience",
                                "vanish_ratio", "probe_every"})
@@ -77,8 +78,9 @@ class TrainConfig:
             value = getattr(self, f.name)
             if isinstance(value, float) and math.isnan(value):
                 raise ValueError(f"TrainConfig: {f.name} must be a number, got nan")
-        if math.isinf(self.lr):
-            raise ValueError(f"TrainConfig: lr must be finite, got {self.lr}")
+        for name in ("lr", "weight_decay", "momentum", "clip_norm", "clip_value", "time_budget"):
+            if math.isinf(getattr(self, name)):  # (time_budget: 0 is "no limit")
+                raise ValueError(f"TrainConfig: {name} must be finite, got {getattr(self, name)}")
         for name in ("lr", "batch_size", "log_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig: {name} must be > 0, got {getattr(self, name)}")

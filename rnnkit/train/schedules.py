@@ -5,11 +5,19 @@ no scheduler state beyond the step, and a run's curve can be recomputed from its
 teacher-forcing schedule of sequence-to-sequence models is the model's own,
 ``Seq2Seq.teacher_forcing_at(step)``; the trainer hands the step to the task's loss.)
 
-Learning rate, with ``p`` ∈ [0, 1] the fraction of the run done (steps, or time under a budget):
-    warm-up   lr = base · step / warmup_steps               for step < warmup_steps
-    constant  lr = base
-    linear    lr = base · (1 − (1 − m) · p)                  m = min_lr_ratio
-    cosine    lr = base · (m + (1 − m) · (1 + cos π p) / 2)
+Learning rate, with ``p`` ∈ [0, 1] the fraction of the run done (steps, or time under a budget) and
+``m`` = min_lr_ratio: lr = base · decay(p) · warm(step), where
+
+    constant  decay = 1
+    linear    decay = 1 − (1 − m) · p
+    cosine    decay = m + (1 − m) · (1 + cos π p) / 2
+    warm-up   warm  = (step + 1) / warmup_steps for step < warmup_steps, else 1
+
+The two multiply: the decay runs from step 0, so with a warm-up the peak is base · decay(p) at the
+warm-up's end (close to base when warmup_steps is a small part of the run), and under ``max_steps`` =
+T the last step, at p = (T − 1)/T, is one step short of base · m. Because the decay follows the run's
+fraction, a resumed run may not change the run's length under a decaying schedule (``Trainer.resume``
+refuses it).
 
 """
 from __future__ import annotations

@@ -357,6 +357,11 @@ class Trainer:
         old_train = c.trainer.get("train_config", {})
         changes += _config_changes("train", {k: v for k, v in old_train.items() if k not in RESUMABLE_CHANGES},
                                    {k: v for k, v in self.config.to_dict().items() if k not in RESUMABLE_CHANGES})
+        if self.config.schedule != "constant":  # the decay follows the fraction of the run done
+            length = ("max_steps", "epochs", "time_budget")
+            changes += [f"{c_} (the {self.config.schedule} schedule decays over the run's length)" for c_ in
+                        _config_changes("train", {k: old_train.get(k) for k in length},
+                                        {k: getattr(self.config, k) for k in length})]
         if c.task != self.task_info:
             changes += _config_changes("data", (c.task or {}).get("data", {}), (self.task_info or {}).get("data", {}))
             if (c.task or {}).get("name") != (self.task_info or {}).get("name"):
@@ -527,6 +532,8 @@ class Trainer:
         c, info = self.config, self.dist
         epochs = c.epochs or (0 if (c.max_steps or c.time_budget) else 1)
         self._batches = self.task.train_batches(self.epoch)
+        if len(self._batches) == 0:  # (checked for the first epoch too: one-epoch runs would "succeed")
+            raise TrainingError("the training data gives no batches (too little data for one batch)")
         window = {"loss": 0.0, "tokens": 0, "clipped": 0, "steps": 0, "t0": time.perf_counter()}
         self.monitor.reset_window()
         self.loss_module.train()

@@ -263,3 +263,33 @@ def test_holdout_kinds_and_seed():
     assert s_valid.values.flatten().tolist() == [8.0, 9.0] and s_train.columns == ["x"]
     with pytest.raises(ValueError, match="at least 2"):
         holdout([1], 0.5)
+
+
+def test_writers_refuse_what_their_readers_would_read_differently(tmp_path):
+    from rnnkit.data import Series, read_series, write_conll, write_labelled, write_parallel, write_series
+
+    (tmp_path / "plain.csv").write_text("1,2\n3,4\n")
+    headerless = read_series(tmp_path / "plain.csv")  # columns named "1", "2"
+    again = read_series(write_series(tmp_path / "again.csv", headerless))
+    assert again.columns == ["1", "2"] and again.values.tolist() == headerless.values.tolist()
+    bad = [
+        (write_series, (Series(torch.ones(2, 1), ["2020"]),), "column name '2020' would not read back"),
+        (write_conll, ([(["New\u00a0York"], ["B-LOC"])],), "contains '\\\\xa0'"),
+        (write_conll, ([([""], ["O"])],), "an empty token"),
+        (write_conll, ([(["-DOCSTART-"], ["O"])],), "document break"),
+        (write_labelled, ([("a\rb", "pos")],), "contains '\\\\r'"),
+        (write_parallel, ([("a\rb", "c")],), "contains '\\\\r'"),
+    ]
+    for writer, args, message in bad:
+        with pytest.raises(ValueError, match=message):
+            writer(tmp_path / "x.txt", *args)
+
+
+def test_small_input_checks(tmp_path):
+    from rnnkit.data import DataError, Vocabulary, read_series
+
+    (tmp_path / "blank.csv").write_text(",\n,\n")
+    with pytest.raises(DataError, match="blank.csv: no values: every line is blank or holds only empty cells"):
+        read_series(tmp_path / "blank.csv")
+    with pytest.raises(ValueError, match="max_size must be >= 0 or None, got -1"):
+        Vocabulary.from_counts({"a": 2}, max_size=-1)

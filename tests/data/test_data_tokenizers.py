@@ -104,3 +104,19 @@ def test_bpe_round_trip_special_ids_and_save(tmp_path):
     tok.save(tmp_path / "bpe.json")
     back = load_tokenizer(tmp_path / "bpe.json")
     assert back.vocab == tok.vocab and back.encode(TEXTS[2]) == tok.encode(TEXTS[2])
+
+
+def test_text_that_spells_a_control_token_is_unknown():
+    """Literal "<eos>" in text must not end a decoded sequence, nor "<pad>" vanish as padding."""
+    from rnnkit.data import UNK, WordTokenizer
+
+    w = WordTokenizer.fit(["a <eos> b <pad> c <unk>"])
+    assert w.encode("a <eos> b <pad> c <unk>")[1::2] == [UNK, UNK, UNK]
+    assert w.decode(w.encode("a <eos> b")) == "a <unk> b"
+    pytest.importorskip("tokenizers")
+    from rnnkit.data import BPETokenizer
+
+    b = BPETokenizer.fit(["some text to learn from <eos> and more"] * 20, vocab_size=300)
+    ids = b.encode("a <eos> b x<pad>y")
+    assert not set(ids) & {0, 2, 3} and UNK in ids
+    assert b.decode(ids).startswith("a ") and b.decode(ids).endswith("y")

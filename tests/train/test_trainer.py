@@ -76,6 +76,16 @@ def test_resume_refuses_changed_config(tmp_path):
     make(tmp_path, max_steps=6, eval_every=2).fit(resume=tmp_path / "run" / "checkpoint")
 
 
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_resume_refuses_a_new_run_length_under_a_decaying_schedule(tmp_path, schedule):
+    """The decay follows the fraction of the run done: 7 of 7 steps then 6 more of 13 would not be the
+    13-step run (the lr would jump back up), so the length may change only under a constant lr."""
+    make(tmp_path, max_steps=7, schedule=schedule).fit()
+    longer = make(tmp_path, max_steps=13, schedule=schedule)
+    with pytest.raises(TrainingError, match=rf"max_steps 7 → 13 \(the {schedule} schedule decays"):
+        longer.fit(resume=tmp_path / "run" / "checkpoint")
+
+
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     tr = make(tmp_path, task=StreamTask(poison_at=6), eval_every=4)
     with pytest.raises(TrainingError, match=r"diverged at step 7.*loss is nan.*last good checkpoint"):
@@ -127,3 +137,19 @@ def test_time_budget_stops_cleanly(tmp_path):
 def test_epochs_and_default_one_epoch(tmp_path):
     assert make(tmp_path, max_steps=0, epochs=2).fit().step == 10
     assert make(tmp_path, max_steps=0).fit().step == 5
+
+
+def test_no_training_batches_is_an_error_with_the_default_stop_too(tmp_path):
+    class Empty(StreamTask):
+        def train_batches(self, epoch):
+            return []
+
+    for stop in ({"max_steps": 0}, {"max_steps": 5}, {"max_steps": 0, "epochs": 2}):
+        with pytest.raises(TrainingError, match="the training data gives no batches"):
+            make(tmp_path, task=Empty(), **stop).fit()
+
+
+def test_infinite_settings_are_refused():
+    for name in ("time_budget", "clip_norm", "lr"):
+        with pytest.raises(ValueError, match=f"{name} must be finite, got inf"):
+            TrainConfig(**{name: float("inf")})
