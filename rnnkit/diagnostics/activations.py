@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -125,9 +126,10 @@ const D=JSON.parse(document.getElementById('data').textContent);
 const spans=document.querySelectorAll('#text .c');
 const sel=document.getElementById('unit');
 function col(a,s){const al=Math.min(Math.abs(a)/s,1);return (a>=0?'rgba(214,39,40,':'rgba(31,119,180,')+al.toFixed(3)+')';}
+function fmt(v){return v===null?'nan':v.toFixed(3);}
 function paint(u){const a=D.acts[u];if(!a)return;const s=D.scale[u];
- spans.forEach((el,i)=>{el.style.backgroundColor=col(a[i],s);el.dataset.act=a[i].toFixed(3);
-  el.querySelector('.u').textContent=u;el.querySelector('.v').textContent=a[i].toFixed(3);});
+ spans.forEach((el,i)=>{el.style.backgroundColor=col(a[i]||0,s);el.dataset.act=fmt(a[i]);
+  el.querySelector('.u').textContent=u;el.querySelector('.v').textContent=fmt(a[i]);});
  sel.value=u;document.getElementById('unitname').textContent=u;}
 function params(){const p={};location.hash.replace(/^#/,'').split('&').forEach(kv=>{const [k,v]=kv.split('=');if(k)p[k]=v;});return p;}
 sel.addEventListener('change',()=>{paint(sel.value);const p=params();p.unit=sel.value;
@@ -158,9 +160,11 @@ def activation_page(trace: CharTrace, unit: int = 0, *, units: Sequence[int] | N
         raise ValueError(f"rnnkit.diagnostics.activation_page: top_k must be >= 1, got {top_k}")
     k = min(top_k, trace.probs.shape[1])
     top_p, top_i = trace.probs.topk(k, dim=1)  # (T, k)
-    acts = {str(u): [round(float(v), 4) for v in trace.hidden[:, u]] for u in units}
+    # a non-finite activation (a diverged model) is null in the page's JSON, shown as "nan", left uncoloured
+    acts = {str(u): [round(float(v), 4) if math.isfinite(v) else None for v in trace.hidden[:, u].tolist()]
+            for u in units}
     # 1 for tanh-bounded states; an unbounded (ReLU) unit is scaled by its own largest |value|
-    scale = {u: max(1.0, max(abs(v) for v in a)) for u, a in acts.items()}
+    scale = {u: max(1.0, max((abs(v) for v in a if v is not None), default=1.0)) for u, a in acts.items()}
 
     spans = []
     first = acts[str(unit)]
@@ -172,10 +176,11 @@ def activation_page(trace: CharTrace, unit: int = 0, *, units: Sequence[int] | N
         nxt = trace.text[t + 1] if t + 1 < len(trace.text) else None
         head = f"after {html.escape(_show(ch))!s} · unit <span class='u'>{unit}</span>"
         truth = f"<div>actual next: {html.escape(_show(nxt))}</div>" if nxt is not None else ""
-        tip = f"<span class='tip'><b>{head} = <span class='v'>{first[t]:.3f}</span></b><table>{rows}</table>{truth}</span>"
+        a = "nan" if first[t] is None else f"{first[t]:.3f}"
+        tip = f"<span class='tip'><b>{head} = <span class='v'>{a}</span></b><table>{rows}</table>{truth}</span>"
         shown = html.escape(ch) if ch != "\n" else "↵\n"
-        spans.append(f"<span class='c' id='c{t}' style='background-color:{colour(first[t], scale[str(unit)])}'"
-                     f" data-act='{first[t]:.3f}'>{shown}{tip}</span>")
+        spans.append(f"<span class='c' id='c{t}' style='background-color:{colour(first[t] or 0.0, scale[str(unit)])}'"
+                     f" data-act='{a}'>{shown}{tip}</span>")
     options = "".join(f"<option value='{u}'{' selected' if u == unit else ''}>{u}</option>" for u in units)
     data = json.dumps({"acts": acts, "scale": scale}).replace("</", "<\\/")
     legend = "".join(f"<span style='background:{colour(v, 1.0)}'>{v:+.1f}</span>" for v in (-1, -0.5, 0, 0.5, 1))
@@ -207,6 +212,7 @@ def write_activation_page(model, text: str, stoi: Mapping[str, int], itos: Seque
 def most_variable_units(trace: CharTrace, n: int = 8) -> list[int]:
     """The ``n`` units whose activation varies most over the text — a good first choice to look at."""
     spread = trace.hidden.std(dim=0, correction=0)  # (a one-character text: all 0, unit order kept)
+    spread = torch.nan_to_num(spread, nan=-1.0, posinf=-1.0)  # a unit with non-finite values ranks last
     return [int(u) for u in spread.argsort(descending=True, stable=True)[:n]]
 
 

@@ -194,8 +194,9 @@ def cmd_gradients(args) -> int:
     if args.train_steps:
         cfg = TrainConfig(hidden_size=args.hidden_size, seed=args.seed, stop_when_solved=False)
         for cell in args.cell:
-            r = run_adding(cell, T, args.train_steps, cfg, with_flow=True)
-            trained[cell] = r.flow
+            r = run_adding(cell, T, args.train_steps, cfg)
+            # measured like the panel at initialisation (same batch size and seed), so the two compare
+            trained[cell] = task_gradient_flow(r.model, "adding", T, batch_size=args.batch_size, seed=args.seed)
             print(f"trained {CELL_LABELS[cell]} {args.train_steps} steps: test MSE {r.metric:.4f} ({r.wall_s:.0f}s)",
                   flush=True)
         panels.append(trained)

@@ -299,8 +299,9 @@ def format_result(r: RunResult) -> str:
 
 def write_csv(results: Sequence[RunResult], path: str | Path) -> None:
     rows = [r.row() for r in results]
+    columns = list(dict.fromkeys(k for row in rows for k in row))  # a diverged run has no gradient column
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w = csv.DictWriter(f, fieldnames=columns, restval="")
         w.writeheader()
         w.writerows(rows)
 

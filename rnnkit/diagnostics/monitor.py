@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from ..clip import ClipStats, Parameters, clip_grad_norm, grad_norm
+from . import stepping
 from .gradients import GradientFlow, gradient_flow
 
 
@@ -194,9 +195,9 @@ class GradientMonitor:
             ratio = norms[0] / norms[-1] if norms[-1] > 0 else math.nan
         if ratio < self.config.vanish_ratio:
             at = step if step is not None else self.step
-            self._emit("vanishing", ratio,
-                       f"step {at}: gradients vanishing through time — ‖∂L/∂h_1‖/‖∂L/∂h_T‖ = {ratio:.2g} < "
+            message = (f"step {at}: gradients vanishing through time — ‖∂L/∂h_1‖/‖∂L/∂h_T‖ = {ratio:.2g} < "
                        f"{self.config.vanish_ratio:g}; the start of the sequence barely learns. {_remedy(layer_mode)}")
+            self._emit("vanishing", ratio, message, at)
         return ratio
 
     def probe(self, layer: nn.Module, x: Tensor, loss_fn: Callable[[Tensor], Tensor] | None = None,
@@ -204,12 +205,12 @@ class GradientMonitor:
         """Measure the gradient flow of ``layer`` on ``x`` (see :func:`gradient_flow`) and check it.
         ``loss_fn`` None: :func:`last_step_loss`, which works for any task."""
         flow = gradient_flow(layer, x, loss_fn or last_step_loss(layer), **kwargs)
-        self.check_flow(flow, step, getattr(layer, "mode", None))
+        self.check_flow(flow, step, stepping.layer_mode(layer))  # (torch.nn spells the mode in capitals)
         return flow
 
     # -- reporting -------------------------------------------------------------------------------
-    def _emit(self, kind: str, value: float, message: str) -> None:
-        event = GradientEvent(self.step, kind, value, message)
+    def _emit(self, kind: str, value: float, message: str, at: int | None = None) -> None:
+        event = GradientEvent(self.step if at is None else at, kind, value, message)
         self.events.append(event)
         self.on_event(event)
 

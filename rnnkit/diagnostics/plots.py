@@ -110,7 +110,7 @@ def attention_heatmap(weights, path: str | Path, source_tokens: Sequence[str] | 
                              f"for weights of shape {w.shape}")
     fig = Figure(figsize=(min(2 + 0.35 * T_in, 14), min(1.6 + 0.35 * T_out, 14)), layout="constrained")
     ax = fig.subplots()
-    im = ax.imshow(w, cmap="viridis", aspect="auto", vmin=0.0, vmax=max(float(w.max()), 1e-12))
+    im = ax.imshow(w, cmap="viridis", aspect="auto", vmin=0.0, vmax=max(float(np.nanmax(w)) if np.isfinite(w).any() else 1.0, 1e-12))
     ax.set_xticks(range(T_in), source_tokens if source_tokens is not None else range(T_in),
                   rotation=90 if source_tokens is not None else 0, fontsize=8)
     ax.set_yticks(range(T_out), target_tokens if target_tokens is not None else range(T_out), fontsize=8)

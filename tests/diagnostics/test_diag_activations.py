@@ -120,3 +120,23 @@ def test_rnnkit_language_model_fits_the_interface():
     logits = lm(torch.tensor([[STOI[c] for c in TEXT]]))[0][0]  # (T, V)
     torch.testing.assert_close(trace.probs, torch.softmax(logits, -1))
     assert trace.hidden.shape == (len(TEXT), 16)
+
+
+def test_a_diverged_model_gives_a_page_whose_data_is_valid_json():
+    import json
+
+    m = _model()
+
+    def fn(ids):
+        h = m.rnn(m.embedding(ids))[0].clone()
+        h[0, 2, 1] = float("nan")
+        h[0, 3, 1] = float("inf")
+        return h, m.decoder(torch.nan_to_num(h))
+
+    trace = char_lm_trace(fn, TEXT, STOI, ITOS)
+    assert most_variable_units(trace, 12)[-1] == 1  # the unit with non-finite values ranks last
+    page = activation_page(trace, unit=1, units=[0, 1])
+    data = re.search(r"<script type=.application/json. id=.data.>(.*?)</script>", page, re.S).group(1)
+    acts = json.loads(data.replace("<\\/", "</"), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))["acts"]
+    assert acts["1"][2] is None and acts["1"][3] is None and acts["1"][0] is not None
+    assert all("nan" not in c for c in re.findall(r"rgba\([^)]*\)", page)) and "data-act='nan'" in page

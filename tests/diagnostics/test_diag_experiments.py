@@ -152,3 +152,19 @@ def test_through_the_rnnkit_command(tmp_path, capsys):
     assert "IRNN" in capsys.readouterr().out and (tmp_path / "gradient_flow.png").exists()
     assert main(["experiment", "adding", "--cell", "elman"]) == 2  # usage error: one line, exit code 2
     assert "unknown cell" in capsys.readouterr().err
+
+
+def test_csv_takes_every_row_s_columns(tmp_path):
+    """A diverged run has no gradient-flow column; the runs after it do."""
+    from rnnkit.diagnostics.experiments import write_csv
+
+    class Row:
+        def __init__(self, **kw):
+            self.kw = kw
+
+        def row(self):
+            return self.kw
+
+    write_csv([Row(cell="irnn", steps=5), Row(cell="lstm", steps=5, grad_decay_log10_per_step=0.1)], tmp_path / "r.csv")
+    rows = list(csv.DictReader(open(tmp_path / "r.csv")))
+    assert rows[0]["grad_decay_log10_per_step"] == "" and rows[1]["grad_decay_log10_per_step"] == "0.1"

@@ -131,3 +131,17 @@ def test_vanishing_advice_fits_the_layer():
             _warnings.simplefilter("always")
             monitor.check_flow([1e-12, 1.0], step=1, layer_mode=mode)
         assert any(expected in str(w.message) for w in caught), [str(w.message) for w in caught]
+
+
+def test_a_flow_check_is_recorded_at_its_own_step_and_advises_torch_layers_too():
+    import warnings
+
+    m = GradientMonitor()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GradientWarning)
+        m.check_flow([1e-9, 1.0], step=500)
+        assert m.events[-1].step == 500
+        torch.manual_seed(0)
+        m.probe(nn.LSTM(3, 4), torch.randn(60, 2, 3) * 0.01)
+    vanishing = [e for e in m.events if e.kind == "vanishing"]
+    assert "already gated" in vanishing[-1].message  # torch.nn's "LSTM" is recognised as gated
