@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import unicodedata
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
@@ -101,7 +102,8 @@ _WORD_PUNCT = re.compile(r"\w+|[^\w\s]")
 
 class WordTokenizer(Tokenizer):
     """Words split on whitespace — and, with ``punctuation=True``, punctuation marks split off as
-    their own tokens (``"end."`` → ``["end", "."]``). ``lowercase=True`` folds case first. Words seen
+    their own tokens (``"end."`` → ``["end", "."]``; the text is NFC-normalised first, so an accent
+    written as a combining mark stays on its letter). ``lowercase=True`` folds case first. Words seen
     fewer than ``min_freq`` times (default 1) in the training texts become ``<unk>``; ``max_size``
     caps the vocabulary. ``join`` puts single spaces between tokens (original spacing is lost)."""
 
@@ -130,7 +132,10 @@ class WordTokenizer(Tokenizer):
     def split(self, text: str) -> list[str]:
         if self.lowercase:
             text = text.lower()
-        return _WORD_PUNCT.findall(text) if self.punctuation else text.split()
+        if not self.punctuation:
+            return text.split()
+        # NFC first: a decomposed letter ("e" + U+0301) would otherwise lose its accent as a "punctuation mark"
+        return _WORD_PUNCT.findall(unicodedata.normalize("NFC", text))
 
     def join(self, tokens: list[str]) -> str:
         return " ".join(tokens)

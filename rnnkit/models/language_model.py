@@ -123,9 +123,13 @@ class LanguageModel(ConfiguredModel):
                                       (self.decoder.weight, self.decoder.bias), contents)
         return self._kernel
 
-    def _initial_state(self, state, batch: int):
-        """The stack's state for ``batch`` rows: zeros for None, else ``state`` checked like the layers do."""
-        return self.rnn._prepare_state(state, batch, True, self.decoder.weight)
+    def _initial_state(self, state, batch: int, owner: str):
+        """The stack's state for ``batch`` rows: zeros for None, else ``state`` checked like the layers do
+        (a misfit is reported as ``owner``'s ``state`` argument, not as the layer's h_0)."""
+        try:
+            return self.rnn._prepare_state(state, batch, True, self.decoder.weight)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{owner}: state does not fit a batch of {batch} ({e})") from None
 
     @inference
     def step(self, tokens: Tensor, state=None) -> tuple[Tensor, object]:
@@ -135,7 +139,7 @@ class LanguageModel(ConfiguredModel):
         repacked after optimiser steps and in-place updates; after writing through ``p.data`` call
         ``generate`` or ``kernel()`` once, which compare the weights' contents too."""
         check_ids(f"{_OWNER}.step", "tokens", tokens, self._config.vocab_size, 1, "(B,) of token ids", "token ids")
-        state = self._initial_state(state, tokens.shape[0])
+        state = self._initial_state(state, tokens.shape[0], f"{_OWNER}.step")
         kernel = self.kernel(contents=False)  # per token: writes through p.data are not looked for
         h, state = kernel.step_tokens(tokens, state)
         return kernel.logits(h), state
@@ -177,7 +181,7 @@ class LanguageModel(ConfiguredModel):
             if value is not None and not (isinstance(value, int) and 0 <= value < V):
                 raise ValueError(f"{_OWNER}.generate: {name} must be a token id in [0, {V}) or None, got {value!r}")
         kernel = self.kernel()
-        state = self._initial_state(state, B)
+        state = self._initial_state(state, B, f"{_OWNER}.generate")
         if lengths is None:
             start = prompt[:, -1]
             if T > 1:  # the last prompt token is the first one the step kernel reads

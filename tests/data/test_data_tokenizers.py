@@ -120,3 +120,10 @@ def test_text_that_spells_a_control_token_is_unknown():
     ids = b.encode("a <eos> b x<pad>y")
     assert not set(ids) & {0, 2, 3} and UNK in ids
     assert b.decode(ids).startswith("a ") and b.decode(ids).endswith("y")
+
+
+def test_punctuation_split_keeps_accents_on_their_letters():
+    from rnnkit.data import WordTokenizer
+
+    w = WordTokenizer.fit([""], punctuation=True)
+    assert w.split("Cafe\u0301, ok.") == ["Café", ",", "ok", "."]  # NFD input, one word token

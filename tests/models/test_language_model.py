@@ -146,6 +146,13 @@ def test_max_new_tokens_is_named(bad):
         small("gru").generate(tokens(2, 4, seed=5), bad)
 
 
+def test_a_state_of_the_wrong_batch_is_named_as_the_state():
+    model = small("lstm")
+    _, state = model(tokens(2, 4, seed=5))  # a state for 2 rows
+    with pytest.raises(ValueError, match=r"LanguageModel.generate: state does not fit a batch of 3 \(rnnkit.LSTM: h_0"):
+        model.generate(tokens(3, 4, seed=6), 2, state=state)
+
+
 def test_generation_restores_each_submodule_mode():
     model = small("lstm", dropout=0.3)
     model.train()
