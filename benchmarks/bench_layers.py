@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
 import rnnkit  # noqa: E402
 from common import format_rate, gemm_gflops, machine_info, markdown_table, time_alternating  # noqa: E402
@@ -172,6 +173,31 @@ def _output_data(out: Any) -> torch.Tensor:
     return out.data if isinstance(out, PackedSequence) else out
 
 
+#: The extra candidate of a variable-length training row: torch.nn run on the padded batch.
+PADDED = "torch.nn padded"
+
+
+def padded_step(ref: nn.Module, x: torch.Tensor, packed: PackedSequence, proj: torch.Tensor) -> Callable[[], None]:
+    """The other way a practitioner trains on a variable-length batch with torch.nn: run the padded (T, B, I)
+    batch whole (oneDNN for a float32 LSTM) and leave the padded steps out of the loss. For a one-direction
+    layer that gives the packed run's outputs and gradients at every real step (a step never reads a later
+    one); the padded steps' work is wasted instead of skipped."""
+    leaf = x.clone().requires_grad_(True)
+    weight, _ = pad_packed_sequence(PackedSequence(proj, packed.batch_sizes, packed.sorted_indices,
+                                                   packed.unsorted_indices))  # zero past each length
+    weight = F.pad(weight, (0, 0, 0, 0, 0, x.shape[0] - weight.shape[0]))
+    params = list(ref.parameters())
+
+    def step() -> None:
+        for p in params:
+            p.grad = None
+        leaf.grad = None
+        out, _ = ref(leaf)
+        (out * weight).sum().backward()
+
+    return step
+
+
 def bench_config_cell(cfg: Config, cell: str, modes: list[str], engines: list[str], timing: dict,
                       progress: Callable[[str], None]) -> list[dict[str, Any]]:
     """All modes of one configuration and cell; one result row per (mode, engine)."""
@@ -192,6 +218,7 @@ def bench_config_cell(cfg: Config, cell: str, modes: list[str], engines: list[st
     proj = torch.randn(*((out_rows,) if packed is not None else (cfg.T, cfg.B)), cfg.D * cfg.H, generator=g)
     tokens = cfg.tokens()
     fwd = forward_flops(cfg, gates)
+    padded_baseline = packed is not None and not cfg.bidirectional  # (a reverse direction would read padding)
 
     def make_input(requires_grad: bool) -> tuple[Any, torch.Tensor]:
         """A fresh input (leaf) per candidate, so gradients never mix."""
@@ -226,6 +253,8 @@ def bench_config_cell(cfg: Config, cell: str, modes: list[str], engines: list[st
                         out, _ = module(inp)
                     last[name] = _output_data(out)
             candidates[name] = step
+        if mode == "train" and padded_baseline:
+            candidates[PADDED] = padded_step(ref, x, packed, proj)
 
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         gemm = gemm_gflops(repeats=5, min_time=0.02, warmup_time=0.01, timer=timing["timer"])
@@ -265,6 +294,9 @@ def bench_config_cell(cfg: Config, cell: str, modes: list[str], engines: list[st
                 "max_abs_diff": diff,
                 "ref_max_abs": scale,
                 "timing": result.as_dict(),
+                # torch.nn on the padded batch, loss over the real steps: median time ÷ rnnkit's median time
+                "ratio_vs_padded": (result.medians[PADDED] / result.medians[name]) if PADDED in result.medians
+                else None,
             }
             rows.append(row)
             progress(f"{cfg.label:<28} {cell_label:<8} {mode:<5} {row['resolved_engine']:<13} "
@@ -327,6 +359,19 @@ def summaries(rows: list[dict[str, Any]], engines: list[str]) -> list[str]:
             extra = "" if not misses else f", {misses} of {len(subset)} rows below"
             lines.append(f"- {title} {w['ratio']:.2f} ({w['label']}, {w['cell_label']} {w['mode']}) "
                          f"— target ≥ {target:g}: {verdict}{extra}")
+    return lines
+
+
+def padded_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The variable-length training rows against the other torch.nn baseline (no target: the 2× goal is
+    against the packed path): torch.nn on the padded batch, which wastes the padded steps' work but runs
+    torch's dense kernels (oneDNN for a float32 LSTM). Ratio of median times."""
+    with_padded = [r for r in rows if r.get("ratio_vs_padded") is not None]
+    if not with_padded:
+        return []
+    lines = ["- variable-length training against torch.nn on the padded batch (loss over the real steps; "
+             "ratio of median times):"]
+    lines += [f"  {r['label']} {r['cell_label']}: {r['ratio_vs_padded']:.2f}×" for r in with_padded]
     return lines
 
 
@@ -435,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     print(render_table(rows))
     print()
     for line in summaries(rows, args.engine):
+        print(line)
+    for line in padded_lines(rows):
         print(line)
     best = max([gemm_start, gemm_end] + [r["gemm_gflops"] for r in rows])
     cpus = os.cpu_count() or 1

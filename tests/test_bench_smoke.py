@@ -53,6 +53,10 @@ def test_bench_layers_tiny_subprocess(tmp_path):
                    "- auto variable-length training ratio min"):
         assert any(line.startswith(prefix) for line in lines), prefix
     assert "WARNING" not in out  # rnnkit and torch.nn agreed on outputs / input gradients
+    # the other torch.nn baseline of the variable-length training rows: the padded batch
+    padded = lines.index(next(line for line in lines if line.startswith("- variable-length training against torch.nn")))
+    assert all(re.match(r"^  B4 T8 I16 H16 var (LSTM|GRU|RNN tanh): \d+\.\d\d×$", line)
+               for line in lines[padded + 1 : padded + 4]), lines[padded : padded + 4]
 
     data = json.loads(out_json.read_text())
     assert len(data["results"]) == 12
