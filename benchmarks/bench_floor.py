@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 from bench_layers import CELLS, CONFIGS, EXTRA_CONFIGS, Config, parse_list  # noqa: E402
-from common import gemm_gflops, markdown_table, time_alternating  # noqa: E402
+from common import gemm_gflops, markdown_table, time_alternating, training_step  # noqa: E402
 
 
 def floor_step(cfg: Config, gates: int) -> Callable[[], None]:
@@ -63,19 +63,6 @@ def floor_step(cfg: Config, gates: int) -> Callable[[], None]:
     def step() -> None:
         for products in calls:
             products()
-
-    return step
-
-
-def training_step(module: torch.nn.Module, x: torch.Tensor, proj: torch.Tensor) -> Callable[[], None]:
-    params = list(module.parameters())
-
-    def step() -> None:
-        for p in params:
-            p.grad = None
-        x.grad = None
-        out, _ = module(x)
-        (out * proj).sum().backward()
 
     return step
 

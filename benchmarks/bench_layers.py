@@ -46,7 +46,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
 import rnnkit  # noqa: E402
-from common import format_rate, gemm_gflops, machine_info, markdown_table, time_alternating  # noqa: E402
+from common import format_rate, gemm_gflops, machine_info, markdown_table, time_alternating, training_step  # noqa: E402
 
 ENGINES = ("auto", "reference", "fused", "native")
 
@@ -186,16 +186,7 @@ def padded_step(ref: nn.Module, x: torch.Tensor, packed: PackedSequence, proj: t
     weight, _ = pad_packed_sequence(PackedSequence(proj, packed.batch_sizes, packed.sorted_indices,
                                                    packed.unsorted_indices))  # zero past each length
     weight = F.pad(weight, (0, 0, 0, 0, 0, x.shape[0] - weight.shape[0]))
-    params = list(ref.parameters())
-
-    def step() -> None:
-        for p in params:
-            p.grad = None
-        leaf.grad = None
-        out, _ = ref(leaf)
-        (out * weight).sum().backward()
-
-    return step
+    return training_step(ref, leaf, weight)
 
 
 def bench_config_cell(cfg: Config, cell: str, modes: list[str], engines: list[str], timing: dict,

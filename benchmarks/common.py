@@ -68,6 +68,21 @@ class Timing:
         }
 
 
+def training_step(module: torch.nn.Module, x: torch.Tensor, proj: torch.Tensor) -> Callable[[], None]:
+    """One timed training step: fresh gradients of ``module``'s parameters and of the leaf ``x`` for the loss
+    ⟨module(x) output, proj⟩."""
+    params = list(module.parameters())
+
+    def step() -> None:
+        for p in params:
+            p.grad = None
+        x.grad = None
+        out, _ = module(x)
+        (out * proj).sum().backward()
+
+    return step
+
+
 def time_alternating(
     candidates: Mapping[str, Callable[[], Any]],
     *,
