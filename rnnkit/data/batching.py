@@ -27,7 +27,15 @@ def pad_batch(sequences: Sequence[Sequence[int] | Tensor], pad_id: int = PAD) ->
     """
     if len(sequences) == 0:
         raise ValueError("pad_batch: expected at least one sequence, got none")
-    seqs = [torch.as_tensor(s, dtype=torch.int64).reshape(-1) for s in sequences]
+    seqs = []
+    for b, s in enumerate(sequences):
+        t = torch.as_tensor(s)
+        not_ids = t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool
+        if t.dim() != 1 or (not_ids and t.numel() > 0):  # ([] is an empty float tensor: fine)
+            # (a 2-D item would be flattened and float ids truncated: refuse rather than guess)
+            raise ValueError(f"pad_batch: sequence {b} must be a 1-D run of integer ids, got "
+                             f"{t.dim()}-D with dtype {t.dtype}")
+        seqs.append(t.to(torch.int64))
     lengths = torch.tensor([len(s) for s in seqs], dtype=torch.int64)  # (B,)
     ids = torch.full((len(seqs), int(lengths.max())), pad_id, dtype=torch.int64)  # (B, T)
     for b, s in enumerate(seqs):

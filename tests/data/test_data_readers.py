@@ -293,3 +293,14 @@ def test_small_input_checks(tmp_path):
         read_series(tmp_path / "blank.csv")
     with pytest.raises(ValueError, match="max_size must be >= 0 or None, got -1"):
         Vocabulary.from_counts({"a": 2}, max_size=-1)
+
+
+def test_pad_batch_refuses_what_it_would_flatten_or_truncate():
+    from rnnkit.data import pad_batch
+
+    ids, lengths = pad_batch([[1, 2, 3], []])
+    assert ids.tolist() == [[1, 2, 3], [0, 0, 0]] and lengths.tolist() == [3, 0]
+    with pytest.raises(ValueError, match="sequence 0 must be a 1-D run of integer ids, got 2-D"):
+        pad_batch([[[1, 2], [3, 4]]])
+    with pytest.raises(ValueError, match="sequence 1 must be a 1-D run of integer ids, got 1-D with dtype torch.float"):
+        pad_batch([[1], [1.7, 2.2]])
