@@ -53,11 +53,19 @@ class GradientFlow:
     def _processing_order(self, norms: Tensor, k: int) -> Tensor:
         return norms.flip(0) if self.reverse and self.reverse[k] else norms
 
-    def decay_per_step(self, k: int = -1, which: str = "h") -> float:
+    def headline(self) -> int:
+        """The layer-direction the one-number summaries describe by default: the top layer's forward
+        direction (a bidirectional top layer's reverse one sees a last-step loss only at its first step)."""
+        forward = [k for k in range(len(self.names)) if not (self.reverse and self.reverse[k])]
+        return forward[-1] if forward else len(self.names) - 1
+
+    def decay_per_step(self, k: int | None = None, which: str = "h") -> float:
         """Orders of magnitude the gradient loses per step back in time: minus the least-squares slope
         of log10 ‖∂L/∂h_t‖ against steps before the end, in layer-direction ``k``'s own processing
         order. 0 = perfect flow, 0.5 = a factor √10 lost per step, negative = growing (exploding).
-        Steps whose gradient is exactly 0 (underflow, dead ReLUs) are left out of the fit."""
+        Steps whose gradient is exactly 0 (underflow, dead ReLUs) are left out of the fit. ``k``: default
+        ``headline()``."""
+        k = self.headline() if k is None else k
         norms = self._processing_order((self.h if which == "h" else self.c)[k], k).double()
         t = torch.arange(len(norms), dtype=torch.float64)
         keep = norms > 0
@@ -67,20 +75,23 @@ class GradientFlow:
         slope = ((t - t.mean()) * (y - y.mean())).sum() / ((t - t.mean()) ** 2).sum()
         return float(slope)  # norm grows toward the loss at the end, so a positive slope means vanishing
 
-    def ratio_first_last(self, k: int = -1, which: str = "h") -> float:
+    def ratio_first_last(self, k: int | None = None, which: str = "h") -> float:
         """‖∂L/∂h_1‖ / ‖∂L/∂h_T‖ in layer-direction ``k``'s processing order (1 = no decay; the
-        monitor's vanishing test)."""
+        monitor's vanishing test). ``k``: default ``headline()``."""
+        k = self.headline() if k is None else k
         norms = self._processing_order((self.h if which == "h" else self.c)[k], k)
         last = float(norms[-1])
         return float(norms[0]) / last if last > 0 else math.nan
 
     def summary(self) -> dict[str, float]:
-        """The headline numbers of the last layer-direction, for tables and logs."""
+        """The headline numbers of ``headline()``'s layer-direction, for tables and logs."""
+        k = self.headline()
+        norms = self._processing_order(self.h[k], k)
         return {
-            "decay_log10_per_step": self.decay_per_step(),
-            "ratio_first_last": self.ratio_first_last(),
-            "grad_h_first": float(self._processing_order(self.h[-1], len(self.names) - 1)[0]),
-            "grad_h_last": float(self._processing_order(self.h[-1], len(self.names) - 1)[-1]),
+            "decay_log10_per_step": self.decay_per_step(k),
+            "ratio_first_last": self.ratio_first_last(k),
+            "grad_h_first": float(norms[0]),
+            "grad_h_last": float(norms[-1]),
             "loss": self.loss,
         }
 

@@ -34,7 +34,8 @@ def _as_numpy(m) -> np.ndarray:
 
 def plot_gradient_flow(flows: Mapping[str, "GradientFlow"] | Sequence[Mapping[str, "GradientFlow"]],  # noqa: F821
                        path: str | Path, *, title: str = "", panel_titles: Sequence[str] | None = None) -> Path:
-    """‖∂L/∂h_t‖ against t on a log scale, one line per cell (the last layer-direction of each flow).
+    """‖∂L/∂h_t‖ against t on a log scale, one line per cell (each flow's top forward direction,
+    ``GradientFlow.headline``).
 
     ``flows`` maps a cell name ("rnn", "lstm", …, or any label) to its :class:`GradientFlow`; pass a
     list of such mappings for side-by-side panels (e.g. at initialisation and after training). The
@@ -45,7 +46,7 @@ def plot_gradient_flow(flows: Mapping[str, "GradientFlow"] | Sequence[Mapping[st
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for p, (ax, panel) in enumerate(zip(axes, panels)):
         for name, flow in panel.items():
-            norms = flow.h[-1].numpy()
+            norms = flow.h[flow.headline()].numpy()  # the curve its legend's decay describes
             t = np.arange(1, len(norms) + 1)
             keep = norms > 0
             ax.semilogy(t[keep], norms[keep], color=_COLOURS.get(name), lw=1.6,

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..cells import ln
-from .stepping import SteppedRun, layer_norm_of, step_layer, weights_of
+from .stepping import SteppedRun, check_against_layer, layer_norm_of, step_layer, weights_of
 
 SIGMOID_GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z"), "rnn_tanh": (), "rnn_relu": ()}
 TANH_GATES = {"lstm": ("g", "tanh_c"), "gru": ("n",), "rnn_tanh": ("h",), "rnn_relu": ()}
@@ -105,17 +105,21 @@ class SaturationReport:
 
 
 def gate_saturation(layer: nn.Module, x: Tensor, hx=None, *, sigmoid_threshold: float = 0.9,
-                    tanh_threshold: float = 0.9) -> SaturationReport:
+                    tanh_threshold: float = 0.9, check: bool = True) -> SaturationReport:
     """Per-gate saturation of an RNN/LSTM/GRU ``layer`` on the batch ``x`` (its input, in its layout).
 
     A sigmoid gate counts as saturated above ``sigmoid_threshold`` or below 1 − ``sigmoid_threshold``;
-    a tanh beyond ±``tanh_threshold``.
+    a tanh beyond ±``tanh_threshold``. ``check`` (as in ``gradient_flow``): first make sure the plain
+    cells reproduce the layer's output — a layer with zoneout or layer norm is refused rather than
+    reported as the function it does not compute.
     """
     if not 0.5 < sigmoid_threshold < 1 or not 0 < tanh_threshold < 1:
         raise ValueError("rnnkit.diagnostics.gate_saturation: sigmoid_threshold must be in (0.5, 1) and "
                          f"tanh_threshold in (0, 1), got {sigmoid_threshold!r} and {tanh_threshold!r}")
     with torch.no_grad():
         run = step_layer(layer, x, hx)
+    if check:
+        check_against_layer(layer, x, run, hx)
     stats: dict[str, dict[str, GateStats]] = {}
     for k, name in enumerate(run.names):
         acts = gate_activations(layer, run, k)

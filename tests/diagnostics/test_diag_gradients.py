@@ -160,3 +160,21 @@ def test_vanishing_pattern_on_the_adding_task():
         x, y = adding_batch(8, 60, seed=0, dtype=DT)
         decay[cell] = gradient_flow(m.rnn, x, lambda out: ((m.readout(out) - y) ** 2).mean()).decay_per_step()
     assert decay["rnn"] > 0.1 and abs(decay["irnn"]) < 0.02
+
+
+def test_summaries_of_a_bidirectional_layer_describe_its_forward_direction():
+    """With a last-step loss, the reverse direction sees the loss only at its first step: its decay is
+    meaningless, so the one-number summaries describe the top layer's forward direction."""
+    import math
+
+    from rnnkit import GRU
+    from rnnkit.diagnostics import gradient_flow
+    from rnnkit.diagnostics.monitor import last_step_loss
+
+    torch.manual_seed(0)
+    layer = GRU(3, 4, num_layers=2, bidirectional=True).double()
+    flow = gradient_flow(layer, torch.randn(12, 2, 3, dtype=torch.float64), last_step_loss(layer))
+    assert flow.reverse == [False, True, False, True] and flow.headline() == 2
+    s = flow.summary()
+    assert math.isfinite(s["decay_log10_per_step"]) and math.isfinite(s["ratio_first_last"])
+    assert s["decay_log10_per_step"] == flow.decay_per_step(2) and s["grad_h_last"] == float(flow.h[2, -1])

@@ -114,7 +114,7 @@ def test_probe_without_a_loss_reads_the_last_step_of_each_direction():
     flow = mon.probe(layer, x, step=3)
     assert torch.equal(torch.get_rng_state(), rng)
     assert float(flow.h[2, -1]) == pytest.approx(2.0) and float(flow.h[3, 0]) == pytest.approx(2.0)
-    assert flow.ratio_first_last() == pytest.approx(float(flow.h[3, -1]) / 2.0)
+    assert flow.ratio_first_last() == pytest.approx(float(flow.h[2, 0]) / 2.0)  # the top forward direction
     assert mon.probe(layer, x).ratio_first_last() == flow.ratio_first_last()  # a fixed v
     torch.testing.assert_close(flow.h, gradient_flow(layer, x, last_step_loss(layer)).h)
 

@@ -67,3 +67,15 @@ def test_relu_reports_inactive_units_and_table_renders():
 def test_bad_thresholds():
     with pytest.raises(ValueError, match="sigmoid_threshold"):
         gate_saturation(rnnkit.GRU(2, 3), torch.randn(4, 1, 2), sigmoid_threshold=0.3)
+
+
+def test_a_layer_the_plain_cells_do_not_reproduce_is_refused():
+    from rnnkit import LSTM
+    from rnnkit.diagnostics import gate_saturation
+
+    torch.manual_seed(0)
+    layer = LSTM(3, 4, zoneout=0.3).double()
+    x = torch.randn(6, 2, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="does not reproduce its output"):
+        gate_saturation(layer, x)
+    assert gate_saturation(layer, x, check=False).mode == "lstm"  # measured anyway when asked
