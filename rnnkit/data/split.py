@@ -25,8 +25,10 @@ def holdout(data: Any, valid_fraction: float = 0.1, *, seed: int = 0) -> tuple[A
     * text (``str``): the last characters are held out — one contiguous tail, as usual for
       language models (a random set of characters would leak context);
     * a ``Series``: the last time steps — the future is what a forecaster is judged on;
-    * a list of examples, ``Captions``, or a tuple of tensors sharing their first dimension: a seeded
-      random subset (``random.Random(seed)``); both parts keep the original order.
+    * a list of examples, ``Captions``, or a tuple of parallel columns — tensors sharing their first
+      dimension, or lists of one length, such as ``(texts, labels)`` — : a seeded random subset
+      (``random.Random(seed)``); both parts keep the original order (and each column its type).
+    Any other tuple is an error (its items would be taken for examples).
     """
     if isinstance(data, str):
         k = _valid_count(len(data), valid_fraction)
@@ -34,16 +36,24 @@ def holdout(data: Any, valid_fraction: float = 0.1, *, seed: int = 0) -> tuple[A
     if isinstance(data, Series):
         k = _valid_count(len(data.values), valid_fraction)
         return Series(data.values[:-k], data.columns), Series(data.values[-k:], data.columns)
-    n = len(data.captions) if isinstance(data, Captions) else len(data[0]) if _is_tensors(data) else len(data)
+    if isinstance(data, tuple) and not _is_columns(data):
+        kinds = sorted({type(t).__name__ for t in data})
+        raise ValueError(f"holdout: a tuple must hold parallel columns (tensors or lists of one length), got "
+                         f"{len(data)} item(s) of type {', '.join(kinds) or 'none'}; pass a list of examples instead")
+    n = len(data.captions) if isinstance(data, Captions) else len(data[0]) if _is_columns(data) else len(data)
     k = _valid_count(n, valid_fraction)
     held = sorted(random.Random(seed).sample(range(n), k))
     kept = sorted(set(range(n)) - set(held))
     if isinstance(data, Captions):
         return tuple(Captions(data.images[idx], [data.captions[i] for i in idx]) for idx in (kept, held))
-    if _is_tensors(data):
-        return tuple(tuple(t[torch.tensor(idx)] for t in data) for idx in (kept, held))
+    if _is_columns(data):
+        return tuple(tuple(t[torch.tensor(idx)] if isinstance(t, torch.Tensor) else [t[i] for i in idx] for t in data)
+                     for idx in (kept, held))
     return [data[i] for i in kept], [data[i] for i in held]
 
 
-def _is_tensors(data: Any) -> bool:
-    return isinstance(data, tuple) and len(data) > 0 and all(isinstance(t, torch.Tensor) for t in data)
+def _is_columns(data: Any) -> bool:
+    """A tuple of tensors sharing their first dimension, or of lists of one length."""
+    if not (isinstance(data, tuple) and data and all(isinstance(t, (torch.Tensor, list)) for t in data)):
+        return False
+    return len({len(t) for t in data}) == 1

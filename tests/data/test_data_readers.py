@@ -304,3 +304,13 @@ def test_pad_batch_refuses_what_it_would_flatten_or_truncate():
         pad_batch([[[1, 2], [3, 4]]])
     with pytest.raises(ValueError, match="sequence 1 must be a 1-D run of integer ids, got 1-D with dtype torch.float"):
         pad_batch([[1], [1.7, 2.2]])
+
+
+def test_holdout_splits_parallel_lists_like_parallel_tensors():
+    from rnnkit.data import holdout
+
+    (texts_a, labels_a), (texts_b, labels_b) = holdout((["a", "b", "c", "d"], [0, 1, 2, 3]), 0.5, seed=1)
+    assert [ord(t) - ord("a") for t in texts_a] == labels_a and [ord(t) - ord("a") for t in texts_b] == labels_b
+    assert sorted(texts_a + texts_b) == ["a", "b", "c", "d"]
+    with pytest.raises(ValueError, match="a tuple must hold parallel columns"):
+        holdout((["a", "b"], [1]), 0.5)
