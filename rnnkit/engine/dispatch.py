@@ -138,7 +138,7 @@ def run_packed(
                                        training, opts)
     plain = opts == Options() and not weights[0].layer_norm and not (training and dropout > 0)
     if name == "fused" and plain:
-        with _own_precision(data):
+        with own_precision(data):
             return fused.run_stack_packed(mode, data, packed.batch_sizes, packed.sorted_indices, hx, weights,
                                           num_layers, bidirectional, native_prefix(engine, name, mode, data, weights))
     return None
@@ -172,13 +172,14 @@ def run(
     layer_fn = _LAYER_FNS[name]
     if native_prefix(engine, name, mode, x, weights):
         layer_fn = functools.partial(layer_fn, native_prefix=True)
-    with _own_precision(x):
+    with own_precision(x):
         return run_stack(layer_fn, *args)
 
 
-def _own_precision(x: Tensor):
-    """Every engine but ``native`` computes in the parameters' dtype: inside ``torch.autocast`` it runs with
-    autocast switched off (the layers cast autocast-precision inputs to the parameters' dtype first)."""
+def own_precision(x: Tensor):
+    """A context that switches an enclosing ``torch.autocast`` off for ``x``'s device type (a no-op outside
+    one). Every engine but ``native`` runs in it, in the parameters' dtype (the layers cast
+    autocast-precision inputs to that dtype first); so do the models' inference methods."""
     if autocast_dtype(x.device) is None:
         return contextlib.nullcontext()
     return torch.autocast(x.device.type, enabled=False)

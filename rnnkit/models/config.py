@@ -11,7 +11,6 @@ lists where the dataclass has tuples; ``config_from_dict`` turns them back.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import inspect
@@ -23,7 +22,7 @@ import torch
 from torch import nn
 
 from ..engine import ENGINES
-from ..engine.dispatch import autocast_dtype
+from ..engine.dispatch import own_precision
 
 #: The recurrent cell kinds a model can be built from (the names ``rnnkit.engine`` uses).
 Cell = Literal["lstm", "gru", "rnn_tanh", "rnn_relu"]
@@ -109,10 +108,7 @@ def inference(method):
         modes = [(m, m.training) for m in self.modules()]
         self.eval()
         try:
-            with torch.no_grad(), contextlib.ExitStack() as no_autocast:
-                for device_type in {p.device.type for p in self.parameters()}:
-                    if autocast_dtype(torch.device(device_type)) is not None:
-                        no_autocast.enter_context(torch.autocast(device_type, enabled=False))
+            with torch.no_grad(), own_precision(next(self.parameters())):
                 return method(self, *args, **kwargs)
         finally:
             for m, training in modes:
