@@ -24,9 +24,10 @@ from torch import Tensor
 from torch.ops import aten
 
 from ..types import LN_EPS, LayerWeights, Noise
+from . import buffers
 from .layout import Layout
-from .lstm import (ln_affine_grads, overwrote_input, refuse_double_backward, scaled_one_minus_square,
-                   sigmoid_grad_into)
+from .lstm import ln_affine_grads, overwrote_input, scaled_one_minus_square, sigmoid_grad_into
+from .projection import project, refuse_double_backward
 
 
 def _scale_n(w: Tensor) -> Tensor:
@@ -46,9 +47,8 @@ def input_projection(X: Tensor, w: LayerWeights) -> tuple[Tensor, dict]:
         b_h = torch.cat([zeros, 2.0 * w.b_hh[2 * H :]])
     if not w.layer_norm:
         w_ih = _scale_n(w.w_ih)
-        GX = torch.addmm(b_x, X, w_ih.t()) if b_x is not None else X @ w_ih.t()
-        return GX, dict(w_hh=_scale_n(w.w_hh), b_h=b_h)
-    A = X @ w.w_ih.t()  # the ×2 goes on the layer norm's gain and bias (it would normalise away)
+        return project(X, w_ih, b_x), dict(w_hh=_scale_n(w.w_hh), b_h=b_h)
+    A = project(X, w.w_ih)  # the ×2 goes on the layer norm's gain and bias (it would normalise away)
     ln_bias = _scale_n(w.ln_ih_b) if b_x is None else _scale_n(w.ln_ih_b) + b_x  # both per column
     GX = torch.nn.functional.layer_norm(A, A.shape[-1:], _scale_n(w.ln_ih_w), ln_bias, LN_EPS)
     return GX, dict(w_hh=w.w_hh, b_h=b_h, ln_h_w=_scale_n(w.ln_hh_w), ln_h_b=_scale_n(w.ln_hh_b))
@@ -64,10 +64,10 @@ class GRUFunction(torch.autograd.Function):
         # The gates overwrite their input parts in GX, its own buffer (a fresh one costs page faults):
         # r, z (activated) in the first 2H columns, n (activated) in the last H.
         RZ, Nn = GX[:, : 2 * H], GX[:, 2 * H :]
-        GHn = GX.new_empty(N, H)  # recurrent part of n (r multiplies it; needed backwards)
-        AH = torch.empty_like(GX) if ln_h_w is not None else None
+        GHn = buffers.empty((N, H), GX)  # recurrent part of n (r multiplies it; needed backwards)
+        AH = buffers.empty_like(GX) if ln_h_w is not None else None
         stats: list[Tensor] = []  # per step: mean and 1/std of each row's recurrent part (layer norm)
-        Y = GX.new_empty(N, H)
+        Y = buffers.empty((N, H), GX)
         w_hhT = w_hh.t()
         w_rzT, w_nT = w_hhT[:, : 2 * H], w_hhT[:, 2 * H :]
         b_hn = None if b_h is None else b_h[2 * H :]
@@ -113,15 +113,15 @@ class GRUFunction(torch.autograd.Function):
         zone_h = ctx.zone_h
         layout: Layout = ctx.layout
         H = Y.shape[1]
-        dY = torch.zeros_like(Y) if dY is None else dY.contiguous()
+        dY = buffers.contiguous(dY, Y)
         dh_carry = torch.zeros_like(h0) if dh_n is None else dh_n.clone()
 
         # (In place, into their own buffers: each fresh (N, H) temporary costs its page faults.)
         r, z, n = G.split(H, 1)
-        dHt = torch.empty_like(Y)  # ∂L/∂h̃_t (in the loop; before it, h_{t-1} − n)
-        Pn = scaled_one_minus_square(n, 0.5)  # (1 − n²)/2, then ∗ (1 − z):
+        dHt = buffers.empty_like(Y)  # ∂L/∂h̃_t (in the loop; before it, h_{t-1} − n)
+        Pn = scaled_one_minus_square(n, 0.5, out=buffers.empty_like(Y))  # (1 − n²)/2, then ∗ (1 − z):
         Pn.addcmul_(Pn, z, value=-1)  # ∂h̃/∂(scaled n pre-activation) = (1 − z)(1 − n²)/2
-        Q = Y.new_empty(Y.shape[0], 3 * H)  # dGH = Q ∗ dh̃
+        Q = buffers.empty((Y.shape[0], 3 * H), Y)  # dGH = Q ∗ dh̃
         Qr, Qz, Qn = Q.split(H, 1)
         sigmoid_grad_into(r, Qr).mul_(gh_n).mul_(Pn)  # Pn gh_n r (1 − r)
         sigmoid_grad_into(z, Qz).mul_(layout.previous_minus(h0, Y, n, out=dHt))  # (h_{t-1} − n) z (1 − z)

@@ -29,7 +29,9 @@ from torch.ops import aten
 
 from .. import native
 from ..types import LN_EPS, LayerWeights, Noise
+from . import buffers
 from .layout import Layout
+from .projection import project, refuse_double_backward
 
 _PERM = [0, 1, 3, 2]  # torch's i, f, g, o → i, f, o, g
 
@@ -49,23 +51,14 @@ def input_projection(X: Tensor, w: LayerWeights) -> tuple[Tensor, dict]:
     bias = None if w.b_ih is None else _reorder(w.b_ih + w.b_hh, 2.0)
     if not w.layer_norm:
         w_ih = _reorder(w.w_ih, 2.0)
-        GX = torch.addmm(bias, X, w_ih.t()) if bias is not None else X @ w_ih.t()
-        return GX, dict(w_hh=_reorder(w.w_hh, 2.0))
+        return project(X, w_ih, bias), dict(w_hh=_reorder(w.w_hh, 2.0))
     # With layer norm the ×2 goes on the normalised values (gain and bias), not on the weights,
     # because normalisation would undo a scale applied before it.
-    A = X @ _reorder(w.w_ih, 1.0).t()
+    A = project(X, _reorder(w.w_ih, 1.0))
     ln_bias = _reorder(w.ln_ih_b, 2.0) if bias is None else _reorder(w.ln_ih_b, 2.0) + bias  # both per column
     GX = torch.nn.functional.layer_norm(A, A.shape[-1:], _reorder(w.ln_ih_w, 2.0), ln_bias, LN_EPS)
     return GX, dict(w_hh=_reorder(w.w_hh, 1.0), ln_h_w=_reorder(w.ln_hh_w, 2.0), ln_h_b=_reorder(w.ln_hh_b, 2.0),
                     ln_c_w=w.ln_c_w, ln_c_b=w.ln_c_b)
-
-
-def refuse_double_backward() -> None:
-    """The backward passes are written by hand and are not themselves differentiable: say so instead of
-    returning a silently wrong second derivative (backward runs with grad mode on only for create_graph)."""
-    if torch.is_grad_enabled():
-        raise RuntimeError("rnnkit's fused engine does not support second derivatives (create_graph=True); "
-                           "use engine='reference' (autograd through the cells) or engine='native'")
 
 
 def ln_affine_grads(dy: Tensor, x: Tensor, stats: Tensor, gain: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
@@ -126,12 +119,12 @@ class LSTMFunction(torch.autograd.Function):
         N = GX.shape[0]
         ln_h, ln_c = ln_h_w is not None, ln_c_w is not None
         G = GX  # the activated gates of every step, in place of their input parts
-        CT = GX.new_empty(N, H)  # C̃_t, the cell's own new state
-        C = CT if zone_c is None else GX.new_empty(N, H)  # C_t after zoneout
-        TC = GX.new_empty(N, H)  # tanh(C̃_t) (of its layer norm with ln_c)
-        R = GX.new_empty(N, H) if w_hr is not None else None  # o ∗ tanh(·) before the projection
-        Y = GX.new_empty(N, w_hh.shape[1])
-        AH = GX.new_empty(N, 4 * H) if ln_h else None  # recurrent part before its layer norm
+        CT = buffers.empty((N, H), GX)  # C̃_t, the cell's own new state
+        C = CT if zone_c is None else buffers.empty((N, H), GX)  # C_t after zoneout
+        TC = buffers.empty((N, H), GX)  # tanh(C̃_t) (of its layer norm with ln_c)
+        R = buffers.empty((N, H), GX) if w_hr is not None else None  # o ∗ tanh(·) before the projection
+        Y = buffers.empty((N, w_hh.shape[1]), GX)
+        AH = buffers.empty((N, 4 * H), GX) if ln_h else None  # recurrent part before its layer norm
         stats_h: list[Tensor] = []  # per step: mean and 1/std of each row's recurrent part
         stats_c: list[Tensor] = []  # and of its C̃_t
         w_hhT = w_hh.t()
@@ -191,15 +184,15 @@ class LSTMFunction(torch.autograd.Function):
         zone_h, zone_c = ctx.zones
         layout: Layout = ctx.layout
         H = C.shape[1]
-        dY = torch.zeros_like(Y) if dY is None else dY.contiguous()
+        dY = buffers.contiguous(dY, Y)
         dh_carry = torch.zeros_like(h0) if dh_n is None else dh_n.clone()
         dc_carry = torch.zeros_like(c0) if dc_n is None else dc_n.clone()
 
         # Everything that does not depend on the recurrence, for all steps at once.
         # (In place, into their own buffers: each fresh (N, H) temporary costs its page faults.)
         i, f, o, g = G.split(H, 1)
-        OD = scaled_one_minus_square(TC, 1.0).mul_(o)  # ∂r/∂(tanh argument): o (1 − tanh²)
-        M = torch.empty_like(G)  # dG = M ∗ [dC̃, dC̃, dr, dC̃]
+        OD = scaled_one_minus_square(TC, 1.0, out=buffers.empty_like(TC)).mul_(o)  # ∂r/∂(tanh argument): o (1 − tanh²)
+        M = buffers.empty_like(G)  # dG = M ∗ [dC̃, dC̃, dr, dC̃]
         Mi, Mf, Mo, Mg = M.split(H, 1)
         sigmoid_grad_into(i, Mi).mul_(g)  # g i (1 − i)
         sigmoid_grad_into(f, Mf).mul_(layout.previous(c0, C))  # C_{t-1} f (1 − f)
@@ -210,8 +203,8 @@ class LSTMFunction(torch.autograd.Function):
         dG = M  # each step's factors are used once, then replaced by its gate gradients
         dA_steps: list[Tensor] = []  # with layer norm: ∂L/∂(h_in W_hhᵀ) per step, last step first
         # ∂L/∂h̃_t: kept for all steps only where the projection's weight gradient needs it
-        dHt = torch.empty_like(Y) if w_hr is not None else None
-        dU = torch.empty_like(TC) if ln_c_w is not None else None  # ∂L/∂LN(C̃_t)
+        dHt = buffers.empty_like(Y) if w_hr is not None else None
+        dU = buffers.empty_like(TC) if ln_c_w is not None else None  # ∂L/∂LN(C̃_t)
         per = layout.split  # per-step views, made once
         dY_s, OD_s, M_s, dU_s, f_s = map(per, (dY, OD, M, dU, f))
         dHt_s = per(dHt) if dHt is not None else layout.heads(Y.new_empty(layout.B, Y.shape[1]))

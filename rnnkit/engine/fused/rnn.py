@@ -19,8 +19,10 @@ import torch
 from torch import Tensor
 
 from ..types import LayerWeights, Noise
+from . import buffers
 from .layout import Layout
-from .lstm import carry_to_previous, refuse_double_backward, scaled_one_minus_square
+from .lstm import carry_to_previous, scaled_one_minus_square
+from .projection import project, refuse_double_backward
 
 
 def _tanh_loop_in_sigmoid_space(GX: Tensor, h0: Tensor, w_hh: Tensor, zone_h, layout: Layout):
@@ -31,7 +33,7 @@ def _tanh_loop_in_sigmoid_space(GX: Tensor, h0: Tensor, w_hh: Tensor, zone_h, la
     if zone_h is None:
         S = Z = GX.sub_(w_hh.sum(1))  # the GEMM accumulates into it in place
     else:
-        S, Z = GX - w_hh.sum(1), GX  # Z: s of the state after zoneout
+        S, Z = torch.sub(GX, w_hh.sum(1), out=buffers.empty_like(GX)), GX  # Z: s of the state after zoneout
     w2T = (2 * w_hh).t()
     S_s, Z_s, zh_s = layout.split(S), layout.split(Z), layout.split(zone_h)  # per-step views, made once
     sp_s = layout.previous_views((h0 + 1) * 0.5, Z_s)  # s_{t-1} of each step's live rows
@@ -51,7 +53,7 @@ class RNNFunction(torch.autograd.Function):
             Ht, Y = _tanh_loop_in_sigmoid_space(GX, h0, w_hh, zone_h, layout)
         else:
             Y = GX  # each step's input part is read (by the GEMM) before its output overwrites it
-            Ht = Y if zone_h is None else torch.empty_like(GX)  # h̃_t, before zoneout
+            Ht = Y if zone_h is None else buffers.empty_like(GX)  # h̃_t, before zoneout
             w_hhT = w_hh.t()
             two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
             GX_s, Ht_s, Y_s, zh_s = map(layout.split, (GX, Ht, Y, zone_h))  # per-step views, made once
@@ -78,10 +80,14 @@ class RNNFunction(torch.autograd.Function):
         h0, w_hh, mask, Ht, Y = ctx.saved_tensors
         layout: Layout = ctx.layout
         zone_h = ctx.zone_h
-        dY = torch.zeros_like(Y) if dY is None else dY.contiguous()
+        dY = buffers.contiguous(dY, Y)
         dh_carry = torch.zeros_like(h0) if dh_n is None else dh_n.clone()
         # φ'(a_t), all steps at once (in place: a fresh temporary costs its page faults)
-        D = (Ht > 0).to(Ht.dtype) if ctx.relu else scaled_one_minus_square(Ht, 0.5)
+        D = buffers.empty_like(Ht)
+        if ctx.relu:
+            torch.gt(Ht, 0, out=D)
+        else:
+            scaled_one_minus_square(Ht, 0.5, out=D)
         if isinstance(zone_h, Tensor):
             D.addcmul_(D, zone_h, value=-1)  # ∗ (1 − z_h)
         elif zone_h is not None:
@@ -103,6 +109,6 @@ def rnn_layer(X: Tensor, h0: Tensor, w: LayerWeights, layout: Layout, noise: Noi
     scale = 1.0 if relu else 2.0
     bias = None if w.b_ih is None else (w.b_ih + w.b_hh) * scale
     w_ih, w_hh = (w.w_ih, w.w_hh) if relu else (w.w_ih * scale, w.w_hh * scale)
-    GX = torch.addmm(bias, X, w_ih.t()) if bias is not None else X @ w_ih.t()
+    GX = project(X, w_ih, bias)
     mask = None if noise.recurrent is None else layout.sort(noise.recurrent)
     return RNNFunction.apply(GX, h0, w_hh, mask, layout.pack_noise(noise.zone_h), layout, relu)

@@ -1,0 +1,144 @@
+"""The fused engine's reused CPU blocks (``rnnkit.engine.fused.buffers``): a block is reused only when
+nothing refers to it, so no result ever changes. (The root conftest pools every block for the whole
+suite; these tests check the cases where reuse could go wrong.)"""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit.engine.fused import buffers
+
+DT = torch.float64
+MODES = [("RNN", {}), ("RNN", {"nonlinearity": "relu"}), ("LSTM", {}), ("LSTM", {"proj_size": 3}), ("GRU", {}),
+         ("LSTM", {"layer_norm": True, "zoneout": 0.2}), ("GRU", {"layer_norm": True, "recurrent_dropout": 0.3})]
+IDS = ["rnn_tanh", "rnn_relu", "lstm", "lstm_proj", "gru", "lstm_ln_zoneout", "gru_ln_variational"]
+
+
+def pair(name: str, kwargs: dict):
+    """An rnnkit layer on the fused engine and the same layer on the reference engine (same weights)."""
+    torch.manual_seed(0)
+    fused = getattr(rnnkit, name)(4, 5, num_layers=2, dtype=DT, engine="fused", **kwargs)
+    ref = getattr(rnnkit, name)(4, 5, num_layers=2, dtype=DT, engine="reference", **kwargs)
+    ref.load_state_dict(fused.state_dict())
+    fused.eval(), ref.eval()  # deterministic: zoneout and dropout use their expectations
+    return fused, ref
+
+
+def grads(m) -> list[torch.Tensor]:
+    return [p.grad.clone() for p in m.parameters()]
+
+
+@pytest.mark.parametrize("name,kwargs", MODES, ids=IDS)
+def test_two_graphs_alive_at_once_keep_their_values(name, kwargs):
+    """Two forward passes, then both backward passes in the other order: the second forward must not
+    reuse a block the first graph still holds (saved values, outputs)."""
+    fused, ref = pair(name, kwargs)
+    x1, x2 = torch.randn(6, 3, 4, dtype=DT), torch.randn(6, 3, 4, dtype=DT)
+    y1, _ = fused(x1)
+    y1_before = y1.detach().clone()
+    y2, _ = fused(x2)
+    torch.testing.assert_close(y1, y1_before)  # the second forward did not write over the first's output
+    y2.square().sum().backward()
+    y1.sum().backward()
+    r1, _ = ref(x1)
+    r2, _ = ref(x2)
+    torch.testing.assert_close(y1, r1)
+    torch.testing.assert_close(y2, r2)
+    (r2.square().sum() + r1.sum()).backward()
+    for g, r in zip(grads(fused), grads(ref)):
+        torch.testing.assert_close(g, r)
+
+
+@pytest.mark.parametrize("name,kwargs", MODES, ids=IDS)
+def test_retain_graph_backward_twice_doubles_the_gradients(name, kwargs):
+    fused, _ = pair(name, kwargs)
+    x = torch.randn(6, 3, 4, dtype=DT, requires_grad=True)
+    y, _ = fused(x)
+    y.sum().backward(retain_graph=True)
+    once = grads(fused) + [x.grad.clone()]
+    y.sum().backward()
+    for g, g1 in zip(grads(fused) + [x.grad], once):
+        torch.testing.assert_close(g, 2 * g1)
+
+
+def test_a_freed_block_is_reused_and_a_held_one_is_not():
+    fused, _ = pair("GRU", {})
+    x = torch.randn(6, 3, 4, dtype=DT)
+    rnnkit.engine.release_buffers()
+    with torch.no_grad():
+        y, _ = fused(x)
+        y_before = y.clone()
+        y2, _ = fused(x)
+        assert y2.data_ptr() != y.data_ptr()  # y still refers to its block
+        blocks = dict(buffers._pool._blocks)
+        del y2
+        y3, _ = fused(x)
+        assert buffers._pool._blocks.keys() == blocks.keys()  # the third call took freed blocks only
+        assert y3.data_ptr() != y.data_ptr()
+        torch.testing.assert_close(y3, y_before)
+        torch.testing.assert_close(y, y_before)
+
+
+def test_a_block_whose_storage_was_resized_is_not_handed_out_again():
+    fused, _ = pair("RNN", {"nonlinearity": "relu", "recurrent_dropout": 0.0})
+    x = torch.randn(6, 3, 4, dtype=DT)
+    with torch.no_grad():
+        expected, _ = fused(x)
+        y, _ = fused(x)
+        y.untyped_storage().resize_(0)  # what some sharding code does to free an activation early
+        del y
+        again, _ = fused(x)
+    torch.testing.assert_close(again, expected)
+
+
+def test_threads_running_the_engine_at_once_get_their_own_blocks():
+    fused, ref = pair("LSTM", {})
+    xs = [torch.randn(8, 3, 4, dtype=DT) for _ in range(4)]
+    with torch.no_grad():
+        expected = [ref(x)[0] for x in xs]
+    out: dict[int, list] = {}
+
+    def work(k: int) -> None:
+        with torch.no_grad():
+            out[k] = [fused(xs[k])[0] for _ in range(20)]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(4):
+        for y in out[k]:
+            torch.testing.assert_close(y, expected[k])
+
+
+def test_release_buffers_lets_go_of_every_block():
+    fused, _ = pair("GRU", {})
+    with torch.no_grad():
+        fused(torch.randn(6, 3, 4, dtype=DT))
+    assert buffers._pool._blocks
+    rnnkit.engine.release_buffers()
+    assert not buffers._pool._blocks and buffers._pool._bytes == 0
+
+
+def test_the_pool_keeps_at_most_its_limits(monkeypatch):
+    monkeypatch.setattr(buffers, "MAX_BLOCKS", 3)
+    rnnkit.engine.release_buffers()
+    held = [buffers.empty((k + 1, 2), torch.empty(0)) for k in range(5)]  # all in use: five fresh blocks
+    assert len(buffers._pool._blocks) == 3
+    assert buffers._pool._bytes == sum(b.numel() * 4 for b in buffers._pool._blocks.values())
+    assert len({t.data_ptr() for t in held}) == 5
+
+
+def test_small_blocks_and_other_devices_are_not_pooled(monkeypatch):
+    monkeypatch.setattr(buffers, "MIN_BYTES", 1024)
+    rnnkit.engine.release_buffers()
+    buffers.empty((10, 10), torch.empty(0))  # 400 bytes
+    assert not buffers._pool._blocks
+    buffers.empty((100, 10), torch.empty(0))
+    assert len(buffers._pool._blocks) == 1
+    meta = buffers.empty((100, 10), torch.empty(0, device="meta"))
+    assert meta.device.type == "meta" and len(buffers._pool._blocks) == 1
