@@ -73,10 +73,10 @@ def test_a_freed_block_is_reused_and_a_held_one_is_not():
         y_before = y.clone()
         y2, _ = fused(x)
         assert y2.data_ptr() != y.data_ptr()  # y still refers to its block
-        blocks = dict(buffers._pool._blocks)
+        blocks = {id(b) for b in buffers._pool.blocks()}
         del y2
         y3, _ = fused(x)
-        assert buffers._pool._blocks.keys() == blocks.keys()  # the third call took freed blocks only
+        assert {id(b) for b in buffers._pool.blocks()} == blocks  # the third call took freed blocks only
         assert y3.data_ptr() != y.data_ptr()
         torch.testing.assert_close(y3, y_before)
         torch.testing.assert_close(y, y_before)
@@ -119,26 +119,42 @@ def test_release_buffers_lets_go_of_every_block():
     fused, _ = pair("GRU", {})
     with torch.no_grad():
         fused(torch.randn(6, 3, 4, dtype=DT))
-    assert buffers._pool._blocks
+    assert buffers._pool.blocks()
     rnnkit.engine.release_buffers()
-    assert not buffers._pool._blocks and buffers._pool._bytes == 0
+    assert not buffers._pool.blocks() and buffers._pool.nbytes() == 0
 
 
 def test_the_pool_keeps_at_most_its_limits(monkeypatch):
     monkeypatch.setattr(buffers, "MAX_BLOCKS", 3)
     rnnkit.engine.release_buffers()
     held = [buffers.empty((k + 1, 2), torch.empty(0)) for k in range(5)]  # all in use: five fresh blocks
-    assert len(buffers._pool._blocks) == 3
-    assert buffers._pool._bytes == sum(b.numel() * 4 for b in buffers._pool._blocks.values())
+    assert len(buffers._pool.blocks()) == 3
+    assert buffers._pool.nbytes() == sum(b.numel() * 4 for b in buffers._pool.blocks())
     assert len({t.data_ptr() for t in held}) == 5
+    monkeypatch.setattr(buffers, "MAX_BYTES", 30)
+    buffers.empty((1, 1), torch.empty(0))
+    assert buffers._pool.nbytes() <= 30
+
+
+def test_blocks_of_shapes_no_longer_asked_for_are_let_go(monkeypatch):
+    """Changing shapes (a new sequence length every batch) must not pile up free blocks."""
+    monkeypatch.setattr(buffers, "STALE_TAKES", 4)
+    rnnkit.engine.release_buffers()
+    for n in range(1, 30):
+        buffers.empty((n, 3), torch.empty(0))  # freed at once
+        assert len(buffers._pool.blocks()) <= 5
+    kept = buffers.empty((100, 3), torch.empty(0))  # in use: kept however old it gets
+    for n in range(1, 30):
+        buffers.empty((n, 3), torch.empty(0))
+    assert any(b.data_ptr() == kept.data_ptr() for b in buffers._pool.blocks())
 
 
 def test_small_blocks_and_other_devices_are_not_pooled(monkeypatch):
     monkeypatch.setattr(buffers, "MIN_BYTES", 1024)
     rnnkit.engine.release_buffers()
     buffers.empty((10, 10), torch.empty(0))  # 400 bytes
-    assert not buffers._pool._blocks
+    assert not buffers._pool.blocks()
     buffers.empty((100, 10), torch.empty(0))
-    assert len(buffers._pool._blocks) == 1
+    assert len(buffers._pool.blocks()) == 1
     meta = buffers.empty((100, 10), torch.empty(0, device="meta"))
-    assert meta.device.type == "meta" and len(buffers._pool._blocks) == 1
+    assert meta.device.type == "meta" and len(buffers._pool.blocks()) == 1

@@ -27,7 +27,7 @@ from ..types import LN_EPS, LayerWeights, Noise
 from . import buffers
 from .layout import Layout
 from .lstm import ln_affine_grads, overwrote_input, scaled_one_minus_square, sigmoid_grad_into
-from .projection import project, refuse_double_backward
+from .projection import layer_norm, project, refuse_double_backward
 
 
 def _scale_n(w: Tensor) -> Tensor:
@@ -50,7 +50,7 @@ def input_projection(X: Tensor, w: LayerWeights) -> tuple[Tensor, dict]:
         return project(X, w_ih, b_x), dict(w_hh=_scale_n(w.w_hh), b_h=b_h)
     A = project(X, w.w_ih)  # the ×2 goes on the layer norm's gain and bias (it would normalise away)
     ln_bias = _scale_n(w.ln_ih_b) if b_x is None else _scale_n(w.ln_ih_b) + b_x  # both per column
-    GX = torch.nn.functional.layer_norm(A, A.shape[-1:], _scale_n(w.ln_ih_w), ln_bias, LN_EPS)
+    GX = layer_norm(A, _scale_n(w.ln_ih_w), ln_bias, LN_EPS)
     return GX, dict(w_hh=w.w_hh, b_h=b_h, ln_h_w=_scale_n(w.ln_hh_w), ln_h_b=_scale_n(w.ln_hh_b))
 
 
@@ -161,7 +161,7 @@ class GRUFunction(torch.autograd.Function):
         dln_w = dln_b = None
         if AH is not None:
             dln_w, dln_b = ln_affine_grads(dGH, AH, stats, ln_h_w, ln_h_b)
-        dA = torch.cat(dA_steps[::-1]) if AH is not None else dGH  # ∂L/∂(h_in W_hhᵀ)
+        dA = torch.cat(dA_steps[::-1], out=buffers.empty_like(AH)) if AH is not None else dGH  # ∂L/∂(h_in W_hhᵀ)
         dw_hh = layout.previous_product(dA, h0, Y, mask) if needs[2] else None
         dGX = dGH  # ∂L/∂GX is dGH but for the input part of n, written over it now that it is used
         torch.mul(dHt, Pn, out=dGX[:, 2 * H :])

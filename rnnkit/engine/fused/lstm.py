@@ -31,7 +31,7 @@ from .. import native
 from ..types import LN_EPS, LayerWeights, Noise
 from . import buffers
 from .layout import Layout
-from .projection import project, refuse_double_backward
+from .projection import layer_norm, project, refuse_double_backward
 
 _PERM = [0, 1, 3, 2]  # torch's i, f, g, o → i, f, o, g
 
@@ -56,7 +56,7 @@ def input_projection(X: Tensor, w: LayerWeights) -> tuple[Tensor, dict]:
     # because normalisation would undo a scale applied before it.
     A = project(X, _reorder(w.w_ih, 1.0))
     ln_bias = _reorder(w.ln_ih_b, 2.0) if bias is None else _reorder(w.ln_ih_b, 2.0) + bias  # both per column
-    GX = torch.nn.functional.layer_norm(A, A.shape[-1:], _reorder(w.ln_ih_w, 2.0), ln_bias, LN_EPS)
+    GX = layer_norm(A, _reorder(w.ln_ih_w, 2.0), ln_bias, LN_EPS)
     return GX, dict(w_hh=_reorder(w.w_hh, 1.0), ln_h_w=_reorder(w.ln_hh_w, 2.0), ln_h_b=_reorder(w.ln_hh_b, 2.0),
                     ln_c_w=w.ln_c_w, ln_c_b=w.ln_c_b)
 
@@ -245,7 +245,7 @@ class LSTMFunction(torch.autograd.Function):
             dln_h_w, dln_h_b = ln_affine_grads(dG, AH, stats_h, ln_h_w, ln_h_b)
         if dU is not None:
             dln_c_w, dln_c_b = ln_affine_grads(dU, CT, stats_c, ln_c_w, ln_c_b)
-        dA = torch.cat(dA_steps[::-1]) if AH is not None else dG
+        dA = torch.cat(dA_steps[::-1], out=buffers.empty_like(AH)) if AH is not None else dG
         needs = ctx.needs_input_grad
         dw_hh = layout.previous_product(dA, h0, Y, mask) if needs[3] else None
         dw_hr = dHt.t() @ R if w_hr is not None and needs[4] else None
