@@ -135,9 +135,15 @@ class GRUFunction(torch.autograd.Function):
         st_s = layout.split_stats(stats)
         carry_s = layout.heads(dh_carry)  # ∂L/∂h_{t-1} of each step's live rows, in place
         mask_s = None if mask is None else layout.heads(mask)
-        for k, (_, b) in reversed(list(enumerate(layout.steps))):
+        # Without dropout or zoneout a step also adds the step before's dY into its GEMM's output: one op less.
+        fold = mask is None and zone_h is None
+        sizes = [b for _, b in layout.steps]
+        dht = None  # ∂L/∂h̃ of step k when the step after computed it
+        for k in reversed(range(len(sizes))):
+            b = sizes[k]
             carry = carry_s[k]
-            dht = torch.add(carry, dY_s[k], out=dHt_s[k])
+            if dht is None:
+                dht = torch.add(carry, dY_s[k], out=dHt_s[k])
             kept = None
             if zone_h is not None:
                 kept = dht * zh_s[k]  # what zoneout passes straight to h_{t-1}
@@ -148,6 +154,15 @@ class GRUFunction(torch.autograd.Function):
                 da = aten.native_layer_norm_backward(da, AH_s[k], (3 * H,), *st_s[k], ln_h_w, ln_h_b,
                                                      [True, False, False])[0]
                 dA_steps.append(da)
+            if fold and k > 0:  # ∂L/∂h̃_{t-1} = dY_{t-1} + dh̃ ∗ z + da W_hh
+                nxt, b_prev = dHt_s[k - 1], sizes[k - 1]
+                if b == b_prev:
+                    torch.addcmul(dY_s[k - 1], dht, z_s[k], out=nxt).addmm_(da, w_hh)
+                else:  # rows b..b_prev end at step t − 1: their ∂L/∂h̃ is ∂L/∂h_n + dY
+                    torch.addcmul(dY_s[k - 1][:b], dht, z_s[k], out=nxt[:b]).addmm_(da, w_hh)
+                    torch.add(carry_s[k - 1][b:], dY_s[k - 1][b:], out=nxt[b:])
+                dht = nxt
+                continue
             # carry = dh̃ ∗ z + m ∗ (da W_hh) (+ kept), written in place
             if mask is None:
                 torch.mul(dht, z_s[k], out=carry).addmm_(da, w_hh)
@@ -155,6 +170,7 @@ class GRUFunction(torch.autograd.Function):
                 torch.mm(da, w_hh, out=carry).mul_(mask_s[k]).addcmul_(dht, z_s[k])
             if kept is not None:
                 carry.add_(kept)
+            dht = None
 
         needs = ctx.needs_input_grad
         db_h = dGH.sum(0) if needs[3] else None

@@ -213,8 +213,13 @@ class LSTMFunction(torch.autograd.Function):
         stc_s, sth_s = layout.split_stats(stats_c), layout.split_stats(stats_h)
         dh_s, dc_s = layout.heads(dh_carry), layout.heads(dc_carry)  # the carries of each step's live rows
         mask_s = None if mask is None else layout.heads(mask)
-        for k in reversed(range(len(layout.steps))):
-            dht = torch.add(dh_s[k], dY_s[k], out=dHt_s[k])
+        # Without dropout or zoneout on h a step also adds the step before's dY into its GEMM's output.
+        fold = mask is None and zone_h is None
+        sizes = layout._step_sizes()
+        dht = None  # ∂L/∂h̃ of step k when the step after computed it
+        for k in reversed(range(len(sizes))):
+            if dht is None:
+                dht = torch.add(dh_s[k], dY_s[k], out=dHt_s[k])
             kept = None
             if zone_h is not None:
                 kept = dht * zh_s[k]  # what zoneout passes straight to h_{t-1}
@@ -238,7 +243,17 @@ class LSTMFunction(torch.autograd.Function):
                 da = aten.native_layer_norm_backward(dG_t, AH_s[k], (4 * H,), *sth_s[k], ln_h_w, ln_h_b,
                                                      [True, False, False])[0]
                 dA_steps.append(da)
+            if fold and k > 0:  # ∂L/∂h̃_{t-1} = dY_{t-1} + da W_hh
+                nxt, b, b_prev = dHt_s[k - 1], sizes[k], sizes[k - 1]
+                if b == b_prev:
+                    torch.addmm(dY_s[k - 1], da, w_hh, out=nxt)
+                else:  # rows b..b_prev end at step t − 1: their ∂L/∂h̃ is ∂L/∂h_n + dY
+                    torch.addmm(dY_s[k - 1][:b], da, w_hh, out=nxt[:b])
+                    torch.add(dh_s[k - 1][b:], dY_s[k - 1][b:], out=nxt[b:])
+                dht = nxt
+                continue
             carry_to_previous(dh_s[k], da, w_hh, None if mask is None else mask_s[k], kept)
+            dht = None
 
         dln_h_w = dln_h_b = dln_c_w = dln_c_b = None
         if AH is not None:

@@ -97,12 +97,34 @@ class RNNFunction(torch.autograd.Function):
         carry_s = layout.heads(dh_carry)  # ∂L/∂h_{t-1} of each step's live rows, in place
         mask_s = layout.heads(mask) if mask is not None else layout.split(None)
         dh_s = layout.heads(torch.empty_like(h0))  # ∂L/∂h_t of each step's live rows
-        for k in reversed(range(len(layout.steps))):
-            dh = torch.add(carry_s[k], dY_s[k], out=dh_s[k])
-            da = D_s[k].mul_(dh)
-            carry_to_previous(carry_s[k], da, w_hh, mask_s[k], None if zone_h is None else dh.mul_(zh_s[k]))
+        if mask is None and zone_h is None:
+            _plain_backward_loop(layout, dY_s, D_s, carry_s, dh_s, w_hh)
+        else:
+            for k in reversed(range(len(layout.steps))):
+                dh = torch.add(carry_s[k], dY_s[k], out=dh_s[k])
+                da = D_s[k].mul_(dh)
+                carry_to_previous(carry_s[k], da, w_hh, mask_s[k], None if zone_h is None else dh.mul_(zh_s[k]))
         dw_hh = layout.previous_product(dA, h0, Y, mask) if ctx.needs_input_grad[2] else None
         return dA, dh_carry, dw_hh, None, None, None, None
+
+
+def _plain_backward_loop(layout: Layout, dY_s: list, D_s: list, carry_s: list, dh_s: list, w_hh: Tensor) -> None:
+    """The loop without dropout or zoneout, one GEMM and one product a step: ∂L/∂h_{t-1} = dY_{t-1} + dA_t W_hh
+    is a single ``addmm``. ``carry_s`` keeps ∂L/∂h_n for the rows whose sequences end later in the batch
+    (they join the loop at their last step) and receives ∂L/∂h_0 at the end."""
+    sizes = layout._step_sizes()
+    k = len(sizes) - 1
+    dh = torch.add(carry_s[k], dY_s[k], out=dh_s[k])
+    for k in range(k, 0, -1):
+        da = D_s[k].mul_(dh)
+        b, b_prev = sizes[k], sizes[k - 1]
+        dh = dh_s[k - 1]
+        if b == b_prev:
+            torch.addmm(dY_s[k - 1], da, w_hh, out=dh)
+        else:  # rows b..b_prev end at step k − 1: their ∂L/∂h is ∂L/∂h_n + dY
+            torch.addmm(dY_s[k - 1][:b], da, w_hh, out=dh[:b])
+            torch.add(carry_s[k - 1][b:], dY_s[k - 1][b:], out=dh[b:])
+    torch.mm(D_s[0].mul_(dh), w_hh, out=carry_s[0])
 
 
 def rnn_layer(X: Tensor, h0: Tensor, w: LayerWeights, layout: Layout, noise: Noise, relu: bool):
