@@ -1,8 +1,9 @@
 """The fused engine's reused CPU blocks (``rnnkit.engine.fused.buffers``): a block is reused only when
-nothing refers to it, so no result ever changes. (The root conftest pools every block for the whole
+nothing refers to its memory (tensors, storage objects, other processes), so no result changes. (The root conftest pools every block for the whole
 suite; these tests check the cases where reuse could go wrong.)"""
 from __future__ import annotations
 
+import multiprocessing
 import threading
 
 import pytest
@@ -129,7 +130,7 @@ def test_the_pool_keeps_at_most_its_limits(monkeypatch):
     rnnkit.engine.release_buffers()
     held = [buffers.empty((k + 1, 2), torch.empty(0)) for k in range(5)]  # all in use: five fresh blocks
     assert len(buffers._pool.blocks()) == 3
-    assert buffers._pool.nbytes() == sum(b.numel() * 4 for b in buffers._pool.blocks())
+    assert buffers._pool.nbytes() == sum(b.nbytes() for b in buffers._pool.blocks())
     assert len({t.data_ptr() for t in held}) == 5
     monkeypatch.setattr(buffers, "MAX_BYTES", 30)
     buffers.empty((1, 1), torch.empty(0))
@@ -158,3 +159,87 @@ def test_small_blocks_and_other_devices_are_not_pooled(monkeypatch):
     assert len(buffers._pool.blocks()) == 1
     meta = buffers.empty((100, 10), torch.empty(0, device="meta"))
     assert meta.device.type == "meta" and len(buffers._pool.blocks()) == 1
+
+
+def test_a_storage_object_kept_by_the_caller_keeps_its_block():
+    """``y.untyped_storage()`` outlives ``y``: the pool must see that Python reference too."""
+    fused, _ = pair("GRU", {})
+    x = torch.randn(6, 3, 4, dtype=DT)
+    with torch.no_grad():
+        y, _ = fused(x)
+        kept = y.untyped_storage()
+        before = torch.empty(0, dtype=DT).set_(kept).clone()
+        del y
+        for _ in range(3):
+            fused(torch.randn(6, 3, 4, dtype=DT))
+    torch.testing.assert_close(torch.empty(0, dtype=DT).set_(kept), before)
+
+
+def test_saved_tensor_hooks_that_pack_storages_get_their_values_back():
+    """Hooks that deduplicate saved views keep storages, not tensors; two graphs alive at once."""
+    def pack(t):
+        return t.untyped_storage(), t.storage_offset(), t.shape, t.stride(), t.requires_grad
+
+    def unpack(p):
+        storage, offset, shape, stride, requires_grad = p
+        return torch.empty(0, dtype=DT).set_(storage, offset, shape, stride).requires_grad_(requires_grad)
+
+    fused, ref = pair("GRU", {})
+    x1, x2 = torch.randn(6, 3, 4, dtype=DT), torch.randn(6, 3, 4, dtype=DT)
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        loss = fused(x1)[0].square().sum() + fused(x2)[0].square().sum()
+    loss.backward()
+    (ref(x1)[0].square().sum() + ref(x2)[0].square().sum()).backward()
+    for g, r in zip(grads(fused), grads(ref)):
+        torch.testing.assert_close(g, r)
+
+
+def test_a_block_moved_to_shared_memory_leaves_the_pool():
+    """What a DataLoader worker or a torch.multiprocessing queue does to a tensor it sends: another
+    process may still read it after this one lets go."""
+    fused, _ = pair("LSTM", {})
+    x = torch.randn(6, 3, 4, dtype=DT)
+    with torch.no_grad():
+        y, _ = fused(x)
+        y.share_memory_()
+        sent, ptr = y.clone(), y.data_ptr()
+        view = torch.empty(0, dtype=DT).set_(y.untyped_storage(), y.storage_offset(), y.shape, y.stride())
+        del y
+        for _ in range(3):
+            fused(torch.randn(6, 3, 4, dtype=DT))
+    assert view.data_ptr() == ptr
+    torch.testing.assert_close(view, sent)
+    del view  # now free here, but still readable elsewhere: never handed out again
+    with torch.no_grad():
+        outs = [fused(torch.randn(6, 3, 4, dtype=DT))[0] for _ in range(3)]
+    assert not any(o.is_shared() for o in outs)
+
+
+def _forward_in_child(queue) -> None:
+    fused, _ = pair("GRU", {})
+    with torch.no_grad():
+        queue.put(float(fused(torch.randn(6, 3, 4, dtype=DT))[0].sum()))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_child_forked_while_the_pool_is_locked_does_not_hang():
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    with buffers._pool._lock:  # as if another thread were inside the pool at the fork
+        child = ctx.Process(target=_forward_in_child, args=(queue,))
+        child.start()
+    child.join(60)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and child.exitcode == 0
+    assert isinstance(queue.get(timeout=10), float)
+
+
+def test_blocks_are_on_the_cpu_whatever_the_default_device():
+    fused, ref = pair("GRU", {})
+    x = torch.randn(6, 3, 4, dtype=DT)
+    with torch.device("meta"):
+        y, _ = fused(x)
+    assert y.device.type == "cpu"
+    torch.testing.assert_close(y, ref(x)[0])

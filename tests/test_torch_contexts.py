@@ -63,6 +63,35 @@ def test_autocast_other_engines_compute_in_the_parameters_dtype(kit_cls, kw):
     torch.testing.assert_close(g, g_plain, rtol=1e-6, atol=1e-6)
 
 
+FUSED = [dict(engine="fused"), dict(zoneout=0.2), dict(layer_norm=True), dict(engine="fused", bidirectional=True)]
+
+
+@pytest.mark.parametrize("kit_cls, kw", [(c, kw) for c in (rnnkit.RNN, rnnkit.GRU, rnnkit.LSTM) for kw in FUSED
+                                         if not (c is rnnkit.RNN and "layer_norm" in kw)],
+                         ids=lambda v: v.__name__ if isinstance(v, type) else "-".join(map(str, v.items())))
+def test_fused_backward_inside_autocast_equals_backward_outside(kit_cls, kw):
+    """The fused engine's hand-written backward passes run with autocast off, as their forward passes did
+    (called inside the region, autocast cast their products to bfloat16 and crashed on mixed dtypes)."""
+    torch.manual_seed(0)
+    m = kit_cls(4, 6, num_layers=2, **kw)
+    x = torch.randn(5, 3, 4, requires_grad=True)
+    grads = []
+    for inside in (True, False):
+        torch.manual_seed(1)
+        x.grad = None
+        m.zero_grad(set_to_none=True)
+        with torch.autocast(**BF16):
+            y, _ = m(x)
+            loss = y.float().square().sum() + m(2 * x)[0].float().sum()
+            if inside:
+                loss.backward()
+        if not inside:
+            loss.backward()
+        grads.append([x.grad] + [p.grad for p in m.parameters()])
+    for g, g_out in zip(*grads):
+        torch.testing.assert_close(g, g_out, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("kit_cls", [rnnkit.RNN, rnnkit.GRU, rnnkit.LSTM], ids=IDS)
 @pytest.mark.parametrize("kw", [{}, dict(engine="fused"), dict(zoneout=0.1)], ids=["auto", "fused", "zoneout"])
 def test_autocast_accepts_inputs_in_its_precision(kit_cls, kw):

@@ -4,23 +4,31 @@ A training step allocates the same large blocks every time (gates, states and th
 steps: (N, k·H) floats, megabytes each). glibc's malloc serves such blocks with fresh pages from the
 kernel and returns them when they are freed, so every step pays a page fault per 4 KiB it touches
 (about 10 % of a fused training step at B64 H512). The fused engine takes its own large blocks from
-this pool instead: a block is handed out again only once nothing else refers to it — no tensor, view,
-saved-for-backward value or gradient (torch counts the references to each storage; the pool asks that
-count) — so reuse never changes a result.
+this pool instead. A block is handed out again only when nothing else refers to its memory:
+
+- no tensor, view, saved-for-backward value or gradient: torch counts the C++ references to each
+  storage, and the pool asks that count (its own storage object is the only one it may see);
+- no Python reference to that storage object (``y.untyped_storage()`` kept by the caller, a saved-tensor
+  hook that packs storages): CPython's reference count of the object, which the pool owns from the start;
+- no other process: a block moved to shared memory (``share_memory_()``, a tensor sent through
+  ``torch.multiprocessing`` or out of a DataLoader worker) leaves the pool for good.
 
 What the pool keeps: the blocks it handed out, looked up by exact size and dtype. When a request finds
 no free block of its size, it allocates one and lets go of the free blocks not handed out during the
 last ``STALE_TAKES`` requests (shapes that changed: a new sequence length or batch size), then of the
 least recently used blocks beyond ``MAX_BLOCKS`` blocks or ``MAX_BYTES`` in all. With fixed shapes that
-is the step's working set, which the step would allocate again anyway; after training it is memory
-held until ``release_buffers()`` or the end of the process. Only CPU blocks of at least ``MIN_BYTES``
-are pooled (smaller ones come from malloc's heap without page faults; CUDA has torch's caching
-allocator). ``RNNKIT_BUFFER_POOL=0`` in the environment turns the pool off.
+is the step's working set, which the step would allocate again anyway; with shapes that change every
+batch it is at most the blocks of the last ``STALE_TAKES`` requests. After training it is memory held
+until ``release_buffers()`` or the end of the process. Only CPU blocks of at least ``MIN_BYTES`` are
+pooled (smaller ones come from malloc's heap without page faults; CUDA has torch's caching allocator).
+``RNNKIT_BUFFER_POOL=0`` in the environment (read at import) turns the pool off. A forked child starts
+with an empty pool.
 """
 from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 
 import torch
@@ -29,23 +37,42 @@ from torch import Tensor
 __all__ = ["empty", "empty_like", "release_buffers"]
 
 MIN_BYTES = 256 * 2**10
-STALE_TAKES = 128
+STALE_TAKES = 32
 MAX_BLOCKS = 256
 MAX_BYTES = 2 * 2**30
 
 _use_count = getattr(torch._C, "_storage_Use_Count", None)  # None: this torch cannot say, so no pool
-_FREE = 2  # a block nobody else holds: the pool's own tensor and the storage object made to ask
+_CPU = torch.device("cpu")
 
 
 class _Block:
-    __slots__ = ("tensor", "nbytes", "last_take")
+    """A pooled block: the pool holds only its storage's Python object (so ``y.untyped_storage()`` hands
+    that same object to anyone who asks, and the pool sees them in its reference count)."""
 
-    def __init__(self, tensor: Tensor, nbytes: int, last_take: int) -> None:
-        self.tensor, self.nbytes, self.last_take = tensor, nbytes, last_take
+    __slots__ = ("storage", "nbytes", "last_take")
+
+    def __init__(self, storage: torch.UntypedStorage, nbytes: int, last_take: int) -> None:
+        self.storage, self.nbytes, self.last_take = storage, nbytes, last_take
 
     def free(self) -> bool:
-        storage = self.tensor.untyped_storage()
-        return storage.nbytes() == self.nbytes and _use_count(storage._cdata) == _FREE
+        # The pool's own references: in C++ the storage object's; in Python this slot (as calibrated below).
+        if sys.getrefcount(self.storage) != _OWN_REFS:
+            return False
+        storage = self.storage
+        return _use_count(storage._cdata) == 1 and storage.nbytes() == self.nbytes
+
+    def shared(self) -> bool:
+        return self.storage.is_shared()
+
+
+def _own_refs() -> int:
+    """What ``sys.getrefcount(block.storage)`` says when only the pool holds the storage object (the
+    interpreter's own count of the call's argument varies between Python versions, so it is measured)."""
+    block = _Block(torch.empty(1).untyped_storage(), 4, 0)
+    return sys.getrefcount(block.storage)
+
+
+_OWN_REFS = _own_refs()
 
 
 class _Pool:
@@ -58,68 +85,87 @@ class _Pool:
 
     def take(self, shape: tuple[int, ...], numel: int, dtype: torch.dtype) -> Tensor:
         """A contiguous CPU tensor of ``shape`` (``numel`` elements, contents undefined), on a block that is
-        reused when one is free. It is not a view of the block (autograd would treat it as one): it is
-        another tensor on the block's storage, whose reference marks the block as in use."""
+        reused when one is free. It is not a view of the block (autograd would treat it as one): it is a
+        tensor set on the block's storage, whose reference marks the block as in use."""
         with self._lock:
             self._takes += 1
             same = self._sizes.setdefault((numel, dtype), [])
             for block in same:
                 if block.free():
+                    if block.shared():  # other processes may read it: never again
+                        self._drop({id(block)})
+                        break
                     block.last_take = self._takes
-                    return _on(block.tensor, shape)
-            block = _Block(torch.empty(numel, dtype=dtype), numel * dtype.itemsize, self._takes)
-            same.append(block)
+                    return _on(block.storage, shape, dtype)
+            nbytes = numel * dtype.itemsize
+            block = _Block(torch.empty(numel, dtype=dtype, device=_CPU).untyped_storage(), nbytes, self._takes)
+            self._sizes.setdefault((numel, dtype), []).append(block)
             self._count += 1
-            self._bytes += block.nbytes
+            self._bytes += nbytes
             self._trim()
-            return _on(block.tensor, shape)
+            return _on(block.storage, shape, dtype)
 
     def _trim(self) -> None:
-        """After a miss: drop free blocks not taken lately, then the least recently taken over the limits
-        (a block in use that is dropped stays with its users and is freed with them)."""
+        """After a miss: drop free blocks not taken lately and blocks in shared memory, then the least
+        recently taken over the limits (a block in use that is dropped stays with its users and is freed
+        with them)."""
         blocks = sorted((b for same in self._sizes.values() for b in same), key=lambda b: b.last_take)
         over = max(0, self._count - MAX_BLOCKS)
         excess = self._bytes - MAX_BYTES
         drop = set()
         for b in blocks:
             stale = self._takes - b.last_take >= STALE_TAKES and b.free()
-            if stale or over > 0 or excess > 0:
+            if stale or over > 0 or excess > 0 or b.shared():
                 drop.add(id(b))
                 over, excess = over - 1, excess - b.nbytes
-        if drop:
-            for key, same in list(self._sizes.items()):
-                kept = [b for b in same if id(b) not in drop]
-                if kept:
-                    self._sizes[key] = kept
-                else:
-                    del self._sizes[key]
-            self._count -= len(drop)
-            self._bytes = sum(b.nbytes for same in self._sizes.values() for b in same)
+        self._drop(drop)
+
+    def _drop(self, ids: set[int]) -> None:
+        if not ids:
+            return
+        for key, same in list(self._sizes.items()):
+            kept = [b for b in same if id(b) not in ids]
+            if kept:
+                self._sizes[key] = kept
+            else:
+                del self._sizes[key]
+        self._count = sum(len(same) for same in self._sizes.values())
+        self._bytes = sum(b.nbytes for same in self._sizes.values() for b in same)
 
     def release(self) -> None:
         with self._lock:
             self._sizes.clear()
             self._count = self._bytes = 0
 
-    def blocks(self) -> list[Tensor]:
-        """The blocks held now (for tests and for anyone asking what the pool keeps)."""
+    def after_fork(self) -> None:
+        """In a forked child: a new lock (another thread may have held the parent's at the fork) and no
+        blocks (the parent's threads that used them do not exist here)."""
+        self._lock = threading.Lock()
+        self._sizes = {}
+        self._count = self._bytes = 0
+
+    def blocks(self) -> list[torch.UntypedStorage]:
+        """The storages held now (for tests and for anyone asking what the pool keeps)."""
         with self._lock:
-            return [b.tensor for same in self._sizes.values() for b in same]
+            return [b.storage for same in self._sizes.values() for b in same]
 
     def nbytes(self) -> int:
         return self._bytes
 
 
-def _on(block: Tensor, shape: tuple[int, ...]) -> Tensor:
-    return torch.empty(0, dtype=block.dtype).set_(block.untyped_storage(), 0, shape)
+def _on(storage: torch.UntypedStorage, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    return torch.empty(0, dtype=dtype, device=_CPU).set_(storage, 0, shape)
 
 
 _pool = _Pool()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_pool.after_fork)
 _enabled = _use_count is not None and os.environ.get("RNNKIT_BUFFER_POOL", "1") != "0"
 
 
 def empty(shape: tuple[int, ...], like: Tensor) -> Tensor:
-    """``like.new_empty(shape)``, from the pool when ``like`` is on the CPU and the block is large."""
+    """``like.new_empty(shape)`` (on ``like``'s device, in its dtype), from the pool when ``like`` is on
+    the CPU and the block is large."""
     numel = math.prod(shape)
     if not _enabled or like.device.type != "cpu" or numel * like.dtype.itemsize < MIN_BYTES:
         return like.new_empty(shape)

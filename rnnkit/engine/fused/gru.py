@@ -27,7 +27,7 @@ from ..types import LN_EPS, LayerWeights, Noise
 from . import buffers
 from .layout import Layout
 from .lstm import ln_affine_grads, overwrote_input, scaled_one_minus_square, sigmoid_grad_into
-from .projection import layer_norm, project, refuse_double_backward
+from .projection import hand_written, layer_norm, project
 
 
 def _scale_n(w: Tensor) -> Tensor:
@@ -107,8 +107,8 @@ class GRUFunction(torch.autograd.Function):
         return Y, layout.final(Y), GX
 
     @staticmethod
+    @hand_written
     def backward(ctx, dY, dh_n, _):
-        refuse_double_backward()
         h0, w_hh, ln_h_w, ln_h_b, mask, G, gh_n, AH, stats, Y = ctx.saved_tensors
         zone_h = ctx.zone_h
         layout: Layout = ctx.layout

@@ -31,7 +31,7 @@ from .. import native
 from ..types import LN_EPS, LayerWeights, Noise
 from . import buffers
 from .layout import Layout
-from .projection import layer_norm, project, refuse_double_backward
+from .projection import hand_written, layer_norm, project
 
 _PERM = [0, 1, 3, 2]  # torch's i, f, g, o → i, f, o, g
 
@@ -177,8 +177,8 @@ class LSTMFunction(torch.autograd.Function):
         return Y, layout.final(Y), layout.final(C), G
 
     @staticmethod
+    @hand_written
     def backward(ctx, dY, dh_n, dc_n, _):
-        refuse_double_backward()
         (h0, c0, w_hh, w_hr, ln_h_w, ln_h_b, ln_c_w, ln_c_b, mask, G, CT, C, TC, R, Y, AH, stats_h,
          stats_c) = ctx.saved_tensors
         zone_h, zone_c = ctx.zones

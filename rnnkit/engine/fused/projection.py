@@ -9,6 +9,8 @@ every step (page faults on megabytes); these Functions run the same kernels into
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 from torch.ops import aten
@@ -24,6 +26,28 @@ def refuse_double_backward() -> None:
                            "use engine='reference' (autograd through the cells) or engine='native'")
 
 
+def hand_written(backward):
+    """For a Function's ``backward`` written by hand: refuses second derivatives (above), and runs with
+    ``torch.autocast`` off, as the forward pass did (``backward()`` called inside an autocast region
+    would otherwise cast its products to the lower precision; ``torch.amp.custom_bwd`` does this for
+    one fixed device type, these run on the gradients' device)."""
+
+    @functools.wraps(backward)
+    def run(ctx, *grads):
+        refuse_double_backward()
+        device = next((g.device.type for g in grads if g is not None), None)
+        try:
+            autocast = device is not None and torch.is_autocast_enabled(device)
+        except RuntimeError:  # a device type autocast does not know
+            autocast = False
+        if not autocast:
+            return backward(ctx, *grads)
+        with torch.autocast(device, enabled=False):
+            return backward(ctx, *grads)
+
+    return run
+
+
 class _Projection(torch.autograd.Function):
     @staticmethod
     def forward(ctx, X: Tensor, W: Tensor, b: Tensor | None) -> Tensor:
@@ -37,8 +61,8 @@ class _Projection(torch.autograd.Function):
         return GX
 
     @staticmethod
+    @hand_written
     def backward(ctx, dGX: Tensor):
-        refuse_double_backward()
         X, W = ctx.saved_tensors
         needs = ctx.needs_input_grad
         dX = torch.mm(dGX, W, out=buffers.empty_like(X)) if needs[0] else None
@@ -63,8 +87,8 @@ class _LayerNorm(torch.autograd.Function):
         return out
 
     @staticmethod
+    @hand_written
     def backward(ctx, d_out: Tensor):
-        refuse_double_backward()
         A, gain, bias, mean, rstd = ctx.saved_tensors
         dA, d_gain, d_bias = buffers.empty_like(A), torch.empty_like(gain), torch.empty_like(bias)
         aten.native_layer_norm_backward.out(d_out.contiguous(), A, (A.shape[1],), mean, rstd, gain, bias,
