@@ -139,21 +139,13 @@ def forward_flops(cfg: Config, gates: int) -> float:
     return total
 
 
-def resolved_engine(engine: str, mode: str, x: torch.Tensor, lengths: torch.Tensor | None,
-                    needs_grad: bool, hidden_size: int = 0) -> str:
-    """What ``engine="auto"`` resolves to for this input (best effort: asks rnnkit's dispatcher)."""
+def resolved_engine(engine: str, mode: str, x: torch.Tensor, lengths: torch.Tensor | None, needs_grad: bool) -> str:
+    """What ``engine="auto"`` resolves to for this input (asks rnnkit's dispatcher)."""
     if engine != "auto":
         return engine
-    try:
-        from rnnkit.engine import dispatch
+    from rnnkit.engine import dispatch
 
-        try:
-            chosen = dispatch.choose_engine(engine, mode, x, lengths, needs_grad=needs_grad, hidden_size=hidden_size)
-        except TypeError:  # a dispatcher that does not look at gradients
-            chosen = dispatch.choose_engine(engine, mode, x, lengths)
-        return f"auto→{chosen}"
-    except Exception:  # the dispatcher's internals may change; the label is only informative
-        return "auto"
+    return f"auto→{dispatch.choose_engine(engine, mode, x, lengths, needs_grad=needs_grad)}"
 
 
 def source_revision() -> str:
@@ -266,8 +258,7 @@ def bench_config_cell(cfg: Config, cell: str, modes: list[str], engines: list[st
                 "cell_label": cell_label,
                 "mode": mode,
                 "engine": e,
-                "resolved_engine": resolved_engine(e, rk_mode, x, lengths, needs_grad=mode == "train",
-                                                   hidden_size=cfg.H),
+                "resolved_engine": resolved_engine(e, rk_mode, x, lengths, needs_grad=mode == "train"),
                 "varlen": cfg.varlen,
                 "tokens": tokens,
                 "flops": flops,

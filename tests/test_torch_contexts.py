@@ -125,12 +125,12 @@ def test_outside_autocast_a_dtype_mismatch_is_still_an_error():
 
 def test_dispatch_under_autocast_and_transforms():
     x = torch.randn(5, 3, 4)
-    assert dispatch.choose_engine("auto", "gru", x, None, hidden_size=6) == "fused"
+    assert dispatch.choose_engine("auto", "gru", x, None) == "fused"
     with torch.autocast(**BF16):
-        assert dispatch.choose_engine("auto", "gru", x, None, hidden_size=6) == "native"
-        assert dispatch.choose_engine("auto", "gru", x, None, layer_norm=True, hidden_size=6) == "fused"
+        assert dispatch.choose_engine("auto", "gru", x, None) == "native"
+        assert dispatch.choose_engine("auto", "gru", x, None, layer_norm=True) == "fused"
     seen = []
-    torch.func.grad(lambda t: (seen.append(dispatch.choose_engine("auto", "gru", t, None, hidden_size=6)),
+    torch.func.grad(lambda t: (seen.append(dispatch.choose_engine("auto", "gru", t, None)),
                                t.sum())[1])(x)
     assert seen == ["reference"]
     assert dispatch.autocast_dtype(torch.device("meta")) is None

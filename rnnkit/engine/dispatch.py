@@ -17,13 +17,10 @@
   With variable lengths (``fused``), the leading steps that every sequence runs (all but the last
   step of the shortest sequence, when that is at least ``NATIVE_PREFIX_MIN_STEPS``) still go to
   torch's kernel as one dense block, and the fused loop takes over from there (``native_prefix``).
-- training a float32 GRU whose steps are large, B·H ≥ ``NATIVE_GRU_ELEMENTS`` (B128 H512, B64 H1024)
-  → ``native``: there both engines spend their time in the same matrix products, and the fused one's
-  all-steps element-wise passes over memory cost as much as torch's per-step overhead (fused measured
-  0.92–0.99× torch on one thread, 0.99–1.07× on two). Below it the fused engine wins, most on two
-  threads (B64 H512: 1.05–1.10× torch with two threads, 0.98–0.99× with one; B32 H1024: 1.15× / 1.08×).
 - training a GRU, a vanilla RNN, or anything in float64 → ``fused``: torch has no fused CPU kernel there,
-  and its autograd graph of per-step ops is slower than the hand-written backward pass.
+  and its autograd graph of per-step ops is slower than the hand-written backward pass — at large steps
+  too, since the fused engine reuses its large blocks (``fused/buffers.py``): GRU B128 T50 H512 1.16×,
+  B256 H512 1.14×, B128 H1024 1.08×, B512 H256 1.11× torch.nn with two threads, 1.03–1.08× with one.
 
 Two contexts change the choice. Inside ``torch.autocast`` a plain stack runs ``native``, so it computes
 exactly what torch.nn computes there (in the autocast's lower precision where torch's autocast rules say
@@ -48,9 +45,6 @@ from .types import LayerWeights, Options, State
 
 ENGINES = ("auto", "reference", "fused", "native")
 
-#: Batch × hidden size from which float32 GRU training runs torch's kernel (see the module docstring).
-NATIVE_GRU_ELEMENTS = 128 * 512
-
 _LAYER_FNS = {"reference": reference.run_layer, "fused": fused.run_layer, "native-layers": native.run_layer}
 
 
@@ -69,9 +63,9 @@ def transforms_active() -> bool:
 
 
 def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opts: Options = Options(),
-                  layer_norm: bool = False, needs_grad: bool = True, hidden_size: int = 0) -> str:
+                  layer_norm: bool = False, needs_grad: bool = True) -> str:
     """Resolve ``"auto"`` to a concrete engine name for this input: ``x`` (T, B, I) padded (or a packed
-    sequence's rows, with ``lengths`` its batch sizes); ``hidden_size``: H of the layers."""
+    sequence's rows, with ``lengths`` its batch sizes)."""
     if engine != "auto":
         if engine == "fused" and transforms_active():
             raise ValueError("engine='fused' cannot run under torch.func transforms (grad, vmap, jacrev, …): its "
@@ -83,14 +77,13 @@ def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opt
         return "fused"
     if opts.needs_rnnkit_engine:
         between_layers = not opts._replace(dropout_kind="naive").needs_rnnkit_engine  # only the mask kind
-        plain = choose_engine(engine, mode, x, lengths, Options(), False, needs_grad, hidden_size)
+        plain = choose_engine(engine, mode, x, lengths, Options(), False, needs_grad)
         return "native-layers" if between_layers and plain == "native" and lengths is None else "fused"
     if x.is_cuda or not needs_grad or autocast_dtype(x.device) is not None:
         return "native"
     if lengths is not None:
         return "fused"
-    large_gru = mode == "gru" and x.shape[1] * hidden_size >= NATIVE_GRU_ELEMENTS  # x is (T, B, I) here
-    if x.dtype == torch.float32 and (mode == "lstm" or large_gru):
+    if x.dtype == torch.float32 and mode == "lstm":
         return "native"
     return "fused"
 
@@ -100,12 +93,6 @@ def native_prefix(engine: str, chosen: str, mode: str, x: Tensor, weights: Seque
     (no projection) on the CPU, where that kernel is oneDNN. The layer checks the per-call masks itself."""
     return (engine == "auto" and chosen == "fused" and mode == "lstm" and x.dtype == torch.float32
             and x.device.type == "cpu" and weights[0].w_hr is None and torch.backends.mkldnn.is_available())
-
-
-def _hidden(weights: Sequence[LayerWeights]) -> int:
-    """H of the layers: W_hh is (G·H, H), or (4H, P) with an LSTM projection."""
-    w = weights[0]
-    return w.w_hr.shape[1] if w.w_hr is not None else w.w_hh.shape[1]
 
 
 def _needs_grad(x: Tensor, hx: State, weights: Sequence[LayerWeights]) -> bool:
@@ -131,7 +118,7 @@ def run_packed(
     variant option, whose masks are drawn per padded step). Returns None where the padded path must run."""
     data = packed.data
     name = choose_engine(engine, mode, data, packed.batch_sizes, opts, weights[0].layer_norm,
-                         _needs_grad(data, hx, weights), _hidden(weights))
+                         _needs_grad(data, hx, weights))
     if name == "native":
         return native.run_stack_packed(mode, data, packed.batch_sizes, packed.sorted_indices,
                                        packed.unsorted_indices, hx, weights, num_layers, bidirectional, dropout,
@@ -158,8 +145,7 @@ def run(
     opts: Options = Options(),
 ) -> tuple[Tensor, State]:
     """Run a whole stack: ``x`` (T, B, I) padded time-major, ``hx`` stacked (L·D, B, ·) states."""
-    name = choose_engine(engine, mode, x, lengths, opts, weights[0].layer_norm, _needs_grad(x, hx, weights),
-                         _hidden(weights))
+    name = choose_engine(engine, mode, x, lengths, opts, weights[0].layer_norm, _needs_grad(x, hx, weights))
     if name == "native-layers" and not (training and dropout > 0 and num_layers > 1):
         name, opts = "native", opts._replace(dropout_kind="naive")  # no mask between layers: the kind is moot
     if name == "native" and training and opts.weight_drop > 0 and dropout > 0 and num_layers > 1 and lengths is None:
