@@ -1,6 +1,8 @@
 """The fused engine's reused CPU blocks (``rnnkit.engine.fused.buffers``): a block is reused only when
-nothing refers to its memory (tensors, storage objects, other processes), so no result changes. (The root conftest pools every block for the whole
-suite; these tests check the cases where reuse could go wrong.)"""
+nothing refers to its memory (tensors, storage objects, other processes), so no result changes. (The
+root conftest pools every block for the whole suite; these tests check the cases where reuse could go
+wrong.) Also the hand-written input side that writes into such blocks (projection, layer norm) with
+frozen parameters."""
 from __future__ import annotations
 
 import multiprocessing
@@ -243,3 +245,25 @@ def test_blocks_are_on_the_cpu_whatever_the_default_device():
         y, _ = fused(x)
     assert y.device.type == "cpu"
     torch.testing.assert_close(y, ref(x)[0])
+
+
+@pytest.mark.parametrize("name,kwargs", MODES, ids=IDS)
+@pytest.mark.parametrize("frozen", ["weight_ih", "weight_hh", "bias", "ln"])
+def test_frozen_parameters_get_no_gradient_and_the_others_theirs(name, kwargs, frozen):
+    """The hand-written input projection and layer norm skip what is not needed (``needs_input_grad``);
+    the gradients they do compute equal the reference engine's."""
+    fused, ref = pair(name, kwargs)
+    for m in (fused, ref):
+        for pname, p in m.named_parameters():
+            if pname.startswith(frozen):
+                p.requires_grad_(False)
+    x = torch.randn(6, 3, 4, dtype=DT)
+    xs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
+    for m, xi in zip((fused, ref), xs):
+        m(xi)[0].square().sum().backward()
+    torch.testing.assert_close(xs[0].grad, xs[1].grad)
+    for (pname, p), q in zip(fused.named_parameters(), ref.parameters()):
+        if pname.startswith(frozen):
+            assert p.grad is None and q.grad is None
+        else:
+            torch.testing.assert_close(p.grad, q.grad)
