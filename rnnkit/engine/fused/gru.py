@@ -15,7 +15,10 @@ Forward, per step over its b live rows (m the recurrent dropout mask, z_h the zo
 Backward: every factor that turns ∂L/∂h̃_t into gate gradients is fixed once the forward pass is done,
 so they are computed for all steps before the loop (``Q``), and the loop is two products and a GEMM::
 
-    dh̃ = (dh_carry + dY_t)(1 − z_h);   dGH_t = Q_t ∗ dh̃;   dh_carry = dh̃ ∗ z + m ∗ (dGH_t W_hh) + dh z_h
+    dh = dh_carry + dY_t;   dh̃ = dh (1 − z_h);   dGH_t = Q_t ∗ dh̃;   dh_carry = dh̃ ∗ z + m ∗ (dGH_t W_hh) + dh z_h
+
+Without dropout or zoneout on h the step writes the step before's dh̃ directly:
+dh̃_{t-1} = dY_{t-1} + dh̃ ∗ z + dGH_t W_hh (one ``addcmul`` and one in-place GEMM).
 """
 from __future__ import annotations
 
@@ -137,10 +140,8 @@ class GRUFunction(torch.autograd.Function):
         mask_s = None if mask is None else layout.heads(mask)
         # Without dropout or zoneout a step also adds the step before's dY into its GEMM's output: one op less.
         fold = mask is None and zone_h is None
-        sizes = [b for _, b in layout.steps]
         dht = None  # ∂L/∂h̃ of step k when the step after computed it
-        for k in reversed(range(len(sizes))):
-            b = sizes[k]
+        for k, (_, b) in reversed(list(enumerate(layout.steps))):
             carry = carry_s[k]
             if dht is None:
                 dht = torch.add(carry, dY_s[k], out=dHt_s[k])
@@ -155,13 +156,9 @@ class GRUFunction(torch.autograd.Function):
                                                      [True, False, False])[0]
                 dA_steps.append(da)
             if fold and k > 0:  # ∂L/∂h̃_{t-1} = dY_{t-1} + dh̃ ∗ z + da W_hh
-                nxt, b_prev = dHt_s[k - 1], sizes[k - 1]
-                if b == b_prev:
-                    torch.addcmul(dY_s[k - 1], dht, z_s[k], out=nxt).addmm_(da, w_hh)
-                else:  # rows b..b_prev end at step t − 1: their ∂L/∂h̃ is ∂L/∂h_n + dY
-                    torch.addcmul(dY_s[k - 1][:b], dht, z_s[k], out=nxt[:b]).addmm_(da, w_hh)
-                    torch.add(carry_s[k - 1][b:], dY_s[k - 1][b:], out=nxt[b:])
-                dht = nxt
+                out, dY_prev = layout.join_previous(k, dHt_s, dY_s, carry_s)
+                torch.addcmul(dY_prev, dht, z_s[k], out=out).addmm_(da, w_hh)
+                dht = dHt_s[k - 1]
                 continue
             # carry = dh̃ ∗ z + m ∗ (da W_hh) (+ kept), written in place
             if mask is None:

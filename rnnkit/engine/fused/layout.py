@@ -123,6 +123,19 @@ class Layout:
             sizes = self._sizes = [b for _, b in self.steps]
         return sizes
 
+    def join_previous(self, k: int, out_s: list, dY_s: list, carry_s: list) -> tuple[Tensor, Tensor]:
+        """For backward loops that write ∂L/∂h of step k − 1 straight from step k (``dY_{k-1}`` + step k's
+        terms): the views of step k − 1's first b_k rows in ``out_s`` and ``dY_s``, which the caller fills.
+        Rows b_k..b_{k-1} belong to sequences whose last step is k − 1 (step k does not reach them): they
+        get ∂L/∂h_n (in ``carry_s``) + dY here."""
+        sizes = self._step_sizes()
+        b, b_prev = sizes[k], sizes[k - 1]
+        out, dY = out_s[k - 1], dY_s[k - 1]
+        if b == b_prev:
+            return out, dY
+        torch.add(carry_s[k - 1][b:], dY[b:], out=out[b:])
+        return out[:b], dY[:b]
+
     def split_stats(self, stats: Tensor | None) -> list | None:
         """A layer norm's (2, N, 1) means and 1/stds → per step ``(mean, rstd)`` views; None stays None."""
         return None if stats is None else list(zip(self.split(stats[0]), self.split(stats[1])))

@@ -1,6 +1,6 @@
 """Fused LSTM: forward recurrence and hand-written backpropagation through time.
 
-Internal layout (``internal_weights``): gates in the order ``i, f, o, g`` so one sigmoid covers the
+Internal layout (``input_projection``): gates in the order ``i, f, o, g`` so one sigmoid covers the
 whole (b, 4H) block, with the g pre-activation scaled by 2 because tanh(a) = 2σ(2a) − 1 and
 ``sigmoid_`` is several times cheaper than ``tanh_`` on CPU. Autograd maps gradients back to torch's
 ``i, f, g, o`` layout through that index-and-scale, so this file only deals with its own layout.
@@ -20,6 +20,9 @@ steps at once before the loop)::
     dh = dh_carry + dY_t;  dr = dh(1 − z_h) (W_hr);  dC̃ = dc_carry(1 − z_c) + dr ∗ o ∗ (1 − tanh²)
     dG_t = [dC̃·g·σ', dC̃·C_{t-1}·σ', dr·tanh·σ', dC̃·i·(1 − g²)/2]
     dc_carry = dC̃ ∗ f + dc_carry z_c;   dh_carry = m ∗ (dG_t W_hh) + dh z_h
+
+Without dropout or zoneout on h the step writes the step before's dh directly:
+dh_{t-1} = dY_{t-1} + dG_t W_hh in one ``addmm``.
 """
 from __future__ import annotations
 
@@ -215,9 +218,8 @@ class LSTMFunction(torch.autograd.Function):
         mask_s = None if mask is None else layout.heads(mask)
         # Without dropout or zoneout on h a step also adds the step before's dY into its GEMM's output.
         fold = mask is None and zone_h is None
-        sizes = layout._step_sizes()
         dht = None  # ∂L/∂h̃ of step k when the step after computed it
-        for k in reversed(range(len(sizes))):
+        for k in reversed(range(len(layout.steps))):
             if dht is None:
                 dht = torch.add(dh_s[k], dY_s[k], out=dHt_s[k])
             kept = None
@@ -244,13 +246,11 @@ class LSTMFunction(torch.autograd.Function):
                                                      [True, False, False])[0]
                 dA_steps.append(da)
             if fold and k > 0:  # ∂L/∂h̃_{t-1} = dY_{t-1} + da W_hh
-                nxt, b, b_prev = dHt_s[k - 1], sizes[k], sizes[k - 1]
-                if b == b_prev:
-                    torch.addmm(dY_s[k - 1], da, w_hh, out=nxt)
-                else:  # rows b..b_prev end at step t − 1: their ∂L/∂h̃ is ∂L/∂h_n + dY
-                    torch.addmm(dY_s[k - 1][:b], da, w_hh, out=nxt[:b])
-                    torch.add(dh_s[k - 1][b:], dY_s[k - 1][b:], out=nxt[b:])
-                dht = nxt
+                # (Without a projection dHt_s[k − 1] and dht share one (B, P) scratch block: dht was last
+                # read for dr above, so it may be overwritten now.)
+                out, dY_prev = layout.join_previous(k, dHt_s, dY_s, dh_s)
+                torch.addmm(dY_prev, da, w_hh, out=out)
+                dht = dHt_s[k - 1]
                 continue
             carry_to_previous(dh_s[k], da, w_hh, None if mask is None else mask_s[k], kept)
             dht = None

@@ -12,6 +12,9 @@ for the scaled pre-activation — or [h̃ > 0]), so it is computed for all steps
 overwrites its φ'_t, and the loop is::
 
     dA_t = (dh_carry + dY_t)(1 − z_h) ∗ φ'_t;   dh_carry = m ∗ (dA_t W_hh) + (dh_carry + dY_t) z_h
+
+Without dropout or zoneout the step's GEMM also adds the step before's output gradient:
+dh_{t-1} = dY_{t-1} + dA_t W_hh in one ``addmm``.
 """
 from __future__ import annotations
 
@@ -70,6 +73,7 @@ class RNNFunction(torch.autograd.Function):
                 if zone_h is not None:
                     torch.lerp(h, hp, zh_s[k], out=Y_s[k])
         ctx.mark_dirty(GX)  # the outputs are written over GX, our own buffer (a fresh one costs page faults)
+        ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None, not a fresh zero block
         ctx.layout, ctx.relu, ctx.zone_h = layout, relu, zone_h
         ctx.save_for_backward(h0, w_hh, mask, Ht, Y)
         return Y, layout.final(Y)
@@ -110,20 +114,15 @@ class RNNFunction(torch.autograd.Function):
 
 def _plain_backward_loop(layout: Layout, dY_s: list, D_s: list, carry_s: list, dh_s: list, w_hh: Tensor) -> None:
     """The loop without dropout or zoneout, one GEMM and one product a step: ∂L/∂h_{t-1} = dY_{t-1} + dA_t W_hh
-    is a single ``addmm``. ``carry_s`` keeps ∂L/∂h_n for the rows whose sequences end later in the batch
-    (they join the loop at their last step) and receives ∂L/∂h_0 at the end."""
-    sizes = layout._step_sizes()
-    k = len(sizes) - 1
+    is a single ``addmm``. ``carry_s`` holds ∂L/∂h_n until each sequence's last step joins the loop
+    (``Layout.join_previous``) and receives ∂L/∂h_0 at the end."""
+    k = len(layout.steps) - 1
     dh = torch.add(carry_s[k], dY_s[k], out=dh_s[k])
     for k in range(k, 0, -1):
         da = D_s[k].mul_(dh)
-        b, b_prev = sizes[k], sizes[k - 1]
+        out, dY = layout.join_previous(k, dh_s, dY_s, carry_s)
+        torch.addmm(dY, da, w_hh, out=out)
         dh = dh_s[k - 1]
-        if b == b_prev:
-            torch.addmm(dY_s[k - 1], da, w_hh, out=dh)
-        else:  # rows b..b_prev end at step k − 1: their ∂L/∂h is ∂L/∂h_n + dY
-            torch.addmm(dY_s[k - 1][:b], da, w_hh, out=dh[:b])
-            torch.add(carry_s[k - 1][b:], dY_s[k - 1][b:], out=dh[b:])
     torch.mm(D_s[0].mul_(dh), w_hh, out=carry_s[0])
 
 
