@@ -133,6 +133,7 @@ def test_masks_handed_to_the_engine(monkeypatch):
 # -- LockedDropout ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_locked_dropout_shares_the_mask_across_time(batch_first):
+    torch.manual_seed(0)  # a statistical check: one fixed draw, whatever ran before
     p, steps, batch, feats = 0.25, 7, 30, 40
     shape = (batch, steps, feats) if batch_first else (steps, batch, feats)
     x = torch.ones(*shape, dtype=DT, requires_grad=True)
@@ -175,6 +176,7 @@ def test_locked_dropout_rejects_non_sequence_input(assert_error):
 def test_embedding_dropout_drops_whole_words():
     """Every occurrence of a dropped word is the zero vector; every kept word is its row × 1/(1 − p);
     the gradient reaches only the kept rows, scaled the same way."""
+    torch.manual_seed(0)  # a statistical check: one fixed draw, whatever ran before
     p, vocab, dim = 0.3, 400, 3
     emb = nn.Embedding(vocab, dim, dtype=DT)
     drop = rnnkit.EmbeddingDropout(emb, p).train()

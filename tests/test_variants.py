@@ -558,6 +558,7 @@ def test_cell_with_drawn_recurrent_mask_equals_layer_in_training(cls, kwargs):
 @pytest.mark.parametrize("cls", [rnnkit.LSTMCell, rnnkit.GRUCell, rnnkit.RNNCell])
 def test_cell_zoneout_in_training_keeps_or_updates_each_unit(cls):
     """Training: each unit of the new h is either the old h or the plain cell's new h, about p of them old."""
+    torch.manual_seed(0)  # a statistical check: one fixed draw, whatever ran before
     p, batch = 0.3, 200
     cell = cls(I, H, dtype=DT, zoneout=p).train()
     plain = cls(I, H, dtype=DT)
@@ -702,3 +703,29 @@ def test_weight_drop_with_dropout_between_layers_gives_every_engine_the_same_mas
         out[engine] = m(x)[0]
     torch.testing.assert_close(out["auto"], out["reference"])
     torch.testing.assert_close(out["native"], out["reference"])
+
+
+@pytest.mark.parametrize("name", ["RNN", "GRU", "LSTM"])
+@pytest.mark.parametrize("engine", ["auto", "fused", "reference"])
+def test_weight_drop_is_dropconnect_on_w_hh_once_per_forward(name, engine):
+    """Against its definition, not against another engine: the output equals torch.nn's layer run with
+    W_hh replaced by F.dropout(W_hh, p) — the same mask at every step, kept weights scaled by 1/(1 − p),
+    W_ih and the biases untouched — drawn from the same seed (the layer's only random draw here)."""
+    p = 0.4
+    torch.manual_seed(0)
+    kit = getattr(rnnkit, name)(3, 5, dtype=DT, weight_drop=p, engine=engine).train()
+    ref = getattr(torch.nn, name)(3, 5, dtype=DT)
+    x = torch.randn(7, 2, 3, dtype=DT)
+    torch.manual_seed(11)
+    y, _ = kit(x)
+    torch.manual_seed(11)
+    dropped = torch.nn.functional.dropout(kit.weight_hh_l0.detach(), p, training=True)
+    state = {k: v.detach() for k, v in kit.state_dict().items()}
+    state["weight_hh_l0"] = dropped
+    ref.load_state_dict(state)
+    torch.testing.assert_close(y, ref(x)[0])
+    kept = dropped != 0
+    assert 0.2 < 1 - kept.double().mean().item() < 0.6  # about p of W_hh dropped
+    torch.testing.assert_close(dropped[kept], kit.weight_hh_l0.detach()[kept] / (1 - p))
+    ref.load_state_dict(kit.state_dict())  # eval: no drop at all
+    torch.testing.assert_close(kit.eval()(x)[0], ref(x)[0])

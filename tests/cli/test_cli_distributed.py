@@ -52,9 +52,10 @@ def test_ddp_two_processes_equal_single_process(cli, files, tmp_path):
 def test_ctrl_c_saves_resumable_checkpoint_and_resume_is_exact(cli, files, tmp_path):
     args = ("train", "lm", "--data", files / "train.txt", "--batch_size", "4", "--bptt", "16", "--hidden_size", "16",
             "--embed_size", "8", "--no-progress", "--log_every", "1")
-    # the uninterrupted reference (in this process; the interrupted run is a real process and a real SIGINT)
-    assert cli(*args, "--max-steps", "400", "--out", tmp_path / "full")[0] == 0
-    proc = subprocess.Popen([PY, "-m", "rnnkit", *map(str, args), "--max-steps", "400", "--out", str(tmp_path / "cut")],
+    # the uninterrupted reference (in this process; the interrupted run is a real process and a real SIGINT).
+    # 2000 steps (~2.5 s here) leave the poller below ample time to interrupt the run before it ends.
+    assert cli(*args, "--max-steps", "2000", "--out", tmp_path / "full")[0] == 0
+    proc = subprocess.Popen([PY, "-m", "rnnkit", *map(str, args), "--max-steps", "2000", "--out", str(tmp_path / "cut")],
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = tmp_path / "cut" / "metrics.jsonl"
     deadline = time.time() + 120
@@ -66,8 +67,8 @@ def test_ctrl_c_saves_resumable_checkpoint_and_resume_is_exact(cli, files, tmp_p
     line = [x for x in err.splitlines() if x.strip()][-1]
     assert "interrupted at step" in line and "resumable checkpoint" in line
     step = int(line.split("interrupted at step ")[1].split(":")[0])
-    assert 5 <= step < 400
-    assert cli(*args, "--max-steps", "400", "--out", tmp_path / "cut", "--resume")[0] == 0
+    assert 5 <= step < 2000
+    assert cli(*args, "--max-steps", "2000", "--out", tmp_path / "cut", "--resume")[0] == 0
     full, cut = weights(tmp_path / "full"), weights(tmp_path / "cut")
     for k in full:
         assert torch.equal(full[k], cut[k]), k

@@ -42,6 +42,22 @@ def test_padded_batch_equals_each_sequence_alone(pooling, bidirectional, cell):
     torch.testing.assert_close(model(other, lengths=lengths), logits)
 
 
+@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
+def test_pooling_computes_what_its_name_says(pooling):
+    """The pooled features against the recurrent outputs themselves: the top layer's final state, the mean
+    or the element-wise max over each sequence's real steps."""
+    torch.manual_seed(0)
+    model = SequenceClassifier(vocab_size=7, num_classes=3, embed_size=5, hidden_size=6, cell="gru",
+                               pooling=pooling).to(DT).eval()
+    lengths = torch.tensor([5, 2, 3])
+    tokens = torch.randint(0, 7, (3, 5))
+    pooled, _ = model.encode(tokens, lengths=lengths)
+    for b, L in enumerate(lengths.tolist()):
+        o, _ = model.rnn(model.input(tokens[b : b + 1, :L], DT))  # (1, L, H)
+        expected = {"last": o[0, -1], "mean": o[0].mean(0), "max": o[0].amax(0)}[pooling]
+        torch.testing.assert_close(pooled[b], expected)
+
+
 def test_feature_vector_inputs_and_float64():
     model = SequenceClassifier(input_size=3, num_classes=2, hidden_size=4, pooling="mean").to(DT)
     x = torch.randn(2, 5, 3, dtype=DT)

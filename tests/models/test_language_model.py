@@ -100,6 +100,14 @@ def test_search_methods_and_eos():
     a = model.generate(prompt, 10, method="sample", top_k=4, temperature=0.8, generator=g())
     b = model.generate(prompt, 10, method="sample", top_k=4, temperature=0.8, generator=g())
     assert torch.equal(a.tokens, b.tokens)
+    # each filter, pushed to its limit, leaves only the most likely token: sampling becomes greedy
+    greedy = model.generate(prompt, 10)
+    for limit in (dict(top_k=1), dict(top_p=1e-6), dict(temperature=1e-4)):
+        only = model.generate(prompt, 10, method="sample", generator=g(), **limit)
+        assert torch.equal(only.tokens, greedy.tokens), limit
+    # and unfiltered sampling does not (11 tokens, 20 draws from a barely trained model)
+    free = model.generate(prompt, 10, method="sample", temperature=2.0, generator=g())
+    assert not torch.equal(free.tokens, greedy.tokens)
 
 
 def test_generate_follows_training_and_keeps_the_mode():

@@ -80,3 +80,11 @@ def test_schedules():
     assert learning_rate(1.0, 99, 1.0, schedule="cosine", min_lr_ratio=0.1) == pytest.approx(0.1)
     assert learning_rate(1.0, 50, 0.5, schedule="linear", min_lr_ratio=0.0) == pytest.approx(0.5)
     assert learning_rate(1.0, 1, 0.0, warmup_steps=4) == pytest.approx(0.5)
+    # between the ends, where cosine and linear differ: m + (1 − m)(1 + cos πp)/2
+    assert learning_rate(1.0, 25, 0.25, schedule="cosine", min_lr_ratio=0.1) == pytest.approx(
+        0.1 + 0.9 * (1 + math.cos(math.pi / 4)) / 2)
+    assert learning_rate(2.0, 50, 0.5, schedule="cosine", min_lr_ratio=0.0) == pytest.approx(1.0)
+    assert learning_rate(1.0, 75, 0.75, schedule="linear", min_lr_ratio=0.2) == pytest.approx(0.4)
+    # warm-up multiplies the decayed value
+    assert learning_rate(1.0, 0, 0.25, schedule="cosine", warmup_steps=2) == pytest.approx(
+        0.5 * (1 + math.cos(math.pi / 4)) / 2)
