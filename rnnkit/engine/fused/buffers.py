@@ -15,17 +15,15 @@ this pool instead. A block is handed out again only when nothing else refers to 
 
 What the pool keeps: the blocks it handed out, looked up by exact size and dtype. When a request finds
 no free block of its size, it allocates one and lets go of the free blocks that went stale (shapes
-that changed: a new sequence length or batch size): those of a size asked for only once and not in the
-last ``STALE_TAKES`` requests, and those not handed out during the last 2·L requests, L being the
-longest gap seen between two requests of one size — a training step's length — at least
-``STALE_TAKES`` and at most ``MAX_CYCLE``. Then it lets go of the least recently used blocks beyond
-``MAX_BLOCKS`` blocks or ``MAX_BYTES`` in all. With fixed shapes what stays is the step's working set,
-which the step would allocate again anyway (every block is handed out again within a step, so none goes
-stale; a step of more than 2·``MAX_CYCLE`` requests — a very deep stack — keeps allocating some); with
-shapes that change every batch, the blocks of up to the last 2·``MAX_CYCLE`` requests (measured: a GRU
-of hidden 128, batch 16, lengths 60–159, held 142 MiB after 40 steps, against nothing without the pool).
-After training it is memory held
-until ``release_buffers()`` or the end of the process. Only CPU blocks of at least ``MIN_BYTES`` are
+that changed: a new sequence length or batch size), those not handed out during the last 2·L requests,
+L being the longest gap seen between two requests of one size — a training step's length — at least
+``STALE_TAKES`` and at most ``MAX_CYCLE``; then of the least recently used blocks beyond ``MAX_BLOCKS``
+blocks or ``MAX_BYTES`` in all. With fixed shapes what stays is the step's working set, which the step
+would allocate again anyway (every block is handed out again within a step, so none goes stale; a step
+of more than 2·``MAX_CYCLE`` requests — a very deep stack — keeps allocating some); with shapes that
+change every batch, the blocks of up to the last 2·``MAX_CYCLE`` requests (measured: a GRU of hidden
+128, batch 16, lengths 60–159, held 142 MiB after 40 steps, against nothing without the pool). After
+training it is memory held until ``release_buffers()`` or the end of the process. Only CPU blocks of at least ``MIN_BYTES`` are
 pooled (smaller ones come from malloc's heap without page faults; CUDA has torch's caching allocator).
 ``RNNKIT_BUFFER_POOL=0`` in the environment (read at import) turns the pool off. A forked child starts
 with an empty pool.
@@ -86,7 +84,7 @@ class _Pool:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sizes: dict[tuple[int, torch.dtype], list[_Block]] = {}  # the blocks of each size
-        self._asked: dict[tuple[int, torch.dtype], tuple[int, int]] = {}  # each size's latest request, count
+        self._asked: dict[tuple[int, torch.dtype], int] = {}  # each size's latest request
         self._cycle = STALE_TAKES  # L above
         self._takes = 0
         self._count = 0
@@ -100,10 +98,10 @@ class _Pool:
         with self._lock:
             self._takes += 1
             key = (numel, dtype)
-            previous, asked = self._asked.get(key, (None, 0))
+            previous = self._asked.get(key)
             if previous is not None:
                 self._cycle = max(self._cycle, min(self._takes - previous, MAX_CYCLE))
-            self._asked[key] = (self._takes, asked + 1)
+            self._asked[key] = self._takes
             same = self._sizes.setdefault(key, [])
             for block in same:
                 if block.free():
@@ -125,14 +123,12 @@ class _Pool:
         """After a miss: drop free blocks not taken lately and blocks in shared memory, then the least
         recently taken over the limits (a block in use that is dropped stays with its users and is freed
         with them)."""
-        blocks = sorted(((b, key) for key, same in self._sizes.items() for b in same), key=lambda bk: bk[0].last_take)
+        blocks = sorted((b for same in self._sizes.values() for b in same), key=lambda b: b.last_take)
         over = max(0, self._count - MAX_BLOCKS)
         excess = self._bytes - MAX_BYTES
         drop = set()
-        for b, key in blocks:
-            age = self._takes - b.last_take
-            once = self._asked.get(key, (0, 1))[1] == 1
-            stale = (age >= 2 * self._cycle or (once and age >= STALE_TAKES)) and b.free()
+        for b in blocks:
+            stale = self._takes - b.last_take >= 2 * self._cycle and b.free()
             if stale or over > 0 or excess > 0 or b.shared():
                 drop.add(id(b))
                 over, excess = over - 1, excess - b.nbytes
