@@ -9,16 +9,38 @@ Keyword-only variants, as on the layers: ``layer_norm`` (LSTMCell, GRUCell), ``i
 training, the expectation in eval), and ``recurrent_dropout``: a cell sees one step, so the
 per-sequence mask is drawn by ``mask = cell.draw_recurrent_mask(B)`` at the start of a sequence and passed
 as ``cell(x_t, h, recurrent_mask=mask)`` at every step (it is None in eval mode).
+
+Inside ``torch.autocast`` a cell takes inputs in the autocast's precision and computes in its
+parameters' dtype with autocast off, as the layers' engines do (``dispatch.own_precision``).
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch import Tensor, nn
 
 from ..cells import NONLINEARITIES, LayerNormParams, gru_cell, lstm_cell, rnn_cell
+from ..engine.dispatch import own_precision
 from .checks import autocast_input, check_positive_int, check_shape, check_tensor
 from .init import init_weights
 from .recurrent import _check_options, options_repr
+
+
+def _in_own_precision(forward):
+    """A cell's ``forward`` with an enclosing ``torch.autocast`` switched off (see the module docstring):
+    inputs and states in the autocast's precision are cast to the parameters' dtype first, while the
+    autocast is still on to say which precision that is."""
+
+    @functools.wraps(forward)
+    def run(self, input, hx=None, **kwargs):
+        dtype = self.weight_ih.dtype
+        input = autocast_input(input, dtype)
+        hx = type(hx)(autocast_input(s, dtype) for s in hx) if isinstance(hx, (tuple, list)) else autocast_input(hx, dtype)
+        with own_precision(self.weight_ih):
+            return forward(self, input, hx, **kwargs)
+
+    return run
 
 
 class _CellBase(nn.Module):
@@ -104,7 +126,6 @@ class _CellBase(nn.Module):
     def _prepare(self, input: Tensor, hx, n_states: int):
         """Check shapes; return batched input, batched states (zeros if None), and whether it was batched."""
         owner = f"rnnkit.{type(self).__name__}"
-        input = autocast_input(input, self.weight_ih.dtype)
         check_tensor(owner, "input", input, self.weight_ih.dtype, self.weight_ih.device)
         if input.dim() not in (1, 2):
             raise ValueError(f"{owner}: expected input to be 1-D (unbatched) or 2-D (B, I), got {input.dim()}-D "
@@ -122,7 +143,6 @@ class _CellBase(nn.Module):
                 raise TypeError(f"{owner}: hx must be a tuple (h, c), got {type(hx).__name__}")
             states = []
             for name, s in zip(("h", "c"), given):
-                s = autocast_input(s, x.dtype)
                 check_tensor(owner, name, s, x.dtype, x.device)
                 expected = (B, self.hidden_size) if batched else (self.hidden_size,)
                 check_shape(owner, name, s, expected)
@@ -142,6 +162,7 @@ class RNNCell(_CellBase):
         self.mode = f"rnn_{nonlinearity}"
         super().__init__(input_size, hidden_size, bias, device, dtype, **options)
 
+    @_in_own_precision
     def forward(self, input: Tensor, hx: Tensor | None = None, *, recurrent_mask: Tensor | None = None) -> Tensor:
         x, (h,), batched = self._prepare(input, hx, 1)
         self._check_mask(recurrent_mask, x)
@@ -157,6 +178,7 @@ class LSTMCell(_CellBase):
     gates = 4
     mode = "lstm"
 
+    @_in_own_precision
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None, *,
                 recurrent_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x, (h, c), batched = self._prepare(input, hx, 2)
@@ -174,6 +196,7 @@ class GRUCell(_CellBase):
     gates = 3
     mode = "gru"
 
+    @_in_own_precision
     def forward(self, input: Tensor, hx: Tensor | None = None, *, recurrent_mask: Tensor | None = None) -> Tensor:
         x, (h,), batched = self._prepare(input, hx, 1)
         self._check_mask(recurrent_mask, x)

@@ -23,6 +23,14 @@ def test_lm(cli, files, tmp_path):
     assert code == 0 and text.startswith("the ") and len(text) > 40
     code, greedy, _ = cli("generate", out / "checkpoint", "--prompt", "the", "--length", "20", "--temperature", "0")
     assert code == 0
+    # temperature 0 is greedy: no seed changes it, while sampling at 1 depends on the seed
+    def generated(temperature: str, seed: str) -> str:
+        return cli("generate", out / "checkpoint", "--prompt", "the", "--length", "40", "--temperature", temperature,
+                   "--seed", seed)[1]
+
+    assert generated("0", "1") == generated("0", "2")
+    assert generated("0", "1").startswith(greedy.rstrip("\n"))  # 40 greedy characters extend the 20 above
+    assert generated("1", "1") != generated("1", "2")
     code, scores, _ = cli("evaluate", out / "checkpoint", "--data", files / "train.txt", "--json")
     assert code == 0 and json.loads(scores)["bits_per_char"] < 3
 
