@@ -172,3 +172,38 @@ def test_torch_func_with_the_fused_engine_names_the_way_out():
     params = {k: v.detach() for k, v in m.named_parameters()}
     with pytest.raises(ValueError, match="torch.func transforms.*engine='auto' or 'reference'"):
         torch.func.grad(lambda p: torch.func.functional_call(m, p, (torch.randn(5, 3, 4),))[0].sum())(params)
+
+
+@pytest.mark.parametrize("kit_cls, kw", [(rnnkit.GRU, {}), (rnnkit.RNN, {}), (rnnkit.LSTM, {}),
+                                         (rnnkit.GRU, dict(layer_norm=True)), (rnnkit.LSTM, dict(zoneout=0.1))],
+                         ids=["gru", "rnn", "lstm", "gru-layer_norm", "lstm-zoneout"])
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the tracer's note on Python-side checks
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")  # deprecated in torch 2.13, still there
+def test_jit_trace_records_the_layer(kit_cls, kw):
+    """``auto`` records torch's kernel (or the reference cells for options torch lacks): the traced module
+    computes what the module computes, on inputs other than the one it was traced with."""
+    torch.manual_seed(0)
+    m = kit_cls(4, 6, num_layers=2, **kw).eval()
+    traced = torch.jit.trace(m, (torch.randn(5, 3, 4),))
+    x = torch.randn(5, 3, 4)
+    torch.testing.assert_close(traced(x)[0], m(x)[0])
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")
+def test_jit_trace_with_the_fused_engine_names_the_way_out():
+    m = rnnkit.GRU(4, 6, engine="fused")
+    with pytest.raises(ValueError, match="torch.jit.trace.*engine='auto'"):
+        torch.jit.trace(m, (torch.randn(5, 3, 4),))
+
+
+def test_torch_compile_runs_the_fused_engine():
+    torch.manual_seed(0)
+    m = rnnkit.GRU(4, 6)
+    x = torch.randn(5, 3, 4, requires_grad=True)
+    y, _ = torch.compile(m)(x)
+    (g,) = torch.autograd.grad(y.sum(), x)
+    y_eager, _ = m(x)
+    (g_eager,) = torch.autograd.grad(y_eager.sum(), x)
+    torch.testing.assert_close(y, y_eager)
+    torch.testing.assert_close(g, g_eager)

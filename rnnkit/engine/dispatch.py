@@ -27,7 +27,9 @@ exactly what torch.nn computes there (in the autocast's lower precision where to
 so); every other engine runs with autocast switched off, in the parameters' dtype (the fused kernels
 write their results in place and cannot mix precisions). Under ``torch.func`` transforms (``grad``,
 ``vmap``, ``jacrev``, …) ``auto`` runs ``reference``, whose cells are plain differentiable torch ops; the
-fused engine's hand-written ``autograd.Function`` cannot run there and says so.
+fused engine's hand-written ``autograd.Function`` cannot run there and says so. Under ``torch.jit.trace``
+(whose tracer the fused engine's Function breaks) ``auto`` runs ``native``, or ``reference`` for options
+torch's kernel lacks.
 """
 from __future__ import annotations
 
@@ -66,13 +68,19 @@ def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opt
                   layer_norm: bool = False, needs_grad: bool = True) -> str:
     """Resolve ``"auto"`` to a concrete engine name for this input: ``x`` (T, B, I) padded (or a packed
     sequence's rows, with ``lengths`` its batch sizes)."""
+    tracing = torch.jit.is_tracing()
     if engine != "auto":
         if engine == "fused" and transforms_active():
             raise ValueError("engine='fused' cannot run under torch.func transforms (grad, vmap, jacrev, …): its "
                              "backward pass is a hand-written autograd.Function; use engine='auto' or 'reference'")
+        if engine == "fused" and tracing:
+            raise ValueError("engine='fused' cannot be recorded by torch.jit.trace (its hand-written "
+                             "autograd.Function breaks the tracer); use engine='auto', 'native' or 'reference'")
         return engine
     if transforms_active():
         return "reference"
+    if tracing:  # torch's kernel where it computes the layer, else the cells' plain torch ops
+        return "reference" if layer_norm or opts.needs_rnnkit_engine else "native"
     if layer_norm:
         return "fused"
     if opts.needs_rnnkit_engine:
