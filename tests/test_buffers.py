@@ -6,6 +6,9 @@ frozen parameters."""
 from __future__ import annotations
 
 import multiprocessing
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -286,3 +289,23 @@ def test_a_deep_stack_settles_with_no_fresh_blocks():
     for _ in range(3):
         step()
     assert buffers._pool.misses == settled
+
+
+def test_the_environment_switch_turns_the_pool_off():
+    """``RNNKIT_BUFFER_POOL=0`` (read at import, so in a fresh interpreter): no block is pooled and the
+    results are the same."""
+    code = ("import torch, rnnkit\n"
+            "from rnnkit.engine.fused import buffers\n"
+            "torch.manual_seed(0)\n"
+            "m = rnnkit.GRU(64, 256, engine='fused')\n"
+            "y, _ = m(torch.randn(50, 16, 64))\n"
+            "y.sum().backward()\n"
+            "print(buffers._enabled, len(buffers._pool.blocks()), float(y.double().sum()))\n")
+    runs = {}
+    for value in ("0", "1"):
+        env = dict(os.environ, RNNKIT_BUFFER_POOL=value)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        runs[value] = out.stdout.split()
+    assert runs["0"][:2] == ["False", "0"] and runs["1"][0] == "True" and int(runs["1"][1]) > 0
+    assert runs["0"][2] == runs["1"][2]

@@ -370,3 +370,14 @@ def test_locked_kind_without_masks_runs_the_whole_stack_natively(monkeypatch, kw
     x = torch.randn(5, 2, 3)
     assert_all_close([m(x)[0]], [ref(x)[0]], ["y"])
     assert calls == ["stack"]
+
+
+@pytest.mark.parametrize("name", ["RNN", "GRU", "LSTM"])
+def test_changing_the_output_in_place_before_backward_is_refused(name):
+    """The README's known limit, as torch's own fused kernels behave: the fused engine saves the output for
+    its backward pass, so an in-place change raises autograd's error instead of a wrong gradient."""
+    m = getattr(rnnkit, name)(3, 4, engine="fused")
+    y, _ = m(torch.randn(5, 2, 3, requires_grad=True))
+    y.add_(1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()

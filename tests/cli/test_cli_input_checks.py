@@ -7,6 +7,8 @@ import json
 import pytest
 import torch
 
+import rnnkit
+
 from test_cli_errors import LM, fails
 
 TINY = ("--hidden_size", "8", "--embed_size", "8", "--batch_size", "4", "--bptt", "8", "--no-progress")
@@ -193,3 +195,8 @@ def test_train_flags_take_underscores_too(cli, files, tmp_path):
     code, _, err = cli("train", "lm", "--data", files / "train.txt", "--out", tmp_path / "o", "--max_steps", "2",
                        "--no_progress", "--hidden_size", "8", "--embed_size", "8", "--batch_size", "4", "--bptt", "8")
     assert code == 0, err
+
+
+def test_version_names_the_package_version(cli):
+    code, out, _ = cli("--version")
+    assert code == 0 and out.strip() == f"rnnkit {rnnkit.__version__}"

@@ -155,3 +155,30 @@ def test_bad_input_is_named(assert_error):
     bad_exo[0, 0, 1] = float("-inf")
     assert_error(ValueError, lambda: exo_model.loss(y, bad_exo), "exogenous", "finite", "-inf")
     assert_error(ValueError, lambda: Forecaster(horizon=-1), "horizon", ">= 0", "-1")
+
+
+@pytest.mark.parametrize("update", ["p.data", "no_grad in place", "optimizer step"])
+def test_forecast_follows_every_kind_of_weight_update(update):
+    """``forecast`` runs a packed step kernel built from the weights; after any update it must use the new
+    ones: the autoregressive forecast stays equal to one-step predictions of ``forward``."""
+    torch.manual_seed(0)
+    model = Forecaster(hidden_size=6, horizon=2).to(DT).eval()
+    history = torch.randn(2, 8, 1, dtype=DT)
+    model.forecast(history, 3)  # builds the kernel from the first weights
+    if update == "p.data":
+        for p in model.parameters():
+            p.data.mul_(-1.5)
+    elif update == "no_grad in place":
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(0.7)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        model.train()
+        model.loss(torch.randn(4, 8, 1, dtype=DT)).backward()
+        opt.step()
+        model.eval()
+    ar = model.forecast(history, 3)
+    with torch.no_grad():
+        one_step = model(torch.cat([history, ar], dim=1))
+    torch.testing.assert_close(one_step[:, 7:], ar)
