@@ -89,3 +89,17 @@ def test_caption(cli, tmp_path):
     assert code == 0, err
     assert len(pred.split()) >= 1 and set(pred.split()) <= set(strip.captions[0].split()) | {
         "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"}
+
+
+def test_run_length_and_seed_flags_reach_the_trainer(cli, files, tmp_path):
+    """--epochs and --time-budget stop the run for their reason; --seed makes two runs identical and
+    another seed makes a different one."""
+    tiny = ("--data", files / "train.txt", "--batch_size", "4", "--bptt", "16", "--hidden_size", "8",
+            "--embed_size", "8")
+    _, m = train(cli, tmp_path / "e", "lm", *tiny, "--epochs", "1")
+    assert m["stop_reason"] == "epochs"
+    _, m = train(cli, tmp_path / "t", "lm", *tiny, "--time-budget", "0.5")
+    assert m["stop_reason"] == "time_budget"
+    runs = [train(cli, tmp_path / name, "lm", *tiny, "--max-steps", "5", "--seed", seed)[1]["loss"]
+            for name, seed in (("a", "3"), ("b", "3"), ("c", "4"))]
+    assert runs[0] == runs[1] != runs[2]

@@ -127,6 +127,19 @@ def test_logs_plot_and_clip_rate(tmp_path):
     assert res.stop_reason == "max_steps" and res.metrics["loss"] == valid[-1]["loss"]
 
 
+def test_clip_value_bounds_every_gradient_element(tmp_path):
+    """Clipping by value through the trainer: with plain SGD each weight moves by at most lr · clip_value in
+    one step, and the log counts the step as clipped."""
+    tr = make(tmp_path, max_steps=1, optimizer="sgd", lr=1.0, clip_norm=0.0, clip_value=1e-4, log_every=1,
+              eval_every=1)
+    before = weights(tr)
+    tr.fit()
+    moved = max(float((after - before[k]).abs().max()) for k, after in weights(tr).items())
+    assert 0 < moved <= 1e-4 * (1 + 1e-3)  # float32: the weights round the step by ~1e-8
+    train = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["clip_rate"] for r in train if r["split"] == "train"] == [1.0]
+
+
 def test_time_budget_stops_cleanly(tmp_path):
     tr = make(tmp_path, max_steps=0, time_budget=1e-9)
     res = tr.fit()
