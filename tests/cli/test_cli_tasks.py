@@ -31,6 +31,15 @@ def test_lm(cli, files, tmp_path):
     assert generated("0", "1") == generated("0", "2")
     assert generated("0", "1").startswith(greedy.rstrip("\n"))  # 40 greedy characters extend the 20 above
     assert generated("1", "1") != generated("1", "2")
+    code, top1, _ = cli("generate", out / "checkpoint", "--prompt", "the", "--length", "40", "--top-k", "1",
+                        "--seed", "3")
+    assert code == 0 and top1 == generated("0", "1")  # only the most likely token left: greedy
+    # predict on a language model: each line's bits per token, lower on text like the training data
+    (tmp_path / "lines.txt").write_text("the cat sat on the mat\nzqxj vwkq zzqx jjqv\n")
+    code, bits, err = cli("predict", out / "checkpoint", "--input", tmp_path / "lines.txt")
+    assert code == 0, err
+    familiar, noise = map(float, bits.split())
+    assert 0 < familiar < noise
     code, scores, _ = cli("evaluate", out / "checkpoint", "--data", files / "train.txt", "--json")
     assert code == 0 and json.loads(scores)["bits_per_char"] < 3
 
@@ -48,6 +57,19 @@ def test_classify(cli, files, tmp_path, monkeypatch):
     code, info, _ = cli("info", out / "checkpoint", "--json")
     info = json.loads(info)
     assert info["task"]["name"] == "classify" and info["resumable"] and info["step"] == 60
+
+
+def test_evaluate_on_a_built_in_dataset(cli, tmp_path):
+    """The README's `rnnkit evaluate runs/sent/best --data builtin:sentiment --json`."""
+    out, m = train(cli, tmp_path, "classify", "--data", "builtin:sentiment", "--max-steps", "3", "--hidden_size", "8",
+                   "--embed_size", "8")
+    code, scores, err = cli("evaluate", out / "best", "--data", "builtin:sentiment", "--json")
+    assert code == 0, err
+    scores = json.loads(scores)
+    assert 0 <= scores["accuracy"] <= 1 and 0 <= scores["majority_accuracy"] <= 1 and scores["loss"] > 0
+    code, text, err = cli("evaluate", out / "best", "--data", "builtin:sentiment")
+    assert code == 0, err
+    assert "on builtin:sentiment" in text and f"{scores['accuracy']:.4g}" in text  # the same scores, for people
 
 
 def test_tag(cli, files, tmp_path):
