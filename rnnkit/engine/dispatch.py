@@ -33,7 +33,6 @@ torch's kernel lacks.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 from typing import Sequence
 
@@ -42,21 +41,13 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
 from . import fused, native, reference
+from .precision import autocast_dtype, own_precision
 from .stack import run_stack
 from .types import LayerWeights, Options, State
 
 ENGINES = ("auto", "reference", "fused", "native")
 
 _LAYER_FNS = {"reference": reference.run_layer, "fused": fused.run_layer, "native-layers": native.run_layer}
-
-
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The lower-precision dtype of an active ``torch.autocast`` region for ``device``'s type, else None."""
-    try:
-        enabled = torch.is_autocast_enabled(device.type)
-    except RuntimeError:  # a device type autocast does not know (e.g. meta)
-        return None
-    return torch.get_autocast_dtype(device.type) if enabled else None
 
 
 def transforms_active() -> bool:
@@ -169,11 +160,3 @@ def run(
     with own_precision(x):
         return run_stack(layer_fn, *args)
 
-
-def own_precision(x: Tensor):
-    """A context that switches an enclosing ``torch.autocast`` off for ``x``'s device type (a no-op outside
-    one). Every engine but ``native`` runs in it, in the parameters' dtype (the layers cast
-    autocast-precision inputs to that dtype first); so do the models' inference methods."""
-    if autocast_dtype(x.device) is None:
-        return contextlib.nullcontext()
-    return torch.autocast(x.device.type, enabled=False)

@@ -11,7 +11,7 @@ per-sequence mask is drawn by ``mask = cell.draw_recurrent_mask(B)`` at the star
 as ``cell(x_t, h, recurrent_mask=mask)`` at every step (it is None in eval mode).
 
 Inside ``torch.autocast`` a cell takes inputs in the autocast's precision and computes in its
-parameters' dtype with autocast off, as the layers' engines do (``dispatch.own_precision``).
+parameters' dtype with autocast off, as the layers' engines do (``engine.precision.own_precision``).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..cells import NONLINEARITIES, LayerNormParams, gru_cell, lstm_cell, rnn_cell
-from ..engine.dispatch import own_precision
+from ..engine.precision import own_precision
 from .checks import autocast_input, check_positive_int, check_shape, check_tensor
 from .init import init_weights
 from .recurrent import _check_options, options_repr

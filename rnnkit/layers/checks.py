@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..engine.dispatch import autocast_dtype
+from ..engine.precision import autocast_dtype
 
 
 def check_positive_int(owner: str, name: str, value) -> None:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..engine import ENGINES
-from ..engine.dispatch import own_precision
+from ..engine.precision import own_precision
 
 #: The recurrent cell kinds a model can be built from (the names ``rnnkit.engine`` uses).
 Cell = Literal["lstm", "gru", "rnn_tanh", "rnn_relu"]

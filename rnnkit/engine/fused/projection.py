@@ -9,12 +9,14 @@ every step (page faults on megabytes); these Functions run the same kernels into
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
 from torch import Tensor
 from torch.ops import aten
 
+from ..precision import own_precision
 from . import buffers
 
 
@@ -28,21 +30,15 @@ def refuse_double_backward() -> None:
 
 def hand_written(backward):
     """For a Function's ``backward`` written by hand: refuses second derivatives (above), and runs with
-    ``torch.autocast`` off, as the forward pass did (``backward()`` called inside an autocast region
-    would otherwise cast its products to the lower precision; ``torch.amp.custom_bwd`` does this for
-    one fixed device type, these run on the gradients' device)."""
+    ``torch.autocast`` off on the gradients' device, as the forward pass did (``backward()`` called inside
+    an autocast region would otherwise cast its products to the lower precision; ``torch.amp.custom_bwd``
+    does this for one fixed device type)."""
 
     @functools.wraps(backward)
     def run(ctx, *grads):
         refuse_double_backward()
-        device = next((g.device.type for g in grads if g is not None), None)
-        try:
-            autocast = device is not None and torch.is_autocast_enabled(device)
-        except RuntimeError:  # a device type autocast does not know
-            autocast = False
-        if not autocast:
-            return backward(ctx, *grads)
-        with torch.autocast(device, enabled=False):
+        first = next((g for g in grads if g is not None), None)
+        with contextlib.nullcontext() if first is None else own_precision(first):
             return backward(ctx, *grads)
 
     return run

@@ -99,11 +99,11 @@ class RNNFunction(torch.autograd.Function):
         dA = D  # each step's φ' is used once, then replaced by ∂L/∂a_t
         dY_s, D_s, zh_s = map(layout.split, (dY, D, zone_h))  # per-step views, made once
         carry_s = layout.heads(dh_carry)  # ∂L/∂h_{t-1} of each step's live rows, in place
-        mask_s = layout.heads(mask) if mask is not None else layout.split(None)
         dh_s = layout.heads(torch.empty_like(h0))  # ∂L/∂h_t of each step's live rows
         if mask is None and zone_h is None:
             _plain_backward_loop(layout, dY_s, D_s, carry_s, dh_s, w_hh)
         else:
+            mask_s = layout.heads(mask) if mask is not None else layout.split(None)
             for k in reversed(range(len(layout.steps))):
                 dh = torch.add(carry_s[k], dY_s[k], out=dh_s[k])
                 da = D_s[k].mul_(dh)
