@@ -29,7 +29,7 @@ from torch.ops import aten
 from ..types import LN_EPS, LayerWeights, Noise
 from . import buffers
 from .layout import Layout
-from .lstm import ln_affine_grads, overwrote_input, scaled_one_minus_square, sigmoid_grad_into
+from .lstm import fresh_products, ln_affine_grads, overwrote_input, scaled_one_minus_square, sigmoid_grad_into
 from .projection import hand_written, layer_norm, project
 
 
@@ -81,18 +81,17 @@ class GRUFunction(torch.autograd.Function):
         r_s, z_s, zh_s = per(RZ[:, :H]), per(RZ[:, H:]), per(zone_h)
         hp_s = layout.previous_views(h0, Y_s)  # h_{t-1} of each step's live rows
         mask_s = None if mask is None else layout.heads(mask)
+        # each step's GEMM accumulates in place into a block filled before the loop (``fresh_products``)
+        fresh_products(GHn, b_hn) if AH is None else fresh_products(AH)
         for k in range(len(layout.steps)):
             hp = hp_s[k]
             h_in = hp if mask is None else hp * mask_s[k]
             rz = RZ_s[k]
             if AH is None:  # r, z: the recurrent GEMM accumulates straight onto the input part
                 rz.addmm_(h_in, w_rzT)
-                if b_hn is not None:
-                    gh_n = torch.addmm(b_hn, h_in, w_nT, out=GHn_s[k])
-                else:
-                    gh_n = torch.mm(h_in, w_nT, out=GHn_s[k])
+                gh_n = GHn_s[k].addmm_(h_in, w_nT)
             else:
-                a = torch.mm(h_in, w_hhT, out=AH_s[k])
+                a = AH_s[k].addmm_(h_in, w_hhT)
                 gh, mean, rstd = torch.native_layer_norm(a, (3 * H,), ln_h_w, ln_bias, LN_EPS)
                 stats += (mean, rstd)
                 rz.add_(gh[:, : 2 * H])
