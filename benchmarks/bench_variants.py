@@ -263,7 +263,7 @@ def auto_engine(kit: nn.Module, x: Tensor) -> str:
     """The engine ``engine="auto"`` picks for this layer's training step (asks rnnkit's dispatcher)."""
     from rnnkit.engine import dispatch
 
-    return dispatch.choose_engine("auto", kit.mode, x, None, kit.options, kit.layer_weights()[0].layer_norm, True)
+    return dispatch.choose_engine("auto", kit.cell, x, None, kit.options, kit.layer_weights()[0].layer_norm, True)
 
 
 def render(rows: list[dict]) -> str:

@@ -135,6 +135,18 @@ def test_state_dict_both_ways(cell_name, num_layers, bidirectional, bias):
     assert_all_close(list(fresh_ref.state_dict().values()), list(kit.state_dict().values()), list(kit.state_dict()))
 
 
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_public_attributes_match_torch(cell_name):
+    """What code written for torch.nn reads off a layer holds torch's values, ``mode`` in torch's spelling."""
+    cell = CELLS[cell_name]
+    opts = {"num_layers": 2, "bidirectional": True, "bias": False, "batch_first": True, "dropout": 0.25}
+    kit, ref = make_pair(cell, I, H, **opts)
+    names = ["mode", "input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional",
+             "proj_size"] + (["nonlinearity"] if hasattr(ref, "nonlinearity") else [])
+    assert {n: getattr(kit, n) for n in names} == {n: getattr(ref, n) for n in names}
+    assert kit.cell == ref.mode.lower()  # rnnkit's own name, as the models' cell= argument
+
+
 @pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("cell_name", CELLS)

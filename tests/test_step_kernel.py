@@ -26,23 +26,23 @@ def make_layer(kind: str, num_layers: int, bias: bool, I: int = 5, H: int = 7, d
 def random_state(layer, B: int, seed: int, dtype=DT):
     L, H, P = layer.num_layers, layer.hidden_size, layer.proj_size or layer.hidden_size
     h = random(L, B, P, seed=seed, dtype=dtype, scale=0.5)
-    return (h, random(L, B, H, seed=seed + 1, dtype=dtype, scale=0.5)) if layer.mode == "lstm" else h
+    return (h, random(L, B, H, seed=seed + 1, dtype=dtype, scale=0.5)) if layer.cell == "lstm" else h
 
 
 def cells_step(layer, x, state):
     """The expected step: ``rnnkit.cells`` applied layer after layer with the layer's own weights."""
     hs, cs = [], []
     for l, w in enumerate(layer.layer_weights()):
-        if layer.mode == "lstm":
+        if layer.cell == "lstm":
             h, c = lstm_cell(x, (state[0][l], state[1][l]), w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr)
             cs.append(c)
-        elif layer.mode == "gru":
+        elif layer.cell == "gru":
             h = gru_cell(x, state[l], w.w_ih, w.w_hh, w.b_ih, w.b_hh)
         else:
-            h = rnn_cell(x, state[l], w.w_ih, w.w_hh, w.b_ih, w.b_hh, nonlinearity=layer.mode[4:])
+            h = rnn_cell(x, state[l], w.w_ih, w.w_hh, w.b_ih, w.b_hh, nonlinearity=layer.cell[4:])
         hs.append(h)
         x = h
-    return x, (torch.stack(hs), torch.stack(cs)) if layer.mode == "lstm" else torch.stack(hs)
+    return x, (torch.stack(hs), torch.stack(cs)) if layer.cell == "lstm" else torch.stack(hs)
 
 
 @pytest.mark.parametrize("kind,num_layers,bias,B", list(itertools.product(KINDS, (1, 3), (True, False), (1, 4))))
@@ -100,7 +100,7 @@ def test_float32_and_strided_states(kind):
     rows_first = [s.transpose(0, 1).contiguous().transpose(0, 1) for s in state32]  # same values, other strides
     before = [s.clone() for s in rows_first]
     kernel32 = StepKernel.for_layer(layer32)
-    as_state = lambda ss: tuple(ss) if layer32.mode == "lstm" else ss[0]  # noqa: E731
+    as_state = lambda ss: tuple(ss) if layer32.cell == "lstm" else ss[0]  # noqa: E731
     y32, new32 = kernel32(x.float(), as_state(state32))
     y32s, new32s = kernel32(x.float(), as_state(rows_first))
     torch.testing.assert_close(y32.double(), y64, rtol=1e-5, atol=1e-5)
@@ -148,7 +148,7 @@ def test_several_rows_in_float32(kind):
     kernel = StepKernel.for_layer(layer32, embedding.float())
     tokens = torch.tensor([3, 0, 10, 3, 7])
     state = random_state(layer64, 5, seed=41)
-    state32 = tuple(s.float() for s in state) if layer32.mode == "lstm" else state.float()
+    state32 = tuple(s.float() for s in state) if layer32.cell == "lstm" else state.float()
     for run in (lambda: kernel.step_tokens(tokens, state32), lambda: kernel(embedding[tokens].float(), state32)):
         for _ in range(2):  # the second call reuses the reordered weights
             y, new = run()
@@ -159,7 +159,7 @@ def test_several_rows_in_float32(kind):
     one = StepKernel.for_layer(layer32, embedding.float())
     for b in range(5):
         row = tuple(s[:, b : b + 1] for s in states_list(state32))
-        y1, _ = one.step_tokens(tokens[b : b + 1], row if layer32.mode == "lstm" else row[0])
+        y1, _ = one.step_tokens(tokens[b : b + 1], row if layer32.cell == "lstm" else row[0])
         torch.testing.assert_close(y1[0], y[b], rtol=1e-5, atol=1e-6)
     if step_module._ONEDNN:  # the several-row path really ran
         products = [q for p in kernel.layers for q in (p.w, p.w_x, p.w_h) if q is not None]

@@ -269,7 +269,7 @@ class StepKernel:
                              "token at a time (the backward direction reads the future); got bidirectional=True")
         options = getattr(rnn, "options", None)
         zone = {} if options is None else {"zoneout": options.zoneout, "zoneout_cell": options.zoneout_cell}
-        return cls(rnn.mode, rnn.layer_weights(), embedding, output=output, **zone)
+        return cls(rnn.cell, rnn.layer_weights(), embedding, output=output, **zone)
 
     def is_current(self, weights: Sequence[LayerWeights], embedding: Tensor | None = None,
                    output: tuple[Tensor, Tensor | None] | None = None, contents: bool = False) -> bool:

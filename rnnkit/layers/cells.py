@@ -45,7 +45,7 @@ def _in_own_precision(forward):
 
 class _CellBase(nn.Module):
     gates = 1
-    mode = "rnn_tanh"
+    cell = "rnn_tanh"
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
                  recurrent_dropout: float = 0.0, zoneout: float = 0.0, zoneout_cell: float | None = None,
@@ -56,7 +56,7 @@ class _CellBase(nn.Module):
         check_positive_int(owner, "hidden_size", hidden_size)
         # The user's line is 3 frames up, or 4 when a subclass (RNNCell) has an __init__ of its own.
         stacklevel = 3 if type(self).__init__ is _CellBase.__init__ else 4
-        self.options = _check_options(owner, self.mode, None, recurrent_dropout, 0.0, zoneout, zoneout_cell,
+        self.options = _check_options(owner, self.cell, None, recurrent_dropout, 0.0, zoneout, zoneout_cell,
                                       layer_norm, init, forget_bias, bias, stacklevel)
         self.layer_norm, self.init, self.forget_bias = layer_norm, init, forget_bias
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
@@ -119,7 +119,7 @@ class _CellBase(nn.Module):
         s = f"{self.input_size}, {self.hidden_size}"
         if not self.bias:
             s += ", bias=False"
-        if self.mode == "rnn_relu":
+        if self.cell == "rnn_relu":
             s += ", nonlinearity='relu'"
         return s + options_repr(self)
 
@@ -159,7 +159,7 @@ class RNNCell(_CellBase):
         if nonlinearity not in NONLINEARITIES:
             raise ValueError(f"rnnkit.RNNCell: unknown nonlinearity {nonlinearity!r}; expected one of {NONLINEARITIES}")
         self.nonlinearity = nonlinearity
-        self.mode = f"rnn_{nonlinearity}"
+        self.cell = f"rnn_{nonlinearity}"
         super().__init__(input_size, hidden_size, bias, device, dtype, **options)
 
     @_in_own_precision
@@ -176,7 +176,7 @@ class LSTMCell(_CellBase):
     """One LSTM step; returns ``(h', c')``. Equations in ``rnnkit/cells/lstm.py``."""
 
     gates = 4
-    mode = "lstm"
+    cell = "lstm"
 
     @_in_own_precision
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None, *,
@@ -194,7 +194,7 @@ class GRUCell(_CellBase):
     """One GRU step; returns ``h'``. Equations in ``rnnkit/cells/gru.py``."""
 
     gates = 3
-    mode = "gru"
+    cell = "gru"
 
     @_in_own_precision
     def forward(self, input: Tensor, hx: Tensor | None = None, *, recurrent_mask: Tensor | None = None) -> Tensor:

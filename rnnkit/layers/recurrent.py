@@ -112,7 +112,7 @@ def options_repr(module) -> str:
     for name in ("recurrent_dropout", "weight_drop", "zoneout"):
         if getattr(o, name):
             parts.append(f"{name}={getattr(o, name)}")
-    if o.zoneout_cell != (o.zoneout if module.mode == "lstm" else 0.0):
+    if o.zoneout_cell != (o.zoneout if module.cell == "lstm" else 0.0):
         parts.append(f"zoneout_cell={o.zoneout_cell}")
     if module.layer_norm:
         parts.append("layer_norm=True")
@@ -128,7 +128,7 @@ class RNNBase(nn.Module):
 
     def __init__(
         self,
-        mode: str,
+        cell: str,
         input_size: int,
         hidden_size: int,
         num_layers: int = 1,
@@ -164,15 +164,15 @@ class RNNBase(nn.Module):
             )
         if isinstance(proj_size, bool) or not isinstance(proj_size, int) or proj_size < 0:
             raise ValueError(f"{owner}: proj_size must be an int >= 0, got {proj_size!r}")
-        if proj_size and mode != "lstm":
+        if proj_size and cell != "lstm":
             raise ValueError(f"{owner}: proj_size is only supported by LSTM, got proj_size={proj_size}")
         if proj_size >= hidden_size:
             raise ValueError(f"{owner}: proj_size must be smaller than hidden_size, got {proj_size} >= {hidden_size}")
         self._check_engine(engine)
-        self.options = _check_options(owner, mode, dropout_kind, recurrent_dropout, weight_drop, zoneout,
+        self.options = _check_options(owner, cell, dropout_kind, recurrent_dropout, weight_drop, zoneout,
                                       zoneout_cell, layer_norm, init, forget_bias, bias)
         self.layer_norm, self.init, self.forget_bias = layer_norm, init, forget_bias
-        self.mode = mode
+        self.cell = cell  # rnnkit's name, as models' cell= argument; torch.nn's is ``mode``
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -184,7 +184,7 @@ class RNNBase(nn.Module):
         self.engine = engine
 
         factory = {"device": device, "dtype": dtype}
-        gate_size = _GATES[mode] * hidden_size
+        gate_size = _GATES[cell] * hidden_size
         h_out = proj_size or hidden_size
         D = 2 if bidirectional else 1
         self._weight_names: list[tuple[str, ...]] = []
@@ -200,7 +200,7 @@ class RNNBase(nn.Module):
                     shapes[f"weight_hr{sfx}"] = (proj_size, hidden_size)
                 if layer_norm:
                     for part, size in (("ih", gate_size), ("hh", gate_size)) + ((("cell", hidden_size),)
-                                                                                 if mode == "lstm" else ()):
+                                                                                 if cell == "lstm" else ()):
                         shapes[f"ln_{part}_weight{sfx}"] = (size,)
                         shapes[f"ln_{part}_bias{sfx}"] = (size,)
                 for name, shape in shapes.items():
@@ -218,7 +218,13 @@ class RNNBase(nn.Module):
                 for role, p in params.items():
                     if role.startswith("ln_"):
                         p.fill_(1.0 if "weight" in role else 0.0)
-            init_weights(params, self.hidden_size, _GATES[self.mode], self.init, self.forget_bias)
+            init_weights(params, self.hidden_size, _GATES[self.cell], self.init, self.forget_bias)
+
+    @property
+    def mode(self) -> str:
+        """torch.nn's name of the layer's cell: 'LSTM', 'GRU', 'RNN_TANH' or 'RNN_RELU' (``cell`` holds
+        rnnkit's lowercase one, the spelling of the models' ``cell=`` argument)."""
+        return self.cell.upper()
 
     def flatten_parameters(self) -> None:
         """Does nothing: kept so code written for torch.nn (which packs weights for cuDNN) runs unchanged."""
@@ -233,7 +239,7 @@ class RNNBase(nn.Module):
             s += f", proj_size={self.proj_size}"
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
-        if self.mode == "rnn_relu":
+        if self.cell == "rnn_relu":
             s += ", nonlinearity='relu'"
         if not self.bias:
             s += ", bias=False"
@@ -268,7 +274,7 @@ class RNNBase(nn.Module):
     def _state_shapes(self, batch: int) -> list[tuple[int, ...]]:
         LD = self.num_layers * (2 if self.bidirectional else 1)
         shapes = [(LD, batch, self.proj_size or self.hidden_size)]
-        if self.mode == "lstm":
+        if self.cell == "lstm":
             shapes.append((LD, batch, self.hidden_size))
         return shapes
 
@@ -278,8 +284,8 @@ class RNNBase(nn.Module):
         names = ("h_0", "c_0")
         if hx is None:
             zeros = [ref.new_zeros(s) for s in shapes]
-            return tuple(zeros) if self.mode == "lstm" else zeros[0]
-        if self.mode == "lstm":
+            return tuple(zeros) if self.cell == "lstm" else zeros[0]
+        if self.cell == "lstm":
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError(f"{self._owner}: hx must be a tuple (h_0, c_0), got {type(hx).__name__}")
             states = list(hx)
@@ -300,7 +306,7 @@ class RNNBase(nn.Module):
                 s = s.unsqueeze(1)
             check_shape(self._owner, name, s if batched else s.squeeze(1), shape if batched else (shape[0], shape[2]))
             out.append(s)
-        return tuple(out) if self.mode == "lstm" else out[0]
+        return tuple(out) if self.cell == "lstm" else out[0]
 
     # -- forward --------------------------------------------------------------------------------
     def forward(self, input, hx=None, *, lengths=None):
@@ -324,7 +330,7 @@ class RNNBase(nn.Module):
                                  f"got {tuple(data.shape)}")
             B = int(input.batch_sizes[0])
             state = self._prepare_state(hx, B, True, data)
-            done = dispatch.run_packed(self.engine, self.mode, input, state, weights, self.num_layers,
+            done = dispatch.run_packed(self.engine, self.cell, input, state, weights, self.num_layers,
                                        self.bidirectional, self.dropout, self.training, self.options)
             if done is not None:  # the engine ran on the packed rows themselves
                 return PackedSequence(done[0], input.batch_sizes, input.sorted_indices, input.unsorted_indices), done[1]
@@ -355,7 +361,7 @@ class RNNBase(nn.Module):
             lengths = check_lengths(owner, lengths, B, T)
             if bool((lengths == T).all()):
                 lengths = None  # all full length: the plain path is the same computation
-        y, state = dispatch.run(self.engine, self.mode, x, state, weights, lengths,
+        y, state = dispatch.run(self.engine, self.cell, x, state, weights, lengths,
                                 self.num_layers, self.bidirectional, self.dropout, self.training, self.options)
 
         if packed:
@@ -366,7 +372,7 @@ class RNNBase(nn.Module):
             out = PackedSequence(data, input.batch_sizes, input.sorted_indices, input.unsorted_indices)
         elif not batched:
             out = y.squeeze(1)
-            state = tuple(s.squeeze(1) for s in state) if self.mode == "lstm" else state.squeeze(1)
+            state = tuple(s.squeeze(1) for s in state) if self.cell == "lstm" else state.squeeze(1)
         else:
             out = y.transpose(0, 1) if self.batch_first else y
         return out, state

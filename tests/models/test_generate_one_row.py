@@ -37,7 +37,7 @@ def initial_state(layer, dtype=DT):
     g = torch.Generator().manual_seed(1)
     P = layer.proj_size or layer.hidden_size
     h = torch.randn(2, 1, P, generator=g, dtype=dtype) * 0.5
-    return (h, torch.randn(2, 1, 7, generator=g, dtype=dtype) * 0.5) if layer.mode == "lstm" else h
+    return (h, torch.randn(2, 1, 7, generator=g, dtype=dtype) * 0.5) if layer.cell == "lstm" else h
 
 
 @pytest.mark.parametrize("table", [True, False], ids=["table", "no_table"])
