@@ -24,7 +24,8 @@ source masks) must be expanded the same way by the caller, with ``expand_rows(x,
 
 End of sequence: with ``eos_id`` given, a row is finished once it has produced ``eos_id`` (EOS counts in
 its length); its later positions hold ``pad_id`` (default: ``eos_id``), and the search stops early
-once every row is finished. Without ``eos_id`` every row runs ``max_length`` steps.
+once every row is finished (beam search: once no sentence's answer can change, see ``beam_search``).
+Without ``eos_id`` every row runs ``max_length`` steps.
 
 Example (a bigram table as the decoder)::
 
@@ -304,13 +305,21 @@ def length_normalizer(lengths: Tensor, alpha: float) -> Tensor:
 
 def beam_search(step: DecoderStep, start: Tensor, state, *, beam_width: int, max_length: int,
                 eos_id: int | None = None, pad_id: int | None = None, length_penalty: float = 0.0) -> Decoded:
-    """Keep the ``beam_width`` best hypotheses of every sentence at every step.
+    """Keep the ``beam_width`` best unfinished hypotheses of every sentence at every step, and the best
+    finished one aside.
 
     Hypotheses are ranked by summed log-probability divided by ``length_normalizer(length,
-    length_penalty)``. A finished hypothesis (it produced ``eos_id``) stays in the beam, extended only
-    by ``pad_id`` at no cost, and competes with the live ones at its own length. The search ends when
-    every beam of every sentence is finished, or after ``max_length`` steps; the best beam of each
-    sentence is returned, traced back through the parent pointers. Width 1 is greedy search.
+    length_penalty)``. At each step every beam's continuations are candidates (all of one length, so
+    the plain sums order them). A candidate that ends with ``eos_id`` finishes if it ranks among the
+    ``beam_width`` best candidates of its step, and leaves the beam for a list of finished hypotheses,
+    where it stays whatever happens later (the rule of fairseq's beam search); the beam is refilled with
+    the best candidates that do not end. A sentence is done once ``beam_width`` of its hypotheses
+    have finished, or once no continuation of its beams can outrank its best finished one (log-
+    probabilities are ≤ 0, so a sum only falls: the best live sum divided by the normaliser of
+    ``max_length`` bounds them); the search stops when every sentence is done, or after ``max_length``
+    steps. Returned for each sentence, traced back through the parent pointers: the best-ranked of its
+    finished hypotheses and — if it was not done when the search stopped — of its beams after the last
+    step. Width 1 is greedy search: a candidate ending with EOS finishes only when it is the most likely.
     """
     fn = "rnnkit.models.decoding.beam_search"
     _check_start(fn, start)
@@ -324,14 +333,17 @@ def beam_search(step: DecoderStep, start: Tensor, state, *, beam_width: int, max
     N = B * K
     state = expand_rows(state, K)
     tokens = start.repeat_interleave(K)
-    first_row = torch.arange(B, device=dev).unsqueeze(1) * K  # (B, 1): row of beam 0 of each sentence
-    finished = torch.zeros(N, dtype=torch.bool, device=dev)
-    # Lengths matter during the search only to the length penalty; without it they are read off the
-    # returned tokens at the end, which saves the bookkeeping on every step.
-    lengths = torch.zeros(N, dtype=torch.long, device=dev) if length_penalty else None
+    first_row = torch.arange(B, device=dev) * K  # (B,): row of beam 0 of each sentence
     norm = length_normalizer(torch.arange(max_length + 1, device=dev, dtype=torch.float64), length_penalty)
-    history: list[tuple[Tensor, Tensor]] = []  # per step: (token (N,), parent row (N,))
-    extras: list[Tensor] = []
+    history: list[tuple[Tensor, Tensor]] = []  # per step: (token (N,), parent row (N,)) of the beams
+    extras: list[Tensor] = []  # per step: the extra of each beam's last token (N, ...)
+    # Each sentence's best finished hypothesis: rank, sum, last step, the beam row it left from, extra.
+    fin_rank = torch.full((B,), -math.inf, dtype=torch.float64, device=dev)
+    fin_step = torch.zeros(B, dtype=torch.long, device=dev)
+    fin_row = first_row.clone()
+    fin_score = fin_extra = None
+    fin_count = torch.zeros(B, dtype=torch.long, device=dev)
+    done = torch.zeros(B, dtype=torch.bool, device=dev)  # sentences whose answer is fixed
     for t in range(max_length):
         out = step(tokens, state)
         if t == 0:
@@ -340,56 +352,76 @@ def beam_search(step: DecoderStep, start: Tensor, state, *, beam_width: int, max
             # Only beam 0 is alive at the start, so the first step picks K different tokens.
             scores = out[0].new_full((B, K), -math.inf)
             scores[:, 0] = 0
-            scores = scores.view(N)  # (N,) summed log-probabilities
-            norm = norm.to(out[0].dtype)
-            row_offset = first_row * V  # (B, 1): flat index of row b·K's first candidate in (N·V)
-            stay = out[0].new_full((V,), -math.inf)  # a finished hypothesis continues with pad, at no cost
-            if eos_id is not None:
-                stay[pad] = 0
+            scores = scores.view(N)  # (N,) summed log-probabilities of the beams
+            fin_score = out[0].new_full((B,), -math.inf)
         log_probs, state = out[0], out[1]  # log_probs (N, V)
-        if t > 0 and eos_id is not None:
-            log_probs = torch.where(finished.unsqueeze(1), stay, log_probs)
-        total = scores.unsqueeze(1) + log_probs  # (N, V)
-        if length_penalty:
-            new_len = lengths + ~finished  # (N,) each candidate's length
-            rank = (total / norm[new_len].unsqueeze(1)).view(B, K * V)
-            best = rank.topk(K, dim=1).indices  # (B, K) over every beam's candidates
-            scores = total.view(B, K * V).gather(1, best).view(N)
+        total = (scores.unsqueeze(1) + log_probs).view(B, K * V)  # candidates, all one length: t + 1
+        # The 2K best hold the K best that do not end (at most K end: one per beam), best first.
+        cand, idx = total.topk(min(2 * K, K * V), dim=1)  # (B, C)
+        rows = first_row.unsqueeze(1) + idx // V  # (B, C) the beam row each candidate extends
+        if eos_id is None:
+            ends = torch.zeros_like(idx, dtype=torch.bool)
         else:
-            scores, best = total.view(B, K * V).topk(K, dim=1)
-            scores = scores.view(N)
-        flat = (row_offset + best).view(N)  # index into (N·V): parent row · V + token
-        parent, tokens = flat // V, flat % V
+            ends = idx % V == eos_id
+            # Those that end among the K best candidates finish; the best of them may be the sentence's.
+            finishing = ends[:, :K] & cand[:, :K].isfinite() & ~done.unsqueeze(1)
+            fin_count += finishing.sum(1)
+            score, j = torch.where(finishing, cand[:, :K], -math.inf).max(1)  # (B,)
+            rank = score.double() / norm[t + 1]
+            better = rank > fin_rank
+            if bool(better.any()):
+                row = rows.gather(1, j.unsqueeze(1)).squeeze(1)
+                fin_rank, fin_score = torch.where(better, rank, fin_rank), torch.where(better, score, fin_score)
+                fin_step, fin_row = torch.where(better, t, fin_step), torch.where(better, row, fin_row)
+                if len(out) == 3:
+                    e = out[2].index_select(0, row)
+                    fin_extra = e if fin_extra is None else torch.where(_rows_mask(better, e), e, fin_extra)
+        # The new beams: the K best candidates that do not end (a stable sort keeps their order).
+        keep = torch.sort(ends.to(torch.uint8), dim=1, stable=True).indices[:, :K]  # (B, K)
+        scores = cand.gather(1, keep).view(N)
+        parent = rows.gather(1, keep).view(N)
+        tokens = (idx.gather(1, keep) % V).view(N)
         state = select_rows(state, parent)
         history.append((tokens, parent))
         if len(out) == 3:
             extras.append(out[2].index_select(0, parent))
-        if length_penalty:
-            lengths = new_len.index_select(0, parent)
         if eos_id is not None:
-            finished = finished.index_select(0, parent) | (tokens == eos_id)
-            if V ** (t + 1) < K:  # fewer hypotheses than beams so far: the rest are dead (-inf), done
-                finished |= scores.isneginf()
-            if bool(finished.all()):
+            # No continuation outranks the best finished hypothesis: the best sum only falls, and the
+            # normaliser is at most that of max_length.
+            bound = scores.view(B, K).max(1).values.double() / norm[max_length]
+            done |= (fin_count >= K) | (fin_rank.isfinite() & (fin_rank >= bound))
+            if bool(done.all()):
                 break
-    # The best beam of each sentence, then back through the parents.
-    final = scores / norm[lengths] if length_penalty else scores
-    row = first_row.squeeze(1) + final.view(B, K).argmax(1)  # (B,)
-    best_scores = scores[row]
-    best_lengths = lengths[row] if length_penalty else None
-    out, ext = [], []
-    for t in range(len(history) - 1, -1, -1):
+    steps = len(history)
+    # Each sentence's answer: its best finished hypothesis, or, while not done, its best beam if that ranks higher.
+    live_score, live_k = scores.view(B, K).max(1)
+    use_live = ~done & ((live_score.double() / norm[steps] > fin_rank) | fin_rank.isneginf())
+    last = torch.where(use_live, steps - 1, fin_step)  # (B,) the step of each answer's last token
+    row = torch.where(use_live, first_row + live_k, fin_row)
+    lengths = last + 1
+    T = int(lengths.max())
+    out_tokens, ext = [], []
+    for t in range(T - 1, -1, -1):
         tok, parent = history[t]
-        out.append(tok[row])
+        # at a finished answer's last step: the EOS it ended with, from the beam row it left
+        eos_here = (t == last) & ~use_live
+        if eos_id is None:  # every answer ran all the steps
+            out_tokens.append(tok[row])
+        else:
+            out_tokens.append(torch.where(t > last, pad, torch.where(eos_here, eos_id, tok[row])))
         if extras:
-            ext.append(extras[t][row])
-        row = parent[row]
-    tokens_out = torch.stack(out[::-1], dim=1)  # (B, steps)
-    if best_lengths is None:
-        best_lengths = _lengths(tokens_out, eos_id)
-    T = int(best_lengths.max())  # other beams may have run longer than every returned one
-    inside = torch.arange(T, device=dev) < best_lengths.unsqueeze(1)  # (B, T)
-    return Decoded(tokens_out[:, :T], best_lengths, best_scores, _stack_extras(ext[::-1][:T], inside))
+            e = extras[t][row]
+            ext.append(e if fin_extra is None else torch.where(_rows_mask(eos_here, e), fin_extra, e))
+        row = torch.where((t > last) | eos_here, row, parent[row])
+    tokens_out = torch.stack(out_tokens[::-1], dim=1)  # (B, T)
+    inside = torch.arange(T, device=dev) < lengths.unsqueeze(1)  # (B, T)
+    best_scores = torch.where(use_live, live_score, fin_score)
+    return Decoded(tokens_out, lengths, best_scores, _stack_extras(ext[::-1], inside))
+
+
+def _rows_mask(mask: Tensor, like: Tensor) -> Tensor:
+    """A (B,) mask shaped to broadcast over ``like`` (B, ...)."""
+    return mask.view(mask.shape[0], *([1] * (like.dim() - 1)))
 
 
 def decode(step: DecoderStep, start: Tensor, state, *, method: str = "greedy", max_length: int,

@@ -78,6 +78,63 @@ def test_length_penalty_prefers_the_longer_hypothesis():
     torch.testing.assert_close(normed.scores, torch.tensor([math.log(0.7 * 0.8 * 0.45)], dtype=DT))
 
 
+def test_a_finished_hypothesis_is_never_lost():
+    # [EOS] (0.25) finishes at step 0 among the two best candidates. At step 1 the beams "a a" and "a b"
+    # (0.35 each) outrank it, and every continuation after that is poor: the search must still return
+    # [EOS], the best hypothesis it completed (a beam that kept finished hypotheses in its K slots
+    # dropped it and returned "a a a" at 0.119).
+    A, B_ = 2, 1  # tokens: EOS = 0, a = 2, b = 1
+    tables = {(): [0.25, 0.05, 0.70], (A,): [0.00001, 0.49999, 0.5]}
+    for prefix in ((A, A), (A, B_)):
+        tables[prefix] = [0.33, 0.33, 0.34]
+    step = table_step(tables)
+    out = beam_search(step, torch.tensor([9]), torch.zeros(1, 0, dtype=torch.long), beam_width=2, max_length=3,
+                      eos_id=EOS, pad_id=EOS)
+    assert out.tokens.tolist() == [[EOS]] and out.lengths.tolist() == [1]
+    torch.testing.assert_close(out.scores, torch.tensor([math.log(0.25)], dtype=DT))
+
+
+def reference_beam(step, start: int, h0, K: int, T: int, eos: int | None, alpha: float):
+    """The documented search for one sentence, written out over Python lists: returns (tokens, sum)."""
+    beams = [([], 0.0, h0)]  # (tokens, sum, state) of the unfinished hypotheses
+    best, best_rank, count = None, -math.inf, 0
+    for t in range(T):
+        cands = []
+        for toks, total, h in beams:
+            lp, h2, _ = step(torch.tensor([toks[-1] if toks else start]), h)
+            cands += [(total + float(lp[0, v]), toks + [v], h2) for v in range(lp.shape[1])]
+        cands.sort(key=lambda c: -c[0])  # stable: equal sums keep beam-then-token order
+        for total, toks, _ in cands[:K]:
+            if toks[-1] == eos and total > -math.inf:
+                count += 1
+                rank = total / float(length_normalizer(torch.tensor(float(t + 1)), alpha))
+                if rank > best_rank:
+                    best, best_rank = (toks, total), rank
+        beams = [(toks, total, h) for total, toks, h in cands if toks[-1] != eos][:K]
+        if eos is not None:
+            bound = beams[0][1] / float(length_normalizer(torch.tensor(float(T)), alpha))
+            if count >= K or (best_rank > -math.inf and best_rank >= bound):
+                return best
+    toks, total, _ = beams[0]
+    if best is None or total / float(length_normalizer(torch.tensor(float(T)), alpha)) > best_rank:
+        return toks, total
+    return best
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+@pytest.mark.parametrize("K", [2, 3])
+@pytest.mark.parametrize("seed", range(6))
+def test_beam_equals_the_documented_search(seed, K, alpha):
+    """Against the rule written out over lists (``reference_beam``), on random decoders where EOS is
+    likely enough that hypotheses finish, leave the beam and are outranked by the ones left."""
+    V, T = 4, 6
+    step, h0 = rnn_step(V=V, seed=seed, eos_bias=1.0)
+    toks, total = reference_beam(step, V - 1, h0, K, T, EOS, alpha)
+    out = beam_search(step, torch.tensor([V - 1]), h0, beam_width=K, max_length=T, eos_id=EOS, length_penalty=alpha)
+    assert out.tokens[0, : out.lengths[0]].tolist() == toks
+    assert out.scores.item() == pytest.approx(total, abs=1e-12)
+
+
 @pytest.mark.parametrize("alpha", [0.0, 0.6, 1.5])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_wide_beam_equals_brute_force(seed, alpha):
