@@ -130,9 +130,10 @@ class CaptionTask(Task):
 
         from ...data.errors import check_file
 
-        paths = [line.strip() for line in lines if line.strip()]
+        paths = [line.strip() for line in lines]
+        keep = [i for i, p in enumerate(paths) if p]  # a blank line gets an empty line back, as in the other tasks
         images = []
-        for p in paths:
+        for p in (paths[i] for i in keep):
             try:
                 img = np.asarray(mpimg.imread(check_file(p)))
             except DataError:
@@ -140,8 +141,10 @@ class CaptionTask(Task):
             except Exception as e:  # noqa: BLE001 - any decoder failure is a bad image file
                 raise DataError(f"cannot read image ({type(e).__name__}: {e})", p) from None
             images.append(images_to_nchw(img[None], p)[0])
-        if not images:
-            return []
-        batch = torch.stack(images)
-        self._check(Captions(batch, [""] * len(images)), "the images")
-        return self._caption(model, batch)
+        out = [""] * len(lines)
+        if images:
+            batch = torch.stack(images)
+            self._check(Captions(batch, [""] * len(images)), "the images")
+            for i, caption in zip(keep, self._caption(model, batch)):
+                out[i] = caption
+        return out
