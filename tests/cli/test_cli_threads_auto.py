@@ -6,7 +6,6 @@ after) and what the banner reports; tuning leaves weights/optimizer/RNG untouche
 slowing the forward down at one thread count."""
 import json
 import os
-import random
 import re
 import time
 
@@ -19,17 +18,8 @@ from rnnkit.train.tasks.lm import LanguageModelTask
 CORES = 3  # os.cpu_count() as the trainer sees it (patched: machine-independent)
 
 
-def lm_text(n=3000, seed=0):
-    rng = random.Random(seed)
-    words = ["the", "cat", "sat", "on", "mat", "and", "dog", "ran", "to", "its", "home"]
-    out = []
-    while sum(map(len, out)) < n:
-        out.append(rng.choice(words))
-    return " ".join(out) + "\n"
-
-
 @pytest.fixture
-def env(monkeypatch, tmp_path):
+def env(monkeypatch, tmp_path, files):
     """Slows the loss at thread count env['slow'] (None: never); records the thread count of every
     call of the task's loss, split into tuning calls (before training) and training steps."""
     saved = torch.get_num_threads()
@@ -51,8 +41,7 @@ def env(monkeypatch, tmp_path):
 
     monkeypatch.setattr(LanguageModelTask, "loss", loss)
     monkeypatch.setattr(torch, "set_num_threads", set_threads)
-    (tmp_path / "train.txt").write_text(lm_text())
-    state["data"] = tmp_path / "train.txt"
+    state["data"] = files / "train.txt"
     yield state
     orig_set(saved)
 
