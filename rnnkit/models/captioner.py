@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..engine.step import StepKernel, current_kernel
-from .common import BOS_ID, EOS_ID, PAD_ID, check_features, check_ids, make_recurrent
+from .common import BOS_ID, EOS_ID, PAD_ID, check_features, check_ids, exclude, make_recurrent, never_output
 from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
 from .decoding import Decoded, decode, expand_rows, swap_layers_rows
 
@@ -157,10 +157,11 @@ class VectorToSequence(ConfiguredModel):
     def _decoder_step(self, kernel: StepKernel, cond: Tensor):
         """The ``rnnkit.models.decoding`` step: tokens (N,), state rows first → log-probabilities (N, V)."""
         emb, out_w, out_b = self.embedding.weight, self.output.weight, self.output.bias
+        never = never_output(self._config, out_w.device)  # pad and BOS are not outputs
 
         def step(tokens: Tensor, state):
             h, state = kernel(self._step_input(F.embedding(tokens, emb), cond), swap_layers_rows(state))
-            return F.linear(h, out_w, out_b).log_softmax(1), swap_layers_rows(state)
+            return exclude(F.linear(h, out_w, out_b).log_softmax(1), never), swap_layers_rows(state)
 
         return step
 
@@ -171,8 +172,9 @@ class VectorToSequence(ConfiguredModel):
         """Decode from ``cond`` (B, cond_size): up to ``max_length`` tokens per row, ending at EOS
         (included in the lengths; ``pad_id`` after it). ``method``: ``greedy`` | ``sample``
         (``temperature``, ``top_k``, ``top_p``, ``generator``) | ``beam`` (``beam_width``,
-        ``length_penalty``). Returns ``Decoded(tokens (B, T), lengths (B,), scores (B,), None)``; runs in
-        eval mode without gradients."""
+        ``length_penalty``). ``pad_id`` and ``bos_id`` are never generated (excluded at every step; scores
+        are the model's own log-probabilities). Returns ``Decoded(tokens (B, T), lengths (B,), scores (B,),
+        None)``; runs in eval mode without gradients."""
         c = self._config
         cond = self._check_cond(f"{self._owner}.generate", cond)
         start = torch.full((cond.shape[0],), c.bos_id, dtype=torch.long, device=cond.device)

@@ -5,6 +5,8 @@ Shapes: B batch, T steps, H hidden size, D = 2 if bidirectional else 1.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -41,6 +43,21 @@ def top_state(state, bidirectional: bool) -> Tensor:
     if bidirectional:
         return torch.cat([h_n[-2], h_n[-1]], dim=1)
     return h_n[-1]
+
+
+def never_output(config, device) -> Tensor:
+    """The ids a decoder's generation must not emit: ``pad_id`` and ``bos_id`` (unless one of them is also
+    ``eos_id``). Training never has them as targets, but nothing stops an untrained or weakly trained
+    model from giving them mass, and a pad inside a generated row would read as its end."""
+    ids = sorted({config.pad_id, config.bos_id} - {config.eos_id})
+    return torch.tensor(ids, dtype=torch.long, device=device)
+
+
+def exclude(log_probs: Tensor, ids: Tensor) -> Tensor:
+    """``log_probs`` (N, V) with the columns ``ids`` set to −inf in place (not renormalised, as in
+    fairseq: the kept tokens' log-probabilities stay the model's own, so a generated row's score equals
+    its teacher-forced log-likelihood)."""
+    return log_probs.index_fill_(1, ids, -math.inf)
 
 
 def padding_mask(lengths: Tensor | None, batch: int, steps: int, device) -> Tensor:

@@ -39,7 +39,9 @@ from torch import Tensor, nn
 
 from ..engine.step import StepKernel, current_kernel
 from .attention import Attention, AttentionKind, Source
-from .common import BOS_ID, EOS_ID, PAD_ID, check_ids, make_recurrent, padding_mask, prepare_lengths
+from .common import (
+    BOS_ID, EOS_ID, PAD_ID, check_ids, exclude, make_recurrent, never_output, padding_mask, prepare_lengths,
+)
 from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
 from .decoding import Decoded, decode, expand_rows, swap_layers_rows
 
@@ -227,9 +229,11 @@ class Seq2Seq(ConfiguredModel):
 
     def _decode_loop(self, tgt: Tensor, gold: Tensor, source: Source | None, state) -> tuple[Tensor, Tensor | None]:
         """Scheduled sampling: step t reads tgt[:, t-1] where ``gold[:, t]``, else the decoder's own most
-        likely token at t-1 (step 0 always reads BOS). Differentiable through the layers."""
+        likely token at t-1 other than pad and BOS (as ``generate`` picks; step 0 always reads BOS).
+        Differentiable through the layers."""
         B, T = tgt.shape
         inputs = tgt.new_full((B,), self._config.bos_id)
+        never = never_output(self._config, tgt.device)
         logits, weights = [], []
         for t in range(T):
             h, state = self.decoder(self.drop(self.tgt_embedding(inputs.unsqueeze(1))), state)  # h (B, 1, H)
@@ -237,7 +241,8 @@ class Seq2Seq(ConfiguredModel):
             logits.append(self.output(self.drop(o)))
             weights.append(w)
             if t + 1 < T:
-                inputs = torch.where(gold[:, t + 1], tgt[:, t], logits[-1][:, 0].detach().argmax(1))
+                guess = exclude(logits[-1][:, 0].detach().clone(), never).argmax(1)  # as greedy decoding picks
+                inputs = torch.where(gold[:, t + 1], tgt[:, t], guess)
         return torch.cat(logits, dim=1), None if weights[0] is None else torch.cat(weights, dim=1)
 
     def loss(self, src: Tensor, tgt: Tensor, *, src_lengths=None, teacher_forcing_ratio: float | None = None,
@@ -252,14 +257,15 @@ class Seq2Seq(ConfiguredModel):
         """The ``rnnkit.models.decoding`` step: state rows first; extra = attention weights (N, S)."""
         out_w, out_b = self.output.weight, self.output.bias
         attention, combine = self.attention, self.combine
+        never = never_output(self._config, out_w.device)  # pad and BOS are not outputs
 
         def step(tokens: Tensor, state):
             h, state = kernel.step_tokens(tokens, state, layer_dim=1)  # h (N, H); state (N, L, H)
             if attention is None:
-                return F.linear(h, out_w, out_b).log_softmax(1), state
+                return exclude(F.linear(h, out_w, out_b).log_softmax(1), never), state
             context, weights = attention.attend(h.unsqueeze(1), source)  # (N, 1, H), (N, 1, S)
             o = torch.tanh(combine(torch.cat([context.squeeze(1), h], dim=1)))
-            return F.linear(o, out_w, out_b).log_softmax(1), state, weights.squeeze(1)
+            return exclude(F.linear(o, out_w, out_b).log_softmax(1), never), state, weights.squeeze(1)
 
         return step
 
@@ -269,7 +275,8 @@ class Seq2Seq(ConfiguredModel):
                  top_p: float | None = None, generator: torch.Generator | None = None) -> Decoded:
         """Translate ``src`` (B, S): up to ``max_length`` tokens per row, ending at EOS (included in the
         lengths; ``pad_id`` after it). ``method``: ``greedy`` | ``sample`` (``temperature``, ``top_k``,
-        ``top_p``, ``generator``) | ``beam`` (``beam_width``, ``length_penalty``).
+        ``top_p``, ``generator``) | ``beam`` (``beam_width``, ``length_penalty``). ``pad_id`` and ``bos_id``
+        are never generated (excluded at every step; scores are the model's own log-probabilities).
         Returns ``Decoded(tokens (B, T), lengths (B,), scores (B,), extras)`` with ``extras`` the
         attention weights (B, T, S) of every output token over the source (None without attention).
         Runs in eval mode without gradients."""

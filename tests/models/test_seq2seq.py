@@ -65,14 +65,16 @@ def test_full_teacher_forcing_equals_feeding_targets_step_by_step(attention, cel
 
 @pytest.mark.parametrize("attention,cell,bidirectional", CASES)
 def test_no_teacher_forcing_equals_greedy_generation(attention, cell, bidirectional):
-    """Ratio 0 feeds the decoder's own argmax through the layers; greedy generation does the same
+    """Ratio 0 feeds the decoder's own argmax (pad and BOS excluded) through the layers; greedy generation does the same
     through the packed step kernel. Tokens, scores and attention must agree up to each EOS."""
     model = small(attention, cell, bidirectional)
     src, lengths, _ = padded_batch(seed=1)
     out = model.generate(src, lengths, max_length=7)
     with torch.no_grad():
         logits, weights = model(src, torch.full((4, 7), 3), src_lengths=lengths, teacher_forcing_ratio=0.0)
-    free = logits.argmax(2)
+    free = logits.clone()
+    free[..., [PAD, BOS]] = -math.inf  # neither ever generated nor fed back
+    free = free.argmax(2)
     for b in range(4):
         n = int(out.lengths[b])
         assert out.tokens[b, :n].tolist() == free[b, :n].tolist()
@@ -248,3 +250,22 @@ def test_default_special_ids_are_the_vocabularys():
 
     for config in (small().config, ImageCaptioner(vocab_size=9).config):
         assert (config.pad_id, config.bos_id, config.eos_id) == (V_PAD, V_BOS, V_EOS)
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam", "sample"])
+def test_generation_never_emits_pad_or_bos(method):
+    """Pad and BOS are not outputs: even a model that favours them never generates them, and the scores
+    stay the model's own log-probabilities of the tokens it did generate."""
+    model = small("general", "gru")
+    with torch.no_grad():
+        model.output.bias[PAD] += 8.0  # left alone, greedy would emit pad at every step
+        model.output.bias[BOS] += 7.0
+    src, lengths, _ = padded_batch(seed=4)
+    out = model.generate(src, lengths, max_length=6, method=method, beam_width=3,
+                         generator=torch.Generator().manual_seed(0))
+    inside = torch.arange(out.tokens.shape[1]) < out.lengths.unsqueeze(1)
+    assert not torch.isin(out.tokens[inside], torch.tensor([PAD, BOS])).any()
+    with torch.no_grad():
+        logits, _ = model(src, out.tokens, src_lengths=lengths)
+    picked = logits.log_softmax(2).gather(2, out.tokens.unsqueeze(2)).squeeze(2)
+    torch.testing.assert_close(torch.where(inside, picked, 0).sum(1), out.scores, rtol=1e-10, atol=1e-10)
