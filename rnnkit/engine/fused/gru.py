@@ -43,24 +43,23 @@ def _scale_n(w: Tensor) -> Tensor:
 
 def input_projection(X: Tensor, w: LayerWeights) -> tuple[Tensor, dict]:
     H = w.w_hh.shape[1]
-    b_x = b_h = None
+    b_x = b_hn = None
     if w.b_ih is not None:
-        zeros = w.b_hh.new_zeros(2 * H)
-        b_x = _scale_n(w.b_ih + torch.cat([w.b_hh[: 2 * H], zeros[:H]]))
-        b_h = torch.cat([zeros, 2.0 * w.b_hh[2 * H :]])
+        b_x = _scale_n(w.b_ih + torch.cat([w.b_hh[: 2 * H], w.b_hh.new_zeros(H)]))
+        b_hn = 2.0 * w.b_hh[2 * H :]
     if not w.layer_norm:
         w_ih = _scale_n(w.w_ih)
-        return project(X, w_ih, b_x), dict(w_hh=_scale_n(w.w_hh), b_h=b_h)
+        return project(X, w_ih, b_x), dict(w_hh=_scale_n(w.w_hh), b_hn=b_hn)
     A = project(X, w.w_ih)  # the ×2 goes on the layer norm's gain and bias (it would normalise away)
     ln_bias = _scale_n(w.ln_ih_b) if b_x is None else _scale_n(w.ln_ih_b) + b_x  # both per column
     GX = layer_norm(A, _scale_n(w.ln_ih_w), ln_bias, LN_EPS)
-    return GX, dict(w_hh=w.w_hh, b_h=b_h, ln_h_w=_scale_n(w.ln_hh_w), ln_h_b=_scale_n(w.ln_hh_b))
+    return GX, dict(w_hh=w.w_hh, b_hn=b_hn, ln_h_w=_scale_n(w.ln_hh_w), ln_h_b=_scale_n(w.ln_hh_b))
 
 
 class GRUFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, GX, h0, w_hh, b_h, ln_h_w, ln_h_b, mask, zone_h, layout: Layout):
-        # GX (N, 3H) packed; h0 (B, H) sorted; w_hh (3H, H); b_h (3H,) = [0, 0, b_hn] or None;
+    def forward(ctx, GX, h0, w_hh, b_hn, ln_h_w, ln_h_b, mask, zone_h, layout: Layout):
+        # GX (N, 3H) packed; h0 (B, H) sorted; w_hh (3H, H); b_hn (H,) or None (the n gate's recurrent bias);
         # ln_h_* (3H,) or None; mask (B, H) or None; zone_h (N, H), float or None
         H = w_hh.shape[1]
         N = GX.shape[0]
@@ -73,8 +72,9 @@ class GRUFunction(torch.autograd.Function):
         Y = buffers.empty((N, H), GX)
         w_hhT = w_hh.t()
         w_rzT, w_nT = w_hhT[:, : 2 * H], w_hhT[:, 2 * H :]
-        b_hn = None if b_h is None else b_h[2 * H :]
-        ln_bias = ln_h_b if b_h is None or ln_h_b is None else ln_h_b + b_h  # layer norm's bias, then b_h
+        ln_bias = ln_h_b  # the layer norm's bias, then b_hn on the n part
+        if ln_h_b is not None and b_hn is not None:
+            ln_bias = torch.cat((ln_h_b[: 2 * H], ln_h_b[2 * H :] + b_hn))
         two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
         per = layout.split  # per-step views, made once
         RZ_s, Nn_s, GHn_s, Y_s, AH_s = map(per, (RZ, Nn, GHn, Y, AH))
@@ -169,7 +169,7 @@ class GRUFunction(torch.autograd.Function):
             dht = None
 
         needs = ctx.needs_input_grad
-        db_h = dGH.sum(0) if needs[3] else None
+        db_hn = dGH[:, 2 * H :].sum(0) if needs[3] else None
         dln_w = dln_b = None
         if AH is not None:
             dln_w, dln_b = ln_affine_grads(dGH, AH, stats, ln_h_w, ln_h_b)
@@ -177,12 +177,12 @@ class GRUFunction(torch.autograd.Function):
         dw_hh = layout.previous_product(dA, h0, Y, mask) if needs[2] else None
         dGX = dGH  # ∂L/∂GX is dGH but for the input part of n, written over it now that it is used
         torch.mul(dHt, Pn, out=dGX[:, 2 * H :])
-        return dGX, dh_carry, dw_hh, db_h, dln_w, dln_b, None, None, None
+        return dGX, dh_carry, dw_hh, db_hn, dln_w, dln_b, None, None, None
 
 
 def gru_layer(X: Tensor, h0: Tensor, w: LayerWeights, layout: Layout, noise: Noise):
     GX, p = input_projection(X, w)
     mask = None if noise.recurrent is None else layout.sort(noise.recurrent)
-    Y, h_n, _ = GRUFunction.apply(GX, h0, p["w_hh"], p["b_h"], p.get("ln_h_w"), p.get("ln_h_b"), mask,
+    Y, h_n, _ = GRUFunction.apply(GX, h0, p["w_hh"], p["b_hn"], p.get("ln_h_w"), p.get("ln_h_b"), mask,
                                   layout.pack_noise(noise.zone_h), layout)
     return Y, h_n
