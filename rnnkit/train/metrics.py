@@ -23,8 +23,11 @@ LN2 = math.log(2.0)
 # --- language modelling ---------------------------------------------------------------------
 
 def perplexity(mean_nll: float) -> float:
-    """exp(mean NLL in nats); ``inf`` instead of an OverflowError for a hopeless model."""
-    return math.exp(mean_nll) if mean_nll < 700 else float("inf")
+    """exp(mean NLL in nats); ``inf`` instead of an OverflowError for a hopeless model (NaN stays NaN)."""
+    try:
+        return math.exp(mean_nll)
+    except OverflowError:
+        return float("inf")
 
 
 def bits_per_token(mean_nll: float) -> float:
@@ -38,10 +41,15 @@ def unigram_bits(train_ids: Sequence[int] | torch.Tensor, eval_ids: Sequence[int
     vocabulary, so an unseen symbol costs finite bits), scored on ``eval_ids``. The baseline a
     language model has to beat: it knows symbol frequencies, nothing about context."""
     train = torch.as_tensor(train_ids, dtype=torch.long).flatten()
+    return unigram_bits_from_counts(torch.bincount(train, minlength=vocab_size), eval_ids)
+
+
+def unigram_bits_from_counts(counts: Sequence[int] | torch.Tensor, eval_ids: Sequence[int] | torch.Tensor) -> float:
+    """``unigram_bits`` from the training text's symbol counts (vocab_size,) instead of the text itself."""
     ev = torch.as_tensor(eval_ids, dtype=torch.long).flatten()
     if ev.numel() == 0:
         raise ValueError("unigram_bits: no tokens to evaluate")
-    counts = torch.bincount(train, minlength=vocab_size).double() + 1.0
+    counts = torch.as_tensor(counts, dtype=torch.float64) + 1.0
     logp = counts.log() - counts.sum().log()
     return float(-logp[ev].mean() / LN2)
 
@@ -179,9 +187,11 @@ def forecast_metrics(pred: torch.Tensor, target: torch.Tensor, last_value: torch
 # --- sequence generation --------------------------------------------------------------------
 
 def bleu(hypotheses: Sequence[str], references: Sequence[str], max_order: int = 4) -> float:
-    """Corpus BLEU (0–100) with one reference per hypothesis, computed by sacrebleu (13a
-    tokenisation). ``max_order`` caps the n-gram order: BLEU-4 is the standard, but a corpus of
-    three-word captions has no 4-grams and scores 0 whatever the model does."""
+    """Corpus BLEU (0–100) with one reference per hypothesis, computed by sacrebleu with its defaults:
+    13a tokenisation and exponential smoothing of an order with no match (so a corpus that matches no
+    4-gram scores above 0, where Papineni et al.'s unsmoothed BLEU is 0; an order the corpus has no
+    n-grams of still gives 0). ``max_order`` caps the n-gram order: BLEU-4 is the standard, but a corpus
+    of three-word captions has no 4-grams and scores 0 whatever the model does."""
     _same_length("bleu", hypotheses, references)
     from ..data.errors import require  # sacrebleu is an optional extra
 

@@ -8,7 +8,7 @@ task       reader               model (MODEL_TYPES key)       main metric (basel
 lm         read_text            language_model                loss, bits/char (unigram)
 classify   read_labelled        classifier                    accuracy (majority class)
 tag        read_conll           tagger                        entity F1 (all O)
-translate  read_parallel        seq2seq                       exact match, BLEU (copy source)
+translate  read_parallel        seq2seq                       BLEU, exact match (copy source)
 forecast   read_series          forecaster                    MAE (last value)
 caption    read_captions        captioner                     exact match, BLEU (most frequent caption)
 =========  ===================  ============================  ==========================

@@ -148,3 +148,10 @@ def batches_of(indices: Sequence[int], size: int) -> list[list[int]]:
 
 def device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+def as_written(tokenizer, text: str) -> str:
+    """``text`` as the tokenizer writes text back (its case folding and spacing), every word kept as it
+    is — what a decoded model output is compared against. (``decode(encode(text))`` would also turn the
+    words outside the vocabulary into ``<unk>``, which an output of ``<unk>`` would then match.)"""
+    return tokenizer.join(tokenizer.split(text))

@@ -21,7 +21,7 @@ from ...data import BOS, EOS, PAD, DataError, build_tokenizer, pad_batch, read_c
 from ...data.captions import Captions, images_to_nchw
 from .. import metrics as M
 from ..trainer import StepContext
-from .base import Task, batches_of, check_data_config, device_of
+from .base import Task, as_written, batches_of, check_data_config, device_of
 
 
 @dataclass
@@ -90,7 +90,7 @@ class CaptionTask(Task):
             self.train_tgt = [self.tokenizer.encode(c, eos=True) for c in train.captions]
         if valid is not None:
             self.valid = self._check(valid, "validation data")
-            self.valid_refs = [self.tokenizer.decode(self.tokenizer.encode(c)) for c in valid.captions]
+            self.valid_refs = [as_written(self.tokenizer, c) for c in valid.captions]
 
     def train_batches(self, epoch: int) -> list[dict[str, Tensor]]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
@@ -121,7 +121,7 @@ class CaptionTask(Task):
                 "bleu_order": order, **self.baseline()}
 
     def baseline(self) -> dict[str, float]:
-        const = [self.most_common] * len(self.valid_refs)
+        const = [as_written(self.tokenizer, self.most_common)] * len(self.valid_refs)
         return {"most_common_exact_match": M.exact_match(const, self.valid_refs),
                 "most_common_bleu": M.bleu(const, self.valid_refs, M.bleu_order(self.valid_refs))}
 

@@ -4,7 +4,8 @@ Training windows of ``window + 1`` consecutive steps are cut from the training s
 shuffled each epoch); the model standardises with the training series' mean and scale (stored in
 the checkpoint) and learns to predict every next step of a window. Evaluation walks the validation
 series one step at a time, with the end of the training series as context, and reports MAE (main
-metric) and RMSE next to the naive last-value forecast ŷ_t = y_{t−1} (``mae_ratio`` < 1: better).
+metric) and RMSE next to the naive last-value forecast ŷ_t = y_{t−1} (``mae_ratio`` < 1: better); its
+``loss`` is the training objective on the validation series' windows (standardised units, as in training).
 
 ``predict`` reads one history per line — values separated by commas or spaces (several series: time
 steps separated by ``;``, series by ``,``) — and writes the forecast of the next step.
@@ -146,13 +147,28 @@ class ForecastTask(Task):
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         pred, target, last = self._one_step(model)
-        out = M.forecast_metrics(pred, target, last)
-        out["loss"] = float((pred.double() - target.double()).pow(2).mean())
+        out = M.forecast_metrics(pred, target, last)  # the naive last-value baseline included
+        out["loss"] = self._validation_loss(model)
         return out
 
-    def baseline(self) -> dict[str, float]:
-        target = self.valid_values[1:]
-        return {"naive_mae": M.mae(self.valid_values[:-1], target)}
+    def _validation_loss(self, model: nn.Module) -> float:
+        """The training objective (``model.loss``: standardised MSE, plus the direct head's) on windows of
+        ``window`` + 1 steps cut from the validation series as training cuts them from the training series
+        — so that a run's training and validation losses share their units (MAE and RMSE are in the
+        data's). A validation series shorter than a window is scored as one span, after as much of the
+        training series' end as completes it."""
+        W, v = self.data.window, self.valid_values
+        if len(v) >= W + 1:
+            spans = v.unfold(0, W + 1, 1).transpose(1, 2)  # (N, W + 1, S)
+        else:
+            context = self.train_values if self.train_values is not None else v[:0]
+            spans = torch.cat([context, v])[-(W + 1):].unsqueeze(0)
+        total, dev = 0.0, device_of(model)
+        with torch.no_grad():
+            for i in range(0, len(spans), self.batch_size):
+                batch = spans[i:i + self.batch_size].to(dev)
+                total += float(model.loss(batch)) * len(batch)
+        return total / len(spans)
 
     def predict(self, model: nn.Module, lines: Sequence[str]) -> list[str]:
         out = []

@@ -70,10 +70,24 @@ class LanguageModelTask(Task):
         return {"train": len(self.train_ids), "valid": len(self.valid_ids)}
 
     def vocab_state(self) -> dict[str, Any]:
-        return {"tokenizer": self.tokenizer.to_dict()}
+        state = {"tokenizer": self.tokenizer.to_dict()}
+        counts = self._train_counts()
+        if counts is not None:  # so that a reloaded model's unigram baseline is still the training text's
+            state["unigram_counts"] = counts
+        return state
 
     def load_vocab_state(self, state: dict[str, Any]) -> None:
         self.tokenizer = tokenizer_from_dict(state["tokenizer"])
+        counts = state.get("unigram_counts")
+        ok = (isinstance(counts, list) and len(counts) == len(self.tokenizer)
+              and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts))
+        self._saved_counts = counts if ok else None  # (a checkpoint from before they were saved: none)
+
+    def _train_counts(self) -> list[int] | None:
+        """How often each symbol occurs in the training text: from the text, else from the checkpoint."""
+        if getattr(self, "train_ids", None) is not None:
+            return torch.bincount(self.train_ids, minlength=len(self.tokenizer)).tolist()
+        return getattr(self, "_saved_counts", None)
 
     def derived_config(self) -> dict[str, Any]:
         return {"vocab_size": len(self.tokenizer), "padding_idx": None}
@@ -127,9 +141,13 @@ class LanguageModelTask(Task):
         return out
 
     def baseline(self) -> dict[str, float]:
+        """The unigram model of the training text, scored on the validation text (none when neither the
+        text nor its counts are known: fitting it on the text it scores would flatter it)."""
         if self._unigram is None:
-            ref = self.train_ids if self.train_ids is not None else self.valid_ids
-            self._unigram = M.unigram_bits(ref, self.valid_ids, len(self.tokenizer))
+            counts = self._train_counts()
+            if counts is None:
+                return {}
+            self._unigram = M.unigram_bits_from_counts(counts, self.valid_ids)
         return {f"unigram_bits_per_{self.unit}": self._unigram}
 
     # -- use --

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ...data import BOS, EOS, PAD, BucketBatcher, build_tokenizer, pad_batch, read_parallel, tokenizer_from_dict
 from .. import metrics as M
 from ..trainer import StepContext
-from .base import Task, batches_of, check_data_config, device_of
+from .base import Task, as_written, batches_of, check_data_config, device_of
 from .classify import encode_texts
 
 
@@ -134,15 +134,20 @@ class TranslateTask(Task):
             logits, _ = model(src.to(dev), tgt.to(dev), src_lengths=lengths.to(dev), teacher_forcing_ratio=1.0)
             total += float(F.cross_entropy(logits.transpose(1, 2), tgt.to(dev), ignore_index=PAD, reduction="sum"))
             n += int((tgt != PAD).sum())
-        refs = [self.tgt_tok.decode(t) for t in self.valid_tgt]  # as the tokenizer sees them (case, spacing)
+        refs = self._references()
         order = M.bleu_order(refs)
         return {"bleu": M.bleu(hyps, refs, order), "exact_match": M.exact_match(hyps, refs), "loss": total / n,
                 "bleu_order": order, **self.baseline()}
 
+    def _references(self) -> list[str]:
+        """The validation targets as the target tokenizer writes text (case, spacing), unknown words kept."""
+        return [as_written(self.tgt_tok, t) for t in self.valid_refs]
+
     def baseline(self) -> dict[str, float]:
-        refs = [self.tgt_tok.decode(t) for t in self.valid_tgt]
-        return {"copy_source_bleu": M.bleu(self.valid_sources, refs, M.bleu_order(refs)),
-                "copy_source_exact_match": M.exact_match(self.valid_sources, refs)}
+        refs = self._references()
+        copies = [as_written(self.tgt_tok, s) for s in self.valid_sources]  # written as an output would be
+        return {"copy_source_bleu": M.bleu(copies, refs, M.bleu_order(refs)),
+                "copy_source_exact_match": M.exact_match(copies, refs)}
 
     def predict(self, model: nn.Module, lines: Sequence[str]) -> list[str]:
         return self._translate(model, encode_texts(self.src_tok, lines))
