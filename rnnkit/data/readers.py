@@ -235,6 +235,10 @@ class Series(NamedTuple):
     columns: list[str]
 
 
+#: Cells float() reads that are no measurement: a column of nothing else is not a series.
+_NOT_VALUES = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+
+
 def _number(cell: str) -> float | None:
     try:
         return float(cell)
@@ -249,8 +253,9 @@ def read_series(
 
     Header rule: the first row is a header if none of its cells is a number; otherwise columns are
     named ``"1"``, ``"2"``, … . ``columns`` picks columns by name or 0-based index; by default every
-    column whose first value is a number is used (so a leading date or id column is skipped).
-    In a used column, a cell that is empty, text, NaN or infinite is an error naming line and column.
+    column that holds a number anywhere is used (so a date or id column of text is skipped, and a
+    numeric column is not lost to a blank or mistyped first value). In a used column, a cell that is
+    empty, text, NaN or infinite is an error naming line and column.
     """
     p = Path(path)
     sep = _delimiter_for(p, delimiter)
@@ -264,7 +269,14 @@ def read_series(
     if not body:
         raise DataError("header only, no values", p)
     if columns is None:
-        use = [j for j, c in enumerate(body[0][1]) if j < len(names) and _number(c) is not None]
+        numeric = [False] * len(names)
+        for _, fields in body:
+            for j, cell in enumerate(fields[: len(names)]):
+                if not numeric[j] and _number(cell) is not None and cell.strip().lower() not in _NOT_VALUES:
+                    numeric[j] = True
+            if all(numeric):
+                break
+        use = [j for j in range(len(names)) if numeric[j]]
         if not use:
             raise DataError(f"no numeric column (expected numbers, got {body[0][1]})", p, body[0][0])
     else:

@@ -157,6 +157,14 @@ def test_series_bad_value_names_line_and_column(tmp_path, cell, got):
     expect(lambda: read_series(p), "s.csv:3:", "column 'co2'", "expected a finite number", f"got {got}")
 
 
+@pytest.mark.parametrize("first,got", [("", "an empty cell"), ("oops", "'oops'")])
+def test_series_column_with_a_bad_first_value_is_not_dropped(tmp_path, first, got):
+    """A numeric column is one that holds a number anywhere: a blank or mistyped first value is an error
+    in it, not a reason to leave the column out (it was dropped without a word)."""
+    p = write(tmp_path / "s.csv", f"date,a,b\nd1,{first},2\nd2,3,4\n")
+    expect(lambda: read_series(p), "s.csv:2:", "column 'a'", f"got {got}")
+
+
 def test_series_unknown_column(tmp_path):
     p = write(tmp_path / "s.csv", "a,b\n1,2\n")
     expect(lambda: read_series(p, columns=["c"]), "no column 'c'", "['a', 'b']")

@@ -86,7 +86,8 @@ def test_unigram_baseline_is_the_training_texts_after_a_reload():
     task = LanguageModelTask(LMData(), batch_size=2, seed=0)
     task.fit(train)
     task.set_data(train, valid)
-    own = M.unigram_bits(task.encode(train), task.encode(valid), len(task.tokenizer))
+    scored = task.encode(valid)[1:]  # the tokens the model is scored on (one stream here): all but the first
+    own = M.unigram_bits(task.encode(train), scored, len(task.tokenizer))
     assert task.baseline() == {"unigram_bits_per_char": pytest.approx(own)}
     reloaded = LanguageModelTask(LMData(), batch_size=2, seed=0)
     reloaded.load_vocab_state(task.vocab_state())  # what `rnnkit evaluate` does with a checkpoint
@@ -103,3 +104,66 @@ def test_perplexity_at_its_limits():
     assert M.perplexity(709.0) == pytest.approx(math.exp(709.0))
     assert M.perplexity(710.0) == math.inf
     assert math.isnan(M.perplexity(float("nan")))
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_lm_validation_scores_every_token_but_the_first(rows):
+    """eval_batch streams, each read from a fresh state, and the tokens they leave over read on from the
+    last stream: against each stream run whole (the last one with the leftover), 23 tokens, 22 scored."""
+    from rnnkit.models import LanguageModel
+
+    text = "abcabcab dcab abc abcab"
+    task = LanguageModelTask(LMData(eval_batch=rows), batch_size=2, seed=0)
+    task.fit(text)
+    ids = task.encode(text)
+    torch.manual_seed(0)
+    model = LanguageModel(vocab_size=len(task.tokenizer), embed_size=4, hidden_size=6, cell="lstm").double().eval()
+    L = (len(ids) - 1) // rows
+    total = 0.0
+    with torch.no_grad():
+        for r in range(rows):
+            stop = (r + 1) * L if r < rows - 1 else len(ids) - 1  # the last stream takes the leftover
+            logits, _ = model(ids[r * L : stop].unsqueeze(0))
+            total += float(torch.nn.functional.cross_entropy(logits[0], ids[r * L + 1 : stop + 1], reduction="sum"))
+        assert task.mean_nll(model, ids) == pytest.approx(total / (len(ids) - 1), rel=1e-12)
+    assert (len(ids) - 1) % rows == (0 if rows == 1 else 1)  # the case with a leftover is the one tested
+
+
+def _series(values: list[list[float]], columns: list[str]):
+    from rnnkit.data.readers import Series
+
+    return Series(torch.tensor(values), columns)
+
+
+def test_forecast_matches_validation_columns_by_name():
+    from rnnkit.data import DataError
+    from rnnkit.train.tasks.forecast import ForecastData, ForecastTask
+
+    task = ForecastTask(ForecastData(window=3), batch_size=2, seed=0)
+    train = _series([[float(i), 100.0 + i] for i in range(10)], ["a", "b"])
+    task.fit(train)
+    task.set_data(train, _series([[10.0, 110.0], [11.0, 111.0]], ["a", "b"]))
+    swapped = ForecastTask(ForecastData(window=3), batch_size=2, seed=0)
+    swapped.fit(train)
+    swapped.set_data(train, _series([[110.0, 10.0], [111.0, 11.0]], ["b", "a"]))
+    assert torch.equal(swapped.valid_values, task.valid_values)  # columns reordered by name
+    with pytest.raises(DataError, match=r"columns \['x', 'y'\], the model forecasts \['a', 'b'\]"):
+        swapped.set_data(train, _series([[1.0, 2.0], [3.0, 4.0]], ["x", "y"]))
+    swapped.set_data(train, _series([[10.0, 110.0], [11.0, 111.0]], ["1", "2"]))  # no header: by position
+    assert torch.equal(swapped.valid_values, task.valid_values)
+
+
+def test_forecast_evaluate_on_a_short_series_without_training_data():
+    """Too short for the training objective (horizon 3 needs 4 steps): the errors, no loss — not a crash."""
+    torch.manual_seed(0)
+    settings = settings_for(TASKS["forecast"], ["builtin:sine"])
+    for key, value in {"max_steps": 1, "hidden_size": 8, "window": 5, "horizon": 3}.items():
+        settings.set_value(key, value)
+    run = build_run("forecast", ["builtin:sine"], None, settings, out_dir=None, progress=False)
+    task, model = run.task, run.trainer.model.eval()
+    task.train_values = None  # as `rnnkit evaluate` loads it: no training series
+    task.set_data(None, _series([[0.1], [0.2], [0.3]], task.columns))
+    with torch.no_grad():
+        out = task.evaluate(model)
+    assert "loss" not in out and out["mae"] >= 0
+

@@ -112,9 +112,17 @@ class ForecastTask(Task):
         model.fit_scaler(self.train_values.unsqueeze(0))  # (1, T, S): scale from the training data only
 
     def _check(self, series: Series, what: str) -> Tensor:
-        if list(series.columns) != self.columns and len(series.columns) != len(self.columns):
-            raise DataError(f"{what} has columns {series.columns}, the model forecasts {self.columns}")
-        return series.values
+        """The series' values with its columns in the model's order: matched by name (in any order); by
+        position only where one side has no header (columns named by number, ``read_series``)."""
+        names = list(series.columns)
+        if names == self.columns:
+            return series.values
+        if sorted(names) == sorted(self.columns) and len(set(names)) == len(names):
+            return series.values[:, [names.index(c) for c in self.columns]]
+        unnamed = all(c.isdigit() for c in names) or all(c.isdigit() for c in self.columns)
+        if unnamed and len(names) == len(self.columns):
+            return series.values
+        raise DataError(f"{what} has columns {names}, the model forecasts {self.columns} (matched by name)")
 
     def set_data(self, train, valid) -> None:
         if train is not None:
@@ -148,21 +156,26 @@ class ForecastTask(Task):
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         pred, target, last = self._one_step(model)
         out = M.forecast_metrics(pred, target, last)  # the naive last-value baseline included
-        out["loss"] = self._validation_loss(model)
+        loss = self._validation_loss(model)
+        if loss is not None:
+            out["loss"] = loss
         return out
 
-    def _validation_loss(self, model: nn.Module) -> float:
+    def _validation_loss(self, model: nn.Module) -> float | None:
         """The training objective (``model.loss``: standardised MSE, plus the direct head's) on windows of
         ``window`` + 1 steps cut from the validation series as training cuts them from the training series
         — so that a run's training and validation losses share their units (MAE and RMSE are in the
         data's). A validation series shorter than a window is scored as one span, after as much of the
-        training series' end as completes it."""
+        training series' end as completes it; None where even that is too short (``evaluate`` on a few
+        steps without the training data)."""
         W, v = self.data.window, self.valid_values
         if len(v) >= W + 1:
             spans = v.unfold(0, W + 1, 1).transpose(1, 2)  # (N, W + 1, S)
         else:
             context = self.train_values if self.train_values is not None else v[:0]
             spans = torch.cat([context, v])[-(W + 1):].unsqueeze(0)
+        if spans.shape[1] < max(2, model.config.horizon + 1):  # too short for the objective (no training context)
+            return None
         total, dev = 0.0, device_of(model)
         with torch.no_grad():
             for i in range(0, len(spans), self.batch_size):

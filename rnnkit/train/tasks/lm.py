@@ -3,8 +3,9 @@
 The training text becomes one id stream cut into ``batch_size`` rows; each step trains on the next
 ``bptt`` tokens of every row, starting from the state the previous chunk ended in (detached by the
 trainer). Each epoch starts the rows at a seeded random offset in [0, bptt), so chunk boundaries move
-between epochs. Validation runs the same way over the whole validation text with state carried
-throughout, and reports mean NLL, perplexity and bits per character (or per token) next to the
+between epochs. Validation reads the whole validation text as ``eval_batch`` streams (state carried
+along each; the few tokens left over continue the last one) and predicts every token but the first:
+it reports mean NLL, perplexity and bits per character (or per token) next to the
 unigram baseline fitted on the training text.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...data import StreamBatches, build_tokenizer, read_text, tokenizer_from_dict
+from ...models.decoding import select_rows, swap_layers_rows
 from .. import metrics as M
 from ..trainer import StepContext
 from .base import Task, check_data_config, device_of
@@ -124,14 +126,26 @@ class LanguageModelTask(Task):
     # -- evaluation --
 
     def mean_nll(self, model: nn.Module, ids: Tensor) -> float:
+        """Mean NLL of every token of ``ids`` but the first: ``eval_batch`` streams read in parallel
+        (each from a fresh state, carried across its chunks), then the tokens the streams leave over
+        (fewer than ``eval_batch``), read on from the last stream's state."""
         rows = max(1, min(self.data.eval_batch, (len(ids) - 1) // 2))
         stream = StreamBatches(ids, rows, max(self.data.bptt, 200))
         dev = device_of(model)
         total, n, state = 0.0, 0, None
-        for x, y in stream:
+
+        def score(x: Tensor, y: Tensor, state):
             logits, state = model(x.to(dev), state)
-            total += float(F.cross_entropy(logits.flatten(0, 1), y.to(dev).flatten(), reduction="sum"))
-            n += y.numel()
+            return float(F.cross_entropy(logits.flatten(0, 1), y.to(dev).flatten(), reduction="sum")), state
+
+        for x, y in stream:
+            nll, state = score(x, y, state)
+            total, n = total + nll, n + y.numel()
+        end = rows * stream.steps  # the last stream's last input; what follows it was not predicted yet
+        if end + 1 < len(ids):
+            last_row = swap_layers_rows(select_rows(swap_layers_rows(state), torch.tensor([rows - 1], device=dev)))
+            nll, _ = score(ids[end : len(ids) - 1].unsqueeze(0), ids[end + 1 :].unsqueeze(0), last_row)
+            total, n = total + nll, n + len(ids) - 1 - end
         return total / n
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
@@ -147,7 +161,7 @@ class LanguageModelTask(Task):
             counts = self._train_counts()
             if counts is None:
                 return {}
-            self._unigram = M.unigram_bits_from_counts(counts, self.valid_ids)
+            self._unigram = M.unigram_bits_from_counts(counts, self.valid_ids[1:])  # the tokens the model predicts
         return {f"unigram_bits_per_{self.unit}": self._unigram}
 
     # -- use --
