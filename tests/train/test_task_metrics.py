@@ -66,13 +66,18 @@ def test_caption_references_keep_unseen_words():
     assert task.baseline()["most_common_exact_match"] == 0.0
 
 
-def test_forecast_validation_loss_is_the_training_objective():
+def forecast_run(**options):
+    """The forecast task on the built-in sine series and its (untrained) model in eval mode."""
     torch.manual_seed(0)
     settings = settings_for(TASKS["forecast"], ["builtin:sine"])
-    for key, value in {"max_steps": 2, "hidden_size": 8, "window": 20, "horizon": 3}.items():
+    for key, value in options.items():
         settings.set_value(key, value)
     run = build_run("forecast", ["builtin:sine"], None, settings, out_dir=None, progress=False)
-    task, model = run.task, run.trainer.model.eval()
+    return run.task, run.trainer.model.eval()
+
+
+def test_forecast_validation_loss_is_the_training_objective():
+    task, model = forecast_run(max_steps=2, hidden_size=8, window=20, horizon=3)
     spans = task.valid_values.unfold(0, 21, 1).transpose(1, 2)  # the windows training cuts, from validation
     with torch.no_grad():
         expected = float(model.loss(spans))
@@ -155,12 +160,7 @@ def test_forecast_matches_validation_columns_by_name():
 
 def test_forecast_evaluate_on_a_short_series_without_training_data():
     """Too short for the training objective (horizon 3 needs 4 steps): the errors, no loss — not a crash."""
-    torch.manual_seed(0)
-    settings = settings_for(TASKS["forecast"], ["builtin:sine"])
-    for key, value in {"max_steps": 1, "hidden_size": 8, "window": 5, "horizon": 3}.items():
-        settings.set_value(key, value)
-    run = build_run("forecast", ["builtin:sine"], None, settings, out_dir=None, progress=False)
-    task, model = run.task, run.trainer.model.eval()
+    task, model = forecast_run(max_steps=1, hidden_size=8, window=5, horizon=3)
     task.train_values = None  # as `rnnkit evaluate` loads it: no training series
     task.set_data(None, _series([[0.1], [0.2], [0.3]], task.columns))
     with torch.no_grad():
