@@ -328,8 +328,12 @@ def cmd_predict(args) -> int:
             line = raw.count(b"\n", 0, e.start) + 1
             raise UsageError(f"stdin:{line}: bytes that are not UTF-8 ({raw[e.start:e.end].hex(' ')})") from None
     else:
-        text = read_text_file(args.input)
-    lines = text.splitlines()
+        text = read_text_file(args.input, allow_blank=True)  # blank lines in, blank lines out, as on stdin
+    # one prediction per line: lines end at \n, \r\n or \r only (str.splitlines also breaks at form
+    # feeds, U+2028 and other separators, which would shift every later output line)
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
     with torch.no_grad():
         preds = task.predict(model, lines)
     out = "".join(p + "\n" for p in preds)

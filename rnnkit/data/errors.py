@@ -46,12 +46,13 @@ def check_file(path: str | os.PathLike) -> Path:
     return p
 
 
-def read_text_file(path: str | os.PathLike) -> str:
+def read_text_file(path: str | os.PathLike, *, allow_blank: bool = False) -> str:
     """The whole of a UTF-8 text file, with checks that give one-line errors.
 
-    Missing file, a directory, an empty file (or one holding only whitespace) and bytes that are not
-    UTF-8 raise :class:`DataError`; for bad bytes the message names the line and column and shows
-    the offending bytes. A UTF-8 byte-order mark is dropped and line ends are normalised to ``\\n``.
+    Missing file, a directory, an empty file (or one holding only whitespace, unless ``allow_blank``)
+    and bytes that are not UTF-8 raise :class:`DataError`; for bad bytes the message names the line and
+    column and shows the offending bytes. A UTF-8 byte-order mark is dropped and line ends are
+    normalised to ``\\n``.
     """
     p = check_file(path)
     data = p.read_bytes()
@@ -63,7 +64,7 @@ def read_text_file(path: str | os.PathLike) -> str:
         bad = data[e.start:e.end].hex(" ")
         raise DataError(f"bytes that are not UTF-8 at byte {column} of the line ({bad}); save the file as UTF-8", p, line) from None
     text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
-    if not text.strip():
+    if not text.strip() and not (allow_blank and text):
         raise DataError("file is empty", p)
     return text
 

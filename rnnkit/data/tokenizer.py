@@ -77,23 +77,30 @@ class Tokenizer:
 
 class CharTokenizer(Tokenizer):
     """One token per Unicode character (code point); ``join`` is exact. Characters seen fewer than
-    ``min_freq`` times in the training text become ``<unk>``."""
+    ``min_freq`` times in the training text become ``<unk>``. ``lowercase=True`` folds case first."""
 
     kind = "char"
 
+    def __init__(self, vocab: Vocabulary, *, lowercase: bool = False):
+        super().__init__(vocab)
+        self.lowercase = lowercase
+
     @classmethod
-    def fit(cls, texts: Iterable[str] | str, *, min_freq: int = 1) -> "CharTokenizer":
+    def fit(cls, texts: Iterable[str] | str, *, min_freq: int = 1, lowercase: bool = False) -> "CharTokenizer":
         texts = [texts] if isinstance(texts, str) else texts
         counts: Counter = Counter()
         for t in texts:
-            counts.update(t)
-        return cls(Vocabulary.from_counts(counts, min_freq=min_freq))
+            counts.update(t.lower() if lowercase else t)
+        return cls(Vocabulary.from_counts(counts, min_freq=min_freq), lowercase=lowercase)
 
     def split(self, text: str) -> list[str]:
-        return list(text)
+        return list(text.lower() if self.lowercase else text)
 
     def join(self, tokens: list[str]) -> str:
         return "".join(tokens)
+
+    def _options(self) -> dict:
+        return {"lowercase": True} if self.lowercase else {}  # (a default tokenizer saves as before)
 
 
 # A word is a run of letters/digits/underscore; every other non-space character stands alone.

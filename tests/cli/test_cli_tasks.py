@@ -80,6 +80,15 @@ def test_tag(cli, files, tmp_path):
     code, _, err = cli("predict", out / "checkpoint", "--input", tmp_path / "in.txt", "--output", tmp_path / "o.txt")
     assert code == 0, err
     assert (tmp_path / "o.txt").read_text() == "O O O B-PER O B-LOC\n"
+    # one output line per input line: a form feed or U+2028 inside a line does not end it (str.splitlines
+    # would), and a file of blank lines is answered with blank lines, as on stdin
+    (tmp_path / "odd.txt").write_text("we met mr khan\x0cin oslo\nin\u2028rome\n\nmr lee\n", encoding="utf-8")
+    code, pred, err = cli("predict", out / "checkpoint", "--input", tmp_path / "odd.txt")
+    assert code == 0, err
+    assert [len(line.split()) for line in pred.split("\n")[:-1]] == [6, 2, 0, 2]
+    (tmp_path / "blank.txt").write_text("\n\n\n")
+    code, pred, err = cli("predict", out / "checkpoint", "--input", tmp_path / "blank.txt")
+    assert code == 0 and pred == "\n\n\n", err
 
 
 def test_translate(cli, tmp_path):

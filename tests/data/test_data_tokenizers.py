@@ -8,7 +8,7 @@ import pytest
 
 from rnnkit.data import (
     BOS, EOS, PAD, SPECIALS, UNK, BPETokenizer, CharTokenizer, MissingExtraError, Vocabulary, WordTokenizer,
-    build_tokenizer, load_tokenizer,
+    build_tokenizer, load_tokenizer, tokenizer_from_dict,
 )
 
 TEXTS = ["The cat sat on the mat.", "the dog sat, then ran!", "Ünïcode — and tabs\tand\nnewlines 日本"]
@@ -52,6 +52,14 @@ def test_vocabulary_json_round_trip(tmp_path):
     assert Vocabulary.load(tmp_path / "vocab.json") == v
     with pytest.raises(ValueError, match="newer"):
         Vocabulary.from_dict({**d, "version": 99})
+
+
+def test_char_tokenizer_lowercase_folds_case_and_round_trips():
+    tok = CharTokenizer.fit(["Dubois", "SMITH"], lowercase=True)
+    assert "D" not in tok.vocab.tokens and tok.encode("Dd") == tok.encode("dd") and UNK not in tok.encode("Dubois")
+    back = tokenizer_from_dict(json.loads(json.dumps(tok.to_dict())))
+    assert back.lowercase and back.encode("SmItH") == tok.encode("smith")
+    assert CharTokenizer.fit("ab").to_dict()["options"] == {}  # a default one saves as before
 
 
 def test_char_tokenizer_is_exact_and_maps_unseen_to_unk():

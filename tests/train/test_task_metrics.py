@@ -167,3 +167,13 @@ def test_forecast_evaluate_on_a_short_series_without_training_data():
         out = task.evaluate(model)
     assert "loss" not in out and out["mae"] >= 0
 
+
+
+def test_classify_char_tokenizer_honours_lowercase():
+    """--tokenizer char --lowercase true folded nothing (the option reached only the word tokenizer)."""
+    from rnnkit.train.tasks.classify import ClassifyData, ClassifyTask
+
+    task = ClassifyTask(ClassifyData(tokenizer="char", lowercase=True), batch_size=2, seed=0)
+    task.fit([("Dubois", "fr"), ("Smith", "en")])
+    assert task.tokenizer.encode("DUBOIS") == task.tokenizer.encode("dubois")
+    assert task.tokenizer.to_dict()["options"] == {"lowercase": True}  # and the checkpoint keeps it

@@ -74,8 +74,8 @@ class ClassifyTask(Task):
         return read_labelled(paths[0], text_column=data.text_column, label_column=data.label_column)
 
     def fit(self, train: list[tuple[str, str]]) -> None:
-        opts = {"lowercase": self.data.lowercase} if self.data.tokenizer == "word" else {}
-        self.tokenizer = build_tokenizer(self.data.tokenizer, [t for t, _ in train], min_freq=self.data.min_freq, **opts)
+        self.tokenizer = build_tokenizer(self.data.tokenizer, [t for t, _ in train], min_freq=self.data.min_freq,
+                                         lowercase=self.data.lowercase)
         self.labels = sorted({label for _, label in train})
         if len(self.labels) < 2:
             raise DataError(f"the training data has only one label ({self.labels[0]!r}); a classifier needs at least 2")
