@@ -268,9 +268,16 @@ def _read_tensors(path: Path, expected_size: int | None) -> tuple[dict[str, torc
         meta = _safetensors_metadata(data)
     except (SafetensorError, ValueError) as e:
         raise CheckpointError(f"checkpoint file {path} is corrupt: {e}") from None
-    aliases = json.loads(meta.get("aliases", "{}"))
-    for alias, name in aliases.items():
-        tensors[alias] = tensors[name]
+    try:
+        aliases = json.loads(meta.get("aliases", "{}"))
+        if not isinstance(aliases, dict):
+            raise ValueError(f"expected a JSON object, got {type(aliases).__name__}")
+        for alias, name in aliases.items():
+            if name not in tensors:
+                raise ValueError(f"{alias!r} names the missing tensor {name!r}")
+            tensors[alias] = tensors[name]
+    except (ValueError, TypeError) as e:  # json's JSONDecodeError is a ValueError
+        raise CheckpointError(f"checkpoint file {path} is corrupt: its list of shared tensors: {e}") from None
     return tensors, meta
 
 
@@ -324,6 +331,9 @@ def load_checkpoint(path: str | os.PathLike, expected_type: str | None = None, *
     trainer_present = (snap / "trainer.json").is_file() and (require_files or (snap / "trainer.safetensors").is_file())
     if trainer and trainer_present:
         ckpt.trainer = _read_json(snap / "trainer.json", "trainer state")
+        if not isinstance(ckpt.trainer, dict):
+            raise CheckpointError(f"checkpoint trainer state {snap / 'trainer.json'} is corrupt: expected a JSON "
+                                  f"object, got {type(ckpt.trainer).__name__}")
         ckpt.trainer_tensors, _ = _read_tensors(snap / "trainer.safetensors", sizes.get("trainer.safetensors"))
     return ckpt
 

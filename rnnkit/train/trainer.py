@@ -222,6 +222,17 @@ class _LossModule(nn.Module):
 
 # --- the trainer ----------------------------------------------------------------------------
 
+
+def _check_optimizer_shapes(optimizer: torch.optim.Optimizer) -> None:
+    """Each per-parameter state tensor (Adam's moments, SGD's momentum) has its parameter's shape —
+    torch accepts any shape when loading and fails only at the next step."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if isinstance(value, Tensor) and value.dim() > 0 and value.shape != p.shape:
+                    raise ValueError(f"optimizer state {key!r} has shape {tuple(value.shape)}, its parameter "
+                                     f"{tuple(p.shape)}")
+
 class Trainer:
     """Trains ``model`` on ``task`` with ``config``; writes into ``out_dir`` (None: nothing written).
 
@@ -373,13 +384,24 @@ class Trainer:
                                 f"{' …' if len(changes) > 4 else ''} (start a new run with another --out)")
         ckpt.load_weights(self.model, c)  # a mismatch names the weight and both shapes
         t = c.trainer
-        ckpt.load_optimizer_state(self.optimizer, t["optimizer"], c.trainer_tensors)
-        ckpt.set_rng_state(t["rng"], c.trainer_tensors)
-        self.step, self.epoch, self.position = t["step"], t["epoch"], t["position"]
-        self.tokens, self.elapsed = t["tokens"], t["elapsed"]
-        self.best, self.bad_evals, self.last_metrics = t["best"], t["bad_evals"], t.get("last_metrics", {})
-        self._last_eval_step = self.last_metrics.get("_step")
-        carry = _unflatten(t["carry"], c.trainer_tensors)
+        try:  # a trainer state rnnkit did not write (edited, damaged) is named, not a KeyError deep inside
+            for key in ("step", "epoch", "position", "tokens", "bad_evals"):
+                if isinstance(t[key], bool) or not isinstance(t[key], int) or t[key] < 0:
+                    raise ValueError(f"{key!r} must be an int >= 0, got {t[key]!r}")
+            if isinstance(t["elapsed"], bool) or not isinstance(t["elapsed"], (int, float)):
+                raise ValueError(f"'elapsed' must be a number, got {t['elapsed']!r}")
+            ckpt.load_optimizer_state(self.optimizer, t["optimizer"], c.trainer_tensors)
+            _check_optimizer_shapes(self.optimizer)
+            ckpt.set_rng_state(t["rng"], c.trainer_tensors)
+            self.step, self.epoch, self.position = t["step"], t["epoch"], t["position"]
+            self.tokens, self.elapsed = t["tokens"], t["elapsed"]
+            self.best, self.bad_evals, self.last_metrics = t["best"], t["bad_evals"], t.get("last_metrics", {})
+            self._last_eval_step = self.last_metrics.get("_step")
+            carry = _unflatten(t["carry"], c.trainer_tensors)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+            what = f"missing {e}" if isinstance(e, KeyError) else str(e).strip().splitlines()[0]
+            raise ckpt.CheckpointError(f"checkpoint {c.path}: its training state (trainer.json, trainer.safetensors) "
+                                       f"is damaged: {what}") from None
         if carry is not None and self.dist.enabled:
             dim, r, w = self.task.carry_batch_dim, self.dist.rank, self.dist.world_size
             carry = _map(lambda x: x.tensor_split(w, dim=dim)[r], carry)
@@ -537,6 +559,12 @@ class Trainer:
         window = {"loss": 0.0, "tokens": 0, "clipped": 0, "steps": 0, "t0": time.perf_counter()}
         self.monitor.reset_window()
         self.loss_module.train()
+        # A resumed run that had already reached its end stops here (the loop below checks epochs only
+        # as one ends, and the time budget only after a step).
+        if epochs and self.epoch >= epochs:
+            return "epochs"
+        if c.time_budget and self.elapsed >= c.time_budget:
+            return "time_budget"
         while True:
             if c.max_steps and self.step >= c.max_steps:
                 return "max_steps"
@@ -627,8 +655,8 @@ class Trainer:
                 bar.update(min(self.elapsed, bar.total) - bar.n)
             else:
                 bar.update(1)
-        if window["steps"] < c.log_every:
-            return
+        if self.step % c.log_every:  # at every multiple of log_every: a resumed run's first window may hold
+            return  # fewer steps, and the log stays continuous
         norms = self.monitor.summary()
         record = {"split": "train", "step": self.step, "epoch": self.epoch,
                   "loss": window["loss"] / max(window["tokens"], 1), "lr": lr,

@@ -110,6 +110,23 @@ def test_truncated_weights(tmp_path):
         load_checkpoint(tmp_path / "c")
 
 
+@pytest.mark.parametrize("aliases,problem", [('{"x": "nope"}', "'x' names the missing tensor 'nope'"),
+                                             ("{oops", "Expecting property name")])
+def test_damaged_list_of_shared_tensors(tmp_path, aliases, problem):
+    from safetensors.torch import load, save
+
+    snap = save_checkpoint(tmp_path, model_type="m", config={}, weights={"w": torch.ones(2)}, step=1)
+    path = snap / "model.safetensors"
+    data = save(load(path.read_bytes()), metadata={"format": "rnnkit-checkpoint", "model_type": "m",
+                                                    "aliases": aliases})
+    path.write_bytes(data)
+    header = json.loads((snap / "config.json").read_text())
+    header["files"]["model.safetensors"] = len(data)  # consistent sizes: only the aliases are wrong
+    (snap / "config.json").write_text(json.dumps(header))
+    with pytest.raises(CheckpointError, match="is corrupt: its list of shared tensors: " + problem):
+        load_checkpoint(tmp_path)
+
+
 def test_truncated_config(tmp_path):
     snap = save(tmp_path / "c", 1, tied_model())
     f = snap / "config.json"

@@ -3,6 +3,7 @@ copy and most-common baselines are written as an output would be, the forecast's
 training objective, and the language model's unigram baseline is the training text's, also after a reload."""
 from __future__ import annotations
 
+import json
 import math
 import types
 
@@ -177,3 +178,18 @@ def test_classify_char_tokenizer_honours_lowercase():
     task.fit([("Dubois", "fr"), ("Smith", "en")])
     assert task.tokenizer.encode("DUBOIS") == task.tokenizer.encode("dubois")
     assert task.tokenizer.to_dict()["options"] == {"lowercase": True}  # and the checkpoint keeps it
+
+
+def test_forecast_evaluate_after_a_reload_keeps_the_training_context():
+    """`rnnkit evaluate` reloads the task without its training series: the end of it, saved with the
+    checkpoint, is still the first context, so the logged validation metric is reproduced."""
+    from rnnkit.train.tasks.forecast import ForecastTask
+
+    task, model = forecast_run(max_steps=1, hidden_size=8, window=20)
+    with torch.no_grad():
+        logged = task.evaluate(model)
+        reloaded = ForecastTask(task.data, batch_size=task.batch_size, seed=0)
+        reloaded.load_vocab_state(json.loads(json.dumps(task.vocab_state())))
+        reloaded.set_data(None, _series(task.valid_values.tolist(), task.columns))
+        assert reloaded.evaluate(model) == pytest.approx(logged)
+

@@ -153,6 +153,43 @@ def test_epochs_and_default_one_epoch(tmp_path):
     assert make(tmp_path, max_steps=0).fit().step == 5
 
 
+@pytest.mark.parametrize("stop", [{"epochs": 2}, {}, {"time_budget": 1e-9}])
+def test_resuming_a_finished_run_trains_no_further(tmp_path, stop):
+    """A run that reached its end, resumed with the same settings, stops at once (by epochs, the default
+    one epoch, or a spent time budget it went on by a whole epoch or one step)."""
+    first = make(tmp_path, max_steps=0, **stop).fit()
+    again = make(tmp_path, max_steps=0, **stop).fit(resume=tmp_path / "run" / "checkpoint")
+    assert again.step == first.step and again.stop_reason == first.stop_reason
+
+
+def test_log_stays_on_multiples_of_log_every_across_a_resume(tmp_path):
+    full = make(tmp_path, "full", max_steps=12, log_every=4)
+    full.fit()
+    make(tmp_path, "part", max_steps=6, log_every=4).fit()
+    make(tmp_path, "part", max_steps=12, log_every=4).fit(resume=tmp_path / "part" / "checkpoint")
+
+    def steps(name):
+        lines = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        return [r["step"] for r in lines if r["split"] == "train"]
+
+    assert steps("full") == steps("part") == [4, 8, 12]  # the resumed run logged 10 and 14 — or nothing at 12
+
+
+def test_damaged_training_state_is_named(tmp_path):
+    from rnnkit.train.checkpoint import CheckpointError
+
+    make(tmp_path, max_steps=2).fit()
+    snap = load_checkpoint(tmp_path / "run" / "checkpoint").path
+    state = json.loads((snap / "trainer.json").read_text())
+    state["step"] = "2"
+    (snap / "trainer.json").write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match=r"training state .* is damaged: 'step' must be an int >= 0, got '2'"):
+        make(tmp_path, max_steps=4).fit(resume=tmp_path / "run" / "checkpoint")
+    (snap / "trainer.json").write_text("[1]")
+    with pytest.raises(CheckpointError, match="expected a JSON object, got list"):
+        make(tmp_path, max_steps=4).fit(resume=tmp_path / "run" / "checkpoint")
+
+
 def test_no_training_batches_is_an_error_with_the_default_stop_too(tmp_path):
     class Empty(StreamTask):
         def train_batches(self, epoch):

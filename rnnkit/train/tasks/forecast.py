@@ -94,11 +94,28 @@ class ForecastTask(Task):
         self.train_values = train.values
 
     def vocab_state(self) -> dict[str, Any]:
-        return {"columns": self.columns}
+        state: dict[str, Any] = {"columns": self.columns}
+        if self.train_values is not None:  # the end of the training series: evaluation's first context
+            state["context"] = self.train_values[-self.data.window:].tolist()
+        return state
 
     def load_vocab_state(self, state: dict[str, Any]) -> None:
         self.columns = state["columns"]
         self.train_values = None
+        context = state.get("context")
+        try:
+            values = torch.tensor(context, dtype=torch.float32) if context is not None else None
+        except (TypeError, ValueError):
+            values = None
+        ok = values is not None and values.dim() == 2 and values.shape[1] == len(self.columns) and bool(
+            torch.isfinite(values).all())
+        self._saved_context = values if ok else None  # (older checkpoints: none)
+
+    def _context(self) -> Tensor | None:
+        """The last ``window`` steps of the training series: from the data, else from the checkpoint."""
+        if self.train_values is not None:
+            return self.train_values[-self.data.window:]
+        return getattr(self, "_saved_context", None)
 
     def derived_config(self) -> dict[str, Any]:
         return {"num_series": len(self.columns), "num_exogenous": 0}
@@ -147,7 +164,8 @@ class ForecastTask(Task):
 
     def _one_step(self, model: nn.Module) -> tuple[Tensor, Tensor, Tensor]:
         """(predictions, targets, last values) for every validation step, each (N, S)."""
-        context = self.train_values[-self.data.window:] if self.train_values is not None else self.valid_values[:0]
+        context = self._context()
+        context = self.valid_values[:0] if context is None else context
         full = torch.cat([context, self.valid_values])  # (T_c + T_v, S)
         first = len(context) if len(context) else 1  # index in ``full`` of the first step scored
         pred = model(full.unsqueeze(0).to(device_of(model)))[0].cpu()  # (T - 1, S): pred[t] forecasts full[t + 1]
@@ -172,8 +190,8 @@ class ForecastTask(Task):
         if len(v) >= W + 1:
             spans = v.unfold(0, W + 1, 1).transpose(1, 2)  # (N, W + 1, S)
         else:
-            context = self.train_values if self.train_values is not None else v[:0]
-            spans = torch.cat([context, v])[-(W + 1):].unsqueeze(0)
+            context = self._context()
+            spans = torch.cat([v[:0] if context is None else context, v])[-(W + 1):].unsqueeze(0)
         if spans.shape[1] < max(2, model.config.horizon + 1):  # too short for the objective (no training context)
             return None
         total, dev = 0.0, device_of(model)
