@@ -193,3 +193,34 @@ def test_forecast_evaluate_after_a_reload_keeps_the_training_context():
         reloaded.set_data(None, _series(task.valid_values.tolist(), task.columns))
         assert reloaded.evaluate(model) == pytest.approx(logged)
 
+
+
+def test_a_held_out_example_with_a_class_training_lacks_goes_back_to_training(tmp_path):
+    """A label seen once could land in the random validation part, and evaluation refuses unseen labels:
+    whether training started depended on --seed. Such examples now stay in training, for every seed."""
+    from rnnkit.data import write_labelled
+    from rnnkit.train.tasks.classify import ClassifyData, ClassifyTask
+
+    rows = [(f"good film {i}", "pos") for i in range(20)] + [(f"bad film {i}", "neg") for i in range(20)]
+    rows.insert(17, ("strange film", "odd"))  # the one example of its label
+    write_labelled(tmp_path / "d.csv", rows)
+    moved = 0
+    for seed in range(40):
+        train, valid, how = ClassifyTask.load_splits([str(tmp_path / "d.csv")], None, ClassifyData(), seed)
+        assert ("strange film", "odd") in train and len(train) + len(valid) == len(rows)
+        assert {label for _, label in valid} <= {label for _, label in train}
+        moved += "kept for training" in how
+    assert moved > 0  # some seeds held it out and put it back
+
+
+def test_classify_predict_answers_a_blank_line_with_an_empty_line():
+    from rnnkit.train.tasks.classify import ClassifyData, ClassifyTask
+    from rnnkit.models import SequenceClassifier
+
+    task = ClassifyTask(ClassifyData(), batch_size=2, seed=0)
+    task.fit([("good film", "pos"), ("bad film", "neg")])
+    torch.manual_seed(0)
+    model = SequenceClassifier(vocab_size=len(task.tokenizer), num_classes=2, embed_size=4, hidden_size=4).eval()
+    with torch.no_grad():
+        out = task.predict(model, ["good film", "", "  ", "bad"])
+    assert out[1:3] == ["", ""] and out[0] in task.labels and out[3] in task.labels

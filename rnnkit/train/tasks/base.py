@@ -76,7 +76,31 @@ class Task(TrainTask):
             except ValueError as e:
                 raise DataError(f"{data_paths[0]}: cannot hold out a validation set ({e})") from None
             how = f"held out {valid_fraction:.0%} of --data (seed {seed})"
+            train, valid, moved = cls._classes_back_to_training(train, valid)
+            if moved:
+                how += f"; {moved} with a class no other example has kept for training"
         return train, valid, how
+
+    @classmethod
+    def classes_of(cls, example) -> Sequence[str]:
+        """The classes the model must have seen to be scored on ``example`` (a classifier's label, a
+        tagger's tags); none for tasks without a closed set of outputs."""
+        return ()
+
+    @classmethod
+    def _classes_back_to_training(cls, train, valid) -> tuple[Any, Any, int]:
+        """A held-out example with a class the training part lacks goes back to training (the model could
+        never predict it, and evaluation refuses unseen classes); a random holdout of a rare class would
+        otherwise decide by ``--seed`` whether the run starts."""
+        if not isinstance(train, list) or not isinstance(valid, list):
+            return train, valid, 0
+        known = {c for ex in train for c in cls.classes_of(ex)}
+        kept, back = [], []
+        for ex in valid:
+            new = set(cls.classes_of(ex)) - known
+            (back if new else kept).append(ex)
+            known |= new
+        return train + back, kept, len(back)
 
     @classmethod
     def _check_count(cls, paths: Sequence[str], flag: str) -> None:

@@ -73,6 +73,10 @@ class ClassifyTask(Task):
     def read(cls, paths: Sequence[str], data: ClassifyData) -> list[tuple[str, str]]:
         return read_labelled(paths[0], text_column=data.text_column, label_column=data.label_column)
 
+    @classmethod
+    def classes_of(cls, example) -> Sequence[str]:
+        return (example[1],)
+
     def fit(self, train: list[tuple[str, str]]) -> None:
         self.tokenizer = build_tokenizer(self.data.tokenizer, [t for t, _ in train], min_freq=self.data.min_freq,
                                          lowercase=self.data.lowercase)
@@ -119,8 +123,9 @@ class ClassifyTask(Task):
         logits = model(batch["x"], batch["lengths"])  # (B, C)
         return F.cross_entropy(logits, batch["y"], reduction="sum"), len(batch["y"]), None
 
-    def _predict_ids(self, model: nn.Module, xs: list[list[int]]) -> tuple[Tensor, float]:
-        dev, preds, nll = device_of(model), [], 0.0
+    def _predict_ids(self, model: nn.Module, xs: list[list[int]]) -> tuple[Tensor, list[tuple[list[int], Tensor]]]:
+        """(the predicted class of every example, [(example indices, their logits) per batch])."""
+        dev, preds = device_of(model), []
         order = sorted(range(len(xs)), key=lambda i: len(xs[i]))  # similar lengths together
         out = torch.empty(len(xs), dtype=torch.long)
         for idx in batches_of(order, 256):
@@ -142,5 +147,12 @@ class ClassifyTask(Task):
         return {"majority_accuracy": M.accuracy([top] * len(self.valid_y), self.valid_y.tolist())}
 
     def predict(self, model: nn.Module, lines: Sequence[str]) -> list[str]:
-        pred, _ = self._predict_ids(model, encode_texts(self.tokenizer, lines))
-        return [self.labels[i] for i in pred.tolist()]
+        """A label per line; a blank line gets an empty line back (there is no text to classify), as the
+        other tasks answer it."""
+        keep = [i for i, line in enumerate(lines) if line.strip()]
+        out = [""] * len(lines)
+        if keep:
+            pred, _ = self._predict_ids(model, encode_texts(self.tokenizer, [lines[i] for i in keep]))
+            for i, p in zip(keep, pred.tolist()):
+                out[i] = self.labels[p]
+        return out

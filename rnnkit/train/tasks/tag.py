@@ -59,6 +59,10 @@ class TagTask(Task):
     def _words(self, tokens: Sequence[str]) -> list[str]:
         return [t.lower() for t in tokens] if self.data.lowercase else list(tokens)
 
+    @classmethod
+    def classes_of(cls, example) -> Sequence[str]:
+        return example[1]
+
     def fit(self, train) -> None:
         self.words = Vocabulary.build((self._words(toks) for toks, _ in train), min_freq=self.data.min_freq)
         counts = Counter(t for _, tags in train for t in tags)
