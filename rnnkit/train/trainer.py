@@ -223,6 +223,14 @@ class _LossModule(nn.Module):
 # --- the trainer ----------------------------------------------------------------------------
 
 
+
+def _same_vocab(saved: Any, now: Any) -> bool:
+    """The checkpoint's vocabulary state equals the run's; a key the checkpoint does not have (a version
+    of rnnkit that did not save it yet) is left out of the comparison, so older runs still resume."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return saved == {k: v for k, v in now.items() if k in saved}
+    return saved == now
+
 def _check_optimizer_shapes(optimizer: torch.optim.Optimizer) -> None:
     """Each per-parameter state tensor (Adam's moments, SGD's momentum) has its parameter's shape —
     torch accepts any shape when loading and fails only at the next step."""
@@ -377,7 +385,7 @@ class Trainer:
             changes += _config_changes("data", (c.task or {}).get("data", {}), (self.task_info or {}).get("data", {}))
             if (c.task or {}).get("name") != (self.task_info or {}).get("name"):
                 changes.append(f"task {(c.task or {}).get('name')!r} → {(self.task_info or {}).get('name')!r}")
-        if c.vocab != self.vocab:
+        if not _same_vocab(c.vocab, self.vocab):
             changes.append("the vocabulary (the data changed)")
         if changes:
             raise ConfigMismatch(f"--resume: config changed since {c.path}: {'; '.join(changes[:4])}"

@@ -204,3 +204,18 @@ def test_infinite_settings_are_refused():
     for name in ("time_budget", "clip_norm", "lr"):
         with pytest.raises(ValueError, match=f"{name} must be finite, got inf"):
             TrainConfig(**{name: float("inf")})
+
+
+def test_resume_accepts_a_checkpoint_saved_before_a_vocabulary_key_existed(tmp_path):
+    """A key the run's vocabulary state has and an older checkpoint lacks (the LM's unigram counts, the
+    forecaster's context) does not count as changed data; a key both have must still match."""
+    from rnnkit.train.trainer import ConfigMismatch
+
+    make(tmp_path, max_steps=2).fit()
+    newer = make(tmp_path, max_steps=4)
+    newer.vocab = {**newer.vocab, "added_later": [1, 2]}
+    assert newer.fit(resume=tmp_path / "run" / "checkpoint").step == 4
+    changed = make(tmp_path, max_steps=6)
+    changed.vocab = {"tokens": list("abcdx")}
+    with pytest.raises(ConfigMismatch, match="the vocabulary"):
+        changed.fit(resume=tmp_path / "run" / "checkpoint")

@@ -74,6 +74,7 @@ class ForecastTask(Task):
     maximize = False
     train_defaults = {"lr": 3e-3, "batch_size": 32, "epochs": 20}
     model_defaults = {"hidden_size": 64}
+    _saved_context: Tensor | None = None  # the end of the training series, from a checkpoint
 
     @classmethod
     def read(cls, paths: Sequence[str], data: ForecastData) -> Series:
@@ -115,7 +116,7 @@ class ForecastTask(Task):
         """The last ``window`` steps of the training series: from the data, else from the checkpoint."""
         if self.train_values is not None:
             return self.train_values[-self.data.window:]
-        return getattr(self, "_saved_context", None)
+        return self._saved_context
 
     def derived_config(self) -> dict[str, Any]:
         return {"num_series": len(self.columns), "num_exogenous": 0}

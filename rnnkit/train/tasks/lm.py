@@ -55,6 +55,8 @@ class LanguageModelTask(Task):
     carry_batch_dim = 1  # (num_layers, B, H)
     train_defaults = {"lr": 3e-3, "batch_size": 32, "clip_norm": 1.0, "eval_every": 200}
     model_defaults = {"embed_size": 64, "hidden_size": 256, "num_layers": 1}
+    train_ids: Tensor | None = None
+    _saved_counts: list[int] | None = None  # the training text's symbol counts, from a checkpoint
 
     @classmethod
     def read(cls, paths: Sequence[str], data: LMData) -> str:
@@ -87,9 +89,9 @@ class LanguageModelTask(Task):
 
     def _train_counts(self) -> list[int] | None:
         """How often each symbol occurs in the training text: from the text, else from the checkpoint."""
-        if getattr(self, "train_ids", None) is not None:
+        if self.train_ids is not None:
             return torch.bincount(self.train_ids, minlength=len(self.tokenizer)).tolist()
-        return getattr(self, "_saved_counts", None)
+        return self._saved_counts
 
     def derived_config(self) -> dict[str, Any]:
         return {"vocab_size": len(self.tokenizer), "padding_idx": None}
