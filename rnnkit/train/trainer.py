@@ -222,14 +222,13 @@ class _LossModule(nn.Module):
 
 # --- the trainer ----------------------------------------------------------------------------
 
-
-
 def _same_vocab(saved: Any, now: Any) -> bool:
     """The checkpoint's vocabulary state equals the run's; a key the checkpoint does not have (a version
     of rnnkit that did not save it yet) is left out of the comparison, so older runs still resume."""
     if isinstance(saved, dict) and isinstance(now, dict):
         return saved == {k: v for k, v in now.items() if k in saved}
     return saved == now
+
 
 def _check_optimizer_shapes(optimizer: torch.optim.Optimizer) -> None:
     """Each per-parameter state tensor (Adam's moments, SGD's momentum) has its parameter's shape —
@@ -240,6 +239,7 @@ def _check_optimizer_shapes(optimizer: torch.optim.Optimizer) -> None:
                 if isinstance(value, Tensor) and value.dim() > 0 and value.shape != p.shape:
                     raise ValueError(f"optimizer state {key!r} has shape {tuple(value.shape)}, its parameter "
                                      f"{tuple(p.shape)}")
+
 
 class Trainer:
     """Trains ``model`` on ``task`` with ``config``; writes into ``out_dir`` (None: nothing written).
