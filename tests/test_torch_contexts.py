@@ -207,3 +207,25 @@ def test_torch_compile_runs_the_fused_engine():
     (g_eager,) = torch.autograd.grad(y_eager.sum(), x)
     torch.testing.assert_close(y, y_eager)
     torch.testing.assert_close(g, g_eager)
+
+
+@pytest.mark.parametrize("engine", ["auto", "fused", "reference", "native"])
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_state_from_inference_mode_starts_a_recorded_call(engine, packed):
+    """h computed under torch.inference_mode(), then given as hx to a call autograd records (a warm state
+    for training): the call runs and its gradients equal those from the same state made without it."""
+    torch.manual_seed(0)
+    gru = rnnkit.GRU(4, 5, engine=engine)
+    x = torch.randn(3, 2, 4)
+    inp = pack_padded_sequence(x, [3, 2], enforce_sorted=False) if packed else x
+    with torch.inference_mode():
+        _, h_inf = gru(inp)
+    with torch.no_grad():
+        _, h = gru(inp)
+    grads = []
+    for state in (h_inf, h):
+        gru.zero_grad()
+        out, _ = gru(inp, state)
+        (out.data if packed else out).sum().backward()
+        grads.append(gru.weight_hh_l0.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1])

@@ -305,6 +305,8 @@ class RNNBase(nn.Module):
                     )
                 s = s.unsqueeze(1)
             check_shape(self._owner, name, s if batched else s.squeeze(1), shape if batched else (shape[0], shape[2]))
+            if s.is_inference() and torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
+                s = s.clone()  # a state computed under inference_mode, fed to a call autograd records
             out.append(s)
         return tuple(out) if self.cell == "lstm" else out[0]
 
