@@ -222,6 +222,15 @@ class _LossModule(nn.Module):
 
 # --- the trainer ----------------------------------------------------------------------------
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask where the OS keeps one (``taskset``, a
+    container's cpuset), else ``os.cpu_count()``."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _same_vocab(saved: Any, now: Any) -> bool:
     """The checkpoint's vocabulary state equals the run's; a key the checkpoint does not have (a version
     of rnnkit that did not save it yet) is left out of the comparison, so older runs still resume."""
@@ -421,7 +430,7 @@ class Trainer:
         keeps the fastest. On a busy shared machine one thread can be several times faster than two
         (the threads wait on each other); on an idle one, more threads win. Weights, optimizer and
         RNG are untouched (no dropout RNG is drawn under fork_rng; gradients are discarded)."""
-        cpus = os.cpu_count() or 1
+        cpus = usable_cpus()
         candidates = sorted({max(1, n) for n in (candidates or (cpus, 1))}, reverse=True)
         if len(candidates) == 1 or self.dist.enabled:
             return torch.get_num_threads()

@@ -5,7 +5,6 @@ after) and what the banner reports; tuning leaves weights/optimizer/RNG untouche
 --threads auto equals a run with --threads <the chosen count>. Timing is made deterministic by
 slowing the forward down at one thread count."""
 import json
-import os
 import re
 import time
 
@@ -13,9 +12,10 @@ import pytest
 import torch
 
 from rnnkit.cli import main
+from rnnkit.train import trainer as trainer_module
 from rnnkit.train.tasks.lm import LanguageModelTask
 
-CORES = 3  # os.cpu_count() as the trainer sees it (patched: machine-independent)
+CORES = 3  # the CPUs the trainer sees (usable_cpus, patched: machine-independent)
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def env(monkeypatch, tmp_path, files):
     call of the task's loss, split into tuning calls (before training) and training steps."""
     saved = torch.get_num_threads()
     state = {"slow": None, "calls": [], "set": []}
-    monkeypatch.setattr(os, "cpu_count", lambda: CORES)
+    monkeypatch.setattr(trainer_module, "usable_cpus", lambda: CORES)
     orig_loss = LanguageModelTask.loss
     orig_set = torch.set_num_threads
 
@@ -73,7 +73,7 @@ def test_auto_keeps_the_faster_count_and_torch_trains_with_it(tmp_path, capsys, 
 
 
 def test_auto_with_one_core_does_not_tune(tmp_path, capsys, env, monkeypatch):
-    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(trainer_module, "usable_cpus", lambda: 1)
     torch.set_num_threads(1)
     env["set"].clear()
     train(capsys, env, tmp_path / "o", "auto")
@@ -108,3 +108,14 @@ def test_explicit_and_bad_values(tmp_path, capsys, env):
                      "--no-progress", "--threads", bad])
         _, e = capsys.readouterr()
         assert code == 2 and msg in e
+
+
+def test_usable_cpus_follows_the_affinity_mask(monkeypatch):
+    """--threads auto times all the CPUs the process may use: under taskset or a cpuset that is fewer than
+    os.cpu_count() reports."""
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert trainer_module.usable_cpus() == 1
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    assert trainer_module.usable_cpus() == (os.cpu_count() or 1)
