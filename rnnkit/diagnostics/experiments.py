@@ -19,7 +19,7 @@ import copy
 import csv
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -116,8 +116,13 @@ class RunResult:
 def _train(task: str, cell: str, T: int, steps_budget: int, cfg: TrainConfig, with_flow: bool) -> RunResult:
     if steps_budget < 1:
         raise ValueError(f"rnnkit.diagnostics: steps_budget must be >= 1, got {steps_budget}")
-    if cfg.threads:
+    if cfg.threads:  # for this run only: the caller's thread count comes back afterwards
+        saved = torch.get_num_threads()
         torch.set_num_threads(cfg.threads)
+        try:
+            return _train(task, cell, T, steps_budget, replace(cfg, threads=None), with_flow)
+        finally:
+            torch.set_num_threads(saved)
     torch.manual_seed(cfg.seed)
     test_seed = 10_000 + T  # the same test set for every cell at this T, never a training batch
     step_seed = 1_000_003 * (cfg.seed + 1)  # training batch k uses seed step_seed + k

@@ -82,6 +82,21 @@ def test_run_adding_and_copy_report_consistently():
     assert run_copy("lstm", 5, 10, TrainConfig(**TINY)).history == c.history
 
 
+def test_a_run_with_threads_leaves_the_callers_thread_count(monkeypatch):
+    from rnnkit.diagnostics.tasks import AddingModel
+
+    seen, before, forward = [], torch.get_num_threads(), AddingModel.forward
+    def counted(self, x):
+        seen.append(torch.get_num_threads())
+        return forward(self, x)
+
+    monkeypatch.setattr(AddingModel, "forward", counted)
+    asked = 1 if before > 1 else 2
+    run_adding("gru", 6, 2, TrainConfig(**{**TINY, "threads": asked}))
+    assert seen and set(seen) == {asked}  # the run itself used the count asked for
+    assert torch.get_num_threads() == before  # and gave the caller's back (it kept the run's)
+
+
 def test_solved_stops_early_and_counts_steps(monkeypatch):
     import rnnkit.diagnostics.experiments as E
 
