@@ -187,6 +187,10 @@ def write_captions(path: str | os.PathLike, data: Captions) -> Path:
     pixels, captions = _as_uint8_grey(data.images), data.captions
     if len(pixels) != len(captions):
         raise ValueError(f"write_captions: expected one caption per image ({len(pixels)}), got {len(captions)}")
+    for cap in captions:  # what read_captions would refuse or read differently, in either form
+        if any(c in cap for c in "\t\n\r") or cap != cap.strip() or not cap.strip():
+            raise ValueError(f"write_captions: caption {cap[:40]!r} is empty, holds a tab or line break, or begins "
+                             f"or ends with whitespace, which read_captions would not read back")
     if p.suffix.lower() == ".npz":
         p.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(p, images=pixels, captions=np.array(list(captions), dtype=str))

@@ -49,6 +49,8 @@ def _rows(path: Path, text: str, delimiter: str):
     in most TSV corpora — so a field cannot hold a tab or a newline.
     """
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    if csv.field_size_limit() < len(text):  # a long document is one field (the csv module's default: 128 KiB)
+        csv.field_size_limit(min(len(text), 2**31 - 1))
     reader = csv.reader(io.StringIO(text), delimiter=delimiter, quoting=quoting)
     start = 1
     try:

@@ -1,9 +1,10 @@
 """Writers: the inverse of each reader, so data held in Python (the built-in sets, a user's
 predictions) can be saved in the formats the CLI reads. ``read_X(write_X(path, data)) == data``
-for data the format can hold — no line break (``\n`` or a lone ``\r``) inside a text field, no tab
-inside a field of a tab-separated file, no whitespace in (and no empty) CoNLL token, no series column
-name that reads as a number — and raises ValueError for anything else rather than write a file its
-reader would refuse or read differently. Each returns the path it wrote, creating parent folders.
+for data the format can hold — no line break (``\n`` or a lone ``\r``) inside a text field (nor a
+``\r`` in a plain text), no tab inside a field of a tab-separated file, no empty field or one that
+begins or ends with whitespace (the readers strip fields), no whitespace in (and no empty) CoNLL token,
+no empty sentence, no series column name that reads as a number — and raises ValueError for anything
+else rather than write a file its reader would refuse or read differently. Each returns the path it wrote, creating parent folders.
 """
 from __future__ import annotations
 
@@ -36,7 +37,26 @@ def _check_field(writer: str, value: str, forbidden: str, what: str, *, space: b
     return value
 
 
+def _check_text(writer: str, value: str, forbidden: str, what: str) -> str:
+    """A text field of a line- or CSV-based format: ``_check_field``, and not empty or wrapped in
+    whitespace (the readers strip each field and refuse an empty one)."""
+    _check_field(writer, value, forbidden, what)
+    if not value.strip():
+        raise ValueError(f"{writer}: an empty {what}, which its reader refuses")
+    if value != value.strip():
+        raise ValueError(f"{writer}: {what} {value[:40]!r} begins or ends with whitespace, which its reader strips")
+    return value
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
+    """``text`` as UTF-8; a ``\\r`` would read back as a newline (the reader normalises line ends), so it
+    is refused."""
+    if "\r" in text:
+        raise ValueError("write_text: the text contains '\\r', which read_text normalises to a newline")
+    return _write(path, text)
+
+
+def _write(path: str | os.PathLike, text: str) -> Path:
     p = _target(path)
     p.write_text(text, encoding="utf-8")
     return p
@@ -48,12 +68,13 @@ def write_labelled(path: str | os.PathLike, examples: Sequence[tuple[str, str]],
     p = _target(path)
     sep = delimiter or ("\t" if p.suffix.lower() in (".tsv", ".tab") else ",")
     if sep == "\t":
-        check = lambda s: _check_field("write_labelled", s, "\t" + _BREAKS, "field")  # noqa: E731
-        return write_text(p, "text\tlabel\n" + "".join(f"{check(t)}\t{check(y)}\n" for t, y in examples))
+        check = lambda s: _check_text("write_labelled", s, "\t" + _BREAKS, "field")  # noqa: E731
+        return _write(p, "text\tlabel\n" + "".join(f"{check(t)}\t{check(y)}\n" for t, y in examples))
     with p.open("w", encoding="utf-8", newline="") as f:
         w = csv.writer(f, delimiter=sep, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
         w.writerow(["text", "label"])
-        w.writerows((_check_field("write_labelled", t, "\r", "text"), y) for t, y in examples)
+        w.writerows((_check_text("write_labelled", t, "\r", "text"), _check_text("write_labelled", y, _BREAKS, "label"))
+                    for t, y in examples)
     return p
 
 
@@ -63,6 +84,8 @@ def write_conll(path: str | os.PathLike, sentences: Sequence[tuple[Sequence[str]
     for tokens, tags in sentences:
         if len(tokens) != len(tags):
             raise ValueError(f"write_conll: expected one tag per token ({len(tokens)}), got {len(tags)}")
+        if not tokens:
+            raise ValueError("write_conll: an empty sentence, which the format cannot hold (it reads as none)")
         for tok, tag in zip(tokens, tags):
             tok = _check_field("write_conll", tok, "", "token", space=True)
             tag = _check_field("write_conll", tag, "", "tag", space=True)
@@ -70,13 +93,13 @@ def write_conll(path: str | os.PathLike, sentences: Sequence[tuple[Sequence[str]
                 raise ValueError("write_conll: the token '-DOCSTART-' marks a document break to CoNLL readers")
             lines.append(f"{tok}\t{tag}\n")
         lines.append("\n")
-    return write_text(path, "".join(lines))
+    return _write(path, "".join(lines))
 
 
 def write_parallel(path: str | os.PathLike, pairs: Sequence[tuple[str, str]]) -> Path:
     """``SOURCE<TAB>TARGET`` lines."""
-    check = lambda s: _check_field("write_parallel", s, "\t" + _BREAKS, "sentence")  # noqa: E731
-    return write_text(path, "".join(f"{check(s)}\t{check(t)}\n" for s, t in pairs))
+    check = lambda s: _check_text("write_parallel", s, "\t" + _BREAKS, "sentence")  # noqa: E731
+    return _write(path, "".join(f"{check(s)}\t{check(t)}\n" for s, t in pairs))
 
 
 def write_series(path: str | os.PathLike, series: Series) -> Path:
@@ -88,10 +111,10 @@ def write_series(path: str | os.PathLike, series: Series) -> Path:
     with p.open("w", encoding="utf-8", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         if names != default:  # a headerless file reads back with exactly those names
-            unreadable = [n for n in names if not n.strip() or _number(n) is not None]
+            unreadable = [n for n in names if not n.strip() or n != n.strip() or _number(n) is not None]
             if unreadable:
                 raise ValueError(f"write_series: column name {unreadable[0]!r} would not read back as a header "
-                                 f"(read_series takes a first row with a number or an empty cell for data); "
+                                 f"(read_series takes a first row with a number for data, and strips names); "
                                  f"rename the column")
             w.writerow(names)
         w.writerows([repr(float(x)) for x in row] for row in series.values.tolist())

@@ -176,3 +176,19 @@ def test_digit_strips_show_the_captioned_digits_from_disjoint_scans():
                 assert match and all(words[bunch.target[i]] == word for i in match)
                 used[part].add(match[0])
     assert not used["train"] & used["valid"]
+
+
+def test_entities_do_not_depend_on_the_hash_seed():
+    """faker's it_IT city list is built from a set, so its order — and the cities a seed drew — followed
+    PYTHONHASHSEED: the same seed gave other data in another process."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("faker")
+    code = ("import hashlib; from rnnkit.data import load_builtin; "
+            "print(hashlib.md5(repr(load_builtin('entities')).encode()).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+    assert len(digests) == 1

@@ -274,7 +274,10 @@ def test_holdout_kinds_and_seed():
 
 
 def test_writers_refuse_what_their_readers_would_read_differently(tmp_path):
-    from rnnkit.data import Series, read_series, write_conll, write_labelled, write_parallel, write_series
+    from rnnkit.data import (
+        Captions, Series, read_labelled, read_series, write_captions, write_conll, write_labelled, write_parallel,
+        write_series, write_text,
+    )
 
     (tmp_path / "plain.csv").write_text("1,2\n3,4\n")
     headerless = read_series(tmp_path / "plain.csv")  # columns named "1", "2"
@@ -286,11 +289,23 @@ def test_writers_refuse_what_their_readers_would_read_differently(tmp_path):
         (write_conll, ([([""], ["O"])],), "an empty token"),
         (write_conll, ([(["-DOCSTART-"], ["O"])],), "document break"),
         (write_labelled, ([("a\rb", "pos")],), "contains '\\\\r'"),
+        (write_labelled, ([("ab", "p\ros")],), "label 'p\\\\ros' contains '\\\\r'"),
+        (write_labelled, ([(" padded ", "pos")],), "begins or ends with whitespace, which its reader strips"),
+        (write_labelled, ([("", "pos")],), "an empty text, which its reader refuses"),
         (write_parallel, ([("a\rb", "c")],), "contains '\\\\r'"),
+        (write_parallel, ([(" a", "b")],), "begins or ends with whitespace"),
+        (write_conll, ([([], [])],), "an empty sentence"),
+        (write_series, (Series(torch.ones(2, 1), [" x"]),), "column name ' x' would not read back"),
+        (write_text, ("a\r\nb",), "normalises to a newline"),
+        (write_captions, (Captions(torch.zeros(1, 1, 2, 2), [" a "]),), "would not read back"),
+        (write_captions, (Captions(torch.zeros(1, 1, 2, 2), ["a\tb"]),), "would not read back"),
     ]
     for writer, args, message in bad:
         with pytest.raises(ValueError, match=message):
             writer(tmp_path / "x.txt", *args)
+    long = "word " * 40_000 + "end"  # one field beyond the csv module's default limit (128 KiB)
+    for name in ("long.csv", "long.tsv"):
+        assert read_labelled(write_labelled(tmp_path / name, [(long, "pos")])) == [(long, "pos")]
 
 
 def test_small_input_checks(tmp_path):

@@ -30,7 +30,12 @@ def _full_name(f, locale: str) -> str:
 def _faker_for(locale: str):
     # Building a Faker loads every provider of the locale (~0.1 s); reseeding an existing one is free
     # and gives the same sequence as a fresh instance.
-    return require("faker", "faker", "data", "the built-in names and entities data").Faker(locale)
+    f = require("faker", "faker", "data", "the built-in names and entities data").Faker(locale)
+    for provider in f.providers:
+        cities = getattr(provider, "cities", None)
+        if isinstance(cities, list):  # it_IT builds this list from a set: its order (so the city a seed
+            provider.cities = sorted(cities)  # draws) followed PYTHONHASHSEED, and so did the data
+    return f
 
 
 def _faker(locale: str, seed: int):
