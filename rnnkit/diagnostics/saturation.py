@@ -110,8 +110,8 @@ def gate_saturation(layer: nn.Module, x: Tensor, hx=None, *, sigmoid_threshold: 
 
     A sigmoid gate counts as saturated above ``sigmoid_threshold`` or below 1 − ``sigmoid_threshold``;
     a tanh beyond ±``tanh_threshold``. ``check`` (as in ``gradient_flow``): first make sure the plain
-    cells reproduce the layer's output — a layer with zoneout or layer norm is refused rather than
-    reported as the function it does not compute.
+    cells reproduce the layer's output — a layer with zoneout (which the cells step without) is refused
+    rather than reported as the function it does not compute; layer norm is modelled.
     """
     if not 0.5 < sigmoid_threshold < 1 or not 0 < tanh_threshold < 1:
         raise ValueError("rnnkit.diagnostics.gate_saturation: sigmoid_threshold must be in (0.5, 1) and "

@@ -141,7 +141,7 @@ def step_layer(layer: nn.Module, x: Tensor, hx=None) -> SteppedRun:
 
 def check_against_layer(layer: nn.Module, x: Tensor, run: SteppedRun, hx=None) -> None:
     """Raise if the stepped output differs from ``layer(x)`` in eval mode — e.g. a layer option
-    (zoneout, layer norm, …) that the plain cells do not model."""
+    (zoneout: its eval-mode expectation) that the plain cells do not model."""
     was_training = layer.training
     layer.eval()
     try:
@@ -156,5 +156,5 @@ def check_against_layer(layer: nn.Module, x: Tensor, run: SteppedRun, hx=None) -
         raise ValueError(
             f"rnnkit.diagnostics: stepping {type(layer).__name__} through rnnkit.cells does not reproduce its "
             f"output (max difference {diff:.3g}); the layer uses an option the plain cells do not model "
-            f"(zoneout, layer norm, weight drop …). Pass check=False to measure the plain-cell function anyway."
+            f"(zoneout). Pass check=False to measure the plain-cell function anyway."
         )

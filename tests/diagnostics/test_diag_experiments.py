@@ -183,3 +183,14 @@ def test_csv_takes_every_row_s_columns(tmp_path):
     write_csv([Row(cell="irnn", steps=5), Row(cell="lstm", steps=5, grad_decay_log10_per_step=0.1)], tmp_path / "r.csv")
     rows = list(csv.DictReader(open(tmp_path / "r.csv")))
     assert rows[0]["grad_decay_log10_per_step"] == "" and rows[1]["grad_decay_log10_per_step"] == "0.1"
+
+
+def test_copy_takes_a_delay_of_one_and_adding_needs_two(tmp_path, capsys):
+    from rnnkit.cli import main
+
+    code = main(["experiment", "copy", "--cell", "gru", "--delay", "1", "--steps", "2", "--eval-every", "1",
+                 "--hidden-size", "4", "--out", str(tmp_path / "c"), "--json"])
+    assert code == 0, capsys.readouterr().err
+    code = main(["experiment", "adding", "--cell", "gru", "--length", "1", "--steps", "2", "--out", str(tmp_path / "a")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--length must be >= 2 (it marks two numbers), got 1" in err
