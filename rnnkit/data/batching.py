@@ -83,7 +83,7 @@ class BucketBatcher:
         return n // b if self.drop_last else -(-n // b)
 
     def __iter__(self) -> Iterator[list[int]]:
-        rng = random.Random(self.seed * 1_000_003 + self.epoch)  # distinct streams for every (seed, epoch)
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)  # distinct for every seed and epoch < 1,000,003
         order = list(range(len(self.lengths)))
         if self.shuffle:
             rng.shuffle(order)

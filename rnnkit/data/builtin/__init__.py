@@ -79,7 +79,7 @@ _ENTRIES = [
                    "word order matters", "generated (rnnkit)", _examples(sentiment, 0.1)),
     BuiltinDataset("entities", "tag", "Sentences with person and city names tagged B-PER I-PER B-LOC I-LOC O",
                    "faker (en_US names; cities of 5 locales) in 16 templates", _examples(entities, 0.1)),
-    BuiltinDataset("copy", "tag", "Copy memory: recall 5 digits after a delay of 20 blanks", "generated (rnnkit)",
+    BuiltinDataset("copy", "tag", "Copy memory: recall 5 digits after 19 blanks and a go marker", "generated (rnnkit)",
                    _examples(copy_memory, 0.1)),
     BuiltinDataset("reverse", "translate", "Reverse a string of 3-8 digits ('3 1 4' -> '4 1 3')", "generated (rnnkit)",
                    _examples(reversal, 0.1)),

@@ -11,8 +11,9 @@ import random
 
 from ..errors import require
 
-#: Locales and the label each gets. All names are in the Latin script: Japanese ones come from
-#: faker's romanised name lists, the others are written that way already.
+#: Locales and the label each gets. The names are in the Latin script: Japanese ones come from
+#: faker's romanised name lists, the others are written that way already (faker's tr_TR data holds a
+#: few stray marks, such as U+02DC, kept as they come).
 NAME_LOCALES = {
     "en_US": "English", "de_DE": "German", "fr_FR": "French", "it_IT": "Italian", "es_ES": "Spanish",
     "pl_PL": "Polish", "nl_NL": "Dutch", "fi_FI": "Finnish", "tr_TR": "Turkish", "ja_JP": "Japanese",
