@@ -366,11 +366,23 @@ def _check_writable_file(path: str, flag: str) -> None:
         raise UsageError(f"{flag} {path}: the folder {p.parent} does not exist")
 
 
+def _parameter_count(c) -> int:
+    """Trainable parameters of the checkpoint's model, counted as ``model.parameters()`` counts them (the
+    saved weights also hold buffers, such as a forecaster's scaler, and tied weights under both names);
+    where the model cannot be rebuilt, the saved tensors, each storage once."""
+    from .train.tasks import model_class
+
+    try:
+        return sum(p.numel() for p in model_class(c.model_type).from_config(c.config).parameters())
+    except Exception:  # noqa: BLE001 - an unknown type or an edited config: count what was saved
+        return sum(t.numel() for t in {t.untyped_storage().data_ptr(): t for t in c.weights.values()}.values())
+
+
 def cmd_info(args) -> int:
     from .train.checkpoint import load_checkpoint
 
     c = load_checkpoint(args.checkpoint, require_files=False)  # show what is there, missing files marked
-    n_params = sum(t.numel() for k, t in c.weights.items())
+    n_params = _parameter_count(c)
     info = {"path": str(c.path), "model_type": c.model_type, "task": c.task, "format_version": c.meta["format_version"],
             "rnnkit_version": c.meta.get("rnnkit_version"), "step": c.meta.get("step"), "parameters": n_params,
             "model_config": c.config, "files": c.files}
