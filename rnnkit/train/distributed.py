@@ -74,12 +74,26 @@ def broadcast_(t: torch.Tensor, info: DistInfo, src: int = 0) -> torch.Tensor:
 
 
 def all_gather_cat(t: torch.Tensor, info: DistInfo, dim: int) -> torch.Tensor:
-    """Concatenates every rank's ``t`` along ``dim`` (all ranks must hold the same shape)."""
+    """Concatenates every rank's ``t`` along ``dim``, in rank order; the ranks' sizes along ``dim`` may
+    differ (a batch that does not divide evenly), every other dimension must agree."""
     if not info.enabled:
         return t
-    parts = [torch.empty_like(t) for _ in range(info.world_size)]
-    dist.all_gather(parts, t.contiguous())
-    return torch.cat(parts, dim=dim)
+    size = torch.tensor([t.shape[dim]], dtype=torch.long, device=t.device)
+    sizes = [torch.empty_like(size) for _ in range(info.world_size)]
+    dist.all_gather(sizes, size)
+    sizes = [int(n) for n in sizes]
+    padded = list(t.shape)
+    padded[dim] = max(sizes)
+    mine = t.new_zeros(padded)
+    mine.narrow(dim, 0, t.shape[dim]).copy_(t)
+    parts = [torch.empty_like(mine) for _ in range(info.world_size)]
+    dist.all_gather(parts, mine)
+    return torch.cat([p.narrow(dim, 0, n) for p, n in zip(parts, sizes)], dim=dim)
+
+
+def rank_slice(n: int, info: DistInfo) -> tuple[int, int]:
+    """``[lo, hi)``: this rank's contiguous share of ``n`` rows (the last ranks take the extra rows)."""
+    return info.rank * n // info.world_size, (info.rank + 1) * n // info.world_size
 
 
 def barrier(info: DistInfo) -> None:

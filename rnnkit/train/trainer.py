@@ -98,7 +98,8 @@ class TrainTask:
         raise ValueError("TrainTask: a batch needs at least one tensor or list with the batch first")
 
     def shard(self, batch: dict, rank: int, world: int) -> dict:
-        """Rank ``rank``'s contiguous slice of every entry whose leading size is the batch size."""
+        """Rank ``rank``'s contiguous slice of every entry whose leading size is the batch size (the last
+        ranks take the extra rows: ``distributed.rank_slice``)."""
         n = self.rows_in(batch)
         lo, hi = rank * n // world, (rank + 1) * n // world
         return {k: v[lo:hi] if isinstance(v, (Tensor, list, tuple)) and len(v) == n and
@@ -221,6 +222,11 @@ class _LossModule(nn.Module):
 
 
 # --- the trainer ----------------------------------------------------------------------------
+
+def _span(bounds: tuple[int, int]) -> tuple[int, int]:
+    """``[lo, hi)`` → ``(start, length)``, as ``narrow`` takes them."""
+    return bounds[0], bounds[1] - bounds[0]
+
 
 def usable_cpus() -> int:
     """The CPUs this process may run on: its affinity mask where the OS keeps one (``taskset``, a
@@ -352,6 +358,9 @@ class Trainer:
         opt_meta, tensors = ckpt.optimizer_state(self.optimizer)
         rng_meta, rng_tensors = ckpt.rng_state()
         tensors.update(rng_tensors)
+        if self.dist.enabled:  # each rank's own torch generator: ranks holding different numbers of rows
+            # draw different numbers of dropout masks, so rank 0's state is not theirs
+            tensors["rng.torch_per_rank"] = dist_.all_gather_cat(torch.get_rng_state().unsqueeze(0), self.dist, 0)
         carry_spec = _flatten(self._gathered_carry(), "carry", tensors)
         state = {
             "step": self.step, "epoch": self.epoch, "position": self.position, "tokens": self.tokens,
@@ -410,6 +419,9 @@ class Trainer:
             ckpt.load_optimizer_state(self.optimizer, t["optimizer"], c.trainer_tensors)
             _check_optimizer_shapes(self.optimizer)
             ckpt.set_rng_state(t["rng"], c.trainer_tensors)
+            per_rank = c.trainer_tensors.get("rng.torch_per_rank")
+            if self.dist.enabled and per_rank is not None and len(per_rank) == self.dist.world_size:
+                torch.set_rng_state(per_rank[self.dist.rank].clone())
             self.step, self.epoch, self.position = t["step"], t["epoch"], t["position"]
             self.tokens, self.elapsed = t["tokens"], t["elapsed"]
             self.best, self.bad_evals, self.last_metrics = t["best"], t["bad_evals"], t.get("last_metrics", {})
@@ -419,9 +431,9 @@ class Trainer:
             what = f"missing {e}" if isinstance(e, KeyError) else str(e).strip().splitlines()[0]
             raise ckpt.CheckpointError(f"checkpoint {c.path}: its training state (trainer.json, trainer.safetensors) "
                                        f"is damaged: {what}") from None
-        if carry is not None and self.dist.enabled:
-            dim, r, w = self.task.carry_batch_dim, self.dist.rank, self.dist.world_size
-            carry = _map(lambda x: x.tensor_split(w, dim=dim)[r], carry)
+        if carry is not None and self.dist.enabled:  # this rank's rows, as ``shard`` cuts a batch
+            dim = self.task.carry_batch_dim
+            carry = _map(lambda x: x.narrow(dim, *_span(dist_.rank_slice(x.shape[dim], self.dist))), carry)
         self.carry = _map(lambda x: x.to(self.device), carry)
         self.last_good = Path(path)
 
@@ -567,12 +579,22 @@ class Trainer:
         return tqdm(total=c.max_steps or None, initial=self.step, desc=self.description, unit=" steps",
                     dynamic_ncols=True, mininterval=0.5)
 
+    def _training_batches(self) -> Sequence[Any]:
+        """This epoch's batches, refused when none can be trained on (under DDP a batch with fewer rows
+        than processes is skipped: each rank needs one — only an epoch's short last batch should be)."""
+        batches = self.task.train_batches(self.epoch)
+        if len(batches) == 0:
+            raise TrainingError("the training data gives no batches (too little data for one batch)")
+        world = self.dist.world_size if self.dist.enabled else 1
+        if world > 1 and all(self.task.rows_in(b) < world for b in batches):
+            raise TrainingError(f"every training batch has fewer rows than the {world} processes, which need one "
+                                f"each: raise --batch_size to at least {world}")
+        return batches
+
     def _loop(self, sig: _StopSignal, bar) -> str:
         c, info = self.config, self.dist
         epochs = c.epochs or (0 if (c.max_steps or c.time_budget) else 1)
-        self._batches = self.task.train_batches(self.epoch)
-        if len(self._batches) == 0:  # (checked for the first epoch too: one-epoch runs would "succeed")
-            raise TrainingError("the training data gives no batches (too little data for one batch)")
+        self._batches = self._training_batches()  # (checked for the first epoch too: one-epoch runs would "succeed")
         window = {"loss": 0.0, "tokens": 0, "clipped": 0, "steps": 0, "t0": time.perf_counter()}
         self.monitor.reset_window()
         self.loss_module.train()
@@ -592,9 +614,7 @@ class Trainer:
                         return "early_stopping"
                 if epochs and self.epoch >= epochs:
                     return "epochs"
-                self._batches = self.task.train_batches(self.epoch)
-                if len(self._batches) == 0:
-                    raise TrainingError("the training data gives no batches (too little data for one batch)")
+                self._batches = self._training_batches()
                 continue
             t_start = time.perf_counter()
             batch = self._batches[self.position]
