@@ -535,6 +535,7 @@ class Trainer:
             self.resume(resume)
         else:
             seed_everything(c.seed)
+        start_step = self.step
         self._batches = None
         self._log = None
         if self.out_dir is not None and self.dist.is_main:
@@ -552,7 +553,10 @@ class Trainer:
         if stop_reason != "interrupted" and self._last_eval_step != self.step:
             self._evaluation_round(save=False)
         metrics = self.last_metrics if stop_reason != "interrupted" else {}
-        path = self.save()
+        # a resumed run that had already reached its end changed nothing: its checkpoint stands (saving
+        # the same step again would add a second snapshot of it)
+        unchanged = resume is not None and self.step == start_step  # (the same on every rank: none saves)
+        path = ckpt.resolve(self.last_good) if unchanged else self.save()
         result = TrainResult(step=self.step, epoch=self.epoch, stop_reason=stop_reason,
                              metrics={k: v for k, v in metrics.items() if not k.startswith("_")},
                              best=self.best, elapsed=self.elapsed, tokens=self.tokens, checkpoint=path)

@@ -160,6 +160,8 @@ def test_resuming_a_finished_run_trains_no_further(tmp_path, stop):
     first = make(tmp_path, max_steps=0, **stop).fit()
     again = make(tmp_path, max_steps=0, **stop).fit(resume=tmp_path / "run" / "checkpoint")
     assert again.step == first.step and again.stop_reason == first.stop_reason
+    assert again.checkpoint == first.checkpoint  # nothing changed, nothing saved again (no step-N.1 copy)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoint").iterdir()) == ["latest", first.checkpoint.name]
 
 
 def test_log_stays_on_multiples_of_log_every_across_a_resume(tmp_path):
