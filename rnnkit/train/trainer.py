@@ -640,7 +640,9 @@ class Trainer:
             if info.enabled:
                 stats = dist_.all_reduce_sum(stats.to(self.device), info).cpu()
             if stats[2] > 0:
-                self._diverged(f"loss is {float(loss_sum.detach()):.4g}")
+                local = float(loss_sum.detach())
+                self._diverged(f"loss is {local:.4g}" if not math.isfinite(local) else
+                               f"loss is not finite on {int(stats[2])} of the {info.world_size} processes")
             if stats[1] <= 0:
                 raise TrainingError(f"batch {self.position} of epoch {self.epoch} has no tokens to train on")
             lr = self.current_lr()
