@@ -136,6 +136,9 @@ def check_input_choice(cfg) -> None:
                          f"(feature vectors), got vocab_size={cfg.vocab_size}, input_size={cfg.input_size}")
     if cfg.vocab_size is not None and cfg.padding_idx is not None and not 0 <= cfg.padding_idx < cfg.vocab_size:
         raise ValueError(f"{type(cfg).__name__}: padding_idx must be in [0, {cfg.vocab_size}), got {cfg.padding_idx}")
+    if cfg.input_size is not None and cfg.padding_idx is not None:  # it would be ignored without a word
+        raise ValueError(f"{type(cfg).__name__}: padding_idx belongs to the embedding of token ids (vocab_size); "
+                         f"with feature vectors (input_size={cfg.input_size}) leave it None, got {cfg.padding_idx}")
 
 
 class InputLayer(nn.Module):

@@ -109,6 +109,8 @@ def test_bad_input_is_named(assert_error):
     assert_error(ValueError, lambda: SequenceClassifier(num_classes=2, vocab_size=3, pooling="sum"), "pooling", "'sum'")
     assert_error(ValueError, lambda: SequenceClassifier(num_classes=0, vocab_size=3), "num_classes", "> 0", "0")
     assert_error(ValueError, lambda: SequenceClassifier(num_classes=2), "vocab_size", "input_size")
+    assert_error(ValueError, lambda: SequenceClassifier(num_classes=2, input_size=3, padding_idx=0), "padding_idx",
+                 "input_size=3", "got 0")  # it was ignored
     assert_error(TypeError, lambda: SequenceClassifier(num_classes=2, vocab_size=3, hidden_size=4.5), "hidden_size",
                  "4.5")
     assert_error(TypeError, lambda: SequenceClassifier.from_config({"num_classes": 2, "vocab": 3}), "vocab")
