@@ -91,9 +91,10 @@ def all_gather_cat(t: torch.Tensor, info: DistInfo, dim: int) -> torch.Tensor:
     return torch.cat([p.narrow(dim, 0, n) for p, n in zip(parts, sizes)], dim=dim)
 
 
-def rank_slice(n: int, info: DistInfo) -> tuple[int, int]:
-    """``[lo, hi)``: this rank's contiguous share of ``n`` rows (the last ranks take the extra rows)."""
-    return info.rank * n // info.world_size, (info.rank + 1) * n // info.world_size
+def rank_slice(n: int, rank: int, world: int) -> tuple[int, int]:
+    """``[lo, hi)``: rank ``rank``'s contiguous share of ``n`` rows among ``world`` (the last ranks take
+    the extra rows) — how a batch is sharded, and so how a carried state is split again on resume."""
+    return rank * n // world, (rank + 1) * n // world
 
 
 def barrier(info: DistInfo) -> None:

@@ -101,7 +101,7 @@ class TrainTask:
         """Rank ``rank``'s contiguous slice of every entry whose leading size is the batch size (the last
         ranks take the extra rows: ``distributed.rank_slice``)."""
         n = self.rows_in(batch)
-        lo, hi = rank * n // world, (rank + 1) * n // world
+        lo, hi = dist_.rank_slice(n, rank, world)
         return {k: v[lo:hi] if isinstance(v, (Tensor, list, tuple)) and len(v) == n and
                 (not isinstance(v, Tensor) or v.dim() > 0) else v for k, v in batch.items()}
 
@@ -222,11 +222,6 @@ class _LossModule(nn.Module):
 
 
 # --- the trainer ----------------------------------------------------------------------------
-
-def _span(bounds: tuple[int, int]) -> tuple[int, int]:
-    """``[lo, hi)`` → ``(start, length)``, as ``narrow`` takes them."""
-    return bounds[0], bounds[1] - bounds[0]
-
 
 def usable_cpus() -> int:
     """The CPUs this process may run on: its affinity mask where the OS keeps one (``taskset``, a
@@ -432,8 +427,13 @@ class Trainer:
             raise ckpt.CheckpointError(f"checkpoint {c.path}: its training state (trainer.json, trainer.safetensors) "
                                        f"is damaged: {what}") from None
         if carry is not None and self.dist.enabled:  # this rank's rows, as ``shard`` cuts a batch
-            dim = self.task.carry_batch_dim
-            carry = _map(lambda x: x.narrow(dim, *_span(dist_.rank_slice(x.shape[dim], self.dist))), carry)
+            dim, r, w = self.task.carry_batch_dim, self.dist.rank, self.dist.world_size
+
+            def mine(x: Tensor) -> Tensor:
+                lo, hi = dist_.rank_slice(x.shape[dim], r, w)
+                return x.narrow(dim, lo, hi - lo)
+
+            carry = _map(mine, carry)
         self.carry = _map(lambda x: x.to(self.device), carry)
         self.last_good = Path(path)
 
