@@ -97,3 +97,16 @@ def test_bench_floor_tiny_subprocess():
     assert [r.split("|")[2].strip() for r in rows] == ["LSTM", "GRU", "RNN tanh"], proc.stdout
     for row in rows:
         assert len(re.findall(r"\d+\.\d\d×", row)) == 2 and re.search(r"\d+%", row), row
+
+
+def test_bench_products_quick_subprocess():
+    products = pytest.importorskip("rnnkit.engine.fused.products")
+    if not products._ONEDNN:
+        pytest.skip("this torch has no oneDNN")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_products.py"), "--quick", "--repeats", "3", "--threads", "1"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "×" in line]
+    assert len(rows) == 3, proc.stdout
+    for row in rows:  # the small matrices of the quick set stay on addmm under the rule
+        assert re.search(r"\| +\d+\.\d\d× \| +addmm \|$", row), row

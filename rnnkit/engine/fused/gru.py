@@ -30,6 +30,7 @@ from ..types import LN_EPS, LayerWeights, Noise
 from . import buffers
 from .layout import Layout
 from .lstm import fresh_products, ln_affine_grads, overwrote_input, scaled_one_minus_square, sigmoid_grad_into
+from .products import StepProduct
 from .projection import hand_written, layer_norm, project
 
 
@@ -72,6 +73,7 @@ class GRUFunction(torch.autograd.Function):
         Y = buffers.empty((N, H), GX)
         w_hhT = w_hh.t()
         w_rzT, w_nT = w_hhT[:, : 2 * H], w_hhT[:, 2 * H :]
+        product = StepProduct(w_hhT, layout.B)
         ln_bias = ln_h_b  # the layer norm's bias, then b_hn on the n part
         if ln_h_b is not None and b_hn is not None:
             ln_bias = torch.cat((ln_h_b[: 2 * H], ln_h_b[2 * H :] + b_hn))
@@ -87,11 +89,16 @@ class GRUFunction(torch.autograd.Function):
             hp = hp_s[k]
             h_in = hp if mask is None else hp * mask_s[k]
             rz = RZ_s[k]
-            if AH is None:  # r, z: the recurrent GEMM accumulates straight onto the input part
-                rz.addmm_(h_in, w_rzT)
-                gh_n = GHn_s[k].addmm_(h_in, w_nT)
+            if AH is None:  # r, z: the recurrent product accumulates straight onto the input part
+                p = product.full(h_in)
+                if p is None:
+                    rz.addmm_(h_in, w_rzT)
+                    gh_n = GHn_s[k].addmm_(h_in, w_nT)
+                else:
+                    rz.add_(p[:, : 2 * H])
+                    gh_n = GHn_s[k].add_(p[:, 2 * H :])
             else:
-                a = AH_s[k].addmm_(h_in, w_hhT)
+                a = product.acc(AH_s[k], h_in)
                 gh, mean, rstd = torch.native_layer_norm(a, (3 * H,), ln_h_w, ln_bias, LN_EPS)
                 stats += (mean, rstd)
                 rz.add_(gh[:, : 2 * H])
@@ -139,6 +146,7 @@ class GRUFunction(torch.autograd.Function):
         mask_s = None if mask is None else layout.heads(mask)
         # Without dropout or zoneout a step also adds the step before's dY into its GEMM's output: one op less.
         fold = mask is None and zone_h is None
+        product = StepProduct(w_hh, layout.B)
         dht = None  # ∂L/∂h̃ of step k when the step after computed it
         for k, (_, b) in reversed(list(enumerate(layout.steps))):
             carry = carry_s[k]
@@ -156,14 +164,14 @@ class GRUFunction(torch.autograd.Function):
                 dA_steps.append(da)
             if fold and k > 0:  # ∂L/∂h̃_{t-1} = dY_{t-1} + dh̃ ∗ z + da W_hh
                 out, dY_prev = layout.join_previous(k, dHt_s, dY_s, carry_s)
-                torch.addcmul(dY_prev, dht, z_s[k], out=out).addmm_(da, w_hh)
+                product.acc(torch.addcmul(dY_prev, dht, z_s[k], out=out), da)
                 dht = dHt_s[k - 1]
                 continue
             # carry = dh̃ ∗ z + m ∗ (da W_hh) (+ kept), written in place
             if mask is None:
-                torch.mul(dht, z_s[k], out=carry).addmm_(da, w_hh)
+                product.acc(torch.mul(dht, z_s[k], out=carry), da)
             else:
-                torch.mm(da, w_hh, out=carry).mul_(mask_s[k]).addcmul_(dht, z_s[k])
+                product.into(carry, da).mul_(mask_s[k]).addcmul_(dht, z_s[k])
             if kept is not None:
                 carry.add_(kept)
             dht = None

@@ -34,6 +34,7 @@ from .. import native
 from ..types import LN_EPS, LayerWeights, Noise
 from . import buffers
 from .layout import Layout
+from .products import StepProduct
 from .projection import hand_written, layer_norm, project
 
 _PERM = [0, 1, 3, 2]  # torch's i, f, g, o → i, f, o, g
@@ -72,17 +73,14 @@ def ln_affine_grads(dy: Tensor, x: Tensor, stats: Tensor, gain: Tensor, bias: Te
     return d_gain, d_bias
 
 
-def carry_to_previous(carry: Tensor, da: Tensor, w_hh: Tensor, mask, kept) -> None:
+def carry_to_previous(carry: Tensor, da: Tensor, w_hh: StepProduct, mask, kept) -> None:
     """∂L/∂h_{t-1} of a step's b live rows into ``carry`` (b, H), in place: m ∗ (da W_hh) + dh ∗ z_h, with
-    m the recurrent mask's rows (b, H) and ``kept`` = dh ∗ z_h, the part zoneout passed straight to
-    h_{t-1} (either may be None)."""
+    ``w_hh`` the product by W_hh, m the recurrent mask's rows (b, H) and ``kept`` = dh ∗ z_h, the part
+    zoneout passed straight to h_{t-1} (either may be None)."""
     if mask is None:
-        if kept is None:
-            torch.mm(da, w_hh, out=carry)
-        else:
-            torch.addmm(kept, da, w_hh, out=carry)
+        w_hh.into(carry, da, kept)
         return
-    torch.mm(da, w_hh, out=carry).mul_(mask)
+    w_hh.into(carry, da).mul_(mask)
     if kept is not None:
         carry.add_(kept)
 
@@ -142,8 +140,8 @@ class LSTMFunction(torch.autograd.Function):
         AH = buffers.empty((N, 4 * H), GX) if ln_h else None  # recurrent part before its layer norm
         stats_h: list[Tensor] = []  # per step: mean and 1/std of each row's recurrent part
         stats_c: list[Tensor] = []  # and of its C̃_t
-        w_hhT = w_hh.t()
-        w_hrT = w_hr.t() if w_hr is not None else None
+        product = StepProduct(w_hh.t(), layout.B)
+        projection = StepProduct(w_hr.t(), layout.B) if w_hr is not None else None
         two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
         per = layout.split  # per-step views, made once: [G_t for every step], ...
         G_s, GX_s, CT_s, TC_s, Y_s, R_s, AH_s = map(per, (G, GX, CT, TC, Y, R, AH))
@@ -159,12 +157,12 @@ class LSTMFunction(torch.autograd.Function):
             h_in = hp if mask is None else hp * mask_s[k]
             G_t = G_s[k]
             if ln_h:
-                a = AH_s[k].addmm_(h_in, w_hhT)
+                a = product.acc(AH_s[k], h_in)
                 a_ln, mean, rstd = torch.native_layer_norm(a, (4 * H,), ln_h_w, ln_h_b, LN_EPS)
                 stats_h += (mean, rstd)
                 G_t.add_(a_ln)
             else:
-                G_t.addmm_(h_in, w_hhT)
+                product.acc(G_t, h_in)
             G_t.sigmoid_()
             i, f, o, g = i_s[k], f_s[k], o_s[k], g_s[k]
             g.mul_(two).sub_(one)  # tanh of the candidate cell state
@@ -179,7 +177,7 @@ class LSTMFunction(torch.autograd.Function):
             if w_hr is None:
                 torch.mul(o, tc, out=y)
             else:
-                torch.mm(torch.mul(o, tc, out=R_s[k]), w_hrT, out=y)
+                projection.into(y, torch.mul(o, tc, out=R_s[k]))
             if zone_h is not None:  # h = h̃ + z (h_prev − h̃)
                 y.lerp_(hp, zh_s[k])
             if zone_c is not None:
@@ -232,6 +230,8 @@ class LSTMFunction(torch.autograd.Function):
         mask_s = None if mask is None else layout.heads(mask)
         # Without dropout or zoneout on h a step also adds the step before's dY into its GEMM's output.
         fold = mask is None and zone_h is None
+        product = StepProduct(w_hh, layout.B)
+        projection = StepProduct(w_hr, layout.B) if w_hr is not None else None
         dht = None  # ∂L/∂h̃ of step k when the step after computed it
         for k in reversed(range(len(layout.steps))):
             if dht is None:
@@ -240,7 +240,7 @@ class LSTMFunction(torch.autograd.Function):
             if zone_h is not None:
                 kept = dht * zh_s[k]  # what zoneout passes straight to h_{t-1}
                 dht.sub_(kept)  # ∗ (1 − z_h)
-            dr = dht if w_hr is None else dht @ w_hr  # (b, H)
+            dr = dht if w_hr is None else projection.into(dht.new_empty(dht.shape[0], H), dht)  # (b, H)
             dc_future = dc_s[k] if zone_c is None else dc_s[k] * kc_s[k]
             if dU is None:
                 dc = torch.addcmul(dc_future, dr, OD_s[k])
@@ -263,10 +263,10 @@ class LSTMFunction(torch.autograd.Function):
                 # (Without a projection dHt_s[k − 1] and dht share one (B, P) scratch block: dht was last
                 # read for dr above, so it may be overwritten now.)
                 out, dY_prev = layout.join_previous(k, dHt_s, dY_s, dh_s)
-                torch.addmm(dY_prev, da, w_hh, out=out)
+                product.into(out, da, dY_prev)
                 dht = dHt_s[k - 1]
                 continue
-            carry_to_previous(dh_s[k], da, w_hh, None if mask is None else mask_s[k], kept)
+            carry_to_previous(dh_s[k], da, product, None if mask is None else mask_s[k], kept)
             dht = None
 
         dln_h_w = dln_h_b = dln_c_w = dln_c_b = None

@@ -25,6 +25,7 @@ from ..types import LayerWeights, Noise
 from . import buffers
 from .layout import Layout
 from .lstm import carry_to_previous, scaled_one_minus_square
+from .products import StepProduct
 from .projection import hand_written, project
 
 
@@ -37,11 +38,11 @@ def _tanh_loop_in_sigmoid_space(GX: Tensor, h0: Tensor, w_hh: Tensor, zone_h, la
         S = Z = GX.sub_(w_hh.sum(1))  # the GEMM accumulates into it in place
     else:
         S, Z = torch.sub(GX, w_hh.sum(1), out=buffers.empty_like(GX)), GX  # Z: s of the state after zoneout
-    w2T = (2 * w_hh).t()
+    product = StepProduct((2 * w_hh).t(), layout.B)
     S_s, Z_s, zh_s = layout.split(S), layout.split(Z), layout.split(zone_h)  # per-step views, made once
     sp_s = layout.previous_views((h0 + 1) * 0.5, Z_s)  # s_{t-1} of each step's live rows
     for k in range(len(layout.steps)):
-        st = S_s[k].addmm_(sp_s[k], w2T).sigmoid_()
+        st = product.acc(S_s[k], sp_s[k]).sigmoid_()
         if zone_h is not None:
             torch.lerp(st, sp_s[k], zh_s[k], out=Z_s[k])
     Ht = S.mul_(2).sub_(1)
@@ -57,7 +58,7 @@ class RNNFunction(torch.autograd.Function):
         else:
             Y = GX  # each step's input part is read (by the GEMM) before its output overwrites it
             Ht = Y if zone_h is None else buffers.empty_like(GX)  # h̃_t, before zoneout
-            w_hhT = w_hh.t()
+            product = StepProduct(w_hh.t(), layout.B)
             two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
             GX_s, Ht_s, Y_s, zh_s = map(layout.split, (GX, Ht, Y, zone_h))  # per-step views, made once
             hp_s = layout.previous_views(h0, Y_s)  # h_{t-1} of each step's live rows
@@ -66,9 +67,9 @@ class RNNFunction(torch.autograd.Function):
                 hp = hp_s[k]
                 h_in = hp if mask is None else hp * mask_s[k]
                 if zone_h is None:  # Ht is GX: the GEMM accumulates onto the input part in place
-                    h = Ht_s[k].addmm_(h_in, w_hhT)
+                    h = product.acc(Ht_s[k], h_in)
                 else:
-                    h = torch.addmm(GX_s[k], h_in, w_hhT, out=Ht_s[k])
+                    h = product.into(Ht_s[k], h_in, GX_s[k])
                 h = h.relu_() if relu else h.sigmoid_().mul_(two).sub_(one)
                 if zone_h is not None:
                     torch.lerp(h, hp, zh_s[k], out=Y_s[k])
@@ -100,19 +101,21 @@ class RNNFunction(torch.autograd.Function):
         dY_s, D_s, zh_s = map(layout.split, (dY, D, zone_h))  # per-step views, made once
         carry_s = layout.heads(dh_carry)  # ∂L/∂h_{t-1} of each step's live rows, in place
         dh_s = layout.heads(torch.empty_like(h0))  # ∂L/∂h_t of each step's live rows
+        product = StepProduct(w_hh, layout.B)
         if mask is None and zone_h is None:
-            _plain_backward_loop(layout, dY_s, D_s, carry_s, dh_s, w_hh)
+            _plain_backward_loop(layout, dY_s, D_s, carry_s, dh_s, product)
         else:
             mask_s = layout.heads(mask) if mask is not None else layout.split(None)
             for k in reversed(range(len(layout.steps))):
                 dh = torch.add(carry_s[k], dY_s[k], out=dh_s[k])
                 da = D_s[k].mul_(dh)
-                carry_to_previous(carry_s[k], da, w_hh, mask_s[k], None if zone_h is None else dh.mul_(zh_s[k]))
+                carry_to_previous(carry_s[k], da, product, mask_s[k], None if zone_h is None else dh.mul_(zh_s[k]))
         dw_hh = layout.previous_product(dA, h0, Y, mask) if ctx.needs_input_grad[2] else None
         return dA, dh_carry, dw_hh, None, None, None, None
 
 
-def _plain_backward_loop(layout: Layout, dY_s: list, D_s: list, carry_s: list, dh_s: list, w_hh: Tensor) -> None:
+def _plain_backward_loop(layout: Layout, dY_s: list, D_s: list, carry_s: list, dh_s: list,
+                        product: StepProduct) -> None:
     """The loop without dropout or zoneout, one GEMM and one product a step: ∂L/∂h_{t-1} = dY_{t-1} + dA_t W_hh
     is a single ``addmm``. ``carry_s`` holds ∂L/∂h_n until each sequence's last step joins the loop
     (``Layout.join_previous``) and receives ∂L/∂h_0 at the end."""
@@ -121,9 +124,9 @@ def _plain_backward_loop(layout: Layout, dY_s: list, D_s: list, carry_s: list, d
     for k in range(k, 0, -1):
         da = D_s[k].mul_(dh)
         out, dY = layout.join_previous(k, dh_s, dY_s, carry_s)
-        torch.addmm(dY, da, w_hh, out=out)
+        product.into(out, da, dY)
         dh = dh_s[k - 1]
-    torch.mm(D_s[0].mul_(dh), w_hh, out=carry_s[0])
+    product.into(carry_s[0], D_s[0].mul_(dh))
 
 
 def rnn_layer(X: Tensor, h0: Tensor, w: LayerWeights, layout: Layout, noise: Noise, relu: bool):

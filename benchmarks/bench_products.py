@@ -1,0 +1,64 @@
+#!/usr/bin/env python
+"""One step's recurrent product, ``torch.addmm`` against oneDNN on a matrix reordered once.
+
+The fused loops multiply each step's rows by the same matrix (W_hhᵀ forward, W_hh backward).
+``rnnkit/engine/fused/products.py`` sends that product through oneDNN when the matrix has at least
+``ONEDNN_MIN_ELEMENTS`` values; this prints, for rows × matrix shapes of the layers in
+``bench_layers.py``, the time of ``out.addmm_(x, M)`` and of ``StepProduct.acc`` forced onto oneDNN,
+alternating in one process, and their ratio (> 1: oneDNN faster), with the choice the rule makes.
+
+    .venv/bin/python benchmarks/bench_products.py
+    .venv/bin/python benchmarks/bench_products.py --threads 1
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from common import markdown_table, time_alternating  # noqa: E402
+from rnnkit.engine.fused import products  # noqa: E402
+
+#: (rows, K, N): rows × K times K × N; a hidden size H with G gates gives (B, H, G·H) forward and (B, G·H, H)
+#: backward.
+SHAPES = [(32, 128, 512), (32, 512, 128), (128, 64, 192), (16, 256, 768), (32, 256, 768), (32, 256, 1024),
+          (64, 512, 512), (32, 384, 1152), (64, 512, 1536), (64, 1536, 512), (64, 512, 2048), (8, 512, 1536),
+          (128, 512, 1536)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--quick", action="store_true", help="three shapes, short samples (a smoke test)")
+    args = ap.parse_args(argv)
+    if not products._ONEDNN:
+        sys.exit("bench_products: this torch has no oneDNN; nothing to compare")
+    torch.set_num_threads(args.threads)
+    shapes = SHAPES[:3] if args.quick else SHAPES
+    rows = []
+    for b, k, n in shapes:
+        g = torch.Generator().manual_seed(0)
+        m = torch.randn(n, k, generator=g).t()  # (K, N) as the loops pass W_hhᵀ
+        x, out = torch.randn(b, k, generator=g), torch.zeros(b, n)
+        saved = products.ONEDNN_MIN_ELEMENTS
+        products.ONEDNN_MIN_ELEMENTS = 0
+        forced = products.StepProduct(m, b)
+        products.ONEDNN_MIN_ELEMENTS = saved
+        timing = time_alternating({"addmm": lambda: out.addmm_(x, m), "onednn": lambda: forced.acc(out, x)},
+                                  baseline="addmm", repeats=args.repeats,
+                                  min_time=0.002 if args.quick else 0.05)
+        chosen = "oneDNN" if products.StepProduct(m, b).packed is not None else "addmm"
+        rows.append([f"{b}×{k} · {k}×{n}", f"{timing.medians['addmm'] * 1e6:.0f}",
+                     f"{timing.medians['onednn'] * 1e6:.0f}", f"{timing.ratios['onednn']:.2f}×", chosen])
+    print(f"threads {args.threads}, ONEDNN_MIN_ELEMENTS {products.ONEDNN_MIN_ELEMENTS:,}")
+    print(markdown_table(["product", "addmm µs", "oneDNN µs", "oneDNN speed-up", "rule picks"], rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""The fused loops' per-step product (``rnnkit/engine/fused/products.py``): oneDNN on a matrix reordered
+once where that is faster, ``addmm`` elsewhere. Both give the same layers to float32 rounding, with every
+option that changes the loops, and the choice follows the documented rule."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit.engine.fused import products
+from rnnkit.engine.fused.products import StepProduct
+
+needs_onednn = pytest.mark.skipif(not products._ONEDNN, reason="this torch has no oneDNN")
+
+
+@needs_onednn
+def test_onednn_only_for_large_float32_cpu_matrices():
+    limit = products.ONEDNN_MIN_ELEMENTS
+    assert StepProduct(torch.randn(512, 512), 64).packed is not None
+    assert StepProduct(torch.randn(limit // 256, 256).t(), 8).packed is not None  # strides do not matter
+    assert StepProduct(torch.randn(limit // 256 - 1, 256), 8).packed is None
+    assert StepProduct(torch.randn(512, 512, dtype=torch.float64), 64).packed is None
+    assert StepProduct(torch.randn(512, 512, dtype=torch.bfloat16), 64).packed is None
+
+
+@needs_onednn
+@pytest.mark.parametrize("rows", [64, 7, 1], ids=["packed_rows", "fewer_rows", "one_row"])
+def test_each_call_equals_the_product(rows):
+    g = torch.Generator().manual_seed(0)
+    m = torch.randn(768, 512, generator=g).t()  # (K, N) = (512, 768), transposed storage as the loops pass it
+    x, add = torch.randn(rows, 512, generator=g), torch.randn(rows, 768, generator=g)
+    p = StepProduct(m, 64)
+    assert p.packed is not None
+    exact = (x.double() @ m.double()).float()
+    tol = dict(rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(p.full(x), exact, **tol)
+    torch.testing.assert_close(p.acc(add.clone(), x), add + exact, **tol)
+    torch.testing.assert_close(p.into(torch.empty(rows, 768), x), exact, **tol)
+    torch.testing.assert_close(p.into(torch.empty(rows, 768), x, add), add + exact, **tol)
+
+
+# (layer class, constructor options, call with lengths): each exercises another branch of the loops
+CASES = {
+    "gru": (rnnkit.GRU, {}, True),
+    "gru_layer_norm": (rnnkit.GRU, {"layer_norm": True}, False),
+    "gru_dropout_zoneout": (rnnkit.GRU, {"recurrent_dropout": 0.3, "zoneout": 0.2}, True),
+    "rnn_tanh": (rnnkit.RNN, {}, True),
+    "rnn_tanh_zoneout": (rnnkit.RNN, {"zoneout": 0.2}, False),
+    "rnn_relu_dropout": (rnnkit.RNN, {"nonlinearity": "relu", "recurrent_dropout": 0.3}, True),
+    "lstm": (rnnkit.LSTM, {}, True),
+    "lstm_layer_norm": (rnnkit.LSTM, {"layer_norm": True}, False),
+    "lstm_proj_dropout_zoneout": (rnnkit.LSTM, {"proj_size": 5, "recurrent_dropout": 0.3, "zoneout": 0.2}, True),
+}
+
+
+def _train_step(layer, x, lengths, seed):
+    torch.manual_seed(seed)  # the same dropout and zoneout masks in both runs
+    layer.zero_grad()
+    x = x.clone().requires_grad_()
+    y, _ = layer(x, lengths=lengths) if lengths is not None else layer(x)
+    (y * torch.linspace(-1, 1, y.shape[-1])).sum().backward()
+    return [y, x.grad] + [p.grad for p in layer.parameters()]
+
+
+@needs_onednn
+@pytest.mark.parametrize("case", list(CASES))
+def test_layers_agree_with_and_without_onednn(case, monkeypatch):
+    cls, options, with_lengths = CASES[case]
+    torch.manual_seed(0)
+    layer = cls(6, 9, num_layers=2, bidirectional=True, engine="fused", **options)
+    x = torch.randn(7, 4, 6)
+    lengths = torch.tensor([7, 3, 5, 1]) if with_lengths else None
+    used = []
+    monkeypatch.setattr(StepProduct, "_product", lambda self, a: used.append(1) or torch.ops.mkldnn._linear_pointwise(
+        a, self.packed, None, "none", [], ""))
+    monkeypatch.setattr(products, "ONEDNN_MIN_ELEMENTS", 1)  # every product through oneDNN
+    onednn = _train_step(layer, x, lengths, seed=1)
+    assert used, "the oneDNN path did not run"
+    monkeypatch.setattr(products, "ONEDNN_MIN_ELEMENTS", 10**12)  # none
+    used.clear()
+    plain = _train_step(layer, x, lengths, seed=1)
+    assert not used
+    for a, b in zip(onednn, plain):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_large_layer_takes_onednn_and_matches_torch_nn(monkeypatch):
+    """At the size the rule picks oneDNN by itself (an RNN of hidden size 512), the fused layer still equals
+    torch.nn in float32."""
+    used = []
+    real = StepProduct._product
+    monkeypatch.setattr(StepProduct, "_product", lambda self, a: used.append(1) or real(self, a))
+    torch.manual_seed(0)
+    kit, ref = rnnkit.RNN(16, 512, engine="fused"), torch.nn.RNN(16, 512)
+    ref.load_state_dict(kit.state_dict())
+    x = torch.randn(5, 3, 16) * 0.3
+    outs = []
+    for m in (kit, ref):
+        y, h = m(x)
+        (y.sum() + h.sum()).backward()
+        outs.append([y, h] + [p.grad for p in m.parameters()])
+    assert used
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
