@@ -9,7 +9,9 @@ differ) and each cell, this times three things alternating in one process:
 - ``floor``: only the matrix products such a step must do, at their shapes, with nothing else — per
   layer and direction the input projection of all steps, T recurrent products forward and T backward
   (one step's gate gradients times W_hh), and three products over all steps (input gradient, input
-  and recurrent weight gradients). Any engine built on torch's matrix products does at least this work.
+  and recurrent weight gradients). The per-step products are made as rnnkit's fused loops make them
+  (``rnnkit/engine/fused/products.py``: oneDNN on a matrix reordered once per pass where that is
+  faster, ``mm`` elsewhere); any engine built on these products does at least this work.
 
 It prints, per row, torch.nn time / floor time — the largest speed-up over torch.nn that such an engine
 could reach — next to the speed-up rnnkit reaches, and floor / rnnkit time, the share of its step that
@@ -33,6 +35,8 @@ import torch  # noqa: E402
 from bench_layers import CELLS, CONFIGS, EXTRA_CONFIGS, Config, parse_list  # noqa: E402
 from common import gemm_gflops, markdown_table, time_alternating, training_step  # noqa: E402
 
+from rnnkit.engine.fused.products import StepProduct  # noqa: E402
+
 
 def floor_step(cfg: Config, gates: int) -> Callable[[], None]:
     """The matrix products of one training step of ``cfg``, into preallocated outputs."""
@@ -50,10 +54,12 @@ def floor_step(cfg: Config, gates: int) -> Callable[[], None]:
             def products(X=X, w_ih=w_ih, w_hh=w_hh, Y=Y, h=h, dg=dg, GX=GX, dX=dX, dW_ih=dW_ih, dW_hh=dW_hh,
                          gates_t=gates_t, carry_t=carry_t) -> None:
                 torch.mm(X, w_ih.t(), out=GX)  # input projection, all steps
+                forward = StepProduct(w_hh.t(), cfg.B)  # as the fused loops make it, once per pass
                 for _ in range(cfg.T):
-                    torch.mm(h, w_hh.t(), out=gates_t)  # recurrent part of one step
+                    forward.into(gates_t, h)  # recurrent part of one step
+                backward = StepProduct(w_hh, cfg.B)
                 for _ in range(cfg.T):
-                    torch.mm(dg, w_hh, out=carry_t)  # ∂L/∂h_{t-1} of one step
+                    backward.into(carry_t, dg)  # ∂L/∂h_{t-1} of one step
                 torch.mm(GX, w_ih, out=dX)  # the three all-steps products of the backward pass
                 torch.mm(GX.t(), X, out=dW_ih)
                 torch.mm(GX.t(), Y, out=dW_hh)

@@ -29,7 +29,7 @@ from torch.ops import aten
 from ..types import LN_EPS, LayerWeights, Noise
 from . import buffers
 from .layout import Layout
-from .lstm import fresh_products, ln_affine_grads, overwrote_input, scaled_one_minus_square, sigmoid_grad_into
+from .lstm import ln_affine_grads, overwrote_input, scaled_one_minus_square, sigmoid_grad_into
 from .products import StepProduct
 from .projection import hand_written, layer_norm, project
 
@@ -83,8 +83,7 @@ class GRUFunction(torch.autograd.Function):
         r_s, z_s, zh_s = per(RZ[:, :H]), per(RZ[:, H:]), per(zone_h)
         hp_s = layout.previous_views(h0, Y_s)  # h_{t-1} of each step's live rows
         mask_s = None if mask is None else layout.heads(mask)
-        # each step's GEMM accumulates in place into a block filled before the loop (``fresh_products``)
-        fresh_products(GHn, b_hn) if AH is None else fresh_products(AH)
+        product.begin(GHn, b_hn) if AH is None else product.begin(AH)
         for k in range(len(layout.steps)):
             hp = hp_s[k]
             h_in = hp if mask is None else hp * mask_s[k]
@@ -96,9 +95,9 @@ class GRUFunction(torch.autograd.Function):
                     gh_n = GHn_s[k].addmm_(h_in, w_nT)
                 else:
                     rz.add_(p[:, : 2 * H])
-                    gh_n = GHn_s[k].add_(p[:, 2 * H :])
+                    gh_n = GHn_s[k].copy_(p[:, 2 * H :]) if b_hn is None else torch.add(p[:, 2 * H :], b_hn, out=GHn_s[k])
             else:
-                a = product.acc(AH_s[k], h_in)
+                a = product.store(AH_s[k], h_in)
                 gh, mean, rstd = torch.native_layer_norm(a, (3 * H,), ln_h_w, ln_bias, LN_EPS)
                 stats += (mean, rstd)
                 rz.add_(gh[:, : 2 * H])

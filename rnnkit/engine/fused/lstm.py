@@ -85,18 +85,6 @@ def carry_to_previous(carry: Tensor, da: Tensor, w_hh: StepProduct, mask, kept) 
         carry.add_(kept)
 
 
-def fresh_products(out: Tensor, bias: Tensor | None = None) -> Tensor:
-    """Fill ``out`` (N, G), the per-step products of a loop, with zeros (or ``bias`` (G,) in every row) for
-    all steps at once, so that each step can accumulate its GEMM in place (``out_t.addmm_(a, b)``).
-    With two threads a small GEMM into a block that the calling thread has just written — which
-    ``mm(out=)`` and ``addmm(out=)`` do first, zeroing or copying it — measured 1.1–1.4× slower than the
-    same GEMM accumulating into a block written long before (B32 H128: 60 vs 43 µs; B64 H512, 512
-    columns: 265 vs 230 µs, in a loop of products alone); one fill of the whole block costs a fraction
-    of that. In a whole training step the gain is small (0.98–0.99× the time, A/B in one process: the
-    layer-normalised LSTM/GRU at B32 H128, the GRU at B64 H512)."""
-    return out.zero_() if bias is None else out.copy_(bias.expand_as(out))
-
-
 def overwrote_input(ctx, gx: Tensor) -> None:
     """Tell autograd that ``forward`` wrote its results into its input ``gx`` (its own buffer, so a training
     step touches one fresh (N, G·H) block less: fresh pages cost page faults). ``forward`` must return
@@ -150,14 +138,14 @@ class LSTMFunction(torch.autograd.Function):
         zh_s, zc_s = per(zone_h), per(zone_c)
         hp_s, cp_s = layout.previous_views(h0, Y_s), layout.previous_views(c0, C_s)  # each step's live rows
         mask_s = None if mask is None else layout.heads(mask)
-        if ln_h:  # each step's GEMM accumulates in place (see ``fresh_products``)
-            fresh_products(AH)
+        if ln_h:
+            product.begin(AH)
         for k in range(len(layout.steps)):
             hp, cp = hp_s[k], cp_s[k]
             h_in = hp if mask is None else hp * mask_s[k]
             G_t = G_s[k]
             if ln_h:
-                a = product.acc(AH_s[k], h_in)
+                a = product.store(AH_s[k], h_in)
                 a_ln, mean, rstd = torch.native_layer_norm(a, (4 * H,), ln_h_w, ln_h_b, LN_EPS)
                 stats_h += (mean, rstd)
                 G_t.add_(a_ln)

@@ -35,17 +35,33 @@ def _use_onednn(m: Tensor) -> bool:
             and m.numel() >= ONEDNN_MIN_ELEMENTS)
 
 
+def fresh_products(out: Tensor, bias: Tensor | None = None) -> Tensor:
+    """Fill ``out`` (N, G), the per-step products of a loop, with zeros (or ``bias`` (G,) in every row) for
+    all steps at once, so that each step can accumulate its GEMM in place (``out_t.addmm_(a, b)``).
+    With two threads a small GEMM into a block that the calling thread has just written — which
+    ``mm(out=)`` and ``addmm(out=)`` do first, zeroing or copying it — measured 1.1–1.4× slower than the
+    same GEMM accumulating into a block written long before (B32 H128: 60 vs 43 µs; B64 H512, 512
+    columns: 265 vs 230 µs, in a loop of products alone); one fill of the whole block costs a fraction
+    of that. In a whole training step the gain is small (0.98–0.99× the time, A/B in one process: the
+    layer-normalised LSTM/GRU at B32 H128, the GRU at B64 H512)."""
+    return out.zero_() if bias is None else out.copy_(bias.expand_as(out))
+
+
 class StepProduct:
     """x (b, K) ↦ x M (b, N) for a fixed M (K, N) (any strides: ``w.t()`` is the usual argument).
 
     ``acc(out, x)``: out += x M, in place. ``into(out, x, add)``: out = add + x M (``add`` None: out = x M).
     ``full(x)``: x M as a new tensor, or None where the caller should use ``acc`` on column blocks
-    (``addmm`` into each block is cheaper than a full product followed by copies)."""
+    (``addmm`` into each block is cheaper than a full product followed by copies).
+    ``begin(block, bias)`` before a loop, then ``store(out, x)`` for each step's rows ``out`` of ``block``:
+    out = bias + x M, where ``addmm`` accumulates into a block filled before the loop (``fresh_products``)
+    and oneDNN's product is added to the bias as it is written (no fill)."""
 
-    __slots__ = ("m", "packed")
+    __slots__ = ("m", "packed", "bias")
 
     def __init__(self, m: Tensor, rows: int) -> None:
         self.m = m
+        self.bias: Tensor | None = None
         # oneDNN's reordered Mᵀ (N, K), formatted for ``rows`` rows (it serves any count)
         self.packed = (torch.ops.mkldnn._reorder_linear_weight(m.t().contiguous(), rows)
                        if _use_onednn(m) else None)
@@ -66,3 +82,14 @@ class StepProduct:
             return torch.mm(x, self.m, out=out) if add is None else torch.addmm(add, x, self.m, out=out)
         p = self._product(x)
         return out.copy_(p) if add is None else torch.add(add, p, out=out)
+
+    def begin(self, block: Tensor, bias: Tensor | None = None) -> None:
+        self.bias = bias
+        if self.packed is None:
+            fresh_products(block, bias)
+
+    def store(self, out: Tensor, x: Tensor) -> Tensor:
+        if self.packed is None:
+            return out.addmm_(x, self.m)
+        p = self._product(x)
+        return out.copy_(p) if self.bias is None else torch.add(p, self.bias, out=out)
