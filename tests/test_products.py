@@ -21,6 +21,12 @@ def test_onednn_only_for_large_float32_cpu_matrices():
     assert StepProduct(torch.randn(limit // 256 - 1, 256), 8).packed is None
     assert StepProduct(torch.randn(512, 512, dtype=torch.float64), 64).packed is None
     assert StepProduct(torch.randn(512, 512, dtype=torch.bfloat16), 64).packed is None
+    saved = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False  # the user's switch is respected
+    try:
+        assert StepProduct(torch.randn(512, 512), 64).packed is None
+    finally:
+        torch.backends.mkldnn.enabled = saved
 
 
 @needs_onednn

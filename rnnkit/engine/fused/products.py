@@ -3,21 +3,23 @@
 A step loop multiplies a few rows (the batch) by the same recurrent matrix T times. MKL's GEMM, behind
 ``torch.addmm``, copies M into its own blocked format on every call (cheap next to a large product, not
 next to a product of 64 rows); oneDNN's inner product takes a matrix reordered into its format once and
-then reads it as is. ``StepProduct`` reorders M once per pass (forward, or backward) when that pays,
-float32 on a CPU whose torch has oneDNN, and otherwise calls ``addmm`` exactly as before.
+then reads it as is. ``StepProduct`` reorders M once per pass (forward, or backward) where that pays —
+float32, on an x86-64 CPU whose torch has oneDNN, M large enough — and otherwise calls ``addmm``.
 
 Measured per product, float32, oneDNN ÷ ``addmm_`` time (``benchmarks/bench_products.py``): 64 rows,
 M 512×1536: 0.70–0.78 (two threads) / 0.87 (one); 512×512: 0.88–0.90 / 0.91; 1536×512: 0.77–0.82 /
 0.88; 32 rows, 256×768: 0.79–0.95; but 128×512 or 256×256: 1.25–1.45 (oneDNN's fixed cost per call,
-~30 µs, dominates). In whole training steps (A/B in one process, two threads) the GRU at B64 H512 took
+10–15 µs, dominates). In whole training steps (A/B in one process, two threads) the GRU at B64 H512 took
 0.93× the time, the RNN 0.97×, the LSTM 0.93×, an RNN of H768 0.87×, while GRUs of H256 (M 256×768)
-moved between 0.97× and 1.07× — hence ``ONEDNN_MIN_ELEMENTS`` above them. A reordered matrix serves
+moved between 0.97× and 1.08× — hence ``ONEDNN_MIN_ELEMENTS`` above them. A reordered matrix serves
 any number of rows at the same speed (the packed layout's steps shrink as sequences end).
 
 oneDNN's sums run in another order than MKL's: float32 results differ in the last bits, as they do
 between thread counts; float64 and every other device never take this path.
 """
 from __future__ import annotations
+
+import platform
 
 import torch
 from torch import Tensor
@@ -27,12 +29,16 @@ __all__ = ["ONEDNN_MIN_ELEMENTS", "StepProduct"]
 #: Smallest matrix (K·N values) whose per-step products go through oneDNN (see the module docstring).
 ONEDNN_MIN_ELEMENTS = 262_144  # 512 × 512: an RNN of hidden size 512, an LSTM of 256
 
-_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+# Measured on x86-64 only (AMD, MKL and oneDNN's x86 kernels); other CPUs keep ``addmm``.
+_ONEDNN = (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+           and platform.machine().lower() in ("x86_64", "amd64"))
 
 
 def _use_onednn(m: Tensor) -> bool:
-    return (_ONEDNN and m.dtype == torch.float32 and m.device.type == "cpu"
-            and m.numel() >= ONEDNN_MIN_ELEMENTS)
+    """oneDNN for this matrix: float32 on the CPU, large enough, and not switched off by the user
+    (``torch.backends.mkldnn.enabled = False``)."""
+    return (_ONEDNN and torch.backends.mkldnn.enabled and m.dtype == torch.float32
+            and m.device.type == "cpu" and m.numel() >= ONEDNN_MIN_ELEMENTS)
 
 
 def fresh_products(out: Tensor, bias: Tensor | None = None) -> Tensor:
