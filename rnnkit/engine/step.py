@@ -90,7 +90,8 @@ class _Product:
 
     def __call__(self, add: Tensor, x: Tensor) -> Tensor:
         rows = x.shape[0]
-        if not self.onednn or (rows == 1 and not (self.threaded and torch.get_num_threads() > 1)):
+        if (not self.onednn or not torch.backends.mkldnn.enabled
+                or (rows == 1 and not (self.threaded and torch.get_num_threads() > 1))):
             return torch.addmm(add, x, self.w)
         pack = self.packs.get(rows)
         if pack is None:
