@@ -6,6 +6,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
 from rnnkit.engine import dispatch
+from rnnkit.engine.fused import products
 
 PAIRS = [(rnnkit.RNN, torch.nn.RNN), (rnnkit.GRU, torch.nn.GRU), (rnnkit.LSTM, torch.nn.LSTM)]
 IDS = ["rnn", "gru", "lstm"]
@@ -197,7 +198,12 @@ def test_jit_trace_with_the_fused_engine_names_the_way_out():
         torch.jit.trace(m, (torch.randn(5, 3, 4),))
 
 
-def test_torch_compile_runs_the_fused_engine():
+@pytest.mark.parametrize("onednn", [False, True], ids=["addmm", "onednn_size"])
+def test_torch_compile_runs_the_fused_engine(onednn, monkeypatch):
+    """Also at a size whose eager per-step products go through oneDNN (``engine/fused/products.py``): the
+    compiled graph keeps ``addmm`` there (Inductor cannot lower a weight packed inside the graph)."""
+    if onednn:
+        monkeypatch.setattr(products, "ONEDNN_MIN_ELEMENTS", 1)  # as a large layer would be
     torch.manual_seed(0)
     m = rnnkit.GRU(4, 6)
     x = torch.randn(5, 3, 4, requires_grad=True)

@@ -35,10 +35,12 @@ _ONEDNN = (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_
 
 
 def _use_onednn(m: Tensor) -> bool:
-    """oneDNN for this matrix: float32 on the CPU, large enough, and not switched off by the user
-    (``torch.backends.mkldnn.enabled = False``)."""
+    """oneDNN for this matrix: float32 on the CPU, large enough, not switched off by the user
+    (``torch.backends.mkldnn.enabled = False``), and not while ``torch.compile`` traces the loop (Inductor
+    lowers ``_linear_pointwise`` only for a weight packed ahead of time, not one packed in the graph)."""
     return (_ONEDNN and torch.backends.mkldnn.enabled and m.dtype == torch.float32
-            and m.device.type == "cpu" and m.numel() >= ONEDNN_MIN_ELEMENTS)
+            and m.device.type == "cpu" and m.numel() >= ONEDNN_MIN_ELEMENTS
+            and not torch.compiler.is_compiling())
 
 
 def fresh_products(out: Tensor, bias: Tensor | None = None) -> Tensor:
