@@ -139,13 +139,14 @@ def forward_flops(cfg: Config, gates: int) -> float:
     return total
 
 
-def resolved_engine(engine: str, mode: str, x: torch.Tensor, lengths: torch.Tensor | None, needs_grad: bool) -> str:
+def resolved_engine(engine: str, mode: str, x: torch.Tensor, lengths: torch.Tensor | None, needs_grad: bool,
+                    hidden_size: int) -> str:
     """What ``engine="auto"`` resolves to for this input (asks rnnkit's dispatcher)."""
     if engine != "auto":
         return engine
     from rnnkit.engine import dispatch
 
-    return f"auto→{dispatch.choose_engine(engine, mode, x, lengths, needs_grad=needs_grad)}"
+    return f"auto→{dispatch.choose_engine(engine, mode, x, lengths, needs_grad=needs_grad, hidden_size=hidden_size)}"
 
 
 def source_revision() -> str:
@@ -258,7 +259,8 @@ def bench_config_cell(cfg: Config, cell: str, modes: list[str], engines: list[st
                 "cell_label": cell_label,
                 "mode": mode,
                 "engine": e,
-                "resolved_engine": resolved_engine(e, rk_mode, x, lengths, needs_grad=mode == "train"),
+                "resolved_engine": resolved_engine(e, rk_mode, x, lengths, needs_grad=mode == "train",
+                                                   hidden_size=cfg.H),
                 "varlen": cfg.varlen,
                 "tokens": tokens,
                 "flops": flops,

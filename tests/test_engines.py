@@ -7,6 +7,7 @@ import itertools
 
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence
 from core_helpers import DT, MODE_IDS, MODES_PROJ, assert_all_close, grads_of, loss_of, random, states_list
 
 import rnnkit
@@ -117,6 +118,26 @@ def test_auto_choice(mode, x, lengths, needs_grad, expected):
     assert choose_engine("auto", mode, x, lengths, needs_grad=needs_grad) == expected
 
 
+def test_auto_runs_large_vanilla_rnn_inference_fused():
+    """Inference of a vanilla RNN in float32 on the CPU goes to the fused loop once T·B·H reaches
+    ``FUSED_INFERENCE_MIN_WORK`` (padded or packed rows); smaller calls, float64, GRU, LSTM and an
+    unknown hidden size stay on torch's loop, and autocast keeps torch's kernel."""
+    limit = dispatch.FUSED_INFERENCE_MIN_WORK
+    big, small = torch.zeros(limit // 100, 1, 3), torch.zeros(limit // 100 - 1, 1, 3)  # × H = 100
+    rows = torch.zeros(limit // 100, 3)  # a PackedSequence's rows
+    for mode in ("rnn_tanh", "rnn_relu"):
+        assert choose_engine("auto", mode, big, None, needs_grad=False, hidden_size=100) == "fused"
+        assert choose_engine("auto", mode, rows, torch.tensor([1] * (limit // 100)), needs_grad=False,
+                             hidden_size=100) == "fused"
+        assert choose_engine("auto", mode, small, None, needs_grad=False, hidden_size=100) == "native"
+        assert choose_engine("auto", mode, big.double(), None, needs_grad=False, hidden_size=100) == "native"
+        assert choose_engine("auto", mode, big, None, needs_grad=False) == "native"
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert choose_engine("auto", mode, big, None, needs_grad=False, hidden_size=100) == "native"
+    for mode in ("gru", "lstm"):
+        assert choose_engine("auto", mode, big, None, needs_grad=False, hidden_size=100) == "native"
+
+
 def test_auto_trains_gru_on_the_fused_engine_at_every_size():
     """With its blocks reused, the fused GRU beats torch's per-step graph at large steps too (the
     module docstring of ``dispatch`` has the figures); float32 LSTM training stays on oneDNN."""
@@ -147,6 +168,7 @@ def test_auto_picks_native_on_cuda():
         (rnnkit.RNN, torch.float32, False, True, "fused"),
         (rnnkit.GRU, DT, False, False, "native"),  # under torch.no_grad()
         (rnnkit.GRU, DT, True, False, "native"),  # inference with lengths: torch's packed loop
+        (rnnkit.RNN, torch.float32, False, False, "native"),  # small vanilla RNN inference
     ],
 )
 def test_layer_runs_the_chosen_engine(monkeypatch, layer, dtype, use_lengths, grad, expected):
@@ -175,6 +197,32 @@ def test_layer_runs_the_chosen_engine(monkeypatch, layer, dtype, use_lengths, gr
             m.engine = engine
             m(x, **kwargs)
             assert set(calls) == {engine}
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_large_rnn_inference_runs_fused_and_equals_torch(monkeypatch, packed):
+    """Under no_grad a float32 vanilla RNN with T·B·H ≥ FUSED_INFERENCE_MIN_WORK runs the fused engine (spied),
+    and its outputs equal torch.nn's."""
+    calls = []
+    for name in ("fused",):
+        fn = dispatch._LAYER_FNS[name]
+        monkeypatch.setitem(dispatch._LAYER_FNS, name, lambda *a, fn=fn, **k: calls.append(1) or fn(*a, **k))
+    run_packed = fused.run_stack_packed
+    monkeypatch.setattr(fused, "run_stack_packed", lambda *a, **k: calls.append(1) or run_packed(*a, **k))
+    torch.manual_seed(0)
+    H = 100
+    kit = rnnkit.RNN(3, H, num_layers=2, bidirectional=True)
+    ref = torch.nn.RNN(3, H, num_layers=2, bidirectional=True)
+    ref.load_state_dict(kit.state_dict())
+    T, B = dispatch.FUSED_INFERENCE_MIN_WORK // (H * 4) + 5, 4
+    x = torch.randn(T, B, 3)
+    lengths = torch.tensor([T, T - 3, T - 2, T - 1])  # packed: 4T − 6 rows, still ≥ the limit / H
+    inp = pack_padded_sequence(x, lengths, enforce_sorted=False) if packed else x
+    with torch.no_grad():
+        (y, h), (y_ref, h_ref) = kit(inp), ref(inp)
+    assert calls, "the fused engine did not run"
+    torch.testing.assert_close(y.data if packed else y, y_ref.data if packed else y_ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(h, h_ref, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("layer", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNN])

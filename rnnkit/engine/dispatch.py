@@ -10,7 +10,13 @@
   as the other engines; where no mask is drawn (eval, ``dropout=0`` or one layer) ``run`` hands the
   whole stack to torch's kernel instead.
 - inference (no gradient needed) → ``native``: torch's C++ time loop has the same GEMMs and less
-  per-step overhead than any loop written in Python (variable lengths included: its packed loop).
+  per-call overhead than any loop written in Python (variable lengths included: its packed loop) —
+  except a vanilla RNN in float32 on the CPU once a call holds at least ``FUSED_INFERENCE_MIN_WORK``
+  rows × hidden units (T·B·H, or the packed rows × H): its fused loop is one in-place GEMM and one
+  sigmoid (tanh) or ReLU a step, and ran 1.13–1.58× torch's with two threads, 1.13–1.48× with one, on
+  bench_layers' configurations (``--mode infer --engine fused,native``); below about 50k, the fused
+  engine's fixed cost per call (~130 µs) loses (B8 T25 H64: 0.79×). The GRU is left to torch's loop:
+  its fused inference ranged 0.76–1.41× with no simple rule (1.02–1.09× at H ≤ 256).
 - training with variable lengths → ``fused``: torch's packed path leaves oneDNN and runs several
   times slower, while the fused engine does work proportional to the sum of the lengths.
 - training a float32 LSTM → ``native``: oneDNN runs near the GEMM peak, which torch ops cannot beat.
@@ -55,10 +61,22 @@ def transforms_active() -> bool:
     return torch._C._are_functorch_transforms_active()
 
 
+#: Smallest T·B·H (rows × hidden units per layer and direction) for which ``auto`` runs a vanilla RNN's
+#: float32 CPU inference on the fused engine (module docstring). Measured with two threads, no grad:
+#: T·B·H = 51k 1.05–1.08×, 102k 1.01–1.31×, 205k 1.12–1.26×; 26k 0.82–0.84×, 13k 0.79×.
+FUSED_INFERENCE_MIN_WORK = 100_000
+
+
+def _fused_rnn_inference(mode: str, x: Tensor, hidden_size: int) -> bool:
+    return (mode in ("rnn_tanh", "rnn_relu") and x.device.type == "cpu" and x.dtype == torch.float32
+            and x.shape[:-1].numel() * hidden_size >= FUSED_INFERENCE_MIN_WORK)
+
+
 def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opts: Options = Options(),
-                  layer_norm: bool = False, needs_grad: bool = True) -> str:
+                  layer_norm: bool = False, needs_grad: bool = True, hidden_size: int = 0) -> str:
     """Resolve ``"auto"`` to a concrete engine name for this input: ``x`` (T, B, I) padded (or a packed
-    sequence's rows, with ``lengths`` its batch sizes)."""
+    sequence's rows, with ``lengths`` its batch sizes); ``hidden_size`` H of the layers (0: unknown, which
+    keeps inference on torch's kernel)."""
     tracing = torch.jit.is_tracing()
     if engine != "auto":
         if engine == "fused" and transforms_active():
@@ -76,8 +94,10 @@ def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opt
         return "fused"
     if opts.needs_rnnkit_engine:
         between_layers = not opts._replace(dropout_kind="naive").needs_rnnkit_engine  # only the mask kind
-        plain = choose_engine(engine, mode, x, lengths, Options(), False, needs_grad)
+        plain = choose_engine(engine, mode, x, lengths, Options(), False, needs_grad, hidden_size)
         return "native-layers" if between_layers and plain == "native" and lengths is None else "fused"
+    if autocast_dtype(x.device) is None and not needs_grad and _fused_rnn_inference(mode, x, hidden_size):
+        return "fused"
     if x.is_cuda or not needs_grad or autocast_dtype(x.device) is not None:
         return "native"
     if lengths is not None:
@@ -117,7 +137,7 @@ def run_packed(
     variant option, whose masks are drawn per padded step). Returns None where the padded path must run."""
     data = packed.data
     name = choose_engine(engine, mode, data, packed.batch_sizes, opts, weights[0].layer_norm,
-                         _needs_grad(data, hx, weights))
+                         _needs_grad(data, hx, weights), weights[0].w_hh.shape[1])
     if name == "native":
         return native.run_stack_packed(mode, data, packed.batch_sizes, packed.sorted_indices,
                                        packed.unsorted_indices, hx, weights, num_layers, bidirectional, dropout,
@@ -144,7 +164,8 @@ def run(
     opts: Options = Options(),
 ) -> tuple[Tensor, State]:
     """Run a whole stack: ``x`` (T, B, I) padded time-major, ``hx`` stacked (L·D, B, ·) states."""
-    name = choose_engine(engine, mode, x, lengths, opts, weights[0].layer_norm, _needs_grad(x, hx, weights))
+    name = choose_engine(engine, mode, x, lengths, opts, weights[0].layer_norm, _needs_grad(x, hx, weights),
+                         weights[0].w_hh.shape[1])
     if name == "native-layers" and not (training and dropout > 0 and num_layers > 1):
         name, opts = "native", opts._replace(dropout_kind="naive")  # no mask between layers: the kind is moot
     if name == "native" and training and opts.weight_drop > 0 and dropout > 0 and num_layers > 1 and lengths is None:
