@@ -95,7 +95,8 @@ class GRUFunction(torch.autograd.Function):
                     gh_n = GHn_s[k].addmm_(h_in, w_nT)
                 else:
                     rz.add_(p[:, : 2 * H])
-                    gh_n = GHn_s[k].copy_(p[:, 2 * H :]) if b_hn is None else torch.add(p[:, 2 * H :], b_hn, out=GHn_s[k])
+                    p_n = p[:, 2 * H :]
+                    gh_n = GHn_s[k].copy_(p_n) if b_hn is None else torch.add(p_n, b_hn, out=GHn_s[k])
             else:
                 a = product.store(AH_s[k], h_in)
                 gh, mean, rstd = torch.native_layer_norm(a, (3 * H,), ln_h_w, ln_bias, LN_EPS)
