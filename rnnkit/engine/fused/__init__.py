@@ -1,5 +1,6 @@
 """The fused engine: one ``torch.autograd.Function`` per cell with backpropagation through time written
-out by hand (``lstm.py``, ``gru.py``, ``rnn.py``), over the packed row layout of ``layout.py``.
+out by hand (``lstm.py``, ``gru.py``, ``rnn.py``), over the packed row layout of ``layout.py``; each step's
+recurrent matrix product is made by ``products.py`` (oneDNN on a matrix reordered once, where that pays).
 
 ``run_layer`` has the signature of ``rnnkit.engine.reference.run_layer`` and is tested against it.
 """
