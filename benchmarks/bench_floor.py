@@ -54,10 +54,10 @@ def floor_step(cfg: Config, gates: int) -> Callable[[], None]:
             def products(X=X, w_ih=w_ih, w_hh=w_hh, Y=Y, h=h, dg=dg, GX=GX, dX=dX, dW_ih=dW_ih, dW_hh=dW_hh,
                          gates_t=gates_t, carry_t=carry_t) -> None:
                 torch.mm(X, w_ih.t(), out=GX)  # input projection, all steps
-                forward = StepProduct(w_hh.t(), cfg.B)  # as the fused loops make it, once per pass
+                forward = StepProduct(w_hh.t(), cfg.B, cfg.T)  # as the fused loops make it, once per pass
                 for _ in range(cfg.T):
                     forward.into(gates_t, h)  # recurrent part of one step
-                backward = StepProduct(w_hh, cfg.B)
+                backward = StepProduct(w_hh, cfg.B, cfg.T)
                 for _ in range(cfg.T):
                     backward.into(carry_t, dg)  # ∂L/∂h_{t-1} of one step
                 torch.mm(GX, w_ih, out=dX)  # the three all-steps products of the backward pass

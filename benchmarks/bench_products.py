@@ -48,12 +48,12 @@ def main(argv: list[str] | None = None) -> None:
         x, out = torch.randn(b, k, generator=g), torch.zeros(b, n)
         saved = products.ONEDNN_MIN_ELEMENTS
         products.ONEDNN_MIN_ELEMENTS = 0
-        forced = products.StepProduct(m, b)
+        forced = products.StepProduct(m, b, 100)  # in a loop of 100 steps
         products.ONEDNN_MIN_ELEMENTS = saved
         timing = time_alternating({"addmm": lambda: out.addmm_(x, m), "onednn": lambda: forced.acc(out, x)},
                                   baseline="addmm", repeats=args.repeats,
                                   min_time=0.002 if args.quick else 0.05)
-        chosen = "oneDNN" if products.StepProduct(m, b).packed is not None else "addmm"
+        chosen = "oneDNN" if products.StepProduct(m, b, 100).packed is not None else "addmm"
         rows.append([f"{b}×{k} · {k}×{n}", f"{timing.medians['addmm'] * 1e6:.0f}",
                      f"{timing.medians['onednn'] * 1e6:.0f}", f"{timing.ratios['onednn']:.2f}×", chosen])
     print(f"threads {args.threads}, ONEDNN_MIN_ELEMENTS {products.ONEDNN_MIN_ELEMENTS:,}")

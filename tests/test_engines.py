@@ -12,6 +12,7 @@ from core_helpers import DT, MODE_IDS, MODES_PROJ, assert_all_close, grads_of, l
 
 import rnnkit
 from rnnkit.engine import LayerWeights, choose_engine, dispatch, fused, native, reference
+from rnnkit.engine.types import Options
 
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 
@@ -95,7 +96,7 @@ def test_fused_equals_reference_float32(mode_proj, bias, lengths, reverse):
 
 
 # -- engine selection -------------------------------------------------------------------------------
-X32, X64 = torch.zeros(3, 2, 1), torch.zeros(3, 2, 1, dtype=DT)
+X32, X64 = torch.zeros(12, 2, 1), torch.zeros(12, 2, 1, dtype=DT)  # T ≥ dispatch.FUSED_TRAINING_MIN_STEPS
 LENS = torch.tensor([3, 1])
 
 
@@ -142,9 +143,22 @@ def test_auto_trains_gru_on_the_fused_engine_at_every_size():
     """With its blocks reused, the fused GRU beats torch's per-step graph at large steps too (the
     module docstring of ``dispatch`` has the figures); float32 LSTM training stays on oneDNN."""
     for B in (1, 128, 512):
-        x = torch.zeros(3, B, 1)
+        x = torch.zeros(dispatch.FUSED_TRAINING_MIN_STEPS, B, 1)
         assert choose_engine("auto", "gru", x, None) == "fused"
         assert choose_engine("auto", "lstm", x, None) == "native"
+
+
+def test_auto_trains_short_dense_batches_on_torch_kernel():
+    """Below FUSED_TRAINING_MIN_STEPS steps (a decoder stepped one token at a time) a dense GRU, RNN or float64
+    LSTM trains on torch's kernel; with per-sequence lengths or a variant option the fused engine still runs."""
+    short = torch.zeros(dispatch.FUSED_TRAINING_MIN_STEPS - 1, 4, 1)
+    for mode in ("gru", "rnn_tanh", "rnn_relu"):
+        assert choose_engine("auto", mode, short, None) == "native"
+        assert choose_engine("auto", mode, short.double(), None) == "native"
+        assert choose_engine("auto", mode, short, torch.tensor([3, 1, 2, 2])) == "fused"
+        assert choose_engine("auto", mode, short, None, layer_norm=True) == "fused"
+        assert choose_engine("auto", mode, short, None, Options(zoneout=0.1)) == "fused"
+    assert choose_engine("auto", "lstm", short.double(), None) == "native"
 
 
 @pytest.mark.parametrize("engine", ["reference", "fused", "native"])
@@ -187,8 +201,8 @@ def test_layer_runs_the_chosen_engine(monkeypatch, layer, dtype, use_lengths, gr
     for name in ("reference", "fused"):
         monkeypatch.setitem(dispatch._LAYER_FNS, name, spy(name, dispatch._LAYER_FNS[name]))
     m = layer(3, 4, num_layers=2, dtype=dtype)
-    x = torch.randn(5, 2, 3, dtype=dtype)
-    kwargs = {"lengths": torch.tensor([5, 2])} if use_lengths else {}
+    x = torch.randn(dispatch.FUSED_TRAINING_MIN_STEPS, 2, 3, dtype=dtype)
+    kwargs = {"lengths": torch.tensor([x.shape[0], 2])} if use_lengths else {}
     with torch.set_grad_enabled(grad):
         m(x, **kwargs)
         assert set(calls) == {expected}
@@ -239,7 +253,7 @@ def test_fused_refuses_second_derivatives_clearly(layer):
 
 
 def test_auto_counts_a_state_that_needs_grad_as_training():
-    x = torch.randn(5, 2, 3)
+    x = torch.randn(dispatch.FUSED_TRAINING_MIN_STEPS, 2, 3)
     h0 = torch.zeros(1, 2, 4, requires_grad=True)
     m = rnnkit.GRU(3, 4).requires_grad_(False)
     calls = []

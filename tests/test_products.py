@@ -16,15 +16,17 @@ needs_onednn = pytest.mark.skipif(not products._ONEDNN, reason="this torch has n
 @needs_onednn
 def test_onednn_only_for_large_float32_cpu_matrices():
     limit = products.ONEDNN_MIN_ELEMENTS
-    assert StepProduct(torch.randn(512, 512), 64).packed is not None
-    assert StepProduct(torch.randn(limit // 256, 256).t(), 8).packed is not None  # strides do not matter
-    assert StepProduct(torch.randn(limit // 256 - 1, 256), 8).packed is None
-    assert StepProduct(torch.randn(512, 512, dtype=torch.float64), 64).packed is None
-    assert StepProduct(torch.randn(512, 512, dtype=torch.bfloat16), 64).packed is None
+    assert StepProduct(torch.randn(512, 512), 64, 100).packed is not None
+    assert StepProduct(torch.randn(limit // 256, 256).t(), 8, 100).packed is not None  # strides do not matter
+    assert StepProduct(torch.randn(limit // 256 - 1, 256), 8, 100).packed is None
+    assert StepProduct(torch.randn(512, 512, dtype=torch.float64), 64, 100).packed is None
+    assert StepProduct(torch.randn(512, 512, dtype=torch.bfloat16), 64, 100).packed is None
+    assert StepProduct(torch.randn(512, 512), 64, products.ONEDNN_MIN_STEPS).packed is not None
+    assert StepProduct(torch.randn(512, 512), 64, products.ONEDNN_MIN_STEPS - 1).packed is None  # too few steps
     saved = torch.backends.mkldnn.enabled
     torch.backends.mkldnn.enabled = False  # the user's switch is respected
     try:
-        assert StepProduct(torch.randn(512, 512), 64).packed is None
+        assert StepProduct(torch.randn(512, 512), 64, 100).packed is None
     finally:
         torch.backends.mkldnn.enabled = saved
 
@@ -35,7 +37,7 @@ def test_each_call_equals_the_product(rows):
     g = torch.Generator().manual_seed(0)
     m = torch.randn(768, 512, generator=g).t()  # (K, N) = (512, 768), transposed storage as the loops pass it
     x, add = torch.randn(rows, 512, generator=g), torch.randn(rows, 768, generator=g)
-    p = StepProduct(m, 64)
+    p = StepProduct(m, 64, 100)
     assert p.packed is not None
     exact = (x.double() @ m.double()).float()
     tol = dict(rtol=1e-5, atol=1e-4)

@@ -132,7 +132,7 @@ def test_outside_autocast_a_dtype_mismatch_is_still_an_error():
 
 
 def test_dispatch_under_autocast_and_transforms():
-    x = torch.randn(5, 3, 4)
+    x = torch.randn(dispatch.FUSED_TRAINING_MIN_STEPS, 3, 4)
     assert dispatch.choose_engine("auto", "gru", x, None) == "fused"
     with torch.autocast(**BF16):
         assert dispatch.choose_engine("auto", "gru", x, None) == "native"
@@ -205,7 +205,7 @@ def test_torch_compile_runs_the_fused_engine(onednn, monkeypatch):
     if onednn:
         monkeypatch.setattr(products, "ONEDNN_MIN_ELEMENTS", 1)  # as a large layer would be
     torch.manual_seed(0)
-    m = rnnkit.GRU(4, 6)
+    m = rnnkit.GRU(4, 6, engine="fused")
     x = torch.randn(5, 3, 4, requires_grad=True)
     y, _ = torch.compile(m)(x)
     (g,) = torch.autograd.grad(y.sum(), x)

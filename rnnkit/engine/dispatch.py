@@ -23,7 +23,8 @@
   With variable lengths (``fused``), the leading steps that every sequence runs (all but the last
   step of the shortest sequence, when that is at least ``NATIVE_PREFIX_MIN_STEPS``) still go to
   torch's kernel as one dense block, and the fused loop takes over from there (``native_prefix``).
-- training a GRU, a vanilla RNN, or anything in float64 → ``fused``: torch has no fused CPU kernel there,
+- training a GRU, a vanilla RNN, or anything in float64 → ``fused`` (from ``FUSED_TRAINING_MIN_STEPS`` steps
+  on; shorter dense batches → ``native``): torch has no fused CPU kernel there,
   and its autograd graph of per-step ops is slower than the hand-written backward pass — at large steps
   too, since the fused engine reuses its large blocks (``fused/buffers.py``): GRU B128 T50 H512 1.16×,
   B256 H512 1.14×, B128 H1024 1.08×, B512 H256 1.11× torch.nn with two threads, 1.03–1.08× with one.
@@ -60,6 +61,13 @@ def transforms_active() -> bool:
     """Whether a ``torch.func`` transform (grad, vmap, jacrev, …) is tracing this call."""
     return torch._C._are_functorch_transforms_active()
 
+
+#: Fewest steps for which ``auto`` trains on the fused engine a dense batch (no per-sequence lengths) that it
+#: would otherwise give to the fused engine (GRU, vanilla RNN, float64 LSTM). Shorter calls — a decoder run one
+#: step at a time for scheduled sampling — go to torch's kernel, as the fused engine's fixed cost per call
+#: outweighs its faster steps there. native ÷ fused training time, two threads: T = 1 0.36–0.49, T = 2
+#: 0.57–0.93, T = 8 0.85–1.13, T = 12 1.01–1.20, T = 16 1.11–1.37 (GRU/RNN H64–H512; float64 alike).
+FUSED_TRAINING_MIN_STEPS = 10
 
 #: Smallest T·B·H (rows × hidden units per layer and direction) for which ``auto`` runs a vanilla RNN's
 #: float32 CPU inference on the fused engine (module docstring). Measured with two threads, no grad:
@@ -103,6 +111,8 @@ def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opt
     if lengths is not None:
         return "fused"
     if x.dtype == torch.float32 and mode == "lstm":
+        return "native"
+    if x.shape[0] < FUSED_TRAINING_MIN_STEPS:  # a few steps: torch's C++ loop costs less per call
         return "native"
     return "fused"
 

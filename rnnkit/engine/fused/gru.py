@@ -73,7 +73,7 @@ class GRUFunction(torch.autograd.Function):
         Y = buffers.empty((N, H), GX)
         w_hhT = w_hh.t()
         w_rzT, w_nT = w_hhT[:, : 2 * H], w_hhT[:, 2 * H :]
-        product = StepProduct(w_hhT, layout.B)
+        product = StepProduct(w_hhT, layout.B, len(layout.steps))
         ln_bias = ln_h_b  # the layer norm's bias, then b_hn on the n part
         if ln_h_b is not None and b_hn is not None:
             ln_bias = torch.cat((ln_h_b[: 2 * H], ln_h_b[2 * H :] + b_hn))
@@ -146,7 +146,7 @@ class GRUFunction(torch.autograd.Function):
         mask_s = None if mask is None else layout.heads(mask)
         # Without dropout or zoneout a step also adds the step before's dY into its GEMM's output: one op less.
         fold = mask is None and zone_h is None
-        product = StepProduct(w_hh, layout.B)
+        product = StepProduct(w_hh, layout.B, len(layout.steps))
         dht = None  # ∂L/∂h̃ of step k when the step after computed it
         for k, (_, b) in reversed(list(enumerate(layout.steps))):
             carry = carry_s[k]

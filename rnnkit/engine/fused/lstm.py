@@ -128,8 +128,8 @@ class LSTMFunction(torch.autograd.Function):
         AH = buffers.empty((N, 4 * H), GX) if ln_h else None  # recurrent part before its layer norm
         stats_h: list[Tensor] = []  # per step: mean and 1/std of each row's recurrent part
         stats_c: list[Tensor] = []  # and of its C̃_t
-        product = StepProduct(w_hh.t(), layout.B)
-        projection = StepProduct(w_hr.t(), layout.B) if w_hr is not None else None
+        product = StepProduct(w_hh.t(), layout.B, len(layout.steps))
+        projection = StepProduct(w_hr.t(), layout.B, len(layout.steps)) if w_hr is not None else None
         two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
         per = layout.split  # per-step views, made once: [G_t for every step], ...
         G_s, GX_s, CT_s, TC_s, Y_s, R_s, AH_s = map(per, (G, GX, CT, TC, Y, R, AH))
@@ -218,8 +218,8 @@ class LSTMFunction(torch.autograd.Function):
         mask_s = None if mask is None else layout.heads(mask)
         # Without dropout or zoneout on h a step also adds the step before's dY into its GEMM's output.
         fold = mask is None and zone_h is None
-        product = StepProduct(w_hh, layout.B)
-        projection = StepProduct(w_hr, layout.B) if w_hr is not None else None
+        product = StepProduct(w_hh, layout.B, len(layout.steps))
+        projection = StepProduct(w_hr, layout.B, len(layout.steps)) if w_hr is not None else None
         dht = None  # ∂L/∂h̃ of step k when the step after computed it
         for k in reversed(range(len(layout.steps))):
             if dht is None:

@@ -38,7 +38,7 @@ def _tanh_loop_in_sigmoid_space(GX: Tensor, h0: Tensor, w_hh: Tensor, zone_h, la
         S = Z = GX.sub_(w_hh.sum(1))  # the GEMM accumulates into it in place
     else:
         S, Z = torch.sub(GX, w_hh.sum(1), out=buffers.empty_like(GX)), GX  # Z: s of the state after zoneout
-    product = StepProduct((2 * w_hh).t(), layout.B)
+    product = StepProduct((2 * w_hh).t(), layout.B, len(layout.steps))
     S_s, Z_s, zh_s = layout.split(S), layout.split(Z), layout.split(zone_h)  # per-step views, made once
     sp_s = layout.previous_views((h0 + 1) * 0.5, Z_s)  # s_{t-1} of each step's live rows
     for k in range(len(layout.steps)):
@@ -58,7 +58,7 @@ class RNNFunction(torch.autograd.Function):
         else:
             Y = GX  # each step's input part is read (by the GEMM) before its output overwrites it
             Ht = Y if zone_h is None else buffers.empty_like(GX)  # h̃_t, before zoneout
-            product = StepProduct(w_hh.t(), layout.B)
+            product = StepProduct(w_hh.t(), layout.B, len(layout.steps))
             two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
             GX_s, Ht_s, Y_s, zh_s = map(layout.split, (GX, Ht, Y, zone_h))  # per-step views, made once
             hp_s = layout.previous_views(h0, Y_s)  # h_{t-1} of each step's live rows
@@ -101,7 +101,7 @@ class RNNFunction(torch.autograd.Function):
         dY_s, D_s, zh_s = map(layout.split, (dY, D, zone_h))  # per-step views, made once
         carry_s = layout.heads(dh_carry)  # ∂L/∂h_{t-1} of each step's live rows, in place
         dh_s = layout.heads(torch.empty_like(h0))  # ∂L/∂h_t of each step's live rows
-        product = StepProduct(w_hh, layout.B)
+        product = StepProduct(w_hh, layout.B, len(layout.steps))
         if mask is None and zone_h is None:
             _plain_backward_loop(layout, dY_s, D_s, carry_s, dh_s, product)
         else:
