@@ -96,7 +96,7 @@ def test_fused_equals_reference_float32(mode_proj, bias, lengths, reverse):
 
 
 # -- engine selection -------------------------------------------------------------------------------
-X32, X64 = torch.zeros(12, 2, 1), torch.zeros(12, 2, 1, dtype=DT)  # T ≥ dispatch.FUSED_TRAINING_MIN_STEPS
+X32, X64 = torch.zeros(12, 2, 1), torch.zeros(12, 2, 1, dtype=DT)  # T ≥ dispatch.FUSED_MIN_STEPS
 LENS = torch.tensor([3, 1])
 
 
@@ -133,6 +133,8 @@ def test_auto_runs_large_vanilla_rnn_inference_fused():
         assert choose_engine("auto", mode, small, None, needs_grad=False, hidden_size=100) == "native"
         assert choose_engine("auto", mode, big.double(), None, needs_grad=False, hidden_size=100) == "native"
         assert choose_engine("auto", mode, big, None, needs_grad=False) == "native"
+        few_steps = torch.zeros(dispatch.FUSED_MIN_STEPS - 1, limit, 3)  # plenty of rows, too few steps
+        assert choose_engine("auto", mode, few_steps, None, needs_grad=False, hidden_size=100) == "native"
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert choose_engine("auto", mode, big, None, needs_grad=False, hidden_size=100) == "native"
     for mode in ("gru", "lstm"):
@@ -143,15 +145,15 @@ def test_auto_trains_gru_on_the_fused_engine_at_every_size():
     """With its blocks reused, the fused GRU beats torch's per-step graph at large steps too (the
     module docstring of ``dispatch`` has the figures); float32 LSTM training stays on oneDNN."""
     for B in (1, 128, 512):
-        x = torch.zeros(dispatch.FUSED_TRAINING_MIN_STEPS, B, 1)
+        x = torch.zeros(dispatch.FUSED_MIN_STEPS, B, 1)
         assert choose_engine("auto", "gru", x, None) == "fused"
         assert choose_engine("auto", "lstm", x, None) == "native"
 
 
 def test_auto_trains_short_dense_batches_on_torch_kernel():
-    """Below FUSED_TRAINING_MIN_STEPS steps (a decoder stepped one token at a time) a dense GRU, RNN or float64
+    """Below FUSED_MIN_STEPS steps (a decoder stepped one token at a time) a dense GRU, RNN or float64
     LSTM trains on torch's kernel; with per-sequence lengths or a variant option the fused engine still runs."""
-    short = torch.zeros(dispatch.FUSED_TRAINING_MIN_STEPS - 1, 4, 1)
+    short = torch.zeros(dispatch.FUSED_MIN_STEPS - 1, 4, 1)
     for mode in ("gru", "rnn_tanh", "rnn_relu"):
         assert choose_engine("auto", mode, short, None) == "native"
         assert choose_engine("auto", mode, short.double(), None) == "native"
@@ -201,7 +203,7 @@ def test_layer_runs_the_chosen_engine(monkeypatch, layer, dtype, use_lengths, gr
     for name in ("reference", "fused"):
         monkeypatch.setitem(dispatch._LAYER_FNS, name, spy(name, dispatch._LAYER_FNS[name]))
     m = layer(3, 4, num_layers=2, dtype=dtype)
-    x = torch.randn(dispatch.FUSED_TRAINING_MIN_STEPS, 2, 3, dtype=dtype)
+    x = torch.randn(dispatch.FUSED_MIN_STEPS, 2, 3, dtype=dtype)
     kwargs = {"lengths": torch.tensor([x.shape[0], 2])} if use_lengths else {}
     with torch.set_grad_enabled(grad):
         m(x, **kwargs)
@@ -253,7 +255,7 @@ def test_fused_refuses_second_derivatives_clearly(layer):
 
 
 def test_auto_counts_a_state_that_needs_grad_as_training():
-    x = torch.randn(dispatch.FUSED_TRAINING_MIN_STEPS, 2, 3)
+    x = torch.randn(dispatch.FUSED_MIN_STEPS, 2, 3)
     h0 = torch.zeros(1, 2, 4, requires_grad=True)
     m = rnnkit.GRU(3, 4).requires_grad_(False)
     calls = []

@@ -132,7 +132,7 @@ def test_outside_autocast_a_dtype_mismatch_is_still_an_error():
 
 
 def test_dispatch_under_autocast_and_transforms():
-    x = torch.randn(dispatch.FUSED_TRAINING_MIN_STEPS, 3, 4)
+    x = torch.randn(dispatch.FUSED_MIN_STEPS, 3, 4)
     assert dispatch.choose_engine("auto", "gru", x, None) == "fused"
     with torch.autocast(**BF16):
         assert dispatch.choose_engine("auto", "gru", x, None) == "native"

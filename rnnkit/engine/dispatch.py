@@ -12,7 +12,7 @@
 - inference (no gradient needed) → ``native``: torch's C++ time loop has the same GEMMs and less
   per-call overhead than any loop written in Python (variable lengths included: its packed loop) —
   except a vanilla RNN in float32 on the CPU once a call holds at least ``FUSED_INFERENCE_MIN_WORK``
-  rows × hidden units (T·B·H, or the packed rows × H): its fused loop is one in-place GEMM and one
+  rows × hidden units (T·B·H, or the packed rows × H) over at least ``FUSED_MIN_STEPS`` steps: its fused loop is one in-place GEMM and one
   sigmoid (tanh) or ReLU a step, and ran 1.13–1.58× torch's with two threads, 1.13–1.48× with one, on
   bench_layers' configurations (``--mode infer --engine fused,native``); below about 50k, the fused
   engine's fixed cost per call (~130 µs) loses (B8 T25 H64: 0.79×). The GRU is left to torch's loop:
@@ -23,7 +23,7 @@
   With variable lengths (``fused``), the leading steps that every sequence runs (all but the last
   step of the shortest sequence, when that is at least ``NATIVE_PREFIX_MIN_STEPS``) still go to
   torch's kernel as one dense block, and the fused loop takes over from there (``native_prefix``).
-- training a GRU, a vanilla RNN, or anything in float64 → ``fused`` (from ``FUSED_TRAINING_MIN_STEPS`` steps
+- training a GRU, a vanilla RNN, or anything in float64 → ``fused`` (from ``FUSED_MIN_STEPS`` steps
   on; shorter dense batches → ``native``): torch has no fused CPU kernel there,
   and its autograd graph of per-step ops is slower than the hand-written backward pass — at large steps
   too, since the fused engine reuses its large blocks (``fused/buffers.py``): GRU B128 T50 H512 1.16×,
@@ -63,11 +63,12 @@ def transforms_active() -> bool:
 
 
 #: Fewest steps for which ``auto`` trains on the fused engine a dense batch (no per-sequence lengths) that it
-#: would otherwise give to the fused engine (GRU, vanilla RNN, float64 LSTM). Shorter calls — a decoder run one
-#: step at a time for scheduled sampling — go to torch's kernel, as the fused engine's fixed cost per call
-#: outweighs its faster steps there. native ÷ fused training time, two threads: T = 1 0.36–0.49, T = 2
+#: would otherwise give to the fused engine (GRU, vanilla RNN, float64 LSTM), and for which it runs a vanilla
+#: RNN's inference there. Shorter calls — a decoder run one step at a time for scheduled sampling — go to
+#: torch's kernel, as the fused engine's fixed cost per call outweighs its faster steps there (inference of
+#: 1–8 steps measured 0.95–1.18×). native ÷ fused training time, two threads: T = 1 0.36–0.49, T = 2
 #: 0.57–0.93, T = 8 0.85–1.13, T = 12 1.01–1.20, T = 16 1.11–1.37 (GRU/RNN H64–H512; float64 alike).
-FUSED_TRAINING_MIN_STEPS = 10
+FUSED_MIN_STEPS = 10
 
 #: Smallest T·B·H (rows × hidden units per layer and direction) for which ``auto`` runs a vanilla RNN's
 #: float32 CPU inference on the fused engine (module docstring). Measured with two threads, no grad:
@@ -75,9 +76,10 @@ FUSED_TRAINING_MIN_STEPS = 10
 FUSED_INFERENCE_MIN_WORK = 100_000
 
 
-def _fused_rnn_inference(mode: str, x: Tensor, hidden_size: int) -> bool:
+def _fused_rnn_inference(mode: str, x: Tensor, lengths: Tensor | None, hidden_size: int) -> bool:
+    steps = x.shape[0] if x.dim() == 3 else len(lengths)  # a PackedSequence's rows: its batch sizes
     return (mode in ("rnn_tanh", "rnn_relu") and x.device.type == "cpu" and x.dtype == torch.float32
-            and x.shape[:-1].numel() * hidden_size >= FUSED_INFERENCE_MIN_WORK)
+            and steps >= FUSED_MIN_STEPS and x.shape[:-1].numel() * hidden_size >= FUSED_INFERENCE_MIN_WORK)
 
 
 def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opts: Options = Options(),
@@ -104,7 +106,7 @@ def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opt
         between_layers = not opts._replace(dropout_kind="naive").needs_rnnkit_engine  # only the mask kind
         plain = choose_engine(engine, mode, x, lengths, Options(), False, needs_grad, hidden_size)
         return "native-layers" if between_layers and plain == "native" and lengths is None else "fused"
-    if autocast_dtype(x.device) is None and not needs_grad and _fused_rnn_inference(mode, x, hidden_size):
+    if autocast_dtype(x.device) is None and not needs_grad and _fused_rnn_inference(mode, x, lengths, hidden_size):
         return "fused"
     if x.is_cuda or not needs_grad or autocast_dtype(x.device) is not None:
         return "native"
@@ -112,7 +114,7 @@ def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opt
         return "fused"
     if x.dtype == torch.float32 and mode == "lstm":
         return "native"
-    if x.shape[0] < FUSED_TRAINING_MIN_STEPS:  # a few steps: torch's C++ loop costs less per call
+    if x.shape[0] < FUSED_MIN_STEPS:  # a few steps: torch's C++ loop costs less per call
         return "native"
     return "fused"
 
