@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--quick", action="store_true", help="three shapes, short samples (a smoke test)")
     args = ap.parse_args(argv)
-    if not products._ONEDNN:
+    if not products.ONEDNN:
         sys.exit("bench_products: this torch has no oneDNN; nothing to compare")
     torch.set_num_threads(args.threads)
     shapes = SHAPES[:3] if args.quick else SHAPES

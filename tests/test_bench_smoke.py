@@ -101,7 +101,7 @@ def test_bench_floor_tiny_subprocess():
 
 def test_bench_products_quick_subprocess():
     products = pytest.importorskip("rnnkit.engine.fused.products")
-    if not products._ONEDNN:
+    if not products.ONEDNN:
         pytest.skip("this torch has no oneDNN")
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_products.py"), "--quick", "--repeats", "3", "--threads", "1"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)

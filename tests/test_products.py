@@ -10,7 +10,7 @@ import rnnkit
 from rnnkit.engine.fused import products
 from rnnkit.engine.fused.products import StepProduct
 
-needs_onednn = pytest.mark.skipif(not products._ONEDNN, reason="this torch has no oneDNN")
+needs_onednn = pytest.mark.skipif(not products.ONEDNN, reason="this torch has no oneDNN")
 
 
 @needs_onednn

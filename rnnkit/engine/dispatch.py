@@ -106,9 +106,10 @@ def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opt
         between_layers = not opts._replace(dropout_kind="naive").needs_rnnkit_engine  # only the mask kind
         plain = choose_engine(engine, mode, x, lengths, Options(), False, needs_grad, hidden_size)
         return "native-layers" if between_layers and plain == "native" and lengths is None else "fused"
-    if autocast_dtype(x.device) is None and not needs_grad and _fused_rnn_inference(mode, x, lengths, hidden_size):
+    autocast = autocast_dtype(x.device) is not None
+    if not needs_grad and not autocast and _fused_rnn_inference(mode, x, lengths, hidden_size):
         return "fused"
-    if x.is_cuda or not needs_grad or autocast_dtype(x.device) is not None:
+    if x.is_cuda or not needs_grad or autocast:
         return "native"
     if lengths is not None:
         return "fused"

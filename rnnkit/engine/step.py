@@ -56,6 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .fused.products import ONEDNN
 from .types import MODES, LayerWeights, State
 
 __all__ = ["StepKernel", "TABLE_LIMIT_BYTES", "current_kernel", "weights_key"]
@@ -66,8 +67,6 @@ TABLE_LIMIT_BYTES = 64 * 2**20
 #: Smallest weight (K·N values) a one-row product splits over threads. Measured with 2 threads, one row,
 #: float32: 256×768 addmm 17 µs vs oneDNN 25 µs; 512×1000 46 vs 35; 512×2048 73 vs 52; 1024×2048 145 vs 78.
 THREADED_MIN_ELEMENTS = 400_000
-
-_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
 class _Product:
@@ -85,7 +84,7 @@ class _Product:
     def __init__(self, w: Tensor) -> None:
         self.w = w
         self.packs: dict[int, Tensor] = {}  # row count → oneDNN's reordered W (N, K)
-        self.onednn = _ONEDNN and w.dtype == torch.float32 and w.device.type == "cpu"
+        self.onednn = ONEDNN and w.dtype == torch.float32 and w.device.type == "cpu"
         self.threaded = self.onednn and w.numel() >= THREADED_MIN_ELEMENTS
 
     def __call__(self, add: Tensor, x: Tensor) -> Tensor:

@@ -24,7 +24,7 @@ import platform
 import torch
 from torch import Tensor
 
-__all__ = ["ONEDNN_MIN_ELEMENTS", "StepProduct"]
+__all__ = ["ONEDNN", "ONEDNN_MIN_ELEMENTS", "ONEDNN_MIN_STEPS", "StepProduct"]
 
 #: Smallest matrix (K·N values) whose per-step products go through oneDNN (see the module docstring).
 ONEDNN_MIN_ELEMENTS = 262_144  # 512 × 512: an RNN of hidden size 512, an LSTM of 256
@@ -33,8 +33,10 @@ ONEDNN_MIN_ELEMENTS = 262_144  # 512 × 512: an RNN of hidden size 512, an LSTM 
 #: on one step took 1.27× the time with oneDNN).
 ONEDNN_MIN_STEPS = 4
 
-# Measured on x86-64 only (AMD, MKL and oneDNN's x86 kernels); other CPUs keep ``addmm``.
-_ONEDNN = (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+#: Whether this torch can run oneDNN's inner product on a reordered weight here (the fused loops and the
+#: step kernel's several-row products). Measured on x86-64 only (AMD, MKL and oneDNN's x86 kernels): other
+#: CPUs keep ``addmm``.
+ONEDNN = (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
            and platform.machine().lower() in ("x86_64", "amd64"))
 
 
@@ -42,7 +44,7 @@ def _use_onednn(m: Tensor, steps: int) -> bool:
     """oneDNN for this matrix: float32 on the CPU, large enough, used for enough steps, not switched off by the user
     (``torch.backends.mkldnn.enabled = False``), and not while ``torch.compile`` traces the loop (Inductor
     lowers ``_linear_pointwise`` only for a weight packed ahead of time, not one packed in the graph)."""
-    return (_ONEDNN and torch.backends.mkldnn.enabled and m.dtype == torch.float32
+    return (ONEDNN and torch.backends.mkldnn.enabled and m.dtype == torch.float32
             and m.device.type == "cpu" and m.numel() >= ONEDNN_MIN_ELEMENTS and steps >= ONEDNN_MIN_STEPS
             and not torch.compiler.is_compiling())
 
