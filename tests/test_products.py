@@ -42,6 +42,7 @@ def test_each_call_equals_the_product(rows):
     exact = (x.double() @ m.double()).float()
     tol = dict(rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(p.full(x), exact, **tol)
+    torch.testing.assert_close(p.new(x), exact, **tol)
     torch.testing.assert_close(p.acc(add.clone(), x), add + exact, **tol)
     torch.testing.assert_close(p.into(torch.empty(rows, 768), x), exact, **tol)
     torch.testing.assert_close(p.into(torch.empty(rows, 768), x, add), add + exact, **tol)

@@ -228,7 +228,7 @@ class LSTMFunction(torch.autograd.Function):
             if zone_h is not None:
                 kept = dht * zh_s[k]  # what zoneout passes straight to h_{t-1}
                 dht.sub_(kept)  # ∗ (1 − z_h)
-            dr = dht if w_hr is None else projection.into(dht.new_empty(dht.shape[0], H), dht)  # (b, H)
+            dr = dht if w_hr is None else projection.new(dht)  # (b, H)
             dc_future = dc_s[k] if zone_c is None else dc_s[k] * kc_s[k]
             if dU is None:
                 dc = torch.addcmul(dc_future, dr, OD_s[k])

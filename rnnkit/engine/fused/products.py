@@ -66,8 +66,8 @@ class StepProduct:
     loop of ``steps`` products of at most ``rows`` rows.
 
     ``acc(out, x)``: out += x M, in place. ``into(out, x, add)``: out = add + x M (``add`` None: out = x M).
-    ``full(x)``: x M as a new tensor, or None where the caller should use ``acc`` on column blocks
-    (``addmm`` into each block is cheaper than a full product followed by copies).
+    ``new(x)``: x M as a new tensor. ``full(x)``: the same, or None where the caller should rather use
+    ``acc`` on column blocks (``addmm`` into each block is cheaper than a full product followed by copies).
     ``begin(block, bias)`` before a loop, then ``store(out, x)`` for each step's rows ``out`` of ``block``:
     out = bias + x M, where ``addmm`` accumulates into a block filled before the loop (``fresh_products``)
     and oneDNN's product is added to the bias as it is written (no fill)."""
@@ -83,6 +83,9 @@ class StepProduct:
 
     def _product(self, x: Tensor) -> Tensor:
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
+
+    def new(self, x: Tensor) -> Tensor:
+        return x @ self.m if self.packed is None else self._product(x)
 
     def full(self, x: Tensor) -> Tensor | None:
         return None if self.packed is None else self._product(x)
@@ -104,7 +107,4 @@ class StepProduct:
             fresh_products(block, bias)
 
     def store(self, out: Tensor, x: Tensor) -> Tensor:
-        if self.packed is None:
-            return out.addmm_(x, self.m)
-        p = self._product(x)
-        return out.copy_(p) if self.bias is None else torch.add(p, self.bias, out=out)
+        return self.acc(out, x) if self.packed is None else self.into(out, x, self.bias)
