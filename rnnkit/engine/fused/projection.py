@@ -1,11 +1,10 @@
-"""The input side of all steps, into blocks of ``buffers``' pool: the projection GX = X Wᵀ + b as one
-GEMM, and (layer-normalised cells) its layer norm.
+"""The input side of all steps: the projection GX = X Wᵀ + b as one GEMM into a block of ``buffers``'
+pool, and (layer-normalised cells) its layer norm.
 
-Autograd's own ``addmm`` and ``layer_norm`` would allocate GX and, in the backward pass, ∂L/∂X fresh
-every step (page faults on megabytes); these Functions run the same kernels into reused blocks:
+Autograd's own ``addmm`` would allocate GX and, in the backward pass, ∂L/∂X fresh every step (page
+faults on megabytes); this Function runs the same kernels into reused blocks:
 
     projection backward:  ∂L/∂X = ∂L/∂GX · W;   ∂L/∂W = (∂L/∂GX)ᵀ · X;   ∂L/∂b = Σ_rows ∂L/∂GX
-    layer norm: torch's own forward and backward kernels (``native_layer_norm``), with out= blocks
 """
 from __future__ import annotations
 
@@ -13,8 +12,8 @@ import contextlib
 import functools
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
-from torch.ops import aten
 
 from ..precision import own_precision
 from . import buffers
@@ -72,27 +71,8 @@ def project(X: Tensor, W: Tensor, b: Tensor | None = None) -> Tensor:
     return _Projection.apply(X, W, b)
 
 
-class _LayerNorm(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, A: Tensor, gain: Tensor, bias: Tensor, eps: float) -> Tensor:
-        # A (N, G) normalised over its G columns, then ∗ gain (G,) + bias (G,)
-        N, G = A.shape
-        out, mean, rstd = buffers.empty_like(A), A.new_empty(N, 1), A.new_empty(N, 1)
-        aten.native_layer_norm.out(A, (G,), gain, bias, eps, out0=out, out1=mean, out2=rstd)
-        ctx.save_for_backward(A, gain, bias, mean, rstd)
-        return out
-
-    @staticmethod
-    @hand_written
-    def backward(ctx, d_out: Tensor):
-        A, gain, bias, mean, rstd = ctx.saved_tensors
-        dA, d_gain, d_bias = buffers.empty_like(A), torch.empty_like(gain), torch.empty_like(bias)
-        aten.native_layer_norm_backward.out(d_out.contiguous(), A, (A.shape[1],), mean, rstd, gain, bias,
-                                            [True, True, True], out0=dA, out1=d_gain, out2=d_bias)
-        needs = ctx.needs_input_grad
-        return dA if needs[0] else None, d_gain if needs[1] else None, d_bias if needs[2] else None, None
-
-
 def layer_norm(A: Tensor, gain: Tensor, bias: Tensor, eps: float) -> Tensor:
-    """``torch.nn.functional.layer_norm`` over the last dimension of A (N, G), differentiable in all three."""
-    return _LayerNorm.apply(A, gain, bias, eps)
+    """The layer norm of A (N, G) over its G columns, ∗ gain (G,) + bias (G,), under autograd: torch's own
+    kernels, whose outputs it allocates. (Their ``out=`` overloads are not kernels of their own: they
+    allocate the result and copy it into the given block, a copy more and the same page faults.)"""
+    return F.layer_norm(A, (A.shape[1],), gain, bias, eps)
