@@ -1,15 +1,18 @@
 """Fused GRU: forward recurrence and hand-written backpropagation through time.
 
-Internal layout (``input_projection``): torch's gate order ``r, z, n``; the n pre-activations (input
-and recurrent parts) are scaled by 2 so that n = 2σ(2a) − 1 = tanh(a) costs a sigmoid. The r and z parts
-of b_hh are folded into the input bias; b_hn stays on the recurrent side because r multiplies it.
+Internal layout (``input_projection``): torch's gate order ``r, z, n``; the input part of the n
+pre-activation is scaled by 2 (in W_ih and the bias), and the recurrent part is added twice
+(``addcmul`` with value 2), so that n = 2σ(2a) − 1 = tanh(a) costs a sigmoid while W_hh, b_hn and the
+recurrent layer norm's parameters are used as they are. The r and z parts of b_hh are folded into the
+input bias; b_hn stays on the recurrent side because r multiplies it.
 The caller computes ``GX = X W_ihᵀ + b`` for all steps under autograd and gets ∂L/∂GX back; the
 activated gates overwrite GX (its own buffer: a fresh one would cost page faults).
 
 Forward, per step over its b live rows (m the recurrent dropout mask, z_h the zoneout keep)::
 
     GH_t = (m ∗ h_{t-1}) W_hhᵀ + b_hn          (layer-normalised before the bias with layer_norm)
-    [r, z] = σ(GX_t + GH_t);   n = tanh(GX_n + r ∗ GH_n);   h̃_t = n + z ∗ (h_{t-1} − n)
+    [r, z] = σ(GX_t + GH_t);   n = tanh(GX_n + r ∗ GH_n) = 2σ(2 GX_n + 2 r ∗ GH_n) − 1
+    h̃_t = n + z ∗ (h_{t-1} − n)
     h_t = h̃_t + z_h ∗ (h_{t-1} − h̃_t)
 
 Backward: every factor that turns ∂L/∂h̃_t into gate gradients is fixed once the forward pass is done,
@@ -47,14 +50,14 @@ def input_projection(X: Tensor, w: LayerWeights) -> tuple[Tensor, dict]:
     b_x = b_hn = None
     if w.b_ih is not None:
         b_x = _scale_n(w.b_ih + torch.cat([w.b_hh[: 2 * H], w.b_hh.new_zeros(H)]))
-        b_hn = 2.0 * w.b_hh[2 * H :]
+        b_hn = w.b_hh[2 * H :]
     if not w.layer_norm:
         w_ih = _scale_n(w.w_ih)
-        return project(X, w_ih, b_x), dict(w_hh=_scale_n(w.w_hh), b_hn=b_hn)
+        return project(X, w_ih, b_x), dict(w_hh=w.w_hh, b_hn=b_hn)
     A = project(X, w.w_ih)  # the ×2 goes on the layer norm's gain and bias (it would normalise away)
     ln_bias = _scale_n(w.ln_ih_b) if b_x is None else _scale_n(w.ln_ih_b) + b_x  # both per column
     GX = layer_norm(A, _scale_n(w.ln_ih_w), ln_bias, LN_EPS)
-    return GX, dict(w_hh=w.w_hh, b_hn=b_hn, ln_h_w=_scale_n(w.ln_hh_w), ln_h_b=_scale_n(w.ln_hh_b))
+    return GX, dict(w_hh=w.w_hh, b_hn=b_hn, ln_h_w=w.ln_hh_w, ln_h_b=w.ln_hh_b)
 
 
 class GRUFunction(torch.autograd.Function):
@@ -104,7 +107,7 @@ class GRUFunction(torch.autograd.Function):
                 rz.add_(gh[:, : 2 * H])
                 gh_n = GHn_s[k].copy_(gh[:, 2 * H :])
             rz.sigmoid_()
-            n = Nn_s[k].addcmul_(r_s[k], gh_n).sigmoid_().mul_(two).sub_(one)
+            n = Nn_s[k].addcmul_(r_s[k], gh_n, value=2).sigmoid_().mul_(two).sub_(one)
             y = torch.lerp(n, hp, z_s[k], out=Y_s[k])  # n + z (h_{t-1} − n)
             if zone_h is not None:
                 y.lerp_(hp, zh_s[k])
@@ -128,8 +131,8 @@ class GRUFunction(torch.autograd.Function):
         # (In place, into their own buffers: each fresh (N, H) temporary costs its page faults.)
         r, z, n = G.split(H, 1)
         dHt = buffers.empty_like(Y)  # ∂L/∂h̃_t (in the loop; before it, h_{t-1} − n)
-        Pn = scaled_one_minus_square(n, 0.5, out=buffers.empty_like(Y))  # (1 − n²)/2, then ∗ (1 − z):
-        Pn.addcmul_(Pn, z, value=-1)  # ∂h̃/∂(scaled n pre-activation) = (1 − z)(1 − n²)/2
+        Pn = scaled_one_minus_square(n, 1.0, out=buffers.empty_like(Y))  # 1 − n², then ∗ (1 − z):
+        Pn.addcmul_(Pn, z, value=-1)  # ∂h̃/∂(GX_n + r ∗ GH_n) = (1 − z)(1 − n²), twice ∂h̃/∂(scaled GX_n)
         Q = buffers.empty((Y.shape[0], 3 * H), Y)  # dGH = Q ∗ dh̃
         Qr, Qz, Qn = Q.split(H, 1)
         sigmoid_grad_into(r, Qr).mul_(gh_n).mul_(Pn)  # Pn gh_n r (1 − r)
@@ -184,7 +187,7 @@ class GRUFunction(torch.autograd.Function):
         dA = torch.cat(dA_steps[::-1], out=buffers.empty_like(AH)) if AH is not None else dGH  # ∂L/∂(h_in W_hhᵀ)
         dw_hh = layout.previous_product(dA, h0, Y, mask) if needs[2] else None
         dGX = dGH  # ∂L/∂GX is dGH but for the input part of n, written over it now that it is used
-        torch.mul(dHt, Pn, out=dGX[:, 2 * H :])
+        torch.addcmul(dHt.new_zeros(()), dHt, Pn, value=0.5, out=dGX[:, 2 * H :])  # the input part, scaled by 2
         return dGX, dh_carry, dw_hh, db_hn, dln_w, dln_b, None, None, None
 
 
