@@ -38,18 +38,17 @@ from .projection import hand_written, layer_norm, project
 
 
 def _scale_n(w: Tensor) -> Tensor:
-    """Multiply the n block (the last third of the rows) by 2."""
-    H = w.shape[0] // 3
-    scale = torch.ones(3, dtype=w.dtype, device=w.device)
-    scale[2] = 2.0
-    return (w.reshape(3, H, -1) * scale.view(3, 1, 1)).reshape(w.shape)
+    """The n block (the last third of the rows) multiplied by 2 (as one concatenation: fewer calls, and
+    fewer autograd nodes, than scaling by a vector of three factors)."""
+    n = 2 * (w.shape[0] // 3)
+    return torch.cat((w[:n], w[n:] * 2))
 
 
 def input_projection(X: Tensor, w: LayerWeights) -> tuple[Tensor, dict]:
     H = w.w_hh.shape[1]
     b_x = b_hn = None
-    if w.b_ih is not None:
-        b_x = _scale_n(w.b_ih + torch.cat([w.b_hh[: 2 * H], w.b_hh.new_zeros(H)]))
+    if w.b_ih is not None:  # b_ih with the r and z parts of b_hh, its n block scaled by 2
+        b_x = torch.cat((w.b_ih[: 2 * H] + w.b_hh[: 2 * H], w.b_ih[2 * H :] * 2))
         b_hn = w.b_hh[2 * H :]
     if not w.layer_norm:
         w_ih = _scale_n(w.w_ih)
