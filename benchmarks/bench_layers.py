@@ -13,6 +13,9 @@ training counted as 3× that; tokens = B·T, or the sum of the lengths for a var
 the speed-up rnnkit / torch.nn (median over rounds of the per-round ratio; > 1 means rnnkit is
 faster) and a float32 GEMM probe measured just before each row, so the figures can be read against
 what the machine delivered at that moment. It ends with one summary line per performance target.
+The progress lines (stderr) also give each side's minor page faults per call: every fault is a fresh
+4 KiB page handed out by the kernel, so they show which side's large allocations go back to the
+system between calls (and why a side's time can depend on what ran before it in the process).
 
 Variable-length configurations feed the same ``PackedSequence`` (lengths spread evenly over
 [T/4, T], shuffled) to both libraries.
@@ -283,8 +286,11 @@ def bench_config_cell(cfg: Config, cell: str, modes: list[str], engines: list[st
                 else None,
             }
             rows.append(row)
+            faults = result.page_faults
+            paging = (f"  page faults/call {faults['torch.nn']:,.0f} torch.nn, {faults[name]:,.0f} rnnkit"
+                      if faults else "")
             progress(f"{cfg.label:<28} {cell_label:<8} {mode:<5} {row['resolved_engine']:<13} "
-                     f"speed-up {row['ratio']:.2f}x [{lo:.2f}-{hi:.2f}]  GEMM {gemm:.0f} GFLOP/s  "
+                     f"speed-up {row['ratio']:.2f}x [{lo:.2f}-{hi:.2f}]  GEMM {gemm:.0f} GFLOP/s{paging}  "
                      f"({elapsed:.1f}s)")
     return rows
 

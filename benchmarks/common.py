@@ -25,6 +25,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+try:  # POSIX: minor page faults and system time per call (where the kernel hands out fresh pages)
+    import resource
+except ImportError:  # Windows
+    resource = None
+
 __all__ = [
     "Timing",
     "time_alternating",
@@ -42,7 +47,10 @@ class Timing:
     ``medians[name]``: median over rounds. ``ratios[name]``: median over rounds of
     ``t[baseline] / t[name]`` measured in the same round, so > 1 means ``name`` is faster than the
     baseline (1.0 for the baseline itself). ``samples`` and ``round_ratios`` keep every round, in
-    round order; ``number[name]`` is how many calls each sample averages over.
+    round order; ``number[name]`` is how many calls each sample averages over. ``page_faults[name]`` and
+    ``system_s[name]``: the process's minor page faults and system CPU seconds per call over the timed
+    rounds (empty where the OS cannot say) — a fresh page costs a fault, so a candidate whose large
+    allocations go back to the kernel between calls shows it here.
     """
 
     baseline: str
@@ -51,6 +59,8 @@ class Timing:
     samples: dict[str, list[float]] = field(default_factory=dict)
     round_ratios: dict[str, list[float]] = field(default_factory=dict)
     number: dict[str, int] = field(default_factory=dict)
+    page_faults: dict[str, float] = field(default_factory=dict)
+    system_s: dict[str, float] = field(default_factory=dict)
 
     def ratio_range(self, name: str) -> tuple[float, float]:
         """Smallest and largest per-round ratio of ``name`` — a quick look at the noise."""
@@ -65,6 +75,8 @@ class Timing:
             "samples_s": self.samples,
             "round_ratios": self.round_ratios,
             "calls_per_sample": self.number,
+            "page_faults_per_call": self.page_faults,
+            "system_s_per_call": self.system_s,
         }
 
 
@@ -141,6 +153,8 @@ def time_alternating(
         number = {n: max(1, min(max_number, math.ceil(min_time / max(last[n], 1e-9)))) for n in names}
 
         samples: dict[str, list[float]] = {n: [] for n in names}
+        faults = {n: 0 for n in names}
+        system = {n: 0.0 for n in names}
         limit = max(repeats, max_repeats or repeats)
         started = time.perf_counter()  # the budget is wall time, whatever ``timer`` measures
         r = 0
@@ -148,10 +162,15 @@ def time_alternating(
             k = r % len(names)
             for n in names[k:] + names[:k]:
                 fn, m = candidates[n], number[n]
+                u0 = resource.getrusage(resource.RUSAGE_SELF) if resource else None
                 t0 = timer()
                 for _ in range(m):
                     fn()
                 samples[n].append((timer() - t0) / m)
+                if u0 is not None:
+                    u1 = resource.getrusage(resource.RUSAGE_SELF)
+                    faults[n] += u1.ru_minflt - u0.ru_minflt
+                    system[n] += u1.ru_stime - u0.ru_stime
             r += 1
             if r >= limit or (r >= repeats and (time.perf_counter() - started > max_time
                                                  or _spread(samples, baseline) <= target_spread)):
@@ -169,6 +188,8 @@ def time_alternating(
         samples=samples,
         round_ratios=round_ratios,
         number=number,
+        page_faults={n: faults[n] / (len(samples[n]) * number[n]) for n in names} if resource else {},
+        system_s={n: system[n] / (len(samples[n]) * number[n]) for n in names} if resource else {},
     )
 
 

@@ -87,6 +87,30 @@ def test_common_time_alternating_and_table():
     assert common.gemm_gflops(n=64, repeats=5, min_time=0.001) > 0
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="page faults are counted through POSIX getrusage")
+def test_common_time_alternating_counts_page_faults():
+    """A candidate that writes to fresh pages on every call shows about a fault per page; one that only
+    computes shows few."""
+    import mmap
+
+    common = _load("bench_common", ROOT / "benchmarks" / "common.py")
+    pages = 1024
+
+    def fresh_pages():
+        with mmap.mmap(-1, pages * mmap.PAGESIZE) as m:
+            for i in range(0, len(m), mmap.PAGESIZE):
+                m[i] = 1
+
+    def compute():
+        sum(range(200))
+
+    t = common.time_alternating({"compute": compute, "fresh": fresh_pages}, repeats=3, warmup=1,
+                                warmup_time=0.0, min_time=0.001)
+    assert t.page_faults["fresh"] >= 0.9 * pages
+    assert t.page_faults["compute"] < 0.1 * pages
+    assert t.system_s["fresh"] >= 0 and set(t.as_dict()["page_faults_per_call"]) == {"compute", "fresh"}
+
+
 def test_bench_floor_tiny_subprocess():
     """benchmarks/bench_floor.py runs end to end and prints one row per cell with its ceiling."""
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_floor.py"), "--configs", "tiny", "--repeats", "3",
