@@ -1,9 +1,9 @@
 """Fused LSTM: forward recurrence and hand-written backpropagation through time.
 
-Internal layout (``input_projection``): gates in the order ``i, f, o, g`` so one sigmoid covers the
-whole (b, 4H) block, with the g pre-activation scaled by 2 because tanh(a) = 2σ(2a) − 1 and
-``sigmoid_`` is several times cheaper than ``tanh_`` on CPU. Autograd maps gradients back to torch's
-``i, f, g, o`` layout through that index-and-scale, so this file only deals with its own layout.
+Internal layout (``input_projection``): torch's gate order ``i, f, g, o``, with the g pre-activation
+scaled by 2 (its rows of W_ih, W_hh and the bias, or the layer norms' gains and biases) so that one
+sigmoid covers the whole (b, 4H) block: tanh(a) = 2σ(2a) − 1, and ``sigmoid_`` is several times
+cheaper than ``tanh_`` on CPU. Autograd maps gradients back through that scale.
 The input projection of all steps, ``GX = X W_ihᵀ + b`` (and its layer norm), is one GEMM done by the
 caller under autograd; this function receives GX, overwrites it with the gates G (GX is its own
 buffer, and a fresh one would cost page faults) and returns ∂L/∂GX.
@@ -18,7 +18,7 @@ Backward, per step, only what depends on the recurrence (every other factor is c
 steps at once before the loop)::
 
     dh = dh_carry + dY_t;  dr = dh(1 − z_h) (W_hr);  dC̃ = dc_carry(1 − z_c) + dr ∗ o ∗ (1 − tanh²)
-    dG_t = [dC̃·g·σ', dC̃·C_{t-1}·σ', dr·tanh·σ', dC̃·i·(1 − g²)/2]
+    dG_t = [dC̃·g·σ', dC̃·C_{t-1}·σ', dC̃·i·(1 − g²)/2, dr·tanh·σ']
     dc_carry = dC̃ ∗ f + dc_carry z_c;   dh_carry = m ∗ (dG_t W_hh) + dh z_h
 
 Without dropout or zoneout on h the step writes the step before's dh directly:
@@ -37,32 +37,26 @@ from .layout import Layout
 from .products import StepProduct
 from .projection import hand_written, layer_norm, project
 
-_PERM = [0, 1, 3, 2]  # torch's i, f, g, o → i, f, o, g
-
-
-def _reorder(w: Tensor, scale_g: float) -> Tensor:
-    """Rows in torch's gate order → internal order, the g block multiplied by ``scale_g``."""
+def _scale_g(w: Tensor) -> Tensor:
+    """Rows in torch's gate order ``i, f, g, o``, the g block (the third quarter) multiplied by 2."""
     H = w.shape[0] // 4
-    v = w.reshape(4, H, -1)
-    v = v.index_select(0, torch.tensor(_PERM, device=w.device))
-    if scale_g != 1.0:
-        v = v * torch.tensor([1.0, 1.0, 1.0, scale_g], dtype=w.dtype, device=w.device).view(4, 1, 1)
-    return v.reshape(w.shape)
+    scale = torch.ones(4, dtype=w.dtype, device=w.device)
+    scale[2] = 2.0
+    return (w.reshape(4, H, -1) * scale.view(4, 1, 1)).reshape(w.shape)
 
 
 def input_projection(X: Tensor, w: LayerWeights) -> tuple[Tensor, dict]:
     """GX (N, 4H) in the internal layout, and the internal recurrent parameters for the kernel."""
-    bias = None if w.b_ih is None else _reorder(w.b_ih + w.b_hh, 2.0)
+    bias = None if w.b_ih is None else _scale_g(w.b_ih + w.b_hh)
     if not w.layer_norm:
-        w_ih = _reorder(w.w_ih, 2.0)
-        return project(X, w_ih, bias), dict(w_hh=_reorder(w.w_hh, 2.0))
+        return project(X, _scale_g(w.w_ih), bias), dict(w_hh=_scale_g(w.w_hh))
     # With layer norm the ×2 goes on the normalised values (gain and bias), not on the weights,
     # because normalisation would undo a scale applied before it.
-    A = project(X, _reorder(w.w_ih, 1.0))
-    ln_bias = _reorder(w.ln_ih_b, 2.0) if bias is None else _reorder(w.ln_ih_b, 2.0) + bias  # both per column
-    GX = layer_norm(A, _reorder(w.ln_ih_w, 2.0), ln_bias, LN_EPS)
-    return GX, dict(w_hh=_reorder(w.w_hh, 1.0), ln_h_w=_reorder(w.ln_hh_w, 2.0), ln_h_b=_reorder(w.ln_hh_b, 2.0),
-                    ln_c_w=w.ln_c_w, ln_c_b=w.ln_c_b)
+    A = project(X, w.w_ih)
+    ln_bias = _scale_g(w.ln_ih_b) if bias is None else _scale_g(w.ln_ih_b) + bias  # both per column
+    GX = layer_norm(A, _scale_g(w.ln_ih_w), ln_bias, LN_EPS)
+    return GX, dict(w_hh=w.w_hh, ln_h_w=_scale_g(w.ln_hh_w), ln_h_b=_scale_g(w.ln_hh_b), ln_c_w=w.ln_c_w,
+                    ln_c_b=w.ln_c_b)
 
 
 def ln_affine_grads(dy: Tensor, x: Tensor, stats: Tensor, gain: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
@@ -134,7 +128,7 @@ class LSTMFunction(torch.autograd.Function):
         per = layout.split  # per-step views, made once: [G_t for every step], ...
         G_s, GX_s, CT_s, TC_s, Y_s, R_s, AH_s = map(per, (G, GX, CT, TC, Y, R, AH))
         C_s = CT_s if zone_c is None else per(C)
-        i_s, f_s, o_s, g_s = (per(G[:, k * H : (k + 1) * H]) for k in range(4))
+        i_s, f_s, g_s, o_s = (per(G[:, k * H : (k + 1) * H]) for k in range(4))
         zh_s, zc_s = per(zone_h), per(zone_c)
         hp_s, cp_s = layout.previous_views(h0, Y_s), layout.previous_views(c0, C_s)  # each step's live rows
         mask_s = None if mask is None else layout.heads(mask)
@@ -152,7 +146,7 @@ class LSTMFunction(torch.autograd.Function):
             else:
                 product.acc(G_t, h_in)
             G_t.sigmoid_()
-            i, f, o, g = i_s[k], f_s[k], o_s[k], g_s[k]
+            i, f, g, o = i_s[k], f_s[k], g_s[k], o_s[k]
             g.mul_(two).sub_(one)  # tanh of the candidate cell state
             ct = torch.mul(f, cp, out=CT_s[k]).addcmul_(i, g)
             if ln_c:
@@ -193,10 +187,10 @@ class LSTMFunction(torch.autograd.Function):
 
         # Everything that does not depend on the recurrence, for all steps at once.
         # (In place, into their own buffers: each fresh (N, H) temporary costs its page faults.)
-        i, f, o, g = G.split(H, 1)
+        i, f, g, o = G.split(H, 1)
         OD = scaled_one_minus_square(TC, 1.0, out=buffers.empty_like(TC)).mul_(o)  # ∂r/∂(tanh argument): o (1 − tanh²)
-        M = buffers.empty_like(G)  # dG = M ∗ [dC̃, dC̃, dr, dC̃]
-        Mi, Mf, Mo, Mg = M.split(H, 1)
+        M = buffers.empty_like(G)  # dG = M ∗ [dC̃, dC̃, dC̃, dr]
+        Mi, Mf, Mg, Mo = M.split(H, 1)
         sigmoid_grad_into(i, Mi).mul_(g)  # g i (1 − i)
         sigmoid_grad_into(f, Mf).mul_(layout.previous(c0, C))  # C_{t-1} f (1 − f)
         sigmoid_grad_into(o, Mo).mul_(TC)  # tanh(·) o (1 − o)
@@ -237,7 +231,7 @@ class LSTMFunction(torch.autograd.Function):
                 dln = aten.native_layer_norm_backward(du, CT_s[k], (H,), *stc_s[k], ln_c_w, ln_c_b,
                                                       [True, False, False])[0]
                 dc = dln.add_(dc_future)
-            dG_t = M_s[k].mul_(torch.cat((dc, dc, dr, dc), 1))  # one pass over the gates
+            dG_t = M_s[k].mul_(torch.cat((dc, dc, dc, dr), 1))  # one pass over the gates
             if zone_c is None:
                 torch.mul(dc, f_s[k], out=dc_s[k])
             else:
