@@ -1,13 +1,14 @@
 """The fused loops' per-step product (``rnnkit/engine/fused/products.py``): oneDNN on a matrix reordered
-once where that is faster, ``addmm`` elsewhere. Both give the same layers to float32 rounding, with every
-option that changes the loops, and the choice follows the documented rule."""
+once where that is faster, ``addmm`` elsewhere; likewise the products of all steps at once (``linear``).
+Both give the same layers to float32 rounding, with every option that changes the loops, and the choice
+follows the documented rule."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 import rnnkit
-from rnnkit.engine.fused import products
+from rnnkit.engine.fused import products, projection
 from rnnkit.engine.fused.products import StepProduct
 
 needs_onednn = pytest.mark.skipif(not products.ONEDNN, reason="this torch has no oneDNN")
@@ -29,6 +30,33 @@ def test_onednn_only_for_large_float32_cpu_matrices():
         assert StepProduct(torch.randn(512, 512), 64, 100).packed is None
     finally:
         torch.backends.mkldnn.enabled = saved
+
+
+@needs_onednn
+def test_linear_takes_onednn_for_long_reductions_not_much_wider_outputs():
+    x = torch.randn(10, 512)
+    assert products.linear(x, torch.randn(1024, 512)) is not None  # M = 2K
+    assert products.linear(x, torch.randn(1025, 512)) is None  # wider
+    assert products.linear(torch.randn(10, 255), torch.randn(100, 255)) is None  # a short reduction
+    assert products.linear(x.double(), torch.randn(512, 512, dtype=torch.float64)) is None
+    saved = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        assert products.linear(x, torch.randn(512, 512)) is None
+    finally:
+        torch.backends.mkldnn.enabled = saved
+
+
+@needs_onednn
+@pytest.mark.parametrize("transposed", [False, True])
+def test_linear_equals_the_product(transposed):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(70, 512, generator=g)
+    w = torch.randn(384, 512, generator=g) if not transposed else torch.randn(512, 384, generator=g).t()
+    b = torch.randn(384, generator=g)
+    exact = x.double() @ w.double().t()
+    torch.testing.assert_close(products.linear(x, w), exact.float(), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(products.linear(x, w, b), (exact + b.double()).float(), rtol=1e-5, atol=1e-4)
 
 
 @needs_onednn
@@ -62,6 +90,19 @@ CASES = {
 }
 
 
+def _record_linear(monkeypatch) -> list[bool]:
+    """Whether each whole-sequence product the projection asks ``products.linear`` for ran on oneDNN."""
+    taken, real = [], products.linear
+
+    def recorded(*args):
+        result = real(*args)
+        taken.append(result is not None)
+        return result
+
+    monkeypatch.setattr(projection, "linear", recorded)
+    return taken
+
+
 def _train_step(layer, x, lengths, seed):
     torch.manual_seed(seed)  # the same dropout and zoneout masks in both runs
     layer.zero_grad()
@@ -79,36 +120,42 @@ def test_layers_agree_with_and_without_onednn(case, monkeypatch):
     layer = cls(6, 9, num_layers=2, bidirectional=True, engine="fused", **options)
     x = torch.randn(7, 4, 6)
     lengths = torch.tensor([7, 3, 5, 1]) if with_lengths else None
-    used = []
+    used, linear_used = [], _record_linear(monkeypatch)
     monkeypatch.setattr(StepProduct, "_product", lambda self, a: used.append(1) or torch.ops.mkldnn._linear_pointwise(
         a, self.packed, None, "none", [], ""))
     monkeypatch.setattr(products, "ONEDNN_MIN_ELEMENTS", 1)  # every product through oneDNN
+    monkeypatch.setattr(products, "LINEAR_MIN_REDUCTION", 1)  # and every whole-sequence one
+    monkeypatch.setattr(products, "LINEAR_MAX_WIDTH_RATIO", 10**6)
     onednn = _train_step(layer, x, lengths, seed=1)
     assert used, "the oneDNN path did not run"
+    assert linear_used and all(linear_used), "oneDNN's whole-sequence products did not all run"
     monkeypatch.setattr(products, "ONEDNN_MIN_ELEMENTS", 10**12)  # none
+    monkeypatch.setattr(products, "LINEAR_MIN_REDUCTION", 10**12)
     used.clear()
+    linear_used.clear()
     plain = _train_step(layer, x, lengths, seed=1)
-    assert not used
+    assert not used and linear_used and not any(linear_used)
     for a, b in zip(onednn, plain):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 @needs_onednn
 def test_large_layer_takes_onednn_and_matches_torch_nn(monkeypatch):
-    """At the size the rule picks oneDNN by itself (an RNN of hidden size 512), the fused layer still equals
-    torch.nn in float32."""
-    used = []
+    """At the size the rules pick oneDNN by themselves (an RNN of input 256 and hidden size 512: the per-step
+    products, the input projection and its gradient), the fused layer still equals torch.nn in float32."""
+    used, linear_used = [], _record_linear(monkeypatch)
     real = StepProduct._product
     monkeypatch.setattr(StepProduct, "_product", lambda self, a: used.append(1) or real(self, a))
     torch.manual_seed(0)
-    kit, ref = rnnkit.RNN(16, 512, engine="fused"), torch.nn.RNN(16, 512)
+    kit, ref = rnnkit.RNN(256, 512, engine="fused"), torch.nn.RNN(256, 512)
     ref.load_state_dict(kit.state_dict())
-    x = torch.randn(5, 3, 16) * 0.3
+    x0 = torch.randn(5, 3, 256) * 0.1
     outs = []
     for m in (kit, ref):
+        x = x0.clone().requires_grad_()
         y, h = m(x)
         (y.sum() + h.sum()).backward()
-        outs.append([y, h] + [p.grad for p in m.parameters()])
-    assert used
+        outs.append([y, h, x.grad] + [p.grad for p in m.parameters()])
+    assert used and linear_used == [True, True]  # GX = X W_ihᵀ + b and ∂L/∂X
     for a, b in zip(*outs):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -2,7 +2,8 @@
 pool, and (layer-normalised cells) its layer norm.
 
 Autograd's own ``addmm`` would allocate GX and, in the backward pass, ∂L/∂X fresh every step (page
-faults on megabytes); this Function runs the same kernels into reused blocks:
+faults on megabytes); this Function runs the same kernels into reused blocks, or oneDNN's inner product
+where ``products.linear`` finds it faster:
 
     projection backward:  ∂L/∂X = ∂L/∂GX · W;   ∂L/∂W = (∂L/∂GX)ᵀ · X;   ∂L/∂b = Σ_rows ∂L/∂GX
 """
@@ -17,6 +18,7 @@ from torch import Tensor
 
 from ..precision import own_precision
 from . import buffers
+from .products import linear
 
 
 def refuse_double_backward() -> None:
@@ -47,20 +49,23 @@ class _Projection(torch.autograd.Function):
     @staticmethod
     def forward(ctx, X: Tensor, W: Tensor, b: Tensor | None) -> Tensor:
         # X (N, I), W (G, I), b (G,) or None → GX (N, G)
-        GX = buffers.empty((X.shape[0], W.shape[0]), X)
-        if b is None:
-            torch.mm(X, W.t(), out=GX)
-        else:
-            torch.addmm(b, X, W.t(), out=GX)
         ctx.save_for_backward(X, W)
-        return GX
+        GX = linear(X, W, b)
+        if GX is not None:
+            return GX
+        GX = buffers.empty((X.shape[0], W.shape[0]), X)
+        return torch.mm(X, W.t(), out=GX) if b is None else torch.addmm(b, X, W.t(), out=GX)
 
     @staticmethod
     @hand_written
     def backward(ctx, dGX: Tensor):
         X, W = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        dX = torch.mm(dGX, W, out=buffers.empty_like(X)) if needs[0] else None
+        dX = None
+        if needs[0]:
+            dX = linear(dGX, W.t())
+            if dX is None:
+                dX = torch.mm(dGX, W, out=buffers.empty_like(X))
         dW = dGX.t() @ X if needs[1] else None
         db = dGX.sum(0) if needs[2] else None
         return dX, dW, db
