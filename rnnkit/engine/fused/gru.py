@@ -138,9 +138,10 @@ class GRUFunction(torch.autograd.Function):
         torch.mul(Pn, r, out=Qn)
 
         dGH = Q  # each step's factors are used once, then replaced by its gradients dGH_t
-        dA_steps: list[Tensor] = []  # with layer norm: ∂L/∂(h_in W_hhᵀ) per step, last step first
+        # ∂L/∂(h_in W_hhᵀ); with layer norm each step's is copied into a block of its own (as in the LSTM)
+        dA = buffers.empty_like(AH) if AH is not None else dGH
         per = layout.split  # per-step views, made once
-        dY_s, dHt_s, Q_s, z_s, AH_s = map(per, (dY, dHt, Q, z, AH))
+        dY_s, dHt_s, Q_s, z_s, AH_s, dA_s = map(per, (dY, dHt, Q, z, AH, dA))
         zh_s = per(zone_h)
         st_s = layout.split_stats(stats)
         carry_s = layout.heads(dh_carry)  # ∂L/∂h_{t-1} of each step's live rows, in place
@@ -160,9 +161,8 @@ class GRUFunction(torch.autograd.Function):
             dgh = Q_s[k].view(b, 3, H).mul_(dht.unsqueeze(1))
             da = dgh.view(b, 3 * H)
             if AH is not None:
-                da = aten.native_layer_norm_backward(da, AH_s[k], (3 * H,), *st_s[k], ln_h_w, ln_h_b,
-                                                     [True, False, False])[0]
-                dA_steps.append(da)
+                da = dA_s[k].copy_(aten.native_layer_norm_backward(da, AH_s[k], (3 * H,), *st_s[k], ln_h_w, ln_h_b,
+                                                                   [True, False, False])[0])
             if fold and k > 0:  # ∂L/∂h̃_{t-1} = dY_{t-1} + dh̃ ∗ z + da W_hh
                 out, dY_prev = layout.join_previous(k, dHt_s, dY_s, carry_s)
                 product.acc(torch.addcmul(dY_prev, dht, z_s[k], out=out), da)
@@ -182,7 +182,6 @@ class GRUFunction(torch.autograd.Function):
         dln_w = dln_b = None
         if AH is not None:
             dln_w, dln_b = ln_affine_grads(dGH, AH, stats, ln_h_w, ln_h_b)
-        dA = torch.cat(dA_steps[::-1], out=buffers.empty_like(AH)) if AH is not None else dGH  # ∂L/∂(h_in W_hhᵀ)
         dw_hh = layout.previous_product(dA, h0, Y, mask) if needs[2] else None
         dGX = dGH  # ∂L/∂GX is dGH but for the input part of n, written over it now that it is used
         torch.addcmul(dHt.new_zeros(()), dHt, Pn, value=0.5, out=dGX[:, 2 * H :])  # the input part, scaled by 2

@@ -207,14 +207,17 @@ class LSTMFunction(torch.autograd.Function):
         keep_c = None if zone_c is None else 1 - zone_c
 
         dG = M  # each step's factors are used once, then replaced by its gate gradients
-        dA_steps: list[Tensor] = []  # with layer norm: ∂L/∂(h_in W_hhᵀ) per step, last step first
+        # ∂L/∂(h_in W_hhᵀ): with layer norm each step's is copied into a block of its own (one copy as a
+        # concatenation after the loop would make, but of a short-lived result: kept in a list, those cost
+        # page faults)
+        dA = buffers.empty_like(AH) if AH is not None else dG
         # ∂L/∂h̃_t: kept for all steps only where the projection's weight gradient needs it
         dHt = buffers.empty_like(Y) if w_hr is not None else None
         dU = buffers.empty_like(TC) if ln_c_w is not None else None  # ∂L/∂LN(C̃_t)
         per = layout.split  # per-step views, made once
         dY_s, OD_s, M_s, dU_s, f_s = map(per, (dY, OD, M, dU, f))
         dHt_s = per(dHt) if dHt is not None else layout.heads(Y.new_empty(layout.B, Y.shape[1]))
-        CT_s, AH_s = per(CT), per(AH)
+        CT_s, AH_s, dA_s = per(CT), per(AH), per(dA)
         zh_s, zc_s, kc_s = per(zone_h), per(zone_c), per(keep_c)
         stc_s, sth_s = layout.split_stats(stats_c), layout.split_stats(stats_h)
         dh_s, dc_s = layout.heads(dh_carry), layout.heads(dc_carry)  # the carries of each step's live rows
@@ -247,9 +250,8 @@ class LSTMFunction(torch.autograd.Function):
                 dc_s[k].mul_(zc_s[k]).addcmul_(dc, f_s[k])
             da = dG_t
             if AH is not None:
-                da = aten.native_layer_norm_backward(dG_t, AH_s[k], (4 * H,), *sth_s[k], ln_h_w, ln_h_b,
-                                                     [True, False, False])[0]
-                dA_steps.append(da)
+                da = dA_s[k].copy_(aten.native_layer_norm_backward(dG_t, AH_s[k], (4 * H,), *sth_s[k], ln_h_w,
+                                                                   ln_h_b, [True, False, False])[0])
             if fold and k > 0:  # ∂L/∂h̃_{t-1} = dY_{t-1} + da W_hh
                 # (Without a projection dHt_s[k − 1] and dht share one (B, P) scratch block: dht was last
                 # read for dr above, so it may be overwritten now.)
@@ -265,7 +267,6 @@ class LSTMFunction(torch.autograd.Function):
             dln_h_w, dln_h_b = ln_affine_grads(dG, AH, stats_h, ln_h_w, ln_h_b)
         if dU is not None:
             dln_c_w, dln_c_b = ln_affine_grads(dU, CT, stats_c, ln_c_w, ln_c_b)
-        dA = torch.cat(dA_steps[::-1], out=buffers.empty_like(AH)) if AH is not None else dG
         needs = ctx.needs_input_grad
         dw_hh = layout.previous_product(dA, h0, Y, mask) if needs[3] else None
         dw_hr = dHt.t() @ R if w_hr is not None and needs[4] else None
