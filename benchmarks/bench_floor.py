@@ -11,7 +11,9 @@ differ) and each cell, this times three things alternating in one process:
   (one step's gate gradients times W_hh), and three products over all steps (input gradient, input
   and recurrent weight gradients). The per-step products are made as rnnkit's fused loops make them
   (``rnnkit/engine/fused/products.py``: oneDNN on a matrix reordered once per pass where that is
-  faster, ``mm`` elsewhere); any engine built on these products does at least this work.
+  faster, ``mm`` elsewhere), and so are the input projection and the input gradient (``products.linear``:
+  oneDNN's inner product where that is faster); any engine built on these products does at least this
+  work.
 
 It prints, per row, torch.nn time / floor time — the largest speed-up over torch.nn that such an engine
 could reach — next to the speed-up rnnkit reaches, and floor / rnnkit time, the share of its step that
@@ -35,7 +37,7 @@ import torch  # noqa: E402
 from bench_layers import CELLS, CONFIGS, EXTRA_CONFIGS, Config, parse_list  # noqa: E402
 from common import gemm_gflops, markdown_table, time_alternating, training_step  # noqa: E402
 
-from rnnkit.engine.fused.products import StepProduct  # noqa: E402
+from rnnkit.engine.fused.products import StepProduct, linear  # noqa: E402
 
 
 def floor_step(cfg: Config, gates: int) -> Callable[[], None]:
@@ -53,14 +55,16 @@ def floor_step(cfg: Config, gates: int) -> Callable[[], None]:
 
             def products(X=X, w_ih=w_ih, w_hh=w_hh, Y=Y, h=h, dg=dg, GX=GX, dX=dX, dW_ih=dW_ih, dW_hh=dW_hh,
                          gates_t=gates_t, carry_t=carry_t) -> None:
-                torch.mm(X, w_ih.t(), out=GX)  # input projection, all steps
+                if linear(X, w_ih) is None:  # input projection, all steps
+                    torch.mm(X, w_ih.t(), out=GX)
                 forward = StepProduct(w_hh.t(), cfg.B, cfg.T)  # as the fused loops make it, once per pass
                 for _ in range(cfg.T):
                     forward.into(gates_t, h)  # recurrent part of one step
                 backward = StepProduct(w_hh, cfg.B, cfg.T)
                 for _ in range(cfg.T):
                     backward.into(carry_t, dg)  # ∂L/∂h_{t-1} of one step
-                torch.mm(GX, w_ih, out=dX)  # the three all-steps products of the backward pass
+                if linear(GX, w_ih.t()) is None:  # the three all-steps products of the backward pass
+                    torch.mm(GX, w_ih, out=dX)
                 torch.mm(GX.t(), X, out=dW_ih)
                 torch.mm(GX.t(), Y, out=dW_hh)
 

@@ -134,3 +134,16 @@ def test_bench_products_quick_subprocess():
     assert len(rows) == 3, proc.stdout
     for row in rows:  # the small matrices of the quick set stay on addmm under the rule
         assert re.search(r"\| +\d+\.\d\d× \| +addmm \|$", row), row
+
+
+def test_bench_products_linear_quick_subprocess():
+    products = pytest.importorskip("rnnkit.engine.fused.products")
+    if not products.ONEDNN:
+        pytest.skip("this torch has no oneDNN")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_products.py"), "--linear", "--quick", "--repeats", "3",
+           "--threads", "1"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "×" in line]
+    # the quick set: 3200×128·128×128 and ·128×384 (short reductions: MKL), 3200×384·384×128 (oneDNN)
+    assert [r.rstrip(" |").split("|")[-1].strip() for r in rows] == ["MKL", "MKL", "oneDNN"], proc.stdout
