@@ -64,12 +64,15 @@ def linear(X: Tensor, W: Tensor, bias: Tensor | None = None) -> Tensor | None:
     measured faster than MKL's GEMM, else None: the caller runs ``addmm`` into a block of its own.
 
     For the products of a whole sequence at once — the input projection X W_ihᵀ and its gradient
-    ∂L/∂X = ∂L/∂GX · W_ih, i.e. (∂L/∂GX) (W_ihᵀ)ᵀ — oneDNN took 0.84–0.92× MKL's time when the reduction is
-    long (K ≥ 256) and the output not much wider than it (M ≤ 2K): 6400 rows, K × M = 512 × 512, 1536 × 512,
-    2048 × 512, 256 × 512, 1024 × 1024, 256 × 64, and down to 64 rows; but 1.03–1.13× for 128 × 128,
-    128 × 384, 512 × 1536, 512 × 2048 (``benchmarks/bench_products.py --linear``). Training steps (A/B in one
-    process, two threads): RNN B64 T100 H512 0.96× the time, GRU 0.98×, LSTM 0.995×.
-    The result is a fresh tensor (oneDNN has no ``out=``); W is made contiguous (a copy when transposed)."""
+    ∂L/∂X = ∂L/∂GX · W_ih, i.e. (∂L/∂GX) (W_ihᵀ)ᵀ — oneDNN took 0.85–0.92× MKL's time when the reduction is
+    long (K ≥ 256) and the output not much wider than it (M ≤ 2K): 3200–6400 rows, K × M = 512 × 512,
+    1536 × 512, 2048 × 512, 256 × 512, 1024 × 1024, 768 × 256, 256 × 64, and down to 64 rows, with one thread
+    or two. With a short reduction it was about even (0.93–1.07×: K × M = 128 × 128, 128 × 384, 64 × 192) and
+    with an output three or four times wider slower (1.03–1.13×: 512 × 1536, 512 × 2048)
+    (``benchmarks/bench_products.py --linear``). Training steps (A/B in one process, two threads): RNN
+    B64 T100 H512 0.96–0.99× the time, GRU 0.98×, LSTM 0.98–0.99×; configurations of hidden size 128 keep MKL.
+    The result is a fresh tensor (oneDNN has no ``out=``), whose pages can cost faults where MKL's GEMM
+    writes into a pooled block; W is made contiguous (a copy when transposed)."""
     N, K = X.shape
     if not (_onednn_float32(X) and W.dtype == X.dtype and K >= LINEAR_MIN_REDUCTION
             and W.shape[0] <= LINEAR_MAX_WIDTH_RATIO * K):
