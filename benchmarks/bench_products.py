@@ -52,7 +52,7 @@ def linear_rows(args) -> list[list[str]]:
         timing = time_alternating({"mkl": lambda: torch.addmm(b, x, w.t(), out=out),
                                    "onednn": lambda: torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")},
                                   baseline="mkl", repeats=args.repeats, min_time=0.002 if args.quick else 0.05)
-        chosen = "oneDNN" if products.linear(x[:1], w) is not None else "MKL"
+        chosen = "oneDNN" if products.linear_takes_onednn(x, w) else "MKL"
         rows.append([f"{n}×{k} · {k}×{m}", f"{timing.medians['mkl'] * 1e6:.0f}",
                      f"{timing.medians['onednn'] * 1e6:.0f}", f"{timing.ratios['onednn']:.2f}×", chosen])
     return rows

@@ -24,7 +24,7 @@ import platform
 import torch
 from torch import Tensor
 
-__all__ = ["ONEDNN", "ONEDNN_MIN_ELEMENTS", "ONEDNN_MIN_STEPS", "StepProduct", "linear"]
+__all__ = ["ONEDNN", "ONEDNN_MIN_ELEMENTS", "ONEDNN_MIN_STEPS", "StepProduct", "linear", "linear_takes_onednn"]
 
 #: Smallest matrix (K·N values) whose per-step products go through oneDNN (see the module docstring).
 ONEDNN_MIN_ELEMENTS = 262_144  # 512 × 512: an RNN of hidden size 512, an LSTM of 256
@@ -73,11 +73,16 @@ def linear(X: Tensor, W: Tensor, bias: Tensor | None = None) -> Tensor | None:
     B64 T100 H512 0.96–0.99× the time, GRU 0.98×, LSTM 0.98–0.99×; configurations of hidden size 128 keep MKL.
     The result is a fresh tensor (oneDNN has no ``out=``), whose pages can cost faults where MKL's GEMM
     writes into a pooled block; W is made contiguous (a copy when transposed)."""
-    N, K = X.shape
-    if not (_onednn_float32(X) and W.dtype == X.dtype and K >= LINEAR_MIN_REDUCTION
-            and W.shape[0] <= LINEAR_MAX_WIDTH_RATIO * K):
+    if not linear_takes_onednn(X, W):
         return None
     return torch.ops.mkldnn._linear_pointwise(X.contiguous(), W.contiguous(), bias, "none", [], "")
+
+
+def linear_takes_onednn(X: Tensor, W: Tensor) -> bool:
+    """Whether ``linear(X, W)`` runs on oneDNN (the rule in its docstring)."""
+    K = X.shape[1]
+    return (_onednn_float32(X) and W.dtype == X.dtype and K >= LINEAR_MIN_REDUCTION
+            and W.shape[0] <= LINEAR_MAX_WIDTH_RATIO * K)
 
 
 def fresh_products(out: Tensor, bias: Tensor | None = None) -> Tensor:
