@@ -50,7 +50,9 @@ def floor_step(cfg: Config, gates: int) -> Callable[[], None]:
         for _ in range(cfg.D):
             X, w_ih, w_hh = (torch.randn(*s, generator=g) for s in ((N, layer_in), (GH, layer_in), (GH, H)))
             Y, h, dg = (torch.randn(*s, generator=g) for s in ((N, H), (cfg.B, H), (cfg.B, GH)))
-            GX, dX, dW_ih, dW_hh = (torch.empty(*s) for s in ((N, GH), (N, layer_in), (GH, layer_in), (GH, H)))
+            # GX also stands in for ∂L/∂GX below: random, so that it holds numbers whichever way it is computed
+            GX = torch.randn(N, GH, generator=g)
+            dX, dW_ih, dW_hh = (torch.empty(*s) for s in ((N, layer_in), (GH, layer_in), (GH, H)))
             gates_t, carry_t = torch.empty(cfg.B, GH), torch.empty(cfg.B, H)
 
             def products(X=X, w_ih=w_ih, w_hh=w_hh, Y=Y, h=h, dg=dg, GX=GX, dX=dX, dW_ih=dW_ih, dW_hh=dW_hh,

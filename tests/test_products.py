@@ -57,6 +57,9 @@ def test_linear_equals_the_product(transposed):
     exact = x.double() @ w.double().t()
     torch.testing.assert_close(products.linear(x, w), exact.float(), rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(products.linear(x, w, b), (exact + b.double()).float(), rtol=1e-5, atol=1e-4)
+    for strided in (torch.randn(768, generator=g)[::2], torch.randn(1, generator=g).expand(384)):  # not contiguous
+        torch.testing.assert_close(products.linear(x, w, strided), (exact + strided.double()).float(), rtol=1e-5,
+                                   atol=1e-4)
 
 
 @needs_onednn

@@ -75,6 +75,8 @@ def linear(X: Tensor, W: Tensor, bias: Tensor | None = None) -> Tensor | None:
     writes into a pooled block; W is made contiguous (a copy when transposed)."""
     if not linear_takes_onednn(X, W):
         return None
+    # (oneDNN reads the bias as if it were contiguous: a strided or expanded one would be read wrong, silently)
+    bias = None if bias is None else bias.contiguous()
     return torch.ops.mkldnn._linear_pointwise(X.contiguous(), W.contiguous(), bias, "none", [], "")
 
 
