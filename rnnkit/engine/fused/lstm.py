@@ -134,6 +134,8 @@ class LSTMFunction(torch.autograd.Function):
         product = StepProduct(w_hh.t(), layout.B, len(layout.steps))
         projection = StepProduct(w_hr.t(), layout.B, len(layout.steps)) if w_hr is not None else None
         two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
+        if ln_c:  # tanh(u) = 2σ(2u) − 1: the cell norm's gain and bias give 2u directly
+            ln_c_w2, ln_c_b2 = ln_c_w * 2, ln_c_b * 2
         per = layout.split  # per-step views, made once: [G_t for every step], ...
         G_s, GX_s, CT_s, TC_s, Y_s, R_s, AH_s = map(per, (G, GX, CT, TC, Y, R, AH))
         C_s = CT_s if zone_c is None else per(C)
@@ -159,9 +161,9 @@ class LSTMFunction(torch.autograd.Function):
             g.mul_(two).sub_(one)  # tanh of the candidate cell state
             ct = torch.mul(f, cp, out=CT_s[k]).addcmul_(i, g)
             if ln_c:
-                u, mean, rstd = torch.native_layer_norm(ct, (H,), ln_c_w, ln_c_b, LN_EPS)
+                u2, mean, rstd = torch.native_layer_norm(ct, (H,), ln_c_w2, ln_c_b2, LN_EPS)
                 stats_c += (mean, rstd)
-                tc = tanh_into(u, TC_s[k], two, one)
+                tc = torch.sigmoid(u2, out=TC_s[k]).mul_(two).sub_(one)
             else:
                 tc = tanh_into(ct, TC_s[k], two, one)
             y = Y_s[k]
