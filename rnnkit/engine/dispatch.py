@@ -9,14 +9,14 @@
   torch's kernel one layer at a time with the masks applied between layers by the same stacking code
   as the other engines; where no mask is drawn (eval, ``dropout=0`` or one layer) ``run`` hands the
   whole stack to torch's kernel instead.
-- inference (no gradient needed) → ``native``: torch's C++ time loop has the same GEMMs and less
-  per-call overhead than any loop written in Python (variable lengths included: its packed loop) —
-  except a vanilla RNN in float32 on the CPU once a call holds at least ``FUSED_INFERENCE_MIN_WORK``
-  rows × hidden units (T·B·H, or the packed rows × H) over at least ``FUSED_MIN_STEPS`` steps: its fused loop is one in-place GEMM and one
-  sigmoid (tanh) or ReLU a step, and ran 1.13–1.58× torch's with two threads, 1.13–1.48× with one, on
-  bench_layers' configurations (``--mode infer --engine fused,native``); below about 50k, the fused
-  engine's fixed cost per call (~130 µs) loses (B8 T25 H64: 0.79×). The GRU is left to torch's loop:
-  its fused inference ranged 0.76–1.41× with no simple rule (1.02–1.09× at H ≤ 256).
+- inference (no gradient needed) → ``native``: torch's C++ time loop has the same GEMMs and less per-call
+  overhead than any loop written in Python (variable lengths included: its packed loop) — except a vanilla
+  RNN in float32 on the CPU once a call holds at least ``FUSED_INFERENCE_MIN_WORK`` rows × hidden units
+  (T·B·H, or the packed rows × H) over at least ``FUSED_MIN_STEPS`` steps: its fused loop is one in-place
+  GEMM and one sigmoid (tanh) or ReLU a step, and ran 1.13–1.58× torch's with two threads, 1.13–1.48× with
+  one, on bench_layers' configurations (``--mode infer --engine fused,native``); below about 50k, the fused
+  engine's fixed cost per call (~130 µs) loses (B8 T25 H64: 0.79×). The GRU is left to torch's loop: its
+  fused inference ranged 0.76–1.41× with no simple rule (1.02–1.09× at H ≤ 256).
 - training with variable lengths → ``fused``: torch's packed path leaves oneDNN and runs several
   times slower, while the fused engine does work proportional to the sum of the lengths.
 - training a float32 LSTM → ``native``: oneDNN runs near the GEMM peak, which torch ops cannot beat.
