@@ -370,7 +370,11 @@ class Trainer:
         state is gathered). Returns the snapshot path."""
         directory = directory or self.checkpoint_dir
         state, tensors = self._state() if trainer_state else (None, None)
-        if directory is None or not self.dist.is_main:
+        if directory is None:
+            return None
+        if not self.dist.is_main:  # rank 0 writes it; every rank names it if training diverges later
+            if trainer_state:
+                self.last_good = directory
             return None
         path = ckpt.save_checkpoint(directory, model_type=self.model_type, config=self.model_config,
                                     weights=self.model.state_dict(), vocab=self.vocab, trainer=state,
