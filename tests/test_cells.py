@@ -49,6 +49,20 @@ def test_cell_matches_torch(name, batched, given, bias):
     assert_all_close(grad_kit, grad_ref, names + [n for n, _ in ref.named_parameters()])
 
 
+@pytest.mark.parametrize("kind", ["namedtuple", "list"])
+def test_lstm_cell_takes_its_state_as_any_pair(kind):
+    """torch.nn.LSTMCell takes (h, c) as any 2-sequence — a namedtuple, as in torch's own custom-LSTM examples,
+    or a list — and so does rnnkit's (a namedtuple state was rebuilt from a generator: a TypeError)."""
+    import collections
+    ref = nn.LSTMCell(I, H, dtype=DT)
+    kit = rnnkit.LSTMCell(I, H, dtype=DT)
+    kit.load_state_dict(ref.state_dict())
+    h, c = random(B, H, seed=2), random(B, H, seed=3)
+    hx = collections.namedtuple("LSTMState", "hx cx")(h, c) if kind == "namedtuple" else [h, c]
+    x = random(B, I, seed=1)
+    assert_all_close(list(kit(x, hx)), list(ref(x, hx)), ["h", "c"])
+
+
 def cell_fn(name: str, proj: bool):
     """The step function of ``rnnkit.cells`` as a function of tensors only, for gradcheck."""
     if name == "lstm":

@@ -41,6 +41,35 @@ def test_autocast_plain_stack_computes_what_torch_computes(kit_cls, torch_cls, p
     assert torch.equal(g, g_ref)
 
 
+@pytest.mark.parametrize("kit_cls, torch_cls", PAIRS, ids=IDS)
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize("state", ["none", "bf16", "fp32"])
+def test_autocast_plain_stack_given_lower_precision_input_computes_what_torch_computes(kit_cls, torch_cls, packed,
+                                                                                      state):
+    """A bfloat16 input (a Linear's output inside the region) with no state, a bfloat16 or a float32 one: torch's
+    GRU kernel keeps the dtypes it is given (its output follows the state's), so the stack must pass them on
+    as they came, not cast to the parameters' float32 first (it gave float32 and differed by ~2e-3)."""
+    kit, ref = pair(kit_cls, torch_cls)
+    x = torch.randn(5, 3, 4, requires_grad=True)
+    h = None if state == "none" else torch.randn(2, 3, 6, dtype=torch.bfloat16 if state == "bf16" else torch.float32)
+    hx = (h, torch.randn(2, 3, 6, dtype=h.dtype)) if h is not None and torch_cls is torch.nn.LSTM else h
+
+    def run(m):
+        with torch.autocast(**BF16):
+            z = x.to(torch.bfloat16)
+            y, s = m(pack_padded_sequence(z, [5, 4, 2]) if packed else z, hx)
+        return (y.data if packed else y), s
+
+    (y, s), (y_ref, s_ref) = run(kit), run(ref)
+    assert y.dtype == y_ref.dtype
+    assert torch.equal(y, y_ref)
+    for a, b in zip(s if isinstance(s, tuple) else (s,), s_ref if isinstance(s_ref, tuple) else (s_ref,)):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    (g,) = torch.autograd.grad(y.float().sum(), x)
+    (g_ref,) = torch.autograd.grad(y_ref.float().sum(), x)
+    assert torch.equal(g, g_ref)
+
+
 OTHER_ENGINES = [dict(engine="fused"), dict(engine="reference"), dict(zoneout=0.2),
                  dict(dropout=0.3, dropout_kind="locked"), dict(layer_norm=True)]
 
@@ -173,6 +202,69 @@ def test_torch_func_with_the_fused_engine_names_the_way_out():
     params = {k: v.detach() for k, v in m.named_parameters()}
     with pytest.raises(ValueError, match="torch.func transforms.*engine='auto' or 'reference'"):
         torch.func.grad(lambda p: torch.func.functional_call(m, p, (torch.randn(5, 3, 4),))[0].sum())(params)
+
+
+@pytest.mark.parametrize("kit_cls, torch_cls", PAIRS, ids=IDS)
+def test_forward_mode_ad_equals_torch_nn(kit_cls, torch_cls):
+    """Dual tensors (``torch.autograd.forward_ad``) through ``auto``: the fused engine's Functions have no
+    ``jvp``, so inside a dual level ``auto`` runs torch's kernel (this configuration — float64, training —
+    would otherwise run fused). (Padded input only: torch's ``pack_padded_sequence`` has no forward AD.)"""
+    import torch.autograd.forward_ad as fwAD
+    kit, ref = pair(kit_cls, torch_cls)
+    kit, ref = kit.double(), ref.double()
+    x, t = torch.randn(dispatch.FUSED_MIN_STEPS, 3, 4, dtype=torch.float64), torch.randn(dispatch.FUSED_MIN_STEPS, 3, 4,
+                                                                                       dtype=torch.float64)
+    outs = []
+    for m in (kit, ref):
+        with fwAD.dual_level():
+            d = fwAD.make_dual(x, t)
+            outs.append(fwAD.unpack_dual(m(d)[0]))
+    torch.testing.assert_close(outs[0].primal, outs[1].primal)
+    torch.testing.assert_close(outs[0].tangent, outs[1].tangent)
+
+
+@pytest.mark.parametrize("kit_cls", [rnnkit.GRU, rnnkit.LSTM], ids=["gru", "lstm"])
+def test_forward_mode_ad_with_an_option_runs_the_reference_cells(kit_cls):
+    """Layer norm (no torch kernel): the tangent equals J t computed in reverse mode, as the vector-Jacobian
+    product's derivative with respect to the vector (float64; a central difference is too coarse here: the
+    norm of a zero first recurrent part makes the output's curvature large)."""
+    import torch.autograd.forward_ad as fwAD
+    torch.manual_seed(0)
+    m = kit_cls(4, 6, num_layers=2, layer_norm=True).double()
+    x, t = torch.randn(12, 3, 4, dtype=torch.float64), torch.randn(12, 3, 4, dtype=torch.float64)
+    with fwAD.dual_level():
+        tangent = fwAD.unpack_dual(m(fwAD.make_dual(x, t))[0]).tangent
+    m.engine = "reference"
+    x.requires_grad_()
+    y = m(x)[0]
+    v = torch.zeros_like(y, requires_grad=True)
+    (vjp,) = torch.autograd.grad(y, x, v, create_graph=True)
+    (jt,) = torch.autograd.grad(vjp, v, t)
+    torch.testing.assert_close(tangent, jt)
+
+
+def test_forward_mode_ad_with_the_fused_engine_names_the_way_out():
+    import torch.autograd.forward_ad as fwAD
+    m = rnnkit.GRU(4, 6, engine="fused")
+    with fwAD.dual_level(), pytest.raises(ValueError, match="forward-mode.*engine='auto', 'native' or 'reference'"):
+        m(fwAD.make_dual(torch.randn(12, 3, 4), torch.randn(12, 3, 4)))
+
+
+@pytest.mark.parametrize("kit_cls, torch_cls", PAIRS, ids=IDS)
+def test_a_batched_backward_pass_is_refused_by_name_on_the_fused_engine(kit_cls, torch_cls):
+    """``is_grads_batched`` (and ``jacobian(vectorize=True)``, which uses it) vmaps the backward pass, which
+    starts after ``auto`` chose the engine: the fused engine says so and names the engines that can; the
+    reference engine computes what torch.nn does."""
+    kit, ref = pair(kit_cls, torch_cls)
+    kit, ref = kit.double(), ref.double()
+    x = torch.randn(12, 3, 4, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 12, 3, 6, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="batched backward pass.*engine='reference'"):
+        torch.autograd.grad(kit(x)[0], x, v, is_grads_batched=True)
+    kit.engine = "reference"
+    (g,) = torch.autograd.grad(kit(x)[0], x, v, is_grads_batched=True)
+    (g_ref,) = torch.autograd.grad(ref(x)[0], x, v, is_grads_batched=True)
+    torch.testing.assert_close(g, g_ref)
 
 
 @pytest.mark.parametrize("kit_cls, kw", [(rnnkit.GRU, {}), (rnnkit.RNN, {}), (rnnkit.LSTM, {}),

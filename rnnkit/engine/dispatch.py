@@ -35,8 +35,10 @@ so); every other engine runs with autocast switched off, in the parameters' dtyp
 write their results in place and cannot mix precisions). Under ``torch.func`` transforms (``grad``,
 ``vmap``, ``jacrev``, …) ``auto`` runs ``reference``, whose cells are plain differentiable torch ops; the
 fused engine's hand-written ``autograd.Function`` cannot run there and says so. Under ``torch.jit.trace``
-(whose tracer the fused engine's Function breaks) ``auto`` runs ``native``, or ``reference`` for options
-torch's kernel lacks.
+(whose tracer the fused engine's Function breaks) and inside a forward-mode AD level
+(``torch.autograd.forward_ad.dual_level``: the Functions have no ``jvp``) ``auto`` runs ``native``, or
+``reference`` for options torch's kernel lacks. A batched backward pass (``is_grads_batched=True``,
+``jacobian(..., vectorize=True)``) starts after the engine was chosen: the fused engine refuses it by name.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ import functools
 from typing import Sequence
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
@@ -60,6 +63,12 @@ _LAYER_FNS = {"reference": reference.run_layer, "fused": fused.run_layer, "nativ
 def transforms_active() -> bool:
     """Whether a ``torch.func`` transform (grad, vmap, jacrev, …) is tracing this call."""
     return torch._C._are_functorch_transforms_active()
+
+
+def forward_ad_active() -> bool:
+    """Whether a forward-mode AD level is open (``torch.autograd.forward_ad.dual_level``): dual tensors may
+    flow in, whose tangents only torch's kernels and the reference cells propagate."""
+    return getattr(forward_ad, "_current_level", -1) >= 0
 
 
 #: Fewest steps for which ``auto`` trains on the fused engine a dense batch (no per-sequence lengths) that it
@@ -87,8 +96,12 @@ def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opt
     """Resolve ``"auto"`` to a concrete engine name for this input: ``x`` (T, B, I) padded (or a packed
     sequence's rows, with ``lengths`` its batch sizes); ``hidden_size`` H of the layers (0: unknown, which
     keeps inference on torch's kernel)."""
-    tracing = torch.jit.is_tracing()
+    tracing = torch.jit.is_tracing() or forward_ad_active()
     if engine != "auto":
+        if engine == "fused" and forward_ad_active():
+            raise ValueError("engine='fused' cannot compute forward-mode derivatives (inside "
+                             "torch.autograd.forward_ad.dual_level()): its derivatives are a hand-written backward "
+                             "pass; use engine='auto', 'native' or 'reference'")
         if engine == "fused" and transforms_active():
             raise ValueError("engine='fused' cannot run under torch.func transforms (grad, vmap, jacrev, …): its "
                              "backward pass is a hand-written autograd.Function; use engine='auto' or 'reference'")
@@ -98,7 +111,7 @@ def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opt
         return engine
     if transforms_active():
         return "reference"
-    if tracing:  # torch's kernel where it computes the layer, else the cells' plain torch ops
+    if tracing:  # (or forward-mode AD) torch's kernel where it computes the layer, else the cells' plain torch ops
         return "reference" if layer_norm or opts.needs_rnnkit_engine else "native"
     if layer_norm:
         return "fused"
@@ -127,6 +140,17 @@ def native_prefix(engine: str, chosen: str, mode: str, x: Tensor, weights: Seque
             and x.device.type == "cpu" and weights[0].w_hr is None and torch.backends.mkldnn.is_available())
 
 
+def _as_arrived(x: Tensor, hx: State, arrived: tuple[torch.dtype, ...] | None) -> tuple[Tensor, State]:
+    """``x`` and the states cast back to the dtypes they arrived in (lossless: from a lower precision up and
+    back); states the caller did not give take the input's, as torch.nn makes its zero state."""
+    if arrived is None:
+        return x, hx
+    states = hx if isinstance(hx, tuple) else (hx,)
+    dtypes = arrived[1:] or (arrived[0],) * len(states)
+    states = tuple(s.to(d) for s, d in zip(states, dtypes))
+    return x.to(arrived[0]), states if isinstance(hx, tuple) else states[0]
+
+
 def _needs_grad(x: Tensor, hx: State, weights: Sequence[LayerWeights]) -> bool:
     states = hx if isinstance(hx, tuple) else (hx,)
     return torch.is_grad_enabled() and any(
@@ -144,14 +168,17 @@ def run_packed(
     dropout: float,
     training: bool,
     opts: Options = Options(),
+    arrived: tuple[torch.dtype, ...] | None = None,
 ) -> tuple[Tensor, State] | None:
     """Run a stack on a ``PackedSequence``'s rows directly — no padding round trip — when the chosen
     engine can: ``native`` always, ``fused`` for the plain layer (no active dropout between layers, no
-    variant option, whose masks are drawn per padded step). Returns None where the padded path must run."""
+    variant option, whose masks are drawn per padded step). Returns None where the padded path must run.
+    ``arrived``: see ``run``."""
     data = packed.data
     name = choose_engine(engine, mode, data, packed.batch_sizes, opts, weights[0].layer_norm,
                          _needs_grad(data, hx, weights), weights[0].w_hh.shape[1])
     if name == "native":
+        data, hx = _as_arrived(data, hx, arrived)
         return native.run_stack_packed(mode, data, packed.batch_sizes, packed.sorted_indices,
                                        packed.unsorted_indices, hx, weights, num_layers, bidirectional, dropout,
                                        training, opts)
@@ -175,8 +202,11 @@ def run(
     dropout: float,
     training: bool,
     opts: Options = Options(),
+    arrived: tuple[torch.dtype, ...] | None = None,
 ) -> tuple[Tensor, State]:
-    """Run a whole stack: ``x`` (T, B, I) padded time-major, ``hx`` stacked (L·D, B, ·) states."""
+    """Run a whole stack: ``x`` (T, B, I) padded time-major, ``hx`` stacked (L·D, B, ·) states, both in the
+    parameters' dtype. ``arrived``: inside ``torch.autocast``, the dtypes the caller's input and states came
+    in (``layers.checks.autocast_arrival``); torch's kernel gets them back, as torch.nn would pass them."""
     name = choose_engine(engine, mode, x, lengths, opts, weights[0].layer_norm, _needs_grad(x, hx, weights),
                          weights[0].w_hh.shape[1])
     if name == "native-layers" and not (training and dropout > 0 and num_layers > 1):
@@ -187,7 +217,8 @@ def run(
         name = "native-layers"
     args = (mode, x, hx, weights, lengths, num_layers, bidirectional, dropout, training, opts)
     if name == "native":
-        return native.run_stack(*args)
+        x, hx = _as_arrived(x, hx, arrived)
+        return native.run_stack(mode, x, hx, *args[3:])
     layer_fn = _LAYER_FNS[name]
     if native_prefix(engine, name, mode, x, weights):
         layer_fn = functools.partial(layer_fn, native_prefix=True)

@@ -36,7 +36,10 @@ def _in_own_precision(forward):
     def run(self, input, hx=None, **kwargs):
         dtype = self.weight_ih.dtype
         input = autocast_input(input, dtype)
-        hx = type(hx)(autocast_input(s, dtype) for s in hx) if isinstance(hx, (tuple, list)) else autocast_input(hx, dtype)
+        if isinstance(hx, (tuple, list)):  # a plain tuple, a list or a namedtuple (h, c): cast in place of each
+            hx = tuple(autocast_input(s, dtype) for s in hx)
+        else:
+            hx = autocast_input(hx, dtype)
         with own_precision(self.weight_ih):
             return forward(self, input, hx, **kwargs)
 

@@ -32,6 +32,17 @@ def autocast_input(t, dtype: torch.dtype):
     return t
 
 
+def autocast_arrival(x: Tensor, hx) -> tuple[torch.dtype, ...] | None:
+    """Inside ``torch.autocast``: the dtypes the input and the given states arrived in, ``(x, h[, c])`` (none
+    for ``hx=None``), before ``autocast_input`` casts them, so that a stack run by torch's kernel gets them as
+    torch.nn would (its output's dtype follows them: a GRU on CPU keeps a bfloat16 input's precision, where
+    autocast casts an LSTM's or a vanilla RNN's anyway); None outside an autocast region."""
+    if not isinstance(x, Tensor) or autocast_dtype(x.device) is None:
+        return None
+    states = [] if hx is None else list(hx) if isinstance(hx, (tuple, list)) else [hx]
+    return (x.dtype, *(s.dtype if isinstance(s, Tensor) else x.dtype for s in states))
+
+
 def check_shape(owner: str, name: str, t: Tensor, expected: tuple[int, ...]) -> None:
     if tuple(t.shape) != tuple(expected):
         raise ValueError(f"{owner}: {name} has shape {tuple(t.shape)}, expected {tuple(expected)}")

@@ -48,7 +48,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from ..cells import NONLINEARITIES
 from ..engine import ENGINES, LayerWeights, Options, dispatch
-from .checks import autocast_input, check_lengths, check_positive_int, check_shape, check_tensor
+from .checks import autocast_arrival, autocast_input, check_lengths, check_positive_int, check_shape, check_tensor
 from .init import INITS, init_weights
 
 _GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
@@ -320,6 +320,7 @@ class RNNBase(nn.Module):
         w0 = self.weight_ih_l0
         weights = self.layer_weights()
         packed = isinstance(input, PackedSequence)
+        arrived = autocast_arrival(input.data if packed else input, hx)
         if packed:
             input = PackedSequence(autocast_input(input.data, w0.dtype), input.batch_sizes, input.sorted_indices,
                                    input.unsorted_indices)
@@ -333,7 +334,7 @@ class RNNBase(nn.Module):
             B = int(input.batch_sizes[0])
             state = self._prepare_state(hx, B, True, data)
             done = dispatch.run_packed(self.engine, self.cell, input, state, weights, self.num_layers,
-                                       self.bidirectional, self.dropout, self.training, self.options)
+                                       self.bidirectional, self.dropout, self.training, self.options, arrived)
             if done is not None:  # the engine ran on the packed rows themselves
                 return PackedSequence(done[0], input.batch_sizes, input.sorted_indices, input.unsorted_indices), done[1]
             x, lengths = pad_packed_sequence(input)  # (T, B, I), lengths in batch order
@@ -363,8 +364,8 @@ class RNNBase(nn.Module):
             lengths = check_lengths(owner, lengths, B, T)
             if bool((lengths == T).all()):
                 lengths = None  # all full length: the plain path is the same computation
-        y, state = dispatch.run(self.engine, self.cell, x, state, weights, lengths,
-                                self.num_layers, self.bidirectional, self.dropout, self.training, self.options)
+        y, state = dispatch.run(self.engine, self.cell, x, state, weights, lengths, self.num_layers,
+                                self.bidirectional, self.dropout, self.training, self.options, arrived)
 
         if packed:
             order = input.sorted_indices

@@ -29,8 +29,25 @@ def refuse_double_backward() -> None:
                            "use engine='reference' (autograd through the cells) or engine='native'")
 
 
+def _batched(g: Tensor) -> bool:
+    f = torch._C._functorch  # (is_grads_batched runs torch's legacy vmap; torch.func.vmap the other kind)
+    return f.is_legacy_batchedtensor(g) or f.is_batchedtensor(g)
+
+
+def refuse_batched_backward(grads) -> None:
+    """The hand-written backward passes write into their own blocks (``out=``, in place), which vmap cannot
+    batch: a batched backward — ``torch.autograd.grad(..., is_grads_batched=True)``, or
+    ``torch.autograd.functional.jacobian``/``hessian`` with ``vectorize=True`` — is refused by name instead of
+    failing inside functorch."""
+    if any(g is not None and _batched(g) for g in grads):
+        raise RuntimeError("rnnkit's fused engine cannot run a batched backward pass (is_grads_batched=True, or "
+                           "jacobian/hessian with vectorize=True): its backward pass is written by hand; run the "
+                           "forward pass with engine='reference' (autograd through the cells) or engine='native'")
+
+
 def hand_written(backward):
-    """For a Function's ``backward`` written by hand: refuses second derivatives (above), and runs with
+    """For a Function's ``backward`` written by hand: refuses second derivatives and batched backward passes
+    (above), and runs with
     ``torch.autocast`` off on the gradients' device, as the forward pass did (``backward()`` called inside
     an autocast region would otherwise cast its products to the lower precision; ``torch.amp.custom_bwd``
     does this for one fixed device type)."""
@@ -38,6 +55,7 @@ def hand_written(backward):
     @functools.wraps(backward)
     def run(ctx, *grads):
         refuse_double_backward()
+        refuse_batched_backward(grads)
         first = next((g for g in grads if g is not None), None)
         with contextlib.nullcontext() if first is None else own_precision(first):
             return backward(ctx, *grads)
