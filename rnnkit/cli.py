@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -181,6 +182,19 @@ def _say(*args, **kw) -> None:
         print(*args, **kw, flush=True)
 
 
+def _json(obj) -> str:
+    """``--json`` output: strict JSON, a non-finite number (an infinite ratio to a zero baseline, a NaN loss)
+    written as null, as metrics.jsonl writes it (``Infinity`` is no JSON and strict parsers refuse it)."""
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        return [clean(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+    return json.dumps(clean(obj), allow_nan=False)
+
+
 def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -231,7 +245,7 @@ def cmd_train(args, extra: list[str]) -> int:
               f"continue with the same command plus --resume", file=sys.stderr)
         return EXIT_FAILED
     if args.json:
-        print(json.dumps({"step": result.step, "stop_reason": result.stop_reason, **result.metrics}))
+        print(_json({"step": result.step, "stop_reason": result.stop_reason, **result.metrics}))
     else:
         print(f"stopped after {result.step} steps ({result.epoch} epochs, {result.elapsed:.1f} s of training, "
               f"{result.tokens / max(result.elapsed, 1e-9):,.0f} tokens/s): {result.stop_reason.replace('_', ' ')}")
@@ -261,7 +275,7 @@ def cmd_evaluate(args) -> int:
     with torch.no_grad():
         metrics = task.evaluate(model)
     if args.json:
-        print(json.dumps(metrics))
+        print(_json(metrics))
     else:
         print(f"{ckpt.path} ({task.name}, step {ckpt.meta.get('step', 0)}) on {' '.join(args.data)}:")
         for k, v in metrics.items():
@@ -394,7 +408,7 @@ def cmd_info(args) -> int:
     else:
         info["resumable"] = False
     if args.json:
-        print(json.dumps(info))
+        print(_json(info))
         return EXIT_OK
     for k, v in info.items():
         if isinstance(v, dict):

@@ -46,12 +46,15 @@ def _rows(path: Path, text: str, delimiter: str):
 
     Comma- (or other-) separated files follow CSV quoting, so a quoted field may hold the delimiter,
     quotes and newlines. Tab-separated files have no quoting — a ``"`` is an ordinary character, as
-    in most TSV corpora — so a field cannot hold a tab or a newline.
+    in most TSV corpora — so a field cannot hold a tab or a newline. Quoting is strict: a stray quote
+    (``"the food was "great" really``, or an opening quote that never closes and would swallow the lines
+    after it into one field) is an error naming the line where that record starts, not a silently merged
+    or altered example.
     """
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     if csv.field_size_limit() < len(text):  # a long document is one field (the csv module's default: 128 KiB)
         csv.field_size_limit(min(len(text), 2**31 - 1))
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter, quoting=quoting)
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter, quoting=quoting, strict=True)
     start = 1
     try:
         for fields in reader:
@@ -59,7 +62,10 @@ def _rows(path: Path, text: str, delimiter: str):
                 yield start, fields
             start = reader.line_num + 1
     except csv.Error as e:
-        raise DataError(f"malformed CSV ({e})", path, reader.line_num) from None
+        where = ("" if reader.line_num <= start else
+                 f" (the record starts on line {start} and runs to line {reader.line_num})")
+        raise DataError(f"malformed CSV: {e}{where}; a field that holds a quote must be quoted "
+                        f"whole, each quote inside it doubled (\"\")", path, start) from None
 
 
 def _describe(sep: str) -> str:

@@ -23,7 +23,9 @@ def holdout(data: Any, valid_fraction: float = 0.1, *, seed: int = 0) -> tuple[A
     (at least one item on each side).
 
     * text (``str``): the last characters are held out — one contiguous tail, as usual for
-      language models (a random set of characters would leak context);
+      language models (a random set of characters would leak context); a cut that falls inside a word
+      moves back to the word's start, so no word is split in two (a word-level vocabulary would learn
+      the fragments as words);
     * a ``Series``: the last time steps — the future is what a forecaster is judged on;
     * a list of examples, ``Captions``, or a tuple of parallel columns — tensors sharing their first
       dimension, or lists of one length, such as ``(texts, labels)`` — : a seeded random subset
@@ -31,8 +33,11 @@ def holdout(data: Any, valid_fraction: float = 0.1, *, seed: int = 0) -> tuple[A
     Any other tuple is an error (its items would be taken for examples).
     """
     if isinstance(data, str):
-        k = _valid_count(len(data), valid_fraction)
-        return data[:-k], data[-k:]
+        cut = len(data) - _valid_count(len(data), valid_fraction)
+        if not data[cut].isspace() and not data[cut - 1].isspace():  # inside a word: back to its start
+            start = max(data.rfind(c, 0, cut) for c in (" ", "\n", "\t")) + 1
+            cut = start if start > 0 else cut
+        return data[:cut], data[cut:]
     if isinstance(data, Series):
         k = _valid_count(len(data.values), valid_fraction)
         return Series(data.values[:-k], data.columns), Series(data.values[-k:], data.columns)

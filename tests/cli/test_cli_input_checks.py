@@ -114,6 +114,24 @@ def test_json_output_is_json_alone(cli, files, tmp_path):
     assert record["step"] == 3 and "training /" in err
 
 
+def test_json_output_is_strict_json_when_a_metric_is_infinite(cli, tmp_path):
+    """A constant series: the naive forecast is exact, so the ratio to it is infinite — null in --json (as
+    in metrics.jsonl), not ``Infinity``, which strict JSON parsers refuse."""
+    (tmp_path / "s.csv").write_text("a\n" + "5\n" * 60)
+    code, out, err = cli("train", "forecast", "--data", tmp_path / "s.csv", "--window", "10", "--hidden_size", "8",
+                         "--max-steps", "2", "--no-progress", "--out", tmp_path / "o", "--json")
+    assert code == 0, err
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    record = json.loads(out, parse_constant=refuse)
+    assert record["naive_mae"] == 0.0 and record["mae_ratio"] is None
+    code, out, err = cli("evaluate", tmp_path / "o" / "checkpoint", "--data", tmp_path / "s.csv", "--json")
+    assert code == 0, err
+    assert json.loads(out, parse_constant=refuse)["mae_ratio"] is None
+
+
 def test_task_help_is_plain_text_with_the_whole_usage(cli):
     code, out, _ = cli("train", "translate", "--help")
     assert code == 0
@@ -188,7 +206,16 @@ def test_a_validation_label_unseen_in_training_is_named(cli, files, tmp_path):
     (tmp_path / "valid.csv").write_text("text,label\ngood film,pos\nso so,neutral\n")
     fails(cli, 2, "train", "classify", "--data", files / "train.csv", "--valid", tmp_path / "valid.csv",
           "--out", tmp_path / "o", "--max-steps", "1", "--hidden_size", "8", "--embed_size", "8", "--no-progress",
-          match="the validation data has labels not seen in training: ['neutral']")
+          match="valid.csv: the validation data has labels not seen in training: ['neutral']")
+
+
+def test_a_holdout_that_leaves_no_validation_example_stops_before_training(cli, tmp_path):
+    """Every class occurs once: whichever example is held out has a class training lacks and goes back, which
+    left an empty validation set — and a crash at the first evaluation, after the training."""
+    (tmp_path / "d.csv").write_text("text,label\ngreat,pos\nawful,neg\nso so,neutral\n")
+    fails(cli, 2, "train", "classify", "--data", tmp_path / "d.csv", "--out", tmp_path / "o", "--max-steps", "2",
+          "--hidden_size", "8", "--embed_size", "8", "--no-progress", match="no validation examples are left")
+    assert not (tmp_path / "o" / "metrics.jsonl").exists()
 
 
 def test_train_flags_take_underscores_too(cli, files, tmp_path):

@@ -95,6 +95,11 @@ def test_translate(cli, tmp_path):
     out, m = train(cli, tmp_path, "translate", "--data", "builtin:reverse", "--max-steps", "100",
                    "--hidden_size", "64", "--embed_size", "32", "--lr", "0.01")
     assert m["exact_match"] > m["copy_source_exact_match"] + 0.3 and m["bleu"] > m["copy_source_bleu"]
+    (tmp_path / "src.txt").write_text("1 2 3\n\n9\n")
+    code, pred, err = cli("predict", out / "checkpoint", "--input", tmp_path / "src.txt")
+    assert code == 0, err
+    lines = pred.split("\n")
+    assert lines[0].strip() and lines[1] == "" and lines[2].strip()  # a blank line is answered by a blank line
 
 
 def test_forecast(cli, tmp_path):

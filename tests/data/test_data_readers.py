@@ -85,6 +85,18 @@ def test_labelled_bad_rows_name_their_line(tmp_path):
     expect(lambda: read_labelled(write(tmp_path / "b.csv", "text,label\nfine,\n")), "b.csv:2:", "empty label")
 
 
+def test_labelled_stray_quotes_are_errors_not_merged_rows(tmp_path):
+    """A quote that opens a field and never closes would swallow the lines after it into one example; a quote
+    inside a quoted field, not doubled, would alter the text. Both name the line where the record starts."""
+    rows = "".join(f"row {i},pos\n" for i in range(5))
+    p = write(tmp_path / "a.csv", 'text,label\n' + rows + '"the food, it was great,pos\n' + rows + 'he said "no" twice,neg\n')
+    expect(lambda: read_labelled(p), "a.csv:7:", "malformed CSV", "starts on line 7 and runs to line 13", "doubled")
+    p = write(tmp_path / "b.csv", 'text,label\nfine,pos\n"the food was "great" really,pos\n')
+    expect(lambda: read_labelled(p), "b.csv:3:", "malformed CSV", "doubled")
+    p = write(tmp_path / "c.csv", 'text,label\n"a ""quoted"" word",pos\n"two\nlines",neg\n')  # correct quoting still reads
+    assert read_labelled(p) == [('a "quoted" word', "pos"), ("two\nlines", "neg")]
+
+
 def header_rows(first: str, n: int = 20, sep: str = ",") -> str:
     """``first``, then ``n`` rows labelled pos/neg alternately."""
     return first + "\n" + "".join(f"some text {i}{sep}{('pos', 'neg')[i % 2]}\n" for i in range(n))
@@ -267,6 +279,8 @@ def test_holdout_kinds_and_seed():
     assert len(valid) == 10 and sorted(train + valid) == items and train == sorted(train)
     assert holdout(items, 0.2, seed=3) == (train, valid) and holdout(items, 0.2, seed=4) != (train, valid)
     assert holdout("abcdefghij", 0.3) == ("abcdefg", "hij")
+    assert holdout("the cat sat on it", 0.1) == ("the cat sat on ", "it")  # (a cut inside a word moves to its start)
+    assert holdout("the cat sat\nonward", 0.2) == ("the cat sat\n", "onward")
     s_train, s_valid = holdout(Series(torch.arange(10.0).unsqueeze(1), ["x"]), 0.2)
     assert s_valid.values.flatten().tolist() == [8.0, 9.0] and s_train.columns == ["x"]
     with pytest.raises(ValueError, match="at least 2"):

@@ -79,6 +79,10 @@ class Task(TrainTask):
             train, valid, moved = cls._classes_back_to_training(train, valid)
             if moved:
                 how += f"; {moved} with a class no other example has kept for training"
+            if isinstance(valid, list) and not valid:  # every held-out example's class was its only one
+                raise DataError(f"{data_paths[0]}: no validation examples are left (the {moved} held out had classes "
+                                f"no training example has, and went back to training); give --valid FILE, or more "
+                                f"examples per class")
         return train, valid, how
 
     @classmethod
@@ -153,6 +157,9 @@ class Task(TrainTask):
 
     def data_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.data)
+
+    def check_model_options(self, model: dict[str, Any]) -> None:
+        """Refuse model settings (``--key value``) that this run's data options would leave unused."""
 
 
 def check_data_config(cfg, *positive: str) -> None:

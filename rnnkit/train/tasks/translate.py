@@ -149,4 +149,10 @@ class TranslateTask(Task):
                 "copy_source_exact_match": M.exact_match(copies, refs)}
 
     def predict(self, model: nn.Module, lines: Sequence[str]) -> list[str]:
-        return self._translate(model, encode_texts(self.src_tok, lines))
+        """A translation per line; a blank line gets an empty line back (there is nothing to translate), as
+        the other tasks answer it."""
+        keep = [i for i, line in enumerate(lines) if line.strip()]
+        out = [""] * len(lines)
+        for i, hyp in zip(keep, self._translate(model, encode_texts(self.src_tok, [lines[i] for i in keep]))):
+            out[i] = hyp
+        return out
