@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 import time
 import typing
@@ -203,6 +204,7 @@ def cmd_train(args, extra: list[str]) -> int:
     import torch
 
     from .train.checkpoint import resolve
+    from .train.options import check_out_dir
     from .train.tasks import TASKS, build_run, settings_for
 
     _check_device(args.device, allow_auto=True)
@@ -214,8 +216,10 @@ def cmd_train(args, extra: list[str]) -> int:
         if getattr(args, flag) is not None:
             settings.set_value(key, getattr(args, flag))
     out = Path(args.out or f"runs/{args.task}")
-    _check_out_dir(out)
+    check_out_dir(out)  # before the data is read
     resume = None
+    if args.resume is not None and args.overwrite:
+        raise UsageError("--resume continues the run in --out and --overwrite starts it afresh: give one of them")
     if args.resume is not None:
         resume = Path(args.resume) if args.resume else out / "checkpoint"
         resolve(resume)  # a missing or broken checkpoint is reported before the data is read
@@ -225,6 +229,9 @@ def cmd_train(args, extra: list[str]) -> int:
     run = build_run(args.task, args.data, args.valid, settings, out_dir=out,
                     progress=not args.no_progress, device=args.device)
     tr = run.trainer
+    if args.overwrite and tr.dist.is_main:  # the data and model are good: now the old run's snapshots go
+        for name in ("checkpoint", "best"):  # (its best/ stayed until this run's first evaluation)
+            shutil.rmtree(out / name, ignore_errors=True)
     _set_threads(tr, args.threads)
     n_params = sum(p.numel() for p in tr.model.parameters())
     _say(f"{args.task}: {run.sizes['train']:,} training / {run.sizes['valid']:,} validation items "
@@ -357,18 +364,6 @@ def cmd_predict(args) -> int:
         Path(args.output).write_text(out, encoding="utf-8")
     return EXIT_OK
 
-
-def _check_out_dir(out: Path) -> None:
-    """``--out``: a folder, or a path where one can be made — checked before the data is read."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; give a folder")
-    parent = out
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UsageError(f"--out {out}: {parent} is a file, so no folder can be made under it")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out}: no permission to write in {parent}")
 
 
 def _check_writable_file(path: str, flag: str) -> None:

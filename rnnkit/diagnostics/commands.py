@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ..train.options import check_out_dir, check_out_file
 from .experiments import COPY_DELAY, DEFAULT_LR
 from .experiments import TrainConfig as _Defaults
 from .tasks import CELL_LABELS, CELLS
@@ -183,6 +184,7 @@ def cmd_gradients(args) -> int:
     from .plots import plot_gradient_flow
     from .tasks import AddingModel
 
+    check_out_dir(Path(args.out))  # before the training runs
     T = args.length
     at_init = {}
     for cell in args.cell:
@@ -280,6 +282,7 @@ def cmd_saturation(args) -> int:
 def cmd_activations(args) -> int:
     from .activations import activation_page, char_lm_trace, most_variable_units
 
+    check_out_file(Path(args.out))
     task, model = _load_lm(args.checkpoint)
     vocab = task.tokenizer.vocab
     itos = list(vocab.tokens)
@@ -307,6 +310,7 @@ def cmd_experiment(args) -> int:
     cfg = TrainConfig(hidden_size=args.hidden_size, batch_size=args.batch_size, lr=args.lr, max_norm=args.max_norm,
                       eval_every=args.eval_every, seed=args.seed, threads=args.threads, copy_memory=args.memory,
                       copy_alphabet=args.alphabet)
+    check_out_dir(Path(args.out))  # before the runs: a sweep takes minutes
     lengths = args.length or [COPY_DELAY if args.task == "copy" else 50]
     if args.task == "adding" and min(lengths) < 2:  # a delay of 1 is a copy task; two marks need T >= 2
         from ..train.options import OptionError

@@ -5,7 +5,7 @@ A checkpoint is a directory::
     out/checkpoint/
       latest                  one line: the name of the current snapshot (replaced atomically)
       step-00001200/
-        config.json           format version, model type, model config, file sizes, rnnkit version
+        config.json           format version, model type, model config, file sizes and SHA-256 digests, rnnkit version
         model.safetensors     the model's state_dict (tied weights stored once)
         vocab.json            the vocabulary (or vocabularies: {"source": …, "target": …}), if any
         trainer.json          trainer state for --resume: step, epoch, position, train config, the
@@ -20,6 +20,7 @@ pointer has moved. ``load_checkpoint`` accepts the checkpoint directory or one s
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -165,6 +166,8 @@ def save_checkpoint(
         "task": task,
         "step": int(step),
         "files": {name: len(data) for name, data in files.items()},
+        # each file's SHA-256: a damaged byte that keeps the size (a NaN in the weights, say) is found on load
+        "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
     }
     files["config.json"] = _json_bytes(header)  # written last: a snapshot without it is not one
 
@@ -230,9 +233,19 @@ def resolve(path: str | os.PathLike) -> Path:
     raise CheckpointError(f"not an rnnkit checkpoint: {p} has no config.json{hint}")
 
 
-def _read_json(path: Path, what: str) -> Any:
+def _check_digest(path: Path, data: bytes, digest: str | None) -> None:
+    """``data`` (the bytes of ``path``) against the SHA-256 config.json recorded for it (checkpoints written
+    before digests were recorded have none: nothing to check)."""
+    if isinstance(digest, str) and hashlib.sha256(data).hexdigest() != digest:
+        raise CheckpointError(f"checkpoint file {path} is damaged: its contents do not match the SHA-256 that "
+                              f"config.json recorded when it was written (damaged on disk, or edited since)")
+
+
+def _read_json(path: Path, what: str, digest: str | None = None) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
+        _check_digest(path, data, digest)
+        return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"checkpoint {what} {path} is corrupt or truncated ({e})") from None
 
@@ -257,12 +270,14 @@ def read_header(path: str | os.PathLike, expected_type: str | None = None) -> tu
     return snap, header
 
 
-def _read_tensors(path: Path, expected_size: int | None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _read_tensors(path: Path, expected_size: int | None,
+                  digest: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint file missing: {path}")
     data = path.read_bytes()
     if expected_size is not None and len(data) != expected_size:
         raise CheckpointError(f"checkpoint file {path} is truncated or damaged: {len(data)} bytes, expected {expected_size}")
+    _check_digest(path, data, digest)
     try:
         tensors = st_load(data)
         meta = _safetensors_metadata(data)
@@ -323,18 +338,22 @@ def load_checkpoint(path: str | os.PathLike, expected_type: str | None = None, *
     which shows ``Checkpoint.files`` with the missing ones marked); the weights are always required."""
     snap, header = read_header(path, expected_type)
     sizes = _listed_files(snap, header, require_files)
-    weights, _ = _read_tensors(snap / "model.safetensors", sizes.get("model.safetensors"))
-    vocab = _read_json(snap / "vocab.json", "vocabulary") if (snap / "vocab.json").is_file() else None
+    digests = header.get("sha256") if isinstance(header.get("sha256"), dict) else {}
+    weights, _ = _read_tensors(snap / "model.safetensors", sizes.get("model.safetensors"),
+                               digests.get("model.safetensors"))
+    vocab = (_read_json(snap / "vocab.json", "vocabulary", digests.get("vocab.json"))
+             if (snap / "vocab.json").is_file() else None)
     ckpt = Checkpoint(path=snap, model_type=header["model_type"], config=header.get("model_config", {}),
                       weights=weights, vocab=vocab, meta=header)
     # Without require_files, trainer state whose tensors are gone is skipped rather than an error.
     trainer_present = (snap / "trainer.json").is_file() and (require_files or (snap / "trainer.safetensors").is_file())
     if trainer and trainer_present:
-        ckpt.trainer = _read_json(snap / "trainer.json", "trainer state")
+        ckpt.trainer = _read_json(snap / "trainer.json", "trainer state", digests.get("trainer.json"))
         if not isinstance(ckpt.trainer, dict):
             raise CheckpointError(f"checkpoint trainer state {snap / 'trainer.json'} is corrupt: expected a JSON "
                                   f"object, got {type(ckpt.trainer).__name__}")
-        ckpt.trainer_tensors, _ = _read_tensors(snap / "trainer.safetensors", sizes.get("trainer.safetensors"))
+        ckpt.trainer_tensors, _ = _read_tensors(snap / "trainer.safetensors", sizes.get("trainer.safetensors"),
+                                                digests.get("trainer.safetensors"))
     return ckpt
 
 

@@ -13,6 +13,7 @@ naming the key, the expected type and the value.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import types
 import typing
@@ -179,3 +180,27 @@ def build(cls: type, values: dict[str, Any], **fixed) -> Any:
         return cls(**fixed, **values)
     except (TypeError, ValueError) as e:
         raise OptionError(str(e)) from None
+
+
+def check_out_dir(out: Path, flag: str = "--out") -> None:
+    """An output folder: one that exists, or a path where one can be made — checked before any work."""
+    if out.exists() and not out.is_dir():
+        raise OptionError(f"{flag} {out} is a file; give a folder")
+    _check_writable_parent(out, flag, "folder")
+
+
+def check_out_file(out: Path, flag: str = "--out") -> None:
+    """An output file: not a folder, in a folder that exists or can be made — checked before any work."""
+    if out.is_dir():
+        raise OptionError(f"{flag} {out} is a folder; give a file name")
+    _check_writable_parent(out.parent, flag, "file", given=out)
+
+
+def _check_writable_parent(path: Path, flag: str, what: str, given: Path | None = None) -> None:
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OptionError(f"{flag} {given or path}: {parent} is a file, so no {what} can be made under it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OptionError(f"{flag} {given or path}: no permission to write in {parent}")

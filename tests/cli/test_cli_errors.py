@@ -125,6 +125,26 @@ def test_resume_with_changed_config(cli, files, lm_run):
           match="checkpoint not found")
 
 
+def test_overwrite_starts_afresh_and_drops_the_old_runs_snapshots(cli, files, lm_run, tmp_path, monkeypatch):
+    """--overwrite: once the new run's data and model are built, the old checkpoint/ and best/ go (best/
+    stayed, another run's model, until the new run's first evaluation); with --resume it is refused."""
+    from rnnkit.train import Trainer
+
+    assert (lm_run / "best").is_dir() and (lm_run / "checkpoint").is_dir()
+    fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--out", lm_run, *LM, "--resume", "--overwrite",
+          match="give one of them")
+    class Looked(BaseException):  # (not an Exception: the command would print it as an error)
+        pass
+
+    def look(self, resume=None):
+        raise Looked({"best": (lm_run / "best").exists(), "checkpoint": (lm_run / "checkpoint").exists()})
+
+    monkeypatch.setattr(Trainer, "fit", look)  # where the training would start
+    with pytest.raises(Looked) as seen:
+        cli("train", "lm", "--data", files / "train.txt", "--out", lm_run, *LM, "--overwrite")
+    assert seen.value.args[0] == {"best": False, "checkpoint": False}
+
+
 def test_full_disk_during_save_keeps_previous_checkpoint(cli, files, lm_run, monkeypatch):
     from rnnkit.train import checkpoint as ck
 
@@ -204,7 +224,9 @@ def cls_run(cli, files, tmp_path):
 
 
 def edited_copy(ckpt, dest, name, edit):
-    """A copy of checkpoint ``ckpt`` at ``dest`` whose JSON file ``name`` went through ``edit`` (or was deleted)."""
+    """A copy of checkpoint ``ckpt`` at ``dest`` whose JSON file ``name`` went through ``edit`` (or was deleted),
+    written as if it had been so from the start: config.json records no digest for it (an edit the digest
+    finds is tested in tests/train/test_checkpoint.py; these tests are of the checks behind it)."""
     import shutil
 
     shutil.copytree(ckpt, dest)
@@ -215,6 +237,9 @@ def edited_copy(ckpt, dest, name, edit):
         data = json.loads((snap / name).read_text())
         edit(data)
         (snap / name).write_text(json.dumps(data))
+    header = json.loads((snap / "config.json").read_text())
+    header.get("sha256", {}).pop(name, None)
+    (snap / "config.json").write_text(json.dumps(header))
     return dest
 
 

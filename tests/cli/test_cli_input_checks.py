@@ -140,6 +140,22 @@ def test_task_help_is_plain_text_with_the_whole_usage(cli):
     assert "constant|linear|exponential|inverse_sigmoid" in out  # choices are not cut short
 
 
+def test_diagnose_and_experiment_check_out_before_the_work(cli, lm_checkpoint, tmp_path, monkeypatch):
+    """An --out that cannot be written is named before any run starts (it was found after a sweep of several
+    minutes, as a FileExistsError), as train's is."""
+    from rnnkit.diagnostics import experiments
+
+    monkeypatch.setattr(experiments, "sweep", lambda *a, **k: pytest.fail("the sweep ran"))
+    (tmp_path / "c.csv").write_text("x")
+    fails(cli, 2, "experiment", "copy", "--cell", "lstm", "--length", "3", "--steps", "5", "--out", tmp_path / "c.csv",
+          match="c.csv is a file; give a folder")
+    fails(cli, 2, "diagnose", "gradients", "--cell", "rnn", "--length", "5", "--out", tmp_path / "c.csv" / "sub",
+          match="is a file, so no folder can be made under it")
+    (tmp_path / "t.txt").write_text("some text")
+    fails(cli, 2, "diagnose", "activations", lm_checkpoint, "--text-file", tmp_path / "t.txt", "--out", tmp_path,
+          match="is a folder; give a file name")
+
+
 def test_diagnose_takes_underscored_options_and_checks_its_inputs(cli, lm_checkpoint, tmp_path):
     code, out, err = cli("diagnose", "saturation", "--cell", "gru", "--length", "5", "--hidden_size", "4", "--json")
     assert code == 0, err

@@ -3,6 +3,7 @@ checkpoint), and one-line errors for a truncated file, another model type and a 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 
 import pytest
@@ -110,6 +111,29 @@ def test_truncated_weights(tmp_path):
         load_checkpoint(tmp_path / "c")
 
 
+@pytest.mark.parametrize("name", ["model.safetensors", "vocab.json", "trainer.json", "trainer.safetensors"])
+def test_a_damaged_file_of_the_same_size_is_found(tmp_path, name):
+    """Bytes overwritten in place (the size kept) loaded silently — NaNs in the weights, a model that
+    predicted one class for everything; each file's SHA-256 in config.json finds them."""
+    snap = save_checkpoint(tmp_path / "c", model_type="m", config={}, weights={"w": torch.ones(64)}, step=1,
+                           vocab={"tokens": ["a", "b"]}, trainer={"x": 1}, trainer_tensors={"t": torch.ones(64)})
+    f = snap / name
+    data = bytearray(f.read_bytes())
+    data[-3] = (data[-3] + 1) % 256 if name.endswith(".json") else 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=f"{name} is damaged: its contents do not match the SHA-256"):
+        load_checkpoint(tmp_path / "c")
+
+
+def test_a_checkpoint_without_digests_still_loads(tmp_path):
+    """Checkpoints written before the digests were recorded are read as before."""
+    snap = save(tmp_path / "c", 1, tied_model())
+    header = json.loads((snap / "config.json").read_text())
+    del header["sha256"]
+    (snap / "config.json").write_text(json.dumps(header))
+    assert load_checkpoint(tmp_path / "c").meta["step"] == 1
+
+
 @pytest.mark.parametrize("aliases,problem", [('{"x": "nope"}', "'x' names the missing tensor 'nope'"),
                                              ("{oops", "Expecting property name")])
 def test_damaged_list_of_shared_tensors(tmp_path, aliases, problem):
@@ -121,7 +145,8 @@ def test_damaged_list_of_shared_tensors(tmp_path, aliases, problem):
                                                     "aliases": aliases})
     path.write_bytes(data)
     header = json.loads((snap / "config.json").read_text())
-    header["files"]["model.safetensors"] = len(data)  # consistent sizes: only the aliases are wrong
+    header["files"]["model.safetensors"] = len(data)  # consistent sizes and digest: only the aliases are wrong
+    header["sha256"]["model.safetensors"] = hashlib.sha256(data).hexdigest()
     (snap / "config.json").write_text(json.dumps(header))
     with pytest.raises(CheckpointError, match="is corrupt: its list of shared tensors: " + problem):
         load_checkpoint(tmp_path)
