@@ -70,9 +70,9 @@ def _parser() -> argparse.ArgumentParser:
                        description="Train a model. Any field of the training, model or data config is an option: "
                                    "--key value (see 'rnnkit train TASK --help').")
     t.add_argument("task", choices=sorted(TASKS), metavar="TASK", help=f"one of: {', '.join(sorted(TASKS))}")
-    t.add_argument("--data", nargs="+", required=True, metavar="PATH",
+    t.add_argument("--data", nargs="+", action="extend", required=True, metavar="PATH",
                    help="training data file(s), or builtin:NAME (translate: SRC TGT or one TSV)")
-    t.add_argument("--valid", nargs="+", metavar="PATH", help="validation data; default: a seeded held-out split")
+    t.add_argument("--valid", nargs="+", action="extend", metavar="PATH", help="validation data; default: a seeded held-out split")
     t.add_argument("--config", metavar="FILE.toml", help="settings; keys at top level or in [train] [model] [data]")
     t.add_argument("--out", metavar="DIR", help="where checkpoint, metrics and plot go (default runs/TASK)")
     t.add_argument("--seed", type=int, help="seed for initialisation, data order and split (default 0)")
@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="score a checkpoint on data", formatter_class=fmt,
                        description="Evaluate a trained model with its task's metrics.")
     e.add_argument("checkpoint")
-    e.add_argument("--data", nargs="+", required=True, metavar="PATH", help="data file(s) or builtin:NAME (its validation split)")
+    e.add_argument("--data", nargs="+", action="extend", required=True, metavar="PATH", help="data file(s) or builtin:NAME (its validation split)")
     e.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     e.add_argument("--device", default="cpu")
 
@@ -235,7 +235,7 @@ def cmd_train(args, extra: list[str]) -> int:
     _set_threads(tr, args.threads)
     n_params = sum(p.numel() for p in tr.model.parameters())
     _say(f"{args.task}: {run.sizes['train']:,} training / {run.sizes['valid']:,} validation items "
-         f"(validation {run.valid_source}); model {tr.model_type}, {n_params:,} parameters; "
+         f"(validation {run.valid_source}){run.task.data_note()}; model {tr.model_type}, {n_params:,} parameters; "
          f"{tr.dist.world_size} process(es) on {tr.device}, {torch.get_num_threads()} thread(s)",
          file=sys.stderr if args.json else sys.stdout)  # --json: stdout holds the JSON object alone
     try:
@@ -335,7 +335,7 @@ def _check_generate_args(args) -> None:
 def cmd_predict(args) -> int:
     import torch
 
-    from .data.errors import read_text_file
+    from .data.errors import DataError, read_text_file
     from .train.tasks import load_trained
 
     task, model, _ = load_trained(args.checkpoint, device=_check_device(args.device, allow_auto=False))
@@ -348,6 +348,7 @@ def cmd_predict(args) -> int:
         except UnicodeDecodeError as e:
             line = raw.count(b"\n", 0, e.start) + 1
             raise UsageError(f"stdin:{line}: bytes that are not UTF-8 ({raw[e.start:e.end].hex(' ')})") from None
+        text = text.removeprefix("\ufeff")  # a byte-order mark, as read_text_file drops it from a file
     else:
         text = read_text_file(args.input, allow_blank=True)  # blank lines in, blank lines out, as on stdin
     # one prediction per line: lines end at \n, \r\n or \r only (str.splitlines also breaks at form
@@ -356,7 +357,14 @@ def cmd_predict(args) -> int:
     if lines and lines[-1] == "":
         lines.pop()  # the newline that ends the last line
     with torch.no_grad():
-        preds = task.predict(model, lines)
+        try:
+            preds = task.predict(model, lines)
+        except DataError as e:  # a line the task cannot read ("line 3: expected numbers"): name the source
+            if e.path is not None:
+                raise
+            line, _, reason = e.reason.partition(": ")
+            n = int(line[5:]) if line.startswith("line ") and line[5:].isdigit() else None
+            raise DataError(reason if n else e.reason, "stdin" if args.input == "-" else args.input, n) from None
     out = "".join(p + "\n" for p in preds)
     if args.output == "-":
         sys.stdout.write(out)

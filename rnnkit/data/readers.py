@@ -19,6 +19,7 @@ import csv
 import io
 import math
 import os
+import re
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -254,6 +255,21 @@ def _number(cell: str) -> float | None:
         return None
 
 
+_THOUSANDS = re.compile(r"[-+]?\d{1,3}(,\d{3})+(\.\d*)?")
+
+
+def _refuse_thousands_separators(p: Path, name: str, cells: list[tuple[int, str]]) -> None:
+    """A column skipped as text whose cells are mostly numbers with thousands separators is a series
+    written for people: an error, not a series silently left out."""
+    filled = [(line, c.strip()) for line, c in cells if c.strip()]
+    hits = [(line, c) for line, c in filled if _THOUSANDS.fullmatch(c)]
+    if filled and len(hits) * 2 >= len(filled):
+        line, cell = hits[0]
+        raise DataError(f"column {name!r}: {cell!r} is a number with thousands separators, which this reader "
+                        f"does not take; write it without them (1200), or leave the column out with --columns",
+                        p, line)
+
+
 def read_series(
     path: PathLike, *, columns: Sequence[str | int] | None = None, delimiter: str | None = None
 ) -> Series:
@@ -262,8 +278,11 @@ def read_series(
     Header rule: the first row is a header if none of its cells is a number; otherwise columns are
     named ``"1"``, ``"2"``, … . ``columns`` picks columns by name or 0-based index; by default every
     column that holds a number anywhere is used (so a date or id column of text is skipped, and a
-    numeric column is not lost to a blank or mistyped first value). In a used column, a cell that is
-    empty, text, NaN or infinite is an error naming line and column.
+    numeric column is not lost to a blank or mistyped first value), except a column whose header is
+    empty: the row numbers ``pandas.DataFrame.to_csv`` writes first (pick it by index to use it). A
+    column of numbers written with thousands separators (``"1,200"``) is an error rather than a text
+    column skipped. In a used column, a cell that is empty, text, NaN or infinite is an error naming
+    line and column.
     """
     p = Path(path)
     sep = _delimiter_for(p, delimiter)
@@ -284,7 +303,14 @@ def read_series(
                     numeric[j] = True
             if all(numeric):
                 break
-        use = [j for j in range(len(names)) if numeric[j]]
+        unnamed = header and [j for j in range(len(names)) if not names[j]]
+        use = [j for j in range(len(names)) if numeric[j] and not (header and not names[j])]
+        for j in range(len(names)):
+            if not numeric[j]:
+                _refuse_thousands_separators(p, names[j], [(line, f[j]) for line, f in body if j < len(f)])
+        if not use and unnamed:
+            raise DataError("no numeric column but the unnamed first one (row numbers, as pandas writes them); "
+                            "pick it with --columns 0 if it is a series", p, line0)
         if not use:
             raise DataError(f"no numeric column (expected numbers, got {body[0][1]})", p, body[0][0])
     else:
@@ -307,6 +333,8 @@ def read_series(
             cell = fields[j].strip()
             x = _number(cell)
             if x is None or not math.isfinite(x):
+                if _THOUSANDS.fullmatch(cell):
+                    _refuse_thousands_separators(p, names[j], [(line, cell)])
                 got = "an empty cell" if not cell else repr(cell)
                 raise DataError(f"column {names[j]!r}: expected a finite number, got {got}", p, line)
             row.append(x)

@@ -72,6 +72,11 @@ def _check(value: Any, hint, key: str) -> Any:
         return tuple(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if origin is Literal and value not in args:
+        raise OptionError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
+    plain = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    if hint in plain and not (isinstance(value, hint) and (hint is bool or not isinstance(value, bool))):
+        raise OptionError(f"{key} must be {plain[hint]}; got {value!r}")  # (here, not later without the file)
     return value
 
 

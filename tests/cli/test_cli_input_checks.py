@@ -71,6 +71,18 @@ def test_word_language_model_generates_without_and_with_a_prompt(cli, files, tmp
     code, out, err = cli("generate", ckpt, "--length", "5", "--temperature", "0", "--prompt", "the cat")
     assert code == 0, err
     assert out.startswith("the cat ") and len(out.split()) == 7  # the prompt's words stay apart from the rest
+    fails(cli, 2, "generate", ckpt, "--prompt", "   ", match="--prompt '   ' is empty after tokenisation")
+
+
+def test_data_given_twice_is_two_files_not_the_last_one(cli, files, tmp_path):
+    """``--data a --data b`` is ``--data a b`` (the last one silently won): one file too many for classify."""
+    fails(cli, 2, "train", "classify", "--data", files / "train.csv", "--data", files / "train.csv",
+          "--out", tmp_path / "o", "--hidden_size", "8", match="--data takes one file for 'classify', got 2")
+
+
+def test_a_builtin_dataset_without_a_train_task_says_where_it_is_used(cli, tmp_path):
+    fails(cli, 2, "train", "lm", "--data", "builtin:adding", "--out", tmp_path / "o", *TINY,
+          match="built-in dataset 'adding' is for the Python API (rnnkit.data.load_builtin) and 'rnnkit experiment adding'")
 
 
 def test_a_too_short_validation_file_stops_before_training(cli, files, tmp_path):
@@ -181,6 +193,13 @@ def test_config_file_errors_name_the_file(cli, files, tmp_path):
     typo.write_text("hiddn_size = 16\n")
     fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--config", typo, "--out", tmp_path / "o", *LM,
           match=f"{typo}: unknown option --hiddn_size")
+    wrong = tmp_path / "wrong.toml"  # a value of the wrong type was refused later, by the model, without the file
+    for text, message in (("hidden_size = 8.0\n", "hidden_size must be an integer; got 8.0"),
+                          ("[train]\nlr = true\n", "lr must be a number; got True"),
+                          ("[data]\ntokenizer = 3\n", "tokenizer must be")):
+        wrong.write_text(text)
+        fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--config", wrong, "--out", tmp_path / "o", *LM,
+              match=f"{wrong}: {message}")
 
 
 def test_info_marks_a_missing_file(cli, lm_checkpoint):

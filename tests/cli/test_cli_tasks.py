@@ -102,7 +102,7 @@ def test_translate(cli, tmp_path):
     assert lines[0].strip() and lines[1] == "" and lines[2].strip()  # a blank line is answered by a blank line
 
 
-def test_forecast(cli, tmp_path):
+def test_forecast(cli, tmp_path, monkeypatch):
     out, m = train(cli, tmp_path, "forecast", "--data", "builtin:sine", "--max-steps", "80", "--hidden_size", "32",
                    "--window", "40", "--lr", "0.01")
     assert m["mae"] < 0.9 * m["naive_mae"]
@@ -110,6 +110,16 @@ def test_forecast(cli, tmp_path):
     code, pred, err = cli("predict", out / "checkpoint", "--input", tmp_path / "h.txt")
     assert code == 0, err
     assert 0.3 < float(pred.strip()) < 0.9  # the sine keeps rising
+    # on stdin, a byte-order mark is dropped as it is from a file, and a bad line is named as stdin's
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("\ufeff0.0, 0.12, 0.25, 0.37, 0.48\n".encode())))
+    code, pred_stdin, err = cli("predict", out / "checkpoint")
+    assert code == 0 and pred_stdin == pred, err
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"0.1, 0.2\nabc\n")))
+    code, _, err = cli("predict", out / "checkpoint")
+    assert code == 2 and "stdin:2: expected numbers, got 'abc'" in err
 
 
 def test_caption(cli, tmp_path):

@@ -177,6 +177,23 @@ def test_series_column_with_a_bad_first_value_is_not_dropped(tmp_path, first, go
     expect(lambda: read_series(p), "s.csv:2:", "column 'a'", f"got {got}")
 
 
+def test_series_leaves_out_the_row_numbers_pandas_writes(tmp_path):
+    """``DataFrame.to_csv`` writes an unnamed index column first; it was read as a second series."""
+    p = write(tmp_path / "s.csv", ",a\n0,5.5\n1,6.5\n2,7.5\n")
+    s = read_series(p)
+    assert s.columns == ["a"] and s.values.shape == (3, 1)
+    assert read_series(p, columns=[0, 1]).columns == ["", "a"]  # chosen by index, it is used
+    expect(lambda: read_series(write(tmp_path / "i.csv", ",a\n0,x\n1,y\n")), "i.csv:1:", "--columns 0")
+
+
+def test_series_with_thousands_separators_is_an_error_not_a_skipped_column(tmp_path):
+    p = write(tmp_path / "s.csv", 'date,temp,sales\n2020-01,20.0,"1,200"\n2020-02,20.5,"1,250"\n2020-03,21.0,980\n')
+    expect(lambda: read_series(p), "s.csv:2:", "column 'sales'", "'1,200' is a number with thousands separators")
+    assert read_series(p, columns=["temp"]).columns == ["temp"]  # left out by name, it is fine
+    p = write(tmp_path / "t.csv", 'date,sales\n2020-01,"1,200"\n2020-02,"1,250"\n')  # no plain number at all
+    expect(lambda: read_series(p), "t.csv:2:", "column 'sales'", "'1,200' is a number with thousands separators")
+
+
 def test_series_unknown_column(tmp_path):
     p = write(tmp_path / "s.csv", "a,b\n1,2\n")
     expect(lambda: read_series(p, columns=["c"]), "no column 'c'", "['a', 'b']")

@@ -56,6 +56,9 @@ class Task(TrainTask):
             if name not in BUILTIN_DATASETS:
                 raise DataError(f"unknown built-in dataset {name!r}; expected one of {', '.join(sorted(BUILTIN_DATASETS))}")
             ds = BUILTIN_DATASETS[name]
+            if ds.task == "regression":  # tensors for the library and `rnnkit experiment`, no train task
+                raise DataError(f"built-in dataset {name!r} is for the Python API (rnnkit.data.load_builtin) and "
+                                f"'rnnkit experiment {name}', not 'rnnkit train'")
             if ds.task != cls.name:
                 raise DataError(f"built-in dataset {name!r} is for 'rnnkit train {ds.task}', not '{cls.name}'")
             splits = load_builtin(name)  # fixed data (its own seed 0): --seed varies the training only
@@ -157,6 +160,10 @@ class Task(TrainTask):
 
     def data_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.data)
+
+    def data_note(self) -> str:
+        """What the banner adds about the data read (after ``fit``), as ``"; …"``, or nothing."""
+        return ""
 
     def check_model_options(self, model: dict[str, Any]) -> None:
         """Refuse model settings (``--key value``) that this run's data options would leave unused."""

@@ -94,6 +94,10 @@ class ForecastTask(Task):
         self.columns = list(train.columns)
         self.train_values = train.values
 
+    def data_note(self) -> str:
+        """The columns forecast (text columns, and the unnamed row numbers pandas writes, are left out)."""
+        return f"; {len(self.columns)} series: {', '.join(self.columns)}"
+
     def vocab_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"columns": self.columns}
         if self.train_values is not None:  # the end of the training series: evaluation's first context

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from ...data import StreamBatches, build_tokenizer, read_text, tokenizer_from_dict
 from ...models.decoding import select_rows, swap_layers_rows
 from .. import metrics as M
+from ..options import OptionError
 from ..trainer import StepContext
 from .base import Task, check_data_config, device_of
 
@@ -189,7 +190,8 @@ class LanguageModelTask(Task):
         """``prompt`` continued by ``length`` tokens (temperature 0: greedy)."""
         ids = self.encode(prompt)
         if len(ids) == 0:
-            raise ValueError("generate: the prompt is empty after tokenisation; give a non-empty --prompt")
+            raise OptionError(f"--prompt {prompt!r} is empty after tokenisation (a word model reads no word in it); "
+                              f"give some text, or leave --prompt out")
         g = None if seed is None else torch.Generator(device=device_of(model)).manual_seed(seed)
         method = "greedy" if temperature == 0 else "sample"
         kwargs = {} if method == "greedy" else {"temperature": temperature, "top_k": top_k, "top_p": top_p, "generator": g}
