@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..engine.step import StepKernel, current_kernel
-from .common import BOS_ID, EOS_ID, PAD_ID, check_features, check_ids, exclude, make_recurrent, never_output
+from .common import (BOS_ID, EOS_ID, PAD_ID, check_features, check_ids, check_pad_is_not_eos, exclude, make_recurrent,
+                     never_output)
 from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
 from .decoding import Decoded, decode, expand_rows, swap_layers_rows
 
@@ -67,6 +68,7 @@ class _DecoderFields:
             if not 0 <= value < self.vocab_size:
                 raise ValueError(f"{type(self).__name__}: {field} must be in [0, vocab_size={self.vocab_size}), "
                                  f"got {value}")
+        check_pad_is_not_eos(self)
         check_dropout(self)
 
 

@@ -45,9 +45,17 @@ def top_state(state, bidirectional: bool) -> Tensor:
     return h_n[-1]
 
 
+def check_pad_is_not_eos(config) -> None:
+    """A decoder's ``pad_id`` and ``eos_id`` must differ: the loss ignores ``pad_id`` targets, so an EOS
+    equal to it would never be learned and generation would always run to its length limit."""
+    if config.pad_id == config.eos_id:
+        raise ValueError(f"{type(config).__name__}: pad_id and eos_id must differ (both {config.pad_id}): the loss "
+                         f"ignores pad_id targets, so the model could never learn to end a sequence")
+
+
 def never_output(config, device) -> Tensor:
-    """The ids a decoder's generation must not emit: ``pad_id`` and ``bos_id`` (unless one of them is also
-    ``eos_id``). Training never has them as targets, but nothing stops an untrained or weakly trained
+    """The ids a decoder's generation must not emit: ``pad_id`` and ``bos_id`` (unless ``bos_id`` is also
+    ``eos_id``; ``check_pad_is_not_eos``). Training never has them as targets, but nothing stops an untrained or weakly trained
     model from giving them mass, and a pad inside a generated row would read as its end."""
     ids = sorted({config.pad_id, config.bos_id} - {config.eos_id})
     return torch.tensor(ids, dtype=torch.long, device=device)
@@ -92,12 +100,13 @@ def _check_dims(owner: str, name: str, value: Tensor, dims: int, layout: str) ->
 
 def check_ids(owner: str, name: str, ids, upper: int, dims: int, layout: str, what: str = "ids",
               shape: tuple[int | None, ...] | None = None, mask: Tensor | None = None) -> Tensor:
-    """``ids`` must be an integer tensor of ``dims`` dimensions (of ``shape``, when given; None matches any
+    """``ids`` must be a torch.long tensor of ``dims`` dimensions (of ``shape``, when given; None matches any
     size) with every value in [0, upper) — at the positions where ``mask`` (broadcast to ``ids``) is
     True, when given (labels past a sequence's end are ignored)."""
     _check_tensor(owner, name, ids)
-    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
-        raise TypeError(f"{owner}: {name} must hold integer {what} (torch.long), got dtype {ids.dtype}")
+    if ids.dtype != torch.long:  # (other integer types failed later: in cross_entropy, decoding, F.embedding)
+        hint = "; convert with .long()" if not (ids.dtype.is_floating_point or ids.dtype.is_complex) else ""
+        raise TypeError(f"{owner}: {name} must hold integer {what} (torch.long), got dtype {ids.dtype}{hint}")
     _check_dims(owner, name, ids, dims, layout)
     if shape is not None and any(want is not None and want != got for want, got in zip(shape, ids.shape)):
         expected = "(" + ", ".join("*" if n is None else str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"

@@ -139,6 +139,15 @@ class ConfiguredModel(nn.Module):
     def build(self, config) -> None:  # pragma: no cover - every subclass overrides it
         raise NotImplementedError
 
+    def __getstate__(self) -> dict:
+        """``copy.deepcopy`` and ``torch.save`` of the whole model: without the generation kernel's packed
+        weights (``_kernel``, not state: oneDNN's packed tensors cannot be copied or pickled, and the kernel
+        is rebuilt from the weights on its next use)."""
+        state = self.__dict__.copy()
+        if state.get("_kernel") is not None:
+            state["_kernel"] = None
+        return state
+
     @property
     def config(self):
         """A copy of the config dataclass this model was built from."""

@@ -40,7 +40,8 @@ from torch import Tensor, nn
 from ..engine.step import StepKernel, current_kernel
 from .attention import Attention, AttentionKind, Source
 from .common import (
-    BOS_ID, EOS_ID, PAD_ID, check_ids, exclude, make_recurrent, never_output, padding_mask, prepare_lengths,
+    BOS_ID, EOS_ID, PAD_ID, check_ids, check_pad_is_not_eos, exclude, make_recurrent, never_output, padding_mask,
+    prepare_lengths,
 )
 from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
 from .decoding import Decoded, decode, expand_rows, swap_layers_rows
@@ -97,6 +98,7 @@ class Seq2SeqConfig:
             value = getattr(self, field)
             if not 0 <= value < self.tgt_vocab_size:
                 raise ValueError(f"{name}: {field} must be in [0, tgt_vocab_size={self.tgt_vocab_size}), got {value}")
+        check_pad_is_not_eos(self)
         if not 0 <= self.pad_id < self.src_vocab_size:
             raise ValueError(f"{name}: pad_id must be in [0, src_vocab_size={self.src_vocab_size}), got {self.pad_id}")
         for field in ("teacher_forcing_ratio", "teacher_forcing_min"):
@@ -207,15 +209,19 @@ class Seq2Seq(ConfiguredModel):
     def forward(self, src: Tensor, tgt: Tensor, *, src_lengths=None, teacher_forcing_ratio: float | None = None,
                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
         """Logits (B, T, V_tgt) for every target position, and the attention weights (B, T, S) or None.
-        ``teacher_forcing_ratio`` defaults to the config's r_0; ``generator`` draws the coins of
-        scheduled sampling."""
+        ``teacher_forcing_ratio`` defaults to the config's r_0 in training and to 1 in eval mode (the
+        config's ratio is a training setting: an evaluation's loss is teacher-forced and deterministic);
+        ``generator`` draws the coins of scheduled sampling."""
         c = self._config
         memory, mask, state = self.encode(src, src_lengths)
         B = src.shape[0]
         check_ids(_OWNER, "tgt", tgt, c.tgt_vocab_size, 2, "(B, T) of token ids", "token ids")
         if tgt.shape[0] != B or tgt.shape[1] == 0:
             raise ValueError(f"{_OWNER}: tgt must have shape (B={B}, T >= 1) like src, got {tuple(tgt.shape)}")
-        ratio = c.teacher_forcing_ratio if teacher_forcing_ratio is None else teacher_forcing_ratio
+        if teacher_forcing_ratio is None:
+            ratio = c.teacher_forcing_ratio if self.training else 1.0
+        else:
+            ratio = teacher_forcing_ratio
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
             raise ValueError(f"{_OWNER}: teacher_forcing_ratio must be a number in [0, 1], got {ratio!r}")
         source = self._source(memory, mask)

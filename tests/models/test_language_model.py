@@ -280,3 +280,33 @@ def test_generation_inside_autocast_runs_in_full_precision():
         got = model.generate(prompt, 6)
     assert torch.equal(got.tokens, expected.tokens)
     torch.testing.assert_close(got.scores, expected.scores)
+
+
+def test_a_model_that_generated_copies_and_saves_whole():
+    """After a batched generation (float32 CPU: its kernel holds oneDNN-packed weights, which cannot be
+    copied or pickled) ``copy.deepcopy`` and ``torch.save`` of the whole model work, and the copy
+    generates what the original does."""
+    import copy
+    import io
+
+    torch.manual_seed(0)
+    model = LanguageModel(vocab_size=7, embed_size=8, hidden_size=8, num_layers=1).eval()
+    prompt = torch.tensor([[1, 2], [3, 4]])
+    out = model.generate(prompt, 3)
+    twin = copy.deepcopy(model)
+    assert torch.equal(twin.generate(prompt, 3).tokens, out.tokens)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert torch.equal(loaded.generate(prompt, 3).tokens, out.tokens)
+    assert model._kernel is not None  # the original keeps its packed kernel
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8])
+def test_token_ids_must_be_long(dtype):
+    """Other integer types failed later, inside cross_entropy, decoding or F.embedding, in torch's words."""
+    model = small()
+    with pytest.raises(TypeError, match=rf"tokens must hold integer .*\(torch.long\), got dtype {dtype}; convert with "
+                                        r"\.long\(\)"):
+        model(tokens(2, 3).to(dtype))

@@ -269,3 +269,27 @@ def test_generation_never_emits_pad_or_bos(method):
         logits, _ = model(src, out.tokens, src_lengths=lengths)
     picked = logits.log_softmax(2).gather(2, out.tokens.unsqueeze(2)).squeeze(2)
     torch.testing.assert_close(torch.where(inside, picked, 0).sum(1), out.scores, rtol=1e-10, atol=1e-10)
+
+
+def test_the_configured_teacher_forcing_ratio_is_for_training_only():
+    """In eval mode the default is teacher forcing (the loss was a different draw of scheduled-sampling
+    coins at every call); in training the config's ratio applies."""
+    model = small(teacher_forcing_ratio=0.5)
+    src, lengths, tgt = padded_batch()
+    forced = model.loss(src, tgt, src_lengths=lengths, teacher_forcing_ratio=1.0)
+    assert all(torch.equal(model.loss(src, tgt, src_lengths=lengths), forced) for _ in range(3))
+    model.train()
+    draws = {float(model.loss(src, tgt, src_lengths=lengths, generator=torch.Generator().manual_seed(k)))
+             for k in range(4)}
+    assert len(draws) > 1  # the coins are drawn in training
+
+
+def test_pad_and_eos_must_differ():
+    """The loss ignores pad_id targets: with pad_id == eos_id every EOS was dropped from the loss, and the
+    trained model never ended a sequence (generation ran to max_length)."""
+    from rnnkit.models import VectorToSequence
+
+    with pytest.raises(ValueError, match="Seq2SeqConfig: pad_id and eos_id must differ"):
+        Seq2Seq(src_vocab_size=8, tgt_vocab_size=8, embed_size=4, hidden_size=4, pad_id=3, eos_id=3)
+    with pytest.raises(ValueError, match="VectorToSequenceConfig: pad_id and eos_id must differ"):
+        VectorToSequence(cond_size=3, vocab_size=9, hidden_size=8, embed_size=4, pad_id=3, eos_id=3)
