@@ -184,16 +184,10 @@ def _say(*args, **kw) -> None:
 
 
 def _json(obj) -> str:
-    """``--json`` output: strict JSON, a non-finite number (an infinite ratio to a zero baseline, a NaN loss)
-    written as null, as metrics.jsonl writes it (``Infinity`` is no JSON and strict parsers refuse it)."""
-    def clean(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        return [clean(x) for x in v] if isinstance(v, (list, tuple)) else v
+    """``--json`` output: strict JSON (non-finite numbers as null; ``train.records.strict_json``)."""
+    from .train.records import strict_json
 
-    return json.dumps(clean(obj), allow_nan=False)
+    return strict_json(obj)
 
 
 def _fmt(v) -> str:

@@ -14,7 +14,6 @@ their own (``python -m rnnkit.diagnostics.commands …``), for tests and for use
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..train.options import check_out_dir, check_out_file
+from ..train.records import strict_json
 from .experiments import COPY_DELAY, DEFAULT_LR
 from .experiments import TrainConfig as _Defaults
 from .tasks import CELL_LABELS, CELLS
@@ -208,9 +208,9 @@ def cmd_gradients(args) -> int:
     png = plot_gradient_flow(panels, out / "gradient_flow.png", panel_titles=titles,
                              title=f"Gradient flow through time, adding problem, T={T}")
     record = {k: {c: {**f.summary(), "grad_h": f.h[-1].tolist()} for c, f in v.items()} for k, v in summary.items()}
-    (out / "gradient_flow.json").write_text(json.dumps(record))
+    (out / "gradient_flow.json").write_text(strict_json(record))
     if args.json:
-        print(json.dumps({k: {c: f.summary() for c, f in v.items()} for k, v in summary.items()}))
+        print(strict_json({k: {c: f.summary() for c, f in v.items()} for k, v in summary.items()}))
     else:
         print(_flow_table(at_init, f"gradient flow at initialisation, adding problem T={T} "
                                    "(decay in orders of magnitude per step back):"))
@@ -251,6 +251,11 @@ def cmd_saturation(args) -> int:
     if args.checkpoint:
         task, model = _load_lm(args.checkpoint)
         ids = task.encode(_read_text(args))[None]  # (1, T)
+        if ids.shape[1] == 0:
+            from ..train.options import OptionError
+
+            raise OptionError("the text has no tokens for this model (a word model reads no word in it); give "
+                              "some text")
         with torch.no_grad():
             x = model.embedding(ids)  # (1, T, E)
         if not model.rnn.batch_first:
@@ -269,7 +274,7 @@ def cmd_saturation(args) -> int:
             x, _ = adding_batch(64, args.length, seed=args.seed + 3)
             reports[CELL_LABELS[cell]] = gate_saturation(model.rnn, x)
     if args.json:
-        print(json.dumps({k: r.as_dict() for k, r in reports.items()}))
+        print(strict_json({k: r.as_dict() for k, r in reports.items()}))
     else:
         when = f"after {args.train_steps} steps on the adding task" if args.train_steps else "at initialisation"
         for name, r in reports.items():
@@ -284,6 +289,12 @@ def cmd_activations(args) -> int:
 
     check_out_file(Path(args.out))
     task, model = _load_lm(args.checkpoint)
+    if task.data.tokenizer != "char":  # the page traces one character per step
+        from ..train.options import OptionError
+
+        raise OptionError(f"{args.checkpoint} is a {task.data.tokenizer}-level language model; the activation page "
+                          f"reads the text one character at a time and needs a character model "
+                          f"('rnnkit train lm' with the default --tokenizer char)")
     vocab = task.tokenizer.vocab
     itos = list(vocab.tokens)
     stoi = {t: i for i, t in enumerate(itos)}
@@ -331,7 +342,7 @@ def cmd_experiment(args) -> int:
                                title=f"{args.task}, T={T}: gradient flow after training (≤ {args.steps} steps)")
     if args.json:
         for r in results:
-            print(json.dumps(r.row()))
+            print(strict_json(r.row()))
     else:
         print(markdown_table(results), end="")
         print(f"total {time.perf_counter() - start:.0f}s; wrote {out}/{args.task}_results.csv, .md and "
@@ -347,5 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     return args.func(args)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # as the `rnnkit` command runs these: a bad option is one line and exit status 2
+    from ..cli import main as rnnkit_main
+
+    sys.exit(rnnkit_main(sys.argv[1:]))

@@ -52,7 +52,7 @@ class TrainConfig:
     schedule: Literal["constant", "linear", "cosine"] = "constant"
     warmup_steps: int = 0
     min_lr_ratio: float = 0.1        # linear/cosine decay down to lr · min_lr_ratio
-    clip_norm: float = 1.0           # global-norm clipping threshold; 0 = off
+    clip_norm: float | None = None   # global-norm clipping threshold; 0 = off; None: 1.0, or 0 with clip_value
     clip_value: float = 0.0          # element-wise clipping; 0 = off (only one of the two may be on)
     batch_size: int = 32
     max_steps: int = 0
@@ -73,6 +73,8 @@ class TrainConfig:
         from ..models.config import check_types
 
         check_types(self)
+        if self.clip_norm is None:  # norm clipping at 1.0 unless value clipping was asked for instead
+            self.clip_norm = 0.0 if self.clip_value > 0 else 1.0
         assert self.schedule in LR_SCHEDULES
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -93,7 +95,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: min_lr_ratio must be in [0, 1] (the decay ends at lr · min_lr_ratio), "
                              f"got {self.min_lr_ratio}")
         if self.clip_norm > 0 and self.clip_value > 0:
-            raise ValueError("TrainConfig: set clip_norm or clip_value, not both (set the other to 0)")
+            raise ValueError(f"TrainConfig: clip_norm {self.clip_norm} and clip_value {self.clip_value} are both set; "
+                             f"clip by one of them (set the other to 0)")
         self.monitor_config()  # its checks of explode_threshold, explode_patience and vanish_ratio
 
     def monitor_config(self) -> MonitorConfig:

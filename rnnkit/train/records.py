@@ -17,6 +17,22 @@ from pathlib import Path
 from typing import Any
 
 
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every non-finite float in it (nested in dicts, lists, tuples) replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    return [finite_or_none(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def strict_json(obj: Any) -> str:
+    """JSON text for files and ``--json`` output: a non-finite number (an infinite ratio to a zero baseline,
+    a NaN loss) is written as null, as metrics.jsonl writes it (``Infinity`` and ``NaN`` are not JSON, and
+    strict parsers refuse them)."""
+    return json.dumps(finite_or_none(obj), allow_nan=False)
+
+
 class MetricsLog:
     """Appends records to a JSON-lines file (line-buffered, so a killed run keeps what it logged)."""
 
@@ -30,9 +46,8 @@ class MetricsLog:
             self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, record: dict[str, Any]) -> None:
-        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(clean) + "\n")
+            f.write(strict_json(record) + "\n")
 
     @staticmethod
     def read(path: str | os.PathLike) -> list[dict[str, Any]]:

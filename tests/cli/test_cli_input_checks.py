@@ -184,6 +184,30 @@ def test_diagnose_takes_underscored_options_and_checks_its_inputs(cli, lm_checkp
     assert code == 0 and "Warning" not in err
 
 
+def test_diagnose_refuses_a_word_model_where_it_reads_characters(cli, files, tmp_path):
+    """The activation page steps through characters: a word model's page was all <unk> and still written;
+    saturation on a text with no word crashed inside torch."""
+    code, _, err = cli("train", "lm", "--data", files / "train.txt", "--tokenizer", "word", "--out", tmp_path / "w",
+                       "--max-steps", "2", *TINY)
+    assert code == 0, err
+    ckpt = tmp_path / "w" / "checkpoint"
+    fails(cli, 2, "diagnose", "activations", ckpt, "--text", "the cat", "--out", tmp_path / "a.html",
+          match="is a word-level language model; the activation page reads the text one character at a time")
+    assert not (tmp_path / "a.html").exists()
+    fails(cli, 2, "diagnose", "saturation", "--checkpoint", ckpt, "--text", "   ", match="the text has no tokens")
+
+
+def test_value_clipping_alone_turns_the_default_norm_clipping_off(cli, files, tmp_path):
+    """clip_norm defaulted to 1.0, so --clip_value alone was refused as 'not both'; both given still are."""
+    from rnnkit.train import TrainConfig
+
+    assert TrainConfig().clip_norm == 1.0 and TrainConfig(clip_value=0.5).clip_norm == 0.0
+    code, _, err = cli("train", "lm", "--data", files / "train.txt", "--out", tmp_path / "o", "--clip_value", "0.5", *LM)
+    assert code == 0, err
+    fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--out", tmp_path / "p", "--clip_value", "0.5",
+          "--clip_norm", "1", *LM, match="clip_norm 1.0 and clip_value 0.5 are both set")
+
+
 def test_config_file_errors_name_the_file(cli, files, tmp_path):
     twice = tmp_path / "twice.toml"
     twice.write_text("hidden_size = 16\n[model]\nhidden_size = 32\n")

@@ -169,6 +169,26 @@ def test_through_the_rnnkit_command(tmp_path, capsys):
     assert "unknown cell" in capsys.readouterr().err
 
 
+def test_json_outputs_stay_json_when_a_run_diverges_or_a_gradient_vanishes(tmp_path, capsys):
+    """A diverged run's NaN metric, and an infinite decay rate where the gradient is exactly 0, were written
+    as NaN/Infinity, which strict JSON parsers refuse; they are null, as in metrics.jsonl."""
+    from rnnkit.cli import main
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+
+    assert main(["experiment", "adding", "--cell", "irnn", "--length", "20", "--steps", "5", "--lr", "1e30",
+                 "--hidden-size", "4", "--batch-size", "4", "--json", "--out", str(tmp_path / "e")]) == 0
+    row = strict(capsys.readouterr().out.strip())
+    assert row["diverged"] and row["metric"] is None
+    assert main(["diagnose", "gradients", "--cell", "irnn", "--length", "3", "--hidden-size", "1", "--batch-size",
+                 "1", "--seed", "4", "--json", "--out", str(tmp_path / "g")]) == 0
+    summary = strict(capsys.readouterr().out.strip())
+    assert summary["at_init"]["irnn"]["grad_h_first"] == 0.0  # (so the decay per step is infinite: null)
+    assert summary["at_init"]["irnn"]["decay_log10_per_step"] is None
+    strict((tmp_path / "g" / "gradient_flow.json").read_text())
+
+
 def test_csv_takes_every_row_s_columns(tmp_path):
     """A diverged run has no gradient-flow column; the runs after it do."""
     from rnnkit.diagnostics.experiments import write_csv

@@ -54,7 +54,7 @@ class LanguageModelTask(Task):
     main_metric = "loss"
     maximize = False
     carry_batch_dim = 1  # (num_layers, B, H)
-    train_defaults = {"lr": 3e-3, "batch_size": 32, "clip_norm": 1.0, "eval_every": 200}
+    train_defaults = {"lr": 3e-3, "batch_size": 32, "eval_every": 200}  # (clip_norm: TrainConfig's 1.0)
     model_defaults = {"embed_size": 64, "hidden_size": 256, "num_layers": 1}
     train_ids: Tensor | None = None
     _saved_counts: list[int] | None = None  # the training text's symbol counts, from a checkpoint
