@@ -10,6 +10,10 @@ from .captions import Captions
 from .readers import Series
 
 
+#: How far (characters) the text holdout's cut may move back to the start of a word.
+WORD_CUT_REACH = 64
+
+
 def _valid_count(n: int, valid_fraction: float) -> int:
     if not 0.0 < valid_fraction < 1.0:
         raise ValueError(f"holdout: valid_fraction must be between 0 and 1, got {valid_fraction}")
@@ -25,7 +29,8 @@ def holdout(data: Any, valid_fraction: float = 0.1, *, seed: int = 0) -> tuple[A
     * text (``str``): the last characters are held out — one contiguous tail, as usual for
       language models (a random set of characters would leak context); a cut that falls inside a word
       moves back to the word's start, so no word is split in two (a word-level vocabulary would learn
-      the fragments as words);
+      the fragments as words) — at most ``WORD_CUT_REACH`` characters back: text without spaces
+      (Chinese, say) keeps its cut;
     * a ``Series``: the last time steps — the future is what a forecaster is judged on;
     * a list of examples, ``Captions``, or a tuple of parallel columns — tensors sharing their first
       dimension, or lists of one length, such as ``(texts, labels)`` — : a seeded random subset
@@ -34,9 +39,12 @@ def holdout(data: Any, valid_fraction: float = 0.1, *, seed: int = 0) -> tuple[A
     """
     if isinstance(data, str):
         cut = len(data) - _valid_count(len(data), valid_fraction)
-        if not data[cut].isspace() and not data[cut - 1].isspace():  # inside a word: back to its start
-            start = max(data.rfind(c, 0, cut) for c in (" ", "\n", "\t")) + 1
-            cut = start if start > 0 else cut
+        if not data[cut].isspace():  # (a cut before a space is between two words already)
+            start = cut
+            while start > 1 and cut - start < WORD_CUT_REACH and not data[start - 1].isspace():
+                start -= 1  # back towards the word's start (any Unicode space ends a word)
+            if data[start - 1].isspace():
+                cut = start
         return data[:cut], data[cut:]
     if isinstance(data, Series):
         k = _valid_count(len(data.values), valid_fraction)

@@ -298,6 +298,12 @@ def test_holdout_kinds_and_seed():
     assert holdout("abcdefghij", 0.3) == ("abcdefg", "hij")
     assert holdout("the cat sat on it", 0.1) == ("the cat sat on ", "it")  # (a cut inside a word moves to its start)
     assert holdout("the cat sat\nonward", 0.2) == ("the cat sat\n", "onward")
+    # ... but not further than a word's length: text without spaces keeps its cut (a title line then 4,200
+    # Chinese characters put 99.9 % into validation), and any Unicode space ends a word
+    train, valid = holdout("标题\n" + "字" * 4200, 0.1)
+    assert (len(train), len(valid)) == (3783, 420)
+    train, valid = holdout("Title line\n" + "words\u3000" * 1000, 0.15)
+    assert valid.startswith("words\u3000") and 0.14 < len(valid) / (len(train) + len(valid)) < 0.16
     s_train, s_valid = holdout(Series(torch.arange(10.0).unsqueeze(1), ["x"]), 0.2)
     assert s_valid.values.flatten().tolist() == [8.0, 9.0] and s_train.columns == ["x"]
     with pytest.raises(ValueError, match="at least 2"):

@@ -135,3 +135,8 @@ def test_punctuation_split_keeps_accents_on_their_letters():
 
     w = WordTokenizer.fit([""], punctuation=True)
     assert w.split("Cafe\u0301, ok.") == ["Café", ",", "ok", "."]  # NFD input, one word token
+    # marks with no precomposed letter (NFC leaves them): Devanagari vowel signs and virama, Hebrew points,
+    # a dot above after lowercasing İ; Python's \w leaves them out, and the words fell apart at them
+    assert w.split("हिन्दी, עִבְרִית!") == ["हिन्दी", ",", "עִבְרִית", "!"]
+    assert w.split("q\u0301.") == ["q\u0301", "."]
+    assert WordTokenizer.fit([""], punctuation=True, lowercase=True).split("İstanbul") == ["i\u0307stanbul"]
