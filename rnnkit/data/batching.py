@@ -115,7 +115,10 @@ class StreamBatches:
     """
 
     def __init__(self, ids: Sequence[int] | Tensor, batch_size: int, bptt: int, *, drop_last: bool = False):
-        ids = torch.as_tensor(ids, dtype=torch.int64).reshape(-1)
+        given = torch.as_tensor(ids)
+        if given.dtype.is_floating_point or given.dtype.is_complex or given.dtype == torch.bool:
+            raise TypeError(f"StreamBatches: ids must be integers, got dtype {given.dtype}")  # (not truncated)
+        ids = given.to(torch.int64).reshape(-1)
         if batch_size < 1 or bptt < 1:
             raise ValueError(f"StreamBatches: batch_size and bptt must be >= 1, got {batch_size} and {bptt}")
         L = (len(ids) - 1) // batch_size
@@ -126,6 +129,9 @@ class StreamBatches:
         self.inputs = ids[: batch_size * L].view(batch_size, L)  # (B, L)
         self.targets = ids[1 : batch_size * L + 1].view(batch_size, L)  # (B, L)
         self.batch_size, self.bptt, self.drop_last = batch_size, bptt, drop_last
+        if drop_last and L < bptt:
+            raise ValueError(f"StreamBatches: with drop_last, streams of {L} steps give no chunk of bptt={bptt} "
+                             f"(lower bptt or batch_size, or keep the short chunk)")
 
     @property
     def steps(self) -> int:

@@ -176,7 +176,14 @@ def _as_uint8_grey(images: torch.Tensor | np.ndarray) -> np.ndarray:
         x = x[:, 0]
     if x.ndim != 3:
         raise ValueError(f"write_captions: expected images (N, 1, H, W) or (N, H, W), got {x.shape}")
-    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+    if len(x) == 0:
+        raise ValueError("write_captions: no images, which read_captions refuses")
+    outside = ~((x >= 0) & (x <= 1))  # (NaN included)
+    if outside.any():
+        where = tuple(int(i) for i in np.argwhere(outside)[0])
+        raise ValueError(f"write_captions: pixels must be in [0, 1] (read_captions refuses others), got {x[where]} "
+                         f"at {where}")
+    return np.rint(x * 255.0).astype(np.uint8)
 
 
 def write_captions(path: str | os.PathLike, data: Captions) -> Path:
@@ -188,9 +195,9 @@ def write_captions(path: str | os.PathLike, data: Captions) -> Path:
     if len(pixels) != len(captions):
         raise ValueError(f"write_captions: expected one caption per image ({len(pixels)}), got {len(captions)}")
     for cap in captions:  # what read_captions would refuse or read differently, in either form
-        if any(c in cap for c in "\t\n\r") or cap != cap.strip() or not cap.strip():
-            raise ValueError(f"write_captions: caption {cap[:40]!r} is empty, holds a tab or line break, or begins "
-                             f"or ends with whitespace, which read_captions would not read back")
+        if any(c in cap for c in "\t\n\r\x00") or cap != cap.strip() or not cap.strip():
+            raise ValueError(f"write_captions: caption {cap[:40]!r} is empty, holds a tab, line break or NUL, or "
+                             f"begins or ends with whitespace, which read_captions would not read back")
     if p.suffix.lower() == ".npz":
         p.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(p, images=pixels, captions=np.array(list(captions), dtype=str))

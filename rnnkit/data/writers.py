@@ -3,8 +3,9 @@ predictions) can be saved in the formats the CLI reads. ``read_X(write_X(path, d
 for data the format can hold — no line break (``\n`` or a lone ``\r``) inside a text field (nor a
 ``\r`` in a plain text), no tab inside a field of a tab-separated file, no empty field or one that
 begins or ends with whitespace (the readers strip fields), no whitespace in (and no empty) CoNLL token,
-no empty sentence, no series column name that reads as a number — and raises ValueError for anything
-else rather than write a file its reader would refuse or read differently. Each returns the path it wrote, creating parent folders.
+no empty sentence, no series column name that reads as a number, no empty data, no non-finite series
+value, no U+FEFF at the very start (readers drop it as a byte-order mark) — and raises ValueError for
+anything else rather than write a file its reader would refuse or read differently. Each returns the path it wrote, creating parent folders.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import csv
 import os
 from pathlib import Path
 from typing import Sequence
+
+import torch
 
 from .readers import Series, _number
 
@@ -29,6 +32,8 @@ _BREAKS = "\n\r"
 def _check_field(writer: str, value: str, forbidden: str, what: str, *, space: bool = False) -> str:
     """``value`` unless it holds a character of ``forbidden`` — or, with ``space``, any whitespace (the
     CoNLL reader splits on every Unicode space) or nothing at all."""
+    if not isinstance(value, str):
+        raise TypeError(f"{writer}: each {what} must be a str, got {type(value).__name__} {value!r}")
     bad = [c for c in forbidden if c in value] or ([c for c in value if c.isspace()] if space else [])
     if bad:
         raise ValueError(f"{writer}: {what} {value[:40]!r} contains {bad[0]!r}, which the format cannot hold")
@@ -48,6 +53,11 @@ def _check_text(writer: str, value: str, forbidden: str, what: str) -> str:
     return value
 
 
+def _some(writer: str, items, what: str) -> None:
+    if len(items) == 0:
+        raise ValueError(f"{writer}: no {what}s to write (its reader refuses a file without any)")
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """``text`` as UTF-8; a ``\\r`` would read back as a newline (the reader normalises line ends), so it
     is refused."""
@@ -56,7 +66,11 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return _write(path, text)
 
 
-def _write(path: str | os.PathLike, text: str) -> Path:
+def _write(path: str | os.PathLike, text: str, writer: str = "write_text") -> Path:
+    if not text.strip():
+        raise ValueError(f"{writer}: nothing to write (its reader refuses an empty file)")
+    if text.startswith("\ufeff"):
+        raise ValueError(f"{writer}: the data begins with U+FEFF, which readers drop as a byte-order mark")
     p = _target(path)
     p.write_text(text, encoding="utf-8")
     return p
@@ -69,7 +83,9 @@ def write_labelled(path: str | os.PathLike, examples: Sequence[tuple[str, str]],
     sep = delimiter or ("\t" if p.suffix.lower() in (".tsv", ".tab") else ",")
     if sep == "\t":
         check = lambda s: _check_text("write_labelled", s, "\t" + _BREAKS, "field")  # noqa: E731
-        return _write(p, "text\tlabel\n" + "".join(f"{check(t)}\t{check(y)}\n" for t, y in examples))
+        _some("write_labelled", examples, "example")
+        return _write(p, "text\tlabel\n" + "".join(f"{check(t)}\t{check(y)}\n" for t, y in examples), "write_labelled")
+    _some("write_labelled", examples, "example")
     with p.open("w", encoding="utf-8", newline="") as f:
         w = csv.writer(f, delimiter=sep, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
         w.writerow(["text", "label"])
@@ -93,19 +109,30 @@ def write_conll(path: str | os.PathLike, sentences: Sequence[tuple[Sequence[str]
                 raise ValueError("write_conll: the token '-DOCSTART-' marks a document break to CoNLL readers")
             lines.append(f"{tok}\t{tag}\n")
         lines.append("\n")
-    return _write(path, "".join(lines))
+    return _write(path, "".join(lines), "write_conll")
 
 
 def write_parallel(path: str | os.PathLike, pairs: Sequence[tuple[str, str]]) -> Path:
     """``SOURCE<TAB>TARGET`` lines."""
     check = lambda s: _check_text("write_parallel", s, "\t" + _BREAKS, "sentence")  # noqa: E731
-    return _write(path, "".join(f"{check(s)}\t{check(t)}\n" for s, t in pairs))
+    return _write(path, "".join(f"{check(s)}\t{check(t)}\n" for s, t in pairs), "write_parallel")
 
 
 def write_series(path: str | os.PathLike, series: Series) -> Path:
     """A CSV with a header of column names and one row per time step (``repr`` floats, so values
     read back exactly as float32)."""
     names = [str(c) for c in series.columns]
+    values = series.values
+    if values.dim() != 2 or values.shape[0] == 0 or values.shape[1] == 0:
+        raise ValueError(f"write_series: expected values (T, C) with T, C >= 1 (read_series refuses an empty "
+                         f"series), got shape {tuple(values.shape)}")
+    bad = ~torch.isfinite(values)
+    if bool(bad.any()):
+        t, j = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(f"write_series: column {names[j]!r}, step {t}: {float(values[t, j])} is not a finite "
+                         f"number (read_series refuses it, or leaves out a column of nothing else)")
+    for n in names:
+        _check_field("write_series", n, _BREAKS, "column name")
     default = [str(j + 1) for j in range(len(names))]  # what read_series calls a headerless file's columns
     p = _target(path)
     with p.open("w", encoding="utf-8", newline="") as f:

@@ -64,6 +64,11 @@ def test_stream_batches_layout():
     assert x.tolist() == [list(range(0, 11)), list(range(11, 22))]
     assert torch.equal(y, x + 1)  # targets are the next token
     assert len(StreamBatches(ids, 2, 4, drop_last=True)) == 2
+    # an epoch of nothing, and float ids truncated to integers, were silent
+    with pytest.raises(ValueError, match="with drop_last, streams of 24 steps give no chunk of bptt=64"):
+        StreamBatches(torch.arange(49), 2, 64, drop_last=True)
+    with pytest.raises(TypeError, match="ids must be integers, got dtype torch.float32"):
+        StreamBatches(torch.tensor([0.9, 1.9, 2.9]), 1, 2)
     with pytest.raises(ValueError, match="too few"):
         StreamBatches(torch.arange(3), batch_size=4, bptt=2)
 

@@ -336,10 +336,30 @@ def test_writers_refuse_what_their_readers_would_read_differently(tmp_path):
         (write_text, ("a\r\nb",), "normalises to a newline"),
         (write_captions, (Captions(torch.zeros(1, 1, 2, 2), [" a "]),), "would not read back"),
         (write_captions, (Captions(torch.zeros(1, 1, 2, 2), ["a\tb"]),), "would not read back"),
+        # nothing, non-finite values, pixels outside [0, 1], a leading U+FEFF, a NUL the .npz form drops:
+        # each read back differently or not at all
+        (write_text, (" \n",), "nothing to write"),
+        (write_labelled, ([],), "no examples to write"),
+        (write_conll, ([],), "nothing to write"),
+        (write_parallel, ([],), "nothing to write"),
+        (write_series, (Series(torch.ones(0, 2), ["a", "b"]),), "T, C >= 1"),
+        (write_series, (Series(torch.tensor([[1.0, float("nan")]]), ["t", "h"]),), "column 'h', step 0: nan"),
+        (write_series, (Series(torch.tensor([[1.0], [float("inf")]]), ["x"]),), "step 1: inf is not a finite"),
+        (write_series, (Series(torch.ones(2, 1), ["a\rb"]),), "contains '\\\\r'"),
+        (write_text, ("\ufeffhello\n",), "begins with U\\+FEFF"),
+        (write_parallel, ([("\ufeffa", "b")],), "begins with U\\+FEFF"),
+        (write_captions, (Captions(torch.full((1, 1, 2, 2), 2.0), ["a"]),), r"pixels must be in \[0, 1\]"),
+        (write_captions, (Captions(torch.full((1, 1, 2, 2), float("nan")), ["a"]),), r"pixels must be in \[0, 1\]"),
+        (write_captions, (Captions(torch.zeros(0, 1, 2, 2), []),), "no images"),
+        (write_captions, (Captions(torch.zeros(1, 1, 2, 2), ["ab\x00"]),), "NUL"),
     ]
     for writer, args, message in bad:
         with pytest.raises(ValueError, match=message):
             writer(tmp_path / "x.txt", *args)
+    with pytest.raises(TypeError, match="write_labelled: each label must be a str, got int 1"):
+        write_labelled(tmp_path / "x.csv", [("good film", 1)])
+    with pytest.raises(TypeError, match="write_conll: each tag must be a str, got int 3"):
+        write_conll(tmp_path / "x.conll", [(["a"], [3])])
     long = "word " * 40_000 + "end"  # one field beyond the csv module's default limit (128 KiB)
     for name in ("long.csv", "long.tsv"):
         assert read_labelled(write_labelled(tmp_path / name, [(long, "pos")])) == [(long, "pos")]
