@@ -367,7 +367,6 @@ def cmd_predict(args) -> int:
     return EXIT_OK
 
 
-
 def _check_writable_file(path: str, flag: str) -> None:
     """A file we are about to write: its folder must exist and it must not be a folder itself."""
     p = Path(path)

@@ -303,8 +303,8 @@ def read_series(
                     numeric[j] = True
             if all(numeric):
                 break
-        unnamed = header and [j for j in range(len(names)) if not names[j]]
-        use = [j for j in range(len(names)) if numeric[j] and not (header and not names[j])]
+        unnamed = [j for j in range(len(names)) if header and not names[j]]
+        use = [j for j in range(len(names)) if numeric[j] and j not in unnamed]
         for j in range(len(names)):
             if not numeric[j]:
                 _refuse_thousands_separators(p, names[j], [(line, f[j]) for line, f in body if j < len(f)])

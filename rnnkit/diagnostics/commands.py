@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..train.options import check_out_dir, check_out_file
+from ..train.options import OptionError, check_out_dir, check_out_file
 from ..train.records import strict_json
 from .experiments import COPY_DELAY, DEFAULT_LR
 from .experiments import TrainConfig as _Defaults
@@ -222,7 +222,6 @@ def cmd_gradients(args) -> int:
 
 def _read_text(args) -> str:
     from ..data.errors import read_text_file
-    from ..train.options import OptionError
 
     if args.text_file and args.text:
         raise OptionError("give the text with --text or --text-file, not both")
@@ -234,7 +233,6 @@ def _read_text(args) -> str:
 
 
 def _load_lm(path: str):
-    from ..train.options import OptionError
     from ..train.tasks import load_trained
 
     task, model, _ = load_trained(path)
@@ -252,8 +250,6 @@ def cmd_saturation(args) -> int:
         task, model = _load_lm(args.checkpoint)
         ids = task.encode(_read_text(args))[None]  # (1, T)
         if ids.shape[1] == 0:
-            from ..train.options import OptionError
-
             raise OptionError("the text has no tokens for this model (a word model reads no word in it); give "
                               "some text")
         with torch.no_grad():
@@ -290,8 +286,6 @@ def cmd_activations(args) -> int:
     check_out_file(Path(args.out))
     task, model = _load_lm(args.checkpoint)
     if task.data.tokenizer != "char":  # the page traces one character per step
-        from ..train.options import OptionError
-
         raise OptionError(f"{args.checkpoint} is a {task.data.tokenizer}-level language model; the activation page "
                           f"reads the text one character at a time and needs a character model "
                           f"('rnnkit train lm' with the default --tokenizer char)")
@@ -301,8 +295,6 @@ def cmd_activations(args) -> int:
     trace = char_lm_trace(model, _read_text(args), stoi, itos, unk=vocab.unk_id)
     width = trace.hidden.shape[1]
     if args.unit is not None and not 0 <= args.unit < width:
-        from ..train.options import OptionError
-
         raise OptionError(f"--unit {args.unit}: the model has hidden units 0 to {width - 1}")
     units = most_variable_units(trace, max(args.units, 1))
     unit = units[0] if args.unit is None else args.unit
@@ -324,8 +316,6 @@ def cmd_experiment(args) -> int:
     check_out_dir(Path(args.out))  # before the runs: a sweep takes minutes
     lengths = args.length or [COPY_DELAY if args.task == "copy" else 50]
     if args.task == "adding" and min(lengths) < 2:  # a delay of 1 is a copy task; two marks need T >= 2
-        from ..train.options import OptionError
-
         raise OptionError(f"rnnkit experiment adding: --length must be >= 2 (it marks two numbers), got {min(lengths)}")
     start = time.perf_counter()
     progress = (lambda line: None) if args.json else (lambda line: print(line, flush=True))
