@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .errors import require
-from .vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocabulary
+from .vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocabulary, save_json
 
 FORMAT_VERSION = 1
 
@@ -74,7 +74,7 @@ class Tokenizer:
         }
 
     def save(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
+        save_json(path, self.to_dict())
 
 
 class CharTokenizer(Tokenizer):

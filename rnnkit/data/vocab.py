@@ -24,6 +24,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import torch
+
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 _CONTROL = frozenset({"<pad>", "<bos>", "<eos>"})  # specials that text must not produce
@@ -101,6 +103,9 @@ class Vocabulary:
     def decode(self, ids: Iterable[int], *, skip_special: bool = True, stop_at_eos: bool = True) -> list[str]:
         """Tokens of ``ids``. By default padding/bos/eos are dropped, ``<unk>`` is kept, and decoding
         stops at the first ``<eos>`` (so a generated sequence's tail after it is ignored)."""
+        if isinstance(ids, torch.Tensor) and ids.dim() > 1:
+            raise ValueError(f"Vocabulary.decode: ids must be one sequence (1-D), got shape {tuple(ids.shape)}; "
+                             f"decode each row")
         out = []
         n = len(self.tokens)
         for i in ids:
@@ -122,15 +127,31 @@ class Vocabulary:
     def from_dict(cls, d: dict) -> "Vocabulary":
         if not isinstance(d, dict) or d.get("format") != "rnnkit.vocabulary":
             raise ValueError("Vocabulary.from_dict: not an rnnkit vocabulary (missing format 'rnnkit.vocabulary')")
-        if d.get("version", 0) > FORMAT_VERSION:
+        version = d.get("version", 0)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ValueError(f"Vocabulary.from_dict: format version must be an integer, got {version!r}")
+        if version > FORMAT_VERSION:
             raise ValueError(
                 f"Vocabulary.from_dict: format version {d['version']} is newer than this rnnkit reads ({FORMAT_VERSION})"
             )
         return cls(d["tokens"])
 
     def save(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
+        save_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Vocabulary":
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def save_json(path: str | os.PathLike, obj) -> None:
+    """``obj`` as JSON at ``path``, atomically: encoded first (a failure leaves any old file as it was),
+    then written to a temporary file beside it and moved over it."""
+    data = json.dumps(obj, ensure_ascii=False).encode("utf-8")  # (a lone surrogate fails here, before any write)
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -260,6 +260,9 @@ def sweep(task: str, cells: Sequence[str], lengths: Sequence[int], steps_budget:
     """
     if task not in ("adding", "copy"):
         raise ValueError(f"rnnkit.diagnostics.sweep: unknown task {task!r}; expected 'adding' or 'copy'")
+    if not cells or not lengths:
+        raise ValueError(f"rnnkit.diagnostics.sweep: no runs: give at least one cell and one length, got cells "
+                         f"{list(cells)} and lengths {list(lengths)}")
     cfg = config or TrainConfig()
     todo = [(task, cell, T, steps_budget, cfg, with_flow) for T in lengths for cell in cells]
     if jobs > 1:

@@ -140,3 +140,23 @@ def test_punctuation_split_keeps_accents_on_their_letters():
     assert w.split("हिन्दी, עִבְרִית!") == ["हिन्दी", ",", "עִבְרִית", "!"]
     assert w.split("q\u0301.") == ["q\u0301", "."]
     assert WordTokenizer.fit([""], punctuation=True, lowercase=True).split("İstanbul") == ["i\u0307stanbul"]
+
+
+def test_save_is_atomic_and_bad_input_is_named(tmp_path):
+    """A tokenizer that cannot be encoded (a lone surrogate, possible in a Python string) left the old file
+    truncated to nothing; a 2-D decode and a non-integer format version failed in torch's/Python's words."""
+    import torch
+
+    from rnnkit.data import CharTokenizer, Vocabulary
+
+    path = tmp_path / "tok.json"
+    CharTokenizer.fit("abc").save(path)
+    before = path.read_bytes()
+    with pytest.raises(UnicodeEncodeError):
+        CharTokenizer.fit("ab\udcff").save(path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["tok.json"]
+    vocab = Vocabulary.build([["a", "b"]])
+    with pytest.raises(ValueError, match=r"ids must be one sequence \(1-D\), got shape \(2, 2\)"):
+        vocab.decode(torch.zeros(2, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="format version must be an integer, got '2'"):
+        Vocabulary.from_dict({**vocab.to_dict(), "version": "2"})

@@ -189,6 +189,13 @@ def test_json_outputs_stay_json_when_a_run_diverges_or_a_gradient_vanishes(tmp_p
     strict((tmp_path / "g" / "gradient_flow.json").read_text())
 
 
+def test_a_sweep_of_no_runs_is_named():
+    from rnnkit.diagnostics.experiments import sweep
+
+    with pytest.raises(ValueError, match="no runs: give at least one cell and one length"):
+        sweep("adding", [], [10], 5)
+
+
 def test_csv_takes_every_row_s_columns(tmp_path):
     """A diverged run has no gradient-flow column; the runs after it do."""
     from rnnkit.diagnostics.experiments import write_csv
