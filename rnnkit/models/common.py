@@ -55,8 +55,9 @@ def check_pad_is_not_eos(config) -> None:
 
 def never_output(config, device) -> Tensor:
     """The ids a decoder's generation must not emit: ``pad_id`` and ``bos_id`` (unless ``bos_id`` is also
-    ``eos_id``; ``check_pad_is_not_eos``). Training never has them as targets, but nothing stops an untrained or weakly trained
-    model from giving them mass, and a pad inside a generated row would read as its end."""
+    ``eos_id``; ``check_pad_is_not_eos``). Training never has them as targets, but nothing stops an
+    untrained or weakly trained model from giving them mass, and a pad inside a generated row would read
+    as its end."""
     ids = sorted({config.pad_id, config.bos_id} - {config.eos_id})
     return torch.tensor(ids, dtype=torch.long, device=device)
 

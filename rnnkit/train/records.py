@@ -43,7 +43,7 @@ class MetricsLog:
             self.path.write_text("")
         else:  # drop what a crashed run logged after the checkpoint it resumes from
             kept = [r for r in self.read(self.path) if r.get("step", 0) <= resume_step]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            self.path.write_text("".join(strict_json(r) + "\n" for r in kept))
 
     def write(self, record: dict[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
