@@ -70,6 +70,8 @@ class BucketBatcher:
     ):
         if batch_size < 1 or bucket < 1:
             raise ValueError(f"BucketBatcher: batch_size and bucket must be >= 1, got {batch_size} and {bucket}")
+        if seed < 0:  # (random.Random takes a negative seed's absolute value: seed -1 would shuffle as seed 1)
+            raise ValueError(f"BucketBatcher: seed must be >= 0, got {seed}")
         self.lengths = [int(n) for n in lengths]
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.bucket, self.drop_last = bucket, drop_last

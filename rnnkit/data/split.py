@@ -35,8 +35,11 @@ def holdout(data: Any, valid_fraction: float = 0.1, *, seed: int = 0) -> tuple[A
     * a list of examples, ``Captions``, or a tuple of parallel columns — tensors sharing their first
       dimension, or lists of one length, such as ``(texts, labels)`` — : a seeded random subset
       (``random.Random(seed)``); both parts keep the original order (and each column its type).
-    Any other tuple is an error (its items would be taken for examples).
+    Any other tuple is an error (its items would be taken for examples). ``seed`` must be >= 0
+    (``random.Random`` takes a negative seed's absolute value).
     """
+    if seed < 0:
+        raise ValueError(f"holdout: seed must be >= 0, got {seed}")
     if isinstance(data, str):
         cut = len(data) - _valid_count(len(data), valid_fraction)
         if not data[cut].isspace():  # (a cut before a space is between two words already)

@@ -88,7 +88,7 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig: {name} must be > 0, got {getattr(self, name)}")
         for name in ("weight_decay", "momentum", "warmup_steps", "clip_norm", "clip_value", "max_steps",
                      "epochs", "time_budget", "eval_every", "patience", "checkpoint_every", "min_lr_ratio",
-                     "probe_every"):
+                     "probe_every", "seed"):  # (seed: Python's random.Random(-k) is random.Random(k))
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig: {name} must be >= 0, got {getattr(self, name)}")
         if self.min_lr_ratio > 1:

@@ -51,6 +51,9 @@ def test_bucket_batcher_reduces_padding_and_is_seeded():
     epoch0 = list(bucketed)
     bucketed.set_epoch(1)
     assert list(bucketed) != epoch0
+    # random.Random(-1) is random.Random(1): a negative seed would silently repeat a positive one's order
+    with pytest.raises(ValueError, match="BucketBatcher: seed must be >= 0, got -1"):
+        BucketBatcher(LENGTHS, 8, seed=-1)
 
 
 def test_stream_batches_layout():

@@ -96,6 +96,18 @@ def test_seed_changes_generated_data(name):
     assert not BUILTIN_DATASETS["pydoc"].seeded and same(small("pydoc", 1)["train"], small("pydoc", 0)["train"])
 
 
+@pytest.mark.parametrize("name", ["names", "sentiment", "entities", "copy", "reverse", "numbers"])
+def test_validation_never_repeats_a_training_example(name):
+    from rnnkit.data.builtin import copy_memory
+
+    data = load_builtin(name)  # the full default sizes, as `train --data builtin:NAME` uses them
+    train = [str(ex[0]) for ex in data["train"]]
+    assert not set(train) & {str(ex[0]) for ex in data["valid"]}
+    if name in ("copy", "reverse"):  # drawn distinct (copy drew with replacement once: 4 % of validation repeated)
+        assert len(set(train)) == len(train)
+        assert len(copy_memory(100, memory=2, symbols=3)) == 9  # at most symbols ** memory of them
+
+
 def test_pydoc_split_sizes():
     text = python_docs_text()
     assert len(text) > 200_000 and "assert" in text

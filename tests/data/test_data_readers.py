@@ -308,6 +308,8 @@ def test_holdout_kinds_and_seed():
     assert s_valid.values.flatten().tolist() == [8.0, 9.0] and s_train.columns == ["x"]
     with pytest.raises(ValueError, match="at least 2"):
         holdout([1], 0.5)
+    with pytest.raises(ValueError, match="holdout: seed must be >= 0, got -3"):  # (it would split as seed 3)
+        holdout(items, 0.2, seed=-3)
 
 
 def test_writers_refuse_what_their_readers_would_read_differently(tmp_path):

@@ -209,6 +209,8 @@ def test_infinite_settings_are_refused():
     for name in ("time_budget", "clip_norm", "lr"):
         with pytest.raises(ValueError, match=f"{name} must be finite, got inf"):
             TrainConfig(**{name: float("inf")})
+    with pytest.raises(ValueError, match="seed must be >= 0, got -1"):  # (Python's random takes its absolute value)
+        TrainConfig(seed=-1)
 
 
 def test_resume_accepts_a_checkpoint_saved_before_a_vocabulary_key_existed(tmp_path):
