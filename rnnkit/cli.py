@@ -479,13 +479,15 @@ def _task_help(task_name: str) -> str:
              "", f"options (--key value, or key = value in --config FILE.toml):"]
     for group, cls in classes.items():
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        notes = getattr(cls, "HELP_DEFAULTS", {})  # defaults decided after construction, in words
         lines.append(f"  [{group}]")
         for name, (g, hint) in s.fields.items():
             if g == group:
                 default = s.values[group].get(name, defaults.get(name))
+                default = notes[name] if default is None and name in notes else repr(default)
                 choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else ()
                 kind = "|".join(choices) or getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-                lines.append(f"    --{name:24s} {kind:34s} {default!r}")
+                lines.append(f"    --{name:24s} {kind:34s} {default}")
     return "\n".join(lines)
 
 

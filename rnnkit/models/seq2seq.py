@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -85,6 +85,7 @@ class Seq2SeqConfig:
     teacher_forcing_ratio: float = 1.0
     teacher_forcing_schedule: Schedule = "constant"
     teacher_forcing_k: float | None = None
+    HELP_DEFAULTS: ClassVar[dict[str, str]] = {"teacher_forcing_k": "None (needed by every schedule but constant)"}
     teacher_forcing_min: float = 0.0
     engine: Engine = "auto"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from ..diagnostics.monitor import MonitorConfig
 from .schedules import LR_SCHEDULES
@@ -43,6 +43,9 @@ class TrainConfig:
     long-range tasks: a healthy LSTM LM over 100 steps reads 1e-21 at initialisation and climbs
     past 1e-6 only after some 300 steps, so it would warn early in every such run.
     """
+
+    #: What ``rnnkit train TASK --help`` shows for a default that is decided later than the dataclass's.
+    HELP_DEFAULTS: ClassVar[dict[str, str]] = {"clip_norm": "1.0, or 0 with clip_value"}
 
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 2e-3

@@ -3,6 +3,7 @@ output formats scripts rely on (--json alone on stdout, generate's samples, word
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -150,6 +151,9 @@ def test_task_help_is_plain_text_with_the_whole_usage(cli):
     assert "``" not in out
     assert "--overwrite" in out and "--device" in out and "--json" in out
     assert "constant|linear|exponential|inverse_sigmoid" in out  # choices are not cut short
+    # a default decided when the config is built is said in words, not shown as its placeholder None
+    assert re.search(r"--clip_norm +float \| None +1\.0, or 0 with clip_value\n", out)
+    assert re.search(r"--cell +lstm\|gru\|rnn_tanh\|rnn_relu +'lstm'\n", out)
 
 
 def test_diagnose_and_experiment_check_out_before_the_work(cli, lm_checkpoint, tmp_path, monkeypatch):
