@@ -142,3 +142,19 @@ def test_char_batches_are_capped_padded_and_shard_by_rows(tmp_path):
     half = task.shard(batch, 1, 2)
     assert half["chars"].shape[0] == half["x"].shape[0] == half["char_lengths"].shape[0] == B - B // 2
     assert torch.equal(half["chars"], batch["chars"][B // 2:])
+
+
+def test_characters_seen_once_train_the_unknown_character():
+    """A character used once in the training words is <unk> there, so <unk>'s embedding is trained on the
+    rare characters instead of staying at its random start for every character unseen in training."""
+    from rnnkit.data.vocab import UNK
+    from rnnkit.train.tasks.tag import TagData, TagTask
+
+    sents = [(["Zoë", "met", "Bo"], ["B-PER", "O", "B-PER"]), (["Bo", "met", "me"], ["B-PER", "O", "O"])]
+    task = TagTask(TagData(chars=True), batch_size=2)
+    task.fit(sents)
+    task.set_data(sents, sents)
+    assert "Z" not in task.char_vocab and "ë" not in task.char_vocab and "o" in task.char_vocab
+    (batch,) = task.train_batches(0)
+    zoe = batch["chars"][batch["x"][:, 0] == task.words.id("Zoë")][0, 0, :3]
+    assert zoe.tolist() == [UNK, task.char_vocab.id("o"), UNK]

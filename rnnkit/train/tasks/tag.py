@@ -8,8 +8,9 @@ tokens separated by spaces, and writes the tags the same way.
 With ``--chars true`` every word also gets spelling features: its characters run through a character
 BiRNN (Lample et al. 2016; sized by ``--char_embed_size``, ``--char_hidden_size``, ``--char_cell``),
 so a word never seen in training still shows its capitals and suffixes. The character vocabulary is
-every character of the training words in their original case (``--lowercase`` folds the words only);
-other characters are ``<unk>``. A word longer than 32 characters (``MAX_WORD_CHARS``) gives only its
+every character seen at least twice (``CHAR_MIN_COUNT``) in the training words, in their original
+case (``--lowercase`` folds the words only); other characters are ``<unk>`` — so the rare ones of
+the training data teach ``<unk>``'s embedding what an unseen character means at prediction time. A word longer than 32 characters (``MAX_WORD_CHARS``) gives only its
 first 32 to the character features (the word itself is kept whole), so one huge token (a URL, a run
 of dashes) cannot blow up the (B, T, L) character batch. Without ``--chars`` a ``--char_*`` option
 other than its default is refused (it would change nothing).
@@ -52,6 +53,8 @@ class TagData:
         check_data_config(self, "min_freq")
 
 
+#: Fewest uses in the training words that give a character an id of its own (rarer ones train ``<unk>``).
+CHAR_MIN_COUNT = 2
 #: Characters of a word that reach the character features; the rest of a longer word is cut off there.
 MAX_WORD_CHARS = 32
 
@@ -86,8 +89,8 @@ class TagTask(Task):
     def fit(self, train) -> None:
         self.words = Vocabulary.build((self._words(toks) for toks, _ in train), min_freq=self.data.min_freq)
         # characters in their original case (capitals are much of what they tell), as far as they are used
-        self.char_vocab = (Vocabulary.build(w[:MAX_WORD_CHARS] for toks, _ in train for w in toks)
-                           if self.data.chars else None)
+        self.char_vocab = (Vocabulary.build((w[:MAX_WORD_CHARS] for toks, _ in train for w in toks),
+                                            min_freq=CHAR_MIN_COUNT) if self.data.chars else None)
         counts = Counter(t for _, tags in train for t in tags)
         self.tags = sorted(counts)
         self.bio = is_bio(self.tags)
