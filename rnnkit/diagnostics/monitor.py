@@ -137,7 +137,7 @@ class GradientMonitor:
         self.stats = ClipStats(max_norm=self.config.max_norm or self.config.explode_threshold,
                                norm_type=self.config.norm_type)
         self.step = 0
-        self._streak = 0
+        self.explode_streak = 0  # consecutive steps above explode_threshold (a checkpoint keeps it)
         self.last_flow: GradientFlow | None = None
 
     # -- every step ------------------------------------------------------------------------------
@@ -157,19 +157,19 @@ class GradientMonitor:
         value = self.stats.record(norm)
         cfg = self.config
         if not math.isfinite(value):
-            self._streak = 0
+            self.explode_streak = 0
             self._emit("nonfinite", value,
                        f"step {self.step}: the gradient norm is {value} — a nan/inf gradient. The optimizer step "
                        f"would corrupt the weights: lower the learning rate, clip (max_norm), or check the loss.")
         elif value > cfg.explode_threshold:
-            self._streak += 1
-            if self._streak == cfg.explode_patience:
+            self.explode_streak += 1
+            if self.explode_streak == cfg.explode_patience:
                 self._emit("exploding", value,
                            f"step {self.step}: gradients exploding — global norm above {cfg.explode_threshold:g} "
                            f"for {cfg.explode_patience} consecutive steps (now {value:.3g}). Clip the gradient norm "
                            f"(e.g. max_norm=1.0) or lower the learning rate.")
         else:
-            self._streak = 0
+            self.explode_streak = 0
         return value
 
     def check_loss(self, loss: Tensor | float, step: int | None = None) -> None:

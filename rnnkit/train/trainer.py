@@ -362,6 +362,7 @@ class Trainer:
             "elapsed": self.elapsed, "train_config": self.config.to_dict(), "optimizer": opt_meta,
             "rng": rng_meta, "carry": carry_spec, "best": self.best, "bad_evals": self.bad_evals,
             "world_size": self.dist.world_size, "last_metrics": self.last_metrics,
+            "explode_streak": self.monitor.explode_streak,  # consecutive steps above explode_threshold so far
         }
         return state, tensors
 
@@ -425,6 +426,10 @@ class Trainer:
             self.tokens, self.elapsed = t["tokens"], t["elapsed"]
             self.best, self.bad_evals, self.last_metrics = t["best"], t["bad_evals"], t.get("last_metrics", {})
             self._last_eval_step = self.last_metrics.get("_step")
+            streak = t.get("explode_streak", 0)  # (absent from checkpoints written before it was kept)
+            if isinstance(streak, bool) or not isinstance(streak, int) or streak < 0:
+                raise ValueError(f"'explode_streak' must be an int >= 0, got {streak!r}")
+            self.monitor.explode_streak = streak
             carry = _unflatten(t["carry"], c.trainer_tensors)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
             what = f"missing {e}" if isinstance(e, KeyError) else str(e).strip().splitlines()[0]
@@ -548,19 +553,23 @@ class Trainer:
             except OSError as e:
                 raise ckpt.CheckpointWriteError(f"cannot make the output folder {self.out_dir}: {e.strerror}") from None
             self._log = MetricsLog(self.out_dir / "metrics.jsonl", resume_step=self.step if resume is not None else None)
-        with _StopSignal() as sig, self._progress_bar() as bar:
-            self._bar = bar
-            try:
-                stop_reason = self._loop(sig, bar)
-            finally:
-                self._bar = None
-        if stop_reason != "interrupted" and self._last_eval_step != self.step:
-            self._evaluation_round(save=False)
-        metrics = self.last_metrics if stop_reason != "interrupted" else {}
-        # a resumed run that had already reached its end changed nothing: its checkpoint stands (saving
-        # the same step again would add a second snapshot of it)
-        unchanged = resume is not None and self.step == start_step  # (the same on every rank: none saves)
-        path = ckpt.resolve(self.last_good) if unchanged else self.save()
+        # (Ctrl-C is caught until the final checkpoint is written: one during the final evaluation lets
+        # it finish and save, instead of losing the steps since the last save)
+        with _StopSignal() as sig:
+            with self._progress_bar() as bar:
+                self._bar = bar
+                try:
+                    stop_reason = self._loop(sig, bar)
+                finally:
+                    self._bar = None
+            evaluated = stop_reason != "interrupted" and self._last_eval_step != self.step
+            if evaluated:
+                self._evaluation_round(save=False)
+            metrics = self.last_metrics if stop_reason != "interrupted" else {}
+            # a resumed run that had already reached its end, with its evaluation done, changed nothing: its
+            # checkpoint stands (saving the same step again would add a second snapshot of it)
+            unchanged = resume is not None and self.step == start_step and not evaluated  # (alike on every rank)
+            path = ckpt.resolve(self.last_good) if unchanged else self.save()
         result = TrainResult(step=self.step, epoch=self.epoch, stop_reason=stop_reason,
                              metrics={k: v for k, v in metrics.items() if not k.startswith("_")},
                              best=self.best, elapsed=self.elapsed, tokens=self.tokens, checkpoint=path)
@@ -606,8 +615,15 @@ class Trainer:
         window = {"loss": 0.0, "tokens": 0, "clipped": 0, "steps": 0, "t0": time.perf_counter()}
         self.monitor.reset_window()
         self.loss_module.train()
+        # A run interrupted right after a step due for evaluation (Ctrl-C is answered before it) evaluates
+        # it now, as the uninterrupted run did then (evaluation leaves the random state alone).
+        if c.eval_every and self.step and self.step % c.eval_every == 0 and self._last_eval_step != self.step:
+            if self._evaluation_round():
+                return "early_stopping"
         # A resumed run that had already reached its end stops here (the loop below checks epochs only
-        # as one ends, and the time budget only after a step).
+        # as one ends, the time budget only after a step, and patience only after an evaluation).
+        if c.patience and self.bad_evals >= c.patience:
+            return "early_stopping"
         if epochs and self.epoch >= epochs:
             return "epochs"
         if c.time_budget and self.elapsed >= c.time_budget:
@@ -617,7 +633,8 @@ class Trainer:
                 return "max_steps"
             if self.position >= len(self._batches):
                 self.epoch, self.position, self.carry = self.epoch + 1, 0, None
-                if c.eval_every == 0 and self.epoch < (epochs or self.epoch + 1):
+                # (not again at a step evaluated already: a run that stopped at an epoch's end and resumes)
+                if c.eval_every == 0 and self.epoch < (epochs or self.epoch + 1) and self._last_eval_step != self.step:
                     if self._evaluation_round():
                         return "early_stopping"
                 if epochs and self.epoch >= epochs:

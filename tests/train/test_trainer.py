@@ -226,3 +226,81 @@ def test_resume_accepts_a_checkpoint_saved_before_a_vocabulary_key_existed(tmp_p
     changed.vocab = {"tokens": list("abcdx")}
     with pytest.raises(ConfigMismatch, match="the vocabulary"):
         changed.fit(resume=tmp_path / "run" / "checkpoint")
+
+
+def interrupt_after(step):
+    def hook(tr):
+        if tr.step == step:
+            os.kill(os.getpid(), signal.SIGINT)  # answered after step + 1, like a real Ctrl-C
+
+    return hook
+
+
+def valid_steps(tmp_path, name, split="valid"):
+    lines = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    return [r["step"] for r in lines if r["split"] == split]
+
+
+def test_an_interrupt_on_a_step_due_for_evaluation_evaluates_it_on_resume(tmp_path):
+    """Ctrl-C is answered before a due evaluation: the resumed run runs it first (it was skipped for good, so
+    the best checkpoint and the patience count differed from the uninterrupted run)."""
+    full = make(tmp_path, "full", eval_every=4)
+    best = full.fit().best
+    first = make(tmp_path, "split", eval_every=4)
+    first.on_step = interrupt_after(3)
+    assert first.fit().step == 4
+    second = make(tmp_path, "split", eval_every=4)
+    assert second.fit(resume=tmp_path / "split" / "checkpoint").best == best
+    assert valid_steps(tmp_path, "full") == valid_steps(tmp_path, "split") == [4, 8, 12]
+    assert_same(weights(full), weights(second))
+
+
+def test_resuming_an_early_stopped_run_trains_no_further(tmp_path):
+    cfg = dict(optimizer="sgd", lr=30.0, clip_norm=0.0, eval_every=1, patience=2, max_steps=50)
+    first = make(tmp_path, **cfg).fit()
+    assert first.stop_reason == "early_stopping"
+    again = make(tmp_path, **cfg).fit(resume=tmp_path / "run" / "checkpoint")  # (it trained on, a step a resume)
+    assert (again.stop_reason, again.step, again.checkpoint) == ("early_stopping", first.step, first.checkpoint)
+
+
+def test_a_run_stopped_at_an_epochs_end_is_not_evaluated_twice(tmp_path):
+    """Stopped by max_steps at an epoch's last batch, the run's final evaluation is that epoch's: resumed,
+    it is not run again (the same value counted as no improvement and stopped the run early)."""
+    make(tmp_path, "full", max_steps=10, patience=1).fit()  # StreamTask: 5 batches an epoch
+    make(tmp_path, "split", max_steps=5, patience=1).fit()
+    resumed = make(tmp_path, "split", max_steps=10, patience=1).fit(resume=tmp_path / "split" / "checkpoint")
+    assert resumed.stop_reason == "max_steps" and resumed.step == 10
+    assert valid_steps(tmp_path, "full") == valid_steps(tmp_path, "split") == [5, 10]
+
+
+def test_a_resume_that_only_evaluates_saves_the_evaluation(tmp_path):
+    """Interrupted at step 4, resumed with max_steps 4: the final evaluation runs once and is saved (each
+    resume ran it again, logging it again, and saved nothing)."""
+    first = make(tmp_path, max_steps=12, patience=5)
+    first.on_step = interrupt_after(3)
+    first.fit()
+    for _ in range(2):
+        make(tmp_path, max_steps=4, patience=5).fit(resume=tmp_path / "run" / "checkpoint")
+    assert valid_steps(tmp_path, "run") == [4]
+
+
+def test_ctrl_c_during_the_final_evaluation_still_saves_the_last_step(tmp_path):
+    class Interrupting(StreamTask):
+        def evaluate(self, model):
+            if self.eval_calls == 2:  # the final evaluation at step 12 (epoch ends: 5 and 10)
+                os.kill(os.getpid(), signal.SIGINT)
+            return super().evaluate(model)
+
+    result = make(tmp_path, task=Interrupting(), max_steps=12).fit()  # (a KeyboardInterrupt escaped)
+    assert result.step == 12 and load_checkpoint(tmp_path / "run" / "checkpoint").step == 12
+
+
+def test_the_exploding_gradient_streak_survives_a_resume(tmp_path):
+    cfg = dict(explode_threshold=1e-9, explode_patience=3)  # every norm "explodes": one warning per streak
+    with pytest.warns(Warning):
+        make(tmp_path, "full", **cfg).fit()
+        first = make(tmp_path, "split", **cfg)
+        first.on_step = interrupt_after(3)
+        first.fit()
+        make(tmp_path, "split", **cfg).fit(resume=tmp_path / "split" / "checkpoint")
+    assert valid_steps(tmp_path, "full", "warning") == valid_steps(tmp_path, "split", "warning") == [3]
