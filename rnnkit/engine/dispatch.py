@@ -211,6 +211,8 @@ def run(
                          weights[0].w_hh.shape[1])
     if name == "native-layers" and not (training and dropout > 0 and num_layers > 1):
         name, opts = "native", opts._replace(dropout_kind="naive")  # no mask between layers: the kind is moot
+    if name == "native":  # (here too: the one-layer-at-a-time switch below would pass options torch lacks)
+        native.refuse(opts, weights)
     if name == "native" and training and opts.weight_drop > 0 and dropout > 0 and num_layers > 1 and lengths is None:
         # torch's whole-stack kernel draws its dropout masks after every W_hh mask has been drawn; one layer at a
         # time, the stacking code draws them in the order every other engine does, so a seed gives the same masks

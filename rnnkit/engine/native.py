@@ -17,7 +17,8 @@ from .types import LayerWeights, Noise, Options, State
 _OPS = {"lstm": torch.lstm, "gru": torch.gru, "rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_relu}
 
 
-def _refuse(opts: Options, weights: Sequence[LayerWeights]) -> None:
+def refuse(opts: Options, weights: Sequence[LayerWeights]) -> None:
+    """A ValueError naming the options of ``opts`` and ``weights`` that torch's kernels cannot run."""
     unsupported = list(opts.needs_rnnkit_engine) + (["layer_norm"] if weights[0].layer_norm else [])
     if unsupported:
         raise ValueError(f"engine='native' (torch's kernels) cannot run {', '.join(unsupported)}; "
@@ -38,7 +39,7 @@ def run_stack(
 ) -> tuple[Tensor, State]:
     """Same contract as ``stack.run_stack``; raises ValueError for options torch's kernels lack."""
     if lengths is None:
-        _refuse(opts, weights)
+        refuse(opts, weights)
         weights = [drop_weights(w, opts, training) for w in weights]
         flat = [p for w in weights for p in w.torch_weights]  # torch's flat order per layer-direction
         result = _OPS[mode](x, hx, flat, weights[0].b_ih is not None, num_layers, dropout, training,
@@ -61,6 +62,7 @@ def run_layer(mode: str, x: Tensor, state: State, weights: LayerWeights, lengths
     as it does for them. Padded input with no lengths and no per-step masks only (``dispatch`` decides)."""
     if lengths is not None or (noise is not None and any(n is not None for n in noise)):
         raise ValueError("native.run_layer runs whole sequences without per-step masks")
+    refuse(Options(), [weights])  # (its layer norm parameters must never be passed over silently)
     if reverse:
         x = x.flip(0)
     hx = tuple(s.unsqueeze(0) for s in state) if mode == "lstm" else state.unsqueeze(0)
@@ -75,7 +77,7 @@ def run_stack_packed(mode: str, data: Tensor, batch_sizes: Tensor, sorted_indice
                      bidirectional: bool, dropout: float, training: bool,
                      opts: Options = Options()) -> tuple[Tensor, State]:
     """torch's packed kernels on a ``PackedSequence``'s rows; states in batch order, as torch.nn keeps them."""
-    _refuse(opts, weights)
+    refuse(opts, weights)
     weights = [drop_weights(w, opts, training) for w in weights]
     flat = [p for w in weights for p in w.torch_weights]
 
