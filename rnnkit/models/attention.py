@@ -61,7 +61,9 @@ class Attention(nn.Module):
 
     def prepare(self, memory: Tensor, mask: Tensor) -> Source:
         """``memory`` (B, S, Hm) and ``mask`` (B, S) → the ``Source`` that ``attend`` reads, once per batch
-        of sources rather than once per decoding step."""
+        of sources rather than once per decoding step. Padded positions of ``memory`` are zeroed, so that
+        whatever they hold (even inf or NaN) reaches no context: their weight 0 times inf would be NaN."""
+        memory = memory.masked_fill(~mask.unsqueeze(2), 0.0)
         if self.kind == "general":
             keys = self.W_a(memory)  # (B, S, Hq)
         elif self.kind == "additive":

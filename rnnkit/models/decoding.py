@@ -144,11 +144,12 @@ def filter_log_probs(log_probs: Tensor, temperature: float = 1.0, top_k: int | N
                      top_p: float | None = None) -> Tensor:
     """Logits to sample from: divided by ``temperature``, then everything outside the ``top_k`` most
     likely tokens, then outside the nucleus — the smallest set of most likely tokens whose probability
-    reaches ``top_p`` (Holtzman et al. 2020) — set to −inf. The most likely token always survives."""
+    reaches ``top_p`` (Holtzman et al. 2020) — set to −inf. The most likely token always survives, and
+    ``top_k`` keeps exactly k tokens (of tokens tied at the k-th value, those ``torch.topk`` picks)."""
     logits = log_probs / temperature if temperature != 1 else log_probs
     if top_k is not None and top_k < logits.shape[-1]:
-        kth = logits.topk(top_k, dim=-1).values[..., -1:]  # (N, 1)
-        logits = logits.masked_fill(logits < kth, -math.inf)
+        kept = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, logits.topk(top_k, dim=-1).indices, True)
+        logits = logits.masked_fill(~kept, -math.inf)
     if top_p is not None and top_p < 1:
         sorted_logits, order = logits.sort(dim=-1, descending=True)
         probs = sorted_logits.softmax(dim=-1)

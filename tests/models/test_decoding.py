@@ -238,6 +238,8 @@ def test_filter_top_k_and_top_p():
     lp = torch.tensor([[0.5, 0.3, 0.15, 0.05]], dtype=DT).log()
     kept = lambda logits: torch.isfinite(logits[0]).nonzero().flatten().tolist()  # noqa: E731
     assert kept(filter_log_probs(lp, top_k=2)) == [0, 1]
+    tied = torch.tensor([[0.4, 0.3, 0.3]], dtype=DT).log()  # exactly k, also with a tie at the k-th value
+    assert len(kept(filter_log_probs(tied, top_k=2))) == 2 and kept(filter_log_probs(tied, top_k=2))[0] == 0
     assert kept(filter_log_probs(lp, top_p=0.7)) == [0, 1]
     assert kept(filter_log_probs(lp, top_p=0.8 - 1e-9)) == [0, 1]
     assert kept(filter_log_probs(lp, top_p=0.81)) == [0, 1, 2]

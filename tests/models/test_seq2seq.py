@@ -293,3 +293,20 @@ def test_pad_and_eos_must_differ():
         Seq2Seq(src_vocab_size=8, tgt_vocab_size=8, embed_size=4, hidden_size=4, pad_id=3, eos_id=3)
     with pytest.raises(ValueError, match="VectorToSequenceConfig: pad_id and eos_id must differ"):
         VectorToSequence(cond_size=3, vocab_size=9, hidden_size=8, embed_size=4, pad_id=3, eos_id=3)
+
+
+@pytest.mark.parametrize("kind", ["dot", "general", "additive"])
+def test_attention_ignores_whatever_padded_memory_holds(kind):
+    """Weight 0 on padding is not enough: 0 · inf is NaN in the weighted sum, so padded memory is zeroed."""
+    from rnnkit.models.attention import Attention
+
+    torch.manual_seed(0)
+    att = Attention(kind, 6, 6).double()
+    query, memory = torch.randn(2, 3, 6, dtype=torch.float64), torch.randn(2, 5, 6, dtype=torch.float64)
+    mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    context, weights = att(query, memory, mask)
+    for junk in (float("inf"), float("nan"), 1e3):
+        spoiled = memory.clone()
+        spoiled[1, 3:] = junk
+        c, w = att(query, spoiled, mask)
+        assert torch.equal(c, context) and torch.equal(w, weights)
