@@ -155,6 +155,33 @@ def test_blocks_of_shapes_no_longer_asked_for_are_let_go(monkeypatch):
     assert any(b.data_ptr() == kept.data_ptr() for b in buffers._pool.blocks())
 
 
+def test_hold_keeps_the_last_large_results_without_their_graphs(monkeypatch):
+    """``hold`` keeps the storages of the last HOLD_BLOCKS large results (at most HOLD_BYTES), not the
+    tensors themselves (their autograd graphs), passes small ones by, and lets go on release_buffers()."""
+    import weakref
+
+    monkeypatch.setattr(buffers, "MIN_BYTES", 1024)
+    monkeypatch.setattr(buffers, "HOLD_BLOCKS", 3)
+    rnnkit.engine.release_buffers()
+    w = torch.ones(1, requires_grad=True)
+    results = [buffers.hold(torch.full((100, 10), float(k)) * w) for k in range(5)]  # 4,000 bytes each
+    held = list(buffers._held._tensors)
+    assert [float(t[0, 0]) for t in held] == [2.0, 3.0, 4.0]
+    assert all(t.grad_fn is None and t.data_ptr() == r.data_ptr() for t, r in zip(held, results[2:]))
+    leaf = torch.ones(1, requires_grad=True)
+    buffers.hold(torch.full((100, 10), 5.0) * leaf)
+    leaf = weakref.ref(leaf)
+    del results, held
+    assert leaf() is None  # (the held tensor does not keep the result's graph, and the leaf in it, alive)
+    buffers.hold(torch.zeros(10, 10))  # 400 bytes: not held
+    assert len(buffers._held._tensors) == 3
+    monkeypatch.setattr(buffers, "HOLD_BYTES", 8000)
+    buffers.hold(torch.zeros(100, 10))
+    assert len(buffers._held._tensors) == 2 and buffers._held._bytes == 8000
+    rnnkit.engine.release_buffers()
+    assert not buffers._held._tensors and buffers._held._bytes == 0
+
+
 def test_small_blocks_and_other_devices_are_not_pooled(monkeypatch):
     monkeypatch.setattr(buffers, "MIN_BYTES", 1024)
     rnnkit.engine.release_buffers()

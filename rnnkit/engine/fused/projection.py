@@ -13,7 +13,6 @@ import contextlib
 import functools
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..precision import own_precision
@@ -70,7 +69,7 @@ class _Projection(torch.autograd.Function):
         ctx.save_for_backward(X, W)
         GX = linear(X, W, b)
         if GX is not None:
-            return GX
+            return buffers.hold(GX)  # (fresh from oneDNN)
         GX = buffers.empty((X.shape[0], W.shape[0]), X)
         return torch.mm(X, W.t(), out=GX) if b is None else torch.addmm(b, X, W.t(), out=GX)
 
@@ -84,6 +83,8 @@ class _Projection(torch.autograd.Function):
             dX = linear(dGX, W.t())
             if dX is None:
                 dX = torch.mm(dGX, W, out=buffers.empty_like(X))
+            else:
+                buffers.hold(dX)
         dW = dGX.t() @ X if needs[1] else None
         db = dGX.sum(0) if needs[2] else None
         return dX, dW, db
@@ -94,8 +95,28 @@ def project(X: Tensor, W: Tensor, b: Tensor | None = None) -> Tensor:
     return _Projection.apply(X, W, b)
 
 
+class _LayerNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, A: Tensor, gain: Tensor, bias: Tensor, eps: float) -> Tensor:
+        Y, mean, rstd = torch.native_layer_norm(A, (A.shape[1],), gain, bias, eps)
+        ctx.save_for_backward(A, mean, rstd, gain, bias)
+        return buffers.hold(Y)
+
+    @staticmethod
+    @hand_written
+    def backward(ctx, dY: Tensor):
+        A, mean, rstd, gain, bias = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        dA, d_gain, d_bias = torch.ops.aten.native_layer_norm_backward(dY, A, (A.shape[1],), mean, rstd, gain, bias,
+                                                                       [needs[0], needs[1], needs[2]])
+        if dA is not None:
+            buffers.hold(dA)
+        return dA, d_gain, d_bias, None
+
+
 def layer_norm(A: Tensor, gain: Tensor, bias: Tensor, eps: float) -> Tensor:
-    """The layer norm of A (N, G) over its G columns, ∗ gain (G,) + bias (G,), under autograd: torch's own
-    kernels, whose outputs it allocates. (Their ``out=`` overloads are not kernels of their own: they
-    allocate the result and copy it into the given block, a copy more and the same page faults.)"""
-    return F.layer_norm(A, (A.shape[1],), gain, bias, eps)
+    """The layer norm of A (N, G) over its G columns, ∗ gain (G,) + bias (G,), differentiable in all three:
+    torch's own kernels, whose results they allocate, kept a while by ``buffers.hold``. (Their ``out=``
+    overloads are not kernels of their own: they allocate the result and copy it into the given block, a
+    copy more and the same page faults.)"""
+    return _LayerNorm.apply(A, gain, bias, eps)
