@@ -42,8 +42,11 @@ def _delimiter_for(path: Path, delimiter: str | None) -> str:
     return "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
 
 
-def _rows(path: Path, text: str, delimiter: str):
+def _rows(path: Path, text: str, delimiter: str, *, empty_cells: bool = False):
     """``(line_number, fields)`` for every non-blank record; the number is the record's first line.
+    ``empty_cells``: also a record of empty cells (``,`` or ``""``: missing values, as pandas writes NaN),
+    which is blank for readers of text but a time step for a series; a line of nothing or only spaces is
+    blank either way.
 
     Comma- (or other-) separated files follow CSV quoting, so a quoted field may hold the delimiter,
     quotes and newlines. Tab-separated files have no quoting — a ``"`` is an ordinary character, as
@@ -59,7 +62,7 @@ def _rows(path: Path, text: str, delimiter: str):
     start = 1
     try:
         for fields in reader:
-            if any(f.strip() for f in fields):
+            if any(f.strip() for f in fields) or (empty_cells and (len(fields) > 1 or fields == [""])):
                 yield start, fields
             start = reader.line_num + 1
     except csv.Error as e:
@@ -194,13 +197,19 @@ def _lines(path: Path) -> list[str]:
     return lines[:-1] if lines and lines[-1] == "" else lines  # a final newline ends the last line
 
 
+#: First lines of a one-file parallel corpus that name its columns (``read_parallel``).
+_PARALLEL_HEADERS = {("source", "target"), ("src", "tgt"), ("input", "output")}
+
+
 def read_parallel(
     source: PathLike, target: PathLike | None = None, *, delimiter: str = "\t"
 ) -> list[tuple[str, str]]:
     """``(source, target)`` sentence pairs, for translation: either two files aligned line by line
     (``read_parallel("train.de", "train.en")``) or one file with two ``delimiter``-separated columns
     (default tab). Lines blank on both sides are skipped; a blank on one side only is an error, as
-    are files of unequal line counts."""
+    are files of unequal line counts. In the one-file form a first line that names the two columns —
+    ``source``/``target``, ``src``/``tgt`` or ``input``/``output`` (case ignored), as a table written
+    with a header has it — is a header, not a pair."""
     sp = Path(source)
     if target is not None:
         tp = Path(target)
@@ -217,6 +226,8 @@ def read_parallel(
             if not line.strip():
                 continue
             fields = line.split(delimiter)
+            if not pairs and tuple(f.strip().lower() for f in fields) in _PARALLEL_HEADERS:
+                continue
             if len(fields) != 2:
                 raise DataError(
                     f"expected 2 {_describe(delimiter)}-separated columns (source, target), got {len(fields)}: {line[:60]!r}", sp, n
@@ -271,26 +282,32 @@ def _refuse_thousands_separators(p: Path, name: str, cells: list[tuple[int, str]
 
 
 def read_series(
-    path: PathLike, *, columns: Sequence[str | int] | None = None, delimiter: str | None = None
+    path: PathLike, *, columns: Sequence[str | int] | None = None, delimiter: str | None = None,
+    header: bool | None = None,
 ) -> Series:
     """Numeric columns of a CSV (``.tsv``: tab-separated) file, for forecasting.
 
-    Header rule: the first row is a header if none of its cells is a number; otherwise columns are
-    named ``"1"``, ``"2"``, … . ``columns`` picks columns by name or 0-based index; by default every
+    Header rule (``header=None``): the first row is a header if none of its cells is a number; otherwise
+    columns are named ``"1"``, ``"2"``, … . A header that names columns by numbers (years, say) cannot be
+    told from a row of values: say ``header=True`` (``False``: the first row is values whatever it holds). ``columns`` picks columns by name or 0-based index; by default every
     column that holds a number anywhere is used (so a date or id column of text is skipped, and a
     numeric column is not lost to a blank or mistyped first value), except a column whose header is
     empty: the row numbers ``pandas.DataFrame.to_csv`` writes first (pick it by index to use it). A
     column of numbers written with thousands separators (``"1,200"``) is an error rather than a text
     column skipped. In a used column, a cell that is empty, text, NaN or infinite is an error naming
-    line and column.
+    line and column — also in a row of empty cells (``,``; pandas writes NaN in a one-column file as
+    ``""``), which is a missing time step, not a blank line; such rows at the end of the file are left out
+    (spreadsheets export them).
     """
     p = Path(path)
     sep = _delimiter_for(p, delimiter)
-    rows = list(_rows(p, read_text_file(p), sep))
+    rows = list(_rows(p, read_text_file(p), sep, empty_cells=True))
+    while rows and not any(f.strip() for f in rows[-1][1]):
+        rows.pop()
     if not rows:
         raise DataError("no values: every line is blank or holds only empty cells", p)
     line0, first = rows[0]
-    header = all(_number(c) is None for c in first)
+    header = all(_number(c) is None for c in first) if header is None else header
     names = [c.strip() for c in first] if header else [str(j + 1) for j in range(len(first))]
     body = rows[1:] if header else rows
     if not body:
@@ -335,7 +352,7 @@ def read_series(
             if x is None or not math.isfinite(x):
                 if _THOUSANDS.fullmatch(cell):
                     _refuse_thousands_separators(p, names[j], [(line, cell)])
-                got = "an empty cell" if not cell else repr(cell)
+                got = "an empty cell (a missing value)" if not cell else repr(cell)
                 raise DataError(f"column {names[j]!r}: expected a finite number, got {got}", p, line)
             row.append(x)
         values.append(row)

@@ -127,6 +127,20 @@ def test_json_output_is_json_alone(cli, files, tmp_path):
     assert record["step"] == 3 and "training /" in err
 
 
+def test_forecast_header_option_and_the_banner_when_columns_are_numbered(cli, tmp_path):
+    (tmp_path / "y.csv").write_text("date,2019,2020\n" + "".join(f"d{k},{k % 7},{k % 5}\n" for k in range(60)))
+    run = ("train", "forecast", "--data", tmp_path / "y.csv", "--window", "10", "--hidden_size", "8",
+           "--max-steps", "1", "--no-progress", "--json")
+    code, _, err = cli(*run, "--out", tmp_path / "auto")
+    assert code == 0 and "2 series: 2, 3 (no header row: its cells are numbers; --header yes" in err
+    code, _, err = cli(*run, "--out", tmp_path / "yes", "--header", "yes")
+    assert code == 0 and re.search(r"2 series: 2019, 2020\b(?! \(no header)", err), err
+    info = json.loads(cli("info", tmp_path / "yes" / "checkpoint", "--json")[1])
+    assert info["task"]["data"]["header"] == "yes"
+    info = json.loads(cli("info", tmp_path / "auto" / "checkpoint", "--json")[1])
+    assert "header" not in info["task"]["data"]  # auto is saved as before the option existed (old runs resume)
+
+
 def test_json_output_is_strict_json_when_a_metric_is_infinite(cli, tmp_path):
     """A constant series: the naive forecast is exact, so the ratio to it is infinite — null in --json (as
     in metrics.jsonl), not ``Infinity``, which strict JSON parsers refuse."""

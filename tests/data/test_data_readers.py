@@ -153,6 +153,15 @@ def test_parallel_errors(tmp_path):
     expect(lambda: read_parallel(write(tmp_path / "p.tsv", "a\tx\nno tab\n")), "p.tsv:2:", "expected 2 tab-separated", "got 1")
 
 
+def test_parallel_header_line_naming_the_columns_is_not_a_pair(tmp_path):
+    """A table written with its header (pandas' to_csv(sep='\\t')) starts with source<TAB>target: it was
+    trained on as a sentence pair."""
+    for header in ("source\ttarget", "Src\tTgt", " input \t output"):
+        assert read_parallel(write(tmp_path / "h.tsv", f"{header}\nein Haus\ta house\n")) == [("ein Haus", "a house")]
+    pairs = read_parallel(write(tmp_path / "p.tsv", "hallo\thello\nsource\ttarget\n"))  # later: a pair
+    assert pairs == [("hallo", "hello"), ("source", "target")]
+
+
 # --- forecasting ---------------------------------------------------------------------------------
 def test_series_header_skips_date_column_and_selects(tmp_path):
     p = write(tmp_path / "s.csv", "date,co2,temp\n2020-01,1.5,3\n2020-02,2.5,-4e1\n")
@@ -192,6 +201,25 @@ def test_series_with_thousands_separators_is_an_error_not_a_skipped_column(tmp_p
     assert read_series(p, columns=["temp"]).columns == ["temp"]  # left out by name, it is fine
     p = write(tmp_path / "t.csv", 'date,sales\n2020-01,"1,200"\n2020-02,"1,250"\n')  # no plain number at all
     expect(lambda: read_series(p), "t.csv:2:", "column 'sales'", "'1,200' is a number with thousands separators")
+
+
+def test_series_rows_of_empty_cells_are_missing_values_not_blank_lines(tmp_path):
+    """pandas writes NaN in a one-column file as ``""``, and a row of NaNs as ``,``: each is a time step
+    (it was skipped as a blank line, shortening the series silently); such rows at the end are left out."""
+    expect(lambda: read_series(write(tmp_path / "a.csv", 'x\n1\n2\n""\n3\n')), "a.csv:4:", "column 'x'",
+           "got an empty cell (a missing value)")
+    expect(lambda: read_series(write(tmp_path / "b.csv", "x,y\n1,2\n,\n3,4\n")), "b.csv:3:", "column 'x'")
+    s = read_series(write(tmp_path / "c.csv", "x,y\n1,2\n\n3,4\n   \n5,6\n,\n,,\n\n"))  # blank lines; trailing ,
+    assert s.values.tolist() == [[1, 2], [3, 4], [5, 6]]
+
+
+def test_series_header_of_numbers_is_said_with_header_true(tmp_path):
+    """Column names that are numbers (years) look like values: ``header=True`` says they are names."""
+    p = write(tmp_path / "y.csv", "date,2019,2020\n2021-01,1.0,2.0\n2021-02,1.5,2.5\n")
+    assert read_series(p).columns == ["2", "3"] and read_series(p).values[0].tolist() == [2019, 2020]
+    s = read_series(p, header=True)
+    assert s.columns == ["2019", "2020"] and s.values.tolist() == [[1.0, 2.0], [1.5, 2.5]]
+    expect(lambda: read_series(write(tmp_path / "m.csv", "a\n1\n2\n"), header=False), "m.csv:1:", "got 'a'")
 
 
 def test_series_unknown_column(tmp_path):

@@ -13,7 +13,7 @@ steps separated by ``;``, series by ``,``) — and writes the forecast of the ne
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -31,12 +31,14 @@ class ForecastData:
 
     columns: comma-separated column names (or 0-based indices) to forecast; "" = every numeric
     column (""). window: steps of history per training example (50). valid_fraction: the tail of
-    --data held out without --valid (0.2).
+    --data held out without --valid (0.2). header: whether the first row names the columns — auto: when
+    none of its cells is a number; yes for names that are numbers, such as years ("auto").
     """
 
     columns: str = ""
     window: int = 50
     valid_fraction: float = 0.2
+    header: Literal["auto", "yes", "no"] = "auto"
 
     def __post_init__(self) -> None:
         check_data_config(self, "window")
@@ -78,7 +80,8 @@ class ForecastTask(Task):
 
     @classmethod
     def read(cls, paths: Sequence[str], data: ForecastData) -> Series:
-        return read_series(paths[0], columns=_column_list(data.columns))
+        return read_series(paths[0], columns=_column_list(data.columns),
+                           header={"auto": None, "yes": True, "no": False}[data.header])
 
     @classmethod
     def load_splits(cls, data_paths, valid_paths, data: ForecastData, seed: int, valid_fraction: float = 0.1):
@@ -95,8 +98,18 @@ class ForecastTask(Task):
         self.train_values = train.values
 
     def data_note(self) -> str:
-        """The columns forecast (text columns, and the unnamed row numbers pandas writes, are left out)."""
-        return f"; {len(self.columns)} series: {', '.join(self.columns)}"
+        """The columns forecast (text columns, and the unnamed row numbers pandas writes, are left out), and
+        that they are numbered where the first row was taken for values."""
+        numbered = all(c.isdigit() for c in self.columns) and self.data.header == "auto"
+        hint = " (no header row: its cells are numbers; --header yes if it names the columns)" if numbered else ""
+        return f"; {len(self.columns)} series: {', '.join(self.columns)}{hint}"
+
+    def data_dict(self) -> dict[str, Any]:
+        # header auto is saved as before the option existed, so that runs from then still --resume
+        d = super().data_dict()
+        if d.get("header") == "auto":
+            d.pop("header")
+        return d
 
     def vocab_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"columns": self.columns}
