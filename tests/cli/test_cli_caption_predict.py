@@ -101,6 +101,17 @@ def test_blank_line_keeps_one_output_line_per_input_line(tmp_path, capsys, train
     assert len(pred.splitlines()) == 3, pred.splitlines()
 
 
+def test_an_image_of_another_size_is_named_with_exit_code_2(tmp_path, capsys, trained):
+    """Among images of the model's size, one of another size was a RuntimeError from torch.stack naming no
+    file (exit 1); it is a data error naming the file, with both shapes."""
+    outs, paths, _ = trained
+    other = tmp_path / "small.png"
+    other.write_bytes(png_bytes(np.zeros((4, 5), dtype="uint8")))
+    (tmp_path / "list.txt").write_text(f"{paths[0]}\n{other}\n")
+    code, pred, err = cli(capsys, "predict", outs["good"], "--input", tmp_path / "list.txt")
+    assert code == 2 and pred == "" and f"{other}: image: images of shape (C, H, W) = (1, 4, 5)" in err, err
+
+
 def _biased_checkpoint(src, dst, eos_bias):
     """A copy of checkpoint ``src`` whose output layer gives <eos> the logit bias ``eos_bias``."""
     from rnnkit.train.checkpoint import load_checkpoint, save_checkpoint

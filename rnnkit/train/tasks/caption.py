@@ -78,10 +78,10 @@ class CaptionTask(Task):
         return {"vocab_size": len(self.tokenizer), "image_size": (H, W), "in_channels": C,
                 "pad_id": PAD, "bos_id": BOS, "eos_id": EOS}
 
-    def _check(self, data: Captions, what: str) -> Captions:
+    def _check(self, data: Captions, what: str, path: str | None = None) -> Captions:
         if tuple(data.images.shape[1:]) != self.image_shape:
             raise DataError(f"{what}: images of shape (C, H, W) = {tuple(data.images.shape[1:])}, "
-                            f"the model reads {self.image_shape}")
+                            f"the model reads {self.image_shape}", path)
         return data
 
     def set_data(self, train, valid) -> None:
@@ -140,11 +140,12 @@ class CaptionTask(Task):
                 raise
             except Exception as e:  # noqa: BLE001 - any decoder failure is a bad image file
                 raise DataError(f"cannot read image ({type(e).__name__}: {e})", p) from None
-            images.append(images_to_nchw(img[None], p)[0])
+            image = images_to_nchw(img[None], p)[0]
+            self._check(Captions(image[None], [""]), "image", p)  # each named by its file, before they are stacked
+            images.append(image)
         out = [""] * len(lines)
         if images:
             batch = torch.stack(images)
-            self._check(Captions(batch, [""] * len(images)), "the images")
             for i, caption in zip(keep, self._caption(model, batch)):
                 out[i] = caption
         return out
