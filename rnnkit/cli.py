@@ -248,8 +248,8 @@ def cmd_train(args, extra: list[str]) -> int:
     if args.json:
         print(_json({"step": result.step, "stop_reason": result.stop_reason, **result.metrics}))
     else:
-        print(f"stopped after {result.step} steps ({result.epoch} epochs, {result.elapsed:.1f} s of training, "
-              f"{result.tokens / max(result.elapsed, 1e-9):,.0f} tokens/s): {result.stop_reason.replace('_', ' ')}")
+        print(f"stopped after {result.step} steps ({result.epochs_done:.3g} epochs, {result.elapsed:.1f} s of training, "
+              f"{result.tokens / max(result.elapsed, 1e-9):,.0f} {result.unit}/s): {result.stop_reason.replace('_', ' ')}")
         print("validation: " + "  ".join(f"{k} {_fmt(v)}" for k, v in result.metrics.items()))
         print(f"checkpoint: {out / 'checkpoint'}" + (f"   best: {result.best_checkpoint}" if result.best_checkpoint else ""))
         print(f"metrics:    {result.metrics_log}")
@@ -484,7 +484,7 @@ def _task_help(task_name: str) -> str:
         for name, (g, hint) in s.fields.items():
             if g == group:
                 default = s.values[group].get(name, defaults.get(name))
-                default = notes[name] if default is None and name in notes else repr(default)
+                default = notes[name] if name in notes and default == defaults.get(name) else repr(default)
                 choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else ()
                 kind = "|".join(choices) or getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
                 lines.append(f"    --{name:24s} {kind:34s} {default}")

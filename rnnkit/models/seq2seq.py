@@ -85,6 +85,7 @@ class Seq2SeqConfig:
     teacher_forcing_ratio: float = 1.0
     teacher_forcing_schedule: Schedule = "constant"
     teacher_forcing_k: float | None = None
+    #: What ``rnnkit train translate --help`` says of a default (``TrainConfig.HELP_DEFAULTS``).
     HELP_DEFAULTS: ClassVar[dict[str, str]] = {"teacher_forcing_k": "None (needed by every schedule but constant)"}
     teacher_forcing_min: float = 0.0
     engine: Engine = "auto"

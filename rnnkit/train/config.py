@@ -45,7 +45,8 @@ class TrainConfig:
     """
 
     #: What ``rnnkit train TASK --help`` shows for a default that is decided later than the dataclass's.
-    HELP_DEFAULTS: ClassVar[dict[str, str]] = {"clip_norm": "1.0, or 0 with clip_value"}
+    HELP_DEFAULTS: ClassVar[dict[str, str]] = {"clip_norm": "1.0, or 0 with clip_value",
+                                               "epochs": "0 (one epoch if max_steps and time_budget are 0 too)"}
 
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 2e-3

@@ -79,6 +79,11 @@ class TrainTask:
     #: Dimension of the batch in every carried state tensor ((num_layers, B, H) for RNN states).
     carry_batch_dim: int = 1
 
+    def count_unit(self, model: nn.Module) -> str:
+        """What the count ``loss`` returns counts — the loss is averaged over them, and the rate of training
+        (``tokens``, ``tokens_per_s``) is of them: "tokens" unless a task says otherwise."""
+        return "tokens"
+
     def train_batches(self, epoch: int) -> Sequence[Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -114,7 +119,9 @@ class TrainResult:
     metrics: dict[str, float]      # the last evaluation (empty when interrupted)
     best: dict[str, Any]           # {"metric", "value", "step"}
     elapsed: float                 # seconds of training (excluding evaluation), across resumes
-    tokens: int
+    tokens: int                    # what the loss was averaged over, counted: tokens, or ``unit``
+    epochs_done: float = 0.0       # passes over the training data, a fraction for one cut short
+    unit: str = "tokens"           # what ``tokens`` counts (``TrainTask.count_unit``)
     checkpoint: Path | None = None
     best_checkpoint: Path | None = None
     metrics_log: Path | None = None
@@ -570,9 +577,11 @@ class Trainer:
             # checkpoint stands (saving the same step again would add a second snapshot of it)
             unchanged = resume is not None and self.step == start_step and not evaluated  # (alike on every rank)
             path = ckpt.resolve(self.last_good) if unchanged else self.save()
+        done = self.epoch + (self.position / len(self._batches) if self._batches else 0.0)
         result = TrainResult(step=self.step, epoch=self.epoch, stop_reason=stop_reason,
                              metrics={k: v for k, v in metrics.items() if not k.startswith("_")},
-                             best=self.best, elapsed=self.elapsed, tokens=self.tokens, checkpoint=path)
+                             best=self.best, elapsed=self.elapsed, tokens=self.tokens, checkpoint=path,
+                             epochs_done=done, unit=self.task.count_unit(self.model))
         if self.out_dir is not None and self.dist.is_main:
             result.best_checkpoint = self.best_dir if self.best_dir.exists() else None
             result.metrics_log = self._log.path

@@ -141,6 +141,13 @@ def test_forecast_header_option_and_the_banner_when_columns_are_numbered(cli, tm
     assert "header" not in info["task"]["data"]  # auto is saved as before the option existed (old runs resume)
 
 
+def test_the_summary_names_what_the_rate_counts(cli, tmp_path):
+    code, out, err = cli("train", "classify", "--data", "builtin:sentiment", "--max-steps", "2", "--hidden_size", "8",
+                         "--no-progress", "--out", tmp_path / "o")
+    assert code == 0, err
+    assert re.search(r"stopped after 2 steps \(0\.0\d+ epochs, [\d.]+ s of training, [\d,]+ examples/s\)", out), out
+
+
 def test_json_output_is_strict_json_when_a_metric_is_infinite(cli, tmp_path):
     """A constant series: the naive forecast is exact, so the ratio to it is infinite — null in --json (as
     in metrics.jsonl), not ``Infinity``, which strict JSON parsers refuse."""
@@ -167,6 +174,9 @@ def test_task_help_is_plain_text_with_the_whole_usage(cli):
     assert "constant|linear|exponential|inverse_sigmoid" in out  # choices are not cut short
     # a default decided when the config is built is said in words, not shown as its placeholder None
     assert re.search(r"--clip_norm +float \| None +1\.0, or 0 with clip_value\n", out)
+    lm_help = cli("train", "lm", "--help")[1]
+    assert re.search(r"--epochs +int +0 \(one epoch if max_steps and time_budget are 0 too\)\n", lm_help)
+    assert re.search(r"--epochs +int +10\n", out)  # a task's own default
     assert re.search(r"--cell +lstm\|gru\|rnn_tanh\|rnn_relu +'lstm'\n", out)
 
 

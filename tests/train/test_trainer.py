@@ -304,3 +304,10 @@ def test_the_exploding_gradient_streak_survives_a_resume(tmp_path):
         first.fit()
         make(tmp_path, "split", **cfg).fit(resume=tmp_path / "split" / "checkpoint")
     assert valid_steps(tmp_path, "full", "warning") == valid_steps(tmp_path, "split", "warning") == [3]
+
+
+def test_the_result_counts_passes_over_the_data_and_names_its_unit(tmp_path):
+    """(The summary said '1 epochs' after two whole passes: the epoch counter moves on at the next step.)"""
+    assert make(tmp_path, "a", max_steps=7).fit().epochs_done == pytest.approx(1.4)  # StreamTask: 5 batches
+    result = make(tmp_path, "b", max_steps=10).fit()
+    assert result.epochs_done == 2.0 and result.unit == "tokens"

@@ -119,6 +119,9 @@ class ClassifyTask(Task):
         batcher.set_epoch(epoch)
         return [self._batch(self.train_x, self.train_y, torch.tensor(b)) for b in batcher]
 
+    def count_unit(self, model: nn.Module) -> str:
+        return "examples"
+
     def loss(self, model: nn.Module, batch: dict, carry: Any, ctx: StepContext):
         logits = model(batch["x"], batch["lengths"])  # (B, C)
         return F.cross_entropy(logits, batch["y"], reduction="sum"), len(batch["y"]), None

@@ -176,6 +176,9 @@ class ForecastTask(Task):
         order = torch.randperm(len(spans), generator=g)
         return [{"series": spans[order[i:i + self.batch_size]]} for i in range(0, len(spans), self.batch_size)]
 
+    def count_unit(self, model: nn.Module) -> str:
+        return "windows"
+
     def loss(self, model: nn.Module, batch: dict, carry: Any, ctx: StepContext):
         series = batch["series"]  # (B, W + 1, S)
         return model.loss(series) * series.shape[0], series.shape[0], None

@@ -190,6 +190,9 @@ class TagTask(Task):
             out.append(batch)
         return out
 
+    def count_unit(self, model: nn.Module) -> str:
+        return "sentences" if getattr(model, "crf", None) is not None else "tokens"  # (as loss counts them)
+
     def loss(self, model: nn.Module, batch: dict, carry: Any, ctx: StepContext):
         x, lengths, y = batch["x"], batch["lengths"], batch["y"]
         chars = {k: batch[k] for k in ("chars", "char_lengths") if k in batch}
