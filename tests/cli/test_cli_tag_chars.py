@@ -68,6 +68,7 @@ def test_chars_predict_and_evaluate(cli, files, tmp_path):
     m = train(cli, out, "--data", files / "train.conll", "--max-steps", "60", "--chars", "true",
               "--char_hidden_size", "8", "--hidden_size", "16")
     assert m["entity_f1"] > 0.5
+    assert list(m)[2] == "entity_f1"  # the main metric first (after step and stop_reason), as in every task
     code, scores, err = cli("evaluate", out / "checkpoint", "--data", files / "train.conll", "--json")
     assert code == 0, err
     assert 0 <= json.loads(scores)["entity_f1"] <= 1

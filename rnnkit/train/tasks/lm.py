@@ -199,12 +199,13 @@ class LanguageModelTask(Task):
         return self.tokenizer.decode(out.tokens[0].tolist())
 
     def predict(self, model: nn.Module, lines: Sequence[str]) -> list[str]:
-        """Bits per token of each line under the model (each line scored on its own)."""
+        """Bits per token of each line under the model (each line scored on its own); a line of fewer than
+        two tokens has no token to score and gets an empty line back, as a blank line does in every task."""
         out = []
         for line in lines:
             ids = self.encode(line)
             if len(ids) < 2:
-                out.append("nan")
+                out.append("")
                 continue
             logits, _ = model(ids[:-1].unsqueeze(0).to(device_of(model)))
             nll = float(F.cross_entropy(logits[0], ids[1:].to(logits.device)))

@@ -221,11 +221,12 @@ class TagTask(Task):
         pred = self._predict_ids(model, self.valid_x, self.valid_c)
         flat_p = [t for s in pred for t in s]
         flat_g = [t for s in self.valid_y for t in s]
-        out = {"token_accuracy": M.accuracy(flat_p, flat_g)}
-        if self.bio:
+        out = {}
+        if self.bio:  # (the main metric first, as every task reports it)
             names = lambda seqs: [[self.tags[i] for i in s] for s in seqs]  # noqa: E731
             prf = M.entity_prf(names(pred), names(self.valid_y))
             out.update(entity_f1=prf["f1"], entity_precision=prf["precision"], entity_recall=prf["recall"])
+        out["token_accuracy"] = M.accuracy(flat_p, flat_g)
         out.update(self.baseline())
         return out
 
