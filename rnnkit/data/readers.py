@@ -289,7 +289,9 @@ def read_series(
 
     Header rule (``header=None``): the first row is a header if none of its cells is a number; otherwise
     columns are named ``"1"``, ``"2"``, … . A header that names columns by numbers (years, say) cannot be
-    told from a row of values: say ``header=True`` (``False``: the first row is values whatever it holds). ``columns`` picks columns by name or 0-based index; by default every
+    told from a row of values: say ``header=True`` (``False``: the first row is values whatever it holds).
+
+    ``columns`` picks columns by name or 0-based index; by default every
     column that holds a number anywhere is used (so a date or id column of text is skipped, and a
     numeric column is not lost to a blank or mistyped first value), except a column whose header is
     empty: the row numbers ``pandas.DataFrame.to_csv`` writes first (pick it by index to use it). A

@@ -10,9 +10,10 @@ BiRNN (Lample et al. 2016; sized by ``--char_embed_size``, ``--char_hidden_size`
 so a word never seen in training still shows its capitals and suffixes. The character vocabulary is
 every character seen at least twice (``CHAR_MIN_COUNT``) in the training words, in their original
 case (``--lowercase`` folds the words only); other characters are ``<unk>`` — so the rare ones of
-the training data teach ``<unk>``'s embedding what an unseen character means at prediction time. A word longer than 32 characters (``MAX_WORD_CHARS``) gives only its
-first 32 to the character features (the word itself is kept whole), so one huge token (a URL, a run
-of dashes) cannot blow up the (B, T, L) character batch. Without ``--chars`` a ``--char_*`` option
+the training data teach ``<unk>``'s embedding what an unseen character means at prediction time. A
+word longer than 32 characters (``MAX_WORD_CHARS``) gives only its first 32 to the character features
+(the word itself is kept whole), so one huge token (a URL, a run of dashes) cannot blow up the
+(B, T, L) character batch. Without ``--chars`` a ``--char_*`` option
 other than its default is refused (it would change nothing).
 """
 from __future__ import annotations
