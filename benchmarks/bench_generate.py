@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -127,7 +128,7 @@ def time_beam(model: Seq2Seq, S: int, n: int, width: int, repeats: int, timer: C
     slow = t.medians[f"beam {width}"] / t.medians["greedy"]
     rounds = [1 / r for r in t.round_ratios[f"beam {width}"]]
     return {"case": "seq2seq_beam", "baseline": "greedy", "baseline_ms": 1e3 * t.medians["greedy"] / n,
-            "rnnkit_ms": 1e3 * t.medians[f"beam {width}"] / n, "beam_over_greedy": sorted(rounds)[len(rounds) // 2],
+            "rnnkit_ms": 1e3 * t.medians[f"beam {width}"] / n, "beam_over_greedy": statistics.median(rounds),
             "beam_over_greedy_of_medians": slow, "ratio_range": (min(rounds), max(rounds)), "timing": t.as_dict()}
 
 

@@ -142,13 +142,15 @@ def forward_flops(cfg: Config, gates: int) -> float:
     return total
 
 
-def resolved_engine(engine: str, mode: str, x: torch.Tensor, lengths: torch.Tensor | None, needs_grad: bool,
+def resolved_engine(engine: str, mode: str, x: torch.Tensor, packed: PackedSequence | None, needs_grad: bool,
                     hidden_size: int) -> str:
-    """What ``engine="auto"`` resolves to for this input (asks rnnkit's dispatcher)."""
+    """What ``engine="auto"`` resolves to for this input (asks rnnkit's dispatcher with what the layer gives
+    it: a PackedSequence's rows and batch sizes, as ``dispatch.run_packed`` does, or the padded batch)."""
     if engine != "auto":
         return engine
     from rnnkit.engine import dispatch
 
+    x, lengths = (x, None) if packed is None else (packed.data, packed.batch_sizes)
     return f"auto→{dispatch.choose_engine(engine, mode, x, lengths, needs_grad=needs_grad, hidden_size=hidden_size)}"
 
 
@@ -262,7 +264,7 @@ def bench_config_cell(cfg: Config, cell: str, modes: list[str], engines: list[st
                 "cell_label": cell_label,
                 "mode": mode,
                 "engine": e,
-                "resolved_engine": resolved_engine(e, rk_mode, x, lengths, needs_grad=mode == "train",
+                "resolved_engine": resolved_engine(e, rk_mode, x, packed, needs_grad=mode == "train",
                                                    hidden_size=cfg.H),
                 "varlen": cfg.varlen,
                 "tokens": tokens,

@@ -5,12 +5,15 @@
 The fused loops multiply each step's rows by the same matrix (W_hhᵀ forward, W_hh backward).
 ``rnnkit/engine/fused/products.py`` sends that product through oneDNN when the matrix has at least
 ``ONEDNN_MIN_ELEMENTS`` values; this prints, for rows × matrix shapes of the layers in
-``bench_layers.py``, the time of ``out.addmm_(x, M)`` and of ``StepProduct.acc`` forced onto oneDNN,
+``bench_layers.py`` and some around them (other batch sizes and widths, to place the rule's line), the
+time of ``out.addmm_(x, M)`` and of ``StepProduct.acc`` forced onto oneDNN,
 alternating in one process, and their ratio (> 1: oneDNN faster), with the choice the rule makes.
 
 ``--linear``: the input projection X W_ihᵀ + b of a whole sequence and its gradient ∂L/∂GX · W_ih, as
 ``torch.addmm`` / ``torch.mm`` into a block made once against ``products.linear`` forced onto oneDNN
 (which returns a fresh tensor), with the choice its rule (reduction K ≥ 256, output ≤ 2K wide) makes.
+(The gradient rows time a contiguous weight with a bias; the engine's ∂L/∂X is ``linear(dGX, W.t())``,
+no bias, oneDNN reading the transposed view.)
 
     .venv/bin/python benchmarks/bench_products.py
     .venv/bin/python benchmarks/bench_products.py --threads 1

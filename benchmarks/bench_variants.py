@@ -13,12 +13,14 @@ of these candidates, alternating them in one process (``common.time_alternating`
   ``nn.LSTMCell`` / ``nn.GRUCell`` per layer, stepped over time, layer after layer, with
 
   - locked dropout: one (1, B, H) mask per sequence multiplying the first layer's outputs;
-  - variational: the same, plus one (B, H) mask drawn per sequence and layer, applied as
-    ``cell(x_t, (h ∗ m, c))`` (exact for the LSTM; for the GRU ``cell(x_t, h ∗ m)`` also masks the
-    z-interpolation's h_{t-1} — nn.GRUCell cannot separate the two — which is the same cost);
+  - variational: the same, plus one (B, H) mask drawn per sequence and layer on h_{t-1} where it enters
+    W_hh: ``cell(x_t, (h ∗ m, c))`` for the LSTM; the GRU step written out with the cell's parameters
+    (``nn.GRUCell(x_t, h ∗ m)`` would also mask the h_{t-1} of h = (1 − z) n + z h_{t-1}, another
+    variant);
   - weight_drop: ``F.dropout`` of W_hh once per forward, then ``torch.lstm_cell`` / ``torch.gru_cell``
     (the kernels nn.LSTMCell / nn.GRUCell call) with the dropped matrix;
-  - zoneout: a fresh (B, H) Bernoulli(p) keep mask every step, ``h = lerp(h̃, h_{t-1}, m)``;
+  - zoneout: a (B, H) Bernoulli(p) keep mask for every step, drawn for all steps of a layer at once
+    (``torch.rand(T, B, H) < p``; for the LSTM then the cell state's), ``h = lerp(h̃, h_{t-1}, m_t)``;
   - layer_norm: nn.LSTMCell can't hold it, so the cell is written out with the cell's parameters and
     three ``nn.LayerNorm``: LN(W_ih x) for all steps at once before the loop (a favour to the
     baseline), then per step LN(W_hh h) + b, the gates, and tanh(LN(c)) — the split of the rnnkit
@@ -29,9 +31,10 @@ engine (target ≤ 1.3), loop time / fused time, and loop time / the time of the
 ``engine="auto"`` (the speed-up a user gets, target ≥ 1.5) — timed separately only where auto picks
 another engine (e.g. torch's kernel one layer at a time for an LSTM whose only option is locked
 dropout, or the whole stack for weight-drop); elsewhere auto *is* fused. Before timing, each loop is run
-with rnnkit's weights and the same seed and must give rnnkit's output (all but zoneout and the GRU's
-variational, whose masks are drawn differently); a disagreement prints MISMATCH. The machine is small and shared: the same case moves by tens of percent between runs, so read
-the ratios (taken within one round), not the absolute times.
+with rnnkit's weights and the same seed and must give rnnkit's output (the masks are drawn with the
+same calls in the same order); a disagreement prints MISMATCH. The machine is small and shared: the
+same case moves by tens of percent between runs, so read the ratios (taken within one round), not the
+absolute times.
 
     .venv/bin/python benchmarks/bench_variants.py                 # B32 T100 H128 and B64 T100 H512 (minutes)
     .venv/bin/python benchmarks/bench_variants.py --quick         # a smoke run, small config only
@@ -125,6 +128,9 @@ class CellLoop(nn.Module):
         option, ys = self.option, []
         if option == "variational":
             m = x.new_empty(B, self.H).bernoulli_(1 - Q_REC).div_(1 - Q_REC)
+        if option == "zoneout":
+            keep_h = (torch.rand(T, B, self.H) < P_ZONE).to(x.dtype)
+            keep_c = (torch.rand(T, B, self.H) < P_ZONE).to(x.dtype) if self.lstm else None
         if option == "weight_drop":
             w_hh = F.dropout(cell.weight_hh, P_WEIGHT, training=True)
         for t in range(T):
@@ -137,14 +143,16 @@ class CellLoop(nn.Module):
                 if self.lstm:
                     h, c = cell(x[t], (h * m, c))
                 else:
-                    h = cell(x[t], h * m)
+                    gi_r, gi_z, gi_n = F.linear(x[t], cell.weight_ih, cell.bias_ih).chunk(3, dim=1)
+                    gh_r, gh_z, gh_n = F.linear(h * m, cell.weight_hh, cell.bias_hh).chunk(3, dim=1)
+                    r, z = torch.sigmoid(gi_r + gh_r), torch.sigmoid(gi_z + gh_z)
+                    h = torch.lerp(torch.tanh(gi_n + r * gh_n), h, z)  # (1 − z) n + z h, h unmasked
             elif option == "zoneout":
                 if self.lstm:
                     h_new, c_new = cell(x[t], (h, c))
-                    h = torch.lerp(h_new, h, torch.empty_like(h).bernoulli_(P_ZONE))
-                    c = torch.lerp(c_new, c, torch.empty_like(c).bernoulli_(P_ZONE))
+                    h, c = torch.lerp(h_new, h, keep_h[t]), torch.lerp(c_new, c, keep_c[t])
                 else:
-                    h = torch.lerp(cell(x[t], h), h, torch.empty_like(h).bernoulli_(P_ZONE))
+                    h = torch.lerp(cell(x[t], h), h, keep_h[t])
             elif self.lstm:
                 h, c = cell(x[t], (h, c))
             else:
@@ -205,12 +213,8 @@ def training_step(forward: Callable[[Tensor], Tensor], x: Tensor, R: Tensor, par
 
 
 def check_loop(cfg: Config, cell: str, option: str, kit: nn.Module, loop: CellLoop) -> str | None:
-    """The loop with rnnkit's weights must give rnnkit's output: for the deterministic options, and for
-    those whose masks both draw with the same calls in the same order (so the same seed gives the same
-    masks): locked, weight_drop, and variational on the LSTM. (Zoneout draws per step in the loop and
-    per sequence in rnnkit; the GRU loop's variational mask is the slightly different variant.)"""
-    if option == "zoneout" or (option == "variational" and cell == "gru"):
-        return None
+    """The loop with rnnkit's weights must give rnnkit's output, for every option: the loop draws its masks
+    with the same calls in the same order as rnnkit, so the same seed gives the same masks."""
     loop.load_from(kit)
     x = torch.randn(min(cfg.T, 20), cfg.B, cfg.H)
     outs = []
