@@ -210,3 +210,49 @@ def test_forget_bias_needs_a_forget_gate(cls, assert_error):
 @pytest.mark.parametrize("bad", ["1.0", True, [1.0]], ids=repr)
 def test_forget_bias_must_be_a_number(bad, assert_error):
     assert_error(TypeError, lambda: rnnkit.LSTM(I, H, forget_bias=bad), "rnnkit.LSTM", "forget_bias", repr(bad))
+
+
+def test_reset_parameters_reaches_weights_that_torch_utils_reparametrised():
+    """``getattr(layer, "weight_hh_l0")`` of a parametrised, pruned or weight-normed layer is a computed
+    tensor: initialising it in place changed nothing (a meta-device layer kept uninitialised memory)."""
+    import torch.nn.utils.parametrize as P
+    from torch.nn.utils import parametrizations, prune
+
+    class Half(nn.Module):  # no right_inverse: its original is initialised as torch.nn does, uniform
+        def forward(self, w):
+            return 0.5 * w
+
+    def fresh(**kw):
+        return rnnkit.GRU(3, 4, **kw)
+
+    m = fresh()
+    P.register_parametrization(m, "weight_hh_l0", Half())
+    with torch.no_grad():
+        m.parametrizations.weight_hh_l0.original.fill_(7.0)
+    m.reset_parameters()
+    assert m.parametrizations.weight_hh_l0.original.abs().max() <= 0.5
+    m = fresh(device="meta")  # the meta-device flow: reparametrise, materialise, initialise
+    parametrizations.weight_norm(m, "weight_hh_l0")
+    m.to_empty(device="cpu")
+    m.reset_parameters()
+    assert m.weight_hh_l0.abs().max() <= 0.5 and torch.isfinite(m(torch.randn(5, 2, 3))[0]).all()
+    m = fresh(init="orthogonal")  # through right_inverse the effective weight gets the scheme's value
+    parametrizations.weight_norm(m, "weight_hh_l0")
+    m.reset_parameters()
+    for block in m.weight_hh_l0.detach().split(4):
+        torch.testing.assert_close(block @ block.T, torch.eye(4), atol=1e-5, rtol=0)
+    m = fresh()
+    prune.l1_unstructured(m, "weight_hh_l0", amount=0.5)
+    mask = m.weight_hh_l0_mask.clone()
+    with torch.no_grad():
+        m.weight_hh_l0_orig.fill_(7.0)
+    m.reset_parameters()
+    assert m.weight_hh_l0_orig.abs().max() <= 0.5 and torch.equal(m.weight_hh_l0_mask, mask)
+    m = fresh()
+    with pytest.warns(FutureWarning):
+        torch.nn.utils.weight_norm(m, "weight_hh_l0")
+    with torch.no_grad():
+        m.weight_hh_l0_v.fill_(7.0)
+    m.reset_parameters()
+    m(torch.randn(5, 2, 3))  # (its pre-hook recomputes weight_hh_l0 from g and v)
+    assert m.weight_hh_l0.abs().max() <= 0.5 and m.weight_hh_l0_v.abs().max() <= 0.5

@@ -121,6 +121,8 @@ def test_state_dict_both_ways(cell_name, num_layers, bidirectional, bias):
     assert [(n, p.shape) for n, p in kit.named_parameters()] == [(n, p.shape) for n, p in ref.named_parameters()]
     assert list(kit.state_dict()) == list(ref.state_dict())
     assert [[p.shape for p in ps] for ps in kit.all_weights] == [[p.shape for p in ps] for ps in ref.all_weights]
+    assert kit._flat_weights_names == ref._flat_weights_names  # (init helpers zip them with _flat_weights)
+    assert [p.shape for p in kit._flat_weights] == [p.shape for p in ref._flat_weights]
 
     # torch → rnnkit: a freshly initialised rnnkit layer takes torch's weights exactly.
     fresh_kit = cell.kit(I, H, dtype=DT, **cell.kwargs, **opts)

@@ -280,13 +280,42 @@ def test_jit_trace_records_the_layer(kit_cls, kw):
     traced = torch.jit.trace(m, (torch.randn(5, 3, 4),))
     x = torch.randn(5, 3, 4)
     torch.testing.assert_close(traced(x)[0], m(x)[0])
+    if not kw:  # torch's kernel: any length
+        x = torch.randn(8, 2, 4)
+        torch.testing.assert_close(traced(x)[0], m(x)[0])
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")
+def test_a_recorded_reference_loop_says_it_is_fixed_to_the_traced_length():
+    """The reference engine's Python loop, traced at T = 5, replays 5 steps for any input (torch.nn's kernel
+    does not): the trace warns by name, in the warning category torch uses for such traces."""
+    m = rnnkit.GRU(4, 6, layer_norm=True).eval()
+    with pytest.warns(torch.jit.TracerWarning, match="rnnkit: a trace or export of the reference engine.*5 steps"):
+        torch.jit.trace(m, (torch.randn(5, 3, 4),))
+
+
+@pytest.mark.parametrize("kit_cls, dtype", [(rnnkit.GRU, torch.float32), (rnnkit.LSTM, torch.float64)])
+def test_torch_export_records_a_graph_that_trains(kit_cls, dtype):
+    """Where ``auto`` runs the fused engine (a GRU of 12 steps, a float64 LSTM), an export recorded its
+    out= and in-place ops, which the exported program cannot differentiate: it records torch's kernel."""
+    torch.manual_seed(0)
+    m = kit_cls(4, 6, dtype=dtype)
+    x = torch.randn(12, 3, 4, dtype=dtype)
+    program = torch.export.export(m, (x,))
+    y = program.module()(x.requires_grad_())[0]
+    torch.testing.assert_close(y, m(x)[0])
+    y.sum().backward()
+    assert x.grad is not None
+    m.engine = "fused"
+    with pytest.raises(ValueError, match="engine='fused' cannot be recorded by torch.jit.trace or torch.export"):
+        torch.export.export(m, (x,))
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")
 def test_jit_trace_with_the_fused_engine_names_the_way_out():
     m = rnnkit.GRU(4, 6, engine="fused")
-    with pytest.raises(ValueError, match="torch.jit.trace.*engine='auto'"):
+    with pytest.raises(ValueError, match="torch.jit.trace.*engine='auto' or 'native'"):
         torch.jit.trace(m, (torch.randn(5, 3, 4),))
 
 

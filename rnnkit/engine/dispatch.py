@@ -43,6 +43,7 @@ fused engine's hand-written ``autograd.Function`` cannot run there and says so. 
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Sequence
 
 import torch
@@ -91,12 +92,26 @@ def _fused_rnn_inference(mode: str, x: Tensor, lengths: Tensor | None, hidden_si
             and steps >= FUSED_MIN_STEPS and x.shape[:-1].numel() * hidden_size >= FUSED_INFERENCE_MIN_WORK)
 
 
+def recording() -> bool:
+    """Inside ``torch.jit.trace`` or ``torch.export``: a graph is being recorded to be replayed later."""
+    return torch.jit.is_tracing() or torch.compiler.is_exporting()
+
+
+def warn_if_recorded(name: str, x: Tensor) -> None:
+    """The reference engine's time loop, recorded, replays this input's number of steps for any input."""
+    if name == "reference" and recording():
+        warnings.warn(f"rnnkit: a trace or export of the reference engine (the cells stepped in a Python loop; "
+                      f"engine='auto' runs it for options torch's kernels lack) records the loop over this input's "
+                      f"{x.shape[0]} steps and gives that many steps for any input; record it with inputs of that "
+                      f"length only, or use torch.compile", torch.jit.TracerWarning, stacklevel=4)
+
+
 def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opts: Options = Options(),
                   layer_norm: bool = False, needs_grad: bool = True, hidden_size: int = 0) -> str:
     """Resolve ``"auto"`` to a concrete engine name for this input: ``x`` (T, B, I) padded (or a packed
     sequence's rows, with ``lengths`` its batch sizes); ``hidden_size`` H of the layers (0: unknown, which
     keeps inference on torch's kernel)."""
-    tracing = torch.jit.is_tracing() or forward_ad_active()
+    tracing = recording() or forward_ad_active()
     if engine != "auto":
         if engine == "fused" and forward_ad_active():
             raise ValueError("engine='fused' cannot compute forward-mode derivatives (inside "
@@ -106,8 +121,9 @@ def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opt
             raise ValueError("engine='fused' cannot run under torch.func transforms (grad, vmap, jacrev, …): its "
                              "backward pass is a hand-written autograd.Function; use engine='auto' or 'reference'")
         if engine == "fused" and tracing:
-            raise ValueError("engine='fused' cannot be recorded by torch.jit.trace (its hand-written "
-                             "autograd.Function breaks the tracer); use engine='auto', 'native' or 'reference'")
+            raise ValueError("engine='fused' cannot be recorded by torch.jit.trace or torch.export (its hand-written "
+                             "autograd.Function writes into its own blocks, which a recorded graph cannot "
+                             "differentiate); use engine='auto' or 'native'")
         return engine
     if transforms_active():
         return "reference"
@@ -222,6 +238,7 @@ def run(
         x, hx = _as_arrived(x, hx, arrived)
         return native.run_stack(mode, x, hx, *args[3:])
     layer_fn = _LAYER_FNS[name]
+    warn_if_recorded(name, x)
     if native_prefix(engine, name, mode, x, weights):
         layer_fn = functools.partial(layer_fn, native_prefix=True)
     with own_precision(x):

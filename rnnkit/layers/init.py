@@ -19,6 +19,8 @@ import math
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.weight_norm import WeightNorm as weight_norm_hook
 
 INITS = ("torch", "orthogonal", "identity")
 
@@ -55,3 +57,30 @@ def init_weights(weights: dict[str, torch.Tensor], hidden_size: int, gates: int,
     if forget_bias is not None and "bias_ih" in weights:
         weights["bias_ih"][H : 2 * H] = forget_bias
         weights["bias_hh"][H : 2 * H] = 0.0
+
+
+@torch.no_grad()
+def assign_weight(module: nn.Module, name: str, value: torch.Tensor, bound: float) -> None:
+    """Write ``value`` as ``module``'s parameter ``name`` into whatever holds it: the Parameter itself, or —
+    where ``torch.nn.utils`` reparametrised it — the parameters behind it: a parametrization's originals
+    (through its ``right_inverse``; one without it gets its originals uniform in ±``bound``, as torch.nn's
+    ``reset_parameters`` gives every parameter), prune's ``name_orig``, the old weight_norm's ``name_g`` and
+    ``name_v``. (``getattr(module, name)`` is then a computed tensor: writing into it would change nothing.)"""
+    params = module._parameters
+    if params.get(name) is not None:
+        params[name].copy_(value)
+    elif parametrize.is_parametrized(module, name):
+        try:
+            setattr(module, name, value)
+        except RuntimeError:  # no right_inverse
+            for p in module.parametrizations[name].parameters():
+                nn.init.uniform_(p, -bound, bound)
+    elif params.get(f"{name}_orig") is not None:
+        params[f"{name}_orig"].copy_(value)
+    elif params.get(f"{name}_g") is not None and params.get(f"{name}_v") is not None:
+        dim = next((h.dim for h in module._forward_pre_hooks.values()
+                    if isinstance(h, weight_norm_hook) and h.name == name), 0)
+        params[f"{name}_v"].copy_(value)
+        params[f"{name}_g"].copy_(torch.norm_except_dim(value, 2, dim))
+    else:
+        raise TypeError(f"{type(module).__name__}.reset_parameters: found no parameter behind {name!r}")

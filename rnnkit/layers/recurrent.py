@@ -40,6 +40,7 @@ c_0 and c_n (D·num_layers, B, hidden_size); output (T, B, D·H_out).
 """
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -49,7 +50,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from ..cells import NONLINEARITIES
 from ..engine import ENGINES, LayerWeights, Options, dispatch
 from .checks import autocast_arrival, autocast_input, check_lengths, check_positive_int, check_shape, check_tensor
-from .init import INITS, init_weights
+from .init import INITS, assign_weight, init_weights
 
 _GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 #: Parameter roles in ``LayerWeights`` order (parameter name = role + "_l{k}" [+ "_reverse"]).
@@ -211,14 +212,17 @@ class RNNBase(nn.Module):
     # -- torch.nn compatibility -----------------------------------------------------------------
     def reset_parameters(self) -> None:
         """Initialise by the ``init`` scheme (torch's default: uniform in ±1/√hidden_size); layer-norm
-        gains start at 1 and their biases at 0."""
+        gains start at 1 and their biases at 0. A weight reparametrised by ``torch.nn.utils`` (parametrize,
+        weight_norm, prune) gets its value through the parameters behind it (``init.assign_weight``)."""
         for names in self._weight_names:
-            params = {n.rsplit("_l", 1)[0]: getattr(self, n) for n in names}
-            with torch.no_grad():
-                for role, p in params.items():
+            with torch.no_grad():  # each value made apart, then written in: a reparametrised weight is computed
+                values = {n.rsplit("_l", 1)[0]: torch.empty_like(getattr(self, n)) for n in names}
+                for role, p in values.items():
                     if role.startswith("ln_"):
                         p.fill_(1.0 if "weight" in role else 0.0)
-            init_weights(params, self.hidden_size, _GATES[self.cell], self.init, self.forget_bias)
+            init_weights(values, self.hidden_size, _GATES[self.cell], self.init, self.forget_bias)
+            for n, value in zip(names, values.values()):
+                assign_weight(self, n, value, 1.0 / math.sqrt(self.hidden_size))
 
     @property
     def mode(self) -> str:
@@ -232,6 +236,16 @@ class RNNBase(nn.Module):
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:
         return [[getattr(self, n) for n in names] for names in self._weight_names]
+
+    @property
+    def _flat_weights_names(self) -> list[str]:
+        """Every parameter name, layer by layer and direction by direction, as torch.nn lists them (code
+        written for torch.nn zips them with ``_flat_weights``); the layer-norm ones follow each layer's."""
+        return [n for names in self._weight_names for n in names]
+
+    @property
+    def _flat_weights(self) -> list[Tensor]:
+        return [getattr(self, n) for n in self._flat_weights_names]
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
