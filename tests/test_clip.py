@@ -128,15 +128,15 @@ def test_bad_arguments(assert_error):
 
 def test_clip_stats_counts_how_often_and_how_hard():
     stats = ClipStats(max_norm=2.0)
-    for norm in [1.0, 4.0, 3.0, float("inf"), 0.5]:
+    for norm in [1.0, 4.0, 3.0, float("inf"), 0.5, 2.0]:  # (a norm of exactly max_norm is not clipped)
         stats.record(torch.tensor(norm))
     s = stats.summary()
-    assert s["steps"] == 5 and s["clipped"] == 2 and s["nonfinite"] == 1
-    assert s["clip_rate"] == pytest.approx(0.4)
+    assert s["steps"] == 6 and s["clipped"] == 2 and s["nonfinite"] == 1
+    assert s["clip_rate"] == pytest.approx(2 / 6)
     assert s["mean_ratio_when_clipped"] == pytest.approx((2.0 + 1.5) / 2)
     assert s["max_ratio"] == pytest.approx(2.0)
-    assert s["mean_norm"] == pytest.approx((1 + 4 + 3 + 0.5) / 4)
-    assert "clipped 2/5 steps (40%)" in str(stats) and "1 non-finite" in str(stats)
+    assert s["mean_norm"] == pytest.approx((1 + 4 + 3 + 0.5 + 2) / 5)
+    assert "clipped 2/6 steps (33%)" in str(stats) and "1 non-finite" in str(stats)
     stats.reset()
     assert stats.summary()["steps"] == 0 and stats.clip_rate == 0.0
 

@@ -85,3 +85,27 @@ def test_lengths_list_and_tensor_agree(engine):
     for y, s in outs[1:]:
         assert_all_close([y, s], list(outs[0]), ["output", "h_n"])
 
+
+
+PACKED_OPTIONS = [(dict(num_layers=2, dropout=0.5), True), (dict(zoneout=0.5), False), (dict(zoneout=0.5), True),
+                  (dict(recurrent_dropout=0.5), True), (dict(num_layers=2, dropout=0.3, dropout_kind="locked"), True)]
+
+
+@pytest.mark.parametrize("cell_name", ["lstm", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("options, training", PACKED_OPTIONS, ids=[f"{o}-{'train' if t else 'eval'}" for o, t in
+                                                                   PACKED_OPTIONS])
+def test_a_packed_sequence_gets_what_padded_input_with_lengths_gets(cell_name, options, training):
+    """The packed fast path is for the plain layer only: a PackedSequence with dropout between layers in
+    training, zoneout or recurrent dropout gets the same masks and expectations as the padded batch with
+    its lengths under one seed (a path that skipped them would give the plain layer's output)."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    cell = CELLS[cell_name]
+    torch.manual_seed(0)
+    m = cell.kit(3, 4, dtype=torch.float64, **cell.kwargs, **options).train(training)
+    x, lengths = random(6, 3, 3, seed=1), torch.tensor([6, 4, 2])
+    torch.manual_seed(1)
+    padded, _ = m(x, lengths=lengths)
+    torch.manual_seed(1)
+    packed, _ = pad_packed_sequence(m(pack_padded_sequence(x, lengths, enforce_sorted=False))[0])
+    torch.testing.assert_close(packed, padded, rtol=0, atol=1e-12)

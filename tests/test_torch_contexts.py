@@ -41,6 +41,31 @@ def test_autocast_plain_stack_computes_what_torch_computes(kit_cls, torch_cls, p
     assert torch.equal(g, g_ref)
 
 
+def test_autocast_one_layer_with_locked_dropout_computes_what_torch_computes():
+    """One layer has nothing between layers to drop: the kind is moot, and the whole stack runs on torch's kernel
+    under autocast as torch.nn's does (one layer at a time it computed in float32)."""
+    torch.manual_seed(0)
+    kit = rnnkit.LSTM(4, 6, dropout=0.3, dropout_kind="locked")
+    ref = torch.nn.LSTM(4, 6)
+    ref.load_state_dict(kit.state_dict())
+    x = torch.randn(5, 3, 4)
+    with torch.autocast(**BF16):
+        y, y_ref = kit(x)[0], ref(x)[0]
+    assert y.dtype == y_ref.dtype == torch.bfloat16 and torch.equal(y, y_ref)
+
+
+@pytest.mark.parametrize("context", ["no_grad", "autocast"])
+def test_locked_dropout_with_lengths_runs_in_training_without_grad_and_under_autocast(context):
+    """With lengths the layers' masks are per step of each sequence: not torch's kernel one layer at a time,
+    whatever the context (that path refused per-step masks inside the call)."""
+    torch.manual_seed(0)
+    m = rnnkit.LSTM(3, 4, num_layers=2, dropout=0.3, dropout_kind="locked").train()
+    x, lengths = torch.randn(6, 3, 3), torch.tensor([6, 4, 2])
+    with torch.no_grad() if context == "no_grad" else torch.autocast(**BF16):
+        y, _ = m(x, lengths=lengths)
+    assert y.shape == (6, 3, 4) and torch.isfinite(y).all() and (y[4:, 2] == 0).all()
+
+
 @pytest.mark.parametrize("kit_cls, torch_cls", PAIRS, ids=IDS)
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
 @pytest.mark.parametrize("state", ["none", "bf16", "fp32"])
