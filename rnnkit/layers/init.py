@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
-from torch.nn.utils.weight_norm import WeightNorm as weight_norm_hook
+from torch.nn.utils.weight_norm import WeightNorm
 
 INITS = ("torch", "orthogonal", "identity")
 
@@ -79,7 +79,7 @@ def assign_weight(module: nn.Module, name: str, value: torch.Tensor, bound: floa
         params[f"{name}_orig"].copy_(value)
     elif params.get(f"{name}_g") is not None and params.get(f"{name}_v") is not None:
         dim = next((h.dim for h in module._forward_pre_hooks.values()
-                    if isinstance(h, weight_norm_hook) and h.name == name), 0)
+                    if isinstance(h, WeightNorm) and h.name == name), 0)
         params[f"{name}_v"].copy_(value)
         params[f"{name}_g"].copy_(torch.norm_except_dim(value, 2, dim))
     else:
