@@ -187,12 +187,13 @@ class LanguageModel(ConfiguredModel):
             if T > 1:  # the last prompt token is the first one the step kernel reads
                 _, state = self.rnn(self.embedding(prompt[:, :-1]), state)
         else:
-            start = prompt.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)
+            # (lengths come back on the CPU, as the layers take them; the gather and the mask go to the prompt's)
+            start = prompt.gather(1, (lengths - 1).unsqueeze(1).to(prompt.device)).squeeze(1)
             context = lengths - 1  # tokens before each row's last one; 0 keeps the initial state
             if int(context.max()) > 0:
                 _, after = self.rnn(self.embedding(prompt[:, : int(context.max())]), state,
                                     lengths=context.clamp(min=1))
-                keep = (context == 0).view(1, B, 1)  # rows whose prompt is a single token
+                keep = (context == 0).view(1, B, 1).to(prompt.device)  # rows whose prompt is a single token
                 if isinstance(state, tuple):
                     state = (torch.where(keep, state[0], after[0]), torch.where(keep, state[1], after[1]))
                 else:

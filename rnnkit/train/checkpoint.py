@@ -444,6 +444,7 @@ def set_rng_state(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Non
     name, pos, has_gauss, cached = meta["numpy"]
     np.random.set_state((name, tensors["rng.numpy_keys"].numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
+    cuda = sorted((int(k.rsplit(".", 1)[1]), t) for k, t in tensors.items() if k.startswith("rng.cuda."))
+    if cuda and torch.cuda.is_available():  # by device number (as text, rng.cuda.10 sorts before rng.cuda.2)
+        for i, state in cuda[: torch.cuda.device_count()]:  # (devices this process no longer sees are left)
+            torch.cuda.set_rng_state(state, i)

@@ -3,7 +3,9 @@
     torchrun --nproc-per-node 2 -m rnnkit train classify --data names.csv --max-steps 500
 
 ``torchrun`` sets RANK, LOCAL_RANK and WORLD_SIZE (and MASTER_ADDR/PORT); ``init()`` reads them and
-joins the process group: NCCL when each process has a GPU, gloo on CPU. Every rank builds the same
+joins the process group: gloo on CPU; with a GPU per process NCCL for CUDA tensors and gloo for the
+CPU ones (NCCL carries CUDA tensors only, and the trainer also exchanges CPU tensors: random states,
+the early-stopping flag). Every rank builds the same
 model from the same seed, walks the same sequence of *global* batches and trains on its contiguous
 slice of each; DDP averages the gradients. The trainer scales each rank's summed loss by
 world_size / (tokens in the global batch) so the averaged gradient is exactly the gradient of the
@@ -47,7 +49,7 @@ def init(device: str = "auto") -> tuple[DistInfo, torch.device]:
         dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
         if use_cuda:
             torch.cuda.set_device(dev)
-        backend = "nccl" if use_cuda else "gloo"
+        backend = "cpu:gloo,cuda:nccl" if use_cuda else "gloo"
         if not dist.is_initialized():
             dist.init_process_group(backend)
         return DistInfo(rank, world, local, backend), dev

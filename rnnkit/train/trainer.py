@@ -363,6 +363,9 @@ class Trainer:
         if self.dist.enabled:  # each rank's own torch generator: ranks holding different numbers of rows
             # draw different numbers of dropout masks, so rank 0's state is not theirs
             tensors["rng.torch_per_rank"] = dist_.all_gather_cat(torch.get_rng_state().unsqueeze(0), self.dist, 0)
+            if self.device.type == "cuda":  # and its own device's (dropout masks on a GPU come from there)
+                tensors["rng.cuda_per_rank"] = dist_.all_gather_cat(
+                    torch.cuda.get_rng_state(self.device).unsqueeze(0), self.dist, 0)
         carry_spec = _flatten(self._gathered_carry(), "carry", tensors)
         state = {
             "step": self.step, "epoch": self.epoch, "position": self.position, "tokens": self.tokens,
@@ -429,6 +432,10 @@ class Trainer:
             per_rank = c.trainer_tensors.get("rng.torch_per_rank")
             if self.dist.enabled and per_rank is not None and len(per_rank) == self.dist.world_size:
                 torch.set_rng_state(per_rank[self.dist.rank].clone())
+            per_rank = c.trainer_tensors.get("rng.cuda_per_rank")
+            if self.dist.enabled and self.device.type == "cuda" and per_rank is not None and \
+                    len(per_rank) == self.dist.world_size:
+                torch.cuda.set_rng_state(per_rank[self.dist.rank].clone(), self.device)
             self.step, self.epoch, self.position = t["step"], t["epoch"], t["position"]
             self.tokens, self.elapsed = t["tokens"], t["elapsed"]
             self.best, self.bad_evals, self.last_metrics = t["best"], t["bad_evals"], t.get("last_metrics", {})
