@@ -329,7 +329,8 @@ def cmd_experiment(args) -> int:
         for T in lengths:
             flows = {r.cell: r.flow for r in results if r.T == T and r.flow is not None}
             plot_gradient_flow(flows, out / f"{args.task}_gradients_T{T}.png",
-                               title=f"{args.task}, T={T}: gradient flow after training (≤ {args.steps} steps)")
+                               title=f"{args.task}, T={T}: gradient flow after training (≤ {args.steps} steps)",
+                               loss="loss on every step" if args.task == "copy" else "loss after the last step")
     if args.json:
         for r in results:
             print(strict_json(r.row()))

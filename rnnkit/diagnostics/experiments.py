@@ -124,7 +124,7 @@ def _train(task: str, cell: str, T: int, steps_budget: int, cfg: TrainConfig, wi
         finally:
             torch.set_num_threads(saved)
     torch.manual_seed(cfg.seed)
-    test_seed = 10_000 + T  # the same test set for every cell at this T, never a training batch
+    test_seed = 10_000 + T  # the same test set for every cell at this T, a draw of its own (no training batch)
     step_seed = 1_000_003 * (cfg.seed + 1)  # training batch k uses seed step_seed + k
     if task == "adding":
         model: nn.Module = AddingModel(cell, cfg.hidden_size, cfg.engine)

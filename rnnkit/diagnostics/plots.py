@@ -33,13 +33,15 @@ def _as_numpy(m) -> np.ndarray:
 
 
 def plot_gradient_flow(flows: Mapping[str, "GradientFlow"] | Sequence[Mapping[str, "GradientFlow"]],  # noqa: F821
-                       path: str | Path, *, title: str = "", panel_titles: Sequence[str] | None = None) -> Path:
+                       path: str | Path, *, title: str = "", panel_titles: Sequence[str] | None = None,
+                       loss: str = "loss after the last step") -> Path:
     """‖∂L/∂h_t‖ against t on a log scale, one line per cell (each flow's top forward direction,
     ``GradientFlow.headline``).
 
     ``flows`` maps a cell name ("rnn", "lstm", …, or any label) to its :class:`GradientFlow`; pass a
     list of such mappings for side-by-side panels (e.g. at initialisation and after training). The
-    legend gives each curve's decay in orders of magnitude per step.
+    legend gives each curve's decay in orders of magnitude per step. ``loss`` says in the x label where
+    the loss whose gradient is drawn was taken.
     """
     panels = [flows] if isinstance(flows, Mapping) else list(flows)
     fig = Figure(figsize=(5.2 * len(panels), 3.8), layout="constrained")
@@ -51,7 +53,7 @@ def plot_gradient_flow(flows: Mapping[str, "GradientFlow"] | Sequence[Mapping[st
             keep = norms > 0
             ax.semilogy(t[keep], norms[keep], color=_COLOURS.get(name), lw=1.6,
                         label=f"{CELL_LABELS.get(name, name)} ({flow.decay_per_step():.3f}/step)")
-        ax.set_xlabel("time step t (loss after the last step)")
+        ax.set_xlabel(f"time step t ({loss})")
         ax.set_ylabel("‖∂L/∂h_t‖")
         if panel_titles:
             ax.set_title(panel_titles[p], fontsize=10)

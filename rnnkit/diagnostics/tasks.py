@@ -43,10 +43,12 @@ def copy_batch(batch_size: int, T: int, seed: int = 0, *, memory: int = COPY_LEN
                alphabet: int = COPY_SYMBOLS) -> tuple[Tensor, Tensor]:
     """One copy-memory batch from ``rnnkit.data``'s generator (``memory`` symbols from 1..``alphabet``,
     delay ``T``) as ids: input ``x`` (B, T + 2·memory) and target ``y`` (B, T + 2·memory); blank 0,
-    symbols 1..alphabet, delimiter alphabet + 1. ``alphabet`` is at most 9 (the generator's digits)."""
+    symbols 1..alphabet, delimiter alphabet + 1. ``alphabet`` is at most 9 (the generator's digits). Rows
+    are drawn independently: ``batch_size`` of them however few sequences ``alphabet ** memory`` allows
+    (the task is to carry the symbols across the delay, which a sequence seen before does not spare)."""
     if T < 1:
         raise ValueError(f"rnnkit.diagnostics.copy_batch: T must be >= 1, got {T}")
-    pairs = copy_memory(batch_size, T, memory=memory, symbols=alphabet, seed=seed)
+    pairs = copy_memory(batch_size, T, memory=memory, symbols=alphabet, seed=seed, distinct=False)
     ids = {BLANK: 0, GO: alphabet + 1, **{str(k): k for k in range(1, alphabet + 1)}}
     x = torch.tensor([[ids[tok] for tok in tokens] for tokens, _ in pairs])
     y = torch.tensor([[ids[tag] for tag in tags] for _, tags in pairs])

@@ -36,6 +36,10 @@ def test_copy_options_memory_alphabet_delay(capsys, tmp_path):
     assert (ids[:, 9] == 4).all() and (ids[:, 10:] == 0).all()  # the delimiter (alphabet + 1), then blanks
     torch.testing.assert_close(target[:, -4:], ids[:, :4])
     assert (target[:, :-4] == 0).all()
+    # rows are drawn independently: the experiment's test batch of 500 from the 4^3 = 64 sequences of its
+    # defaults (distinct draws stopped at 64, all of them training sequences too)
+    ids, _ = copy_batch(500, 5, seed=3, memory=3, alphabet=4)
+    assert ids.shape[0] == 500 and len({tuple(r.tolist()) for r in ids}) == 64
 
     cfg = TrainConfig(**TINY, copy_memory=4, copy_alphabet=3)
     r = run_copy("gru", 6, 5, cfg)

@@ -37,7 +37,8 @@ def adding_problem(n: int = 2000, length: int = 50, *, seed: int = 0) -> tuple[t
 BLANK, GO = "_", ":"
 
 
-def copy_memory(n: int = 1000, delay: int = 20, *, memory: int = 5, symbols: int = 8, seed: int = 0) -> list[tuple[list[str], list[str]]]:
+def copy_memory(n: int = 1000, delay: int = 20, *, memory: int = 5, symbols: int = 8, seed: int = 0,
+                distinct: bool = True) -> list[tuple[list[str], list[str]]]:
     """Copy memory (Hochreiter & Schmidhuber 1997; Arjovsky et al. 2016), as a tagging task.
 
     Each example has ``memory + delay + memory`` steps: ``memory`` random digits from ``1..symbols``,
@@ -45,16 +46,21 @@ def copy_memory(n: int = 1000, delay: int = 20, *, memory: int = 5, symbols: int
     every step except the last ``memory``, whose tags are the digits to recall, in order. Tagging all
     steps ``_`` scores ``(memory + delay) / (2 * memory + delay)`` token accuracy; only memory beats it.
     The examples are distinct (at most ``symbols ** memory`` of them), so a held-out part never repeats
-    a training example.
+    a training example; ``distinct=False`` draws each independently (``n`` of them however few the
+    possible ones: a stream of training batches, as the diagnostics' experiments use).
     """
     if delay < 1 or memory < 1 or not 1 <= symbols <= 9:
         raise ValueError(f"copy_memory: need delay >= 1, memory >= 1, 1 <= symbols <= 9; got {delay}, {memory}, {symbols}")
     rng = random.Random(seed)
-    seen: dict[tuple[str, ...], None] = {}
-    while len(seen) < min(n, symbols**memory):
-        seen.setdefault(tuple(str(rng.randint(1, symbols)) for _ in range(memory)))
+    if distinct:
+        seen: dict[tuple[str, ...], None] = {}
+        while len(seen) < min(n, symbols**memory):
+            seen.setdefault(tuple(str(rng.randint(1, symbols)) for _ in range(memory)))
+        drawn = list(seen)
+    else:
+        drawn = [tuple(str(rng.randint(1, symbols)) for _ in range(memory)) for _ in range(n)]
     return [(list(d) + [BLANK] * (delay - 1) + [GO] + [BLANK] * memory, [BLANK] * (memory + delay) + list(d))
-            for d in seen]
+            for d in drawn]
 
 
 def reversal(n: int = 2000, *, min_len: int = 3, max_len: int = 8, seed: int = 0) -> list[tuple[str, str]]:
