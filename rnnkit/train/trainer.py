@@ -464,10 +464,11 @@ class Trainer:
         """Times a forward and backward pass of the first training batch with each thread count and
         keeps the fastest. On a busy shared machine one thread can be several times faster than two
         (the threads wait on each other); on an idle one, more threads win. Weights, optimizer and
-        RNG are untouched (no dropout RNG is drawn under fork_rng; gradients are discarded)."""
+        RNG are untouched (no dropout RNG is drawn under fork_rng; gradients are discarded). On a GPU the
+        CPU's threads do not run the model, and its asynchronous kernels would not be timed: nothing to tune."""
         cpus = usable_cpus()
         candidates = sorted({max(1, n) for n in (candidates or (cpus, 1))}, reverse=True)
-        if len(candidates) == 1 or self.dist.enabled:
+        if len(candidates) == 1 or self.dist.enabled or self.device.type != "cpu":
             return torch.get_num_threads()
         batch = _map(lambda t: t.to(self.device), self.task.train_batches(self.epoch)[0])
         timings = {}
