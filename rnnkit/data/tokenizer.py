@@ -31,6 +31,13 @@ from .vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocabulary, save_json
 FORMAT_VERSION = 1
 
 
+def _check_text(tokenizer: "Tokenizer", text) -> None:
+    """A tokenizer encodes one text: a list of words would be read as tokens of their own (each unknown)."""
+    if not isinstance(text, str):
+        raise TypeError(f"{type(tokenizer).__name__}.encode: text must be a str, got {type(text).__name__}; "
+                        f"encode each text on its own")
+
+
 class Tokenizer:
     """The shared part: ``encode``/``decode`` through the vocabulary, and JSON saving.
 
@@ -49,6 +56,7 @@ class Tokenizer:
         raise NotImplementedError
 
     def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> list[int]:
+        _check_text(self, text)
         return self.vocab.encode(self.split(text), bos=bos, eos=eos)
 
     def decode(self, ids: Iterable[int], *, skip_special: bool = True) -> str:
@@ -213,6 +221,7 @@ class BPETokenizer(Tokenizer):
         return self._tk.decoder.decode(tokens)
 
     def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> list[int]:
+        _check_text(self, text)
         ids = [UNK if i in (PAD, BOS, EOS) else i for i in self._tk.encode(text, add_special_tokens=False).ids]
         return ([self.vocab.bos_id] if bos else []) + ids + ([self.vocab.eos_id] if eos else [])
 

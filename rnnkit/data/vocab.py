@@ -70,7 +70,8 @@ class Vocabulary:
 
     @classmethod
     def build(cls, sequences: Iterable[Iterable[str]], *, min_freq: int = 1, max_size: int | None = None) -> "Vocabulary":
-        """Count the tokens of every sequence, then :meth:`from_counts`."""
+        """Count the tokens of every sequence, then :meth:`from_counts`. A sequence is a list of tokens — a
+        ``str`` is taken as its characters (a character vocabulary): split words first for a word one."""
         counts: Counter = Counter()
         for seq in sequences:
             counts.update(seq)
@@ -93,7 +94,8 @@ class Vocabulary:
         return self._index.get(token, UNK)
 
     def encode(self, tokens: Iterable[str], *, bos: bool = False, eos: bool = False) -> list[int]:
-        """Ids of ``tokens`` (unknown → 1), with ``<bos>``/``<eos>`` added when asked. Text that spells a
+        """Ids of ``tokens`` (unknown → 1), with ``<bos>``/``<eos>`` added when asked (a ``str`` is taken as
+        its characters, as in a character vocabulary; a tokenizer's ``encode`` splits text). Text that spells a
         control token — ``<pad>``, ``<bos>``, ``<eos>`` — is unknown too: it must not end, pad or start a
         sequence (a literal ``<unk>``, as in corpora that mark rare words so, stays ``<unk>``)."""
         get = self._index.get

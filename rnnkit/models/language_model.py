@@ -103,7 +103,9 @@ class LanguageModel(ConfiguredModel):
 
     def loss(self, tokens: Tensor, lengths=None) -> Tensor:
         """Mean cross-entropy of predicting ``tokens[:, t + 1]`` from ``tokens[:, : t + 1]``, over the
-        real steps of each row (``lengths``, each >= 2, or all T)."""
+        real steps of each row (``lengths``, each >= 2, or all T). Without ``lengths`` a model with a
+        ``padding_idx`` leaves out the targets that are padding (a ``pad_batch`` batch: the same loss as
+        with its lengths), so it never learns to predict padding."""
         B, T = check_ids(_OWNER, "tokens", tokens, self._config.vocab_size, 2, "(B, T) of token ids").shape
         if T < 2:
             raise ValueError(f"{_OWNER}.loss: tokens need at least 2 steps (an input and a target), got {T}")
@@ -112,6 +114,8 @@ class LanguageModel(ConfiguredModel):
             raise ValueError(f"{_OWNER}.loss: every length must be >= 2, got {int(lengths.min())}")
         logits, _ = self(tokens[:, :-1], lengths=None if lengths is None else lengths - 1)
         mask = padding_mask(None if lengths is None else lengths - 1, B, T - 1, tokens.device)  # (B, T-1)
+        if lengths is None and self._config.padding_idx is not None:
+            mask = mask & (tokens[:, 1:] != self._config.padding_idx)
         losses = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")  # (B, T-1)
         return (losses * mask).sum() / mask.sum()
 

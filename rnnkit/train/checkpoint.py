@@ -20,12 +20,14 @@ pointer has moved. ``load_checkpoint`` accepts the checkpoint directory or one s
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import random
 import secrets
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +54,8 @@ class CheckpointWriteError(CheckpointError):
 @dataclass
 class Checkpoint:
     """What ``load_checkpoint`` returns. ``trainer`` and ``trainer_tensors`` are empty for a
-    checkpoint saved without trainer state (``rnnkit.train.save_model``)."""
+    checkpoint saved without trainer state (``save_checkpoint`` without ``trainer``, as the best
+    checkpoint is)."""
 
     path: Path
     model_type: str
@@ -145,7 +148,13 @@ def save_checkpoint(
     """Writes a new snapshot of the checkpoint at ``directory`` and points ``latest`` at it.
     ``task`` (JSON: the application and its data options) lets the CLI rebuild tokenizers and
     readers. Returns the snapshot's path. On any failure the previous snapshot stays the current one, the
-    partial snapshot is removed, and ``CheckpointError`` names the cause."""
+    partial snapshot is removed, and ``CheckpointError`` names the cause. ``config`` may be the model's
+    config dataclass (``model.config``); ``weights`` is a state dict (``model.state_dict()``)."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
+    if not isinstance(weights, Mapping) or not all(isinstance(t, torch.Tensor) for t in weights.values()):
+        raise TypeError(f"save_checkpoint: weights must map names to tensors (model.state_dict()), got "
+                        f"{type(weights).__name__}")
     root = Path(directory)
     files: dict[str, bytes] = {
         "model.safetensors": _tensor_bytes(weights, {"format": FORMAT, "model_type": model_type}),

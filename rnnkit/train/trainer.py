@@ -146,9 +146,26 @@ def _map(fn: Callable[[Tensor], Tensor], obj: Any) -> Any:
         return fn(obj)
     if isinstance(obj, dict):
         return {k: _map(fn, v) for k, v in obj.items()}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a namedtuple takes its fields one by one
+        return type(obj)(*(_map(fn, v) for v in obj))
     if isinstance(obj, (list, tuple)):
         return type(obj)(_map(fn, v) for v in obj)
     return obj
+
+
+def _check_task(task: Any) -> None:
+    """A task given to the Trainer has what the loop calls (module docstring), said before any training
+    (a missing ``evaluate`` surfaced as a bare NotImplementedError after the last step)."""
+    missing = [name for name in ("train_batches", "loss", "evaluate")
+               if not callable(getattr(task, name, None)) or
+               getattr(type(task), name, None) is getattr(TrainTask, name)]
+    if missing:
+        raise TypeError(f"Trainer: the task {type(task).__name__} has no {', '.join(missing)} (a task provides "
+                        f"train_batches(epoch), loss(model, batch, carry, ctx) and evaluate(model); see "
+                        f"rnnkit.train.trainer's docstring)")
+    if not isinstance(getattr(task, "main_metric", None), str):
+        raise TypeError(f"Trainer: the task {type(task).__name__} needs main_metric, the name of the metric in "
+                        f"evaluate()'s dict that selects the best checkpoint")
 
 
 def _flatten(obj: Any, prefix: str, out: dict[str, Tensor]) -> Any:
@@ -270,6 +287,7 @@ class Trainer:
                  task_info: dict | None = None,
                  progress: bool = True, device: str = "auto", on_step: Callable[["Trainer"], None] | None = None,
                  description: str = "train") -> None:
+        _check_task(task)
         self.dist, self.device = dist_.init(device)
         self.task, self.config = task, config
         self.model = model.to(self.device)
@@ -533,6 +551,10 @@ class Trainer:
         stop = torch.zeros(1)
         if self.dist.is_main:
             self.last_metrics = metrics
+            if self.task.main_metric not in metrics:
+                named = sorted(k for k in metrics if not k.startswith("_"))
+                raise TrainingError(f"the task's evaluate() returned {named}, without its main_metric "
+                                    f"{self.task.main_metric!r} (which selects the best checkpoint)")
             value = metrics[self.task.main_metric]
             best = self.best["value"]
             better = best is None or (value > best if self.task.maximize else value < best)
@@ -586,10 +608,11 @@ class Trainer:
             unchanged = resume is not None and self.step == start_step and not evaluated  # (alike on every rank)
             path = ckpt.resolve(self.last_good) if unchanged else self.save()
         done = self.epoch + (self.position / len(self._batches) if self._batches else 0.0)
+        count_unit = getattr(self.task, "count_unit", None)  # (a task need not subclass TrainTask)
         result = TrainResult(step=self.step, epoch=self.epoch, stop_reason=stop_reason,
                              metrics={k: v for k, v in metrics.items() if not k.startswith("_")},
                              best=self.best, elapsed=self.elapsed, tokens=self.tokens, checkpoint=path,
-                             epochs_done=done, unit=self.task.count_unit(self.model))
+                             epochs_done=done, unit=count_unit(self.model) if count_unit else "tokens")
         if self.out_dir is not None and self.dist.is_main:
             result.best_checkpoint = self.best_dir if self.best_dir.exists() else None
             result.metrics_log = self._log.path

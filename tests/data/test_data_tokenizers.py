@@ -88,6 +88,14 @@ def test_tokenizer_save_load(tmp_path, kind):
     assert [back.encode(t) for t in TEXTS] == [tok.encode(t) for t in TEXTS]
 
 
+@pytest.mark.parametrize("kind", ["char", "word"])
+def test_a_tokenizer_encodes_one_text_not_a_list_of_words(kind):
+    """A list of words was read as tokens of their own: every one unknown, without a word."""
+    tok = build_tokenizer(kind, "hello world")
+    with pytest.raises(TypeError, match=r"Tokenizer.encode: text must be a str, got list; encode each text"):
+        tok.encode(["hello", "world"])
+
+
 def test_unknown_tokenizer_kind():
     with pytest.raises(ValueError, match="expected one of"):
         build_tokenizer("sentencepiece", TEXTS)

@@ -179,6 +179,21 @@ def test_loss_masks_padding():
     torch.testing.assert_close(batch, sum(per_row) / (lengths - 1).sum())
 
 
+def test_loss_without_lengths_leaves_out_padding_targets_when_the_model_knows_its_pad_id():
+    """A pad_batch batch given without lengths: with padding_idx the padded targets are not scored (the
+    model learned to predict <pad> and generated it), so the loss is the one with lengths."""
+    from rnnkit.data import PAD, pad_batch
+
+    torch.manual_seed(0)
+    model = LanguageModel(vocab_size=13, embed_size=8, hidden_size=8, cell="gru", padding_idx=PAD)
+    x, lengths = pad_batch([[5, 6, 7, 8, 9, 10], [4, 5, 6], [7, 8, 9, 10]])
+    with torch.no_grad():
+        torch.testing.assert_close(model.loss(x), model.loss(x, lengths))
+        model_without = LanguageModel(vocab_size=13, embed_size=8, hidden_size=8, cell="gru")
+        model_without.load_state_dict(model.state_dict())
+        assert not torch.allclose(model_without.loss(x), model_without.loss(x, lengths))  # (no pad id: scored)
+
+
 def test_config_round_trip_and_tied_weights():
     model = LanguageModel(vocab_size=13, embed_size=8, hidden_size=8, cell="gru", tie_weights=True)
     cfg = model.config

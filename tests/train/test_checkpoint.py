@@ -103,6 +103,18 @@ def test_new_save_replaces_old_snapshot(tmp_path):
     assert load_checkpoint(tmp_path / "c").meta["step"] == 2
 
 
+def test_a_model_config_dataclass_is_saved_and_a_model_for_weights_is_named(tmp_path):
+    """``config=model.config`` failed inside json; ``weights=model`` with an AttributeError."""
+    from rnnkit.models import LanguageModel
+
+    model = LanguageModel(vocab_size=7, embed_size=4, hidden_size=4)
+    save_checkpoint(tmp_path / "c", model_type="language_model", config=model.config, weights=model.state_dict())
+    loaded = load_checkpoint(tmp_path / "c")
+    assert loaded.config["vocab_size"] == 7 and LanguageModel.from_config(loaded.config).config == model.config
+    with pytest.raises(TypeError, match=r"weights must map names to tensors \(model.state_dict\(\)\), got LanguageModel"):
+        save_checkpoint(tmp_path / "d", model_type="language_model", config=model.config, weights=model)
+
+
 def test_truncated_weights(tmp_path):
     snap = save(tmp_path / "c", 1, tied_model())
     f = snap / "model.safetensors"

@@ -311,3 +311,46 @@ def test_the_result_counts_passes_over_the_data_and_names_its_unit(tmp_path):
     assert make(tmp_path, "a", max_steps=7).fit().epochs_done == pytest.approx(1.4)  # StreamTask: 5 batches
     result = make(tmp_path, "b", max_steps=10).fit()
     assert result.epochs_done == 2.0 and result.unit == "tokens"
+
+
+def test_a_task_missing_what_the_loop_calls_is_named_before_training(tmp_path):
+    from rnnkit.train import TrainTask
+
+    class NoEvaluate(TrainTask):
+        def train_batches(self, epoch):
+            return StreamTask().train_batches(epoch)
+
+        def loss(self, model, batch, carry, ctx):
+            return StreamTask().loss(model, batch, carry, ctx)
+
+    with pytest.raises(TypeError, match="the task NoEvaluate has no evaluate"):
+        make(tmp_path, task=NoEvaluate())
+
+    class OtherMetric(StreamTask):
+        main_metric = "accuracy"  # evaluate() gives "loss" only
+
+    with pytest.raises(TrainingError, match=r"evaluate\(\) returned \['loss'\], without its main_metric 'accuracy'"):
+        make(tmp_path, task=OtherMetric(), max_steps=2).fit()
+
+
+def test_a_task_that_does_not_subclass_and_namedtuple_batches(tmp_path):
+    """The loop needs what its docstring lists, nothing more; batches may be namedtuples of tensors."""
+    import collections
+
+    Batch = collections.namedtuple("Batch", "x y")
+    inner = StreamTask()
+
+    class Duck:
+        main_metric, maximize = "loss", False
+
+        def train_batches(self, epoch):
+            return [Batch(b["x"], b["y"]) for b in inner.train_batches(epoch)]
+
+        def loss(self, model, batch, carry, ctx):
+            return inner.loss(model, {"x": batch.x, "y": batch.y}, carry, ctx)
+
+        def evaluate(self, model):
+            return inner.evaluate(model)
+
+    result = make(tmp_path, task=Duck(), max_steps=3).fit()
+    assert result.step == 3 and result.unit == "tokens" and "loss" in result.metrics
