@@ -68,6 +68,9 @@ class BucketBatcher:
         bucket: int = 32,
         drop_last: bool = False,
     ):
+        for name, value in (("batch_size", batch_size), ("bucket", bucket), ("seed", seed)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"BucketBatcher: {name} must be an int, got {value!r}")
         if batch_size < 1 or bucket < 1:
             raise ValueError(f"BucketBatcher: batch_size and bucket must be >= 1, got {batch_size} and {bucket}")
         if seed < 0:  # (random.Random takes a negative seed's absolute value: seed -1 would shuffle as seed 1)
@@ -117,6 +120,9 @@ class StreamBatches:
     """
 
     def __init__(self, ids: Sequence[int] | Tensor, batch_size: int, bptt: int, *, drop_last: bool = False):
+        if isinstance(ids, str):
+            raise TypeError("StreamBatches: ids must be token ids, got a str; encode the text first "
+                            "(tokenizer.encode(text))")
         given = torch.as_tensor(ids)
         if given.dtype.is_floating_point or given.dtype.is_complex or given.dtype == torch.bool:
             raise TypeError(f"StreamBatches: ids must be integers, got dtype {given.dtype}")  # (not truncated)
@@ -153,6 +159,9 @@ def make_windows(values: Tensor, window: int, horizon: int = 1, *, stride: int =
     """Sliding windows over a series ``values`` (T, C) for forecasting:
     ``inputs (N, window, C)`` and the ``horizon`` steps after each, ``targets (N, horizon, C)``,
     with ``N = (T - window - horizon) // stride + 1`` (window ``i`` starts at ``i * stride``)."""
+    if not isinstance(values, Tensor):
+        raise TypeError(f"make_windows: values must be a tensor (T, C) (torch.as_tensor of an array), got "
+                        f"{type(values).__name__}")
     if values.dim() != 2:
         raise ValueError(f"make_windows: expected values of shape (T, C), got {tuple(values.shape)}")
     if window < 1 or horizon < 1 or stride < 1:

@@ -121,6 +121,9 @@ def write_parallel(path: str | os.PathLike, pairs: Sequence[tuple[str, str]]) ->
 def write_series(path: str | os.PathLike, series: Series) -> Path:
     """A CSV with a header of column names and one row per time step (``repr`` floats, so values
     read back exactly as float32)."""
+    if not isinstance(series, Series):
+        raise TypeError(f"write_series: series must be a Series(values (T, C), columns) (rnnkit.data.Series), "
+                        f"got {type(series).__name__}")
     names = [str(c) for c in series.columns]
     values = series.values
     if values.dim() != 2 or values.shape[0] == 0 or values.shape[1] == 0:

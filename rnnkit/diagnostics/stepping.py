@@ -98,6 +98,8 @@ def step_layer(layer: nn.Module, x: Tensor, hx=None) -> SteppedRun:
     if x.dim() != 3:
         raise ValueError(f"rnnkit.diagnostics.step_layer: expected a batched 3-D input, got {x.dim()}-D "
                          f"with shape {tuple(x.shape)}")
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):  # the layer's own checks of x and hx, in its
+        layer(x, hx)  # words (the steps below would fail inside torch's products); no random state is used
     xs = x.transpose(0, 1) if layer.batch_first else x  # (T, B, I)
     T, B = xs.shape[0], xs.shape[1]
     D = 2 if layer.bidirectional else 1

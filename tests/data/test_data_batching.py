@@ -54,6 +54,22 @@ def test_bucket_batcher_reduces_padding_and_is_seeded():
     # random.Random(-1) is random.Random(1): a negative seed would silently repeat a positive one's order
     with pytest.raises(ValueError, match="BucketBatcher: seed must be >= 0, got -1"):
         BucketBatcher(LENGTHS, 8, seed=-1)
+    with pytest.raises(TypeError, match="BucketBatcher: batch_size must be an int, got 2.0"):
+        BucketBatcher(LENGTHS, 2.0)
+
+
+def test_data_helpers_name_what_they_were_given_instead():
+    """Each failed inside torch or Python in words that named neither the helper nor the argument."""
+    import numpy as np
+
+    from rnnkit.data import write_series
+
+    with pytest.raises(TypeError, match=r"make_windows: values must be a tensor \(T, C\).*got ndarray"):
+        make_windows(np.zeros((10, 1)), 3)
+    with pytest.raises(TypeError, match="StreamBatches: ids must be token ids, got a str; encode the text first"):
+        StreamBatches("some text", 2, 4)
+    with pytest.raises(TypeError, match="write_series: series must be a Series.*got Tensor"):
+        write_series("unused.csv", torch.zeros(3, 1))
 
 
 def test_stream_batches_layout():

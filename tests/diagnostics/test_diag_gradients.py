@@ -178,3 +178,16 @@ def test_summaries_of_a_bidirectional_layer_describe_its_forward_direction():
     s = flow.summary()
     assert math.isfinite(s["decay_log10_per_step"]) and math.isfinite(s["ratio_first_last"])
     assert s["decay_log10_per_step"] == flow.decay_per_step(2) and s["grad_h_last"] == float(flow.h[2, -1])
+
+
+def test_a_misfit_input_or_state_is_named_as_the_layer_names_it():
+    """The stepped run failed inside the cells' products ("mat1 and mat2 shapes cannot be multiplied")."""
+    from rnnkit.diagnostics import gate_saturation
+
+    lstm = rnnkit.LSTM(8, 16, batch_first=True)
+    with pytest.raises(ValueError, match="input has 5 features in its last dimension, expected input_size=8"):
+        gradient_flow(lstm, torch.randn(2, 7, 5), lambda y: y[:, -1].sum())
+    with pytest.raises(TypeError, match="input must have dtype torch.float32"):
+        gate_saturation(lstm, torch.randn(2, 7, 8, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"h_0 has shape \(1, 3, 16\), expected \(1, 2, 16\)"):
+        step_layer(lstm, torch.randn(2, 7, 8), (torch.zeros(1, 3, 16), torch.zeros(1, 3, 16)))
