@@ -34,6 +34,9 @@ class Task(TrainTask):
     max_files: ClassVar[int] = 1
     #: Per built-in dataset, data options that suit it (under the user's overrides).
     builtin_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: Data options added after checkpoints were first written: left out of ``data_dict`` at their
+    #: default, so that a run saved before they existed (which used the default) still resumes.
+    later_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, data: Any, *, batch_size: int = 32, seed: int = 0) -> None:
         self.data = data  # the data_config dataclass
@@ -159,7 +162,9 @@ class Task(TrainTask):
         return {}
 
     def data_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.data)
+        defaults = {f.name: f.default for f in dataclasses.fields(self.data)}
+        return {k: v for k, v in dataclasses.asdict(self.data).items()
+                if not (k in self.later_options and v == defaults[k])}
 
     def data_note(self) -> str:
         """What the banner adds about the data read (after ``fit``), as ``"; …"``, or nothing."""

@@ -75,6 +75,7 @@ class ForecastTask(Task):
     main_metric = "mae"
     maximize = False
     train_defaults = {"lr": 3e-3, "batch_size": 32, "epochs": 20}
+    later_options = ("header",)
     model_defaults = {"hidden_size": 64}
     _saved_context: Tensor | None = None  # the end of the training series, from a checkpoint
 
@@ -103,13 +104,6 @@ class ForecastTask(Task):
         numbered = all(c.isdigit() for c in self.columns) and self.data.header == "auto"
         hint = " (no header row: its cells are numbers; --header yes if it names the columns)" if numbered else ""
         return f"; {len(self.columns)} series: {', '.join(self.columns)}{hint}"
-
-    def data_dict(self) -> dict[str, Any]:
-        # header auto is saved as before the option existed, so that runs from then still --resume
-        d = super().data_dict()
-        if d.get("header") == "auto":
-            d.pop("header")
-        return d
 
     def vocab_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"columns": self.columns}

@@ -73,6 +73,7 @@ class TagTask(Task):
     maximize = True
     train_defaults = {"lr": 3e-3, "batch_size": 32, "epochs": 10}
     model_defaults = {"embed_size": 64, "hidden_size": 128}
+    later_options = ("chars",)
     #: The character vocabulary (``--chars true``), or None: no character features.
     char_vocab: Vocabulary | None = None
 
@@ -117,13 +118,6 @@ class TagTask(Task):
     def derived_config(self) -> dict[str, Any]:
         return {"vocab_size": len(self.words), "num_tags": len(self.tags), "padding_idx": PAD,
                 "char_vocab_size": len(self.char_vocab) if self.char_vocab is not None else None}
-
-    def data_dict(self) -> dict[str, Any]:
-        # chars off is saved as before the option existed, so that runs from then still --resume
-        d = super().data_dict()
-        if not d.get("chars"):
-            d.pop("chars", None)
-        return d
 
     def check_model_options(self, model: dict[str, Any]) -> None:
         if self.data.chars:
