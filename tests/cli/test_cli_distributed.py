@@ -30,8 +30,8 @@ def run(*args, timeout=240):
     return p
 
 
-COMMON = ("--max-steps", "12", "--batch_size", "16", "--hidden_size", "16", "--embed_size", "8", "--lr", "0.01",
-          "--no-progress", "--eval_every", "6")
+COMMON = ("--device", "cpu", "--max-steps", "12", "--batch_size", "16", "--hidden_size", "16", "--embed_size", "8",
+          "--lr", "0.01", "--no-progress", "--eval_every", "6")
 
 
 @pytest.mark.skipif(shutil.which("torchrun", path=str(Path(PY).parent)) is None and
@@ -56,9 +56,9 @@ def test_ddp_with_a_batch_the_processes_do_not_divide_resumes_exactly(files, tmp
     shapes only: the run crashed at its first save) and draw different dropout masks (only rank 0's random
     state was saved): 6 + 6 resumed steps equal 12 in one go, weights bit for bit."""
     torchrun = shutil.which("torchrun", path=str(Path(PY).parent)) or shutil.which("torchrun")
-    args = ("-m", "rnnkit", "train", "lm", "--data", files / "train.txt", "--batch_size", "15", "--bptt", "16",
-            "--hidden_size", "16", "--embed_size", "8", "--dropout", "0.3", "--lr", "0.01", "--no-progress",
-            "--eval_every", "6")
+    args = ("-m", "rnnkit", "train", "lm", "--device", "cpu", "--data", files / "train.txt", "--batch_size", "15",
+            "--bptt", "16", "--hidden_size", "16", "--embed_size", "8", "--dropout", "0.3", "--lr", "0.01",
+            "--no-progress", "--eval_every", "6")
     ddp = (torchrun, "--standalone", "--nproc-per-node", "2")
     run(*ddp, *args, "--max-steps", "12", "--out", tmp_path / "full")
     run(*ddp, *args, "--max-steps", "6", "--out", tmp_path / "cut")
@@ -68,8 +68,8 @@ def test_ddp_with_a_batch_the_processes_do_not_divide_resumes_exactly(files, tmp
 
 
 def test_ctrl_c_saves_resumable_checkpoint_and_resume_is_exact(cli, files, tmp_path):
-    args = ("train", "lm", "--data", files / "train.txt", "--batch_size", "4", "--bptt", "16", "--hidden_size", "16",
-            "--embed_size", "8", "--no-progress", "--log_every", "1")
+    args = ("train", "lm", "--device", "cpu", "--data", files / "train.txt", "--batch_size", "4", "--bptt", "16",
+            "--hidden_size", "16", "--embed_size", "8", "--no-progress", "--log_every", "1")
     # the uninterrupted reference (in this process; the interrupted run is a real process and a real SIGINT).
     # 2000 steps (~2.5 s here) leave the poller below ample time to interrupt the run before it ends.
     assert cli(*args, "--max-steps", "2000", "--out", tmp_path / "full")[0] == 0

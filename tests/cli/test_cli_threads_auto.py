@@ -51,7 +51,7 @@ def train(capsys, env, out, threads):
     env["set"].clear()
     code = main(["train", "lm", "--data", str(env["data"]), "--max-steps", "4", "--batch_size", "4", "--bptt", "16",
                  "--hidden_size", "8", "--embed_size", "8", "--dropout", "0.3", "--no-progress", "--out", str(out),
-                 "--threads", str(threads)])
+                 "--threads", str(threads), "--device", "cpu"])  # (threads are tuned for CPU runs only)
     o, e = capsys.readouterr()
     assert code == 0, e
     return o

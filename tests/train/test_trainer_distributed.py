@@ -54,3 +54,31 @@ def test_a_loss_that_diverges_on_one_rank_stops_every_rank(tmp_path):
     assert "rank 1: training diverged at step 4" in p.stdout and "loss is nan" in p.stdout, out[-3000:]
     # both name the checkpoint of the evaluation at step 2, which rank 0 wrote
     assert p.stdout.count("the last good checkpoint is") == 2, out[-3000:]
+
+
+@pytest.mark.parametrize("gpus, device, expected", [
+    (0, "auto", "cpu"), (2, "auto", "cuda:1"), (1, "auto", "cpu"),  # 2 processes, 1 GPU: both on the CPU
+    (1, "cuda", "refused"), (2, "cuda:0", "refused"), (0, "cpu", "cpu")])
+def test_each_process_gets_a_gpu_of_its_own_or_none(monkeypatch, gpus, device, expected):
+    """Rank 1 of 2 on one machine (no process group is joined: init_process_group is faked)."""
+    from rnnkit.train import distributed
+    from rnnkit.train.options import OptionError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr(distributed.torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(distributed.torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(distributed.torch.cuda, "set_device", lambda d: None)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    joined = []
+    monkeypatch.setattr(distributed.dist, "init_process_group", joined.append)
+    if expected == "refused":
+        with pytest.raises(OptionError, match="GPU"):
+            distributed.init(device)
+        assert not joined
+        return
+    info, dev = distributed.init(device)
+    assert str(dev) == expected and info.rank == 1 and info.world_size == 2
+    assert joined == ["cpu:gloo,cuda:nccl" if expected.startswith("cuda") else "gloo"]

@@ -54,7 +54,9 @@ class StreamTask(TrainTask):
         self.eval_calls += 1
         total, n = 0.0, 0
         carry = None
+        device = next(model.parameters()).device  # (the trainer moves training batches; evaluation is ours)
         for b in self.train_batches(0):
+            b = {key: t.to(device) for key, t in b.items()}
             s, k, carry = self.loss(model, b, carry, StepContext(0, 0))
             total, n = total + float(s), n + k
         return {"loss": total / n}
