@@ -1,5 +1,7 @@
 """Root conftest: the whole suite runs on one torch thread, and the core helpers' fixtures are visible.
 
+The checks written for a GPU are in ``test_cuda.py`` (skipped without CUDA).
+
 The helpers live in ``core_helpers.py`` (a unique module name: sub-folders have conftest.py files of
 their own, so ``from conftest import`` would be ambiguous).
 """

@@ -88,9 +88,11 @@ def covering(axes: dict[str, Sequence[Any]], strength: int = 2) -> list[dict[str
     return chosen
 
 
-def random(*shape, seed: int, dtype=DT, scale: float = 1.0) -> Tensor:
+def random(*shape, seed: int, dtype=DT, scale: float = 1.0, device=None) -> Tensor:
+    """Normal draws from a private CPU generator, moved to ``device`` if given: the same numbers on every device."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=dtype) * scale
+    draws = torch.randn(*shape, generator=g, dtype=dtype, device="cpu")
+    return (draws if device is None else draws.to(device)) * scale
 
 
 def states_list(state) -> list[Tensor]:
@@ -101,7 +103,8 @@ def states_list(state) -> list[Tensor]:
 def loss_of(tensors: Sequence[Tensor], seed: int = 123) -> Tensor:
     """A fixed random linear function of every element, so each output gets a distinct upstream
     gradient (a plain sum would hide errors that permute or mix elements)."""
-    return sum((t * random(*t.shape, seed=seed + k, dtype=t.dtype)).sum() for k, t in enumerate(tensors))
+    return sum((t * random(*t.shape, seed=seed + k, dtype=t.dtype, device=t.device)).sum()
+               for k, t in enumerate(tensors))
 
 
 def grads_of(loss: Tensor, leaves: Sequence[Tensor]) -> list[Tensor]:

@@ -344,15 +344,18 @@ def test_jit_trace_with_the_fused_engine_names_the_way_out():
         torch.jit.trace(m, (torch.randn(5, 3, 4),))
 
 
-@pytest.mark.parametrize("onednn", [False, True], ids=["addmm", "onednn_size"])
-def test_torch_compile_runs_the_fused_engine(onednn, monkeypatch):
+@pytest.mark.parametrize("onednn, device", [(False, "cpu"), (True, "cpu"), (False, "cuda")],
+                         ids=["addmm", "onednn_size", "cuda"])
+def test_torch_compile_runs_the_fused_engine(onednn, device, monkeypatch):
     """Also at a size whose eager per-step products go through oneDNN (``engine/fused/products.py``): the
     compiled graph keeps ``addmm`` there (Inductor cannot lower a weight packed inside the graph)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
     if onednn:
         monkeypatch.setattr(products, "ONEDNN_MIN_ELEMENTS", 1)  # as a large layer would be
     torch.manual_seed(0)
-    m = rnnkit.GRU(4, 6, engine="fused")
-    x = torch.randn(5, 3, 4, requires_grad=True)
+    m = rnnkit.GRU(4, 6, engine="fused").to(device)
+    x = torch.randn(5, 3, 4, requires_grad=True, device=device)
     y, _ = torch.compile(m)(x)
     (g,) = torch.autograd.grad(y.sum(), x)
     y_eager, _ = m(x)
@@ -381,3 +384,25 @@ def test_a_state_from_inference_mode_starts_a_recorded_call(engine, packed):
         (out.data if packed else out).sum().backward()
         grads.append(gru.weight_hh_l0.grad.clone())
     torch.testing.assert_close(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("engine", ["auto", "reference", "fused", "native"])
+@pytest.mark.parametrize("fmt", ["lengths_list", "lengths", "packed"])
+def test_another_default_device_does_not_reach_the_engines_bookkeeping(engine, fmt):
+    """A script that ran ``torch.set_default_device("cuda")`` and made its layer on the CPU (or the other way
+    round): the engines' lengths, orders and row indices are made on the CPU where they are kept, not on
+    torch's default device (the fused engine mixed a CUDA ``arange`` with CPU lengths). The meta device
+    plays the other device here, in CI."""
+    torch.manual_seed(0)
+    m = rnnkit.LSTM(4, 5, num_layers=2, bidirectional=True, engine=engine)
+    x, lengths = torch.randn(6, 3, 4), [6, 2, 4]
+    inp = pack_padded_sequence(x, lengths, enforce_sorted=False) if fmt == "packed" else x
+    kw = {} if fmt == "packed" else {"lengths": lengths if fmt == "lengths_list" else torch.tensor(lengths)}
+    expected = m(inp, **kw)
+    with torch.device("meta"):
+        got = m(inp, **kw)
+    if fmt == "packed":
+        (got, *rest), (expected, *rest_expected) = got, expected
+        got, expected = [got.data, *rest], [expected.data, *rest_expected]
+    assert got[0].device.type == "cpu"
+    torch.testing.assert_close(got, expected)

@@ -37,7 +37,8 @@ write their results in place and cannot mix precisions). Under ``torch.func`` tr
 fused engine's hand-written ``autograd.Function`` cannot run there and says so. Under ``torch.jit.trace``
 (whose tracer the fused engine's Function breaks) and inside a forward-mode AD level
 (``torch.autograd.forward_ad.dual_level``: the Functions have no ``jvp``) ``auto`` runs ``native``, or
-``reference`` for options torch's kernel lacks. A batched backward pass (``is_grads_batched=True``,
+``reference`` for options torch's kernel lacks — and for forward-mode AD on a GPU, where torch's kernel is
+cuDNN's, which has no forward-mode derivatives either. A batched backward pass (``is_grads_batched=True``,
 ``jacobian(..., vectorize=True)``) starts after the engine was chosen: the fused engine refuses it by name.
 """
 from __future__ import annotations
@@ -93,8 +94,12 @@ def _fused_rnn_inference(mode: str, x: Tensor, lengths: Tensor | None, hidden_si
 
 
 def recording() -> bool:
-    """Inside ``torch.jit.trace`` or ``torch.export``: a graph is being recorded to be replayed later."""
-    return torch.jit.is_tracing() or torch.compiler.is_exporting()
+    """Inside ``torch.jit.trace`` or ``torch.export``: a graph is being recorded to be replayed later.
+
+    Export's flag is read directly: before torch 2.13, Dynamo answered ``torch.compiler.is_exporting()``
+    with True under ``torch.compile`` as well (pytorch/pytorch#176347), which refused the fused engine there."""
+    exporting = getattr(torch.compiler, "_is_exporting_flag", None)
+    return torch.jit.is_tracing() or bool(torch.compiler.is_exporting() if exporting is None else exporting)
 
 
 def warn_if_recorded(name: str, x: Tensor) -> None:
@@ -128,7 +133,8 @@ def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opt
     if transforms_active():
         return "reference"
     if tracing:  # (or forward-mode AD) torch's kernel where it computes the layer, else the cells' plain torch ops
-        return "reference" if layer_norm or opts.needs_rnnkit_engine else "native"
+        cudnn_forward_ad = forward_ad_active() and x.is_cuda  # cuDNN's kernels have no forward-mode derivatives
+        return "reference" if layer_norm or opts.needs_rnnkit_engine or cudnn_forward_ad else "native"
     if layer_norm:
         return "fused"
     if opts.needs_rnnkit_engine:

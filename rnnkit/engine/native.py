@@ -25,6 +25,12 @@ def refuse(opts: Options, weights: Sequence[LayerWeights]) -> None:
                          "use engine='fused' or 'auto'")
 
 
+def _contiguous(state: State) -> State:
+    """cuDNN refuses a non-contiguous state ("rnn: hx is not contiguous"; a slice of a batch's states, say),
+    where torch's CPU kernels take it: copied where needed, so both devices take what the other engines take."""
+    return tuple(s.contiguous() for s in state) if isinstance(state, tuple) else state.contiguous()
+
+
 def run_stack(
     mode: str,
     x: Tensor,
@@ -42,7 +48,7 @@ def run_stack(
         refuse(opts, weights)
         weights = [drop_weights(w, opts, training) for w in weights]
         flat = [p for w in weights for p in w.torch_weights]  # torch's flat order per layer-direction
-        result = _OPS[mode](x, hx, flat, weights[0].b_ih is not None, num_layers, dropout, training,
+        result = _OPS[mode](x, _contiguous(hx), flat, weights[0].b_ih is not None, num_layers, dropout, training,
                             bidirectional, False)
         return result[0], (result[1], result[2]) if mode == "lstm" else result[1]
     packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
@@ -66,8 +72,8 @@ def run_layer(mode: str, x: Tensor, state: State, weights: LayerWeights, lengths
     if reverse:
         x = x.flip(0)
     hx = tuple(s.unsqueeze(0) for s in state) if mode == "lstm" else state.unsqueeze(0)
-    result = _OPS[mode](x, hx, weights.torch_weights, weights.b_ih is not None, 1, 0.0, torch.is_grad_enabled(),
-                        False, False)  # train: keep what backward needs
+    result = _OPS[mode](x, _contiguous(hx), weights.torch_weights, weights.b_ih is not None, 1, 0.0,
+                        torch.is_grad_enabled(), False, False)  # train: keep what backward needs
     y = result[0].flip(0) if reverse else result[0]
     return y, (result[1][0], result[2][0]) if mode == "lstm" else result[1][0]
 
@@ -86,7 +92,7 @@ def run_stack_packed(mode: str, data: Tensor, batch_sizes: Tensor, sorted_indice
             return state
         return tuple(h.index_select(1, index) for h in state) if mode == "lstm" else state.index_select(1, index)
 
-    result = _OPS[mode](data, batch_sizes, permute(hx, sorted_indices), flat, weights[0].b_ih is not None,
-                        num_layers, dropout, training, bidirectional)
+    result = _OPS[mode](data, batch_sizes, _contiguous(permute(hx, sorted_indices)), flat,
+                        weights[0].b_ih is not None, num_layers, dropout, training, bidirectional)
     state = (result[1], result[2]) if mode == "lstm" else result[1]
     return result[0], permute(state, unsorted_indices)

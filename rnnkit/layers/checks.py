@@ -52,7 +52,7 @@ def check_lengths(owner: str, lengths, batch: int, steps: int) -> Tensor:
     """Validate per-sequence lengths; returns them as an int64 CPU tensor of shape (B,)."""
     if not isinstance(lengths, Tensor):
         try:
-            lengths = torch.as_tensor(lengths)
+            lengths = torch.as_tensor(lengths, device="cpu")
         except (TypeError, ValueError) as e:
             raise TypeError(f"{owner}: lengths must be a 1-D tensor or list of ints, got {type(lengths).__name__}") from e
     if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:

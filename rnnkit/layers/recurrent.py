@@ -231,7 +231,32 @@ class RNNBase(nn.Module):
         return self.cell.upper()
 
     def flatten_parameters(self) -> None:
-        """Does nothing: kept so code written for torch.nn (which packs weights for cuDNN) runs unchanged."""
+        """On a GPU, gathers the weights into one block of memory in cuDNN's layout, as torch.nn does: cuDNN
+        otherwise copies them into such a block at every call (and warns that it does). The parameters stay
+        the same objects, now views of that block; the layer calls this itself whenever it is moved
+        (``.to``, ``.cuda``, ``.half``). Does nothing on the CPU, for layer-normalised layers (torch's
+        kernel never runs them) or for weights that are not plain parameters (reparametrised or shared)."""
+        if self.layer_norm or not torch._use_cudnn_rnn_flatten_weight():
+            return
+        weights = [self._parameters.get(name) for name in self._flat_weights_names]
+        first = weights[0]
+        if not all(isinstance(w, nn.Parameter) and w.is_cuda and w.dtype == first.dtype
+                   and torch.backends.cudnn.is_acceptable(w) for w in weights):
+            return
+        if len({w.data_ptr() for w in weights}) != len(weights):  # one tensor twice: cuDNN would split it
+            return
+        from torch.backends.cudnn import rnn as cudnn_rnn  # (here: it reads torch's cuDNN bindings)
+
+        per_layer = (4 if self.bias else 2) + (1 if self.proj_size else 0)
+        with torch.cuda.device_of(first), torch.no_grad():
+            torch._cudnn_rnn_flatten_weight(weights, per_layer, self.input_size, cudnn_rnn.get_cudnn_mode(self.mode),
+                                            self.hidden_size, self.proj_size, self.num_layers, self.batch_first,
+                                            self.bidirectional)
+
+    def _apply(self, fn, recurse: bool = True):
+        module = super()._apply(fn, recurse)
+        self.flatten_parameters()  # (moved to a GPU: into cuDNN's block)
+        return module
 
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:

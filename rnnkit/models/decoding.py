@@ -270,7 +270,7 @@ def one_row(next_logits: Callable[[int, np.ndarray | None], np.ndarray], start: 
     def normalised(n: int) -> float:
         """Summed log-probabilities of the last ``n`` greedy tokens, from their rows of logits."""
         log_probs = torch.from_numpy(rows[:n]).log_softmax(1)
-        return float(log_probs.gather(1, torch.tensor(tokens[-n:]).unsqueeze(1)).sum())
+        return float(log_probs.gather(1, torch.tensor(tokens[-n:], device="cpu").unsqueeze(1)).sum())
 
     for t in range(max_length):
         if method == "greedy":
@@ -293,7 +293,9 @@ def one_row(next_logits: Callable[[int, np.ndarray | None], np.ndarray], start: 
     if rows is not None and len(tokens) % block:
         score += normalised(len(tokens) % block)
     dtype = torch.float64 if logits.dtype == np.float64 else torch.float32
-    return Decoded(torch.tensor([tokens]), torch.tensor([len(tokens)]), torch.tensor([score], dtype=dtype), None)
+    cpu = torch.device("cpu")  # (the one-row path runs CPU models only, whatever torch's default device)
+    return Decoded(torch.tensor([tokens], device=cpu), torch.tensor([len(tokens)], device=cpu),
+                   torch.tensor([score], dtype=dtype, device=cpu), None)
 
 
 # -- beam search --------------------------------------------------------------------------------

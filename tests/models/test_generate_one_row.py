@@ -165,3 +165,14 @@ def test_needs_the_embedding():
     layer, head, embedding = layer_and_head("lstm")
     no_embedding = StepKernel.for_layer(layer, None, (head.weight, head.bias))
     assert not step_numpy.supports(no_embedding, initial_state(layer))
+
+
+def test_another_default_device_leaves_the_one_row_path_on_the_cpu():
+    """``torch.set_default_device`` (here: the meta device) does not move the numpy path's results off the CPU."""
+    m = model("lstm")
+    prompt = torch.tensor([[1, 4, 2]])
+    expected = m.generate(prompt, 70)
+    with torch.device("meta"):
+        got = m.generate(prompt, 70)
+    assert got.tokens.device.type == got.scores.device.type == "cpu"
+    assert_same(got, expected)

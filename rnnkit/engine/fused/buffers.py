@@ -88,7 +88,7 @@ class _Block:
 def _own_refs() -> int:
     """What ``sys.getrefcount(block.storage)`` says when only the pool holds the storage object (the
     interpreter's own count of the call's argument varies between Python versions, so it is measured)."""
-    block = _Block(torch.empty(1).untyped_storage(), 4, 0)
+    block = _Block(torch.empty(1, device="cpu").untyped_storage(), 4, 0)
     return sys.getrefcount(block.storage)
 
 
@@ -225,11 +225,17 @@ if hasattr(os, "register_at_fork"):
 _enabled = _use_count is not None and os.environ.get("RNNKIT_BUFFER_POOL", "1") != "0"
 
 
+def _compiling() -> bool:
+    """Inside ``torch.compile``'s tracing the compiler plans the memory, and before torch 2.13 its autograd
+    failed on tensors set on one block ("any_leaf=True != all_leaf=False"): no pooling there."""
+    return torch.compiler.is_compiling()
+
+
 def empty(shape: tuple[int, ...], like: Tensor) -> Tensor:
     """``like.new_empty(shape)`` (on ``like``'s device, in its dtype), from the pool when ``like`` is on
     the CPU and the block is large."""
     numel = math.prod(shape)
-    if not _enabled or like.device.type != "cpu" or numel * like.dtype.itemsize < MIN_BYTES:
+    if not _enabled or like.device.type != "cpu" or numel * like.dtype.itemsize < MIN_BYTES or _compiling():
         return like.new_empty(shape)
     return _pool.take(shape, numel, like.dtype)
 
@@ -242,7 +248,7 @@ def hold(t: Tensor) -> Tensor:
     """``t``, a large CPU result that a kernel without ``out=`` allocated fresh, kept referenced until
     ``HOLD_BLOCKS`` later ones have been held (module docstring: its memory then stays in malloc's heap
     for the next step). Small, CUDA and (pool off) every tensor pass untouched."""
-    if _enabled and t.device.type == "cpu" and t.untyped_storage().nbytes() >= MIN_BYTES:
+    if _enabled and t.device.type == "cpu" and t.untyped_storage().nbytes() >= MIN_BYTES and not _compiling():
         _held.add(t)
     return t
 

@@ -42,18 +42,18 @@ class Layout:
         """Set the step structure from lengths sorted longest first; returns each packed row's (t, j)."""
         B = self.B
         T_eff = int(sorted_len[0])
-        alive = torch.arange(T_eff).unsqueeze(1) < sorted_len.unsqueeze(0)  # (T_eff, B)
+        alive = torch.arange(T_eff, device="cpu").unsqueeze(1) < sorted_len.unsqueeze(0)  # (T_eff, B)
         batch_sizes = alive.sum(1)
         offsets = torch.cumsum(batch_sizes, 0) - batch_sizes
         self.steps = list(zip(offsets.tolist(), batch_sizes.tolist()))
         self.N = int(batch_sizes.sum())
         tt, jj = alive.nonzero(as_tuple=True)  # step-major: exactly the packed row order
         self._row_seq = jj.to(device)  # sorted sequence of each packed row
-        self.last = (offsets[sorted_len - 1] + torch.arange(B)).to(device)
+        self.last = (offsets[sorted_len - 1] + torch.arange(B, device="cpu")).to(device)
         # one step earlier in the same sequence: step 0 is the first B rows (every length ≥ 1); a later
         # row of sequence j reads row j of step t − 1
         self._prev_tail = (offsets[tt[B:] - 1] + jj[B:]).to(device)
-        identity = bool(torch.equal(order, torch.arange(B)))
+        identity = bool(torch.equal(order, torch.arange(B, device="cpu")))
         self.order = None if identity else order.to(device)
         self.inverse = None if identity else torch.argsort(order).to(device)
         self._sorted_len, self._offsets = sorted_len, offsets
@@ -68,8 +68,8 @@ class Layout:
         self.packed_input, self.device = True, device
         batch_sizes = batch_sizes.to("cpu", torch.int64)
         self.B, self.T, self.reverse, self.index = int(batch_sizes[0]), len(batch_sizes), reverse, None
-        sorted_len = (batch_sizes.unsqueeze(0) > torch.arange(self.B).unsqueeze(1)).sum(1)  # (B,)
-        order = torch.arange(self.B) if sorted_indices is None else sorted_indices.cpu()
+        sorted_len = (batch_sizes.unsqueeze(0) > torch.arange(self.B, device="cpu").unsqueeze(1)).sum(1)  # (B,)
+        order = torch.arange(self.B, device="cpu") if sorted_indices is None else sorted_indices.cpu()
         tt, jj = self._sorted(sorted_len, order, device)
         # reversing every sequence in place is an involution on the packed rows
         self.rows = (self._offsets[sorted_len[jj] - 1 - tt] + jj).to(device) if reverse else None
