@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..engine.step import StepKernel, current_kernel
-from .common import (BOS_ID, EOS_ID, PAD_ID, check_features, check_ids, check_pad_is_not_eos, exclude, make_recurrent,
-                     never_output)
+from .common import (BOS_ID, EOS_ID, PAD_ID, check_features, check_ids, check_not_empty, check_pad_is_not_eos, exclude,
+                     make_recurrent, never_output)
 from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
 from .decoding import Decoded, decode, expand_rows, swap_layers_rows
 
@@ -153,6 +153,7 @@ class VectorToSequence(ConfiguredModel):
 
     def loss(self, cond: Tensor, targets: Tensor) -> Tensor:
         """Mean cross-entropy over the target tokens that are not ``pad_id``."""
+        check_not_empty(f"{self._owner}.loss", "cond", cond)
         logits = self(cond, targets)
         return F.cross_entropy(logits.transpose(1, 2), targets.to(logits.device), ignore_index=self._config.pad_id)
 
@@ -179,6 +180,7 @@ class VectorToSequence(ConfiguredModel):
         None)``; runs in eval mode without gradients."""
         c = self._config
         cond = self._check_cond(f"{self._owner}.generate", cond)
+        check_not_empty(f"{self._owner}.generate", "cond", cond)
         start = torch.full((cond.shape[0],), c.bos_id, dtype=torch.long, device=cond.device)
         state = swap_layers_rows(self.initial_state(cond))  # rows first, as the searches select rows
         if method == "beam" and isinstance(beam_width, int) and beam_width > 1:  # (a bad width: decode says so)
@@ -186,7 +188,8 @@ class VectorToSequence(ConfiguredModel):
         self._kernel = current_kernel(self._kernel, self.rnn)
         return decode(self._decoder_step(self._kernel, cond), start, state, method=method, max_length=max_length,
                       beam_width=beam_width, length_penalty=length_penalty, temperature=temperature, top_k=top_k,
-                      top_p=top_p, generator=generator, eos_id=c.eos_id, pad_id=c.pad_id)
+                      top_p=top_p, generator=generator, eos_id=c.eos_id, pad_id=c.pad_id,
+                      owner=f"{self._owner}.generate")
 
 
 @dataclass(kw_only=True)
@@ -287,9 +290,11 @@ class ImageCaptioner(ConfiguredModel):
         return self.decoder(self.encode(images), targets)
 
     def loss(self, images: Tensor, targets: Tensor) -> Tensor:
+        check_not_empty("ImageCaptioner.loss", "images", images)
         return self.decoder.loss(self.encode(images), targets)
 
     @inference
     def generate(self, images: Tensor, **options) -> Decoded:
         """Caption ``images``; ``options`` as for ``VectorToSequence.generate``."""
+        check_not_empty("ImageCaptioner.generate", "images", images)
         return self.decoder.generate(self.encode(images), **options)

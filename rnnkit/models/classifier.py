@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .common import (InputLayer, check_ids, check_input_choice, make_recurrent, padding_mask, pool_over_time,
-                     prepare_lengths, top_state)
+from .common import (InputLayer, check_ids, check_input_choice, check_not_empty, make_recurrent, padding_mask,
+                     pool_over_time, prepare_lengths, top_state)
 from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
 
 Pooling = Literal["last", "mean", "max", "attention"]
@@ -123,6 +123,7 @@ class SequenceClassifier(ConfiguredModel):
 
     def loss(self, inputs: Tensor, labels: Tensor, lengths=None) -> Tensor:
         """Mean cross-entropy against ``labels`` (B,) long in [0, num_classes)."""
+        check_not_empty("SequenceClassifier.loss", "inputs", inputs)
         logits = self(inputs, lengths)
         check_ids("SequenceClassifier.loss", "labels", labels, self._config.num_classes, 1, "(B,) of class ids",
                   "class ids", shape=logits.shape[:1])

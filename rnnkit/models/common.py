@@ -88,6 +88,13 @@ def prepare_lengths(owner: str, lengths, batch: int, steps: int) -> Tensor | Non
     return None if lengths is None else check_lengths(owner, lengths, batch, steps)
 
 
+def check_not_empty(owner: str, name: str, batch) -> None:
+    """A batch of no rows (B = 0): a mean loss over it would be NaN and a search has nothing to decode."""
+    if isinstance(batch, Tensor) and batch.dim() >= 1 and batch.shape[0] == 0:
+        raise ValueError(f"{owner}: {name} is an empty batch (shape {tuple(batch.shape)}): there is nothing to "
+                         f"average or decode")
+
+
 def _check_tensor(owner: str, name: str, value) -> None:
     if not isinstance(value, Tensor):
         raise TypeError(f"{owner}: {name} must be a torch.Tensor, got {type(value).__name__}")

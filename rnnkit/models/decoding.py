@@ -211,9 +211,10 @@ def _stack_extras(extras: list[Tensor], inside: Tensor) -> Tensor | None:
 
 
 def greedy(step: DecoderStep, start: Tensor, state, *, max_length: int, eos_id: int | None = None,
-           pad_id: int | None = None) -> Decoded:
-    """Pick the most likely token at every step. ``start`` (B,); returns ``Decoded``."""
-    fn = "rnnkit.models.decoding.greedy"
+           pad_id: int | None = None, owner: str | None = None) -> Decoded:
+    """Pick the most likely token at every step. ``start`` (B,); returns ``Decoded``. ``owner``: the name
+    errors are reported under (a model's ``generate``; by default this function's)."""
+    fn = owner or "rnnkit.models.decoding.greedy"
     _check_start(fn, start)
     _check_int(fn, "max_length", max_length, 1)
     _check_int(fn, "eos_id", eos_id, 0, allow_none=True)
@@ -222,10 +223,10 @@ def greedy(step: DecoderStep, start: Tensor, state, *, max_length: int, eos_id: 
 
 def sample(step: DecoderStep, start: Tensor, state, *, max_length: int, temperature: float = 1.0,
            top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
-           eos_id: int | None = None, pad_id: int | None = None) -> Decoded:
+           eos_id: int | None = None, pad_id: int | None = None, owner: str | None = None) -> Decoded:
     """Draw every token from the decoder's distribution, reshaped by ``temperature``, ``top_k`` and
     ``top_p`` (``filter_log_probs``). ``generator`` makes the draws reproducible."""
-    fn = "rnnkit.models.decoding.sample"
+    fn = owner or "rnnkit.models.decoding.sample"
     _check_start(fn, start)
     _check_int(fn, "max_length", max_length, 1)
     _check_int(fn, "eos_id", eos_id, 0, allow_none=True)
@@ -248,7 +249,7 @@ def _sampler(temperature: float, top_k: int | None, top_p: float | None,
 
 def one_row(next_logits: Callable[[int, np.ndarray | None], np.ndarray], start: int, *, method: str = "greedy",
             max_length: int, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-            generator: torch.Generator | None = None, eos_id: int | None = None) -> Decoded:
+            generator: torch.Generator | None = None, eos_id: int | None = None, owner: str | None = None) -> Decoded:
     """Greedy decoding or sampling of a single row, driven by ``next_logits(token, out) -> logits (V,)``,
     a numpy array, written into ``out`` when that is not None (``rnnkit.engine.step_numpy.OneRowStep``).
     The same tokens, scores and random draws as ``greedy``/``sample`` with B = 1 up to float rounding
@@ -256,7 +257,7 @@ def one_row(next_logits: Callable[[int, np.ndarray | None], np.ndarray], start: 
     where ``greedy`` compares log-probabilities, so a float32 near-tie may go the other way), without a
     tensor operation per token when greedy: its logits are kept in blocks of steps and normalised once
     per block."""
-    fn = f"rnnkit.models.decoding.{'greedy' if method == 'greedy' else 'sample'}"
+    fn = owner or f"rnnkit.models.decoding.{'greedy' if method == 'greedy' else 'sample'}"
     _check_int(fn, "max_length", max_length, 1)
     _check_int(fn, "eos_id", eos_id, 0, allow_none=True)
     if method == "sample":
@@ -307,7 +308,8 @@ def length_normalizer(lengths: Tensor, alpha: float) -> Tensor:
 
 
 def beam_search(step: DecoderStep, start: Tensor, state, *, beam_width: int, max_length: int,
-                eos_id: int | None = None, pad_id: int | None = None, length_penalty: float = 0.0) -> Decoded:
+                eos_id: int | None = None, pad_id: int | None = None, length_penalty: float = 0.0,
+                owner: str | None = None) -> Decoded:
     """Keep the ``beam_width`` best unfinished hypotheses of every sentence at every step, and the best
     finished one aside.
 
@@ -324,7 +326,7 @@ def beam_search(step: DecoderStep, start: Tensor, state, *, beam_width: int, max
     finished hypotheses and — if it was not done when the search stopped — of its beams after the last
     step. Width 1 is greedy search: a candidate ending with EOS finishes only when it is the most likely.
     """
-    fn = "rnnkit.models.decoding.beam_search"
+    fn = owner or "rnnkit.models.decoding.beam_search"
     _check_start(fn, start)
     _check_int(fn, "beam_width", beam_width, 1)
     _check_int(fn, "max_length", max_length, 1)
@@ -430,10 +432,11 @@ def _rows_mask(mask: Tensor, like: Tensor) -> Tensor:
 def decode(step: DecoderStep, start: Tensor, state, *, method: str = "greedy", max_length: int,
            beam_width: int = 4, length_penalty: float = 0.0, temperature: float = 1.0, top_k: int | None = None,
            top_p: float | None = None, generator: torch.Generator | None = None, eos_id: int | None = None,
-           pad_id: int | None = None) -> Decoded:
+           pad_id: int | None = None, owner: str | None = None) -> Decoded:
     """One entry point for the models: ``method`` in ``greedy | sample | beam`` with that method's
-    options (the others are ignored)."""
-    common = dict(max_length=max_length, eos_id=eos_id, pad_id=pad_id)
+    options (the others are ignored). ``owner``: the name errors are reported under (the model's
+    ``generate``, whose arguments they are)."""
+    common = dict(max_length=max_length, eos_id=eos_id, pad_id=pad_id, owner=owner)
     if method == "greedy":
         return greedy(step, start, state, **common)
     if method == "sample":
@@ -441,4 +444,4 @@ def decode(step: DecoderStep, start: Tensor, state, *, method: str = "greedy", m
                       **common)
     if method == "beam":
         return beam_search(step, start, state, beam_width=beam_width, length_penalty=length_penalty, **common)
-    raise ValueError(f"rnnkit.models.decoding.decode: method must be one of {METHODS}, got {method!r}")
+    raise ValueError(f"{owner or 'rnnkit.models.decoding.decode'}: method must be one of {METHODS}, got {method!r}")

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .common import InputLayer, check_ids, check_input_choice, padding_mask, pool_over_time, prepare_lengths
+from .common import (InputLayer, check_ids, check_input_choice, check_not_empty, padding_mask, pool_over_time,
+                     prepare_lengths)
 from .config import ConfiguredModel, check_dropout, check_positive, check_types, inference
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
@@ -101,6 +102,7 @@ class FeedForwardBaseline(ConfiguredModel):
         return self._logits(inputs, lengths)[0]
 
     def loss(self, inputs: Tensor, labels: Tensor, lengths=None) -> Tensor:
+        check_not_empty("FeedForwardBaseline.loss", "inputs", inputs)
         logits, mask = self._logits(inputs, lengths)
         layout = "(B,) of class ids" if mask is None else "(B, T) of class ids"
         check_ids("FeedForwardBaseline.loss", "labels", labels, self._config.num_classes, logits.dim() - 1, layout,

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..engine.step import StepKernel, current_kernel
-from .common import check_features, make_recurrent
+from .common import check_features, check_not_empty, make_recurrent
 from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
 
 
@@ -169,6 +169,7 @@ class Forecaster(ConfiguredModel):
     def loss(self, series: Tensor, exogenous: Tensor | None = None) -> Tensor:
         """MSE of the one-step predictions in standardised units; with a direct head, plus the MSE of
         its K-step windows (those that end inside the series: T ≥ K + 1 is needed)."""
+        check_not_empty("Forecaster.loss", "series", series)
         z, o = self._run("Forecaster.loss", series, exogenous)
         loss = F.mse_loss(self.head(o), z[:, 1:])
         K = self._config.horizon

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from ..engine import step_numpy
 from ..engine.step import StepKernel, current_kernel
-from .common import check_ids, make_recurrent, padding_mask, prepare_lengths
+from .common import check_ids, check_not_empty, make_recurrent, padding_mask, prepare_lengths
 from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
 from .decoding import Decoded, decode, one_row, swap_layers_rows
 
@@ -107,6 +107,7 @@ class LanguageModel(ConfiguredModel):
         ``padding_idx`` leaves out the targets that are padding (a ``pad_batch`` batch: the same loss as
         with its lengths), so it never learns to predict padding."""
         B, T = check_ids(_OWNER, "tokens", tokens, self._config.vocab_size, 2, "(B, T) of token ids").shape
+        check_not_empty(f"{_OWNER}.loss", "tokens", tokens)
         if T < 2:
             raise ValueError(f"{_OWNER}.loss: tokens need at least 2 steps (an input and a target), got {T}")
         lengths = prepare_lengths(_OWNER, lengths, B, T)
@@ -177,6 +178,7 @@ class LanguageModel(ConfiguredModel):
         if isinstance(prompt, Tensor) and prompt.dim() == 1:
             prompt = prompt.unsqueeze(0)
         check_ids(f"{_OWNER}.generate", "prompt", prompt, V, 2, "(B, T) or (T,) of token ids", "token ids")
+        check_not_empty(f"{_OWNER}.generate", "prompt", prompt)
         B, T = prompt.shape
         if T == 0:
             raise ValueError(f"{_OWNER}.generate: prompt must hold at least one token, got shape {tuple(prompt.shape)}")
@@ -207,8 +209,8 @@ class LanguageModel(ConfiguredModel):
             with step_numpy.blas_one_thread():  # one row on the CPU: numpy, without torch's per-call cost
                 return one_row(step_numpy.OneRowStep(kernel, state).step, int(start[0]), method=method,
                                max_length=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                               generator=generator, eos_id=eos_id)
+                               generator=generator, eos_id=eos_id, owner=f"{_OWNER}.generate")
         return decode(self._decoder_step(kernel), start, swap_layers_rows(state), method=method,
                       max_length=max_new_tokens, beam_width=beam_width, length_penalty=length_penalty,
                       temperature=temperature, top_k=top_k, top_p=top_p, generator=generator, eos_id=eos_id,
-                      pad_id=pad_id)
+                      pad_id=pad_id, owner=f"{_OWNER}.generate")

@@ -40,8 +40,8 @@ from torch import Tensor, nn
 from ..engine.step import StepKernel, current_kernel
 from .attention import Attention, AttentionKind, Source
 from .common import (
-    BOS_ID, EOS_ID, PAD_ID, check_ids, check_pad_is_not_eos, exclude, make_recurrent, never_output, padding_mask,
-    prepare_lengths,
+    BOS_ID, EOS_ID, PAD_ID, check_ids, check_not_empty, check_pad_is_not_eos, exclude, make_recurrent, never_output,
+    padding_mask, prepare_lengths,
 )
 from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
 from .decoding import Decoded, decode, expand_rows, swap_layers_rows
@@ -256,6 +256,7 @@ class Seq2Seq(ConfiguredModel):
     def loss(self, src: Tensor, tgt: Tensor, *, src_lengths=None, teacher_forcing_ratio: float | None = None,
              generator: torch.Generator | None = None) -> Tensor:
         """Mean cross-entropy over the target tokens that are not ``pad_id``."""
+        check_not_empty(f"{_OWNER}.loss", "src", src)
         logits, _ = self(src, tgt, src_lengths=src_lengths, teacher_forcing_ratio=teacher_forcing_ratio,
                          generator=generator)
         return F.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=self._config.pad_id)
@@ -289,6 +290,7 @@ class Seq2Seq(ConfiguredModel):
         attention weights (B, T, S) of every output token over the source (None without attention).
         Runs in eval mode without gradients."""
         c = self._config
+        check_not_empty(f"{_OWNER}.generate", "src", src)
         memory, mask, state = self.encode(src, src_lengths)
         source = self._source(memory, mask)
         if method == "beam" and isinstance(beam_width, int) and beam_width > 1:  # (a bad width: decode says so)
@@ -298,4 +300,4 @@ class Seq2Seq(ConfiguredModel):
         return decode(self._decoder_step(self._kernel, source), start, swap_layers_rows(state),
                       method=method, max_length=max_length, beam_width=beam_width, length_penalty=length_penalty,
                       temperature=temperature, top_k=top_k, top_p=top_p, generator=generator, eos_id=c.eos_id,
-                      pad_id=c.pad_id)
+                      pad_id=c.pad_id, owner=f"{_OWNER}.generate")

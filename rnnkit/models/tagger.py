@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .common import check_ids, make_recurrent, padding_mask, prepare_lengths, top_state
+from .common import check_ids, check_not_empty, make_recurrent, padding_mask, prepare_lengths, top_state
 from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
 from .crf import LinearChainCRF
 
@@ -164,6 +164,7 @@ class SequenceTagger(ConfiguredModel):
 
     def loss(self, tokens: Tensor, tags: Tensor, lengths=None, chars: Tensor | None = None,
              char_lengths: Tensor | None = None) -> Tensor:
+        check_not_empty("SequenceTagger.loss", "tokens", tokens)
         emissions, lengths, mask = self._encode(tokens, lengths, chars, char_lengths)
         check_ids("SequenceTagger.loss", "tags", tags, self._config.num_tags, 2, "(B, T) of tag ids", "tag ids",
                   shape=tokens.shape, mask=mask)

@@ -204,3 +204,15 @@ def test_entities_do_not_depend_on_the_hash_seed():
     digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                               env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
     assert len(digests) == 1
+
+
+def test_a_misspelt_option_names_the_data_set_and_its_options():
+    """(The generator's own TypeError named only the keyword, as ``noisy_sine() got an unexpected keyword``.)"""
+    from rnnkit.data import load_builtin
+
+    with pytest.raises(TypeError, match="built-in dataset 'sine' has no option 'nosie'; its options: "
+                                        "valid_fraction, length, period, noise$"):
+        load_builtin("sine", nosie=0.1)
+    with pytest.raises(TypeError, match="'pydoc' has no option 'n'.*takes no seed"):
+        load_builtin("pydoc", n=3)
+    assert len(load_builtin("digits", n=10, n_valid=5, seed=1)["valid"].captions) == 5  # the loader's and its generator's

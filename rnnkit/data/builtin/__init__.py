@@ -11,6 +11,7 @@ the same data. Everything is seeded (``seed=0`` by default).
 """
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ def _examples(make: Callable[..., Any], valid_fraction: float) -> Callable[..., 
         train, valid = holdout(make(seed=seed, **options), valid_fraction, seed=seed)
         return {"train": train, "valid": valid}
 
+    load.forwards_to = make  # (its options are the loader's: ``load_builtin`` lists them)
     return load
 
 
@@ -59,6 +61,7 @@ def _series(make: Callable[..., Any]) -> Callable[..., dict[str, Any]]:
         train, valid = holdout(make(**options), valid_fraction)
         return {"train": train, "valid": valid}
 
+    load.forwards_to = make
     return load
 
 
@@ -67,6 +70,21 @@ def _digits(*, seed: int = 0, n: int = 2000, n_valid: int = 300, **options) -> d
         "train": digit_captions(n, part="train", seed=seed, **options),
         "valid": digit_captions(n_valid, part="valid", seed=seed, **options),
     }
+
+
+_digits.forwards_to = digit_captions
+
+
+def _options(load: Callable[..., Any]) -> list[str]:
+    """The keyword options a loader takes (``seed`` apart), those it hands on to its generator included."""
+    names: list[str] = []
+    fn = load
+    while fn is not None:
+        names += [p.name for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty
+                  and p.name not in ("seed", "part") and p.name not in names]
+        fn = getattr(fn, "forwards_to", None)
+    return names
 
 
 _ENTRIES = [
@@ -106,6 +124,11 @@ def load_builtin(name: str, *, seed: int = 0, **options) -> dict[str, Any]:
     if name not in BUILTIN_DATASETS:
         raise ValueError(f"unknown built-in dataset {name!r}, expected one of {sorted(BUILTIN_DATASETS)}")
     d = BUILTIN_DATASETS[name]
+    accepted = _options(d.load)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise TypeError(f"built-in dataset {name!r} has no option {', '.join(map(repr, unknown))}; its options: "
+                        f"{', '.join(accepted) or 'none'}" + ("" if d.seeded else " (and it takes no seed)"))
     return d.load(seed=seed, **options) if d.seeded else d.load(**options)
 
 
