@@ -143,15 +143,18 @@ def forward_flops(cfg: Config, gates: int) -> float:
 
 
 def resolved_engine(engine: str, mode: str, x: torch.Tensor, packed: PackedSequence | None, needs_grad: bool,
-                    hidden_size: int) -> str:
+                    hidden_size: int, module: torch.nn.Module) -> str:
     """What ``engine="auto"`` resolves to for this input (asks rnnkit's dispatcher with what the layer gives
-    it: a PackedSequence's rows and batch sizes, as ``dispatch.run_packed`` does, or the padded batch)."""
+    it: a PackedSequence's rows and batch sizes, as ``dispatch.run_packed`` does, or the padded batch), with
+    "+oneDNN" where the fused LSTM hands its dense leading steps to torch's kernel (``native_prefix``)."""
     if engine != "auto":
         return engine
     from rnnkit.engine import dispatch
 
     x, lengths = (x, None) if packed is None else (packed.data, packed.batch_sizes)
-    return f"auto→{dispatch.choose_engine(engine, mode, x, lengths, needs_grad=needs_grad, hidden_size=hidden_size)}"
+    chosen = dispatch.choose_engine(engine, mode, x, lengths, needs_grad=needs_grad, hidden_size=hidden_size)
+    prefix = dispatch.native_prefix(engine, chosen, mode, x, module.layer_weights())
+    return f"auto→{chosen}{'+oneDNN' if prefix else ''}"
 
 
 def source_revision() -> str:
@@ -265,7 +268,7 @@ def bench_config_cell(cfg: Config, cell: str, modes: list[str], engines: list[st
                 "mode": mode,
                 "engine": e,
                 "resolved_engine": resolved_engine(e, rk_mode, x, packed, needs_grad=mode == "train",
-                                                   hidden_size=cfg.H),
+                                                   hidden_size=cfg.H, module=modules[name]),
                 "varlen": cfg.varlen,
                 "tokens": tokens,
                 "flops": flops,
@@ -291,7 +294,7 @@ def bench_config_cell(cfg: Config, cell: str, modes: list[str], engines: list[st
             faults = result.page_faults
             paging = (f"  page faults/call {faults['torch.nn']:,.0f} torch.nn, {faults[name]:,.0f} rnnkit"
                       if faults else "")
-            progress(f"{cfg.label:<28} {cell_label:<8} {mode:<5} {row['resolved_engine']:<13} "
+            progress(f"{cfg.label:<28} {cell_label:<8} {mode:<5} {row['resolved_engine']:<18} "
                      f"speed-up {row['ratio']:.2f}x [{lo:.2f}-{hi:.2f}]  GEMM {gemm:.0f} GFLOP/s{paging}  "
                      f"({elapsed:.1f}s)")
     return rows
