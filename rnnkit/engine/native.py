@@ -5,8 +5,6 @@ Variable lengths go through torch's packed path, which is correct but slow to tr
 """
 from __future__ import annotations
 
-import contextlib
-import warnings
 from typing import Sequence
 
 import torch
@@ -33,20 +31,6 @@ def _contiguous(state: State) -> State:
     return tuple(s.contiguous() for s in state) if isinstance(state, tuple) else state.contiguous()
 
 
-@contextlib.contextmanager
-def _fresh_weights(x: Tensor, flat: Sequence[Tensor], one_layer: bool = False):
-    """Weights computed for this call (weight-drop's W_hh, a parametrisation's weight) are not the layer's
-    parameters, and one layer's parameters are a slice of the stack's block: on a GPU cuDNN copies either
-    into a block of its own, as it must, and says "not part of single contiguous chunk … call
-    flatten_parameters()": advice that cannot apply there, so left out."""
-    if not (x.is_cuda and (one_layer or any(not isinstance(w, torch.nn.Parameter) for w in flat))):
-        yield
-        return
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*not part of single contiguous chunk of memory")
-        yield
-
-
 def run_stack(
     mode: str,
     x: Tensor,
@@ -64,9 +48,8 @@ def run_stack(
         refuse(opts, weights)
         weights = [drop_weights(w, opts, training) for w in weights]
         flat = [p for w in weights for p in w.torch_weights]  # torch's flat order per layer-direction
-        with _fresh_weights(x, flat):
-            result = _OPS[mode](x, _contiguous(hx), flat, weights[0].b_ih is not None, num_layers, dropout,
-                                training, bidirectional, False)
+        result = _OPS[mode](x, _contiguous(hx), flat, weights[0].b_ih is not None, num_layers, dropout, training,
+                            bidirectional, False)
         return result[0], (result[1], result[2]) if mode == "lstm" else result[1]
     packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
     data, state = run_stack_packed(mode, packed.data, packed.batch_sizes, packed.sorted_indices,
@@ -89,9 +72,8 @@ def run_layer(mode: str, x: Tensor, state: State, weights: LayerWeights, lengths
     if reverse:
         x = x.flip(0)
     hx = tuple(s.unsqueeze(0) for s in state) if mode == "lstm" else state.unsqueeze(0)
-    with _fresh_weights(x, weights.torch_weights, one_layer=True):
-        result = _OPS[mode](x, _contiguous(hx), weights.torch_weights, weights.b_ih is not None, 1, 0.0,
-                            torch.is_grad_enabled(), False, False)  # train: keep what backward needs
+    result = _OPS[mode](x, _contiguous(hx), weights.torch_weights, weights.b_ih is not None, 1, 0.0,
+                        torch.is_grad_enabled(), False, False)  # train: keep what backward needs
     y = result[0].flip(0) if reverse else result[0]
     return y, (result[1][0], result[2][0]) if mode == "lstm" else result[1][0]
 
@@ -110,8 +92,7 @@ def run_stack_packed(mode: str, data: Tensor, batch_sizes: Tensor, sorted_indice
             return state
         return tuple(h.index_select(1, index) for h in state) if mode == "lstm" else state.index_select(1, index)
 
-    with _fresh_weights(data, flat):
-        result = _OPS[mode](data, batch_sizes, _contiguous(permute(hx, sorted_indices)), flat,
-                            weights[0].b_ih is not None, num_layers, dropout, training, bidirectional)
+    result = _OPS[mode](data, batch_sizes, _contiguous(permute(hx, sorted_indices)), flat,
+                        weights[0].b_ih is not None, num_layers, dropout, training, bidirectional)
     state = (result[1], result[2]) if mode == "lstm" else result[1]
     return result[0], permute(state, unsorted_indices)

@@ -208,6 +208,8 @@ class RNNBase(nn.Module):
                     setattr(self, name, nn.Parameter(torch.empty(shape, **factory)))
                 self._weight_names.append(tuple(shapes))
         self.reset_parameters()
+        self._cudnn_block: tuple | None = None  # the weights flatten_parameters last saw (see _keep_flat)
+        self.flatten_parameters()  # (made on a GPU: into cuDNN's block at once, as torch.nn does)
 
     # -- torch.nn compatibility -----------------------------------------------------------------
     def reset_parameters(self) -> None:
@@ -233,9 +235,27 @@ class RNNBase(nn.Module):
     def flatten_parameters(self) -> None:
         """On a GPU, gathers the weights into one block of memory in cuDNN's layout, as torch.nn does: cuDNN
         otherwise copies them into such a block at every call (and warns that it does). The parameters stay
-        the same objects, now views of that block; the layer calls this itself whenever it is moved
-        (``.to``, ``.cuda``, ``.half``). Does nothing on the CPU, for layer-normalised layers (torch's
-        kernel never runs them) or for weights that are not plain parameters (reparametrised or shared)."""
+        the same objects, now views of that block; the layer calls this itself when it is made or moved
+        (``.to``, ``.cuda``, ``.half``) and when a call on the GPU finds other weights than it last saw (a
+        parameter replaced, ``load_state_dict(assign=True)``, a deep copy). Does nothing on the CPU, for
+        layer-normalised layers (torch's kernel never runs them) or for weights that are not plain
+        parameters (reparametrised or shared)."""
+        try:
+            self._flatten()
+        finally:
+            self._cudnn_block = self._weights_seen()
+
+    def _weights_seen(self) -> tuple:
+        return tuple(None if p is None else (id(p), p.data_ptr())
+                     for p in map(self._parameters.get, self._flat_weights_names))
+
+    def _keep_flat(self) -> None:
+        """Before a call on the GPU: flattens again where the weights are not those flatten_parameters saw."""
+        if self._weights_seen() != getattr(self, "_cudnn_block", None) and not torch.jit.is_tracing() \
+                and not torch.compiler.is_compiling():
+            self.flatten_parameters()
+
+    def _flatten(self) -> None:
         if self.layer_norm or not torch._use_cudnn_rnn_flatten_weight():
             return
         weights = [self._parameters.get(name) for name in self._flat_weights_names]
@@ -356,6 +376,8 @@ class RNNBase(nn.Module):
         2-D input."""
         owner = self._owner
         self._check_engine(self.engine)
+        if getattr(input.data if isinstance(input, PackedSequence) else input, "is_cuda", False):
+            self._keep_flat()
         w0 = self.weight_ih_l0
         weights = self.layer_weights()
         packed = isinstance(input, PackedSequence)

@@ -43,8 +43,10 @@ def init(device: str = "auto") -> tuple[DistInfo, torch.device]:
     device (``device``: "auto", "cpu", "cuda" or "cuda:N").
 
     Under torchrun each process takes the GPU of its local rank (NCCL cannot share one GPU between two
-    processes): ``auto`` runs every process on the CPU (gloo) where a machine starts more processes
-    (LOCAL_WORLD_SIZE) than it has CUDA devices, and ``cuda`` is refused there, as is ``cuda:N``."""
+    processes): ``auto`` runs every process on the CPU (gloo) where torchrun starts more processes on a
+    machine (LOCAL_WORLD_SIZE) than it has CUDA devices, and ``cuda`` is refused there, as is ``cuda:N``.
+    Under a launcher that sets no LOCAL_WORLD_SIZE (a SLURM or mpirun script), a process whose LOCAL_RANK
+    has no GPU is refused, whatever the device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -52,16 +54,20 @@ def init(device: str = "auto") -> tuple[DistInfo, torch.device]:
     if use_cuda and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} requested but CUDA is not available")
     if world > 1:
-        local_world, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", world)), torch.cuda.device_count()
-        if use_cuda and local_world > gpus:
+        local_world, gpus = os.environ.get("LOCAL_WORLD_SIZE"), torch.cuda.device_count()
+        if use_cuda and local_world is not None and int(local_world) > gpus:  # (torchrun sets it)
             if device != "auto":
                 raise OptionError(f"device {device!r}: torchrun started {local_world} processes on this machine, "
-                                 f"which has {gpus} CUDA device(s), and each process needs a GPU of its own; start "
-                                 f"--nproc-per-node {gpus} (or fewer), or use device 'cpu'")
+                                  f"which has {gpus} CUDA device(s), and each process needs a GPU of its own; start "
+                                  f"--nproc-per-node {gpus} (or fewer), or use device 'cpu'")
             use_cuda = False  # (every process of the machine sees the same count, so all decide alike)
+        elif use_cuda and local >= gpus:  # another launcher: only this process's own rank is known
+            raise OptionError(f"device {device!r}: this process's LOCAL_RANK is {local}, but this machine has {gpus} "
+                              f"CUDA device(s), and each process needs a GPU of its own; start fewer processes per "
+                              f"machine, or use device 'cpu'")
         if use_cuda and device.startswith("cuda:"):
             raise OptionError(f"device {device!r}: under torchrun each process takes the GPU of its local rank; "
-                             f"use device 'cuda' (or 'auto')")
+                              f"use device 'cuda' (or 'auto')")
         dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
         if use_cuda:
             torch.cuda.set_device(dev)

@@ -56,18 +56,25 @@ def test_a_loss_that_diverges_on_one_rank_stops_every_rank(tmp_path):
     assert p.stdout.count("the last good checkpoint is") == 2, out[-3000:]
 
 
-@pytest.mark.parametrize("gpus, device, expected", [
-    (0, "auto", "cpu"), (2, "auto", "cuda:1"), (1, "auto", "cpu"),  # 2 processes, 1 GPU: both on the CPU
-    (1, "cuda", "refused"), (2, "cuda:0", "refused"), (0, "cpu", "cpu")])
-def test_each_process_gets_a_gpu_of_its_own_or_none(monkeypatch, gpus, device, expected):
-    """Rank 1 of 2 on one machine (no process group is joined: init_process_group is faked)."""
+@pytest.mark.parametrize("gpus, device, launcher, expected", [
+    (0, "auto", "torchrun", "cpu"), (2, "auto", "torchrun", "cuda:1"),
+    (1, "auto", "torchrun", "cpu"),  # 2 processes, 1 GPU: both on the CPU
+    (1, "cuda", "torchrun", "refused"), (2, "cuda:0", "torchrun", "refused"), (0, "cpu", "torchrun", "cpu"),
+    (2, "auto", "other", "cuda:1"), (2, "cuda", "other", "cuda:1"),  # 2 nodes of 2 GPUs: 4 processes in all
+    (1, "auto", "other", "refused")])
+def test_each_process_gets_a_gpu_of_its_own_or_none(monkeypatch, gpus, device, launcher, expected):
+    """Local rank 1 (no process group is joined: init_process_group is faked): under torchrun, 2 processes on
+    one machine; under a launcher that sets no LOCAL_WORLD_SIZE (SLURM, mpirun), 4 processes on 2 machines."""
     from rnnkit.train import distributed
     from rnnkit.train.options import OptionError
 
-    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("WORLD_SIZE", "2" if launcher == "torchrun" else "4")
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    if launcher == "torchrun":
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    else:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.setattr(distributed.torch.cuda, "is_available", lambda: gpus > 0)
     monkeypatch.setattr(distributed.torch.cuda, "device_count", lambda: gpus)
     monkeypatch.setattr(distributed.torch.cuda, "set_device", lambda d: None)
@@ -80,5 +87,5 @@ def test_each_process_gets_a_gpu_of_its_own_or_none(monkeypatch, gpus, device, e
         assert not joined
         return
     info, dev = distributed.init(device)
-    assert str(dev) == expected and info.rank == 1 and info.world_size == 2
+    assert str(dev) == expected and info.rank == 1 and info.world_size == (2 if launcher == "torchrun" else 4)
     assert joined == ["cpu:gloo,cuda:nccl" if expected.startswith("cuda") else "gloo"]
