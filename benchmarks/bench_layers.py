@@ -150,14 +150,12 @@ def resolved_engine(engine: str, mode: str, x: torch.Tensor, packed: PackedSeque
     if engine != "auto":
         return engine
     from rnnkit.engine import dispatch
-    from rnnkit.engine.fused.lstm import NATIVE_PREFIX_MIN_STEPS
+    from rnnkit.engine.fused.lstm import prefix_steps
 
     x, lengths = (x, None) if packed is None else (packed.data, packed.batch_sizes)
     chosen = dispatch.choose_engine(engine, mode, x, lengths, needs_grad=needs_grad, hidden_size=hidden_size)
-    # the layer hands torch's kernel its dense leading steps less one (lstm_layer), when there are enough
-    dense = len(x) if lengths is None else int((lengths == lengths[0]).sum())
-    prefix = dispatch.native_prefix(engine, chosen, mode, x, module.layer_weights()) and \
-        dense - 1 >= NATIVE_PREFIX_MIN_STEPS
+    dense = len(x) if lengths is None else int((lengths == lengths[0]).sum())  # steps every sequence runs
+    prefix = dispatch.native_prefix(engine, chosen, mode, x, module.layer_weights()) and prefix_steps(dense) > 0
     return f"auto→{chosen}{'+oneDNN' if prefix else ''}"
 
 

@@ -208,7 +208,6 @@ class RNNBase(nn.Module):
                     setattr(self, name, nn.Parameter(torch.empty(shape, **factory)))
                 self._weight_names.append(tuple(shapes))
         self.reset_parameters()
-        self._cudnn_block: tuple | None = None  # the weights flatten_parameters last saw (see _keep_flat)
         self.flatten_parameters()  # (made on a GPU: into cuDNN's block at once, as torch.nn does)
 
     # -- torch.nn compatibility -----------------------------------------------------------------
@@ -243,7 +242,7 @@ class RNNBase(nn.Module):
         try:
             self._flatten()
         finally:
-            self._cudnn_block = self._weights_seen()
+            self._cudnn_block = self._weights_seen()  # the weights last seen here (``_keep_flat``)
 
     def _weights_seen(self) -> tuple:
         return tuple(None if p is None else (id(p), p.data_ptr())

@@ -280,6 +280,13 @@ class LSTMFunction(torch.autograd.Function):
 NATIVE_PREFIX_MIN_STEPS = 4
 
 
+def prefix_steps(dense: int) -> int:
+    """How many of ``dense`` leading all-alive steps ``lstm_layer`` hands to torch's kernel: all but the last
+    (each sequence keeps at least one step for the tail), or none when that is fewer than the minimum."""
+    t0 = dense - 1
+    return t0 if t0 >= NATIVE_PREFIX_MIN_STEPS else 0
+
+
 def lstm_layer(X: Tensor, h0: Tensor, c0: Tensor, w: LayerWeights, layout: Layout, noise: Noise,
                native_prefix: bool = False):
     """Packed (N, I) → (Y (N, P), h_n, c_n) in sorted order.
@@ -288,9 +295,9 @@ def lstm_layer(X: Tensor, h0: Tensor, c0: Tensor, w: LayerWeights, layout: Layou
     runs form a dense (t0, B) block, which torch's own LSTM kernel (oneDNN on CPU in float32) runs
     faster than any step loop written in Python; the rest runs here from the state it reaches.
     Autograd joins the two, so gradients flow through both."""
-    t0 = layout.dense_steps() - 1  # each sequence keeps at least one step for the tail
+    t0 = prefix_steps(layout.dense_steps())
     plain = noise.recurrent is None and noise.zone_h is None and noise.zone_c is None
-    if native_prefix and plain and not w.layer_norm and w.w_hr is None and t0 >= NATIVE_PREFIX_MIN_STEPS:
+    if native_prefix and plain and not w.layer_norm and w.w_hr is None and t0:
         B, n0 = layout.B, t0 * layout.B
         Y0, (h, c) = native.run_layer("lstm", X[:n0].view(t0, B, -1), (h0, c0), w)
         Y1, h_n, c_n = lstm_layer(X[n0:], h, c, w, layout.tail(t0), noise)
