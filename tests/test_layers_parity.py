@@ -10,9 +10,12 @@ full product.
 """
 from __future__ import annotations
 
+import copy
 import itertools
 
+import numpy as np
 import pytest
+import rnnkit
 import torch
 from core_helpers import (
     CELLS, DT, ENGINES, INPUT_FORMATS, PackedSequence, assert_all_close, covering, grads_of, loss_of, make_pair,
@@ -147,6 +150,66 @@ def test_public_attributes_match_torch(cell_name):
              "proj_size"] + (["nonlinearity"] if hasattr(ref, "nonlinearity") else [])
     assert {n: getattr(kit, n) for n in names} == {n: getattr(ref, n) for n in names}
     assert kit.cell == ref.mode.lower()  # rnnkit's own name, as the models' cell= argument
+
+
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_torch_helpers_answer_as_torch(cell_name):
+    """``_all_weights`` and the checking helpers of torch.nn.RNNBase (and LSTM) that code wrapping or
+    subclassing torch's layers calls: the same answers, and torch's RuntimeError for a wrong shape."""
+    cell = CELLS[cell_name]
+    kit, ref = make_pair(cell, I, H, num_layers=2, bidirectional=True)
+    assert kit._all_weights == ref._all_weights
+    x = random(T, B, I, seed=1)
+    packed = pack_sequence([random(n, I, seed=n) for n in (5, 3, 2)])
+    for inp, sizes in ((x, None), (packed.data, packed.batch_sizes)):
+        assert kit.get_expected_hidden_size(inp, sizes) == ref.get_expected_hidden_size(inp, sizes)
+        kit.check_input(inp, sizes)
+    good = [random(*ref.get_expected_hidden_size(x, None), seed=2)]
+    if cell_name.startswith("lstm"):
+        assert kit.get_expected_cell_size(x, None) == ref.get_expected_cell_size(x, None)
+        good.append(random(*ref.get_expected_cell_size(x, None), seed=3))
+    hidden = tuple(good) if len(good) == 2 else good[0]
+    kit.check_forward_args(x, hidden, None)
+    bad = tuple(s[:, :1] for s in good) if len(good) == 2 else good[0][:, :1]
+    for m in (kit, ref):
+        with pytest.raises(RuntimeError, match="Expected hidden"):
+            m.check_forward_args(x, bad, None)
+        with pytest.raises(RuntimeError, match="input must have 3 dimensions"):
+            m.check_input(x[0], None)
+    order = torch.tensor([2, 0, 3, 1])
+    as_list = lambda h: list(h) if isinstance(h, tuple) else [h]  # noqa: E731
+    assert_all_close(as_list(kit.permute_hidden(hidden, order)), as_list(ref.permute_hidden(hidden, order)),
+                     ["h", "c"][: len(good)])
+
+
+@pytest.mark.parametrize("cls", ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"])
+def test_whole_module_saved_and_loaded_with_weights_only(cls, tmp_path):
+    """``torch.save(module)`` then ``torch.load(weights_only=True)`` with only the module's class allowed, as
+    for torch.nn's layers; options and weights come back."""
+    kit_cls = getattr(rnnkit, cls)
+    m = kit_cls(3, 5, zoneout=0.25) if cls.endswith("Cell") else kit_cls(3, 5, num_layers=2, zoneout=0.25,
+                                                                          dropout=0.5, dropout_kind="locked")
+    torch.save(m, tmp_path / "m.pt")
+    with torch.serialization.safe_globals([kit_cls]):
+        back = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert type(back.options) is type(m.options) and back.options == m.options
+    assert repr(back) == repr(m)
+    assert_all_close(list(back.state_dict().values()), list(m.state_dict().values()), list(m.state_dict()))
+    assert copy.deepcopy(m).options == m.options
+
+
+def test_sizes_and_rates_of_numpy_types_are_accepted():
+    """Integers and probabilities read by NumPy or pandas (np.int64, np.float32), as torch.nn takes them."""
+    m = rnnkit.LSTM(np.int64(3), np.int32(6), num_layers=np.int64(2), proj_size=np.int64(2),
+                    dropout=np.float32(0.25), zoneout=np.float64(0.1))
+    assert (m.input_size, m.hidden_size, m.num_layers, m.proj_size) == (3, 6, 2, 2)
+    assert all(type(v) is int for v in (m.input_size, m.hidden_size, m.num_layers, m.proj_size))
+    assert m.dropout == float(np.float32(0.25)) and m.options.zoneout == 0.1
+    assert rnnkit.GRUCell(np.int64(3), np.int64(4)).hidden_size == 4
+    with pytest.raises(TypeError, match="proj_size must be an int, got float"):
+        rnnkit.LSTM(3, 6, proj_size=1.5)
+    with pytest.raises(ValueError, match="proj_size must be an integer >= 0, got -1"):
+        rnnkit.LSTM(3, 6, proj_size=-1)
 
 
 @pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")

@@ -24,7 +24,7 @@ from ..cells import NONLINEARITIES, LayerNormParams, gru_cell, lstm_cell, rnn_ce
 from ..engine.precision import own_precision
 from .checks import autocast_input, check_positive_int, check_shape, check_tensor
 from .init import init_weights
-from .recurrent import _check_options, options_repr
+from .recurrent import _check_options, options_as_tuple, options_from_tuple, options_repr
 
 
 def _in_own_precision(forward):
@@ -55,8 +55,8 @@ class _CellBase(nn.Module):
                  layer_norm: bool = False, init: str = "torch", forget_bias: float | None = None) -> None:
         super().__init__()
         owner = f"rnnkit.{type(self).__name__}"
-        check_positive_int(owner, "input_size", input_size)
-        check_positive_int(owner, "hidden_size", hidden_size)
+        input_size = check_positive_int(owner, "input_size", input_size)
+        hidden_size = check_positive_int(owner, "hidden_size", hidden_size)
         # The user's line is 3 frames up, or 4 when a subclass (RNNCell) has an __init__ of its own.
         stacklevel = 3 if type(self).__init__ is _CellBase.__init__ else 4
         self.options = _check_options(owner, self.cell, None, recurrent_dropout, 0.0, zoneout, zoneout_cell,
@@ -117,6 +117,12 @@ class _CellBase(nn.Module):
             return new
         m = old.new_empty(old.shape).bernoulli_(p) if self.training else p
         return m * old + (1 - m) * new
+
+    def __getstate__(self):
+        return options_as_tuple(self)  # (see rnnkit.layers.recurrent)
+
+    def __setstate__(self, state) -> None:
+        super().__setstate__(options_from_tuple(state))
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"

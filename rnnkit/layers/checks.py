@@ -1,17 +1,33 @@
 """Input checks shared by the layers and cells: every message names the module and says expected vs got."""
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor
 
 from ..engine.precision import autocast_dtype
 
 
-def check_positive_int(owner: str, name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
+def check_int(owner: str, name: str, value, least: int) -> int:
+    """``value`` as a Python int, at least ``least``: any integer type (NumPy's too, as from a config read by
+    NumPy or pandas) but not a bool."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{owner}: {name} must be a positive integer, got {value}")
+    value = int(value)
+    if value < least:
+        what = "a positive integer" if least == 1 else f"an integer >= {least}"
+        raise ValueError(f"{owner}: {name} must be {what}, got {value}")
+    return value
+
+
+def check_positive_int(owner: str, name: str, value) -> int:
+    return check_int(owner, name, value, 1)
+
+
+def is_number(value) -> bool:
+    """A real number of any type (NumPy scalars included) that is not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def check_tensor(owner: str, name: str, t, dtype: torch.dtype, device: torch.device) -> None:

@@ -13,9 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checks import is_number
+
 
 def _check_p(owner: str, p) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+    if not is_number(p) or not 0 <= p < 1:
         raise ValueError(f"{owner}: p must be a probability in [0, 1), got {p!r}")
     return float(p)
 

@@ -49,7 +49,8 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from ..cells import NONLINEARITIES
 from ..engine import ENGINES, LayerWeights, Options, dispatch
-from .checks import autocast_arrival, autocast_input, check_lengths, check_positive_int, check_shape, check_tensor
+from .checks import (autocast_arrival, autocast_input, check_int, check_lengths, check_positive_int, check_shape,
+                     check_tensor, is_number)
 from .init import INITS, assign_weight, init_weights
 
 _GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
@@ -60,7 +61,7 @@ DROPOUT_KINDS = ("naive", "locked", "variational")
 
 
 def _check_probability(owner: str, name: str, p) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+    if not is_number(p) or not 0 <= p < 1:
         raise ValueError(f"{owner}: {name} must be a probability in [0, 1), got {p!r}")
     return float(p)
 
@@ -97,11 +98,22 @@ def _check_options(owner, mode, dropout_kind, recurrent_dropout, weight_drop, zo
     if forget_bias is not None:
         if mode != "lstm":
             raise ValueError(f"{owner}: forget_bias is an LSTM option, {owner} has no forget gate")
-        if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)):
+        if not is_number(forget_bias):
             raise TypeError(f"{owner}: forget_bias must be a number, got {forget_bias!r}")
         if not bias:
             raise ValueError(f"{owner}: forget_bias={forget_bias} needs bias=True (there is no bias to set)")
     return Options(dropout_kind, recurrent_dropout, weight_drop, zoneout, zoneout_cell)
+
+
+def options_as_tuple(module) -> dict:
+    """The module's pickled state with ``options`` as a plain tuple: ``torch.load(weights_only=True)`` of a
+    whole saved module then needs only the module's class allowed (``torch.serialization.safe_globals``),
+    as for torch.nn's layers."""
+    return {**module.__dict__, "options": tuple(module.options)}
+
+
+def options_from_tuple(state: dict) -> dict:
+    return {**state, "options": Options(*state["options"])}
 
 
 def options_repr(module) -> str:
@@ -153,18 +165,17 @@ class RNNBase(nn.Module):
     ) -> None:
         super().__init__()
         owner = f"rnnkit.{type(self).__name__}"
-        check_positive_int(owner, "input_size", input_size)
-        check_positive_int(owner, "hidden_size", hidden_size)
-        check_positive_int(owner, "num_layers", num_layers)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+        input_size = check_positive_int(owner, "input_size", input_size)
+        hidden_size = check_positive_int(owner, "hidden_size", hidden_size)
+        num_layers = check_positive_int(owner, "num_layers", num_layers)
+        if not is_number(dropout) or not 0 <= dropout <= 1:
             raise ValueError(f"{owner}: dropout must be a number in [0, 1], got {dropout!r}")
         if dropout > 0 and num_layers == 1:
             warnings.warn(
                 f"{owner}: dropout={dropout} has no effect with num_layers=1 — it is applied between layers",
                 stacklevel=3,
             )
-        if isinstance(proj_size, bool) or not isinstance(proj_size, int) or proj_size < 0:
-            raise ValueError(f"{owner}: proj_size must be an int >= 0, got {proj_size!r}")
+        proj_size = check_int(owner, "proj_size", proj_size, 0)
         if proj_size and cell != "lstm":
             raise ValueError(f"{owner}: proj_size is only supported by LSTM, got proj_size={proj_size}")
         if proj_size >= hidden_size:
@@ -276,6 +287,25 @@ class RNNBase(nn.Module):
         module = super()._apply(fn, recurse)
         self.flatten_parameters()  # (moved to a GPU: into cuDNN's block)
         return module
+
+    @property
+    def _all_weights(self) -> list[list[str]]:
+        """The parameter names of each layer-direction (torch.nn's attribute, read by code written for it)."""
+        return [list(names) for names in self._weight_names]
+
+    # torch.nn.RNNBase's own helpers, for code that wraps or subclasses torch's layers: torch's functions,
+    # reading the attributes both classes have (they raise torch's errors, RuntimeError for shapes)
+    check_input = nn.RNNBase.check_input
+    get_expected_hidden_size = nn.RNNBase.get_expected_hidden_size
+    check_hidden_size = nn.RNNBase.check_hidden_size
+    check_forward_args = nn.RNNBase.check_forward_args
+    permute_hidden = nn.RNNBase.permute_hidden
+
+    def __getstate__(self):
+        return options_as_tuple(self)
+
+    def __setstate__(self, state) -> None:
+        super().__setstate__(options_from_tuple(state))
 
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:
@@ -471,6 +501,10 @@ class LSTM(RNNBase):
                  bidirectional=False, proj_size=0, device=None, dtype=None, *, engine="auto", **options):
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          proj_size, device, dtype, engine=engine, **options)
+
+    get_expected_cell_size = nn.LSTM.get_expected_cell_size  # (torch.nn.LSTM's helpers: see RNNBase)
+    check_forward_args = nn.LSTM.check_forward_args
+    permute_hidden = nn.LSTM.permute_hidden
 
 
 class GRU(RNNBase):
