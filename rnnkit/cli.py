@@ -155,21 +155,27 @@ def _check_device(value: str, allow_auto: bool) -> str:
     return value
 
 
-def _set_threads(trainer, threads: str | None) -> None:
-    import torch
-
-    if threads is None:
-        return
-    if threads == "auto":
-        trainer.tune_threads()
-        return
+def _check_threads(threads: str | None) -> int | str | None:
+    """--threads as given: None, 'auto' or a count >= 1 (checked before anything is read or removed)."""
+    if threads is None or threads == "auto":
+        return threads
     try:
         n = int(threads)
     except ValueError:
         raise UsageError(f"--threads must be a number or 'auto', got {threads!r}") from None
     if n < 1:
         raise UsageError(f"--threads must be >= 1, got {n}")
-    torch.set_num_threads(n)
+    return n
+
+
+def _set_threads(trainer, threads: int | str | None) -> None:
+    """Applies a value ``_check_threads`` passed."""
+    import torch
+
+    if threads == "auto":
+        trainer.tune_threads()
+    elif threads is not None:
+        torch.set_num_threads(threads)
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -202,6 +208,7 @@ def cmd_train(args, extra: list[str]) -> int:
     from .train.tasks import TASKS, build_run, settings_for
 
     _check_device(args.device, allow_auto=True)
+    threads = _check_threads(args.threads)
     settings = settings_for(TASKS[args.task], args.data)
     if args.config:
         settings.load_toml(args.config)
@@ -226,7 +233,7 @@ def cmd_train(args, extra: list[str]) -> int:
     if args.overwrite and tr.dist.is_main:  # the data and model are good: now the old run's snapshots go
         for name in ("checkpoint", "best"):  # (its best/ stayed until this run's first evaluation)
             shutil.rmtree(out / name, ignore_errors=True)
-    _set_threads(tr, args.threads)
+    _set_threads(tr, threads)
     n_params = sum(p.numel() for p in tr.model.parameters())
     _say(f"{args.task}: {run.sizes['train']:,} training / {run.sizes['valid']:,} validation items "
          f"(validation {run.valid_source}){run.task.data_note()}; model {tr.model_type}, {n_params:,} parameters; "
@@ -423,6 +430,7 @@ def cmd_demo(args) -> int:
     from .train.tasks import build_run, load_trained, settings_for, TASKS
 
     out = Path(args.out)
+    threads = _check_threads(args.threads)
     settings = settings_for(TASKS["lm"], ["builtin:pydoc"])
     for key, value in DEMO_SETTINGS.items():
         settings.set_value(key, value)
@@ -430,7 +438,7 @@ def cmd_demo(args) -> int:
     settings.set_value("seed", args.seed)
     t0 = time.perf_counter()
     run = build_run("lm", ["builtin:pydoc"], None, settings, out_dir=out, progress=not args.no_progress)
-    _set_threads(run.trainer, args.threads)
+    _set_threads(run.trainer, threads)
     n_params = sum(p.numel() for p in run.trainer.model.parameters())
     print(f"rnnkit demo: a character-level LSTM reads the Python documentation (pydoc_data.topics, shipped "
           f"with Python) for {args.time_budget:g} s on {torch.get_num_threads()} CPU thread(s), then writes.")

@@ -200,7 +200,7 @@ def cmd_gradients(args) -> int:
             # measured like the panel at initialisation (same batch size and seed), so the two compare
             trained[cell] = task_gradient_flow(r.model, "adding", T, batch_size=args.batch_size, seed=args.seed)
             print(f"trained {CELL_LABELS[cell]} {args.train_steps} steps: test MSE {r.metric:.4f} ({r.wall_s:.0f}s)",
-                  flush=True)
+                  flush=True, file=sys.stderr if args.json else sys.stdout)  # --json: stdout holds the JSON alone
         panels.append(trained)
         titles.append(f"after {args.train_steps} training steps")
         summary["trained"] = trained

@@ -103,11 +103,18 @@ def test_tuning_changes_nothing_but_the_thread_count(tmp_path, capsys, env):
 def test_explicit_and_bad_values(tmp_path, capsys, env):
     train(capsys, env, tmp_path / "two", "2")
     assert env["set"] == [2] and {n for _, n, _ in env["calls"]} == {2}
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "two").rglob("*"))
     for bad, msg in (("0", "--threads must be >= 1"), ("many", "--threads must be a number or 'auto'")):
         code = main(["train", "lm", "--data", str(env["data"]), "--max-steps", "1", "--out", str(tmp_path / bad),
                      "--no-progress", "--threads", bad])
         _, e = capsys.readouterr()
         assert code == 2 and msg in e
+        # refused before anything is read or removed: --overwrite of a finished run keeps it whole
+        code = main(["train", "lm", "--data", str(env["data"]), "--max-steps", "1", "--out", str(tmp_path / "two"),
+                     "--no-progress", "--overwrite", "--threads", bad])
+        _, e = capsys.readouterr()
+        assert code == 2 and msg in e
+        assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "two").rglob("*")) == before
 
 
 def test_usable_cpus_follows_the_affinity_mask(monkeypatch):

@@ -191,6 +191,11 @@ def test_json_outputs_stay_json_when_a_run_diverges_or_a_gradient_vanishes(tmp_p
     assert summary["at_init"]["irnn"]["grad_h_first"] == 0.0  # (so the decay per step is infinite: null)
     assert summary["at_init"]["irnn"]["decay_log10_per_step"] is None
     strict((tmp_path / "g" / "gradient_flow.json").read_text())
+    # with --train-steps too: the line saying how training went goes to stderr, stdout holds the JSON alone
+    assert main(["diagnose", "gradients", "--cell", "gru", "--length", "3", "--hidden-size", "2", "--batch-size",
+                 "2", "--train-steps", "2", "--json", "--out", str(tmp_path / "t")]) == 0
+    captured = capsys.readouterr()
+    assert set(strict(captured.out)) == {"at_init", "trained"} and "trained GRU 2 steps" in captured.err
 
 
 def test_a_sweep_of_no_runs_is_named():
