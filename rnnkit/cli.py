@@ -93,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint")
     e.add_argument("--data", nargs="+", action="extend", required=True, metavar="PATH", help="data file(s) or builtin:NAME (its validation split)")
     e.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    e.add_argument("--context", choices=("saved", "none"), default="saved",
+                   help="forecast only: 'saved' scores the file as the continuation of the end of the training "
+                   "split that the checkpoint keeps (right for the series that followed it in training); 'none' "
+                   "scores it on its own history (its first step unscored)")
     e.add_argument("--device", default="cpu")
 
     g = sub.add_parser("generate", help="sample text from a language model", formatter_class=fmt,
@@ -279,13 +283,22 @@ def cmd_evaluate(args) -> int:
     from .train.tasks import load_trained
 
     task, model, ckpt = load_trained(args.checkpoint, device=_check_device(args.device, allow_auto=False))
+    if args.context != "saved":
+        if not hasattr(task, "drop_saved_context"):
+            raise UsageError(f"--context is a forecast option; {args.checkpoint} is a {task.name!r} model")
+        task.drop_saved_context()
     task.set_data(None, _read_split(task, args.data))
     with torch.no_grad():
         metrics = task.evaluate(model)
+    note = task.evaluation_note() if hasattr(task, "evaluation_note") else None
     if args.json:
+        if note:
+            print(note, file=sys.stderr)  # (stdout holds the JSON object alone)
         print(_json(metrics))
     else:
         print(f"{ckpt.path} ({task.name}, step {ckpt.meta.get('step', 0)}) on {' '.join(args.data)}:")
+        if note:
+            print(f"  ({note})")
         for k, v in metrics.items():
             print(f"  {k:28s} {_fmt(v)}")
     return EXIT_OK

@@ -107,6 +107,10 @@ def read_labelled(
         else:
             raise DataError(f"no '{text_column}' column (expected a header with '{text_column}' and '{label_column}', got {first})", p, line)
         width, body = len(first), rows[1:]
+        for n, fields in body:  # files joined with their headers (``cat a.csv b.csv``): not an example and class
+            if [c.strip().lower() for c in fields] == names:
+                raise DataError(f"repeats the header row {sep.join(first)!r} of line {line} (files joined with "
+                                f"their headers?); remove it", p, n)
     else:
         ti, li, width, body = 0, 1, 2, rows
     out = _labelled_rows(p, sep, body, ti, li, width)
@@ -221,13 +225,18 @@ def read_parallel(
         pairs = [(n, s, t) for n, (s, t) in enumerate(zip(src, tgt), start=1)]
         paths = (sp, tp)
     else:
-        pairs = []
+        pairs, header = [], None
         for n, line in enumerate(_lines(sp), start=1):
             if not line.strip():
                 continue
             fields = line.split(delimiter)
-            if not pairs and tuple(f.strip().lower() for f in fields) in _PARALLEL_HEADERS:
+            names = tuple(f.strip().lower() for f in fields)
+            if not pairs and header is None and names in _PARALLEL_HEADERS:
+                header = (n, names)
                 continue
+            if header is not None and names == header[1]:
+                raise DataError(f"repeats the header line {line.strip()!r} of line {header[0]} (files joined with "
+                                f"their headers?); remove it", sp, n)
             if len(fields) != 2:
                 raise DataError(
                     f"expected 2 {_describe(delimiter)}-separated columns (source, target), got {len(fields)}: {line[:60]!r}", sp, n

@@ -166,6 +166,42 @@ def test_json_output_is_strict_json_when_a_metric_is_infinite(cli, tmp_path):
     assert json.loads(out, parse_constant=refuse)["mae_ratio"] is None
 
 
+def test_forecast_evaluate_says_which_history_it_scores_from(cli, tmp_path):
+    """By default evaluate scores a file as the continuation of the end of the training split the checkpoint
+    keeps, and says so; --context none scores it on its own history (its first step has no forecast), as
+    the Python API does for that series alone; --context is refused for other tasks."""
+    import math
+
+    values = [20 + 5 * math.sin(i / 5) for i in range(160)]
+    (tmp_path / "train.csv").write_text("v\n" + "".join(f"{v:.4f}\n" for v in values[:120]))
+    (tmp_path / "later.csv").write_text("v\n" + "".join(f"{v:.4f}\n" for v in values[140:]))
+    code, _, err = cli("train", "forecast", "--data", tmp_path / "train.csv", "--window", "10", "--hidden_size", "8",
+                       "--max-steps", "3", "--no-progress", "--out", tmp_path / "o")
+    assert code == 0, err
+    code, out, err = cli("evaluate", tmp_path / "o" / "checkpoint", "--data", tmp_path / "later.csv")
+    assert code == 0, err
+    assert "continuation of the last 10 steps of the training split" in out and "--context none" in out
+    code, out, err = cli("evaluate", tmp_path / "o" / "checkpoint", "--data", tmp_path / "later.csv", "--json",
+                         "--context", "none")
+    assert code == 0, err
+    assert "scored on the file's own history" in err
+    alone = json.loads(out)
+
+    from rnnkit.train.tasks import load_trained
+
+    task, model, _ = load_trained(tmp_path / "o" / "checkpoint")
+    series = torch.tensor(values[140:], dtype=torch.float32).view(1, -1, 1)
+    with torch.no_grad():
+        pred = model(series)[0]  # (T - 1, 1): the forecasts of steps 2.. from the file's own history
+    mae = (pred - series[0, 1:]).abs().mean().item()
+    assert alone["mae"] == pytest.approx(mae, rel=1e-5)
+    code, _, err = cli("train", "classify", "--data", "builtin:sentiment", "--max-steps", "1", "--hidden_size", "8",
+                       "--no-progress", "--out", tmp_path / "c")
+    assert code == 0, err
+    code, _, err = cli("evaluate", tmp_path / "c" / "checkpoint", "--data", "builtin:sentiment", "--context", "none")
+    assert code == 2 and "--context is a forecast option" in err
+
+
 def test_task_help_is_plain_text_with_the_whole_usage(cli):
     code, out, _ = cli("train", "translate", "--help")
     assert code == 0

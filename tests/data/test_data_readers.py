@@ -160,6 +160,18 @@ def test_parallel_header_line_naming_the_columns_is_not_a_pair(tmp_path):
         assert read_parallel(write(tmp_path / "h.tsv", f"{header}\nein Haus\ta house\n")) == [("ein Haus", "a house")]
     pairs = read_parallel(write(tmp_path / "p.tsv", "hallo\thello\nsource\ttarget\n"))  # later: a pair
     assert pairs == [("hallo", "hello"), ("source", "target")]
+    # but the header of the first line repeated (two tables joined with ``cat``) is named, not a pair
+    joined = write(tmp_path / "j.tsv", "source\ttarget\nein Haus\ta house\n\nSource\tTarget\nhallo\thello\n")
+    expect(lambda: read_parallel(joined), "j.tsv:4:", "repeats the header line 'Source\\tTarget' of line 1")
+
+
+def test_labelled_header_repeated_later_is_an_error(tmp_path):
+    """``cat a.csv b.csv``: the second file's header row would be an example of a class named 'label'."""
+    one = "text,label\ngreat film,pos\nawful film,neg\n"
+    p = write(tmp_path / "abc.csv", one + one.upper().replace("GREAT FILM,POS", "fine,pos").replace("AWFUL FILM,NEG",
+                                                                                                  "poor,neg"))
+    expect(lambda: read_labelled(p), "abc.csv:4:", "repeats the header row 'text,label' of line 1",
+           "files joined with their headers")
 
 
 # --- forecasting ---------------------------------------------------------------------------------

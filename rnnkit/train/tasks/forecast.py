@@ -123,6 +123,20 @@ class ForecastTask(Task):
             torch.isfinite(values).all())
         self._saved_context = values if ok else None  # (older checkpoints: none)
 
+    def drop_saved_context(self) -> None:
+        """``rnnkit evaluate --context none``: score a series on its own history, not as the continuation of the
+        end of the training split that the checkpoint keeps."""
+        self._saved_context = None
+
+    def evaluation_note(self) -> str | None:
+        """What ``rnnkit evaluate`` prints about the history its first forecasts start from."""
+        if self.train_values is not None:
+            return None
+        if self._saved_context is not None:
+            return (f"scored as the continuation of the last {len(self._saved_context)} steps of the training "
+                    f"split, kept in the checkpoint; --context none scores the file on its own history")
+        return "scored on the file's own history: its first step has no forecast"
+
     def _context(self) -> Tensor | None:
         """The last ``window`` steps of the training series: from the data, else from the checkpoint."""
         if self.train_values is not None:
