@@ -10,6 +10,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -205,11 +206,8 @@ def _fmt(v) -> str:
 
 
 def cmd_train(args, extra: list[str]) -> int:
-    import torch
-
-    from .train.checkpoint import resolve
     from .train.options import check_out_dir
-    from .train.tasks import TASKS, build_run, settings_for
+    from .train.tasks import TASKS, settings_for
 
     _check_device(args.device, allow_auto=True)
     threads = _check_threads(args.threads)
@@ -222,6 +220,49 @@ def cmd_train(args, extra: list[str]) -> int:
             settings.set_value(key, getattr(args, flag))
     out = Path(args.out or f"runs/{args.task}")
     check_out_dir(out)  # before the data is read
+    with _out_locked(out):
+        return _train(args, out, settings, threads)
+
+
+@contextlib.contextmanager
+def _out_locked(out: Path):
+    """Holds ``out/.lock`` (an advisory lock, released by the system if the process dies) for a training run, so
+    that a second run into the same folder is refused at once instead of mixing its metrics and checkpoints
+    with the first's. Where ``fcntl`` is missing (Windows), and on the processes of torchrun but the first,
+    nothing is locked. A folder made here is removed again if the run leaves nothing in it."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    if fcntl is None or not _is_main_rank():
+        yield
+        return
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / ".lock"
+    handle = open(path, "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise UsageError(f"{out} is in use by another rnnkit train (it holds {path}): wait for it to end, or choose "
+                         f"another --out") from None
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        handle.close()
+        if made:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # (only if empty)
+
+
+def _train(args, out: Path, settings, threads) -> int:
+    import torch
+
+    from .train.checkpoint import resolve
+    from .train.tasks import build_run
+
     resume = None
     if args.resume is not None and args.overwrite:
         raise UsageError("--resume continues the run in --out and --overwrite starts it afresh: give one of them")

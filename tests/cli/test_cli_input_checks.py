@@ -3,6 +3,7 @@ output formats scripts rely on (--json alone on stdout, generate's samples, word
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -164,6 +165,30 @@ def test_json_output_is_strict_json_when_a_metric_is_infinite(cli, tmp_path):
     code, out, err = cli("evaluate", tmp_path / "o" / "checkpoint", "--data", tmp_path / "s.csv", "--json")
     assert code == 0, err
     assert json.loads(out, parse_constant=refuse)["mae_ratio"] is None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fcntl locks: POSIX")
+def test_a_second_run_into_the_same_out_is_refused_while_the_first_runs(cli, files, tmp_path):
+    """Two runs writing one --out interleaved their metrics and overwrote each other's checkpoints; the run in
+    progress holds out/.lock (here: taken by hand, as that run's process holds it), so the second is refused
+    at once, before it reads its data. The lock goes with the run; a folder made for a refused run does not
+    stay."""
+    import fcntl
+
+    out = tmp_path / "o"
+    out.mkdir()
+    with open(out / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--out", out, "--max-steps", "1", *TINY,
+              match=f"{out} is in use by another rnnkit train")
+        fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--out", out, "--resume", *TINY,
+              match="is in use by another rnnkit train")
+    code, _, err = cli("train", "lm", "--data", files / "train.txt", "--out", out, "--max-steps", "1", *TINY)
+    assert code == 0, err
+    assert (out / "checkpoint").is_dir() and not (out / ".lock").exists()
+    fails(cli, 2, "train", "lm", "--data", tmp_path / "missing.txt", "--out", tmp_path / "new", *TINY,
+          match="missing.txt")
+    assert not (tmp_path / "new").exists()
 
 
 def test_forecast_evaluate_says_which_history_it_scores_from(cli, tmp_path):
