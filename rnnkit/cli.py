@@ -260,15 +260,16 @@ def _out_locked(out: Path):
 def _train(args, out: Path, settings, threads) -> int:
     import torch
 
-    from .train.checkpoint import resolve
-    from .train.tasks import build_run
+    from .train.checkpoint import read_header
+    from .train.tasks import TASKS, build_run
 
     resume = None
     if args.resume is not None and args.overwrite:
         raise UsageError("--resume continues the run in --out and --overwrite starts it afresh: give one of them")
     if args.resume is not None:
         resume = Path(args.resume) if args.resume else out / "checkpoint"
-        resolve(resume)  # a missing or broken checkpoint is reported before the data is read
+        read_header(resume, TASKS[args.task].model_type)  # a missing or broken checkpoint, or another task's, is
+        # reported before the data is read
     elif (out / "checkpoint").exists() and not args.overwrite:
         raise UsageError(f"{out} already holds a checkpoint: add --resume to continue it, "
                          f"--overwrite to start afresh, or choose another --out")

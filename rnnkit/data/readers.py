@@ -125,7 +125,9 @@ def _labelled_rows(p: Path, sep: str, body, ti: int, li: int, width: int) -> lis
     for line, fields in body:
         if len(fields) != width:
             what = f"{width} {_describe(sep)}-separated columns" + (" (text, label)" if width == 2 else "")
-            raise DataError(f"expected {what}, got {len(fields)}: {sep.join(fields)[:60]!r}", p, line)
+            hint = ("; the row holds tabs, and only .tsv/.tab files are read as tab-separated: rename the file"
+                    if sep != "\t" and any("\t" in f for f in fields) else "")
+            raise DataError(f"expected {what}, got {len(fields)}: {sep.join(fields)[:60]!r}{hint}", p, line)
         text, label = fields[ti].strip(), fields[li].strip()
         if not label:
             raise DataError("empty label (expected a class name)", p, line)

@@ -258,6 +258,9 @@ def cmd_saturation(args) -> int:
             x = x.transpose(0, 1)
         reports[Path(args.checkpoint).name] = gate_saturation(model.rnn, x)
     else:
+        if args.text is not None or args.text_file is not None:  # (it would be left unread)
+            raise OptionError("--text and --text-file are read by a language model: give its --checkpoint too (without "
+                              "one, saturation runs the adding problem's inputs)")
         from .experiments import TrainConfig, run_adding
         from .tasks import AddingModel, adding_batch
 

@@ -169,6 +169,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
     p = Path(path)
+    if p.is_dir():
+        raise OptionError(f"{p}: is a folder; --config takes a TOML file")
     if not p.is_file():
         raise OptionError(f"{p}: config file not found")
     try:

@@ -752,8 +752,10 @@ class Trainer:
         now = time.perf_counter()
         if bar is not None and (window["steps"] % max(1, min(c.log_every, 10)) == 0 or self.step == c.max_steps):
             rate = window["tokens"] / max(now - window["t0"], 1e-9)
+            count_unit = getattr(self.task, "count_unit", None)  # (what the rate counts: tokens, examples, …)
+            unit = "tok" if count_unit is None or count_unit(self.model) == "tokens" else count_unit(self.model)
             bar.set_postfix_str(f"step {self.step}  loss {window['loss'] / max(window['tokens'], 1):.3f}  "
-                                f"{rate:,.0f} tok/s  lr {lr:.2g}", refresh=False)
+                                f"{rate:,.0f} {unit}/s  lr {lr:.2g}", refresh=False)
         if bar is not None:
             if self._bar_by_time:
                 bar.update(min(self.elapsed, bar.total) - bar.n)

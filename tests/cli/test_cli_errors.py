@@ -101,6 +101,9 @@ def test_checkpoint_of_another_model_and_newer_format(cli, files, tmp_path, lm_r
                "--no-progress")[0] == 0
     fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--out", tmp_path / "x", "--resume", out / "checkpoint",
           *LM, match="holds a 'classifier' model, expected 'language_model'")
+    # found before the data is read (here there is none to read)
+    fails(cli, 2, "train", "lm", "--data", tmp_path / "absent.txt", "--out", tmp_path / "x", "--resume",
+          out / "checkpoint", *LM, match="holds a 'classifier' model, expected 'language_model'")
     fails(cli, 2, "generate", out / "checkpoint", match="generate needs a language model")
     snap = next(p for p in (lm_run / "checkpoint").iterdir() if p.is_dir())
     header = json.loads((snap / "config.json").read_text())

@@ -74,6 +74,12 @@ def test_word_language_model_generates_without_and_with_a_prompt(cli, files, tmp
     assert code == 0, err
     assert out.startswith("the cat ") and len(out.split()) == 7  # the prompt's words stay apart from the rest
     fails(cli, 2, "generate", ckpt, "--prompt", "   ", match="--prompt '   ' is empty after tokenisation")
+    # a vocabulary of no words (every word under --min_freq) is refused before training
+    fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--tokenizer", "word", "--min_freq", "100000",
+          "--out", tmp_path / "none", "--max-steps", "1", *TINY,
+          match="no word of the training text occurs --min_freq 100000 times: the model would learn <unk> alone")
+    fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--config", tmp_path, "--out", tmp_path / "c", *TINY,
+          match="is a folder; --config takes a TOML file")
 
 
 def test_data_given_twice_is_two_files_not_the_last_one(cli, files, tmp_path):
@@ -147,6 +153,10 @@ def test_the_summary_names_what_the_rate_counts(cli, tmp_path):
                          "--no-progress", "--out", tmp_path / "o")
     assert code == 0, err
     assert re.search(r"stopped after 2 steps \(0\.0\d+ epochs, [\d.]+ s of training, [\d,]+ examples/s\)", out), out
+    code, _, err = cli("train", "classify", "--data", "builtin:sentiment", "--max-steps", "10", "--hidden_size", "8",
+                       "--out", tmp_path / "p")  # with the progress bar: its rate in the same unit
+    assert code == 0, err
+    assert re.search(r"[\d,]+ examples/s", err) and "tok/s" not in err, err
 
 
 def test_json_output_is_strict_json_when_a_metric_is_infinite(cli, tmp_path):
@@ -284,6 +294,10 @@ def test_diagnose_refuses_a_word_model_where_it_reads_characters(cli, files, tmp
           match="is a word-level language model; the activation page reads the text one character at a time")
     assert not (tmp_path / "a.html").exists()
     fails(cli, 2, "diagnose", "saturation", "--checkpoint", ckpt, "--text", "   ", match="the text has no tokens")
+    fails(cli, 2, "diagnose", "saturation", "--cell", "lstm", "--text", "hello",  # (it was left unread)
+          match="--text and --text-file are read by a language model: give its --checkpoint too")
+    fails(cli, 2, "train", "classify", "--data", "builtin:sentiment", "--valid", "builtin:sentiment", "--out",
+          tmp_path / "v", match="--valid takes files; a built-in dataset brings its own validation split")
 
 
 def test_value_clipping_alone_turns_the_default_norm_clipping_off(cli, files, tmp_path):

@@ -83,6 +83,8 @@ def test_labelled_bad_rows_name_their_line(tmp_path):
     p = write(tmp_path / "a.csv", 'text,label\nfine,x\n"multi\nline",y\nno label here\n')
     expect(lambda: read_labelled(p), "a.csv:5:", "expected 2 comma-separated columns", "got 1")
     expect(lambda: read_labelled(write(tmp_path / "b.csv", "text,label\nfine,\n")), "b.csv:2:", "empty label")
+    expect(lambda: read_labelled(write(tmp_path / "c.txt", "great\tpos\nbad\tneg\n")), "c.txt:1:",
+           "expected 2 comma-separated columns", "only .tsv/.tab files are read as tab-separated: rename the file")
 
 
 def test_labelled_stray_quotes_are_errors_not_merged_rows(tmp_path):

@@ -73,6 +73,9 @@ class Task(TrainTask):
             how = ""
             valid = None
         if valid_paths:
+            if any(v.startswith("builtin:") for v in valid_paths):
+                raise DataError("--valid takes files; a built-in dataset brings its own validation split: give it as "
+                                "--data builtin:NAME alone")
             cls._check_count(valid_paths, "--valid")
             valid = cls.read(valid_paths, data)
             how = "from --valid"

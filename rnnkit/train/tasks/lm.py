@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...data import StreamBatches, build_tokenizer, read_text, tokenizer_from_dict
+from ...data import DataError, StreamBatches, build_tokenizer, read_text, tokenizer_from_dict
 from ...models.decoding import select_rows, swap_layers_rows
 from .. import metrics as M
 from ..options import OptionError
@@ -69,6 +69,9 @@ class LanguageModelTask(Task):
 
     def fit(self, train: str) -> None:
         self.tokenizer = build_tokenizer(self.data.tokenizer, train, min_freq=self.data.min_freq)
+        if self.data.tokenizer != "char" and len(self.tokenizer.vocab.tokens) <= 4:  # the special tokens alone
+            raise DataError(f"no word of the training text occurs --min_freq {self.data.min_freq} times: the model "
+                            f"would learn <unk> alone; lower --min_freq")
 
     def sizes(self, train: str, valid: str) -> dict[str, int]:
         """Tokens per split (characters for a character model), as encoded by ``set_data``."""
@@ -176,7 +179,8 @@ class LanguageModelTask(Task):
             return "\n"
         words = self.tokenizer.vocab.tokens[4:]  # after the four special tokens, most frequent first
         if not words:
-            raise ValueError("generate: the model's vocabulary has no words; give a --prompt")
+            raise DataError("the model's vocabulary has no words (no word of its training text reached "
+                            "--min_freq): give a --prompt")
         return words[0]
 
     def join_prompt(self, prompt: str, continuation: str) -> str:
