@@ -185,6 +185,21 @@ class Forecaster(ConfiguredModel):
 
     # -- forecasting ------------------------------------------------------------------------------
     @inference
+    def direct_forecasts(self, series: Tensor, exogenous: Tensor | None = None) -> Tensor:
+        """The direct head's forecasts from every point of ``series`` (B, T, S) whose K next steps lie in it:
+        (B, T − K, K, S) in the series' units, window j forecasting ``series[:, j + 1 : j + K + 1]`` from the
+        history up to step j (the windows the loss scores); in eval mode."""
+        owner = "Forecaster.direct_forecasts"
+        K = self._config.horizon
+        if not K:
+            raise ValueError(f"{owner}: the model has no direct head (build it with horizon > 0)")
+        _, o = self._run(owner, series, exogenous)  # o (B, T − 1, H): o_j has read steps 0 … j
+        B, T = o.shape[0], o.shape[1] + 1
+        if T < K + 1:
+            raise ValueError(f"{owner}: with horizon={K}, series needs at least {K + 1} time steps, got {T}")
+        return self._unscale(self.direct_head(o[:, : T - K]).view(B, T - K, K, -1))
+
+    @inference
     def forecast(self, series: Tensor, steps: int, exogenous: Tensor | None = None,
                  method: Literal["autoregressive", "direct"] = "autoregressive") -> Tensor:
         """The next ``steps`` values (B, steps, S) after the history ``series`` (B, T, S); in eval mode.

@@ -104,6 +104,14 @@ def test_rollout_agrees_with_the_whole_sequence_model(cell, num_layers, num_exog
         o, _ = model.rnn(model._step_inputs((history - model.series_mean) / model.series_std, None if exo is None else
                                             (exo - model.exogenous_mean) / model.exogenous_std))
     torch.testing.assert_close(first, model.direct_head(o[:, -1]).view(3, 3, 2) * model.series_std + model.series_mean)
+    # every window at once: window j is what forecast() gives from the history up to step j
+    windows = model.direct_forecasts(series, exo8)  # (3, 8 − 3, 3, 2)
+    assert windows.shape == (3, 5, 3, 2)
+    for j in (0, 2, 4):
+        torch.testing.assert_close(windows[:, j], model.forecast(series[:, : j + 1], 3, None if exo8 is None else
+                                                                 exo8[:, : j + 4], method="direct"))
+    with pytest.raises(ValueError, match="needs at least 4 time steps, got 3"):
+        model.direct_forecasts(series[:, :3], None if exo8 is None else exo8[:, :3])
 
 
 def test_scaler_lives_in_the_state_dict_and_follows_the_units():

@@ -87,6 +87,28 @@ def test_forecast_validation_loss_is_the_training_objective():
     assert got["mae"] > 0 and "naive_mae" in got  # the data-unit errors are still there
 
 
+def test_forecast_with_a_direct_head_scores_its_windows():
+    """--horizon K: the direct head's K-step forecast from each validation point (the history before it, the
+    training series' end first), against the last value repeated K times — the windows reach the series'
+    end; none when the series holds no whole window."""
+    task, model = forecast_run(max_steps=2, hidden_size=8, window=20, horizon=3)
+    context, valid = task.train_values[-20:], task.valid_values
+    full = torch.cat([context, valid])
+    with torch.no_grad():
+        got = task.evaluate(model)
+        errors, naive = [], []
+        for j in range(len(context) - 1, len(full) - 3):  # forecasts made after each step from the context's last
+            pred = model.forecast(full[: j + 1].unsqueeze(0), 3, method="direct")[0]  # (3, S)
+            errors.append((pred - full[j + 1 : j + 4]).abs())
+            naive.append((full[j] - full[j + 1 : j + 4]).abs())
+    assert got["direct_mae"] == pytest.approx(float(torch.stack(errors).double().mean()), rel=1e-5)
+    assert got["direct_naive_mae"] == pytest.approx(float(torch.stack(naive).double().mean()), rel=1e-6)
+    assert got["direct_mae_ratio"] == pytest.approx(got["direct_mae"] / got["direct_naive_mae"])
+    plain_task, plain_model = forecast_run(max_steps=2, hidden_size=8, window=20)
+    with torch.no_grad():
+        assert not any(k.startswith("direct_") for k in plain_task.evaluate(plain_model))
+
+
 def test_unigram_baseline_is_the_training_texts_after_a_reload():
     train, valid = "aaaaaaaaaaaaaaaaaaaaaaaabbbbcc", "ccccccccccccbbbbbba"
     task = LanguageModelTask(LMData(), batch_size=2, seed=0)

@@ -200,9 +200,27 @@ class ForecastTask(Task):
         pred = model(full.unsqueeze(0).to(device_of(model)))[0].cpu()  # (T - 1, S): pred[t] forecasts full[t + 1]
         return pred[first - 1:], full[first:], full[first - 1:-1]
 
+    def _direct(self, model: nn.Module) -> tuple[Tensor, Tensor, Tensor] | None:
+        """With a direct head of K steps: (forecasts, targets, last values), each (N, K, S), for every window of
+        K validation steps — each forecast from the history just before its window, the naive one repeating
+        the value there. None without a head or where the series holds no whole window."""
+        K = model.config.horizon
+        context = self._context()
+        full = torch.cat([self.valid_values[:0] if context is None else context, self.valid_values])
+        first = len(context) if context is not None and len(context) else 1  # (as ``_one_step``)
+        if not K or len(full) - first < K:
+            return None
+        pred = model.direct_forecasts(full.unsqueeze(0).to(device_of(model)))[0].cpu()  # (T − K, K, S)
+        target = full.unfold(0, K, 1)[1:].transpose(1, 2)  # (T − K, K, S): window j is full[j + 1 … j + K]
+        last = full[:-K].unsqueeze(1).expand_as(target)
+        return pred[first - 1:], target[first - 1:], last[first - 1:]
+
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         pred, target, last = self._one_step(model)
         out = M.forecast_metrics(pred, target, last)  # the naive last-value baseline included
+        direct = self._direct(model)
+        if direct is not None:  # the direct head's K-step windows, against the last value repeated K times
+            out.update({f"direct_{k}": v for k, v in M.forecast_metrics(*direct).items()})
         loss = self._validation_loss(model)
         if loss is not None:
             out["loss"] = loss
