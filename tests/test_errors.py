@@ -169,3 +169,31 @@ def test_dropout_with_one_layer_warns():
     with pytest.warns(UserWarning, match="rnnkit.LSTM: dropout=0.5 has no effect with num_layers=1") as record:
         rnnkit.LSTM(I, H, dropout=0.5)
     assert record[0].filename == __file__
+
+
+
+#: bad calls, as (layer call, cell call or None where a cell has no such input)
+TORCH_NN_ERRORS = {
+    "state-shape": (lambda m: m(torch.randn(5, 2, I), torch.randn(1, 3, H)),
+                    lambda m: m(torch.randn(2, I), torch.randn(3, H))),
+    "features": (lambda m: m(torch.randn(5, 2, I + 1)), lambda m: m(torch.randn(2, I + 1))),
+    "rank": (lambda m: m(torch.randn(5)), lambda m: m(torch.randn(2, 3, I))),
+    "dtype": (lambda m: m(torch.randn(5, 2, I, dtype=torch.float64)),
+              lambda m: m(torch.randn(2, I, dtype=torch.float64))),
+    "no-steps": (lambda m: m(torch.randn(0, 2, I)), None),
+}
+
+
+@pytest.mark.parametrize("case", TORCH_NN_ERRORS)
+@pytest.mark.parametrize("cls", ["GRU", "GRUCell"])
+def test_errors_are_also_the_exceptions_torch_nn_raises(cls, case):
+    """Code that catches torch.nn's exception for a bad input (RuntimeError for shapes, ValueError for a
+    layer's dtype, RuntimeError for a cell's) catches rnnkit's too, whose classes say ValueError/TypeError
+    as well."""
+    call = TORCH_NN_ERRORS[case][1 if cls.endswith("Cell") else 0]
+    if call is None:
+        pytest.skip("a cell reads one step")
+    with pytest.raises(Exception) as torch_error:
+        call(getattr(torch.nn, cls)(I, H))
+    with pytest.raises(type(torch_error.value)):
+        call(getattr(rnnkit, cls)(I, H))

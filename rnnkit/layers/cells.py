@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ..cells import NONLINEARITIES, LayerNormParams, gru_cell, lstm_cell, rnn_cell
 from ..engine.precision import own_precision
-from .checks import autocast_input, check_positive_int, check_shape, check_tensor
+from .checks import InputError, autocast_input, check_positive_int, check_shape, check_tensor
 from .init import init_weights
 from .recurrent import _check_options, options_as_tuple, options_from_tuple, options_repr
 
@@ -137,10 +137,10 @@ class _CellBase(nn.Module):
         owner = f"rnnkit.{type(self).__name__}"
         check_tensor(owner, "input", input, self.weight_ih.dtype, self.weight_ih.device)
         if input.dim() not in (1, 2):
-            raise ValueError(f"{owner}: expected input to be 1-D (unbatched) or 2-D (B, I), got {input.dim()}-D "
+            raise InputError(f"{owner}: expected input to be 1-D (unbatched) or 2-D (B, I), got {input.dim()}-D "
                              f"with shape {tuple(input.shape)}")
         if input.shape[-1] != self.input_size:
-            raise ValueError(f"{owner}: input has {input.shape[-1]} features, expected input_size={self.input_size}")
+            raise InputError(f"{owner}: input has {input.shape[-1]} features, expected input_size={self.input_size}")
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
         B = x.shape[0]

@@ -9,6 +9,16 @@ from torch import Tensor
 from ..engine.precision import autocast_dtype
 
 
+class InputError(ValueError, RuntimeError):
+    """An input or state of the wrong shape, rank or device: a ``ValueError``, and also the ``RuntimeError``
+    torch.nn raises for it, so code written to catch torch.nn's catches rnnkit's."""
+
+
+class InputDtypeError(TypeError, ValueError, RuntimeError):
+    """An input or state in another dtype than the parameters: a ``TypeError``, and also the ``ValueError``
+    (layers) or ``RuntimeError`` (cells) torch.nn raises for it."""
+
+
 def check_int(owner: str, name: str, value, least: int) -> int:
     """``value`` as a Python int, at least ``least``: any integer type (NumPy's too, as from a config read by
     NumPy or pandas) but not a bool."""
@@ -34,9 +44,9 @@ def check_tensor(owner: str, name: str, t, dtype: torch.dtype, device: torch.dev
     if not isinstance(t, Tensor):
         raise TypeError(f"{owner}: {name} must be a Tensor, got {type(t).__name__}")
     if t.dtype != dtype:
-        raise TypeError(f"{owner}: {name} must have dtype {dtype} (the module's parameters), got {t.dtype}")
+        raise InputDtypeError(f"{owner}: {name} must have dtype {dtype} (the module's parameters), got {t.dtype}")
     if t.device != device:
-        raise ValueError(f"{owner}: {name} is on {t.device}, but the module's parameters are on {device}")
+        raise InputError(f"{owner}: {name} is on {t.device}, but the module's parameters are on {device}")
 
 
 def autocast_input(t, dtype: torch.dtype):
@@ -61,7 +71,7 @@ def autocast_arrival(x: Tensor, hx) -> tuple[torch.dtype, ...] | None:
 
 def check_shape(owner: str, name: str, t: Tensor, expected: tuple[int, ...]) -> None:
     if tuple(t.shape) != tuple(expected):
-        raise ValueError(f"{owner}: {name} has shape {tuple(t.shape)}, expected {tuple(expected)}")
+        raise InputError(f"{owner}: {name} has shape {tuple(t.shape)}, expected {tuple(expected)}")
 
 
 def check_lengths(owner: str, lengths, batch: int, steps: int) -> Tensor:

@@ -49,8 +49,8 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from ..cells import NONLINEARITIES
 from ..engine import ENGINES, LayerWeights, Options, dispatch
-from .checks import (autocast_arrival, autocast_input, check_int, check_lengths, check_positive_int, check_shape,
-                     check_tensor, is_number)
+from .checks import (InputError, autocast_arrival, autocast_input, check_int, check_lengths, check_positive_int,
+                     check_shape, check_tensor, is_number)
 from .init import INITS, assign_weight, init_weights
 
 _GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
@@ -387,7 +387,7 @@ class RNNBase(nn.Module):
             check_tensor(self._owner, name, s, ref.dtype, ref.device)
             if not batched:
                 if s.dim() != 2:
-                    raise ValueError(
+                    raise InputError(
                         f"{self._owner}: for unbatched 2-D input, {name} must be 2-D {(shape[0], shape[2])}, "
                         f"got {s.dim()}-D with shape {tuple(s.shape)}"
                     )
@@ -419,7 +419,7 @@ class RNNBase(nn.Module):
             data = input.data
             check_tensor(owner, "input", data, w0.dtype, w0.device)
             if data.dim() != 2 or data.shape[1] != self.input_size:
-                raise ValueError(f"{owner}: PackedSequence data must have shape (N, {self.input_size}), "
+                raise InputError(f"{owner}: PackedSequence data must have shape (N, {self.input_size}), "
                                  f"got {tuple(data.shape)}")
             B = int(input.batch_sizes[0])
             state = self._prepare_state(hx, B, True, data)
@@ -434,10 +434,10 @@ class RNNBase(nn.Module):
             input = autocast_input(input, w0.dtype)
             check_tensor(owner, "input", input, w0.dtype, w0.device)
             if input.dim() not in (2, 3):
-                raise ValueError(f"{owner}: expected input to be 2-D (unbatched: T, I) or 3-D (batched), "
+                raise InputError(f"{owner}: expected input to be 2-D (unbatched: T, I) or 3-D (batched), "
                                  f"got {input.dim()}-D with shape {tuple(input.shape)}")
             if input.shape[-1] != self.input_size:
-                raise ValueError(f"{owner}: input has {input.shape[-1]} features in its last dimension, "
+                raise InputError(f"{owner}: input has {input.shape[-1]} features in its last dimension, "
                                  f"expected input_size={self.input_size}")
             batched = input.dim() == 3
             if not batched:
@@ -447,7 +447,7 @@ class RNNBase(nn.Module):
             else:
                 x = input.transpose(0, 1) if self.batch_first else input
             if x.shape[0] == 0:
-                raise ValueError(f"{owner}: input has no time steps (shape {tuple(input.shape)})")
+                raise InputError(f"{owner}: input has no time steps (shape {tuple(input.shape)})")
             state = self._prepare_state(hx, x.shape[1], batched, x)
         T, B = x.shape[0], x.shape[1]
         if lengths is not None:

@@ -189,6 +189,14 @@ def test_forecast_evaluate_on_a_short_series_without_training_data():
     with torch.no_grad():
         out = task.evaluate(model)
     assert "loss" not in out and out["mae"] >= 0
+    # one step: scored after the training series' end the checkpoint keeps; on its own it has nothing to score
+    task.load_vocab_state({**task.vocab_state(), "context": [[0.0]] * 5})  # (as evaluate loads a checkpoint)
+    task.set_data(None, _series([[0.4]], task.columns))
+    with torch.no_grad():
+        assert task.evaluate(model)["mae"] >= 0
+    task.drop_saved_context()
+    with pytest.raises(ValueError, match="the validation series needs at least 2 steps"):
+        task.set_data(None, _series([[0.4]], task.columns))
 
 
 

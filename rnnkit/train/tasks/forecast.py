@@ -175,8 +175,9 @@ class ForecastTask(Task):
                                 f"--window {self.data.window} + 1; lower --window")
         if valid is not None:
             self.valid_values = self._check(valid, "the validation series")
-            if len(self.valid_values) < 2 and (self.train_values is None or len(self.train_values) == 0):
-                raise DataError("the validation series needs at least 2 steps")
+            context = self._context()
+            if len(self.valid_values) < 2 and (context is None or len(context) == 0):
+                raise DataError("the validation series needs at least 2 steps (one to forecast from, one to score)")
 
     def train_batches(self, epoch: int) -> list[dict[str, Tensor]]:
         spans = self.train_values.unfold(0, self.data.window + 1, 1).transpose(1, 2)  # (N, W + 1, S)
