@@ -224,12 +224,18 @@ def cmd_train(args, extra: list[str]) -> int:
         return _train(args, out, settings, threads)
 
 
+#: The lock file a training run holds in its --out folder (``_out_locked``).
+LOCK_NAME = ".rnnkit-train.lock"
+
+
 @contextlib.contextmanager
 def _out_locked(out: Path):
-    """Holds ``out/.lock`` (an advisory lock, released by the system if the process dies) for a training run, so
-    that a second run into the same folder is refused at once instead of mixing its metrics and checkpoints
-    with the first's. Where ``fcntl`` is missing (Windows), and on the processes of torchrun but the first,
-    nothing is locked. A folder made here is removed again if the run leaves nothing in it."""
+    """Holds an advisory lock on ``out/.rnnkit-train.lock`` (released by the system if the process dies) for a
+    training run, so that a second run into the same folder is refused at once instead of mixing its metrics
+    and checkpoints with the first's. The file stays (deleting it would let a run that opened it just before
+    lock a file no other run sees), except in a folder this run made and leaves empty otherwise: then the
+    file and the folders made go. Where ``fcntl`` is missing (Windows), where the file system cannot lock, and
+    on the processes of torchrun but the first, nothing is locked."""
     try:
         import fcntl
     except ImportError:
@@ -237,24 +243,31 @@ def _out_locked(out: Path):
     if fcntl is None or not _is_main_rank():
         yield
         return
-    made = not out.exists()
+    made = []  # the folders made here, deepest first
+    parent = out
+    while not parent.exists():
+        made.append(parent)
+        parent = parent.parent
     out.mkdir(parents=True, exist_ok=True)
-    path = out / ".lock"
-    handle = open(path, "w")
+    path = out / LOCK_NAME
+    handle = open(path, "a")
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise UsageError(f"{out} is in use by another rnnkit train (it holds {path}): wait for it to end, or choose "
-                         f"another --out") from None
-    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"{out} is in use by another rnnkit train (it holds {path}): wait for it to end, or "
+                             f"choose another --out") from None
+        except OSError as e:  # a file system without locks: run as before there was one
+            print(f"rnnkit: warning: cannot lock {path} ({e.strerror or e}); not guarding --out against a second run",
+                  file=sys.stderr)
         yield
     finally:
-        path.unlink(missing_ok=True)
         handle.close()
-        if made:
+        if made and [p.name for p in out.iterdir()] == [LOCK_NAME]:
+            path.unlink(missing_ok=True)
+        for folder in made:
             with contextlib.suppress(OSError):
-                out.rmdir()  # (only if empty)
+                folder.rmdir()  # (only if empty)
 
 
 def _train(args, out: Path, settings, threads) -> int:

@@ -196,6 +196,18 @@ def test_whole_module_saved_and_loaded_with_weights_only(cls, tmp_path):
     assert repr(back) == repr(m)
     assert_all_close(list(back.state_dict().values()), list(m.state_dict().values()), list(m.state_dict()))
     assert copy.deepcopy(m).options == m.options
+    m.compile()  # (in place: torch leaves the compiled call out of the pickle, and so do we)
+    torch.save(m, tmp_path / "compiled.pt")
+
+
+def test_whole_module_with_numpy_options_loads_with_weights_only(tmp_path):
+    """NumPy scalars given as options are kept as Python numbers: nothing NumPy in the pickle."""
+    m = rnnkit.LSTM(3, 5, forget_bias=np.float32(1.0), zoneout=np.float64(0.1))
+    assert type(m.forget_bias) is float and repr(m).endswith("zoneout=0.1, forget_bias=1.0)")
+    torch.save(m, tmp_path / "m.pt")
+    with torch.serialization.safe_globals([rnnkit.LSTM]):
+        assert torch.load(tmp_path / "m.pt", weights_only=True).forget_bias == 1.0
+    assert rnnkit.LSTMCell(3, 5, forget_bias=np.int64(2)).forget_bias == 2.0
 
 
 def test_sizes_and_rates_of_numpy_types_are_accepted():

@@ -61,7 +61,8 @@ class _CellBase(nn.Module):
         stacklevel = 3 if type(self).__init__ is _CellBase.__init__ else 4
         self.options = _check_options(owner, self.cell, None, recurrent_dropout, 0.0, zoneout, zoneout_cell,
                                       layer_norm, init, forget_bias, bias, stacklevel)
-        self.layer_norm, self.init, self.forget_bias = layer_norm, init, forget_bias
+        self.layer_norm, self.init = layer_norm, init
+        self.forget_bias = None if forget_bias is None else float(forget_bias)  # (NumPy's too: checked above)
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         factory = {"device": device, "dtype": dtype}
         G = self.gates * hidden_size

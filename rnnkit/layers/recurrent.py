@@ -109,11 +109,13 @@ def options_as_tuple(module) -> dict:
     """The module's pickled state with ``options`` as a plain tuple: ``torch.load(weights_only=True)`` of a
     whole saved module then needs only the module's class allowed (``torch.serialization.safe_globals``),
     as for torch.nn's layers."""
-    return {**module.__dict__, "options": tuple(module.options)}
+    state = nn.Module.__getstate__(module)  # (a copy of __dict__, less what torch leaves out: a compiled call)
+    state["options"] = tuple(module.options)
+    return state
 
 
 def options_from_tuple(state: dict) -> dict:
-    return {**state, "options": Options(*state["options"])}
+    return {**state, "options": Options(*state["options"])}  # (an Options of an older pickle passes unchanged)
 
 
 def options_repr(module) -> str:
@@ -183,7 +185,8 @@ class RNNBase(nn.Module):
         self._check_engine(engine)
         self.options = _check_options(owner, cell, dropout_kind, recurrent_dropout, weight_drop, zoneout,
                                       zoneout_cell, layer_norm, init, forget_bias, bias)
-        self.layer_norm, self.init, self.forget_bias = layer_norm, init, forget_bias
+        self.layer_norm, self.init = layer_norm, init
+        self.forget_bias = None if forget_bias is None else float(forget_bias)  # (NumPy's too: checked above)
         self.cell = cell  # rnnkit's name, as models' cell= argument; torch.nn's is ``mode``
         self.input_size = input_size
         self.hidden_size = hidden_size

@@ -180,14 +180,17 @@ def test_json_output_is_strict_json_when_a_metric_is_infinite(cli, tmp_path):
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fcntl locks: POSIX")
 def test_a_second_run_into_the_same_out_is_refused_while_the_first_runs(cli, files, tmp_path):
     """Two runs writing one --out interleaved their metrics and overwrote each other's checkpoints; the run in
-    progress holds out/.lock (here: taken by hand, as that run's process holds it), so the second is refused
-    at once, before it reads its data. The lock goes with the run; a folder made for a refused run does not
-    stay."""
+    progress holds a lock on out/.rnnkit-train.lock (here: taken by hand, as that run's process holds it), so
+    the second is refused at once, before it reads its data. The file stays (removing it would let a run that
+    had opened it lock a file no other run sees), but folders made for a run that writes nothing go."""
     import fcntl
+
+    from rnnkit.cli import LOCK_NAME
 
     out = tmp_path / "o"
     out.mkdir()
-    with open(out / ".lock", "w") as held:
+    (out / "notes.txt").write_text("mine")
+    with open(out / LOCK_NAME, "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--out", out, "--max-steps", "1", *TINY,
               match=f"{out} is in use by another rnnkit train")
@@ -195,10 +198,27 @@ def test_a_second_run_into_the_same_out_is_refused_while_the_first_runs(cli, fil
               match="is in use by another rnnkit train")
     code, _, err = cli("train", "lm", "--data", files / "train.txt", "--out", out, "--max-steps", "1", *TINY)
     assert code == 0, err
-    assert (out / "checkpoint").is_dir() and not (out / ".lock").exists()
-    fails(cli, 2, "train", "lm", "--data", tmp_path / "missing.txt", "--out", tmp_path / "new", *TINY,
+    assert (out / "checkpoint").is_dir() and (out / LOCK_NAME).exists() and (out / "notes.txt").read_text() == "mine"
+    fails(cli, 2, "train", "lm", "--data", tmp_path / "missing.txt", "--out", tmp_path / "new" / "a" / "b", *TINY,
           match="missing.txt")
+    fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--out", tmp_path / "new" / "c", "--resume", *TINY,
+          match="checkpoint not found")
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fcntl locks: POSIX")
+def test_a_file_system_without_locks_runs_unguarded(cli, files, tmp_path, monkeypatch):
+    """flock failing for another reason than a lock held (ENOLCK on some network mounts) is not 'in use'."""
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    code, _, err = cli("train", "lm", "--data", files / "train.txt", "--out", tmp_path / "o", "--max-steps", "1", *TINY)
+    assert code == 0, err
+    assert "cannot lock" in err and "No locks available" in err
 
 
 def test_forecast_evaluate_says_which_history_it_scores_from(cli, tmp_path):
