@@ -119,6 +119,12 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("checkpoint")
     pr.add_argument("--input", default="-", help="input file (default: stdin)")
     pr.add_argument("--output", default="-", help="output file (default: stdout)")
+    pr.add_argument("--steps", type=int, default=1, help="forecast only: how many next steps to forecast (default "
+                    "1), written in the input's format (one series: values apart by spaces; several: steps apart "
+                    "by ';', series by ',')")
+    pr.add_argument("--method", choices=("autoregressive", "direct"), default="autoregressive",
+                    help="forecast only: feed each forecast back in (any --steps), or the direct head's steps at "
+                    "once (a model trained with --horizon >= --steps)")
     pr.add_argument("--device", default="cpu")
 
     i = sub.add_parser("info", help="describe a checkpoint", formatter_class=fmt)
@@ -408,6 +414,17 @@ def cmd_predict(args) -> int:
     from .train.tasks import load_trained
 
     task, model, _ = load_trained(args.checkpoint, device=_check_device(args.device, allow_auto=False))
+    options = {}
+    if args.steps != 1 or args.method != "autoregressive":
+        if task.name != "forecast":
+            raise UsageError(f"--steps and --method are forecast options; {args.checkpoint} is a {task.name!r} model")
+        if args.steps < 1:
+            raise UsageError(f"--steps must be >= 1, got {args.steps}")
+        horizon = model.config.horizon
+        if args.method == "direct" and args.steps > horizon:
+            raise UsageError(f"--method direct forecasts at most the model's horizon, {horizon} steps (train with "
+                             f"--horizon {args.steps}), got --steps {args.steps}")
+        options = {"steps": args.steps, "method": args.method}
     if args.output != "-":
         _check_writable_file(args.output, "--output")
     if args.input == "-":
@@ -427,7 +444,7 @@ def cmd_predict(args) -> int:
         lines.pop()  # the newline that ends the last line
     with torch.no_grad():
         try:
-            preds = task.predict(model, lines)
+            preds = task.predict(model, lines, **options)
         except DataError as e:  # a line the task cannot read ("line 3: expected numbers"): name the source
             if e.path is not None:
                 raise

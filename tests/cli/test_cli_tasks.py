@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_cli_errors import fails
 
 
 def train(cli, tmp_path, task, *args):
@@ -121,6 +122,17 @@ def test_forecast(cli, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"0.1, 0.2\nabc\n")))
     code, _, err = cli("predict", out / "checkpoint")
     assert code == 2 and "stdin:2: expected numbers, got 'abc'" in err
+    # --steps N: the next N values in the input's format (fed back one at a time), the first the one-step forecast
+    code, ahead, err = cli("predict", out / "checkpoint", "--input", tmp_path / "h.txt", "--steps", "3")
+    assert code == 0, err
+    values = [float(v) for v in ahead.split()]
+    assert len(values) == 3 and values[0] == pytest.approx(float(pred.strip()), rel=1e-5)
+    first_two = " ".join(ahead.split()[:2])
+    (tmp_path / "h2.txt").write_text(f"0.0, 0.12, 0.25, 0.37, 0.48 {first_two}\n")  # the forecasts fed back by hand
+    code, next_one, err = cli("predict", out / "checkpoint", "--input", tmp_path / "h2.txt")
+    assert code == 0 and float(next_one) == pytest.approx(values[2], rel=1e-3, abs=1e-4), err
+    fails(cli, 2, "predict", out / "checkpoint", "--input", tmp_path / "h.txt", "--steps", "2", "--method", "direct",
+          match="--method direct forecasts at most the model's horizon, 0 steps")
 
 
 def test_caption(cli, tmp_path):

@@ -87,6 +87,26 @@ def test_forecast_validation_loss_is_the_training_objective():
     assert got["mae"] > 0 and "naive_mae" in got  # the data-unit errors are still there
 
 
+def test_forecast_predict_writes_the_next_steps_in_the_input_format():
+    """One series: the next values apart by spaces; several: steps apart by ';', series by ','; the direct
+    head's steps are model.forecast(method='direct')."""
+    task, model = forecast_run(max_steps=1, hidden_size=8, window=10, horizon=3)
+    history = torch.tensor([[0.1], [0.3], [0.2], [0.4]])
+    (line,) = task.predict(model, ["0.1 0.3, 0.2 0.4"], steps=3, method="direct")
+    with torch.no_grad():
+        expected = model.forecast(history.unsqueeze(0), 3, method="direct")[0, :, 0]
+    assert [float(v) for v in line.split(" ")] == pytest.approx(expected.tolist(), rel=1e-5)
+    from rnnkit.models import Forecaster
+
+    task.columns = ["a", "b"]  # (two series, and a model of two)
+    two = Forecaster(num_series=2, hidden_size=4).eval()
+    (line,) = task.predict(two, ["0,1;0.2,0.98;0.39,0.92"], steps=2)
+    with torch.no_grad():
+        expected = two.forecast(torch.tensor([[[0, 1], [0.2, 0.98], [0.39, 0.92]]]), 2)[0]
+    got = [[float(v) for v in step.split(",")] for step in line.split(";")]
+    assert got == [pytest.approx(row, rel=1e-5) for row in expected.tolist()]
+
+
 def test_forecast_with_a_direct_head_scores_its_windows():
     """--horizon K: the direct head's K-step forecast from each validation point (the history before it, the
     training series' end first), against the last value repeated K times — the windows reach the series'

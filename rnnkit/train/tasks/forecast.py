@@ -8,7 +8,8 @@ metric) and RMSE next to the naive last-value forecast ŷ_t = y_{t−1} (``mae_r
 ``loss`` is the training objective on the validation series' windows (standardised units, as in training).
 
 ``predict`` reads one history per line — values separated by commas or spaces (several series: time
-steps separated by ``;``, series by ``,``) — and writes the forecast of the next step.
+steps separated by ``;``, series by ``,``) — and writes the forecast of the next step (``--steps N``: of the
+next N, fed back one at a time or, ``--method direct``, from the direct head) in the same format.
 """
 from __future__ import annotations
 
@@ -249,21 +250,26 @@ class ForecastTask(Task):
                 total += float(model.loss(batch)) * len(batch)
         return total / len(spans)
 
-    def predict(self, model: nn.Module, lines: Sequence[str]) -> list[str]:
+    def predict(self, model: nn.Module, lines: Sequence[str], steps: int = 1,
+                method: Literal["autoregressive", "direct"] = "autoregressive") -> list[str]:
+        """The forecast of the next ``steps`` values after each line's history, in the input's format: one
+        series' values apart by spaces (one value for one step, as before), several series' steps apart by
+        ';' and their values by ','."""
         out = []
         S = len(self.columns)
         for n, line in enumerate(lines, start=1):
             if not line.strip():
                 out.append("")
                 continue
-            steps = [s for s in line.split(";")] if S > 1 else [line]
+            history = line.split(";") if S > 1 else [line]
             try:
-                rows = [[float(v) for v in s.replace(",", " ").split()] for s in steps]
+                rows = [[float(v) for v in s.replace(",", " ").split()] for s in history]
                 values = torch.tensor(rows if S > 1 else [[v] for v in rows[0]], dtype=torch.float32)
             except ValueError:
                 raise DataError(f"line {n}: expected numbers, got {line.strip()[:40]!r}") from None
             if values.dim() != 2 or values.shape[1] != S or not torch.isfinite(values).all():
                 raise DataError(f"line {n}: expected finite values of {S} series, got {line.strip()[:40]!r}")
-            nxt = model.forecast(values.unsqueeze(0).to(device_of(model)), 1)[0, 0].tolist()  # (S,)
-            out.append(",".join(f"{v:.6g}" for v in nxt))
+            ahead = model.forecast(values.unsqueeze(0).to(device_of(model)), steps, method=method)[0]  # (steps, S)
+            rows = [",".join(f"{v:.6g}" for v in row) for row in ahead.tolist()]
+            out.append(";".join(rows) if S > 1 else " ".join(rows))
         return out
