@@ -119,12 +119,12 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("checkpoint")
     pr.add_argument("--input", default="-", help="input file (default: stdin)")
     pr.add_argument("--output", default="-", help="output file (default: stdout)")
-    pr.add_argument("--steps", type=int, default=1, help="forecast only: how many next steps to forecast (default "
+    pr.add_argument("--steps", type=int, help="forecast only: how many next steps to forecast (default "
                     "1), written in the input's format (one series: values apart by spaces; several: steps apart "
                     "by ';', series by ',')")
-    pr.add_argument("--method", choices=("autoregressive", "direct"), default="autoregressive",
-                    help="forecast only: feed each forecast back in (any --steps), or the direct head's steps at "
-                    "once (a model trained with --horizon >= --steps)")
+    pr.add_argument("--method", choices=("autoregressive", "direct"),
+                    help="forecast only: feed each forecast back in (any --steps; the default), or the direct "
+                    "head's steps at once (a model trained with --horizon >= --steps)")
     pr.add_argument("--device", default="cpu")
 
     i = sub.add_parser("info", help="describe a checkpoint", formatter_class=fmt)
@@ -237,11 +237,12 @@ LOCK_NAME = ".rnnkit-train.lock"
 @contextlib.contextmanager
 def _out_locked(out: Path):
     """Holds an advisory lock on ``out/.rnnkit-train.lock`` (released by the system if the process dies) for a
-    training run, so that a second run into the same folder is refused at once instead of mixing its metrics
-    and checkpoints with the first's. The file stays (deleting it would let a run that opened it just before
-    lock a file no other run sees), except in a folder this run made and leaves empty otherwise: then the
-    file and the folders made go. Where ``fcntl`` is missing (Windows), where the file system cannot lock, and
-    on the processes of torchrun but the first, nothing is locked."""
+    training run (train, demo), so that a second run into the same folder is refused at once instead of mixing
+    its metrics and checkpoints with the first's. The file stays (deleting it would let a run that opened it
+    just before lock a file no other run sees), except in a folder this run made and, holding the lock, leaves
+    empty otherwise: then the file and the folders made go. Where ``fcntl`` is missing (Windows), where the
+    lock file cannot be opened or the file system cannot lock (a warning), and on the processes of torchrun
+    but the first, nothing is locked."""
     try:
         import fcntl
     except ImportError:
@@ -256,24 +257,33 @@ def _out_locked(out: Path):
         parent = parent.parent
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_NAME
-    handle = open(path, "a")
+    try:  # (read-only is enough for flock: a lock file another user made stays usable)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+    except OSError as e:
+        fd = None
+        print(f"rnnkit: warning: cannot open {path} ({e.strerror or e}); not guarding --out against a second run",
+              file=sys.stderr)
+    locked = False
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UsageError(f"{out} is in use by another rnnkit train (it holds {path}): wait for it to end, or "
-                             f"choose another --out") from None
-        except OSError as e:  # a file system without locks: run as before there was one
-            print(f"rnnkit: warning: cannot lock {path} ({e.strerror or e}); not guarding --out against a second run",
-                  file=sys.stderr)
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+            except BlockingIOError:
+                raise UsageError(f"{out} is in use by another rnnkit run (train or demo, holding {path}): wait for "
+                                 f"it to end, or choose another --out") from None
+            except OSError as e:  # a file system without locks: run as before there was one
+                print(f"rnnkit: warning: cannot lock {path} ({e.strerror or e}); not guarding --out against a second "
+                      f"run", file=sys.stderr)
         yield
     finally:
-        handle.close()
-        if made and [p.name for p in out.iterdir()] == [LOCK_NAME]:
-            path.unlink(missing_ok=True)
-        for folder in made:
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # (only if empty)
+        if locked and made and [p.name for p in out.iterdir()] == [LOCK_NAME]:
+            path.unlink(missing_ok=True)  # (while still holding it; only a run that held it cleans up)
+            for folder in made:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # (only if empty)
+        if fd is not None:
+            os.close(fd)
 
 
 def _train(args, out: Path, settings, threads) -> int:
@@ -415,16 +425,17 @@ def cmd_predict(args) -> int:
 
     task, model, _ = load_trained(args.checkpoint, device=_check_device(args.device, allow_auto=False))
     options = {}
-    if args.steps != 1 or args.method != "autoregressive":
+    if args.steps is not None or args.method is not None:
         if task.name != "forecast":
             raise UsageError(f"--steps and --method are forecast options; {args.checkpoint} is a {task.name!r} model")
-        if args.steps < 1:
+        steps, method = args.steps or 1, args.method or "autoregressive"
+        if args.steps is not None and args.steps < 1:
             raise UsageError(f"--steps must be >= 1, got {args.steps}")
         horizon = model.config.horizon
-        if args.method == "direct" and args.steps > horizon:
+        if method == "direct" and steps > horizon:
             raise UsageError(f"--method direct forecasts at most the model's horizon, {horizon} steps (train with "
-                             f"--horizon {args.steps}), got --steps {args.steps}")
-        options = {"steps": args.steps, "method": args.method}
+                             f"--horizon {steps}), got --steps {steps}")
+        options = {"steps": steps, "method": method}
     if args.output != "-":
         _check_writable_file(args.output, "--output")
     if args.input == "-":
@@ -510,9 +521,8 @@ def cmd_info(args) -> int:
 
 def cmd_demo(args) -> int:
     """Train a char LSTM on the Python docs within the time budget, then show what it learned."""
-    import torch
-
-    from .train.tasks import build_run, load_trained, settings_for, TASKS
+    from .train.options import check_out_dir
+    from .train.tasks import settings_for, TASKS
 
     out = Path(args.out)
     threads = _check_threads(args.threads)
@@ -521,6 +531,16 @@ def cmd_demo(args) -> int:
         settings.set_value(key, value)
     settings.set_value("time_budget", args.time_budget)
     settings.set_value("seed", args.seed)
+    check_out_dir(out)
+    with _out_locked(out):  # (as train: not into a folder another run is writing)
+        return _demo(args, out, settings, threads)
+
+
+def _demo(args, out: Path, settings, threads) -> int:
+    import torch
+
+    from .train.tasks import build_run, load_trained
+
     t0 = time.perf_counter()
     run = build_run("lm", ["builtin:pydoc"], None, settings, out_dir=out, progress=not args.no_progress)
     _set_threads(run.trainer, threads)

@@ -16,3 +16,23 @@ def test_demo_runs_and_reports(cli, tmp_path):
     unigram = float(out.split("unigram baseline")[1].split(";")[0])
     symbols = int(out.split(" symbols")[0].split()[-1])
     assert 0 < bits < math.log2(symbols) and unigram < math.log2(symbols)  # a second of training beats uniform
+
+
+def test_demo_is_refused_into_a_folder_a_run_is_writing(cli, tmp_path):
+    """The demo takes the lock train takes (``rnnkit.cli._out_locked``): it replaced a running train's files."""
+    import fcntl
+    import os
+
+    import pytest
+
+    from rnnkit.cli import LOCK_NAME
+
+    if not hasattr(os, "fork"):
+        pytest.skip("fcntl locks: POSIX")
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / LOCK_NAME, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        code, _, err = cli("demo", "--time-budget", "1", "--out", out, "--no-progress")
+    assert code == 2 and "is in use by another rnnkit run" in err
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]

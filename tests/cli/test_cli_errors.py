@@ -179,6 +179,8 @@ def test_bad_generate_and_predict_input(cli, lm_run, tmp_path, monkeypatch):
     fails(cli, 2, "generate", lm_run / "checkpoint", "--top-p", "1.5", match="--top-p must be in (0, 1]")
     fails(cli, 2, "predict", lm_run / "checkpoint", "--input", tmp_path / "missing.txt", match="no such file")
     fails(cli, 2, "predict", lm_run / "checkpoint", "--steps", "3", match="--steps and --method are forecast options")
+    fails(cli, 2, "predict", lm_run / "checkpoint", "--steps", "1", match="--steps and --method are forecast options")
+    fails(cli, 2, "predict", lm_run / "checkpoint", "--method", "autoregressive", match="are forecast options")
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"ok\n\xff\n")))
     fails(cli, 2, "predict", lm_run / "checkpoint", match="stdin:2: bytes that are not UTF-8")
 

@@ -193,9 +193,9 @@ def test_a_second_run_into_the_same_out_is_refused_while_the_first_runs(cli, fil
     with open(out / LOCK_NAME, "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--out", out, "--max-steps", "1", *TINY,
-              match=f"{out} is in use by another rnnkit train")
+              match=f"{out} is in use by another rnnkit run")
         fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--out", out, "--resume", *TINY,
-              match="is in use by another rnnkit train")
+              match="is in use by another rnnkit run")
     code, _, err = cli("train", "lm", "--data", files / "train.txt", "--out", out, "--max-steps", "1", *TINY)
     assert code == 0, err
     assert (out / "checkpoint").is_dir() and (out / LOCK_NAME).exists() and (out / "notes.txt").read_text() == "mine"
@@ -204,6 +204,48 @@ def test_a_second_run_into_the_same_out_is_refused_while_the_first_runs(cli, fil
     fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--out", tmp_path / "new" / "c", "--resume", *TINY,
           match="checkpoint not found")
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fcntl locks: POSIX")
+def test_a_refused_run_leaves_the_running_one_its_folder_and_lock(tmp_path, monkeypatch):
+    """Run B finds --out missing, but run A makes and locks it before B opens the lock file: B is refused and
+    must not remove A's lock file or folder (only a run that held the lock cleans up)."""
+    import fcntl
+
+    from rnnkit import cli
+
+    out, real_open, other = tmp_path / "x", os.open, []
+
+    def another_run_locks_first(path, flags, mode=0o777):
+        if not other:
+            other.append(real_open(path, os.O_RDONLY | os.O_CREAT, 0o666))
+            fcntl.flock(other[0], fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", another_run_locks_first)
+    with pytest.raises(cli.UsageError, match="is in use by another rnnkit run"):
+        with cli._out_locked(out):
+            pass
+    assert (out / cli.LOCK_NAME).exists()
+    os.close(other[0])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fcntl locks: POSIX")
+def test_a_lock_file_that_cannot_be_opened_runs_unguarded(cli, files, tmp_path, monkeypatch):
+    """(Another user's lock file, say): a warning, and the run goes on."""
+    from rnnkit.cli import LOCK_NAME
+
+    real_open = os.open
+
+    def refused(path, flags, mode=0o777):
+        if str(path).endswith(LOCK_NAME):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", refused)
+    code, _, err = cli("train", "lm", "--data", files / "train.txt", "--out", tmp_path / "o", "--max-steps", "1", *TINY)
+    assert code == 0, err
+    assert "cannot open" in err and "Permission denied" in err
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fcntl locks: POSIX")
