@@ -193,12 +193,16 @@ class ForecastTask(Task):
         series = batch["series"]  # (B, W + 1, S)
         return model.loss(series) * series.shape[0], series.shape[0], None
 
-    def _one_step(self, model: nn.Module) -> tuple[Tensor, Tensor, Tensor]:
-        """(predictions, targets, last values) for every validation step, each (N, S)."""
+    def _scored_series(self) -> tuple[Tensor, int]:
+        """The validation series after its context (the training series' end, if any), (T_c + T_v, S), and the
+        index in it of the first step scored (the first validation step, or the second without a context)."""
         context = self._context()
         context = self.valid_values[:0] if context is None else context
-        full = torch.cat([context, self.valid_values])  # (T_c + T_v, S)
-        first = len(context) if len(context) else 1  # index in ``full`` of the first step scored
+        return torch.cat([context, self.valid_values]), len(context) if len(context) else 1
+
+    def _one_step(self, model: nn.Module) -> tuple[Tensor, Tensor, Tensor]:
+        """(predictions, targets, last values) for every validation step, each (N, S)."""
+        full, first = self._scored_series()
         pred = model(full.unsqueeze(0).to(device_of(model)))[0].cpu()  # (T - 1, S): pred[t] forecasts full[t + 1]
         return pred[first - 1:], full[first:], full[first - 1:-1]
 
@@ -207,9 +211,7 @@ class ForecastTask(Task):
         K validation steps — each forecast from the history just before its window, the naive one repeating
         the value there. None without a head or where the series holds no whole window."""
         K = model.config.horizon
-        context = self._context()
-        full = torch.cat([self.valid_values[:0] if context is None else context, self.valid_values])
-        first = len(context) if context is not None and len(context) else 1  # (as ``_one_step``)
+        full, first = self._scored_series()
         if not K or len(full) - first < K:
             return None
         pred = model.direct_forecasts(full.unsqueeze(0).to(device_of(model)))[0].cpu()  # (T − K, K, S)
