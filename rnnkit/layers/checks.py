@@ -40,6 +40,13 @@ def is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def check_probability(owner: str, name: str, p) -> float:
+    """``p`` as a float in [0, 1) (a dropout-like rate; NumPy scalars too)."""
+    if not is_number(p) or not 0 <= p < 1:
+        raise ValueError(f"{owner}: {name} must be a probability in [0, 1), got {p!r}")
+    return float(p)
+
+
 def check_tensor(owner: str, name: str, t, dtype: torch.dtype, device: torch.device) -> None:
     if not isinstance(t, Tensor):
         raise TypeError(f"{owner}: {name} must be a Tensor, got {type(t).__name__}")

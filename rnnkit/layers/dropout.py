@@ -13,13 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checks import is_number
-
-
-def _check_p(owner: str, p) -> float:
-    if not is_number(p) or not 0 <= p < 1:
-        raise ValueError(f"{owner}: p must be a probability in [0, 1), got {p!r}")
-    return float(p)
+from .checks import check_probability
 
 
 class LockedDropout(nn.Module):
@@ -27,7 +21,7 @@ class LockedDropout(nn.Module):
 
     def __init__(self, p: float = 0.5, batch_first: bool = False) -> None:
         super().__init__()
-        self.p = _check_p("rnnkit.LockedDropout", p)
+        self.p = check_probability("rnnkit.LockedDropout", "p", p)
         self.batch_first = batch_first
 
     def forward(self, x: Tensor) -> Tensor:
@@ -52,7 +46,7 @@ class EmbeddingDropout(nn.Module):
         if not isinstance(embedding, nn.Embedding):
             raise TypeError(f"rnnkit.EmbeddingDropout: expected an nn.Embedding, got {type(embedding).__name__}")
         self.embedding = embedding
-        self.p = _check_p("rnnkit.EmbeddingDropout", p)
+        self.p = check_probability("rnnkit.EmbeddingDropout", "p", p)
 
     def forward(self, ids: Tensor) -> Tensor:
         e = self.embedding

@@ -50,7 +50,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from ..cells import NONLINEARITIES
 from ..engine import ENGINES, LayerWeights, Options, dispatch
 from .checks import (InputError, autocast_arrival, autocast_input, check_int, check_lengths, check_positive_int,
-                     check_shape, check_tensor, is_number)
+                     check_probability, check_shape, check_tensor, is_number)
 from .init import INITS, assign_weight, init_weights
 
 _GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
@@ -60,19 +60,13 @@ _ROLES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "ln_ih_we
 DROPOUT_KINDS = ("naive", "locked", "variational")
 
 
-def _check_probability(owner: str, name: str, p) -> float:
-    if not is_number(p) or not 0 <= p < 1:
-        raise ValueError(f"{owner}: {name} must be a probability in [0, 1), got {p!r}")
-    return float(p)
-
-
 def _check_options(owner, mode, dropout_kind, recurrent_dropout, weight_drop, zoneout, zoneout_cell, layer_norm,
                    init, forget_bias, bias=True, stacklevel=4) -> Options:
     """Validate the regularisation and variant options; returns the engine's ``Options``.
     ``stacklevel`` makes a warning point at the user's line that built the module."""
-    recurrent_dropout = _check_probability(owner, "recurrent_dropout", recurrent_dropout)
-    weight_drop = _check_probability(owner, "weight_drop", weight_drop)
-    zoneout = _check_probability(owner, "zoneout", zoneout)
+    recurrent_dropout = check_probability(owner, "recurrent_dropout", recurrent_dropout)
+    weight_drop = check_probability(owner, "weight_drop", weight_drop)
+    zoneout = check_probability(owner, "zoneout", zoneout)
     if dropout_kind is None:
         dropout_kind = "variational" if recurrent_dropout > 0 else "naive"
     if dropout_kind not in DROPOUT_KINDS:
@@ -84,7 +78,7 @@ def _check_options(owner, mode, dropout_kind, recurrent_dropout, weight_drop, zo
         zoneout_cell = zoneout if mode == "lstm" else 0.0
     elif mode != "lstm":
         raise ValueError(f"{owner}: zoneout_cell is an LSTM option (the cell state); {owner} has none")
-    zoneout_cell = _check_probability(owner, "zoneout_cell", zoneout_cell)
+    zoneout_cell = check_probability(owner, "zoneout_cell", zoneout_cell)
     if layer_norm not in (True, False):
         raise TypeError(f"{owner}: layer_norm must be True or False, got {layer_norm!r}")
     if layer_norm and mode not in ("lstm", "gru"):

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...data import DataError, StreamBatches, build_tokenizer, read_text, tokenizer_from_dict
+from ...data import SPECIALS, DataError, StreamBatches, build_tokenizer, read_text, tokenizer_from_dict
 from ...models.decoding import select_rows, swap_layers_rows
 from .. import metrics as M
 from ..options import OptionError
@@ -69,7 +69,7 @@ class LanguageModelTask(Task):
 
     def fit(self, train: str) -> None:
         self.tokenizer = build_tokenizer(self.data.tokenizer, train, min_freq=self.data.min_freq)
-        if self.data.tokenizer != "char" and len(self.tokenizer.vocab.tokens) <= 4:  # the special tokens alone
+        if self.data.tokenizer != "char" and not self._words():
             raise DataError(f"no word of the training text occurs --min_freq {self.data.min_freq} times: the model "
                             f"would learn <unk> alone; lower --min_freq")
 
@@ -172,12 +172,16 @@ class LanguageModelTask(Task):
 
     # -- use --
 
+    def _words(self) -> Sequence[str]:
+        """The vocabulary's tokens after the special ones, most frequent first."""
+        return self.tokenizer.vocab.tokens[len(SPECIALS):]
+
     def default_prompt(self) -> str:
         """What ``rnnkit generate`` continues without ``--prompt``: a newline for a character model; a word
         model drops whitespace, so its most frequent word."""
         if self.data.tokenizer == "char":
             return "\n"
-        words = self.tokenizer.vocab.tokens[4:]  # after the four special tokens, most frequent first
+        words = self._words()
         if not words:
             raise DataError("the model's vocabulary has no words (no word of its training text reached "
                             "--min_freq): give a --prompt")
