@@ -138,6 +138,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo", metavar="DIR")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--no-progress", action="store_true")
+    d.add_argument("--overwrite", action="store_true",
+                   help="replace a run in OUT that rnnkit demo did not write (another demo's is replaced anyway)")
     d.add_argument("--threads", default="auto", metavar="N|auto", help="CPU threads (default auto: the faster of "
                    "1 and all cores, timed on one batch — a busy machine can make 1 thread much faster)")
 
@@ -542,7 +544,14 @@ def _demo(args, out: Path, settings, threads) -> int:
     from .train.tasks import build_run, load_trained
 
     t0 = time.perf_counter()
+    mark = out / DEMO_MARK
+    if (out / "checkpoint").exists() and not mark.exists() and not args.overwrite:
+        raise UsageError(f"{out} holds a run that rnnkit demo did not write (its checkpoint would be replaced): add "
+                         f"--overwrite to replace it, or choose another --out")
     run = build_run("lm", ["builtin:pydoc"], None, settings, out_dir=out, progress=not args.no_progress)
+    for name in ("checkpoint", "best"):  # (the previous demo's, or the run --overwrite replaces)
+        shutil.rmtree(out / name, ignore_errors=True)
+    mark.touch()
     _set_threads(run.trainer, threads)
     n_params = sum(p.numel() for p in run.trainer.model.parameters())
     print(f"rnnkit demo: a character-level LSTM reads the Python documentation (pydoc_data.topics, shipped "
@@ -570,6 +579,9 @@ def _demo(args, out: Path, settings, threads) -> int:
     print(f"total wall time {time.perf_counter() - t0:.0f} s")
     return EXIT_OK
 
+
+#: Marks a folder whose run ``rnnkit demo`` wrote: a later demo replaces that run without --overwrite.
+DEMO_MARK = ".rnnkit-demo"
 
 #: The demo's model and training settings (chosen for ~90 s on 2 CPU cores; see the README).
 DEMO_SETTINGS = {"hidden_size": 256, "embed_size": 64, "num_layers": 1, "batch_size": 32, "bptt": 100,

@@ -36,3 +36,20 @@ def test_demo_is_refused_into_a_folder_a_run_is_writing(cli, tmp_path):
         code, _, err = cli("demo", "--time-budget", "1", "--out", out, "--no-progress")
     assert code == 2 and "is in use by another rnnkit run" in err
     assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
+
+
+def test_demo_replaces_only_its_own_run_unless_told(cli, tmp_path):
+    """A folder holding another run's checkpoint is refused (the demo replaced it silently); --overwrite
+    replaces it, and a demo's own folder is replaced by the next demo without being told."""
+    from rnnkit.cli import DEMO_MARK
+
+    out = tmp_path / "run"
+    (out / "checkpoint").mkdir(parents=True)
+    (out / "checkpoint" / "latest").write_text("step-00000005\n")
+    code, _, err = cli("demo", "--time-budget", "1", "--threads", "1", "--out", out, "--no-progress")
+    assert code == 2 and "holds a run that rnnkit demo did not write" in err and "--overwrite" in err
+    assert (out / "checkpoint" / "latest").read_text() == "step-00000005\n" and not (out / DEMO_MARK).exists()
+    for extra in (["--overwrite"], []):
+        code, _, err = cli("demo", "--time-budget", "1", "--threads", "1", "--out", out, "--no-progress", *extra)
+        assert code == 0, err
+        assert (out / DEMO_MARK).exists() and (out / "checkpoint" / "latest").read_text() != "step-00000005\n"
