@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..engine.step import StepKernel, current_kernel
-from .common import (BOS_ID, EOS_ID, PAD_ID, check_features, check_ids, check_not_empty, check_pad_is_not_eos, exclude,
-                     make_recurrent, never_output)
+from .common import (BOS_ID, EOS_ID, PAD_ID, check_features, check_has_targets, check_ids, check_not_empty,
+                     check_pad_is_not_eos, exclude, make_recurrent, never_output)
 from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
 from .decoding import Decoded, decode, expand_rows, swap_layers_rows
 
@@ -154,7 +154,8 @@ class VectorToSequence(ConfiguredModel):
     def loss(self, cond: Tensor, targets: Tensor) -> Tensor:
         """Mean cross-entropy over the target tokens that are not ``pad_id``."""
         check_not_empty(f"{self._owner}.loss", "cond", cond)
-        logits = self(cond, targets)
+        logits = self(cond, targets)  # (checks targets first)
+        check_has_targets(f"{self._owner}.loss", "targets", targets != self._config.pad_id, self._config.pad_id)
         return F.cross_entropy(logits.transpose(1, 2), targets.to(logits.device), ignore_index=self._config.pad_id)
 
     def _decoder_step(self, kernel: StepKernel, cond: Tensor):

@@ -95,6 +95,15 @@ def check_not_empty(owner: str, name: str, batch) -> None:
                          f"average or decode")
 
 
+def check_has_targets(owner: str, name: str, scored: Tensor, pad_id: int) -> None:
+    """``scored`` (a bool mask, or the targets that are not ``pad_id``) must hold at least one target: a
+    batch whose targets are all padding has no mean loss (it was NaN, and an optimiser step made every weight
+    NaN)."""
+    if not bool(scored.any()):
+        raise ValueError(f"{owner}: {name} has no target to score: every one is padding (pad id {pad_id}), so "
+                         f"the mean loss would be NaN")
+
+
 def _check_tensor(owner: str, name: str, value) -> None:
     if not isinstance(value, Tensor):
         raise TypeError(f"{owner}: {name} must be a torch.Tensor, got {type(value).__name__}")

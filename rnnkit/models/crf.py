@@ -79,9 +79,11 @@ class LinearChainCRF(nn.Module):
         emit = E.gather(2, y.unsqueeze(2)).squeeze(2)  # (B, T)
         trans = self.transitions[y[:, :-1], y[:, 1:]]  # (B, T-1)
         last = y[torch.arange(B), (lengths - 1).to(E.device)] if lengths is not None else y[:, -1]
-        m = mask.to(E.dtype)
-        return (self.start_transitions[y[:, 0]] + (emit * m).sum(1) + (trans * m[:, 1:]).sum(1)
-                + self.end_transitions[last])
+        # (selected, not multiplied by the mask: a forbidden move, transitions = −inf, into the padding's tag 0
+        # would make −inf ∗ 0 = NaN)
+        zero = E.new_zeros(())
+        return (self.start_transitions[y[:, 0]] + torch.where(mask, emit, zero).sum(1)
+                + torch.where(mask[:, 1:], trans, zero).sum(1) + self.end_transitions[last])
 
     def neg_log_likelihood(self, emissions: Tensor, tags: Tensor, lengths=None) -> Tensor:
         """−log p(tags | emissions) = log Z − score(tags), per sequence (B,)."""

@@ -121,8 +121,9 @@ def _check_start(fn: str, start) -> Tensor:
 
 
 def _check_sampling(fn: str, temperature, top_k, top_p) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise ValueError(f"{fn}: temperature must be a number > 0, got {temperature!r}")
+    if (isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0
+            or not math.isfinite(temperature)):
+        raise ValueError(f"{fn}: temperature must be a finite number > 0, got {temperature!r}")
     _check_int(fn, "top_k", top_k, 1, allow_none=True)
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
         raise ValueError(f"{fn}: top_p must be a number in (0, 1] or None, got {top_p!r}")
@@ -146,7 +147,12 @@ def filter_log_probs(log_probs: Tensor, temperature: float = 1.0, top_k: int | N
     likely tokens, then outside the nucleus — the smallest set of most likely tokens whose probability
     reaches ``top_p`` (Holtzman et al. 2020) — set to −inf. The most likely token always survives, and
     ``top_k`` keeps exactly k tokens (of tokens tied at the k-th value, those ``torch.topk`` picks)."""
-    logits = log_probs / temperature if temperature != 1 else log_probs
+    logits = log_probs
+    if temperature != 1:  # (the row's best moved to 0 first, and a factor the dtype holds: no temperature near 0
+        # or huge makes a NaN of 0 ∗ inf or −inf / inf)
+        info = torch.finfo(log_probs.dtype)
+        best = log_probs.amax(dim=-1, keepdim=True).clamp(min=info.min)
+        logits = (log_probs - best) * min(max(1.0 / temperature, info.tiny), info.max)
     if top_k is not None and top_k < logits.shape[-1]:
         kept = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, logits.topk(top_k, dim=-1).indices, True)
         logits = logits.masked_fill(~kept, -math.inf)
@@ -331,8 +337,9 @@ def beam_search(step: DecoderStep, start: Tensor, state, *, beam_width: int, max
     _check_int(fn, "beam_width", beam_width, 1)
     _check_int(fn, "max_length", max_length, 1)
     _check_int(fn, "eos_id", eos_id, 0, allow_none=True)
-    if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) or length_penalty < 0:
-        raise ValueError(f"{fn}: length_penalty must be a number >= 0, got {length_penalty!r}")
+    if (isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float))
+            or not 0 <= length_penalty < math.inf):
+        raise ValueError(f"{fn}: length_penalty must be a finite number >= 0, got {length_penalty!r}")
     pad = eos_id if pad_id is None else pad_id
     B, K, dev = start.shape[0], beam_width, start.device
     N = B * K

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from ..engine import step_numpy
 from ..engine.step import StepKernel, current_kernel
-from .common import check_ids, check_not_empty, make_recurrent, padding_mask, prepare_lengths
+from .common import check_has_targets, check_ids, check_not_empty, make_recurrent, padding_mask, prepare_lengths
 from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
 from .decoding import Decoded, decode, one_row, swap_layers_rows
 
@@ -41,7 +41,9 @@ class LanguageModelConfig:
     cell: lstm | gru | rnn_tanh | rnn_relu ("lstm").
     dropout: on the embeddings, between layers and before the output layer (0.0).
     tie_weights: share the embedding matrix with the output layer; needs embed_size == hidden_size (False).
-    padding_idx: embedding row kept at zero, for padded batches (None).
+    padding_idx: the padding token, for padded batches: its embedding row starts at zero and the embedding
+      passes it no gradient (torch's ``nn.Embedding`` rule), and ``loss`` leaves its targets out (None). With
+      ``tie_weights`` that row is also the output layer's row for the token, which the softmax does train.
     engine: the recurrent engine for whole sequences, "auto" | "reference" | "fused" | "native" ("auto").
     """
 
@@ -97,6 +99,8 @@ class LanguageModel(ConfiguredModel):
         check_ids(_OWNER, "tokens", tokens, V, 2, "(B, T) of token ids", "token ids")
         B, T = tokens.shape
         lengths = prepare_lengths(_OWNER, lengths, B, T)
+        if state is not None:
+            self._initial_state(state, B, _OWNER)  # (a misfit named as this argument, not as the layer's hx)
         x = self.drop(self.embedding(tokens))  # (B, T, E)
         h, state = self.rnn(x, state, lengths=lengths)  # h (B, T, H)
         return self.decoder(self.drop(h)), state
@@ -117,6 +121,7 @@ class LanguageModel(ConfiguredModel):
         mask = padding_mask(None if lengths is None else lengths - 1, B, T - 1, tokens.device)  # (B, T-1)
         if lengths is None and self._config.padding_idx is not None:
             mask = mask & (tokens[:, 1:] != self._config.padding_idx)
+            check_has_targets(f"{_OWNER}.loss", "tokens", mask, self._config.padding_idx)
         losses = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")  # (B, T-1)
         return (losses * mask).sum() / mask.sum()
 

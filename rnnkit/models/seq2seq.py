@@ -40,8 +40,8 @@ from torch import Tensor, nn
 from ..engine.step import StepKernel, current_kernel
 from .attention import Attention, AttentionKind, Source
 from .common import (
-    BOS_ID, EOS_ID, PAD_ID, check_ids, check_not_empty, check_pad_is_not_eos, exclude, make_recurrent, never_output,
-    padding_mask, prepare_lengths,
+    BOS_ID, EOS_ID, PAD_ID, check_has_targets, check_ids, check_not_empty, check_pad_is_not_eos, exclude,
+    make_recurrent, never_output, padding_mask, prepare_lengths,
 )
 from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
 from .decoding import Decoded, decode, expand_rows, swap_layers_rows
@@ -107,6 +107,10 @@ class Seq2SeqConfig:
             if not 0.0 <= getattr(self, field) <= 1.0:
                 raise ValueError(f"{name}: {field} must be in [0, 1], got {getattr(self, field)}")
         k, schedule = self.teacher_forcing_k, self.teacher_forcing_schedule
+        if schedule != "constant" and self.teacher_forcing_min > self.teacher_forcing_ratio:
+            raise ValueError(f"{name}: teacher_forcing_min ({self.teacher_forcing_min}) is the floor the "
+                             f"{schedule} schedule decays to, so it must be <= teacher_forcing_ratio "
+                             f"({self.teacher_forcing_ratio}), the ratio it starts from")
         if schedule != "constant" and k is None:
             raise ValueError(f"{name}: teacher_forcing_schedule={schedule!r} needs teacher_forcing_k, got None")
         valid_k = {"linear": (k or 0) > 0, "exponential": 0 < (k or 0) < 1, "inverse_sigmoid": (k or 0) >= 1}
@@ -171,6 +175,8 @@ class Seq2Seq(ConfiguredModel):
         c = self._config
         check_ids(_OWNER, "src", src, c.src_vocab_size, 2, "(B, S) of token ids", "token ids")
         B, S = src.shape
+        if S == 0:
+            raise ValueError(f"{_OWNER}: src has no time steps (shape {tuple(src.shape)}): there is nothing to encode")
         if src_lengths is None:
             src_lengths = self._lengths_from_padding(src)
         src_lengths = prepare_lengths(_OWNER, src_lengths, B, S)
@@ -258,7 +264,8 @@ class Seq2Seq(ConfiguredModel):
         """Mean cross-entropy over the target tokens that are not ``pad_id``."""
         check_not_empty(f"{_OWNER}.loss", "src", src)
         logits, _ = self(src, tgt, src_lengths=src_lengths, teacher_forcing_ratio=teacher_forcing_ratio,
-                         generator=generator)
+                         generator=generator)  # (checks tgt first)
+        check_has_targets(f"{_OWNER}.loss", "tgt", tgt != self._config.pad_id, self._config.pad_id)
         return F.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=self._config.pad_id)
 
     # -- generation ---------------------------------------------------------------------------------

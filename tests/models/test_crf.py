@@ -107,3 +107,18 @@ def test_bad_input_is_named(assert_error):
     bad[1, 2, 0] = float("nan")
     assert_error(ValueError, lambda: crf.decode(bad), "emissions", "finite", "nan", "(1, 2, 0)")
     assert_error(ValueError, lambda: LinearChainCRF(0), "num_tags", "0")
+
+
+def test_forbidden_transitions_leave_padded_sentences_finite():
+    """A −inf transition (the usual way to forbid O → I-X) into the tag that stands in for padding: the padded
+    sentence's likelihood and gradients equal the sentence's alone (masking by a product gave −inf ∗ 0 = NaN)."""
+    crf = make_crf(3, seed=4)
+    with torch.no_grad():
+        crf.transitions[1, 0] = float("-inf")  # tag 1 → tag 0 forbidden
+    E = torch.randn(2, 4, 3, dtype=DT, requires_grad=True)
+    tags = torch.tensor([[2, 2, 1, 1], [2, 1, 0, 0]])  # the second ends in tag 1, then padding
+    nll = crf.neg_log_likelihood(E, tags, torch.tensor([4, 2]))
+    alone = crf.neg_log_likelihood(E[1:, :2], tags[1:, :2])
+    torch.testing.assert_close(nll[1:], alone)
+    nll.sum().backward()
+    assert torch.isfinite(E.grad).all() and torch.isfinite(crf.transitions.grad[torch.isfinite(crf.transitions)]).all()

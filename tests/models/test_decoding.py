@@ -245,7 +245,19 @@ def test_filter_top_k_and_top_p():
     assert kept(filter_log_probs(lp, top_p=0.81)) == [0, 1, 2]
     assert kept(filter_log_probs(lp, top_p=0.01)) == [0]  # the most likely token always survives
     assert kept(filter_log_probs(lp[:, [2, 0, 3, 1]], top_p=0.7)) == [1, 3]  # order does not matter
-    torch.testing.assert_close(filter_log_probs(lp, temperature=2.0), lp / 2)
+    torch.testing.assert_close(filter_log_probs(lp, temperature=2.0), (lp - lp.max()) / 2)  # (best at 0 first)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_extreme_temperatures_approach_greedy_and_uniform_without_nan(dtype):
+    """A temperature near 0 leaves the best token alone, a huge one spreads the mass evenly over the tokens not
+    excluded (−inf), at the edges of the dtype too (dividing gave 0 ∗ inf and −inf / inf, NaN, in the sampler)."""
+    lp = torch.tensor([[0.5, 0.3, 0.2, 0.0]], dtype=dtype).log()  # the last token excluded
+    for t in (1e-30, 1e-45, 1e-320):
+        assert filter_log_probs(lp, temperature=t).softmax(-1).tolist() == [[1.0, 0.0, 0.0, 0.0]]
+    for t in (1e30, 1e39, 1e300):
+        torch.testing.assert_close(filter_log_probs(lp, temperature=t).softmax(-1),
+                                   torch.tensor([[1 / 3, 1 / 3, 1 / 3, 0.0]], dtype=dtype))
 
 
 def test_sampling_follows_the_tempered_distribution():

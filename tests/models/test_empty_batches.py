@@ -50,7 +50,7 @@ def test_generation_arguments_are_named_as_the_models(rows):
     lm = LanguageModel(vocab_size=9, embed_size=4, hidden_size=4)
     prompt = torch.ones(rows, 2, dtype=L)
     for kw, fragment in (({"method": "bogus"}, "method must be one of"),
-                         ({"method": "sample", "temperature": 0}, "temperature must be a number > 0"),
+                         ({"method": "sample", "temperature": 0}, "temperature must be a finite number > 0"),
                          ({"method": "beam", "beam_width": 0}, "beam_width must be >= 1")):
         with pytest.raises(ValueError, match=f"^LanguageModel.generate: {fragment}"):
             lm.generate(prompt, 3, **kw)
@@ -60,3 +60,22 @@ def test_generation_arguments_are_named_as_the_models(rows):
     s2s = Seq2Seq(src_vocab_size=9, tgt_vocab_size=8, embed_size=4, hidden_size=4)
     with pytest.raises(ValueError, match="^Seq2Seq.generate: top_p must be"):
         s2s.generate(torch.ones(rows, 3, dtype=L), method="sample", top_p=2.0)
+
+
+@pytest.mark.parametrize("case", ["lm", "seq2seq", "vec2seq", "captioner"])
+def test_a_batch_of_padding_alone_is_named(case):
+    """Targets that are all padding have no mean loss: it was NaN, and an optimiser step made the weights NaN."""
+    torch.manual_seed(0)
+    owner, call = {
+        "lm": ("LanguageModel.loss: tokens", lambda: LanguageModel(vocab_size=6, embed_size=4, hidden_size=4,
+                                                                    padding_idx=0).loss(torch.tensor([[1, 0, 0]]))),
+        "seq2seq": ("Seq2Seq.loss: tgt", lambda: Seq2Seq(src_vocab_size=6, tgt_vocab_size=6, embed_size=4,
+                                                         hidden_size=4).loss(torch.tensor([[1, 4]]),
+                                                                             torch.zeros(1, 2, dtype=L))),
+        "vec2seq": ("VectorToSequence.loss: targets", lambda: VectorToSequence(cond_size=3, vocab_size=6, hidden_size=4)
+                    .loss(torch.ones(2, 3), torch.zeros(2, 2, dtype=L))),
+        "captioner": ("ImageCaptioner.loss: targets", lambda: ImageCaptioner(vocab_size=9, hidden_size=4).loss(
+            torch.zeros(1, 1, 8, 24), torch.zeros(1, 3, dtype=L))),
+    }[case]
+    with pytest.raises(ValueError, match=f"^{owner} has no target to score: every one is padding"):
+        call()

@@ -159,6 +159,10 @@ def test_a_state_of_the_wrong_batch_is_named_as_the_state():
     _, state = model(tokens(2, 4, seed=5))  # a state for 2 rows
     with pytest.raises(ValueError, match=r"LanguageModel.generate: state does not fit a batch of 3 \(rnnkit.LSTM: h_0"):
         model.generate(tokens(3, 4, seed=6), 2, state=state)
+    with pytest.raises(ValueError, match=r"^LanguageModel: state does not fit a batch of 3 \(rnnkit.LSTM: h_0"):
+        model(tokens(3, 4, seed=6), state)
+    with pytest.raises(TypeError, match=r"^LanguageModel: state does not fit .* hx must be a tuple"):
+        model(tokens(2, 4, seed=6), state[0])
 
 
 def test_generation_restores_each_submodule_mode():

@@ -177,12 +177,16 @@ def test_bad_input_is_named(assert_error):
     assert_error(ValueError, lambda: make(teacher_forcing_schedule="exponential", teacher_forcing_k=1.5),
                  "teacher_forcing_k", "(0, 1)", "1.5")
     assert_error(ValueError, lambda: make(teacher_forcing_schedule="cosine"), "teacher_forcing_schedule", "cosine")
+    assert_error(ValueError, lambda: make(teacher_forcing_ratio=0.5, teacher_forcing_min=0.9, teacher_forcing_k=0.01,
+                                          teacher_forcing_schedule="linear"), "teacher_forcing_min (0.9)",
+                 "teacher_forcing_ratio (0.5)")
     assert_error(TypeError, lambda: make(hidden_size="64"), "hidden_size", "'64'")
     model = small()
     src, lengths, tgt = padded_batch()
     assert_error(TypeError, lambda: model(src.float(), tgt), "src", "torch.float32")
     assert_error(ValueError, lambda: model(src, tgt + 5), "tgt", "[0, 8)")
     assert_error(ValueError, lambda: model(src, tgt[:2]), "tgt", "B=4", "(2, 5)")
+    assert_error(ValueError, lambda: model.generate(src[:, :0]), "Seq2Seq: src has no time steps", "(4, 0)")
     assert_error(ValueError, lambda: model(src, tgt, src_lengths=torch.tensor([7, 1, 1, 1])),
                  "length 7", "6 time steps")
     assert_error(ValueError, lambda: model(src, tgt, teacher_forcing_ratio=2), "teacher_forcing_ratio", "got 2")
@@ -279,7 +283,7 @@ def test_the_configured_teacher_forcing_ratio_is_for_training_only():
     forced = model.loss(src, tgt, src_lengths=lengths, teacher_forcing_ratio=1.0)
     assert all(torch.equal(model.loss(src, tgt, src_lengths=lengths), forced) for _ in range(3))
     model.train()
-    draws = {float(model.loss(src, tgt, src_lengths=lengths, generator=torch.Generator().manual_seed(k)))
+    draws = {model.loss(src, tgt, src_lengths=lengths, generator=torch.Generator().manual_seed(k)).item()
              for k in range(4)}
     assert len(draws) > 1  # the coins are drawn in training
 
