@@ -360,7 +360,7 @@ def cmd_evaluate(args) -> int:
         if not hasattr(task, "drop_saved_context"):
             raise UsageError(f"--context is a forecast option; {args.checkpoint} is a {task.name!r} model")
         task.drop_saved_context()
-    task.set_data(None, _read_split(task, args.data))
+    task.set_data_naming(None, _read_split(task, args.data), args.data)
     with torch.no_grad():
         metrics = task.evaluate(model)
     note = task.evaluation_note() if hasattr(task, "evaluation_note") else None

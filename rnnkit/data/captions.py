@@ -97,10 +97,20 @@ def _read_npz(p: Path) -> Captions:
         raise DataError(f"captions: expected a 1-D string array, got dtype {captions.dtype} shape {captions.shape}", p)
     if len(captions) != len(images):
         raise DataError(f"expected one caption per image ({len(images)} images), got {len(captions)} captions", p)
-    caps = [str(c.decode("utf-8") if isinstance(c, bytes) else c).strip() for c in captions]
-    for i, c in enumerate(caps):
+    if len(images) == 0:
+        raise DataError("no images (the arrays 'images' and 'captions' are empty)", p)
+    caps = []
+    for i, c in enumerate(captions):
+        if isinstance(c, bytes):  # (a bytes array, dtype 'S')
+            try:
+                c = c.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"captions[{i}] is not UTF-8 (bytes {c[e.start:e.end].hex(' ')} at byte {e.start}); "
+                                f"save the captions as str", p) from None
+        c = str(c).strip()
         if not c:
             raise DataError(f"captions[{i}] is empty", p)
+        caps.append(c)
     return Captions(images_to_nchw(images, p, channels_first=True), caps)
 
 

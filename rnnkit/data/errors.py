@@ -7,6 +7,7 @@ so editors can jump to the line. The CLI prints it as is and exits with status 2
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 
@@ -51,8 +52,8 @@ def read_text_file(path: str | os.PathLike, *, allow_blank: bool = False) -> str
 
     Missing file, a directory, an empty file (or one holding only whitespace, unless ``allow_blank``)
     and bytes that are not UTF-8 raise :class:`DataError`; for bad bytes the message names the line and
-    column and shows the offending bytes. A UTF-8 byte-order mark is dropped and line ends are
-    normalised to ``\\n``.
+    column and shows the offending bytes. UTF-8 byte-order marks are dropped (the file's, and any at the
+    start of a line: files joined with ``cat``) and line ends are normalised to ``\\n``.
     """
     p = check_file(path)
     data = p.read_bytes()
@@ -63,7 +64,9 @@ def read_text_file(path: str | os.PathLike, *, allow_blank: bool = False) -> str
         column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
         bad = data[e.start:e.end].hex(" ")
         raise DataError(f"bytes that are not UTF-8 at byte {column} of the line ({bad}); save the file as UTF-8", p, line) from None
-    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\ufeff" in text:  # at the start, and at any line's start: files joined with cat keep each one's mark
+        text = re.sub("^\ufeff", "", text, flags=re.MULTILINE)
     if not text.strip() and not (allow_blank and text):
         raise DataError("file is empty", p)
     return text

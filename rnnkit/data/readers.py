@@ -44,9 +44,9 @@ def _delimiter_for(path: Path, delimiter: str | None) -> str:
 
 def _rows(path: Path, text: str, delimiter: str, *, empty_cells: bool = False):
     """``(line_number, fields)`` for every non-blank record; the number is the record's first line.
-    ``empty_cells``: also a record of empty cells (``,`` or ``""``: missing values, as pandas writes NaN),
-    which is blank for readers of text but a time step for a series; a line of nothing or only spaces is
-    blank either way.
+    ``empty_cells``: every record, also a record of empty cells (``,`` or ``""``: missing values, as pandas
+    writes NaN) and a blank line (fields ``[]``), which are nothing for readers of text but a time step
+    for a series.
 
     Comma- (or other-) separated files follow CSV quoting, so a quoted field may hold the delimiter,
     quotes and newlines. Tab-separated files have no quoting — a ``"`` is an ordinary character, as
@@ -62,7 +62,7 @@ def _rows(path: Path, text: str, delimiter: str, *, empty_cells: bool = False):
     start = 1
     try:
         for fields in reader:
-            if any(f.strip() for f in fields) or (empty_cells and (len(fields) > 1 or fields == [""])):
+            if empty_cells or any(f.strip() for f in fields):
                 yield start, fields
             start = reader.line_num + 1
     except csv.Error as e:
@@ -160,12 +160,19 @@ def _reject_unnamed_header(p: Path, line: int, first: list[str], sep: str, label
     )
 
 
+#: What separates the columns of a CoNLL file: ASCII spaces and tabs (``str.split()`` also splits at a no-break
+#: space, cutting a token that holds one).
+_CONLL_SPACE = " \t\v\f"
+_CONLL_SEPARATOR = re.compile(f"[{_CONLL_SPACE}]+")
+
+
 def read_conll(
     path: PathLike, *, token_column: int = 0, tag_column: int = -1, columns: int | None = None
 ) -> list[tuple[list[str], list[str]]]:
     """Sentences ``(tokens, tags)`` from a CoNLL-style column file, for tagging.
 
-    One token per line, columns separated by spaces or tabs, a blank line between sentences; lines
+    One token per line, columns separated by spaces or tabs (only those: a no-break space or another Unicode
+    space stays inside its token, "New\u00a0York"), a blank line between sentences; lines
     ``-DOCSTART-`` are skipped. Every token line must have the same number of columns: ``columns``,
     or else as many as the first token line (at least two). Tokens come from ``token_column``
     (default the first), tags from ``tag_column`` (default the last).
@@ -176,7 +183,7 @@ def read_conll(
     tags: list[str] = []
     first_line = None
     for n, raw in enumerate(read_text_file(p).split("\n"), start=1):
-        fields = raw.split()
+        fields = _CONLL_SEPARATOR.split(raw.strip(_CONLL_SPACE)) if raw.strip(_CONLL_SPACE) else []
         if not fields or fields[0] == "-DOCSTART-":
             if tokens:
                 sentences.append((tokens, tags))
@@ -309,14 +316,18 @@ def read_series(
     column of numbers written with thousands separators (``"1,200"``) is an error rather than a text
     column skipped. In a used column, a cell that is empty, text, NaN or infinite is an error naming
     line and column — also in a row of empty cells (``,``; pandas writes NaN in a one-column file as
-    ``""``), which is a missing time step, not a blank line; such rows at the end of the file are left out
-    (spreadsheets export them).
+    ``""``), and in a one-column file a blank line between values (how a spreadsheet writes its empty
+    cell): each is a missing time step, which a series cannot skip. Blank lines in a file of several columns
+    (a missing row there is ``,``), blank lines before the first row and rows of empty cells at the end
+    (spreadsheets export them) are left out.
     """
     p = Path(path)
     sep = _delimiter_for(p, delimiter)
     rows = list(_rows(p, read_text_file(p), sep, empty_cells=True))
     while rows and not any(f.strip() for f in rows[-1][1]):
         rows.pop()
+    while rows and not "".join(rows[0][1]).strip():
+        rows.pop(0)
     if not rows:
         raise DataError("no values: every line is blank or holds only empty cells", p)
     line0, first = rows[0]
@@ -356,6 +367,12 @@ def read_series(
                 raise DataError(f"no column {c!r} (expected one of {names})", p, line0)
     values = []
     for line, fields in body:
+        if not "".join(fields).strip() and len(fields) <= 1 and fields != [""]:  # a blank line
+            if len(names) > 1:
+                continue  # (not a row of this table: a missing row of several columns is written ",")
+            raise DataError("a blank line between values: in a one-column file that is an empty cell, a missing "
+                            "time step, which a series cannot skip; write its value, or delete the line if no "
+                            "step is missing", p, line)
         if len(fields) != len(names):
             raise DataError(f"expected {len(names)} {_describe(sep)}-separated columns, got {len(fields)}", p, line)
         row = []

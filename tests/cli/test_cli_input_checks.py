@@ -77,7 +77,12 @@ def test_word_language_model_generates_without_and_with_a_prompt(cli, files, tmp
     # a vocabulary of no words (every word under --min_freq) is refused before training
     fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--tokenizer", "word", "--min_freq", "100000",
           "--out", tmp_path / "none", "--max-steps", "1", *TINY,
-          match="no word of the training text occurs --min_freq 100000 times: the model would learn <unk> alone")
+          match="no token of the training text occurs --min_freq 100000 times: the model would read <unk> alone")
+    (tmp_path / "p.tsv").write_text("".join(f"ein {w}\ta {w}\n" for w in ("Haus", "Hund", "Baum", "Tisch")))
+    for task, data, what in (("classify", files / "train.csv", "texts"), ("tag", files / "train.conll", "sentences"),
+                             ("translate", tmp_path / "p.tsv", "sources")):
+        fails(cli, 2, "train", task, "--data", data, "--min_freq", "100000", "--out", tmp_path / task,
+              "--max-steps", "1", "--no-progress", match=f"no token of the training {what} occurs --min_freq 100000")
     fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--config", tmp_path, "--out", tmp_path / "c", *TINY,
           match="is a folder; --config takes a TOML file")
 
@@ -96,7 +101,7 @@ def test_a_builtin_dataset_without_a_train_task_says_where_it_is_used(cli, tmp_p
 def test_a_too_short_validation_file_stops_before_training(cli, files, tmp_path):
     (tmp_path / "one.txt").write_text("a")
     fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--valid", tmp_path / "one.txt",
-          "--out", tmp_path / "o", *LM, match="the validation text has 1 char(s)")
+          "--out", tmp_path / "o", *LM, match=f"{tmp_path / 'one.txt'}: the validation text has 1 char(s)")
     assert not (tmp_path / "o" / "metrics.jsonl").exists()
 
 
@@ -431,6 +436,25 @@ def test_a_validation_label_unseen_in_training_is_named(cli, files, tmp_path):
     fails(cli, 2, "train", "classify", "--data", files / "train.csv", "--valid", tmp_path / "valid.csv",
           "--out", tmp_path / "o", "--max-steps", "1", "--hidden_size", "8", "--embed_size", "8", "--no-progress",
           match="valid.csv: the validation data has labels not seen in training: ['neutral']")
+
+
+def test_a_validation_series_of_other_columns_is_named_by_its_file(cli, tmp_path):
+    """The task's checks of a --valid file as a whole name it, as the readers name a file and line (the
+    forecast, LM and caption messages went out without one)."""
+    (tmp_path / "t.csv").write_text("v\n" + "".join(f"{i % 7}\n" for i in range(40)))
+    (tmp_path / "w.csv").write_text("w\n" + "".join(f"{i % 5}\n" for i in range(20)))
+    fails(cli, 2, "train", "forecast", "--data", tmp_path / "t.csv", "--valid", tmp_path / "w.csv", "--window", "5",
+          "--out", tmp_path / "o", "--max-steps", "1", "--no-progress",
+          match=f"{tmp_path / 'w.csv'}: the validation series has columns ['w'], the model forecasts ['v']")
+
+
+def test_evaluate_names_the_file_whose_labels_training_never_saw(cli, files, tmp_path):
+    code, _, err = cli("train", "classify", "--data", files / "train.csv", "--out", tmp_path / "o", "--max-steps", "1",
+                       "--hidden_size", "8", "--embed_size", "8", "--no-progress")
+    assert code == 0, err
+    (tmp_path / "new.csv").write_text("text,label\ngood film,pos\nso so,neutral\n")
+    fails(cli, 2, "evaluate", tmp_path / "o" / "checkpoint", "--data", tmp_path / "new.csv",
+          match=f"{tmp_path / 'new.csv'}: the validation data has labels not seen in training: ['neutral']")
 
 
 def test_a_holdout_that_leaves_no_validation_example_stops_before_training(cli, tmp_path):

@@ -62,6 +62,18 @@ def test_read_text_normalises_line_ends_and_bom(tmp_path):
     assert read_text(p) == "one\ntwo\nthree\n"
 
 
+def test_marks_of_files_joined_with_cat_are_dropped_too(tmp_path):
+    """Each joined file keeps its byte-order mark at its first line: a repeated header hid behind it and was
+    read as an example ('\\ufefftext', class 'label'), and ``\\ufeff-DOCSTART-`` as a one-word sentence."""
+    one = "\ufefftext,label\ngreat film,pos\nawful film,neg\n"
+    expect(lambda: read_labelled(write(tmp_path / "j.csv", one + one)), "j.csv:4:", "repeats the header row")
+    pair = "\ufeffsource\ttarget\nein Haus\ta house\n"
+    expect(lambda: read_parallel(write(tmp_path / "j.tsv", pair + pair)), "j.tsv:3:", "repeats the header line")
+    doc = "\ufeff-DOCSTART- O\n\nEU B-ORG\n"
+    assert read_conll(write(tmp_path / "j.conll", doc + "\n" + doc)) == [(["EU"], ["B-ORG"])] * 2
+    assert read_text(write(tmp_path / "t.txt", "a\n\ufeffb \ufeffc\n")) == "a\nb \ufeffc\n"  # (a line's start only)
+
+
 # --- classification ------------------------------------------------------------------------------
 def test_labelled_with_header_quotes_and_extra_columns(tmp_path):
     p = write(tmp_path / "a.csv", 'id,Label,Text\n1,pos,"good, really"\n\n2,neg,"two\nlines"\n')
@@ -225,6 +237,10 @@ def test_series_rows_of_empty_cells_are_missing_values_not_blank_lines(tmp_path)
     expect(lambda: read_series(write(tmp_path / "b.csv", "x,y\n1,2\n,\n3,4\n")), "b.csv:3:", "column 'x'")
     s = read_series(write(tmp_path / "c.csv", "x,y\n1,2\n\n3,4\n   \n5,6\n,\n,,\n\n"))  # blank lines; trailing ,
     assert s.values.tolist() == [[1, 2], [3, 4], [5, 6]]
+    # in one column a blank line is how a spreadsheet writes an empty cell: it was skipped, losing the step
+    expect(lambda: read_series(write(tmp_path / "d.csv", "x\n1\n\n3\n")), "d.csv:3:", "a blank line between values",
+           "a missing time step")
+    assert read_series(write(tmp_path / "e.csv", "\n\nx\n1\n2\n\n\n")).values.flatten().tolist() == [1, 2]
 
 
 def test_series_header_of_numbers_is_said_with_header_true(tmp_path):
@@ -438,3 +454,23 @@ def test_holdout_splits_parallel_lists_like_parallel_tensors():
     assert sorted(texts_a + texts_b) == ["a", "b", "c", "d"]
     with pytest.raises(ValueError, match="a tuple must hold parallel columns"):
         holdout((["a", "b"], [1]), 0.5)
+
+
+def test_captions_npz_of_no_images_or_bad_bytes_is_named(tmp_path):
+    """A float array of no images failed in numpy's min(); caption bytes that are not UTF-8 in a decode."""
+    for dtype in (np.float32, np.uint8):
+        np.savez(tmp_path / "none.npz", images=np.zeros((0, 8, 8), dtype), captions=np.array([], dtype=str))
+        expect(lambda: read_captions(tmp_path / "none.npz"), "none.npz:", "no images")
+    np.savez(tmp_path / "latin1.npz", images=np.zeros((2, 8, 8), np.uint8), captions=np.array([b"one", b"caf\xe9"]))
+    expect(lambda: read_captions(tmp_path / "latin1.npz"), "latin1.npz:", "captions[1] is not UTF-8", "e9")
+    np.savez(tmp_path / "utf8.npz", images=np.zeros((2, 8, 8), np.uint8), captions=np.array(["one".encode(),
+                                                                                             "café".encode()]))
+    assert read_captions(tmp_path / "utf8.npz").captions == ["one", "café"]
+
+
+def test_conll_columns_are_split_at_ascii_spaces_only(tmp_path):
+    """A no-break space inside a token ("New\\u00a0York") was a column separator: the token was cut to "New"."""
+    p = write(tmp_path / "nb.conll", "New\u00a0York B-LOC\nis O\n\nParis\tB-LOC\n")
+    assert read_conll(p) == [(["New\u00a0York", "is"], ["B-LOC", "O"]), (["Paris"], ["B-LOC"])]
+    p = write(tmp_path / "ws.conll", "  EU \t NNP  B-ORG \r\n\n \t \nrejects VBZ O\n")  # (stray spaces; a line of them)
+    assert read_conll(p) == [(["EU"], ["B-ORG"]), (["rejects"], ["O"])]

@@ -22,7 +22,6 @@ from typing import Any, Sequence
 
 from torch import nn
 
-from ...data import DataError
 from ..checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights
 from ..config import TrainConfig
 from ..options import OptionError, Settings, build
@@ -79,12 +78,7 @@ def build_run(task_name: str, data: Sequence[str], valid: Sequence[str] | None, 
     task = task_cls(data_cfg, batch_size=train_cfg.batch_size, seed=train_cfg.seed)
     task.check_model_options(settings.values["model"])
     task.fit(train)
-    try:
-        task.set_data(train, valid_set)
-    except DataError as e:  # a problem of the --valid file's contents as a whole: name the file
-        if valid and e.path is None and e.reason.startswith("the validation data"):
-            raise DataError(e.reason, valid[0]) from None
-        raise
+    task.set_data_naming(train, valid_set, valid)
     seed_everything(train_cfg.seed)  # the model's initialisation follows --seed
     cls = model_class(task_cls.model_type)
     model = build(cls.from_config, {}, config={**settings.values["model"], **task.derived_config()})

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
-from ...data import BUILTIN_DATASETS, DataError, holdout, load_builtin
+from ...data import BUILTIN_DATASETS, SPECIALS, DataError, holdout, load_builtin
 from ..trainer import TrainTask
 
 
@@ -125,8 +125,19 @@ class Task(TrainTask):
         raise NotImplementedError
 
     def set_data(self, train: Any, valid: Any) -> None:
-        """Encode the splits (after ``fit`` or ``load_vocab_state``)."""
+        """Encode the splits (after ``fit`` or ``load_vocab_state``). A ``DataError`` about the validation
+        split's contents as a whole begins "the validation …", so ``set_data_naming`` can name its file."""
         raise NotImplementedError  # pragma: no cover
+
+    def set_data_naming(self, train: Any, valid: Any, valid_paths: Sequence[str] | None) -> None:
+        """``set_data``, with a problem of the validation split's contents named by the file(s) it was read
+        from (the readers name a file and line; these checks see the split as a whole)."""
+        try:
+            self.set_data(train, valid)
+        except DataError as e:
+            if valid_paths and e.path is None and e.reason.startswith("the validation "):
+                raise DataError(e.reason, ", ".join(map(str, valid_paths))) from None
+            raise
 
     # -- model --
 
@@ -175,6 +186,14 @@ class Task(TrainTask):
 
     def check_model_options(self, model: dict[str, Any]) -> None:
         """Refuse model settings (``--key value``) that this run's data options would leave unused."""
+
+
+def refuse_unknown_only(size: int, what: str, min_freq: int) -> None:
+    """A vocabulary of ``size`` entries that holds the special tokens alone: every token of ``what`` would
+    read as ``<unk>`` (``--min_freq`` above every count), and the model would learn nothing from its input."""
+    if size <= len(SPECIALS):
+        raise DataError(f"no token of {what} occurs --min_freq {min_freq} times: the model would read <unk> "
+                        f"alone; lower --min_freq")
 
 
 def check_data_config(cfg, *positive: str) -> None:

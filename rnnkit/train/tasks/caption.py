@@ -86,10 +86,10 @@ class CaptionTask(Task):
 
     def set_data(self, train, valid) -> None:
         if train is not None:
-            self.train = self._check(train, "training data")
+            self.train = self._check(train, "the training data")
             self.train_tgt = [self.tokenizer.encode(c, eos=True) for c in train.captions]
         if valid is not None:
-            self.valid = self._check(valid, "validation data")
+            self.valid = self._check(valid, "the validation data")
             self.valid_refs = [as_written(self.tokenizer, c) for c in valid.captions]
 
     def train_batches(self, epoch: int) -> list[dict[str, Tensor]]:

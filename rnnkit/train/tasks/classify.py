@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ...data import PAD, UNK, BucketBatcher, DataError, build_tokenizer, pad_batch, read_labelled, tokenizer_from_dict
 from .. import metrics as M
 from ..trainer import StepContext
-from .base import Task, check_data_config, batches_of, device_of
+from .base import Task, batches_of, check_data_config, device_of, refuse_unknown_only
 
 
 @dataclass
@@ -80,6 +80,7 @@ class ClassifyTask(Task):
     def fit(self, train: list[tuple[str, str]]) -> None:
         self.tokenizer = build_tokenizer(self.data.tokenizer, [t for t, _ in train], min_freq=self.data.min_freq,
                                          lowercase=self.data.lowercase)
+        refuse_unknown_only(len(self.tokenizer), "the training texts", self.data.min_freq)
         self.labels = sorted({label for _, label in train})
         if len(self.labels) < 2:
             raise DataError(f"the training data has only one label ({self.labels[0]!r}); a classifier needs at least 2")

@@ -23,7 +23,7 @@ from ...models.decoding import select_rows, swap_layers_rows
 from .. import metrics as M
 from ..options import OptionError
 from ..trainer import StepContext
-from .base import Task, check_data_config, device_of
+from .base import Task, check_data_config, device_of, refuse_unknown_only
 
 
 @dataclass
@@ -69,9 +69,8 @@ class LanguageModelTask(Task):
 
     def fit(self, train: str) -> None:
         self.tokenizer = build_tokenizer(self.data.tokenizer, train, min_freq=self.data.min_freq)
-        if self.data.tokenizer != "char" and not self._words():
-            raise DataError(f"no word of the training text occurs --min_freq {self.data.min_freq} times: the model "
-                            f"would learn <unk> alone; lower --min_freq")
+        if self.data.tokenizer != "char":
+            refuse_unknown_only(len(self.tokenizer), "the training text", self.data.min_freq)
 
     def sizes(self, train: str, valid: str) -> dict[str, int]:
         """Tokens per split (characters for a character model), as encoded by ``set_data``."""

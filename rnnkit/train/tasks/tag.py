@@ -31,7 +31,7 @@ from ...data import PAD, UNK, BucketBatcher, DataError, Vocabulary, pad_batch, r
 from .. import metrics as M
 from ..options import OptionError
 from ..trainer import StepContext
-from .base import Task, check_data_config, batches_of, device_of
+from .base import Task, batches_of, check_data_config, device_of, refuse_unknown_only
 from .classify import check_classes
 
 
@@ -90,6 +90,7 @@ class TagTask(Task):
 
     def fit(self, train) -> None:
         self.words = Vocabulary.build((self._words(toks) for toks, _ in train), min_freq=self.data.min_freq)
+        refuse_unknown_only(len(self.words), "the training sentences", self.data.min_freq)
         # characters in their original case (capitals are much of what they tell), as far as they are used
         self.char_vocab = (Vocabulary.build((w[:MAX_WORD_CHARS] for toks, _ in train for w in toks),
                                             min_freq=CHAR_MIN_COUNT) if self.data.chars else None)

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ...data import BOS, EOS, PAD, BucketBatcher, build_tokenizer, pad_batch, read_parallel, tokenizer_from_dict
 from .. import metrics as M
 from ..trainer import StepContext
-from .base import Task, as_written, batches_of, check_data_config, device_of
+from .base import Task, as_written, batches_of, check_data_config, device_of, refuse_unknown_only
 from .classify import encode_texts
 
 
@@ -68,6 +68,8 @@ class TranslateTask(Task):
     def fit(self, train) -> None:
         self.src_tok = self._fit_side([s for s, _ in train])
         self.tgt_tok = self._fit_side([t for _, t in train])
+        refuse_unknown_only(len(self.src_tok), "the training sources", self.data.min_freq)
+        refuse_unknown_only(len(self.tgt_tok), "the training targets", self.data.min_freq)
         longest = max(len(self.tgt_tok.encode(t)) for _, t in train)
         self.max_length = self.data.max_length or 2 * longest + 5
 
