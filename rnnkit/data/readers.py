@@ -99,6 +99,10 @@ def read_labelled(
     if text_column.lower() in names or label_column.lower() in names:
         if label_column.lower() not in names:
             raise DataError(f"no '{label_column}' column (expected a header with '{text_column}' and '{label_column}', got {first})", p, line)
+        for name in {text_column.lower(), label_column.lower()}:
+            if names.count(name) > 1:
+                raise DataError(f"the header names {name!r} {names.count(name)} times ({sep.join(first)!r}); which "
+                                f"column to read would be a guess: rename the others", p, line)
         li = names.index(label_column.lower())
         if text_column.lower() in names:
             ti = names.index(text_column.lower())

@@ -179,6 +179,12 @@ def test_parallel_header_line_naming_the_columns_is_not_a_pair(tmp_path):
     expect(lambda: read_parallel(joined), "j.tsv:4:", "repeats the header line 'Source\\tTarget' of line 1")
 
 
+def test_labelled_header_naming_a_column_twice_is_an_error(tmp_path):
+    """``text,label,label``: the first 'label' was read, silently."""
+    expect(lambda: read_labelled(write(tmp_path / "d.csv", "text,label,Label\ngood,pos,neg\nbad,neg,pos\n")),
+           "d.csv:1:", "the header names 'label' 2 times")
+
+
 def test_labelled_header_repeated_later_is_an_error(tmp_path):
     """``cat a.csv b.csv``: the second file's header row would be an example of a class named 'label'."""
     one = "text,label\ngreat film,pos\nawful film,neg\n"
