@@ -313,7 +313,8 @@ def read_series(
     columns are named ``"1"``, ``"2"``, … . A header that names columns by numbers (years, say) cannot be
     told from a row of values: say ``header=True`` (``False``: the first row is values whatever it holds).
 
-    ``columns`` picks columns by name or 0-based index; by default every
+    ``columns`` picks columns by name or 0-based index (a number that a header names a column is that
+    name); by default every
     column that holds a number anywhere is used (so a date or id column of text is skipped, and a
     numeric column is not lost to a blank or mistyped first value), except a column whose header is
     empty: the row numbers ``pandas.DataFrame.to_csv`` writes first (pick it by index to use it). A
@@ -361,7 +362,9 @@ def read_series(
     else:
         use = []
         for c in columns:
-            if isinstance(c, int) and not isinstance(c, bool):
+            if isinstance(c, int) and not isinstance(c, bool) and header and str(c) in names:
+                use.append(names.index(str(c)))  # (a header's name that is a number: the name, not an index)
+            elif isinstance(c, int) and not isinstance(c, bool):
                 if not -len(names) <= c < len(names):
                     raise DataError(f"no column {c} (the file has {len(names)})", p, line0)
                 use.append(c % len(names))

@@ -249,6 +249,15 @@ def test_series_rows_of_empty_cells_are_missing_values_not_blank_lines(tmp_path)
     assert read_series(write(tmp_path / "e.csv", "\n\nx\n1\n2\n\n\n")).values.flatten().tolist() == [1, 2]
 
 
+def test_series_columns_named_by_numbers_are_picked_by_name(tmp_path):
+    """``--columns 1`` on a header ``1,2,3`` picked the column named "2" (index 1), silently."""
+    p = write(tmp_path / "n.csv", "1,2,3\n10,20,30\n11,21,31\n")
+    s = read_series(p, header=True, columns=[1])
+    assert s.columns == ["1"] and s.values.flatten().tolist() == [10, 11]
+    assert read_series(p, header=False, columns=[1]).values.flatten().tolist() == [2, 20, 21]  # no header: index
+    assert read_series(p, header=True, columns=[0]).columns == ["1"]  # (0 is no name: the index)
+
+
 def test_series_header_of_numbers_is_said_with_header_true(tmp_path):
     """Column names that are numbers (years) look like values: ``header=True`` says they are names."""
     p = write(tmp_path / "y.csv", "date,2019,2020\n2021-01,1.0,2.0\n2021-02,1.5,2.5\n")

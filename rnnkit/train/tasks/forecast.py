@@ -30,8 +30,8 @@ from .base import Task, check_data_config, device_of
 class ForecastData:
     """Data options of ``rnnkit train forecast``.
 
-    columns: comma-separated column names (or 0-based indices) to forecast; "" = every numeric
-    column (""). window: steps of history per training example (50). valid_fraction: the tail of
+    columns: comma-separated column names (or 0-based indices; a number a header names a column is that
+    name) to forecast; "" = every numeric column (""). window: steps of history per training example (50). valid_fraction: the tail of
     --data held out without --valid (0.2). header: whether the first row names the columns — auto: when
     none of its cells is a number; yes for names that are numbers, such as years ("auto").
     """
@@ -57,7 +57,9 @@ def _pick(series: Series, wanted: list[str | int], source: str) -> Series:
     names = list(series.columns)
     use = []
     for c in wanted:
-        if isinstance(c, int):
+        if isinstance(c, int) and str(c) in names:
+            use.append(names.index(str(c)))  # (a name that is a number: the name, not an index)
+        elif isinstance(c, int):
             if not -len(names) <= c < len(names):
                 raise DataError(f"{source}: --columns: no column {c} (the series has {len(names)}: {names})")
             use.append(c % len(names))
