@@ -14,6 +14,7 @@ their own (``python -m rnnkit.diagnostics.commands …``), for tests and for use
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -54,10 +55,25 @@ def _positive(kind):
             v = kind(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {value!r}") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"expected a number > 0, got {value!r}")
+        if not (v > 0 and math.isfinite(v)):  # (nan passed a test of v <= 0)
+            raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {value!r}")
         return v
     return parse
+
+
+#: Largest --seed: the experiments draw training batch k from seed 1_000_003 (seed + 1) + k, which must fit
+#: torch's 64-bit seeds.
+MAX_SEED = 2**43
+
+
+def _seed(value: str) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int, got {value!r}") from None
+    if not 0 <= v <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an int from 0 to {MAX_SEED:,}, got {value!r}")
+    return v
 
 
 def _alphabet(value: str) -> int:
@@ -107,7 +123,7 @@ def register(subparsers) -> None:
     g.add_argument("--batch-size", type=_positive(int), default=32, help="(default 32)")
     g.add_argument("--train-steps", type=_nonnegative_int, default=0,
                    help="also train each cell this many steps on the task and measure again (default 0)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=_seed, default=0, help=f"0 to {MAX_SEED:,} (0)")
     g.add_argument("--out", default="runs/diagnose", metavar="DIR", help="where the PNG and JSON go")
     g.add_argument("--json", action="store_true", help="print the summary as JSON")
     g.set_defaults(func=cmd_gradients)
@@ -121,7 +137,7 @@ def register(subparsers) -> None:
     s.add_argument("--checkpoint", metavar="CKPT", help="a language model from 'rnnkit train lm' instead of --cell")
     s.add_argument("--text", help="text for --checkpoint")
     s.add_argument("--text-file", metavar="FILE", help="text for --checkpoint, from a file")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0, help=f"0 to {MAX_SEED:,} (0)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_saturation)
 
@@ -158,7 +174,7 @@ def register(subparsers) -> None:
                    help=f"copy: symbols to draw from, 2..9 (default {_Defaults.copy_alphabet}; Arjovsky et al.: 8)")
     e.add_argument("--max-norm", type=_positive(float), default=1.0, help="gradient clipping (default 1.0)")
     e.add_argument("--eval-every", type=_positive(int), default=100)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=_seed, default=0, help=f"0 to {MAX_SEED:,} (0)")
     e.add_argument("--threads", type=_positive(int), default=1,
                    help="torch threads per run (default 1: these models are small, a second thread barely helps)")
     e.add_argument("--jobs", type=_positive(int), default=1, help="runs at once, in separate processes (default 1)")

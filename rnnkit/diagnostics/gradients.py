@@ -59,6 +59,16 @@ class GradientFlow:
         forward = [k for k in range(len(self.names)) if not (self.reverse and self.reverse[k])]
         return forward[-1] if forward else len(self.names) - 1
 
+    def _norms(self, k: int, which: str, owner: str) -> Tensor:
+        """Layer-direction ``k``'s norms of ``which`` ("h", or "c": the LSTM's cell state), in its processing
+        order."""
+        if which not in ("h", "c"):
+            raise ValueError(f"GradientFlow.{owner}: which must be 'h' or 'c', got {which!r}")
+        if which == "c" and self.c is None:
+            raise ValueError(f"GradientFlow.{owner}: which='c' needs an LSTM's cell state; a {self.mode} layer "
+                             f"has none")
+        return self._processing_order((self.h if which == "h" else self.c)[k], k)
+
     def decay_per_step(self, k: int | None = None, which: str = "h") -> float:
         """Orders of magnitude the gradient loses per step back in time: minus the least-squares slope
         of log10 ‖∂L/∂h_t‖ against steps before the end, in layer-direction ``k``'s own processing
@@ -66,7 +76,7 @@ class GradientFlow:
         Steps whose gradient is exactly 0 (underflow, dead ReLUs) are left out of the fit. ``k``: default
         ``headline()``."""
         k = self.headline() if k is None else k
-        norms = self._processing_order((self.h if which == "h" else self.c)[k], k).double()
+        norms = self._norms(k, which, "decay_per_step").double()
         t = torch.arange(len(norms), dtype=torch.float64)
         keep = norms > 0
         if int(keep.sum()) < 2:
@@ -79,7 +89,7 @@ class GradientFlow:
         """‖∂L/∂h_1‖ / ‖∂L/∂h_T‖ in layer-direction ``k``'s processing order (1 = no decay; the
         monitor's vanishing test). ``k``: default ``headline()``."""
         k = self.headline() if k is None else k
-        norms = self._processing_order((self.h if which == "h" else self.c)[k], k)
+        norms = self._norms(k, which, "ratio_first_last")
         last = float(norms[-1])
         return float(norms[0]) / last if last > 0 else math.nan
 

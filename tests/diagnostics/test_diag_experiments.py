@@ -230,3 +230,20 @@ def test_copy_takes_a_delay_of_one_and_adding_needs_two(tmp_path, capsys):
     code = main(["experiment", "adding", "--cell", "gru", "--length", "1", "--steps", "2", "--out", str(tmp_path / "a")])
     err = capsys.readouterr().err
     assert code == 2 and "--length must be >= 2 (it marks two numbers), got 1" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lr", "nan"], "argument --lr: expected a finite number > 0, got 'nan'"),
+    (["--lr", "inf"], "argument --lr: expected a finite number > 0, got 'inf'"),
+    (["--max-norm", "nan"], "argument --max-norm: expected a finite number > 0"),
+    (["--seed", "100000000000000"], "argument --seed: expected an int from 0 to 8,796,093,022,208"),
+    (["--seed", "-1"], "argument --seed: expected an int from 0"),
+])
+def test_values_argparse_would_pass_are_refused_by_name(tmp_path, capsys, args, message):
+    """nan passed a test of v <= 0 and failed in the optimiser; inf trained to a NaN loss; a seed past 2**43
+    overflowed the experiments' batch seeds inside torch."""
+    from rnnkit.cli import main
+
+    code = main(["experiment", "adding", "--cell", "rnn", "--length", "3", "--steps", "2", "--out", str(tmp_path), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err

@@ -191,3 +191,13 @@ def test_a_misfit_input_or_state_is_named_as_the_layer_names_it():
         gate_saturation(lstm, torch.randn(2, 7, 8, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"h_0 has shape \(1, 3, 16\), expected \(1, 2, 16\)"):
         step_layer(lstm, torch.randn(2, 7, 8), (torch.zeros(1, 3, 16), torch.zeros(1, 3, 16)))
+
+
+def test_which_norms_a_summary_reads_is_checked():
+    """Anything but "h" read the cell state (which="x" too), and "c" of a GRU failed on None."""
+    f = _flow([1.0, 0.5, 0.25])
+    for bad in ("x", "H"):
+        with pytest.raises(ValueError, match=f"decay_per_step: which must be 'h' or 'c', got '{bad}'"):
+            f.decay_per_step(which=bad)
+    with pytest.raises(ValueError, match="ratio_first_last: which='c' needs an LSTM's cell state; a rnn_tanh layer"):
+        f.ratio_first_last(which="c")
