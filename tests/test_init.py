@@ -212,6 +212,39 @@ def test_forget_bias_must_be_a_number(bad, assert_error):
     assert_error(TypeError, lambda: rnnkit.LSTM(I, H, forget_bias=bad), "rnnkit.LSTM", "forget_bias", repr(bad))
 
 
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf], ids=repr)
+def test_forget_bias_must_be_finite(bad, assert_error):
+    assert_error(ValueError, lambda: rnnkit.LSTMCell(I, H, forget_bias=bad), "rnnkit.LSTMCell", "forget_bias",
+                 "finite", repr(bad))
+
+
+def test_cell_reset_parameters_reaches_reparametrised_weights_too():
+    """The cells initialised ``named_parameters()`` by name: a reparametrised weight (``parametrizations.
+    weight_hh.original1``, ``bias_ih_orig``) kept its value, or its uninitialised memory, or a KeyError."""
+    from torch.nn.utils import parametrizations, prune
+
+    c = rnnkit.LSTMCell(3, 4, init="orthogonal")
+    parametrizations.weight_norm(c, "weight_hh")
+    with torch.no_grad():
+        c.parametrizations.weight_hh.original1.fill_(7.0)
+    c.reset_parameters()
+    for block in c.weight_hh.detach().split(4):
+        torch.testing.assert_close(block @ block.T, torch.eye(4), atol=1e-5, rtol=0)
+    c = rnnkit.RNNCell(3, 4, nonlinearity="relu", init="identity", device="meta")
+    parametrizations.weight_norm(c, "weight_hh")
+    c.to_empty(device="cpu")
+    c.reset_parameters()
+    torch.testing.assert_close(c.weight_hh.detach(), torch.eye(4))
+    c = rnnkit.LSTMCell(3, 4, forget_bias=1.0)
+    prune.l1_unstructured(c, "bias_ih", amount=0.0)
+    c.reset_parameters()
+    assert c.bias_ih_orig[4:8].tolist() == [1.0] * 4
+    c = rnnkit.GRUCell(3, 4, layer_norm=True)
+    prune.l1_unstructured(c, "ln_ih_weight", amount=0.25)
+    c.reset_parameters()
+    assert c.ln_ih_weight_orig.tolist() == [1.0] * 12
+
+
 def test_reset_parameters_reaches_weights_that_torch_utils_reparametrised():
     """``getattr(layer, "weight_hh_l0")`` of a parametrised, pruned or weight-normed layer is a computed
     tensor: initialising it in place changed nothing (a meta-device layer kept uninitialised memory)."""

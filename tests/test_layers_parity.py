@@ -207,6 +207,14 @@ def test_whole_module_with_numpy_options_loads_with_weights_only(tmp_path):
     torch.save(m, tmp_path / "m.pt")
     with torch.serialization.safe_globals([rnnkit.LSTM]):
         assert torch.load(tmp_path / "m.pt", weights_only=True).forget_bias == 1.0
+    # and flags and names: NumPy's bool and str_ (layer_norm, init, dropout_kind)
+    m = rnnkit.LSTM(3, 5, num_layers=2, dropout=0.2, layer_norm=np.True_, init=np.str_("orthogonal"),
+                    dropout_kind=np.str_("locked"))
+    assert type(m.layer_norm) is bool and type(m.init) is str and type(m.options.dropout_kind) is str
+    assert "np." not in repr(m)
+    torch.save(m, tmp_path / "m2.pt")
+    with torch.serialization.safe_globals([rnnkit.LSTM]):
+        assert torch.load(tmp_path / "m2.pt", weights_only=True).init == "orthogonal"
     assert rnnkit.LSTMCell(3, 5, forget_bias=np.int64(2)).forget_bias == 2.0
 
 

@@ -16,6 +16,7 @@ parameters' dtype with autocast off, as the layers' engines do (``engine.precisi
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 from torch import Tensor, nn
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 from ..cells import NONLINEARITIES, LayerNormParams, gru_cell, lstm_cell, rnn_cell
 from ..engine.precision import own_precision
 from .checks import InputError, autocast_input, check_positive_int, check_shape, check_tensor
-from .init import init_weights
+from .init import assign_weight, init_weights
 from .recurrent import _check_options, options_as_tuple, options_from_tuple, options_repr
 
 
@@ -61,8 +62,8 @@ class _CellBase(nn.Module):
         stacklevel = 3 if type(self).__init__ is _CellBase.__init__ else 4
         self.options = _check_options(owner, self.cell, None, recurrent_dropout, 0.0, zoneout, zoneout_cell,
                                       layer_norm, init, forget_bias, bias, stacklevel)
-        self.layer_norm, self.init = layer_norm, init
-        self.forget_bias = None if forget_bias is None else float(forget_bias)  # (NumPy's too: checked above)
+        self.layer_norm, self.init = bool(layer_norm), str(init)  # (NumPy's too: checked above)
+        self.forget_bias = None if forget_bias is None else float(forget_bias)
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         factory = {"device": device, "dtype": dtype}
         G = self.gates * hidden_size
@@ -84,12 +85,17 @@ class _CellBase(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """By the ``init`` scheme (torch's default: uniform in ±1/√hidden_size); layer-norm gains 1, biases 0."""
-        params = dict(self.named_parameters())
-        with torch.no_grad():
+        """By the ``init`` scheme (torch's default: uniform in ±1/√hidden_size); layer-norm gains 1, biases 0.
+        A weight reparametrised by ``torch.nn.utils`` (parametrize, weight_norm, prune) gets its value through
+        the parameters behind it, as in the layers (``init.assign_weight``)."""
+        names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else []) + self._ln_names
+        with torch.no_grad():  # each value made apart, then written in: a reparametrised weight is computed
+            values = {n: torch.empty_like(getattr(self, n)) for n in names}
             for name in self._ln_names:
-                params[name].fill_(1.0 if "weight" in name else 0.0)
-        init_weights(params, self.hidden_size, self.gates, self.init, self.forget_bias)
+                values[name].fill_(1.0 if "weight" in name else 0.0)
+        init_weights(values, self.hidden_size, self.gates, self.init, self.forget_bias)
+        for name, value in values.items():
+            assign_weight(self, name, value, 1.0 / math.sqrt(self.hidden_size))
 
     def _norm(self) -> LayerNormParams | None:
         return LayerNormParams(*(getattr(self, n) for n in self._ln_names)) if self.layer_norm else None

@@ -40,6 +40,13 @@ def is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def is_flag(value) -> bool:
+    """True or False: a bool, NumPy's bool, or an integer 0 or 1 (not a tensor or array, whose truth is
+    elementwise)."""
+    numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
+    return isinstance(value, bool) or numpy_bool or (isinstance(value, numbers.Integral) and value in (0, 1))
+
+
 def check_probability(owner: str, name: str, p) -> float:
     """``p`` as a float in [0, 1) (a dropout-like rate; NumPy scalars too)."""
     if not is_number(p) or not 0 <= p < 1:

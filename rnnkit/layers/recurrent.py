@@ -50,7 +50,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from ..cells import NONLINEARITIES
 from ..engine import ENGINES, LayerWeights, Options, dispatch
 from .checks import (InputError, autocast_arrival, autocast_input, check_int, check_lengths, check_positive_int,
-                     check_probability, check_shape, check_tensor, is_number)
+                     check_probability, check_shape, check_tensor, is_flag, is_number)
 from .init import INITS, assign_weight, init_weights
 
 _GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
@@ -69,8 +69,9 @@ def _check_options(owner, mode, dropout_kind, recurrent_dropout, weight_drop, zo
     zoneout = check_probability(owner, "zoneout", zoneout)
     if dropout_kind is None:
         dropout_kind = "variational" if recurrent_dropout > 0 else "naive"
-    if dropout_kind not in DROPOUT_KINDS:
+    if not isinstance(dropout_kind, str) or dropout_kind not in DROPOUT_KINDS:
         raise ValueError(f"{owner}: unknown dropout_kind {dropout_kind!r}; expected one of {DROPOUT_KINDS}")
+    dropout_kind = str(dropout_kind)  # (NumPy's str_ too: plain values pickle for torch.load(weights_only=True))
     if recurrent_dropout > 0 and dropout_kind != "variational":
         raise ValueError(f"{owner}: recurrent_dropout belongs to dropout_kind='variational', "
                          f"got dropout_kind={dropout_kind!r}")
@@ -79,11 +80,11 @@ def _check_options(owner, mode, dropout_kind, recurrent_dropout, weight_drop, zo
     elif mode != "lstm":
         raise ValueError(f"{owner}: zoneout_cell is an LSTM option (the cell state); {owner} has none")
     zoneout_cell = check_probability(owner, "zoneout_cell", zoneout_cell)
-    if layer_norm not in (True, False):
+    if not is_flag(layer_norm):
         raise TypeError(f"{owner}: layer_norm must be True or False, got {layer_norm!r}")
     if layer_norm and mode not in ("lstm", "gru"):
         raise ValueError(f"{owner}: layer_norm is supported by LSTM and GRU, not {owner}")
-    if init not in INITS:
+    if not isinstance(init, str) or init not in INITS:
         raise ValueError(f"{owner}: unknown init {init!r}; expected one of {INITS}")
     if init == "identity" and mode != "rnn_relu":
         warnings.warn(f"{owner}: init='identity' is the IRNN recipe (Le et al. 2015), meant for "
@@ -94,6 +95,8 @@ def _check_options(owner, mode, dropout_kind, recurrent_dropout, weight_drop, zo
             raise ValueError(f"{owner}: forget_bias is an LSTM option, {owner} has no forget gate")
         if not is_number(forget_bias):
             raise TypeError(f"{owner}: forget_bias must be a number, got {forget_bias!r}")
+        if not math.isfinite(forget_bias):
+            raise ValueError(f"{owner}: forget_bias must be finite, got {forget_bias!r}")
         if not bias:
             raise ValueError(f"{owner}: forget_bias={forget_bias} needs bias=True (there is no bias to set)")
     return Options(dropout_kind, recurrent_dropout, weight_drop, zoneout, zoneout_cell)
@@ -179,8 +182,8 @@ class RNNBase(nn.Module):
         self._check_engine(engine)
         self.options = _check_options(owner, cell, dropout_kind, recurrent_dropout, weight_drop, zoneout,
                                       zoneout_cell, layer_norm, init, forget_bias, bias)
-        self.layer_norm, self.init = layer_norm, init
-        self.forget_bias = None if forget_bias is None else float(forget_bias)  # (NumPy's too: checked above)
+        self.layer_norm, self.init = bool(layer_norm), str(init)  # (NumPy's too: checked above)
+        self.forget_bias = None if forget_bias is None else float(forget_bias)
         self.cell = cell  # rnnkit's name, as models' cell= argument; torch.nn's is ``mode``
         self.input_size = input_size
         self.hidden_size = hidden_size
