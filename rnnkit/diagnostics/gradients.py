@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from .stepping import check_against_layer, step_layer
+from .stepping import check_against_layer, check_input, step_layer
 
 
 @dataclass
@@ -112,6 +112,7 @@ def gradient_flow(
     loss_fn: Callable[[Tensor], Tensor],
     hx=None,
     *,
+    lengths=None,
     check: bool = True,
 ) -> GradientFlow:
     """Exact per-step gradient norms of ``loss_fn(output)`` for an RNN/LSTM/GRU layer.
@@ -119,14 +120,16 @@ def gradient_flow(
     ``layer``: an ``rnnkit`` (or ``torch.nn``) recurrent layer — for a model, pass its recurrent
     module and put the rest (decoder, loss) in ``loss_fn``; ``x``: the layer's input, (T, B, I) or
     (B, T, I) with ``batch_first`` — for a model, its embedded input, so ∂L/∂x_t is per token;
-    ``loss_fn``: maps the layer's output, in the layer's own layout, to a scalar. ``check=True``
-    verifies that the stepped output equals ``layer(x)`` (in eval mode) and raises if not.
-    Nothing is written into ``.grad`` of any parameter.
+    ``loss_fn``: maps the layer's output, in the layer's own layout, to a scalar. ``lengths`` (B,): the
+    real steps of each row of a padded batch (an rnnkit layer's ``lengths=``); the norms at step t then
+    cover the rows that are alive there. ``check=True`` verifies that the stepped output equals
+    ``layer(x)`` (in eval mode) and raises if not. Nothing is written into ``.grad`` of any parameter.
     """
+    check_input("gradient_flow", layer, x, lengths)
     x = x.detach().requires_grad_(True)
-    run = step_layer(layer, x, hx)
+    run = step_layer(layer, x, hx, lengths)
     if check:
-        check_against_layer(layer, x.detach(), run, hx)
+        check_against_layer(layer, x.detach(), run, hx, lengths)
     output = run.output.transpose(0, 1) if layer.batch_first else run.output
     loss = loss_fn(output)
     if loss.dim() != 0:
@@ -135,11 +138,14 @@ def gradient_flow(
     states = [h for hs in run.h for h in hs] + ([c for cs in run.c for c in cs] if run.c else [])
     grads = torch.autograd.grad(loss, states + [x], allow_unused=True)
 
-    def norm(g: Tensor | None) -> float:
-        return 0.0 if g is None else float(torch.linalg.vector_norm(g.double()))
+    def norm(g: Tensor | None, t: int) -> float:  # (over the rows alive at step t)
+        if g is None:
+            return 0.0
+        return float(torch.linalg.vector_norm(g.double() if run.alive is None else g.double()[run.alive[t]]))
 
-    h = torch.tensor([norm(g) for g in grads[: K * T]], dtype=torch.float64).view(K, T)
-    c = torch.tensor([norm(g) for g in grads[K * T: 2 * K * T]], dtype=torch.float64).view(K, T) if run.c else None
+    h = torch.tensor([norm(g, i % T) for i, g in enumerate(grads[: K * T])], dtype=torch.float64).view(K, T)
+    c = (torch.tensor([norm(g, i % T) for i, g in enumerate(grads[K * T: 2 * K * T])], dtype=torch.float64)
+         .view(K, T) if run.c else None)
     gx = grads[-1]
     gx = gx.transpose(0, 1) if layer.batch_first else gx  # (T, B, I)
     xn = torch.linalg.vector_norm(gx.double().flatten(1), dim=1) if gx is not None else torch.zeros(T)

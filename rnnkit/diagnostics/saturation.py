@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..cells import ln
-from .stepping import SteppedRun, check_against_layer, layer_norm_of, step_layer, weights_of
+from .stepping import SteppedRun, check_against_layer, check_input, layer_norm_of, step_layer, weights_of
 
 SIGMOID_GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z"), "rnn_tanh": (), "rnn_relu": ()}
 TANH_GATES = {"lstm": ("g", "tanh_c"), "gru": ("n",), "rnn_tanh": ("h",), "rnn_relu": ()}
@@ -104,25 +104,29 @@ class SaturationReport:
                     for g, s in gates.items()} for n, gates in self.stats.items()}
 
 
-def gate_saturation(layer: nn.Module, x: Tensor, hx=None, *, sigmoid_threshold: float = 0.9,
+def gate_saturation(layer: nn.Module, x: Tensor, hx=None, *, lengths=None, sigmoid_threshold: float = 0.9,
                     tanh_threshold: float = 0.9, check: bool = True) -> SaturationReport:
     """Per-gate saturation of an RNN/LSTM/GRU ``layer`` on the batch ``x`` (its input, in its layout).
 
     A sigmoid gate counts as saturated above ``sigmoid_threshold`` or below 1 − ``sigmoid_threshold``;
     a tanh beyond ±``tanh_threshold``. ``check`` (as in ``gradient_flow``): first make sure the plain
     cells reproduce the layer's output — a layer with zoneout (which the cells step without) is refused
-    rather than reported as the function it does not compute; layer norm is modelled.
+    rather than reported as the function it does not compute; layer norm is modelled. ``lengths`` (B,): the
+    real steps of each row of a padded batch (an rnnkit layer's ``lengths=``): the fractions count those alone.
     """
     if not 0.5 < sigmoid_threshold < 1 or not 0 < tanh_threshold < 1:
         raise ValueError("rnnkit.diagnostics.gate_saturation: sigmoid_threshold must be in (0.5, 1) and "
                          f"tanh_threshold in (0, 1), got {sigmoid_threshold!r} and {tanh_threshold!r}")
+    check_input("gate_saturation", layer, x, lengths)
     with torch.no_grad():
-        run = step_layer(layer, x, hx)
+        run = step_layer(layer, x, hx, lengths)
     if check:
-        check_against_layer(layer, x, run, hx)
+        check_against_layer(layer, x, run, hx, lengths)
     stats: dict[str, dict[str, GateStats]] = {}
     for k, name in enumerate(run.names):
         acts = gate_activations(layer, run, k)
+        if run.alive is not None:  # the real steps only: (n, H) each
+            acts = {g: v[run.alive] for g, v in acts.items()}
         gates: dict[str, GateStats] = {}
         for g in SIGMOID_GATES[run.mode]:
             v = acts[g]

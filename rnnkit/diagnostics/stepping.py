@@ -31,7 +31,9 @@ class SteppedRun:
     ``h[k][t]`` (B, H_out): h_t of layer-direction k after step t (time order, also for reverse).
     ``c[k][t]`` (B, H): the LSTM cell state C_t, else ``c`` is None.
     ``h0[k]`` / ``c0[k]``: initial states. ``output`` (T, B, D·H_out): the last layer's outputs.
-    ``names[k]``: "l0", "l0_reverse", … as in the parameter names.
+    ``names[k]``: "l0", "l0_reverse", … as in the parameter names. ``alive`` (T, B) bool: the real steps of
+    a padded batch run with ``lengths`` (past its end a row's state stays as it was, and its outputs are
+    zero), else None.
     """
 
     mode: str
@@ -43,6 +45,7 @@ class SteppedRun:
     c0: list[Tensor] | None
     output: Tensor
     reverse: list[bool]
+    alive: Tensor | None = None
 
 
 def layer_norm_of(w: LayerWeights) -> LayerNormParams | None:
@@ -88,20 +91,44 @@ def weights_of(layer: nn.Module) -> list[LayerWeights]:
     return out
 
 
-def step_layer(layer: nn.Module, x: Tensor, hx=None) -> SteppedRun:
+def call_layer(layer: nn.Module, x: Tensor, hx=None, lengths=None):
+    """``layer(x, hx)``, with ``lengths=`` when given (an rnnkit layer's padded-batch argument)."""
+    return layer(x, hx) if lengths is None else layer(x, hx, lengths=lengths)
+
+
+def check_input(owner: str, layer: nn.Module, x, lengths) -> None:
+    """A padded 3-D batch (a PackedSequence is named: the stepped loop reads a padded one and its lengths);
+    ``lengths=`` only for rnnkit's layers, which take it."""
+    if isinstance(x, nn.utils.rnn.PackedSequence):
+        raise TypeError(f"rnnkit.diagnostics.{owner}: x is a PackedSequence; pass the padded batch and its lengths "
+                        f"instead: x, lengths = torch.nn.utils.rnn.pad_packed_sequence(packed, batch_first=...)")
+    if not isinstance(x, Tensor) or x.dim() != 3:
+        got = f"{x.dim()}-D with shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"rnnkit.diagnostics.{owner}: expected a batched 3-D input, got {got}")
+    if lengths is not None and not hasattr(layer, "layer_weights"):
+        raise TypeError(f"rnnkit.diagnostics.{owner}: lengths= needs an rnnkit layer (a torch.nn layer takes a "
+                        f"PackedSequence instead; its weights load into rnnkit's: load_state_dict)")
+
+
+def step_layer(layer: nn.Module, x: Tensor, hx=None, lengths=None) -> SteppedRun:
     """Run ``layer`` step by step over ``x`` with its own weights, keeping every state.
 
     ``x``: (T, B, I), or (B, T, I) when ``layer.batch_first``; ``hx`` as the layer takes it, or None
-    for zeros. The returned states are part of the autograd graph of ``layer``'s parameters and ``x``.
+    for zeros; ``lengths`` (B,): the real steps of each row of a padded batch, as the layer's ``lengths=``
+    takes them (a row's state stays as it was past its end, a reverse direction starts at its last real
+    step, and outputs past the end are zero). The returned states are part of the autograd graph of
+    ``layer``'s parameters and ``x``.
     """
     mode = layer_mode(layer)
-    if x.dim() != 3:
-        raise ValueError(f"rnnkit.diagnostics.step_layer: expected a batched 3-D input, got {x.dim()}-D "
-                         f"with shape {tuple(x.shape)}")
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):  # the layer's own checks of x and hx, in its
-        layer(x, hx)  # words (the steps below would fail inside torch's products); no random state is used
+    check_input("step_layer", layer, x, lengths)
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):  # the layer's own checks of x, hx and lengths,
+        call_layer(layer, x, hx, lengths)  # in its words (the steps below would fail inside torch's products)
     xs = x.transpose(0, 1) if layer.batch_first else x  # (T, B, I)
     T, B = xs.shape[0], xs.shape[1]
+    alive = None
+    if lengths is not None:  # (T, B): step t of row b is real
+        lengths = torch.as_tensor(lengths, device="cpu").to(xs.device, torch.int64)
+        alive = torch.arange(T, device=xs.device).unsqueeze(1) < lengths.unsqueeze(0)
     D = 2 if layer.bidirectional else 1
     L = layer.num_layers
     lstm = mode == "lstm"
@@ -124,7 +151,12 @@ def step_layer(layer: nn.Module, x: Tensor, hx=None) -> SteppedRun:
             h_list: list[Tensor] = [xs.new_empty(0)] * T
             c_list: list[Tensor] = [xs.new_empty(0)] * T
             for t in (range(T - 1, -1, -1) if d else range(T)):
-                state = cell_step(mode, inp[t], state, w)
+                new = cell_step(mode, inp[t], state, w)
+                if alive is not None:  # a row past its end keeps its state (backward: has not begun)
+                    a = alive[t].unsqueeze(1)
+                    new = (torch.where(a, new[0], state[0]), torch.where(a, new[1], state[1])) if lstm else \
+                        torch.where(a, new, state)
+                state = new
                 if lstm:
                     h_list[t], c_list[t] = state
                 else:
@@ -136,23 +168,27 @@ def step_layer(layer: nn.Module, x: Tensor, hx=None) -> SteppedRun:
             h0s.append(h0_all[k])
             c0s.append(c0_all[k] if lstm else None)
             rev.append(bool(d))
-            outs.append(torch.stack(h_list))  # (T, B, H_out)
+            out = torch.stack(h_list)  # (T, B, H_out)
+            outs.append(out if alive is None else out * alive.unsqueeze(2))  # (zero past each end)
         inp = outs[0] if D == 1 else torch.cat(outs, dim=2)
-    return SteppedRun(mode, names, inputs, hs, cs if lstm else None, h0s, c0s if lstm else None, inp, rev)
+    return SteppedRun(mode, names, inputs, hs, cs if lstm else None, h0s, c0s if lstm else None, inp, rev, alive)
 
 
-def check_against_layer(layer: nn.Module, x: Tensor, run: SteppedRun, hx=None) -> None:
-    """Raise if the stepped output differs from ``layer(x)`` in eval mode — e.g. a layer option
-    (zoneout: its eval-mode expectation) that the plain cells do not model."""
+def check_against_layer(layer: nn.Module, x: Tensor, run: SteppedRun, hx=None, lengths=None) -> None:
+    """Raise if the stepped output differs from ``layer(x)`` (with ``lengths``) in eval mode — e.g. a
+    layer option (zoneout: its eval-mode expectation) that the plain cells do not model."""
     was_training = layer.training
     layer.eval()
     try:
         with torch.no_grad():
-            y, _ = layer(x, hx)
+            y, _ = call_layer(layer, x, hx, lengths)
     finally:
         layer.train(was_training)
     y = y.transpose(0, 1) if layer.batch_first else y
     tol = {"rtol": 1e-7, "atol": 1e-9} if y.dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-5}
+    if not torch.isfinite(y).all():
+        raise ValueError(f"rnnkit.diagnostics: {type(layer).__name__}'s output holds NaN or inf: its weights or "
+                         f"its input are not finite")
     if not torch.allclose(run.output.detach(), y, **tol):
         diff = (run.output.detach() - y).abs().max().item()
         raise ValueError(

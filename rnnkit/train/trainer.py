@@ -213,19 +213,21 @@ class _StopSignal:
 
 
 class _ProbeInput:
-    """Context manager: while active, keeps the first input (detached) that ``layer`` is called with;
-    ``layer`` None: does nothing. Only a 3-D tensor (a padded batch) is kept; packed input is not."""
+    """Context manager: while active, keeps the first input (detached) that ``layer`` is called with, and
+    its ``lengths=``; ``layer`` None: does nothing. Only a 3-D tensor (a padded batch) is kept; packed input
+    is not."""
 
     def __init__(self, layer: nn.Module | None) -> None:
-        self.layer, self.x, self._hook = layer, None, None
+        self.layer, self.x, self.lengths, self._hook = layer, None, None, None
 
-    def _keep(self, module, args) -> None:
+    def _keep(self, module, args, kwargs) -> None:
         if self.x is None and args and isinstance(args[0], Tensor) and args[0].dim() == 3:
             self.x = args[0].detach()
+            self.lengths = kwargs.get("lengths")
 
     def __enter__(self) -> "_ProbeInput":
         if self.layer is not None:
-            self._hook = self.layer.register_forward_pre_hook(self._keep)
+            self._hook = self.layer.register_forward_pre_hook(self._keep, with_kwargs=True)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -733,7 +735,7 @@ class Trainer:
             window["clipped"] += int(clipped)
             window["steps"] += 1
             if probe_input.x is not None:
-                self._probe(probe_input.x)
+                self._probe(probe_input.x, probe_input.lengths)
             self._report(window, lr, bar)
             if self.on_step is not None:
                 self.on_step(self)
@@ -782,13 +784,20 @@ class Trainer:
         due = self._probe_layer is not None and n and (self.step + 1) % n == 0 and self.dist.is_main
         return _ProbeInput(self._probe_layer if due else None)
 
-    def _probe(self, x: Tensor) -> None:
+    def _probe(self, x: Tensor, lengths=None) -> None:
         """Vanishing-gradient probe on up to 8 rows of ``x`` from the zero state, in float64 (a vanishing
         gradient underflows float32 within a few hundred steps) on a copy of the layer, so neither the
-        weights nor their ``.grad`` are touched. The stepped pass is not checked against the layer
-        (``check=False``): that would cost another forward, and tests/diagnostics already check it."""
+        weights nor their ``.grad`` are touched. Of a padded batch (``lengths``) it takes the longest rows, cut
+        to their length: the probe's loss reads the last step, which is real for them. The stepped pass is not
+        checked against the layer (``check=False``): that would cost another forward, and tests/diagnostics
+        already check it."""
         try:
             layer = copy.deepcopy(self._probe_layer).double()
+            if lengths is not None:
+                lengths = torch.as_tensor(lengths, device="cpu")
+                longest = int(lengths.max())
+                pick = (lengths == longest).nonzero().flatten().to(x.device)
+                x = x.index_select(0, pick)[:, :longest] if layer.batch_first else x.index_select(1, pick)[:longest]
             rows = x[:8] if layer.batch_first else x[:, :8]
             self.monitor.probe(layer, rows.double(), step=self.step, check=False)
         except (RuntimeError, ValueError, TypeError) as e:  # a diagnostic must not end the run

@@ -201,3 +201,35 @@ def test_which_norms_a_summary_reads_is_checked():
             f.decay_per_step(which=bad)
     with pytest.raises(ValueError, match="ratio_first_last: which='c' needs an LSTM's cell state; a rnn_tanh layer"):
         f.ratio_first_last(which="c")
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_a_padded_batch_with_lengths_equals_each_row_alone(name, batch_first):
+    """A bidirectional layer's reverse direction started inside the padding, and nothing caught it (the check
+    ran the layer without its lengths): with ``lengths`` each row's gradients are its own, and a step's norm
+    over the batch is the root of the sum of the alive rows' squares."""
+    layer = _layer(name, num_layers=2, bidirectional=True, batch_first=batch_first)
+    lengths = torch.tensor([7, 4, 2, 6])
+    x = _x(layer)
+    W = torch.randn(7, 4, 10, generator=torch.Generator().manual_seed(3), dtype=DT)  # (T, B, D·H)
+    tm = (lambda t: t.transpose(0, 1)) if batch_first else (lambda t: t)  # to and from time-major
+
+    def loss_of(rows):
+        return lambda out: (tm(out) * W[:, rows][: tm(out).shape[0]]).sum()
+
+    flow = gradient_flow(layer, x, loss_of(slice(None)), lengths=lengths)  # (check=True: against the layer)
+    squares = torch.zeros_like(flow.h)
+    for b, n in enumerate(lengths.tolist()):
+        alone = gradient_flow(layer, tm(tm(x)[:n, b : b + 1]), loss_of(slice(b, b + 1)))
+        squares[:, :n] += alone.h ** 2
+    torch.testing.assert_close(flow.h, squares.sqrt())
+
+
+def test_packed_input_and_lengths_for_a_torch_layer_are_named():
+    layer = _layer("gru")
+    packed = nn.utils.rnn.pack_padded_sequence(_x(layer), [7, 4, 2, 1])
+    with pytest.raises(TypeError, match="gradient_flow: x is a PackedSequence; pass the padded batch and its lengths"):
+        gradient_flow(layer, packed, lambda out: out.sum())
+    with pytest.raises(TypeError, match="lengths= needs an rnnkit layer"):
+        gradient_flow(nn.GRU(3, 5).double(), _x(layer), lambda out: out.sum(), lengths=[7, 4, 2, 1])

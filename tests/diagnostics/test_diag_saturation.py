@@ -79,3 +79,17 @@ def test_a_layer_the_plain_cells_do_not_reproduce_is_refused():
     with pytest.raises(ValueError, match="does not reproduce its output"):
         gate_saturation(layer, x)
     assert gate_saturation(layer, x, check=False).mode == "lstm"  # measured anyway when asked
+
+
+def test_a_padded_batch_counts_its_real_steps_alone():
+    """The fractions counted the padding (and a reverse direction began inside it)."""
+    torch.manual_seed(0)
+    layer = rnnkit.LSTM(3, 5, bidirectional=True, dtype=torch.float64)
+    x = torch.randn(6, 3, 3, dtype=torch.float64)
+    lengths = torch.tensor([6, 2, 4])
+    report = gate_saturation(layer, x, lengths=lengths)
+    for direction in ("l0", "l0_reverse"):
+        for gate in ("i", "f", "o", "g"):
+            rows = [gate_saturation(layer, x[:n, b : b + 1]).stats[direction][gate] for b, n in enumerate(lengths)]
+            mean = sum(r.mean * n for r, n in zip(rows, lengths.tolist())) / int(lengths.sum())
+            assert report.stats[direction][gate].mean == pytest.approx(mean, rel=1e-12)

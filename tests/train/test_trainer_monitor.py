@@ -169,3 +169,23 @@ def test_thresholds_are_options(tmp_path):
         build(TrainConfig, {"explode_threshold": 0.0})
     with pytest.raises(OptionError, match="probe_every must be >= 0"):
         build(TrainConfig, {"probe_every": -1})
+
+
+def test_the_probe_of_a_padded_batch_reads_its_longest_rows(tmp_path, monkeypatch):
+    """The probe kept the padded tensor and dropped its lengths= (the loss at step T read padding); it now
+    takes the longest rows, cut to their length, where the last step is real."""
+    from rnnkit.train.trainer import _ProbeInput
+
+    torch.manual_seed(0)
+    trainer = Trainer(TinyLM(), StreamTask(), TrainConfig(max_steps=1, probe_every=1), progress=False)
+    layer = trainer._probe_layer
+    x = torch.randn(6, 4, layer.input_size) if not layer.batch_first else torch.randn(4, 6, layer.input_size)
+    with _ProbeInput(layer) as caught:
+        layer(x, lengths=torch.tensor([5, 3, 5, 2]))
+    assert caught.lengths.tolist() == [5, 3, 5, 2]
+    seen = []
+    monkeypatch.setattr(trainer.monitor, "probe", lambda layer, rows, **kw: seen.append(rows))
+    trainer._probe(caught.x, caught.lengths)
+    rows = seen[0] if not layer.batch_first else seen[0].transpose(0, 1)
+    xt = x if not layer.batch_first else x.transpose(0, 1)
+    torch.testing.assert_close(rows, xt[:5, [0, 2]].double())
