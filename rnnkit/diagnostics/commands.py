@@ -36,7 +36,15 @@ def _cells(value: str) -> list[str]:
     if bad or not cells:
         raise argparse.ArgumentTypeError(f"unknown cell {', '.join(bad) or value!r}; expected a comma-separated "
                                          f"list of {', '.join(CELLS)}")
-    return cells
+    return _once(cells, "cell", value)
+
+
+def _once(items: list, what: str, value: str) -> list:
+    """A list that names nothing twice (a repeated cell or length ran again and was tabled once)."""
+    twice = sorted({str(v) for v in items if items.count(v) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{value!r} names the {what} {', '.join(twice)} more than once")
+    return items
 
 
 def _lengths(value: str) -> list[int]:
@@ -46,7 +54,7 @@ def _lengths(value: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
     if not out or min(out) < 1:  # (the adding problem needs >= 2: checked with the task)
         raise argparse.ArgumentTypeError(f"lengths must be integers >= 1, got {value!r}")
-    return out
+    return _once(out, "length", value)
 
 
 def _positive(kind):
@@ -130,10 +138,11 @@ def register(subparsers) -> None:
 
     s = dsub.add_parser("saturation", help="per-gate saturation of cells on the adding task, or of a trained LM",
                         description="Fraction of sigmoid gates above 0.9 / below 0.1 and of tanh values beyond ±0.9.")
-    s.add_argument("--cell", type=_cells, default=["lstm", "gru", "rnn"], help="(default lstm,gru,rnn)")
-    s.add_argument("--length", type=_length, default=100, help="(default 100)")
-    s.add_argument("--hidden-size", type=_positive(int), default=64)
-    s.add_argument("--train-steps", type=_nonnegative_int, default=0, help="train on the adding task first")
+    # (None: not given; defaults in SATURATION_ADDING, which --checkpoint refuses rather than ignores)
+    s.add_argument("--cell", type=_cells, help="(default lstm,gru,rnn)")
+    s.add_argument("--length", type=_length, help="(default 100)")
+    s.add_argument("--hidden-size", type=_positive(int), help="(default 64)")
+    s.add_argument("--train-steps", type=_nonnegative_int, help="train on the adding task first (default 0)")
     s.add_argument("--checkpoint", metavar="CKPT", help="a language model from 'rnnkit train lm' instead of --cell")
     s.add_argument("--text", help="text for --checkpoint")
     s.add_argument("--text-file", metavar="FILE", help="text for --checkpoint, from a file")
@@ -168,9 +177,9 @@ def register(subparsers) -> None:
     e.add_argument("--batch-size", type=_positive(int), default=50)
     e.add_argument("--lr", type=_positive(float), default=None,
                    help=f"Adam's learning rate (default: adding {DEFAULT_LR['adding']:g}, copy {DEFAULT_LR['copy']:g})")
-    e.add_argument("--memory", type=_positive(int), default=_Defaults.copy_memory,
+    e.add_argument("--memory", type=_positive(int),
                    help=f"copy: how many symbols to remember (default {_Defaults.copy_memory}; Arjovsky et al. 2016: 10)")
-    e.add_argument("--alphabet", type=_alphabet, default=_Defaults.copy_alphabet,
+    e.add_argument("--alphabet", type=_alphabet,
                    help=f"copy: symbols to draw from, 2..9 (default {_Defaults.copy_alphabet}; Arjovsky et al.: 8)")
     e.add_argument("--max-norm", type=_positive(float), default=1.0, help="gradient clipping (default 1.0)")
     e.add_argument("--eval-every", type=_positive(int), default=100)
@@ -258,9 +267,22 @@ def _load_lm(path: str):
     return task, model
 
 
+#: ``diagnose saturation``'s options for the adding-task models, and their defaults.
+SATURATION_ADDING = {"cell": ["lstm", "gru", "rnn"], "length": 100, "hidden_size": 64, "train_steps": 0}
+
+
 def cmd_saturation(args) -> int:
     from .saturation import gate_saturation
 
+    given = [k for k in SATURATION_ADDING if getattr(args, k) is not None]
+    if args.checkpoint and given:  # (they would be left unused)
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise OptionError(f"{flags} describe{'s' if len(given) == 1 else ''} the adding-task models; with "
+                          f"--checkpoint the language model is measured on --text as it is: drop "
+                          f"{'it' if len(given) == 1 else 'them'}")
+    for k, default in SATURATION_ADDING.items():
+        if getattr(args, k) is None:
+            setattr(args, k, default)
     reports = {}
     if args.checkpoint:
         task, model = _load_lm(args.checkpoint)
@@ -328,6 +350,12 @@ def cmd_activations(args) -> int:
 def cmd_experiment(args) -> int:
     from .experiments import TrainConfig, markdown_table, sweep
     from .plots import plot_gradient_flow
+
+    copy_only = [f"--{k}" for k in ("memory", "alphabet") if getattr(args, k) is not None]
+    if args.task != "copy" and copy_only:  # (they would be left unused)
+        raise OptionError(f"{' and '.join(copy_only)}: options of the copy task, not of {args.task}")
+    args.memory = _Defaults.copy_memory if args.memory is None else args.memory
+    args.alphabet = _Defaults.copy_alphabet if args.alphabet is None else args.alphabet
 
     cfg = TrainConfig(hidden_size=args.hidden_size, batch_size=args.batch_size, lr=args.lr, max_norm=args.max_norm,
                       eval_every=args.eval_every, seed=args.seed, threads=args.threads, copy_memory=args.memory,

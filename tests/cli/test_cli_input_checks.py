@@ -363,6 +363,8 @@ def test_diagnose_refuses_a_word_model_where_it_reads_characters(cli, files, tmp
     fails(cli, 2, "diagnose", "saturation", "--checkpoint", ckpt, "--text", "   ", match="the text has no tokens")
     fails(cli, 2, "diagnose", "saturation", "--cell", "lstm", "--text", "hello",  # (it was left unread)
           match="--text and --text-file are read by a language model: give its --checkpoint too")
+    fails(cli, 2, "diagnose", "saturation", "--checkpoint", ckpt, "--text", "the cat", "--train-steps", "100",
+          "--length", "7", match="--length, --train-steps describe the adding-task models; with --checkpoint")
     fails(cli, 2, "train", "classify", "--data", "builtin:sentiment", "--valid", "builtin:sentiment", "--out",
           tmp_path / "v", match="--valid takes files; a built-in dataset brings its own validation split")
 

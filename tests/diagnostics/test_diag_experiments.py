@@ -247,3 +247,18 @@ def test_values_argparse_would_pass_are_refused_by_name(tmp_path, capsys, args, 
     code = main(["experiment", "adding", "--cell", "rnn", "--length", "3", "--steps", "2", "--out", str(tmp_path), *args])
     err = capsys.readouterr().err
     assert code == 2 and message in err, err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["adding", "--memory", "5"], "--memory: options of the copy task, not of adding"),
+    (["adding", "--alphabet", "4", "--memory", "5"], "--memory and --alphabet: options of the copy task"),
+    (["adding", "--cell", "lstm,gru,lstm"], "'lstm,gru,lstm' names the cell lstm more than once"),
+    (["copy", "--length", "4,4"], "'4,4' names the length 4 more than once"),
+])
+def test_options_that_would_be_ignored_or_repeated_are_refused(tmp_path, capsys, args, message):
+    """Copy-only options given to adding were ignored; a repeated cell or length ran again and was tabled once."""
+    from rnnkit.cli import main
+
+    code = main(["experiment", *args, "--steps", "2", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
