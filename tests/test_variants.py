@@ -657,6 +657,19 @@ def test_cell_recurrent_dropout_needs_its_mask(cls, assert_error):
     cell(x)  # eval: no mask, no dropout
 
 
+
+@pytest.mark.parametrize("cls", [rnnkit.LSTMCell, rnnkit.GRUCell, rnnkit.RNNCell])
+def test_an_unbatched_step_takes_its_mask_unbatched_too(cls):
+    """An unbatched cell takes an (H,) state; its (H,) mask was refused as not (1, H)."""
+    cell = cls(3, 4, dtype=DT, recurrent_dropout=0.5).train()
+    x = random(1, 3, seed=1)
+    mask = cell.draw_recurrent_mask(1)
+    torch.testing.assert_close(cell(x[0], recurrent_mask=mask[0]), cell(x[0], recurrent_mask=mask))
+    out = cell(x, recurrent_mask=mask)
+    torch.testing.assert_close(cell(x[0], recurrent_mask=mask[0]), tuple(o[0] for o in out) if isinstance(out, tuple)
+                               else out[0])
+
+
 # -- benchmark smoke test ---------------------------------------------------------------------------
 def test_bench_variants_quick_runs(tmp_path):
     """``benchmarks/bench_variants.py --quick`` runs end to end on a tiny config and prints one table row

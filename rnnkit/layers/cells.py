@@ -108,15 +108,19 @@ class _CellBase(nn.Module):
         w = self.weight_hh
         return w.new_empty(batch_size, self.hidden_size).bernoulli_(1 - q).div_(1 - q)
 
-    def _check_mask(self, mask, x: Tensor) -> None:
+    def _check_mask(self, mask, x: Tensor, batched: bool) -> Tensor | None:
+        """The recurrent mask, checked: (B, H) for x (B, I) (also (H,) for an unbatched step, as its state)."""
         owner = f"rnnkit.{type(self).__name__}"
         if mask is None:
             if self.training and self.options.recurrent_dropout > 0:
                 raise ValueError(f"{owner}: recurrent_dropout={self.options.recurrent_dropout} needs the per-sequence "
                                  "mask: pass recurrent_mask=cell.draw_recurrent_mask(batch_size) at every step")
-            return
+            return None
         check_tensor(owner, "recurrent_mask", mask, x.dtype, x.device)
+        if not batched and mask.dim() == 1:
+            mask = mask.unsqueeze(0)
         check_shape(owner, "recurrent_mask", mask, (x.shape[0], self.hidden_size))
+        return mask
 
     def _zone(self, p: float, old: Tensor, new: Tensor) -> Tensor:
         """Zoneout: keep the old value with probability p (a fresh draw per call), its expectation in eval."""
@@ -181,7 +185,7 @@ class RNNCell(_CellBase):
     @_in_own_precision
     def forward(self, input: Tensor, hx: Tensor | None = None, *, recurrent_mask: Tensor | None = None) -> Tensor:
         x, (h,), batched = self._prepare(input, hx, 1)
-        self._check_mask(recurrent_mask, x)
+        recurrent_mask = self._check_mask(recurrent_mask, x, batched)
         h_new = rnn_cell(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.nonlinearity,
                          recurrent_mask=recurrent_mask)
         h_new = self._zone(self.options.zoneout, h, h_new)
@@ -198,7 +202,7 @@ class LSTMCell(_CellBase):
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None, *,
                 recurrent_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x, (h, c), batched = self._prepare(input, hx, 2)
-        self._check_mask(recurrent_mask, x)
+        recurrent_mask = self._check_mask(recurrent_mask, x, batched)
         h_new, c_new = lstm_cell(x, (h, c), self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
                                  recurrent_mask=recurrent_mask, norm=self._norm())
         h_new = self._zone(self.options.zoneout, h, h_new)
@@ -215,7 +219,7 @@ class GRUCell(_CellBase):
     @_in_own_precision
     def forward(self, input: Tensor, hx: Tensor | None = None, *, recurrent_mask: Tensor | None = None) -> Tensor:
         x, (h,), batched = self._prepare(input, hx, 1)
-        self._check_mask(recurrent_mask, x)
+        recurrent_mask = self._check_mask(recurrent_mask, x, batched)
         h_new = gru_cell(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
                          recurrent_mask=recurrent_mask, norm=self._norm())
         h_new = self._zone(self.options.zoneout, h, h_new)
