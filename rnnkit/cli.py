@@ -228,8 +228,24 @@ def cmd_train(args, extra: list[str]) -> int:
             settings.set_value(key, getattr(args, flag))
     out = Path(args.out or f"runs/{args.task}")
     check_out_dir(out)  # before the data is read
+    _check_batch_per_process(settings)
     with _out_locked(out):
         return _train(args, out, settings, threads)
+
+
+def _check_batch_per_process(settings) -> None:
+    """Under torchrun each process needs a row of every batch: a --batch_size below the process count is a
+    usage error found before the data is read (the trainer still refuses data whose every batch is short)."""
+    from .train.config import TrainConfig
+
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return  # (named by the distributed set-up)
+    batch = settings.values["train"].get("batch_size", TrainConfig.batch_size)
+    if world > 1 and isinstance(batch, int) and batch < world:
+        raise UsageError(f"--batch_size {batch} is smaller than the {world} processes, which need a row each: raise "
+                         f"it to at least {world}")
 
 
 #: The lock file a training run holds in its --out folder (``_out_locked``).
@@ -257,7 +273,10 @@ def _out_locked(out: Path):
     while not parent.exists():
         made.append(parent)
         parent = parent.parent
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # (check_out_dir passed: a file system that refuses even root, /proc, say)
+        raise UsageError(f"--out {out}: cannot make the folder ({e.strerror or e})") from None
     path = out / LOCK_NAME
     try:  # (read-only is enough for flock: a lock file another user made stays usable)
         fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)

@@ -331,12 +331,15 @@ def read_series(
     rows = list(_rows(p, read_text_file(p), sep, empty_cells=True))
     while rows and not any(f.strip() for f in rows[-1][1]):
         rows.pop()
-    while rows and not "".join(rows[0][1]).strip():
-        rows.pop(0)
+    while rows and len(rows[0][1]) <= 1 and rows[0][1] != [""] and not "".join(rows[0][1]).strip():
+        rows.pop(0)  # (blank lines; a first row of empty cells is not skipped: a missing value, or a header)
     if not rows:
         raise DataError("no values: every line is blank or holds only empty cells", p)
     line0, first = rows[0]
     header = all(_number(c) is None for c in first) if header is None else header
+    if header and not "".join(first).strip():
+        raise DataError("the first row holds only empty cells: a header without names, or missing first values? "
+                        "name the columns, or write the values", p, line0)
     names = [c.strip() for c in first] if header else [str(j + 1) for j in range(len(first))]
     body = rows[1:] if header else rows
     if not body:

@@ -90,3 +90,12 @@ def test_ctrl_c_saves_resumable_checkpoint_and_resume_is_exact(cli, files, tmp_p
     full, cut = weights(tmp_path / "full"), weights(tmp_path / "cut")
     for k in full:
         assert torch.equal(full[k], cut[k]), k
+
+
+def test_a_batch_smaller_than_the_process_count_is_a_usage_error_found_first(cli, tmp_path, monkeypatch):
+    """It was found by the trainer after the data was read and the model built, and exited 1 (a failure)."""
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    code, out, err = cli("train", "classify", "--data", "builtin:sentiment", "--batch_size", "2", "--out",
+                         tmp_path / "o", "--max-steps", "1")
+    assert code == 2 and "--batch_size 2 is smaller than the 3 processes, which need a row each" in err
+    assert out == "" and not (tmp_path / "o").exists()

@@ -247,6 +247,9 @@ def test_series_rows_of_empty_cells_are_missing_values_not_blank_lines(tmp_path)
     expect(lambda: read_series(write(tmp_path / "d.csv", "x\n1\n\n3\n")), "d.csv:3:", "a blank line between values",
            "a missing time step")
     assert read_series(write(tmp_path / "e.csv", "\n\nx\n1\n2\n\n\n")).values.flatten().tolist() == [1, 2]
+    # a first row of empty cells is no blank line to skip: a missing first value, or a header without names
+    for name, text in (("f.csv", '""\n1\n2\n'), ("g.csv", ",\n1,2\n3,4\n")):
+        expect(lambda: read_series(write(tmp_path / name, text)), f"{name}:1:", "the first row holds only empty cells")
 
 
 def test_series_columns_named_by_numbers_are_picked_by_name(tmp_path):
