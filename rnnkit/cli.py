@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -434,6 +435,12 @@ def _check_generate_args(args) -> None:
         raise UsageError(f"--top-k must be > 0, got {args.top_k}")
     if args.num <= 0:
         raise UsageError(f"--num must be > 0, got {args.num}")
+    if args.seed is not None and not 0 <= args.seed <= 2**64 - args.num:  # (sample k draws with seed + k)
+        raise UsageError(f"--seed must be an int from 0 to {2**64 - args.num} (torch's seeds are 64-bit), got "
+                         f"{args.seed}")
+    if args.temperature == 0 and (args.top_k is not None or args.top_p is not None):  # (they would be ignored)
+        raise UsageError("--top-k and --top-p filter what sampling draws from; --temperature 0 is greedy (the most "
+                         "likely token every time): give a temperature > 0, or leave them out")
     if args.prompt == "":
         raise UsageError("--prompt is empty; give some text to continue, or leave --prompt out")
 
@@ -441,7 +448,7 @@ def _check_generate_args(args) -> None:
 def cmd_predict(args) -> int:
     import torch
 
-    from .data.errors import DataError, read_text_file
+    from .data.errors import DataError, normalise_text, read_text_file
     from .train.tasks import load_trained
 
     task, model, _ = load_trained(args.checkpoint, device=_check_device(args.device, allow_auto=False))
@@ -466,12 +473,12 @@ def cmd_predict(args) -> int:
         except UnicodeDecodeError as e:
             line = raw.count(b"\n", 0, e.start) + 1
             raise UsageError(f"stdin:{line}: bytes that are not UTF-8 ({raw[e.start:e.end].hex(' ')})") from None
-        text = text.removeprefix("\ufeff")  # a byte-order mark, as read_text_file drops it from a file
+        text = normalise_text(text)  # (line ends and byte-order marks, as read_text_file reads a file)
     else:
         text = read_text_file(args.input, allow_blank=True)  # blank lines in, blank lines out, as on stdin
     # one prediction per line: lines end at \n, \r\n or \r only (str.splitlines also breaks at form
     # feeds, U+2028 and other separators, which would shift every later output line)
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the newline that ends the last line
     with torch.no_grad():
@@ -683,9 +690,9 @@ def main(argv: list[str] | None = None) -> int:
 def _hyphenated(arg: str) -> str:
     """``--hidden_size`` → ``--hidden-size`` (an option's name only, not a value after ``=``), so every
     command takes the spelling ``rnnkit train`` takes."""
-    if not arg.startswith("--"):
-        return arg
     name, eq, value = arg.partition("=")
+    if not re.fullmatch(r"--[A-Za-z][\w-]*", name):  # (a value that starts with --, "-- my_var = 1", stays)
+        return arg
     return name.replace("_", "-") + eq + value
 
 

@@ -47,6 +47,13 @@ def check_file(path: str | os.PathLike) -> Path:
     return p
 
 
+def normalise_text(text: str) -> str:
+    """Line ends made ``\\n`` and byte-order marks dropped: the text's, and any at the start of a line (files
+    joined with ``cat`` keep each one's mark)."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return re.sub("^\ufeff", "", text, flags=re.MULTILINE) if "\ufeff" in text else text
+
+
 def read_text_file(path: str | os.PathLike, *, allow_blank: bool = False) -> str:
     """The whole of a UTF-8 text file, with checks that give one-line errors.
 
@@ -64,9 +71,7 @@ def read_text_file(path: str | os.PathLike, *, allow_blank: bool = False) -> str
         column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
         bad = data[e.start:e.end].hex(" ")
         raise DataError(f"bytes that are not UTF-8 at byte {column} of the line ({bad}); save the file as UTF-8", p, line) from None
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if "\ufeff" in text:  # at the start, and at any line's start: files joined with cat keep each one's mark
-        text = re.sub("^\ufeff", "", text, flags=re.MULTILINE)
+    text = normalise_text(text)
     if not text.strip() and not (allow_blank and text):
         raise DataError("file is empty", p)
     return text

@@ -135,6 +135,8 @@ def _labelled_rows(p: Path, sep: str, body, ti: int, li: int, width: int) -> lis
         text, label = fields[ti].strip(), fields[li].strip()
         if not label:
             raise DataError("empty label (expected a class name)", p, line)
+        if len(label.splitlines()) > 1:  # (predict writes a label per line: one that breaks one shifts the rest)
+            raise DataError(f"the label {label!r} holds a line break (expected a class name on one line)", p, line)
         if not text:
             raise DataError("empty text", p, line)
         out.append((text, label))

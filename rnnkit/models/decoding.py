@@ -37,7 +37,7 @@ Example (a bigram table as the decoder)::
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -255,15 +255,18 @@ def _sampler(temperature: float, top_k: int | None, top_p: float | None,
 
 def one_row(next_logits: Callable[[int, np.ndarray | None], np.ndarray], start: int, *, method: str = "greedy",
             max_length: int, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-            generator: torch.Generator | None = None, eos_id: int | None = None, owner: str | None = None) -> Decoded:
+            generator: torch.Generator | None = None, eos_id: int | None = None, owner: str | None = None,
+            never: Sequence[int] = ()) -> Decoded:
     """Greedy decoding or sampling of a single row, driven by ``next_logits(token, out) -> logits (V,)``,
     a numpy array, written into ``out`` when that is not None (``rnnkit.engine.step_numpy.OneRowStep``).
     The same tokens, scores and random draws as ``greedy``/``sample`` with B = 1 up to float rounding
     (sampling runs the same torch code with the same ``generator``; greedy takes the largest logit,
     where ``greedy`` compares log-probabilities, so a float32 near-tie may go the other way), without a
     tensor operation per token when greedy: its logits are kept in blocks of steps and normalised once
-    per block."""
+    per block. ``never``: token ids that are never chosen; the chosen tokens' scores stay the model's own
+    log-probabilities (not renormalised, as ``common.exclude`` leaves them)."""
     fn = owner or f"rnnkit.models.decoding.{'greedy' if method == 'greedy' else 'sample'}"
+    never = list(never)
     _check_int(fn, "max_length", max_length, 1)
     _check_int(fn, "eos_id", eos_id, 0, allow_none=True)
     if method == "sample":
@@ -285,13 +288,21 @@ def one_row(next_logits: Callable[[int, np.ndarray | None], np.ndarray], start: 
             if rows is None:
                 rows = np.empty((block, logits.shape[0]), logits.dtype)
                 rows[0] = logits
-            token = int(logits.argmax())
+            if never:
+                allowed = logits.copy()
+                allowed[never] = -np.inf
+                token = int(allowed.argmax())
+            else:
+                token = int(logits.argmax())
             tokens.append(token)
             if t % block == block - 1:
                 score += normalised(block)
         else:
             logits = next_logits(token, None)
-            value, chosen = choose(torch.from_numpy(logits).unsqueeze(0).log_softmax(1))
+            log_probs = torch.from_numpy(logits).unsqueeze(0).log_softmax(1)
+            if never:
+                log_probs[:, never] = -math.inf
+            value, chosen = choose(log_probs)
             token = int(chosen)
             tokens.append(token)
             score += float(value)

@@ -18,6 +18,7 @@ Wolf 2017), which needs ``embed_size == hidden_size``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,8 @@ from torch import Tensor, nn
 
 from ..engine import step_numpy
 from ..engine.step import StepKernel, current_kernel
-from .common import check_has_targets, check_ids, check_not_empty, make_recurrent, padding_mask, prepare_lengths
+from .common import (check_has_targets, check_ids, check_not_empty, exclude, make_recurrent, padding_mask,
+                     prepare_lengths)
 from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
 from .decoding import Decoded, decode, one_row, swap_layers_rows
 
@@ -154,12 +156,15 @@ class LanguageModel(ConfiguredModel):
         h, state = kernel.step_tokens(tokens, state)
         return kernel.logits(h), state
 
-    def _decoder_step(self, kernel: StepKernel):
-        """The ``rnnkit.models.decoding`` step for this model: state rows first, log-probabilities out."""
+    def _decoder_step(self, kernel: StepKernel, never: Sequence[int] = ()):
+        """The ``rnnkit.models.decoding`` step for this model: state rows first, log-probabilities out (those
+        of the ids ``never`` at −inf)."""
+        never_ids = torch.tensor(list(never), dtype=torch.long, device=self.decoder.weight.device) if never else None
 
         def step(tokens: Tensor, state):
             h, state = kernel.step_tokens(tokens, state, layer_dim=1)  # state (B, L, H): rows first
-            return kernel.logits(h).log_softmax(1), state
+            log_probs = kernel.logits(h).log_softmax(1)
+            return (log_probs if never_ids is None else exclude(log_probs, never_ids)), state
 
         return step
 
@@ -167,13 +172,16 @@ class LanguageModel(ConfiguredModel):
     def generate(self, prompt: Tensor, max_new_tokens: int, *, method: str = "greedy", temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, beam_width: int = 4,
                  length_penalty: float = 0.0, eos_id: int | None = None, pad_id: int | None = None,
-                 generator: torch.Generator | None = None, lengths=None, state=None) -> Decoded:
+                 generator: torch.Generator | None = None, lengths=None, state=None,
+                 never: Sequence[int] = ()) -> Decoded:
         """Continue ``prompt`` (B, T) — or (T,), a batch of one — by up to ``max_new_tokens`` tokens.
 
         ``method``: ``greedy`` | ``sample`` (``temperature``, ``top_k``, ``top_p``, ``generator``) |
         ``beam`` (``beam_width``, ``length_penalty``); see ``rnnkit.models.decoding``. ``eos_id`` ends a
         row early (its later positions hold ``pad_id``, default ``eos_id``). ``lengths`` (B,): real
-        tokens per prompt row in a padded batch; ``state``: continue from a previous state.
+        tokens per prompt row in a padded batch; ``state``: continue from a previous state; ``never``: token
+        ids never generated (a vocabulary's special tokens the model was never trained to predict: their
+        mass is left out, the chosen tokens' scores stay the model's own log-probabilities).
         Returns ``Decoded(tokens (B, T_new), lengths, scores, None)``, the new tokens only. Runs in
         eval mode without gradients: the prompt through the layers once, then the packed step kernel.
         """
@@ -191,6 +199,10 @@ class LanguageModel(ConfiguredModel):
         for name, value in (("eos_id", eos_id), ("pad_id", pad_id)):
             if value is not None and not (isinstance(value, int) and 0 <= value < V):
                 raise ValueError(f"{_OWNER}.generate: {name} must be a token id in [0, {V}) or None, got {value!r}")
+        never = sorted(set(never))
+        if any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < V for i in never) or len(never) >= V:
+            raise ValueError(f"{_OWNER}.generate: never must hold token ids in [0, {V}), leaving at least one, "
+                             f"got {never!r}")
         kernel = self.kernel()
         state = self._initial_state(state, B, f"{_OWNER}.generate")
         if lengths is None:
@@ -214,8 +226,8 @@ class LanguageModel(ConfiguredModel):
             with step_numpy.blas_one_thread():  # one row on the CPU: numpy, without torch's per-call cost
                 return one_row(step_numpy.OneRowStep(kernel, state).step, int(start[0]), method=method,
                                max_length=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                               generator=generator, eos_id=eos_id, owner=f"{_OWNER}.generate")
-        return decode(self._decoder_step(kernel), start, swap_layers_rows(state), method=method,
+                               generator=generator, eos_id=eos_id, owner=f"{_OWNER}.generate", never=never)
+        return decode(self._decoder_step(kernel, never), start, swap_layers_rows(state), method=method,
                       max_length=max_new_tokens, beam_width=beam_width, length_penalty=length_penalty,
                       temperature=temperature, top_k=top_k, top_p=top_p, generator=generator, eos_id=eos_id,
                       pad_id=pad_id, owner=f"{_OWNER}.generate")

@@ -492,3 +492,9 @@ def test_conll_columns_are_split_at_ascii_spaces_only(tmp_path):
     assert read_conll(p) == [(["New\u00a0York", "is"], ["B-LOC", "O"]), (["Paris"], ["B-LOC"])]
     p = write(tmp_path / "ws.conll", "  EU \t NNP  B-ORG \r\n\n \t \nrejects VBZ O\n")  # (stray spaces; a line of them)
     assert read_conll(p) == [(["EU"], ["B-ORG"]), (["rejects"], ["O"])]
+
+
+def test_a_label_holding_a_line_break_is_an_error(tmp_path):
+    """predict writes one label per input line: a class called "po\\nsitive" made two lines of one answer."""
+    p = write(tmp_path / "nl.csv", 'text,label\ngood,"po\nsitive"\nbad,neg\n')
+    expect(lambda: read_labelled(p), "nl.csv:2:", "the label 'po\\nsitive' holds a line break")

@@ -329,3 +329,33 @@ def test_token_ids_must_be_long(dtype):
     with pytest.raises(TypeError, match=rf"tokens must hold integer .*\(torch.long\), got dtype {dtype}; convert with "
                                         r"\.long\(\)"):
         model(tokens(2, 3).to(dtype))
+
+
+@pytest.mark.parametrize("method", ["greedy", "sample", "beam"])
+def test_never_keeps_tokens_out_and_scores_the_model_s_own(method):
+    """Ids the model was never taught to predict (a vocabulary's specials) but gives mass: left out on every
+    path (one row in numpy, a batch in torch, beams), the chosen tokens scored by the model's own
+    log-probabilities, so a generated row's score is still its teacher-forced log-likelihood."""
+    model = small("gru")
+    with torch.no_grad():
+        model.decoder.bias[:4] += 6.0  # the specials would win
+    prompt = tokens(2, 3, seed=7)
+    kw = {"method": method, "never": [0, 1, 2, 3, 3]}
+    if method == "sample":
+        kw |= {"generator": torch.Generator().manual_seed(0)}
+    out = model.generate(prompt, 12, **kw)
+    assert (out.tokens >= 4).all()
+    if method == "greedy":  # one row at a time (the numpy path) gives what the batch gave
+        for b in range(2):
+            row = model.generate(prompt[b : b + 1], 12, **kw)
+            assert row.tokens[0].tolist() == out.tokens[b].tolist()
+            torch.testing.assert_close(row.scores, out.scores[b : b + 1])
+    if method == "sample":  # one row: the numpy path leaves them out too
+        row = model.generate(prompt[:1], 40, **kw)
+        assert (row.tokens >= 4).all()
+    full = torch.cat([prompt, out.tokens], 1)
+    log_probs = model(full[:, :-1])[0].log_softmax(-1)[:, 2:]  # (B, 12, V): each new token's distribution
+    teacher = log_probs.gather(2, out.tokens.unsqueeze(2)).squeeze(2).sum(1)
+    torch.testing.assert_close(out.scores, teacher)
+    with pytest.raises(ValueError, match=r"never must hold token ids in \[0, 11\)"):
+        model.generate(prompt, 2, never=[11])

@@ -94,6 +94,9 @@ def load_trained(path: str | Path, *, device: str = "cpu") -> tuple[Task, nn.Mod
     """The task (tokenizers, labels; no data yet) and the trained model (eval mode) of a checkpoint."""
     ckpt = load_checkpoint(path, trainer=False)
     info = ckpt.task or {}
+    if not isinstance(info, dict):
+        raise CheckpointError(f"checkpoint {ckpt.path}: config.json's \"task\" must be an object with the task's "
+                              f"name and data options, got {info!r}")
     name = info.get("name")
     if name not in TASKS:
         raise CheckpointError(f"checkpoint {ckpt.path} was not written by 'rnnkit train' (no known task: {name!r})")

@@ -156,7 +156,8 @@ class ClassifyTask(Task):
         keep = [i for i, line in enumerate(lines) if line.strip()]
         out = [""] * len(lines)
         if keep:
-            pred, _ = self._predict_ids(model, encode_texts(self.tokenizer, [lines[i] for i in keep]))
+            # (stripped, as read_labelled strips a file's texts: a line predicts what its row evaluates to)
+            pred, _ = self._predict_ids(model, encode_texts(self.tokenizer, [lines[i].strip() for i in keep]))
             for i, p in zip(keep, pred.tolist()):
                 out[i] = self.labels[p]
         return out

@@ -202,8 +202,19 @@ class LanguageModelTask(Task):
         g = None if seed is None else torch.Generator(device=device_of(model)).manual_seed(seed)
         method = "greedy" if temperature == 0 else "sample"
         kwargs = {} if method == "greedy" else {"temperature": temperature, "top_k": top_k, "top_p": top_p, "generator": g}
-        out = model.generate(ids.to(device_of(model)), length, method=method, **kwargs)
+        out = model.generate(ids.to(device_of(model)), length, method=method, never=self._never_generated(),
+                             **kwargs)
         return self.tokenizer.decode(out.tokens[0].tolist())
+
+    def _never_generated(self) -> list[int]:
+        """The special tokens the training text never held (all four for a character model; <unk> stays
+        where rare words became it): the model was never taught to predict them, but gives them some mass,
+        and one drawn printed as "<pad>" or ended the text at "<eos>". Without the counts (a checkpoint from
+        before they were saved), the four but <unk>."""
+        counts = self._train_counts()
+        if counts is None:
+            return [i for i, token in enumerate(SPECIALS) if token != "<unk>"]
+        return [i for i in range(len(SPECIALS)) if counts[i] == 0]
 
     def predict(self, model: nn.Module, lines: Sequence[str]) -> list[str]:
         """Bits per token of each line under the model (each line scored on its own); a line of fewer than

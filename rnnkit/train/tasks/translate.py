@@ -155,6 +155,7 @@ class TranslateTask(Task):
         the other tasks answer it."""
         keep = [i for i, line in enumerate(lines) if line.strip()]
         out = [""] * len(lines)
-        for i, hyp in zip(keep, self._translate(model, encode_texts(self.src_tok, [lines[i] for i in keep]))):
+        sources = [lines[i].strip() for i in keep]  # (stripped, as read_parallel strips a file's sentences)
+        for i, hyp in zip(keep, self._translate(model, encode_texts(self.src_tok, sources))):
             out[i] = hyp
         return out
