@@ -571,7 +571,7 @@ def _demo(args, out: Path, settings, threads) -> int:
 
     t0 = time.perf_counter()
     mark = out / DEMO_MARK
-    if (out / "checkpoint").exists() and not mark.exists() and not args.overwrite:
+    if (out / "checkpoint").exists() and not mark.exists() and not args.overwrite and not _demo_run(out):
         raise UsageError(f"{out} holds a run that rnnkit demo did not write (its checkpoint would be replaced): add "
                          f"--overwrite to replace it, or choose another --out")
     run = build_run("lm", ["builtin:pydoc"], None, settings, out_dir=out, progress=not args.no_progress)
@@ -608,6 +608,22 @@ def _demo(args, out: Path, settings, threads) -> int:
 
 #: Marks a folder whose run ``rnnkit demo`` wrote: a later demo replaces that run without --overwrite.
 DEMO_MARK = ".rnnkit-demo"
+
+
+def _demo_run(out: Path) -> bool:
+    """Whether ``out``'s checkpoint is a demo's from before the mark (``make demo`` run again after an update):
+    a character LM of the demo's shape."""
+    from .train.checkpoint import CheckpointError, read_header
+
+    try:
+        _, header = read_header(out / "checkpoint", "language_model")
+    except (CheckpointError, OSError, ValueError):
+        return False
+    model, task = header.get("model_config") or {}, header.get("task") or {}
+    data = task.get("data") if isinstance(task, dict) else None
+    return (isinstance(model, dict) and isinstance(data, dict) and task.get("name") == "lm"
+            and data.get("tokenizer") == "char" and model.get("cell") == "lstm"
+            and all(model.get(k) == DEMO_SETTINGS[k] for k in ("hidden_size", "embed_size", "num_layers")))
 
 #: The demo's model and training settings (chosen for ~90 s on 2 CPU cores; see the README).
 DEMO_SETTINGS = {"hidden_size": 256, "embed_size": 64, "num_layers": 1, "batch_size": 32, "bptt": 100,

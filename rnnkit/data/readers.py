@@ -135,7 +135,7 @@ def _labelled_rows(p: Path, sep: str, body, ti: int, li: int, width: int) -> lis
         text, label = fields[ti].strip(), fields[li].strip()
         if not label:
             raise DataError("empty label (expected a class name)", p, line)
-        if len(label.splitlines()) > 1:  # (predict writes a label per line: one that breaks one shifts the rest)
+        if "\n" in label:  # (predict writes a label per line: one that breaks one shifts the rest)
             raise DataError(f"the label {label!r} holds a line break (expected a class name on one line)", p, line)
         if not text:
             raise DataError("empty text", p, line)
@@ -168,8 +168,7 @@ def _reject_unnamed_header(p: Path, line: int, first: list[str], sep: str, label
 
 #: What separates the columns of a CoNLL file: ASCII spaces and tabs (``str.split()`` also splits at a no-break
 #: space, cutting a token that holds one).
-_CONLL_SPACE = " \t\v\f"
-_CONLL_SEPARATOR = re.compile(f"[{_CONLL_SPACE}]+")
+_CONLL_SEPARATOR = re.compile("[ \t\v\f]+")
 
 
 def read_conll(
@@ -189,7 +188,8 @@ def read_conll(
     tags: list[str] = []
     first_line = None
     for n, raw in enumerate(read_text_file(p).split("\n"), start=1):
-        fields = _CONLL_SEPARATOR.split(raw.strip(_CONLL_SPACE)) if raw.strip(_CONLL_SPACE) else []
+        line = raw.strip()  # (any whitespace at the ends: a line of no-break spaces is blank)
+        fields = _CONLL_SEPARATOR.split(line) if line else []
         if not fields or fields[0] == "-DOCSTART-":
             if tokens:
                 sentences.append((tokens, tags))

@@ -4,7 +4,8 @@ for data the format can hold — no line break (``\n`` or a lone ``\r``) inside 
 ``\r`` in a plain text), no tab inside a field of a tab-separated file, no empty field or one that
 begins or ends with whitespace (the readers strip fields), no whitespace in (and no empty) CoNLL token,
 no empty sentence, no series column name that reads as a number, no empty data, no non-finite series
-value, no U+FEFF at the very start (readers drop it as a byte-order mark) — and raises ValueError for
+value, no U+FEFF at the start of the data or of a line (readers drop it as a byte-order mark) — and
+raises ValueError for
 anything else rather than write a file its reader would refuse or read differently. Each returns the path it wrote, creating parent folders.
 """
 from __future__ import annotations
@@ -31,12 +32,16 @@ _BREAKS = "\n\r"
 
 def _check_field(writer: str, value: str, forbidden: str, what: str, *, space: bool = False) -> str:
     """``value`` unless it holds a character of ``forbidden`` — or, with ``space``, any whitespace (the
-    CoNLL reader splits on every Unicode space) or nothing at all."""
+    CoNLL reader splits at spaces and tabs and strips every kind at a line's ends) or nothing at all — or
+    begins a line with U+FEFF."""
     if not isinstance(value, str):
         raise TypeError(f"{writer}: each {what} must be a str, got {type(value).__name__} {value!r}")
     bad = [c for c in forbidden if c in value] or ([c for c in value if c.isspace()] if space else [])
     if bad:
         raise ValueError(f"{writer}: {what} {value[:40]!r} contains {bad[0]!r}, which the format cannot hold")
+    if value.startswith("\ufeff") or "\n\ufeff" in value or "\r\ufeff" in value:
+        raise ValueError(f"{writer}: {what} {value[:40]!r} begins with U+FEFF, or a line of it does, which readers "
+                         f"drop as a byte-order mark (of files joined with cat)")
     if space and not value:
         raise ValueError(f"write_conll: an empty {what}, which the format cannot hold")
     return value
@@ -69,8 +74,9 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 def _write(path: str | os.PathLike, text: str, writer: str = "write_text") -> Path:
     if not text.strip():
         raise ValueError(f"{writer}: nothing to write (its reader refuses an empty file)")
-    if text.startswith("\ufeff"):
-        raise ValueError(f"{writer}: the data begins with U+FEFF, which readers drop as a byte-order mark")
+    if text.startswith("\ufeff") or "\n\ufeff" in text:
+        raise ValueError(f"{writer}: the data begins with U+FEFF, or a line of it does, which readers drop as a "
+                         f"byte-order mark (of files joined with cat)")
     p = _target(path)
     p.write_text(text, encoding="utf-8")
     return p

@@ -353,7 +353,8 @@ def cmd_experiment(args) -> int:
 
     copy_only = [f"--{k}" for k in ("memory", "alphabet") if getattr(args, k) is not None]
     if args.task != "copy" and copy_only:  # (they would be left unused)
-        raise OptionError(f"{' and '.join(copy_only)}: options of the copy task, not of {args.task}")
+        raise OptionError(f"{' and '.join(copy_only)}: {'options' if len(copy_only) > 1 else 'an option'} of the "
+                          f"copy task, not of {args.task}")
     args.memory = _Defaults.copy_memory if args.memory is None else args.memory
     args.alphabet = _Defaults.copy_alphabet if args.alphabet is None else args.alphabet
 

@@ -135,7 +135,8 @@ def gradient_flow(
     if loss.dim() != 0:
         raise ValueError(f"rnnkit.diagnostics.gradient_flow: loss_fn must return a scalar, got shape {tuple(loss.shape)}")
     K, T = len(run.names), len(run.h[0])
-    states = [h for hs in run.h for h in hs] + ([c for cs in run.c for c in cs] if run.c else [])
+    cells = run.c if run.c_cell is None else run.c_cell  # (with lengths: C_t as made, which h_t reads)
+    states = [h for hs in run.h for h in hs] + ([c for cs in cells for c in cs] if run.c else [])
     grads = torch.autograd.grad(loss, states + [x], allow_unused=True)
 
     def norm(g: Tensor | None, t: int) -> float:  # (over the rows alive at step t)

@@ -33,7 +33,9 @@ class SteppedRun:
     ``h0[k]`` / ``c0[k]``: initial states. ``output`` (T, B, D·H_out): the last layer's outputs.
     ``names[k]``: "l0", "l0_reverse", … as in the parameter names. ``alive`` (T, B) bool: the real steps of
     a padded batch run with ``lengths`` (past its end a row's state stays as it was, and its outputs are
-    zero), else None.
+    zero), else None. ``c_cell[k][t]``: with ``lengths``, C_t as the cell made it (h_t is computed from
+    it, not from the state carried on, which past a row's end is the old one): the tensor whose gradient
+    is the total ∂L/∂C_t of the rows alive at t; else None (``c`` is that tensor).
     """
 
     mode: str
@@ -46,6 +48,7 @@ class SteppedRun:
     output: Tensor
     reverse: list[bool]
     alive: Tensor | None = None
+    c_cell: list[list[Tensor]] | None = None
 
 
 def layer_norm_of(w: LayerWeights) -> LayerNormParams | None:
@@ -140,7 +143,7 @@ def step_layer(layer: nn.Module, x: Tensor, hx=None, lengths=None) -> SteppedRun
         h0_all, c0_all = hx if lstm else (hx, None)
 
     weights = weights_of(layer)
-    names, inputs, hs, cs, h0s, c0s, rev = [], [], [], [], [], [], []
+    names, inputs, hs, cs, h0s, c0s, rev, cells_made = [], [], [], [], [], [], [], []
     inp = xs
     for layer_idx in range(L):
         outs = []
@@ -150,9 +153,12 @@ def step_layer(layer: nn.Module, x: Tensor, hx=None, lengths=None) -> SteppedRun
             state = (h0_all[k], c0_all[k]) if lstm else h0_all[k]
             h_list: list[Tensor] = [xs.new_empty(0)] * T
             c_list: list[Tensor] = [xs.new_empty(0)] * T
+            made: list[Tensor] = [xs.new_empty(0)] * T  # (with lengths: each C_t as the cell made it)
             for t in (range(T - 1, -1, -1) if d else range(T)):
                 new = cell_step(mode, inp[t], state, w)
                 if alive is not None:  # a row past its end keeps its state (backward: has not begun)
+                    if lstm:
+                        made[t] = new[1]
                     a = alive[t].unsqueeze(1)
                     new = (torch.where(a, new[0], state[0]), torch.where(a, new[1], state[1])) if lstm else \
                         torch.where(a, new, state)
@@ -165,13 +171,15 @@ def step_layer(layer: nn.Module, x: Tensor, hx=None, lengths=None) -> SteppedRun
             inputs.append(inp)
             hs.append(h_list)
             cs.append(c_list)
+            cells_made.append(made)
             h0s.append(h0_all[k])
             c0s.append(c0_all[k] if lstm else None)
             rev.append(bool(d))
             out = torch.stack(h_list)  # (T, B, H_out)
             outs.append(out if alive is None else out * alive.unsqueeze(2))  # (zero past each end)
         inp = outs[0] if D == 1 else torch.cat(outs, dim=2)
-    return SteppedRun(mode, names, inputs, hs, cs if lstm else None, h0s, c0s if lstm else None, inp, rev, alive)
+    return SteppedRun(mode, names, inputs, hs, cs if lstm else None, h0s, c0s if lstm else None, inp, rev, alive,
+                      cells_made if lstm and alive is not None else None)
 
 
 def check_against_layer(layer: nn.Module, x: Tensor, run: SteppedRun, hx=None, lengths=None) -> None:

@@ -118,6 +118,7 @@ class _CellBase(nn.Module):
             return None
         check_tensor(owner, "recurrent_mask", mask, x.dtype, x.device)
         if not batched and mask.dim() == 1:
+            check_shape(owner, "recurrent_mask", mask, (self.hidden_size,))  # (named as given: unbatched)
             mask = mask.unsqueeze(0)
         check_shape(owner, "recurrent_mask", mask, (x.shape[0], self.hidden_size))
         return mask

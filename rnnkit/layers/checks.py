@@ -41,10 +41,10 @@ def is_number(value) -> bool:
 
 
 def is_flag(value) -> bool:
-    """True or False: a bool, NumPy's bool, or an integer 0 or 1 (not a tensor or array, whose truth is
-    elementwise)."""
+    """True or False: a bool, NumPy's bool, or a number equal to 0 or 1 (not a tensor or array, whose truth
+    is elementwise)."""
     numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
-    return isinstance(value, bool) or numpy_bool or (isinstance(value, numbers.Integral) and value in (0, 1))
+    return isinstance(value, bool) or numpy_bool or (isinstance(value, numbers.Real) and value in (0, 1))
 
 
 def check_probability(owner: str, name: str, p) -> float:

@@ -53,3 +53,6 @@ def test_demo_replaces_only_its_own_run_unless_told(cli, tmp_path):
         code, _, err = cli("demo", "--time-budget", "1", "--threads", "1", "--out", out, "--no-progress", *extra)
         assert code == 0, err
         assert (out / DEMO_MARK).exists() and (out / "checkpoint" / "latest").read_text() != "step-00000005\n"
+    (out / DEMO_MARK).unlink()  # a demo's folder from before the mark: recognised by its checkpoint
+    code, _, err = cli("demo", "--time-budget", "1", "--threads", "1", "--out", out, "--no-progress")
+    assert code == 0, err

@@ -84,6 +84,10 @@ def test_word_language_model_generates_without_and_with_a_prompt(cli, files, tmp
                              ("translate", tmp_path / "p.tsv", "sources")):
         fails(cli, 2, "train", task, "--data", data, "--min_freq", "100000", "--out", tmp_path / task,
               "--max-steps", "1", "--no-progress", match=f"no token of the training {what} occurs --min_freq 100000")
+    # with --chars a tagger reads every word's spelling: words all <unk> are a legitimate set-up
+    code, _, err = cli("train", "tag", "--data", files / "train.conll", "--min_freq", "100000", "--chars", "true",
+                       "--out", tmp_path / "chars", "--max-steps", "1", "--no-progress", "--hidden_size", "8")
+    assert code == 0, err
     fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--config", tmp_path, "--out", tmp_path / "c", *TINY,
           match="is a folder; --config takes a TOML file")
 

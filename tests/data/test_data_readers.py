@@ -426,6 +426,8 @@ def test_writers_refuse_what_their_readers_would_read_differently(tmp_path):
         (write_series, (Series(torch.ones(2, 1), ["a\rb"]),), "contains '\\\\r'"),
         (write_text, ("\ufeffhello\n",), "begins with U\\+FEFF"),
         (write_parallel, ([("\ufeffa", "b")],), "begins with U\\+FEFF"),
+        (write_text, ("one\n\ufeffhello\n",), "begins with U\\+FEFF, or a line of it does"),
+        (write_labelled, ([("first", "x"), ("\ufeffsecond", "y")],), "or a line of it does"),
         (write_captions, (Captions(torch.full((1, 1, 2, 2), 2.0), ["a"]),), r"pixels must be in \[0, 1\]"),
         (write_captions, (Captions(torch.full((1, 1, 2, 2), float("nan")), ["a"]),), r"pixels must be in \[0, 1\]"),
         (write_captions, (Captions(torch.zeros(0, 1, 2, 2), []),), "no images"),
@@ -491,6 +493,9 @@ def test_conll_columns_are_split_at_ascii_spaces_only(tmp_path):
     p = write(tmp_path / "nb.conll", "New\u00a0York B-LOC\nis O\n\nParis\tB-LOC\n")
     assert read_conll(p) == [(["New\u00a0York", "is"], ["B-LOC", "O"]), (["Paris"], ["B-LOC"])]
     p = write(tmp_path / "ws.conll", "  EU \t NNP  B-ORG \r\n\n \t \nrejects VBZ O\n")  # (stray spaces; a line of them)
+    assert read_conll(p) == [(["EU"], ["B-ORG"]), (["rejects"], ["O"])]
+    # a line of no-break spaces is still blank, and one at a line's end is no part of its tag
+    p = write(tmp_path / "nb2.conll", "EU B-ORG\u00a0\n\u00a0\u3000\nrejects O\n")
     assert read_conll(p) == [(["EU"], ["B-ORG"]), (["rejects"], ["O"])]
 
 

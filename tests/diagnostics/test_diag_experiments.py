@@ -250,7 +250,7 @@ def test_values_argparse_would_pass_are_refused_by_name(tmp_path, capsys, args, 
 
 
 @pytest.mark.parametrize("args, message", [
-    (["adding", "--memory", "5"], "--memory: options of the copy task, not of adding"),
+    (["adding", "--memory", "5"], "--memory: an option of the copy task, not of adding"),
     (["adding", "--alphabet", "4", "--memory", "5"], "--memory and --alphabet: options of the copy task"),
     (["adding", "--cell", "lstm,gru,lstm"], "'lstm,gru,lstm' names the cell lstm more than once"),
     (["copy", "--length", "4,4"], "'4,4' names the length 4 more than once"),

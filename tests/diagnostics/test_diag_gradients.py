@@ -220,10 +220,20 @@ def test_a_padded_batch_with_lengths_equals_each_row_alone(name, batch_first):
 
     flow = gradient_flow(layer, x, loss_of(slice(None)), lengths=lengths)  # (check=True: against the layer)
     squares = torch.zeros_like(flow.h)
+    c_squares = None if flow.c is None else torch.zeros_like(flow.c)
     for b, n in enumerate(lengths.tolist()):
         alone = gradient_flow(layer, tm(tm(x)[:n, b : b + 1]), loss_of(slice(b, b + 1)))
         squares[:, :n] += alone.h ** 2
+        if c_squares is not None:  # (the cell state: h_t reads C_t as the cell made it)
+            c_squares[:, :n] += alone.c ** 2
     torch.testing.assert_close(flow.h, squares.sqrt())
+    if c_squares is not None:
+        torch.testing.assert_close(flow.c, c_squares.sqrt())
+    full = gradient_flow(layer, x, loss_of(slice(None)))  # all rows full length: lengths change nothing
+    same = gradient_flow(layer, x, loss_of(slice(None)), lengths=torch.full((4,), 7))
+    torch.testing.assert_close(same.h, full.h)
+    if full.c is not None:
+        torch.testing.assert_close(same.c, full.c)
 
 
 def test_packed_input_and_lengths_for_a_torch_layer_are_named():

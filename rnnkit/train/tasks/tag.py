@@ -90,7 +90,8 @@ class TagTask(Task):
 
     def fit(self, train) -> None:
         self.words = Vocabulary.build((self._words(toks) for toks, _ in train), min_freq=self.data.min_freq)
-        refuse_unknown_only(len(self.words), "the training sentences", self.data.min_freq)
+        if not self.data.chars:  # (with --chars every word's spelling is read, whatever its word id)
+            refuse_unknown_only(len(self.words), "the training sentences", self.data.min_freq)
         # characters in their original case (capitals are much of what they tell), as far as they are used
         self.char_vocab = (Vocabulary.build((w[:MAX_WORD_CHARS] for toks, _ in train for w in toks),
                                             min_freq=CHAR_MIN_COUNT) if self.data.chars else None)
