@@ -211,8 +211,8 @@ def test_whole_module_with_numpy_options_loads_with_weights_only(tmp_path):
     m = rnnkit.LSTM(3, 5, num_layers=2, dropout=0.2, layer_norm=np.True_, init=np.str_("orthogonal"),
                     dropout_kind=np.str_("locked"))
     assert type(m.layer_norm) is bool and type(m.init) is str and type(m.options.dropout_kind) is str
-    assert rnnkit.GRU(3, 5, layer_norm=1.0).layer_norm is True and rnnkit.GRU(3, 5, layer_norm=np.float64(0)).layer_norm \
-        is False  # (numbers equal to 1 or 0, as before)
+    assert rnnkit.GRU(3, 5, layer_norm=1.0).layer_norm is True  # (numbers equal to 1 or 0, as before)
+    assert rnnkit.GRU(3, 5, layer_norm=np.float64(0)).layer_norm is False
     assert "np." not in repr(m)
     torch.save(m, tmp_path / "m2.pt")
     with torch.serialization.safe_globals([rnnkit.LSTM]):

@@ -305,6 +305,12 @@ def _refuse_thousands_separators(p: Path, name: str, cells: list[tuple[int, str]
                         p, line)
 
 
+def _blank_line(fields: list[str]) -> bool:
+    """A record of ``_rows(empty_cells=True)`` that is a blank line (nothing, or spaces), not a row of empty
+    cells (``,`` or ``""``)."""
+    return len(fields) <= 1 and fields != [""] and not "".join(fields).strip()
+
+
 def read_series(
     path: PathLike, *, columns: Sequence[str | int] | None = None, delimiter: str | None = None,
     header: bool | None = None,
@@ -333,8 +339,8 @@ def read_series(
     rows = list(_rows(p, read_text_file(p), sep, empty_cells=True))
     while rows and not any(f.strip() for f in rows[-1][1]):
         rows.pop()
-    while rows and len(rows[0][1]) <= 1 and rows[0][1] != [""] and not "".join(rows[0][1]).strip():
-        rows.pop(0)  # (blank lines; a first row of empty cells is not skipped: a missing value, or a header)
+    while rows and _blank_line(rows[0][1]):
+        rows.pop(0)  # (a first row of empty cells is not skipped: a missing value, or a header)
     if not rows:
         raise DataError("no values: every line is blank or holds only empty cells", p)
     line0, first = rows[0]
@@ -379,7 +385,7 @@ def read_series(
                 raise DataError(f"no column {c!r} (expected one of {names})", p, line0)
     values = []
     for line, fields in body:
-        if not "".join(fields).strip() and len(fields) <= 1 and fields != [""]:  # a blank line
+        if _blank_line(fields):
             if len(names) > 1:
                 continue  # (not a row of this table: a missing row of several columns is written ",")
             raise DataError("a blank line between values: in a one-column file that is an empty cell, a missing "

@@ -30,6 +30,11 @@ def _target(path: str | os.PathLike) -> Path:
 _BREAKS = "\n\r"
 
 
+def _marked(text: str) -> bool:
+    """Whether U+FEFF begins ``text`` or one of its lines: readers drop it there as a byte-order mark."""
+    return text.startswith("\ufeff") or "\n\ufeff" in text or "\r\ufeff" in text
+
+
 def _check_field(writer: str, value: str, forbidden: str, what: str, *, space: bool = False) -> str:
     """``value`` unless it holds a character of ``forbidden`` — or, with ``space``, any whitespace (the
     CoNLL reader splits at spaces and tabs and strips every kind at a line's ends) or nothing at all — or
@@ -39,7 +44,7 @@ def _check_field(writer: str, value: str, forbidden: str, what: str, *, space: b
     bad = [c for c in forbidden if c in value] or ([c for c in value if c.isspace()] if space else [])
     if bad:
         raise ValueError(f"{writer}: {what} {value[:40]!r} contains {bad[0]!r}, which the format cannot hold")
-    if value.startswith("\ufeff") or "\n\ufeff" in value or "\r\ufeff" in value:
+    if _marked(value):
         raise ValueError(f"{writer}: {what} {value[:40]!r} begins with U+FEFF, or a line of it does, which readers "
                          f"drop as a byte-order mark (of files joined with cat)")
     if space and not value:
@@ -74,7 +79,7 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 def _write(path: str | os.PathLike, text: str, writer: str = "write_text") -> Path:
     if not text.strip():
         raise ValueError(f"{writer}: nothing to write (its reader refuses an empty file)")
-    if text.startswith("\ufeff") or "\n\ufeff" in text:
+    if _marked(text):
         raise ValueError(f"{writer}: the data begins with U+FEFF, or a line of it does, which readers drop as a "
                          f"byte-order mark (of files joined with cat)")
     p = _target(path)

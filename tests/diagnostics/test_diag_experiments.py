@@ -244,7 +244,8 @@ def test_values_argparse_would_pass_are_refused_by_name(tmp_path, capsys, args, 
     overflowed the experiments' batch seeds inside torch."""
     from rnnkit.cli import main
 
-    code = main(["experiment", "adding", "--cell", "rnn", "--length", "3", "--steps", "2", "--out", str(tmp_path), *args])
+    code = main(["experiment", "adding", "--cell", "rnn", "--length", "3", "--steps", "2", "--out", str(tmp_path),
+                 *args])
     err = capsys.readouterr().err
     assert code == 2 and message in err, err
 

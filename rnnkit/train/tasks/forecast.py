@@ -31,9 +31,10 @@ class ForecastData:
     """Data options of ``rnnkit train forecast``.
 
     columns: comma-separated column names (or 0-based indices; a number a header names a column is that
-    name) to forecast; "" = every numeric column (""). window: steps of history per training example (50). valid_fraction: the tail of
-    --data held out without --valid (0.2). header: whether the first row names the columns — auto: when
-    none of its cells is a number; yes for names that are numbers, such as years ("auto").
+    name) to forecast; "" = every numeric column (""). window: steps of history per training example (50).
+    valid_fraction: the tail of --data held out without --valid (0.2). header: whether the first row names
+    the columns — auto: when none of its cells is a number; yes for names that are numbers, such as years
+    ("auto").
     """
 
     columns: str = ""
