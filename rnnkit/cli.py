@@ -49,6 +49,10 @@ class UsageError(Exception):
     """Bad usage or input: exit code 2."""
 
 
+class WriteError(Exception):
+    """An output file that could not be written (a full disk, say): exit code 1, its message alone."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line (not usage + error) and exits with 2."""
 
@@ -494,7 +498,10 @@ def cmd_predict(args) -> int:
     if args.output == "-":
         sys.stdout.write(out)
     else:
-        Path(args.output).write_text(out, encoding="utf-8")
+        try:
+            Path(args.output).write_text(out, encoding="utf-8")
+        except OSError as e:  # (checked writable before: this is the disk, not the path)
+            raise WriteError(f"--output {args.output}: cannot write the predictions ({e.strerror or e})") from None
     return EXIT_OK
 
 
@@ -720,7 +727,7 @@ def _classify(e: Exception) -> tuple[int, str]:
     from .train.trainer import ConfigMismatch, TrainingError
 
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if isinstance(e, CheckpointWriteError):
+    if isinstance(e, (CheckpointWriteError, WriteError)):
         return EXIT_FAILED, msg
     if isinstance(e, (UsageError, DataError, CheckpointError, OptionError, ConfigMismatch, MissingExtraError)):
         return EXIT_USAGE, msg

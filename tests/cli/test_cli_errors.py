@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+from pathlib import Path
 
 import pytest
 
@@ -339,3 +340,15 @@ def test_a_checkpoint_whose_task_entry_is_not_an_object_is_named(cli, lm_run):
     header["task"] = "lm"
     config.write_text(json.dumps(header))
     fails(cli, 2, "generate", lm_run / "checkpoint", match='config.json\'s "task" must be an object')
+
+
+def test_an_output_that_cannot_be_written_is_named(cli, lm_run, monkeypatch):
+    """A full disk gave 'OSError: [Errno 28] No space left on device' without the file it was writing."""
+    import io
+    import sys
+
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full (Linux)")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"ab ab\n")))
+    fails(cli, 1, "predict", lm_run / "checkpoint", "--output", "/dev/full",
+          match="--output /dev/full: cannot write the predictions (No space left on device)")
