@@ -126,7 +126,12 @@ class StreamBatches:
         given = torch.as_tensor(ids)
         if given.dtype.is_floating_point or given.dtype.is_complex or given.dtype == torch.bool:
             raise TypeError(f"StreamBatches: ids must be integers, got dtype {given.dtype}")  # (not truncated)
-        ids = given.to(torch.int64).reshape(-1)
+        if given.dim() != 1:  # (a batched (B, T) tensor would be read as one stream, silently)
+            raise ValueError(f"StreamBatches: ids must be one stream (N,), got shape {tuple(given.shape)}")
+        ids = given.to(torch.int64)
+        for name, value in (("batch_size", batch_size), ("bptt", bptt)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"StreamBatches: {name} must be an int, got {value!r}")
         if batch_size < 1 or bptt < 1:
             raise ValueError(f"StreamBatches: batch_size and bptt must be >= 1, got {batch_size} and {bptt}")
         L = (len(ids) - 1) // batch_size

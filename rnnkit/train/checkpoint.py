@@ -73,7 +73,9 @@ class Checkpoint:
 
     @property
     def step(self) -> int:
-        return int(self.trainer.get("step", 0))
+        """The training step: the trainer state's, else the step the snapshot was saved at (a checkpoint
+        of weights alone, as ``best/`` or ``load_checkpoint(trainer=False)`` gives)."""
+        return int(self.trainer.get("step", self.meta.get("step", 0)))
 
     @property
     def files(self) -> dict[str, int | str]:
@@ -266,14 +268,20 @@ def read_header(path: str | os.PathLike, expected_type: str | None = None) -> tu
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"not an rnnkit checkpoint: {snap / 'config.json'} has no \"format\": \"{FORMAT}\"")
     version = header.get("format_version")
-    if not isinstance(version, int):
-        raise CheckpointError(f"checkpoint {snap} has no valid format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"checkpoint {snap} has no valid format_version (an int >= 1), got {version!r}")
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {snap} has format version {version}, newer than this rnnkit reads "
             f"(up to {FORMAT_VERSION}); upgrade rnnkit"
         )
     model_type = header.get("model_type")
+    if not isinstance(model_type, str):
+        raise CheckpointError(f"checkpoint {snap}: config.json has no \"model_type\" (a name), got {model_type!r}")
+    digests = header.get("sha256")  # (absent in checkpoints from before the digests: read without)
+    if digests is not None and not (isinstance(digests, dict) and all(isinstance(d, str) for d in digests.values())):
+        raise CheckpointError(f"checkpoint {snap}: config.json's \"sha256\" must map file names to digests; the "
+                              f"file was edited or damaged")
     if expected_type is not None and model_type != expected_type:
         raise CheckpointError(f"checkpoint {snap} holds a {model_type!r} model, expected {expected_type!r}")
     return snap, header

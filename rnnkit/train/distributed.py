@@ -14,6 +14,7 @@ global batch's mean loss — single-process training on the same global batch, u
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +48,9 @@ def init(device: str = "auto") -> tuple[DistInfo, torch.device]:
     machine (LOCAL_WORLD_SIZE) than it has CUDA devices, and ``cuda`` is refused there, as is ``cuda:N``.
     Under a launcher that sets no LOCAL_WORLD_SIZE (a SLURM or mpirun script), a process whose LOCAL_RANK
     has no GPU is refused, whatever the device."""
+    device = str(device)  # (a torch.device too)
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):  # (a misspelt one trained on the CPU, silently)
+        raise OptionError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))

@@ -28,6 +28,7 @@ The probe draws no random numbers, so resuming stays exact.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import math
@@ -169,15 +170,23 @@ def _check_task(task: Any) -> None:
 
 
 def _flatten(obj: Any, prefix: str, out: dict[str, Tensor]) -> Any:
-    """A JSON spec of a nest of tuples/lists of tensors; the tensors go into ``out`` by name."""
+    """A JSON spec of a nest of tensors in tuples, lists, namedtuples and dicts with string keys (the carried
+    state's shapes ``_map`` walks); the tensors go into ``out`` by name."""
     if obj is None:
         return None
     if isinstance(obj, Tensor):
         out[prefix] = obj.detach()
         return {"tensor": prefix}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # (rebuilt as a namedtuple of the same name and fields)
+        return {"seq": [_flatten(v, f"{prefix}.{i}", out) for i, v in enumerate(obj)],
+                "namedtuple": [type(obj).__name__, list(obj._fields)]}
     if isinstance(obj, (tuple, list)):
-        return {"seq": [_flatten(v, f"{prefix}.{i}", out) for i, v in enumerate(obj)]}
-    raise TypeError(f"carried state must be tensors in tuples/lists, got {type(obj).__name__}")
+        return {"seq": [_flatten(v, f"{prefix}.{i}", out) for i, v in enumerate(obj)],
+                "kind": "list" if isinstance(obj, list) else "tuple"}
+    if isinstance(obj, dict) and all(isinstance(k, str) for k in obj):
+        return {"dict": {k: _flatten(v, f"{prefix}.{k}", out) for k, v in obj.items()}}
+    raise TypeError(f"carried state must be tensors in tuples, lists, namedtuples or dicts with str keys, got "
+                    f"{type(obj).__name__}")
 
 
 def _unflatten(spec: Any, tensors: dict[str, Tensor]) -> Any:
@@ -185,7 +194,13 @@ def _unflatten(spec: Any, tensors: dict[str, Tensor]) -> Any:
         return None
     if "tensor" in spec:
         return tensors[spec["tensor"]]
-    return tuple(_unflatten(s, tensors) for s in spec["seq"])
+    if "dict" in spec:
+        return {k: _unflatten(v, tensors) for k, v in spec["dict"].items()}
+    items = [_unflatten(s, tensors) for s in spec["seq"]]
+    if "namedtuple" in spec:
+        name, fields = spec["namedtuple"]
+        return collections.namedtuple(name, fields)(*items)
+    return items if spec.get("kind") == "list" else tuple(items)  # (older checkpoints: no kind, tuples)
 
 
 class _StopSignal:
@@ -400,9 +415,9 @@ class Trainer:
         """Saves a checkpoint (rank 0 only; every rank must call it under DDP because the carried
         state is gathered). Returns the snapshot path."""
         directory = directory or self.checkpoint_dir
-        state, tensors = self._state() if trainer_state else (None, None)
-        if directory is None:
+        if directory is None:  # (the same on every rank: none gathers the carried state)
             return None
+        state, tensors = self._state() if trainer_state else (None, None)
         if not self.dist.is_main:  # rank 0 writes it; every rank names it if training diverges later
             if trainer_state:
                 self.last_good = directory

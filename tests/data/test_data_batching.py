@@ -68,6 +68,12 @@ def test_data_helpers_name_what_they_were_given_instead():
         make_windows(np.zeros((10, 1)), 3)
     with pytest.raises(TypeError, match="StreamBatches: ids must be token ids, got a str; encode the text first"):
         StreamBatches("some text", 2, 4)
+    with pytest.raises(TypeError, match="StreamBatches: bptt must be an int, got 2.5"):
+        StreamBatches(torch.arange(20), 2, 2.5)  # (it failed later, in len() or the loop)
+    with pytest.raises(TypeError, match="StreamBatches: batch_size must be an int, got True"):
+        StreamBatches(torch.arange(20), True, 3)
+    with pytest.raises(ValueError, match=r"StreamBatches: ids must be one stream \(N,\), got shape \(2, 10\)"):
+        StreamBatches(torch.arange(20).view(2, 10), 2, 3)  # (it was read as one stream, silently)
     with pytest.raises(TypeError, match="write_series: series must be a Series.*got Tensor"):
         write_series("unused.csv", torch.zeros(3, 1))
 

@@ -232,3 +232,28 @@ def test_weights_mismatch_names_the_weight_and_both_shapes(tmp_path):
     same = tied_model()
     ck.load_weights(same, c)
     torch.testing.assert_close(same[0].weight, c.weights["0.weight"])
+
+
+def test_step_of_weights_alone_and_an_edited_header_are_read_right(tmp_path):
+    """A checkpoint of weights alone (``best/``) reported step 0; a config.json edited to hold no model_type,
+    digests that are not strings or a format_version of 0 loaded (a KeyError, or no integrity check)."""
+    path = save(tmp_path / "c", 12, tied_model())
+    assert load_checkpoint(tmp_path / "c").step == 12 and load_checkpoint(tmp_path / "c", trainer=False).step == 12
+    original = json.loads((path / "config.json").read_text())
+    for edit, message in (({"model_type": None}, 'has no "model_type"'),
+                          ({"sha256": {"model.safetensors": 5}}, '"sha256" must map file names to digests'),
+                          ({"format_version": 0}, "has no valid format_version"),
+                          ({"format_version": True}, "has no valid format_version")):
+        (path / "config.json").write_text(json.dumps(original | edit))
+        with pytest.raises(CheckpointError, match=message):
+            load_checkpoint(tmp_path / "c")
+
+
+def test_a_misspelt_device_is_named_not_run_on_the_cpu():
+    from rnnkit.train.distributed import init
+    from rnnkit.train.options import OptionError
+
+    for bad in ("gpu", "cdua", "mps", "cpu:0"):
+        with pytest.raises(OptionError, match=f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got '{bad}'"):
+            init(bad)
+    assert init(torch.device("cpu"))[1] == torch.device("cpu")  # (a torch.device failed on .startswith)

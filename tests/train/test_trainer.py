@@ -2,6 +2,7 @@
 logs and plots — on a toy stream task (tests/train/toy.py) so each test takes well under a second."""
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
@@ -354,3 +355,40 @@ def test_a_task_that_does_not_subclass_and_namedtuple_batches(tmp_path):
 
     result = make(tmp_path, task=Duck(), max_steps=3).fit()
     assert result.step == 3 and result.unit == "tokens" and "loss" in result.metrics
+
+
+class _DictCarry(StreamTask):
+    """Carries its state in a dict: checkpoints failed on it ('carried state must be tensors in tuples')."""
+
+    def loss(self, model, batch, carry, ctx):
+        assert carry is None or set(carry) == {"s"}
+        loss, n, state = super().loss(model, batch, None if carry is None else carry["s"], ctx)
+        return loss, n, {"s": state}
+
+
+_Carried = collections.namedtuple("_Carried", "s")
+
+
+class _NamedCarry(StreamTask):
+    """Carries its state in a namedtuple: a resumed run handed it back as a plain tuple (no ``.s``)."""
+
+    def loss(self, model, batch, carry, ctx):
+        loss, n, state = super().loss(model, batch, None if carry is None else carry.s, ctx)
+        return loss, n, _Carried(state)
+
+
+@pytest.mark.parametrize("task", [_DictCarry, _NamedCarry])
+def test_carried_state_in_dicts_and_namedtuples_resumes_exactly(tmp_path, task):
+    full = make(tmp_path, "full", task=task(), epochs=0)
+    full.fit()
+
+    def interrupt(tr):
+        if tr.step == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    first = make(tmp_path, "split", task=task())
+    first.on_step = interrupt
+    assert first.fit().stop_reason == "interrupted"
+    second = make(tmp_path, "split", task=task())
+    assert second.fit(resume=tmp_path / "split" / "checkpoint").step == 12
+    assert_same(weights(full), weights(second))
