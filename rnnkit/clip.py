@@ -120,8 +120,8 @@ def clip_grad_norm(
         return total
     # Multiply even when the factor is 1: a data-dependent `if` would force a device→host sync on GPU.
     scale = torch.clamp(float(max_norm) / (total + EPS), max=1.0)
-    for _, p in named:
-        p.grad.mul_(scale.to(device=p.grad.device, dtype=p.grad.dtype))
+    for _, p in named:  # (the 0-dim factor in its own dtype, as torch's: a half gradient is scaled in float32
+        p.grad.mul_(scale.to(device=p.grad.device))  # arithmetic, then rounded once)
     return total
 
 

@@ -21,6 +21,11 @@ RESUMABLE_CHANGES = frozenset({"max_steps", "epochs", "time_budget", "eval_every
                                "vanish_ratio", "probe_every"})
 
 
+#: Largest seed: each epoch's data order is drawn from seed · 1,000,003 + epoch, which must fit torch's
+#: 64-bit seeds (the diagnostics' experiments take the same bound).
+MAX_SEED = 2**43
+
+
 @dataclass
 class TrainConfig:
     """The training loop's settings.
@@ -95,6 +100,8 @@ class TrainConfig:
                      "probe_every", "seed"):  # (seed: Python's random.Random(-k) is random.Random(k))
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig: {name} must be >= 0, got {getattr(self, name)}")
+        if self.seed > MAX_SEED:  # (the tasks draw epoch e's order from seed · 1,000,003 + e, a 64-bit seed)
+            raise ValueError(f"TrainConfig: seed must be at most {MAX_SEED:,}, got {self.seed}")
         if self.min_lr_ratio > 1:
             raise ValueError(f"TrainConfig: min_lr_ratio must be in [0, 1] (the decay ends at lr · min_lr_ratio), "
                              f"got {self.min_lr_ratio}")

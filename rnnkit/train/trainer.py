@@ -133,9 +133,14 @@ class TrainResult:
 # --- helpers --------------------------------------------------------------------------------
 
 def seed_everything(seed: int) -> None:
+    """Seeds Python's, NumPy's and torch's generators with ``seed``, an int >= 0 (Python's random treats k
+    and −k alike) below 2**63."""
     import random
 
     import numpy as np
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed_everything: seed must be an int in [0, 2**63), got {seed!r}")
 
     random.seed(seed)
     np.random.seed(seed % 2**32)

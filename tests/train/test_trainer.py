@@ -212,6 +212,13 @@ def test_infinite_settings_are_refused():
             TrainConfig(**{name: float("inf")})
     with pytest.raises(ValueError, match="seed must be >= 0, got -1"):  # (Python's random takes its absolute value)
         TrainConfig(seed=-1)
+    with pytest.raises(ValueError, match="seed must be at most 8,796,093,022,208, got 9000000000000"):
+        TrainConfig(seed=9 * 10**12)  # (an epoch's order is seeded by seed · 1,000,003 + epoch: it overflowed)
+    from rnnkit.train import seed_everything
+
+    for bad in (-1, 2**70, 1.5, True):
+        with pytest.raises(ValueError, match=r"seed_everything: seed must be an int in \[0, 2\*\*63\)"):
+            seed_everything(bad)
 
 
 def test_resume_accepts_a_checkpoint_saved_before_a_vocabulary_key_existed(tmp_path):
