@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ..train.config import MAX_SEED  # (the experiments draw batch k from seed 1_000_003 (seed + 1) + k)
 from ..train.options import OptionError, check_out_dir, check_out_file
 from ..train.records import strict_json
 from .experiments import COPY_DELAY, DEFAULT_LR
@@ -67,11 +68,6 @@ def _positive(kind):
             raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {value!r}")
         return v
     return parse
-
-
-#: Largest --seed: the experiments draw training batch k from seed 1_000_003 (seed + 1) + k, which must fit
-#: torch's 64-bit seeds.
-MAX_SEED = 2**43
 
 
 def _seed(value: str) -> int:

@@ -22,7 +22,7 @@ RESUMABLE_CHANGES = frozenset({"max_steps", "epochs", "time_budget", "eval_every
 
 
 #: Largest seed: each epoch's data order is drawn from seed · 1,000,003 + epoch, which must fit torch's
-#: 64-bit seeds (the diagnostics' experiments take the same bound).
+#: 64-bit seeds (the diagnostics' experiments, which seed batch k with 1,000,003 (seed + 1) + k, use it too).
 MAX_SEED = 2**43
 
 
