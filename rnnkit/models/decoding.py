@@ -148,11 +148,15 @@ def filter_log_probs(log_probs: Tensor, temperature: float = 1.0, top_k: int | N
     reaches ``top_p`` (Holtzman et al. 2020) — set to −inf. The most likely token always survives, and
     ``top_k`` keeps exactly k tokens (of tokens tied at the k-th value, those ``torch.topk`` picks)."""
     logits = log_probs
-    if temperature != 1:  # (the row's best moved to 0 first, and a factor the dtype holds: no temperature near 0
-        # or huge makes a NaN of 0 ∗ inf or −inf / inf)
+    if temperature != 1:
         info = torch.finfo(log_probs.dtype)
-        best = log_probs.amax(dim=-1, keepdim=True).clamp(min=info.min)
-        logits = (log_probs - best) * min(max(1.0 / temperature, info.tiny), info.max)
+        factor = 1.0 / temperature
+        if info.tiny <= factor <= info.max / 1e3:  # (the dtype holds the temperature and the scaled best logit)
+            logits = log_probs / temperature
+        else:  # at the dtype's edges: the row's best moved to 0 first, and a factor the dtype holds, so no
+            # temperature near 0 or huge makes a NaN of 0 ∗ inf or −inf / inf (three ops more, paid only there)
+            best = log_probs.amax(dim=-1, keepdim=True).clamp(min=info.min)
+            logits = (log_probs - best) * min(max(factor, info.tiny), info.max)
     if top_k is not None and top_k < logits.shape[-1]:
         kept = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, logits.topk(top_k, dim=-1).indices, True)
         logits = logits.masked_fill(~kept, -math.inf)
