@@ -6,7 +6,8 @@ layer norm, on the engines, the layers and the cells.
   final states and every gradient — with and without lengths, forwards and in reverse.
 - Layer: the masks are drawn in ``stack.py`` before any engine runs, so after the same
   ``torch.manual_seed`` the reference and fused engines must agree exactly, for every option and cell;
-  ``auto`` picks fused for what torch's kernels cannot run, ``native`` refuses it (but runs weight-drop).
+  ``auto`` picks fused for what torch's kernels cannot run, ``native`` refuses it (but runs weight-drop and locked
+  masks between layers).
 - Semantics: zoneout with keep masks of ones holds the initial state and with zeros is the plain cell;
   a layer's zoneout draws a fresh mask every step; eval mode is the expectation, deterministic and
   draws nothing from the RNG; a seeded run is reproducible.
@@ -349,12 +350,8 @@ def test_native_refuses_options_it_cannot_run(cell_name, option, assert_error):
     assert_error(ValueError, lambda: m(random(T, B, I, seed=1)), "engine='native'", word, "engine='fused'")
 
 
-@pytest.mark.parametrize("cell_name", list(CELLS))
-def test_native_runs_weight_drop_like_fused(cell_name):
-    """One layer (no between-layer dropout to draw in another order): the same seed drops the same
-    weights on torch's kernel as on the fused engine."""
-    m = make_layer(cell_name, "weight_drop", bidirectional=True).train()
-    x = random(T, B, I, seed=2)
+def assert_native_equals_fused(m, x) -> None:
+    """The layer's outputs and every gradient on torch's kernel equal the fused engine's after the same seed."""
     results = []
     for engine in ("native", "fused"):
         m.engine = engine
@@ -362,6 +359,36 @@ def test_native_runs_weight_drop_like_fused(cell_name):
     (out_n, grad_n), (out_f, grad_f) = results
     assert_all_close(out_n, out_f, ["output", "h_n", "c_n"][: len(out_f)])
     assert_all_close(grad_n, grad_f, ["input"] + [n for n, _ in m.named_parameters()])
+
+
+@pytest.mark.parametrize("kind", ["locked", "variational"])
+@pytest.mark.parametrize("cell_name", list(CELLS))
+def test_native_runs_locked_masks_between_layers_like_fused(cell_name, kind, assert_error):
+    """Locked masks between layers are what torch's kernel can run one layer at a time, as ``auto`` runs them:
+    ``engine='native'`` takes them (it refused them) and draws the fused engine's masks for the same seed; where
+    no mask is drawn (eval) the whole stack is torch.nn's. With lengths in training it refuses by name."""
+    cell = CELLS[cell_name]
+    torch.manual_seed(0)
+    m = cell.kit(I, H, dtype=DT, num_layers=3, dropout=0.4, dropout_kind=kind, bidirectional=True,
+                 **cell.kwargs).train()
+    x = random(T, B, I, seed=2)
+    assert_native_equals_fused(m, x)
+    m.engine = "native"
+    ref = cell.ref(I, H, dtype=DT, num_layers=3, dropout=0.4, bidirectional=True, **cell.kwargs).eval()
+    ref.load_state_dict(m.state_dict())
+    assert_all_close([m.eval()(x)[0]], [ref(x)[0]], ["output"])
+    m.train()
+    assert_error(ValueError, lambda: m(x, lengths=torch.tensor([T] * (B - 1) + [2])), "engine='native'",
+                 f"dropout_kind={kind!r}", "lengths=", "engine='fused'")
+
+
+@pytest.mark.parametrize("cell_name", list(CELLS))
+def test_native_runs_weight_drop_like_fused(cell_name):
+    """One layer (no between-layer dropout to draw in another order): the same seed drops the same
+    weights on torch's kernel as on the fused engine."""
+    m = make_layer(cell_name, "weight_drop", bidirectional=True).train()
+    x = random(T, B, I, seed=2)
+    assert_native_equals_fused(m, x)
 
 
 # -- semantics: zoneout draws, eval mode, seeds ------------------------------------------------------
@@ -634,8 +661,10 @@ def test_probability_outside_unit_interval(option, cls, bad, assert_error):
         (rnnkit.GRUCell, dict(zoneout_cell=0.2), ValueError, ["rnnkit.GRUCell", "zoneout_cell"]),
         (rnnkit.GRU, dict(forget_bias=1.0), ValueError, ["rnnkit.GRU", "forget_bias", "LSTM"]),
         (rnnkit.GRUCell, dict(forget_bias=1.0), ValueError, ["rnnkit.GRUCell", "forget_bias"]),
-        (rnnkit.LSTMCell, dict(weight_drop=0.2), TypeError, ["weight_drop"]),
-        (rnnkit.GRUCell, dict(dropout_kind="locked"), TypeError, ["dropout_kind"]),
+        (rnnkit.LSTMCell, dict(weight_drop=0.2), TypeError, ["rnnkit.LSTMCell", "weight_drop", "layer rnnkit.LSTM"]),
+        (rnnkit.GRUCell, dict(dropout_kind="locked"), TypeError, ["rnnkit.GRUCell", "dropout_kind", "rnnkit.GRU "]),
+        (rnnkit.RNNCell, dict(num_layers=2, engine="fused"), TypeError, ["rnnkit.RNNCell", "'engine'", "'num_layers'"]),
+        (rnnkit.GRUCell, dict(hiden_size=4), TypeError, ["rnnkit.GRUCell", "'hiden_size'", "hidden_size", "zoneout"]),
     ],
     ids=lambda v: v.__name__ if isinstance(v, type) else None,
 )

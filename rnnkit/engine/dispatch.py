@@ -155,6 +155,19 @@ def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opt
     return "fused"
 
 
+def _locked_only(opts: Options, weights: Sequence[LayerWeights]) -> bool:
+    """Whether locked masks between layers (dropout_kind "locked", or "variational" without recurrent dropout) are
+    the one option set that torch's whole-stack kernel lacks."""
+    return (opts.dropout_kind != "naive" and not weights[0].layer_norm
+            and not opts._replace(dropout_kind="naive").needs_rnnkit_engine)
+
+
+def _refuse_locked_with_lengths(opts: Options, given: str) -> None:
+    raise ValueError(f"engine='native' runs dropout_kind={opts.dropout_kind!r} one layer at a time with torch's kernel, "
+                     f"on a padded batch without per-sequence lengths only; with {given} in training use "
+                     "engine='fused' or 'auto'")
+
+
 def native_prefix(engine: str, chosen: str, mode: str, x: Tensor, weights: Sequence[LayerWeights]) -> bool:
     """Whether ``auto``'s fused LSTM hands its dense leading steps to torch's kernel: a plain float32 LSTM
     (no projection) on the CPU, where that kernel is oneDNN. The layer checks the per-call masks itself."""
@@ -199,6 +212,10 @@ def run_packed(
     data = packed.data
     name = choose_engine(engine, mode, data, packed.batch_sizes, opts, weights[0].layer_norm,
                          _needs_grad(data, hx, weights), weights[0].w_hh.shape[1])
+    if name == "native" and _locked_only(opts, weights):
+        if training and dropout > 0 and num_layers > 1:
+            _refuse_locked_with_lengths(opts, "a PackedSequence")
+        opts = opts._replace(dropout_kind="naive")  # no mask between layers: the kind is moot
     if name == "native":
         data, hx = _as_arrived(data, hx, arrived)
         return native.run_stack_packed(mode, data, packed.batch_sizes, packed.sorted_indices,
@@ -231,7 +248,14 @@ def run(
     in (``layers.checks.autocast_arrival``); torch's kernel gets them back, as torch.nn would pass them."""
     name = choose_engine(engine, mode, x, lengths, opts, weights[0].layer_norm, _needs_grad(x, hx, weights),
                          weights[0].w_hh.shape[1])
-    if name == "native-layers" and not (training and dropout > 0 and num_layers > 1):
+    masks_between = training and dropout > 0 and num_layers > 1
+    if name == "native" and engine == "native" and _locked_only(opts, weights):
+        # torch's kernels run locked dropout one layer at a time, with the masks drawn between the layers as
+        # every engine draws them (padded input without lengths only, as ``auto``'s choice)
+        if masks_between and lengths is not None:
+            _refuse_locked_with_lengths(opts, "lengths=")
+        name = "native-layers" if masks_between else name
+    if name in ("native", "native-layers") and not masks_between and _locked_only(opts, weights):
         name, opts = "native", opts._replace(dropout_kind="naive")  # no mask between layers: the kind is moot
     if name == "native":  # (here too: the one-layer-at-a-time switch below would pass options torch lacks)
         native.refuse(opts, weights)

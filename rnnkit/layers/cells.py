@@ -47,15 +47,41 @@ def _in_own_precision(forward):
     return run
 
 
+#: Options of the layers that a cell, one step of one layer in one direction, has no use for.
+LAYER_ONLY = {"num_layers": "a cell is one layer; stack cells, or use the layer",
+              "batch_first": "a cell takes one step (B, I), which has no time dimension",
+              "dropout": "it acts between a layer's stacked layers; apply nn.Dropout to the cell's output",
+              "dropout_kind": "it chooses how dropout between stacked layers draws its masks",
+              "weight_drop": "the layer drops W_hh once per sequence; a cell does not know where one starts",
+              "bidirectional": "a cell runs one direction",
+              "proj_size": "rnnkit's cells, like torch.nn.LSTMCell, have no projection",
+              "engine": "a cell always runs the readable step of rnnkit.cells"}
+
+
+def _unexpected_message(owner: str, names: list[str]) -> str:
+    """The TypeError for keywords a cell does not take: why, for the layers' options; the cell's own otherwise."""
+    layer = owner.replace("Cell", "")
+    known = [n for n in names if n in LAYER_ONLY]
+    if known:
+        return "; ".join(f"{owner} takes no {n!r}, an option of the layer {layer} ({LAYER_ONLY[n]})" for n in known)
+    own = "bias, nonlinearity, device, dtype" if owner.endswith("RNNCell") else "bias, device, dtype"
+    return (f"{owner} got unexpected keyword argument(s) {', '.join(map(repr, names))}; it takes input_size, "
+            f"hidden_size, {own} and, keyword-only, recurrent_dropout, zoneout, zoneout_cell, layer_norm, init, "
+            "forget_bias (where its cell type has them)")
+
+
 class _CellBase(nn.Module):
     gates = 1
     cell = "rnn_tanh"
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
                  recurrent_dropout: float = 0.0, zoneout: float = 0.0, zoneout_cell: float | None = None,
-                 layer_norm: bool = False, init: str = "torch", forget_bias: float | None = None) -> None:
+                 layer_norm: bool = False, init: str = "torch", forget_bias: float | None = None,
+                 **unexpected) -> None:
         super().__init__()
         owner = f"rnnkit.{type(self).__name__}"
+        if unexpected:
+            raise TypeError(_unexpected_message(owner, sorted(unexpected)))
         input_size = check_positive_int(owner, "input_size", input_size)
         hidden_size = check_positive_int(owner, "hidden_size", hidden_size)
         # The user's line is 3 frames up, or 4 when a subclass (RNNCell) has an __init__ of its own.

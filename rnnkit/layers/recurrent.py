@@ -14,7 +14,8 @@ dtype); a plain stack then runs torch's kernel under autocast's rules and every 
 parameters' dtype. Under ``torch.func`` transforms ``auto`` runs the reference engine (see ``dispatch``).
 
 Sequence regularisation and cell variants (keyword-only; every one runs on the fused engine with its
-backward pass written by hand — ``engine="auto"`` picks it, ``engine="native"`` refuses them):
+backward pass written by hand — ``engine="auto"`` picks it, ``engine="native"`` refuses those torch's kernels
+cannot run; weight-drop, and locked masks between layers on padded input without lengths, it runs):
 
 - ``dropout=p`` keeps torch's meaning (outputs of every layer but the last); ``dropout_kind`` draws
   its masks ``"naive"`` (new at every step, torch's; the default), ``"locked"`` (one per sequence, the
