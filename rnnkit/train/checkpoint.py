@@ -398,6 +398,17 @@ def weights_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.T
     return None
 
 
+def other_version(ckpt: Checkpoint) -> str:
+    """``" (written by rnnkit X; this is rnnkit Y)"`` where the checkpoint names another rnnkit version than the
+    one reading it — a field or weight that a newer version added reads as a mismatch — else ``""``."""
+    from .. import __version__
+
+    written = ckpt.meta.get("rnnkit_version")
+    if not isinstance(written, str) or written == __version__:
+        return ""
+    return f" (written by rnnkit {written}; this is rnnkit {__version__}: a newer version's checkpoint may need it)"
+
+
 def load_weights(model: torch.nn.Module, ckpt: Checkpoint) -> None:
     """Loads ``ckpt.weights`` into ``model``; a ``CheckpointError`` naming the first mismatching weight
     and both shapes if they do not fit (the model was built from the checkpoint's config)."""
@@ -408,7 +419,7 @@ def load_weights(model: torch.nn.Module, ckpt: Checkpoint) -> None:
             return
         except RuntimeError as e:
             problem = str(e).strip().splitlines()[-1].strip() or type(e).__name__
-    raise CheckpointError(f"checkpoint {ckpt.path} does not match its model: {problem}")
+    raise CheckpointError(f"checkpoint {ckpt.path} does not match its model: {problem}{other_version(ckpt)}")
 
 
 # --- optimizer and RNG state as tensors + JSON ----------------------------------------------

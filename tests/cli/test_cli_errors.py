@@ -352,3 +352,16 @@ def test_an_output_that_cannot_be_written_is_named(cli, lm_run, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"ab ab\n")))
     fails(cli, 1, "predict", lm_run / "checkpoint", "--output", "/dev/full",
           match="--output /dev/full: cannot write the predictions (No space left on device)")
+
+
+def test_a_newer_versions_checkpoint_names_both_versions(cli, cls_run, tmp_path):
+    """A field a newer rnnkit added reads as a mismatch; the message says which version wrote the file."""
+    def newer(h):
+        h["model_config"]["gate_noise"] = 0.1
+        h["rnnkit_version"] = "9.0.0"
+
+    ck = edited_copy(cls_run, tmp_path / "v", "config.json", newer)
+    fails(cli, 2, "predict", ck, "--input", tmp_path / "in.txt",
+          match=("does not match its model: ", "'gate_noise'", "written by rnnkit 9.0.0; this is rnnkit 0.1.0"))
+    ck = edited_copy(cls_run, tmp_path / "w", "config.json", lambda h: h["model_config"].update(gate_noise=0.1))
+    assert "written by" not in fails(cli, 2, "predict", ck, "--input", tmp_path / "in.txt", match="'gate_noise'")

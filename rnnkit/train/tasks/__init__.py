@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
-from ..checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights
+from ..checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights, other_version
 from ..config import TrainConfig
 from ..options import OptionError, Settings, build
 from ..trainer import Trainer, seed_everything
@@ -108,7 +108,8 @@ def load_trained(path: str | Path, *, device: str = "cpu") -> tuple[Task, nn.Mod
         data_cfg = task_cls.data_config(**info.get("data", {}))
         model = model_class(ckpt.model_type).from_config(ckpt.config)
     except (TypeError, ValueError, RuntimeError, KeyError) as e:
-        raise CheckpointError(f"checkpoint {ckpt.path} does not match its model: {str(e).splitlines()[0]}") from None
+        raise CheckpointError(f"checkpoint {ckpt.path} does not match its model: {str(e).splitlines()[0]}"
+                              f"{other_version(ckpt)}") from None
     load_weights(model, ckpt)
     task = task_cls(data_cfg, seed=0)
     load_vocab(task, ckpt)
