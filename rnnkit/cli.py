@@ -19,6 +19,7 @@ import re
 import shutil
 import sys
 import time
+import types
 import typing
 from pathlib import Path
 from typing import Sequence
@@ -639,12 +640,14 @@ DEMO_SETTINGS = {"hidden_size": 256, "embed_size": 64, "num_layers": 1, "batch_s
 
 def _task_help(task_name: str) -> str:
     """The task's description and every --key option with its type and default."""
+    from .models.config import RecurrentOptions
     from .train.config import TrainConfig
     from .train.tasks import TASKS, model_class, settings_for
 
     task = TASKS[task_name]
     s = settings_for(task)
     classes = {"data": task.data_config, "model": model_class(task.model_type).config_class, "train": TrainConfig}
+    layer_options = {f.name for f in dataclasses.fields(RecurrentOptions)}
     doc = (sys.modules[task.__module__].__doc__ or "").strip().replace("``", "'")
     lines = [doc, "",
              f"usage: rnnkit train {task_name} --data PATH [--valid PATH] [--config FILE.toml] [--out DIR] "
@@ -655,14 +658,22 @@ def _task_help(task_name: str) -> str:
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         notes = getattr(cls, "HELP_DEFAULTS", {})  # defaults decided after construction, in words
         lines.append(f"  [{group}]")
-        for name, (g, hint) in s.fields.items():
-            if g == group:
-                default = s.values[group].get(name, defaults.get(name))
-                default = notes[name] if name in notes and default == defaults.get(name) else repr(default)
-                choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else ()
-                kind = "|".join(choices) or getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-                lines.append(f"    --{name:24s} {kind:34s} {default}")
+        names = [name for name, (g, _) in s.fields.items() if g == group]
+        for name in sorted(names, key=lambda n: n in layer_options):  # the model's own first, the layers' after
+            hint = s.fields[name][1]
+            default = s.values[group].get(name, defaults.get(name))
+            default = notes[name] if name in notes and default == defaults.get(name) else repr(default)
+            lines.append(f"    --{name:24s} {_kind(hint):34s} {default}")
     return "\n".join(lines)
+
+
+def _kind(hint) -> str:
+    """An option's type in --help: a choice as a|b|c, ``X | None`` as both."""
+    if typing.get_origin(hint) is typing.Literal:
+        return "|".join(map(str, typing.get_args(hint)))
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " | ".join(_kind(a) for a in typing.get_args(hint))
+    return "None" if hint is type(None) else getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,6 +86,31 @@ def test_zoneout_steps_at_its_expectation(kind):
     assert_steps_equal_layer(cell.kit(5, 7, num_layers=2, dtype=DT, zoneout=0.3, **extra, **cell.kwargs).eval())
 
 
+LN_KINDS = ["lstm", "lstm_proj", "gru"]
+
+
+@pytest.mark.parametrize("kind", LN_KINDS)
+def test_layer_normalised_stack_steps_through_the_cells(kind):
+    """A layer-normalised stack (with zoneout's expectation too) steps through the readable cells: T steps equal
+    the whole-sequence layer; its gains live in copies taken when packing, so an update of one repacks."""
+    cell = CELLS[kind]
+    extra = {"zoneout_cell": 0.1} if cell.lstm else {}
+    torch.manual_seed(4)
+    layer = cell.kit(5, 7, num_layers=2, dtype=DT, layer_norm=True, zoneout=0.2, **extra, **cell.kwargs).eval()
+    with torch.no_grad():  # gains and biases away from their starting 1 and 0
+        for name, p in layer.named_parameters():
+            if name.startswith("ln_"):
+                p.add_(torch.rand_like(p) - 0.5)
+    assert_steps_equal_layer(layer)
+    kernel = current_kernel(None, layer)
+    assert kernel.normalised and kernel.table is None
+    with torch.no_grad():
+        layer.ln_hh_weight_l1.mul_(2)
+    fresh = current_kernel(kernel, layer)
+    assert fresh is not kernel
+    assert_steps_equal_layer(layer)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_float32_and_strided_states(kind):
     """float32 agrees with float64 to float32 precision; a rows-first (B, L, H) view of the state, as
@@ -220,8 +245,6 @@ def test_errors_name_the_problem():
         StepKernel("elman", layer.layer_weights())
     with pytest.raises(ValueError, match="at least one layer"):
         StepKernel("gru", [])
-    with pytest.raises(ValueError, match="layer_norm=True is not supported"):
-        StepKernel.for_layer(rnnkit.LSTM(3, 4, layer_norm=True))
     with pytest.raises(ValueError, match=r"embedding must have shape \(V, 5\).*got \(4, 3\)"):
         StepKernel.for_layer(layer, torch.zeros(4, 3, dtype=DT))
     with pytest.raises(ValueError, match="packed without an embedding"):

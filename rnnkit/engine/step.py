@@ -44,7 +44,11 @@ Writes through ``p.data`` change none of them; ``current_kernel(…, contents=Tr
 ``generate`` and ``forecast`` ask for, once per call — also compares a checksum of every source tensor
 (``weights_checksum``: evenly spaced samples, so a dense write is always seen, a write to a few
 elements not necessarily) with the one taken when packing. The kernel is for inference: it runs without
-autograd and without dropout (zoneout at its expectation; layer-normalised layers are refused).
+autograd and without dropout (zoneout at its expectation).
+
+Layer-normalised layers normalise their input and recurrent parts apart, so the two products cannot be
+one: such a stack steps through the readable cells of ``rnnkit.cells`` (``_normalised``), with copies of its
+weights taken when packing, and has no token table and no numpy path (``step_numpy.supports``).
 Tested against ``rnnkit.cells`` and against whole-sequence layers.
 """
 from __future__ import annotations
@@ -56,6 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..cells import LayerNormParams, gru_cell, lstm_cell
 from .fused.products import ONEDNN
 from .types import MODES, LayerWeights, State
 
@@ -219,9 +224,6 @@ class StepKernel:
             raise ValueError(f"rnnkit.engine.StepKernel: unknown mode {mode!r}; expected one of {MODES}")
         if not weights:
             raise ValueError("rnnkit.engine.StepKernel: weights must hold at least one layer, got none")
-        if any(w.layer_norm for w in weights):
-            raise ValueError("rnnkit.engine.StepKernel: layer_norm=True is not supported (the normalised input and "
-                             "recurrent parts cannot share one packed product); got a layer-normalised layer")
         I = weights[0].w_ih.shape[1]
         if embedding is not None and (embedding.dim() != 2 or embedding.shape[1] != I):
             raise ValueError(f"rnnkit.engine.StepKernel: embedding must have shape (V, {I}) to feed layer 0, "
@@ -233,17 +235,25 @@ class StepKernel:
         self.input_size = I
         self.hidden_size = weights[0].w_hh.shape[0] // {"lstm": 4, "gru": 3}.get(mode, 1)
         self._step = {"lstm": self._lstm, "gru": self._gru}.get(mode, self._rnn)
+        self.normalised = any(w.layer_norm for w in weights)
         self._relu = mode == "rnn_relu"
         # Zoneout at inference keeps its expectation: h_t = p ∗ h_{t-1} + (1 − p) ∗ h̃_t (C likewise).
         self.zoneout, self.zoneout_cell = float(zoneout), float(zoneout_cell)
         with torch.no_grad():
-            self.layers = [_pack_layer(mode, w) for w in weights]
             self.embedding = None if embedding is None else embedding.detach()
             self.table = None  # (V, G·H): layer 0's input projection of every token, bias included
-            first = self.layers[0]
-            if embedding is not None and embedding.shape[0] * first.b.numel() * first.b.element_size() \
-                    <= TABLE_LIMIT_BYTES:
-                self.table = torch.addmm(first.b, self.embedding, first.w_x.w)
+            if self.normalised:
+                if mode not in ("lstm", "gru"):
+                    raise ValueError(f"rnnkit.engine.StepKernel: layer norm is for LSTM and GRU, got mode {mode!r}")
+                self.layers = []
+                self.cells = [LayerWeights(*(None if t is None else t.detach().clone() for t in w)) for w in weights]
+                self._step = self._normalised
+            else:
+                self.layers = [_pack_layer(mode, w) for w in weights]
+                first = self.layers[0]
+                if embedding is not None and embedding.shape[0] * first.b.numel() * first.b.element_size() \
+                        <= TABLE_LIMIT_BYTES:
+                    self.table = torch.addmm(first.b, self.embedding, first.w_x.w)
             self.head: _Product | None = None
             if output is not None:
                 weight, bias = output
@@ -343,6 +353,29 @@ class StepKernel:
             hs.append(x)
             gx = None
         return x, torch.stack(hs, dim)
+
+    def _normalised(self, x: Tensor | None, gx: Tensor | None, state: State, dim: int):
+        """A layer-normalised LSTM or GRU stack: each layer the readable cell's step (``rnnkit.cells``)."""
+        lstm = self.mode == "lstm"
+        if x is None:
+            raise ValueError("rnnkit.engine.StepKernel: a layer-normalised stack steps from its input x")
+        rows = zip(state[0].unbind(dim), state[1].unbind(dim)) if lstm else state.unbind(dim)
+        hs, Cs = [], []
+        for w, s in zip(self.cells, rows):
+            norm = LayerNormParams(w.ln_ih_w, w.ln_ih_b, w.ln_hh_w, w.ln_hh_b, w.ln_c_w, w.ln_c_b)
+            if lstm:
+                x, C_t = lstm_cell(x, s, w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr, norm=norm)
+                h, C = s
+                if self.zoneout_cell:
+                    C_t = torch.lerp(C_t, C, self.zoneout_cell)
+                Cs.append(C_t)
+            else:
+                h = s
+                x = gru_cell(x, h, w.w_ih, w.w_hh, w.b_ih, w.b_hh, norm=norm)
+            if self.zoneout:
+                x = torch.lerp(x, h, self.zoneout)
+            hs.append(x)
+        return x, ((torch.stack(hs, dim), torch.stack(Cs, dim)) if lstm else torch.stack(hs, dim))
 
     def _rnn(self, x: Tensor | None, gx: Tensor | None, state: Tensor, dim: int):
         hs = []

@@ -86,7 +86,9 @@ def blas_one_thread():
 
 def supports(kernel: StepKernel, state: State) -> bool:
     """Whether ``OneRowStep`` can run ``kernel`` from ``state``: float32/float64 on the CPU, one row, a
-    kernel packed with its token embedding and an output layer."""
+    kernel packed with its token embedding and an output layer, not layer-normalised."""
+    if kernel.normalised:  # (the readable cells' step: nothing packed for numpy to read)
+        return False
     h = state[0] if isinstance(state, tuple) else state
     w = kernel.layers[0].w_h.w
     return (w.device.type == "cpu" and w.dtype in (torch.float32, torch.float64) and h.shape[1] == 1

@@ -25,7 +25,7 @@ from ..cells import NONLINEARITIES, LayerNormParams, gru_cell, lstm_cell, rnn_ce
 from ..engine.precision import own_precision
 from .checks import InputError, autocast_input, check_positive_int, check_shape, check_tensor
 from .init import assign_weight, init_weights
-from .recurrent import _check_options, options_as_tuple, options_from_tuple, options_repr
+from .recurrent import check_options, options_as_tuple, options_from_tuple, options_repr
 
 
 def _in_own_precision(forward):
@@ -86,7 +86,7 @@ class _CellBase(nn.Module):
         hidden_size = check_positive_int(owner, "hidden_size", hidden_size)
         # The user's line is 3 frames up, or 4 when a subclass (RNNCell) has an __init__ of its own.
         stacklevel = 3 if type(self).__init__ is _CellBase.__init__ else 4
-        self.options = _check_options(owner, self.cell, None, recurrent_dropout, 0.0, zoneout, zoneout_cell,
+        self.options = check_options(owner, self.cell, None, recurrent_dropout, 0.0, zoneout, zoneout_cell,
                                       layer_norm, init, forget_bias, bias, stacklevel)
         self.layer_norm, self.init = bool(layer_norm), str(init)  # (NumPy's too: checked above)
         self.forget_bias = None if forget_bias is None else float(forget_bias)

@@ -61,8 +61,8 @@ _ROLES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "ln_ih_we
 DROPOUT_KINDS = ("naive", "locked", "variational")
 
 
-def _check_options(owner, mode, dropout_kind, recurrent_dropout, weight_drop, zoneout, zoneout_cell, layer_norm,
-                   init, forget_bias, bias=True, stacklevel=4) -> Options:
+def check_options(owner, mode, dropout_kind, recurrent_dropout, weight_drop, zoneout, zoneout_cell, layer_norm,
+                  init, forget_bias, bias=True, stacklevel=4) -> Options:
     """Validate the regularisation and variant options; returns the engine's ``Options``.
     ``stacklevel`` makes a warning point at the user's line that built the module."""
     recurrent_dropout = check_probability(owner, "recurrent_dropout", recurrent_dropout)
@@ -79,12 +79,12 @@ def _check_options(owner, mode, dropout_kind, recurrent_dropout, weight_drop, zo
     if zoneout_cell is None:
         zoneout_cell = zoneout if mode == "lstm" else 0.0
     elif mode != "lstm":
-        raise ValueError(f"{owner}: zoneout_cell is an LSTM option (the cell state); {owner} has none")
+        raise ValueError(f"{owner}: zoneout_cell is an LSTM option (the cell state); a {mode!r} cell has none")
     zoneout_cell = check_probability(owner, "zoneout_cell", zoneout_cell)
     if not is_flag(layer_norm):
         raise TypeError(f"{owner}: layer_norm must be True or False, got {layer_norm!r}")
     if layer_norm and mode not in ("lstm", "gru"):
-        raise ValueError(f"{owner}: layer_norm is supported by LSTM and GRU, not {owner}")
+        raise ValueError(f"{owner}: layer_norm is supported by LSTM and GRU, not by a {mode!r} cell")
     if not isinstance(init, str) or init not in INITS:
         raise ValueError(f"{owner}: unknown init {init!r}; expected one of {INITS}")
     if init == "identity" and mode != "rnn_relu":
@@ -93,7 +93,7 @@ def _check_options(owner, mode, dropout_kind, recurrent_dropout, weight_drop, zo
                       stacklevel=stacklevel)
     if forget_bias is not None:
         if mode != "lstm":
-            raise ValueError(f"{owner}: forget_bias is an LSTM option, {owner} has no forget gate")
+            raise ValueError(f"{owner}: forget_bias is an LSTM option, a {mode!r} cell has no forget gate")
         if not is_number(forget_bias):
             raise TypeError(f"{owner}: forget_bias must be a number, got {forget_bias!r}")
         if not math.isfinite(forget_bias):
@@ -181,7 +181,7 @@ class RNNBase(nn.Module):
         if proj_size >= hidden_size:
             raise ValueError(f"{owner}: proj_size must be smaller than hidden_size, got {proj_size} >= {hidden_size}")
         self._check_engine(engine)
-        self.options = _check_options(owner, cell, dropout_kind, recurrent_dropout, weight_drop, zoneout,
+        self.options = check_options(owner, cell, dropout_kind, recurrent_dropout, weight_drop, zoneout,
                                       zoneout_cell, layer_norm, init, forget_bias, bias)
         self.layer_norm, self.init = bool(layer_norm), str(init)  # (NumPy's too: checked above)
         self.forget_bias = None if forget_bias is None else float(forget_bias)

@@ -27,14 +27,15 @@ from torch import Tensor, nn
 from ..engine.step import StepKernel, current_kernel
 from .common import (BOS_ID, EOS_ID, PAD_ID, check_features, check_has_targets, check_ids, check_not_empty,
                      check_pad_is_not_eos, exclude, make_recurrent, never_output)
-from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
+from .config import (Cell, ConfiguredModel, Engine, RecurrentOptions, check_dropout, check_positive, check_types,
+                     inference)
 from .decoding import Decoded, decode, expand_rows, swap_layers_rows
 
 Conditioning = Literal["init", "input", "both"]
 
 
 @dataclass(kw_only=True)
-class _DecoderFields:
+class _DecoderFields(RecurrentOptions):
     """The decoder's options, shared by ``VectorToSequenceConfig`` and ``ImageCaptionerConfig``.
 
     vocab_size: output token ids in [0, vocab_size) (required).
@@ -62,6 +63,7 @@ class _DecoderFields:
 
     def __post_init__(self) -> None:
         check_types(self)
+        self.check_recurrent_options(self.cell)
         check_positive(self, "vocab_size", "embed_size", "hidden_size", "num_layers")
         for field in ("pad_id", "bos_id", "eos_id"):
             value = getattr(self, field)
@@ -101,7 +103,7 @@ class VectorToSequence(ConfiguredModel):
         cond_in = c.conditioning in ("input", "both")
         self.embedding = nn.Embedding(c.vocab_size, c.embed_size)
         self.rnn = make_recurrent(c.cell, c.embed_size + (c.cond_size if cond_in else 0), H, L, c.dropout,
-                                  engine=c.engine)
+                                  engine=c.engine, options=c.recurrent_options())
         self.init_h = self.init_c = None
         if c.conditioning in ("init", "both"):
             self.init_h = nn.Linear(c.cond_size, L * H)

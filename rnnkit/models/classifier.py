@@ -22,13 +22,14 @@ from torch import Tensor, nn
 
 from .common import (InputLayer, check_ids, check_input_choice, check_not_empty, make_recurrent, padding_mask,
                      pool_over_time, prepare_lengths, top_state)
-from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
+from .config import (Cell, ConfiguredModel, Engine, RecurrentOptions, check_dropout, check_positive, check_types,
+                     inference)
 
 Pooling = Literal["last", "mean", "max", "attention"]
 
 
 @dataclass(kw_only=True)
-class SequenceClassifierConfig:
+class SequenceClassifierConfig(RecurrentOptions):
     """Everything needed to rebuild a ``SequenceClassifier``.
 
     num_classes: number of labels C (required).
@@ -58,6 +59,7 @@ class SequenceClassifierConfig:
 
     def __post_init__(self) -> None:
         check_types(self)
+        self.check_recurrent_options(self.cell)
         check_positive(self, "num_classes", "vocab_size", "input_size", "embed_size", "hidden_size", "num_layers",
                        "attention_size")
         check_input_choice(self)
@@ -93,7 +95,7 @@ class SequenceClassifier(ConfiguredModel):
     def build(self, c: SequenceClassifierConfig) -> None:
         self.input = InputLayer("SequenceClassifier", c.vocab_size, c.input_size, c.embed_size, c.padding_idx)
         self.rnn = make_recurrent(c.cell, self.input.size, c.hidden_size, c.num_layers, c.dropout, c.bidirectional,
-                                  c.engine)
+                                  c.engine, c.recurrent_options())
         features = c.hidden_size * (2 if c.bidirectional else 1)
         self.attention = AttentionPooling(features, c.attention_size) if c.pooling == "attention" else None
         self.drop = nn.Dropout(c.dropout)

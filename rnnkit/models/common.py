@@ -21,11 +21,12 @@ from ..layers.checks import check_lengths
 PAD_ID, BOS_ID, EOS_ID = 0, 2, 3
 
 def make_recurrent(cell: str, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
-                   bidirectional: bool = False, engine: str = "auto") -> RNNBase:
+                   bidirectional: bool = False, engine: str = "auto", options: dict | None = None) -> RNNBase:
     """A batch-first rnnkit layer for ``cell`` in ``lstm | gru | rnn_tanh | rnn_relu``. ``dropout`` is
-    the between-layer dropout, so it is passed only where there is more than one layer."""
+    the between-layer dropout, so it is passed only where there is more than one layer. ``options``: the
+    layers' variant keywords (a config's ``RecurrentOptions.recurrent_options()``)."""
     kwargs = dict(num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional,
-                  batch_first=True, engine=engine)
+                  batch_first=True, engine=engine, **(options or {}))
     if cell == "lstm":
         return LSTM(input_size, hidden_size, **kwargs)
     if cell == "gru":

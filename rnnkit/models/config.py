@@ -22,12 +22,61 @@ import torch
 from torch import nn
 
 from ..engine import ENGINES
+from ..layers.init import INITS
+from ..layers.recurrent import DROPOUT_KINDS, check_options
 from ..engine.precision import own_precision
 
 #: The recurrent cell kinds a model can be built from (the names ``rnnkit.engine`` uses).
 Cell = Literal["lstm", "gru", "rnn_tanh", "rnn_relu"]
 #: ``engine=`` of the rnnkit layers.
 Engine = Literal[ENGINES]
+#: ``dropout_kind=`` and ``init=`` of the rnnkit layers.
+DropoutKind = Literal[DROPOUT_KINDS]
+Init = Literal[INITS]
+
+
+@dataclasses.dataclass(kw_only=True)
+class RecurrentOptions:
+    """The sequence-regularisation and variant options of rnnkit's layers, given to every recurrent layer of
+    a model (``rnnkit.layers.recurrent`` has their meaning; a model's ``dropout`` stays its own):
+
+    dropout_kind: how the masks of ``dropout`` between stacked recurrent layers are drawn, "naive" (new at
+      every step) | "locked" (one per sequence) | "variational" (locked, and ``recurrent_dropout`` on h_{t-1});
+      None: "variational" with recurrent_dropout, else "naive" (None). The model's dropout on its
+      embeddings and before its output layer stays a new mask at every step.
+    recurrent_dropout: one mask per sequence on h_{t-1} where it enters the gates (0.0).
+    weight_drop: DropConnect on every W_hh, one mask per forward call (0.0).
+    zoneout: keep each unit of h at its previous value with this probability (0.0); zoneout_cell: the same
+      for the LSTM cell state (None: as zoneout).
+    layer_norm: layer-normalised LSTM/GRU (False). init: "torch" | "orthogonal" | "identity" ("torch").
+    forget_bias: the LSTM's forget-gate bias (None: torch's draw).
+    In eval mode, and so in generation, every mask is off and zoneout takes its expectation.
+    """
+
+    dropout_kind: DropoutKind | None = None
+    recurrent_dropout: float = 0.0
+    weight_drop: float = 0.0
+    zoneout: float = 0.0
+    zoneout_cell: float | None = None
+    layer_norm: bool = False
+    init: Init = "torch"
+    forget_bias: float | None = None
+
+    def recurrent_options(self) -> dict[str, Any]:
+        """The options as keyword arguments of ``rnnkit.RNN/LSTM/GRU``."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(RecurrentOptions)}
+
+    def check_recurrent_options(self, cell: str) -> None:
+        """The layers' own checks (probabilities in [0, 1), options the cell has), named after this config."""
+        check_options(type(self).__name__, cell, bias=True, stacklevel=5, **self.recurrent_options())
+
+    @property
+    def per_sequence_masks(self) -> bool:
+        """Whether a training call draws masks meant to hold for a whole sequence (recurrent dropout, locked
+        masks between layers, weight-drop): a model that runs its layer one step per call cannot keep them."""
+        locked = self.dropout_kind in ("locked", "variational") and getattr(self, "dropout", 0) > 0 \
+            and getattr(self, "num_layers", 1) > 1
+        return self.recurrent_dropout > 0 or self.weight_drop > 0 or locked
 
 
 def _describe(hint) -> str:
@@ -66,7 +115,9 @@ def check_types(cfg) -> None:
     for f in dataclasses.fields(cfg):
         value, hint = getattr(cfg, f.name), hints[f.name]
         if not _matches(value, hint):
-            exc = ValueError if typing.get_origin(hint) is Literal else TypeError
+            choice = any(typing.get_origin(h) is Literal for h in (hint, *typing.get_args(hint)))
+            # a wrong choice (also of an optional choice), else a wrong type
+            exc = ValueError if typing.get_origin(hint) is Literal or (choice and isinstance(value, str)) else TypeError
             raise exc(f"{name}: {f.name} must be {_describe(hint)}, got {value!r}")
 
 

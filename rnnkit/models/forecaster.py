@@ -32,11 +32,12 @@ from torch import Tensor, nn
 
 from ..engine.step import StepKernel, current_kernel
 from .common import check_features, check_not_empty, make_recurrent
-from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
+from .config import (Cell, ConfiguredModel, Engine, RecurrentOptions, check_dropout, check_positive, check_types,
+                     inference)
 
 
 @dataclass(kw_only=True)
-class ForecasterConfig:
+class ForecasterConfig(RecurrentOptions):
     """Everything needed to rebuild a ``Forecaster``.
 
     num_series: target channels S (1). num_exogenous: covariate channels E known ahead (0: none).
@@ -57,6 +58,7 @@ class ForecasterConfig:
 
     def __post_init__(self) -> None:
         check_types(self)
+        self.check_recurrent_options(self.cell)
         check_positive(self, "num_series", "hidden_size", "num_layers")
         for name in ("num_exogenous", "horizon"):
             if getattr(self, name) < 0:
@@ -78,7 +80,8 @@ class Forecaster(ConfiguredModel):
 
     def build(self, c: ForecasterConfig) -> None:
         S, E = c.num_series, c.num_exogenous
-        self.rnn = make_recurrent(c.cell, S + E, c.hidden_size, c.num_layers, c.dropout, engine=c.engine)
+        self.rnn = make_recurrent(c.cell, S + E, c.hidden_size, c.num_layers, c.dropout, engine=c.engine,
+                                  options=c.recurrent_options())
         self.drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(c.hidden_size, S)
         self.direct_head = nn.Linear(c.hidden_size, c.horizon * S) if c.horizon else None

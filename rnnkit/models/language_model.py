@@ -28,14 +28,15 @@ from ..engine import step_numpy
 from ..engine.step import StepKernel, current_kernel
 from .common import (check_has_targets, check_ids, check_not_empty, exclude, make_recurrent, padding_mask,
                      prepare_lengths)
-from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
+from .config import (Cell, ConfiguredModel, Engine, RecurrentOptions, check_dropout, check_positive, check_types,
+                     inference)
 from .decoding import Decoded, decode, one_row, swap_layers_rows
 
 _OWNER = "LanguageModel"
 
 
 @dataclass(kw_only=True)
-class LanguageModelConfig:
+class LanguageModelConfig(RecurrentOptions):
     """Everything needed to rebuild a ``LanguageModel``.
 
     vocab_size: token ids in [0, vocab_size) (required).
@@ -47,6 +48,8 @@ class LanguageModelConfig:
       passes it no gradient (torch's ``nn.Embedding`` rule), and ``loss`` leaves its targets out (None). With
       ``tie_weights`` that row is also the output layer's row for the token, which the softmax does train.
     engine: the recurrent engine for whole sequences, "auto" | "reference" | "fused" | "native" ("auto").
+    The recurrent layers' variant options (``RecurrentOptions``: dropout_kind, recurrent_dropout, weight_drop,
+    zoneout, zoneout_cell, layer_norm, init, forget_bias) are fields too.
     """
 
     vocab_size: int
@@ -61,6 +64,7 @@ class LanguageModelConfig:
 
     def __post_init__(self) -> None:
         check_types(self)
+        self.check_recurrent_options(self.cell)
         check_positive(self, "vocab_size", "embed_size", "hidden_size", "num_layers")
         check_dropout(self)
         if self.tie_weights and self.embed_size != self.hidden_size:
@@ -85,7 +89,8 @@ class LanguageModel(ConfiguredModel):
 
     def build(self, c: LanguageModelConfig) -> None:
         self.embedding = nn.Embedding(c.vocab_size, c.embed_size, padding_idx=c.padding_idx)
-        self.rnn = make_recurrent(c.cell, c.embed_size, c.hidden_size, c.num_layers, c.dropout, engine=c.engine)
+        self.rnn = make_recurrent(c.cell, c.embed_size, c.hidden_size, c.num_layers, c.dropout, engine=c.engine,
+                                  options=c.recurrent_options())
         self.drop = nn.Dropout(c.dropout)
         self.decoder = nn.Linear(c.hidden_size, c.vocab_size)
         if c.tie_weights:

@@ -43,7 +43,8 @@ from .common import (
     BOS_ID, EOS_ID, PAD_ID, check_has_targets, check_ids, check_not_empty, check_pad_is_not_eos, exclude,
     make_recurrent, never_output, padding_mask, prepare_lengths,
 )
-from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
+from .config import (Cell, ConfiguredModel, Engine, RecurrentOptions, check_dropout, check_positive, check_types,
+                     inference)
 from .decoding import Decoded, decode, expand_rows, swap_layers_rows
 
 _OWNER = "Seq2Seq"
@@ -51,7 +52,7 @@ Schedule = Literal["constant", "linear", "exponential", "inverse_sigmoid"]
 
 
 @dataclass(kw_only=True)
-class Seq2SeqConfig:
+class Seq2SeqConfig(RecurrentOptions):
     """Everything needed to rebuild a ``Seq2Seq`` model.
 
     src_vocab_size, tgt_vocab_size: source and target token ids in [0, size) (required).
@@ -92,6 +93,7 @@ class Seq2SeqConfig:
 
     def __post_init__(self) -> None:
         check_types(self)
+        self.check_recurrent_options(self.cell)
         check_positive(self, "src_vocab_size", "tgt_vocab_size", "embed_size", "hidden_size", "num_layers",
                        "attention_size")
         check_dropout(self)
@@ -113,11 +115,21 @@ class Seq2SeqConfig:
                              f"({self.teacher_forcing_ratio}), the ratio it starts from")
         if schedule != "constant" and k is None:
             raise ValueError(f"{name}: teacher_forcing_schedule={schedule!r} needs teacher_forcing_k, got None")
+        sampled = self.teacher_forcing_ratio < 1 or (schedule != "constant" and self.teacher_forcing_min < 1)
+        if sampled and self.per_sequence_masks:
+            raise ValueError(_per_sequence_refusal(name))
         valid_k = {"linear": (k or 0) > 0, "exponential": 0 < (k or 0) < 1, "inverse_sigmoid": (k or 0) >= 1}
         expected = {"linear": "> 0", "exponential": "in (0, 1)", "inverse_sigmoid": ">= 1"}
         if schedule in valid_k and not valid_k[schedule]:
             raise ValueError(f"{name}: teacher_forcing_k must be {expected[schedule]} for the {schedule} schedule, "
                              f"got {k}")
+
+
+def _per_sequence_refusal(owner: str) -> str:
+    return (f"{owner}: scheduled sampling runs the decoder one step per call, so masks meant to hold for a whole "
+            "sequence (recurrent_dropout, weight_drop, dropout_kind='locked' or 'variational' between layers) would "
+            "be drawn anew at every step; use them with teacher_forcing_ratio=1 (zoneout and the naive dropout "
+            "kind draw per step anyway)")
 
 
 def teacher_forcing_at(config: Seq2SeqConfig, step: int) -> float:
@@ -153,8 +165,9 @@ class Seq2Seq(ConfiguredModel):
         self.src_embedding = nn.Embedding(c.src_vocab_size, c.embed_size, padding_idx=c.pad_id)
         self.tgt_embedding = nn.Embedding(c.tgt_vocab_size, c.embed_size, padding_idx=c.pad_id)
         self.encoder = make_recurrent(c.cell, c.embed_size, c.hidden_size, c.num_layers, c.dropout,
-                                      c.bidirectional_encoder, c.engine)
-        self.decoder = make_recurrent(c.cell, c.embed_size, c.hidden_size, c.num_layers, c.dropout, engine=c.engine)
+                                      c.bidirectional_encoder, c.engine, c.recurrent_options())
+        self.decoder = make_recurrent(c.cell, c.embed_size, c.hidden_size, c.num_layers, c.dropout, engine=c.engine,
+                                      options=c.recurrent_options())
         if c.attention == "none":
             self.attention = self.combine = None
         else:
@@ -232,6 +245,8 @@ class Seq2Seq(ConfiguredModel):
             ratio = teacher_forcing_ratio
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
             raise ValueError(f"{_OWNER}: teacher_forcing_ratio must be a number in [0, 1], got {ratio!r}")
+        if ratio < 1 and self.training and c.per_sequence_masks:
+            raise ValueError(_per_sequence_refusal(_OWNER))
         source = self._source(memory, mask)
         bos = tgt.new_full((B, 1), c.bos_id)
         if ratio == 1:  # every input is the gold token: the whole target in one pass of the layers

@@ -22,12 +22,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .common import check_ids, check_not_empty, make_recurrent, padding_mask, prepare_lengths, top_state
-from .config import Cell, ConfiguredModel, Engine, check_dropout, check_positive, check_types, inference
+from .config import (Cell, ConfiguredModel, Engine, RecurrentOptions, check_dropout, check_positive, check_types,
+                     inference)
 from .crf import LinearChainCRF
 
 
 @dataclass(kw_only=True)
-class SequenceTaggerConfig:
+class SequenceTaggerConfig(RecurrentOptions):
     """Everything needed to rebuild a ``SequenceTagger``.
 
     vocab_size: word ids in [0, vocab_size) (required). num_tags: tags K (required).
@@ -40,6 +41,8 @@ class SequenceTaggerConfig:
     char_cell: the char BiRNN's cell ("lstm").
     dropout: on the word representations, between layers and before the output layer (0.0).
     engine: the recurrent engine, "auto" | "reference" | "fused" | "native" ("auto").
+    The variant options of ``RecurrentOptions`` go to the word-level layers; the char BiRNN, a one-layer
+    feature extractor of its own cell kind, stays plain.
     """
 
     vocab_size: int
@@ -60,6 +63,7 @@ class SequenceTaggerConfig:
 
     def __post_init__(self) -> None:
         check_types(self)
+        self.check_recurrent_options(self.cell)
         check_positive(self, "vocab_size", "num_tags", "embed_size", "hidden_size", "num_layers", "char_vocab_size",
                        "char_embed_size", "char_hidden_size")
         if self.padding_idx is not None and not 0 <= self.padding_idx < self.vocab_size:
@@ -131,7 +135,7 @@ class SequenceTagger(ConfiguredModel):
             features += self.chars.size
         self.drop = nn.Dropout(c.dropout)
         self.rnn = make_recurrent(c.cell, features, c.hidden_size, c.num_layers, c.dropout, c.bidirectional,
-                                  c.engine)
+                                  c.engine, c.recurrent_options())
         self.head = nn.Linear(c.hidden_size * (2 if c.bidirectional else 1), c.num_tags)
         self.crf = LinearChainCRF(c.num_tags) if c.decoder == "crf" else None
 
