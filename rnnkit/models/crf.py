@@ -17,10 +17,22 @@ real step and padded steps cost nothing.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
 from .common import check_features, check_ids, padding_mask, prepare_lengths
+
+
+def _logsumexp(x: Tensor, dim: int) -> Tensor:
+    """``torch.logsumexp`` whose gradient stays finite where every term is −inf (a tag no path can reach:
+    forbidden outright, or only after a tag that cannot start): torch's backward takes exp(−inf − (−inf)) = NaN
+    there, which the zero gradient of an unreachable tag does not cancel. Such a slice gives −inf and no
+    gradient."""
+    dead = torch.isneginf(x).all(dim, keepdim=True)
+    out = torch.logsumexp(torch.where(dead, torch.zeros((), dtype=x.dtype, device=x.device), x), dim)
+    return torch.where(dead.squeeze(dim), torch.full((), -math.inf, dtype=x.dtype, device=x.device), out)
 
 
 class LinearChainCRF(nn.Module):
@@ -66,9 +78,9 @@ class LinearChainCRF(nn.Module):
         A = self.transitions.unsqueeze(0)  # (1, K_prev, K_next)
         alpha = self.start_transitions + E[:, 0]  # (B, K)
         for t in range(1, E.shape[1]):
-            nxt = torch.logsumexp(alpha.unsqueeze(2) + A, dim=1) + E[:, t]  # (B, K)
+            nxt = _logsumexp(alpha.unsqueeze(2) + A, dim=1) + E[:, t]  # (B, K)
             alpha = torch.where(mask[:, t : t + 1], nxt, alpha)
-        return torch.logsumexp(alpha + self.end_transitions, dim=1)
+        return _logsumexp(alpha + self.end_transitions, dim=1)
 
     def score(self, emissions: Tensor, tags: Tensor, lengths=None) -> Tensor:
         """score(y) (B,) of the paths ``tags`` (B, T); tags past a sequence's length are ignored."""

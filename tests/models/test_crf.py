@@ -122,3 +122,34 @@ def test_forbidden_transitions_leave_padded_sentences_finite():
     torch.testing.assert_close(nll[1:], alone)
     nll.sum().backward()
     assert torch.isfinite(E.grad).all() and torch.isfinite(crf.transitions.grad[torch.isfinite(crf.transitions)]).all()
+
+
+@pytest.mark.parametrize("how", ["forbidden", "only-after-a-tag-that-cannot-start"])
+def test_an_unreachable_tag_leaves_the_gradients_those_of_the_crf_without_it(how):
+    """A tag no path reaches makes one logsumexp of the forward algorithm all −inf, whose torch backward is NaN:
+    the likelihood was right but every gradient NaN. They now equal the gradients of the CRF without that tag
+    (and 0 for the tag), padded or not."""
+    crf = make_crf(3, seed=0)
+    with torch.no_grad():
+        if how == "forbidden":
+            crf.start_transitions[2] = float("-inf")
+            crf.transitions[:, 2] = float("-inf")
+        else:  # tag 2 cannot start and only tag 2 may precede itself: no path ever reaches it
+            crf.start_transitions[2] = float("-inf")
+            crf.transitions[0, 2] = crf.transitions[1, 2] = float("-inf")
+    small = LinearChainCRF(2).to(DT)
+    with torch.no_grad():
+        small.transitions.copy_(crf.transitions[:2, :2])
+        small.start_transitions.copy_(crf.start_transitions[:2])
+        small.end_transitions.copy_(crf.end_transitions[:2])
+    E = torch.randn(2, 4, 3, dtype=DT, requires_grad=True)
+    E2 = E.detach()[:, :, :2].clone().requires_grad_()
+    tags, lengths = torch.tensor([[0, 1, 0, 1], [1, 1, 0, 0]]), torch.tensor([4, 2])
+    nll = crf.neg_log_likelihood(E, tags, lengths)
+    nll2 = small.neg_log_likelihood(E2, tags, lengths)
+    torch.testing.assert_close(nll, nll2)
+    nll.sum().backward()
+    nll2.sum().backward()
+    torch.testing.assert_close(E.grad[:, :, :2], E2.grad)
+    assert torch.all(E.grad[:, :, 2] == 0)
+    torch.testing.assert_close(crf.transitions.grad[:2, :2], small.transitions.grad)
