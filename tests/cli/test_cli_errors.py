@@ -365,3 +365,24 @@ def test_a_newer_versions_checkpoint_names_both_versions(cli, cls_run, tmp_path)
           match=("does not match its model: ", "'gate_noise'", "written by rnnkit 9.0.0; this is rnnkit 0.1.0"))
     ck = edited_copy(cls_run, tmp_path / "w", "config.json", lambda h: h["model_config"].update(gate_noise=0.1))
     assert "written by" not in fails(cli, 2, "predict", ck, "--input", tmp_path / "in.txt", match="'gate_noise'")
+
+
+def test_the_layers_variant_options_train_and_generate_from_the_command_line(cli, files, tmp_path):
+    """Every task takes the layers' options (RecurrentOptions) as --keys; the checkpoint keeps them, generation
+    steps a layer-normalised stack, and a pair the model refuses is a usage error naming both."""
+    out = tmp_path / "awd"
+    code, _, err = cli("train", "lm", "--data", files / "train.txt", "--out", out, *LM, "--num_layers", "2",
+                       "--dropout", "0.3", "--dropout_kind", "locked", "--weight_drop", "0.5", "--layer_norm", "yes")
+    assert code == 0, err
+    info = json.loads(cli("info", out / "checkpoint", "--json")[1])
+    assert {k: info["model_config"][k] for k in ("dropout_kind", "weight_drop", "layer_norm")} == {
+        "dropout_kind": "locked", "weight_drop": 0.5, "layer_norm": True}
+    code, text, err = cli("generate", out / "checkpoint", "--length", "20", "--seed", "1")
+    assert code == 0 and len(text.rstrip("\n")) > 0, err
+    help_text = cli("train", "lm", "--help")[1]
+    assert "--dropout_kind             naive|locked|variational | None" in help_text
+    assert help_text.index("--engine") < help_text.index("--dropout_kind")  # the model's own options first
+    fails(cli, 2, "train", "translate", "--data", "builtin:reverse", "--out", tmp_path / "t", "--weight_drop", "0.2",
+          "--teacher_forcing_ratio", "0.5", "--max-steps", "1", match=("Seq2SeqConfig", "scheduled sampling"))
+    fails(cli, 2, "train", "classify", "--data", files / "train.csv", "--out", tmp_path / "c", "--cell", "gru",
+          "--forget_bias", "1", match=("forget_bias", "'gru' cell"))
