@@ -47,6 +47,7 @@ class _DecoderFields(RecurrentOptions):
     pad_id, bos_id, eos_id: special token ids (0, 2, 3: those of rnnkit.data's vocabularies).
     dropout: on the embeddings, between layers and before the output layer (0.0).
     engine: the recurrent engine for teacher-forced training ("auto").
+    The recurrent layers' variant options (``RecurrentOptions``) are fields too.
     """
 
     vocab_size: int

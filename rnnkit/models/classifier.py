@@ -41,6 +41,7 @@ class SequenceClassifierConfig(RecurrentOptions):
     attention_size: width of the attention's hidden layer (64; used by pooling="attention").
     dropout: on the embeddings, between layers and before the output layer (0.0).
     engine: the recurrent engine, "auto" | "reference" | "fused" | "native" ("auto").
+    The recurrent layers' variant options (``RecurrentOptions``) are fields too.
     """
 
     num_classes: int

@@ -45,6 +45,7 @@ class ForecasterConfig(RecurrentOptions):
     horizon: K > 0 adds a direct multi-output head forecasting the next K steps at once (0: none).
     dropout: between layers and before the heads (0.0).
     engine: the recurrent engine, "auto" | "reference" | "fused" | "native" ("auto").
+    The recurrent layers' variant options (``RecurrentOptions``) are fields too.
     """
 
     num_series: int = 1

@@ -68,6 +68,7 @@ class Seq2SeqConfig(RecurrentOptions):
     teacher_forcing_k: the schedule's k (required by every schedule but constant; None).
     teacher_forcing_min: the floor m of the schedule (0.0).
     engine: the recurrent engine for whole sequences ("auto").
+    The recurrent layers' variant options (``RecurrentOptions``) are fields too.
     """
 
     src_vocab_size: int
