@@ -453,7 +453,7 @@ def _check_generate_args(args) -> None:
 def cmd_predict(args) -> int:
     import torch
 
-    from .data.errors import DataError, normalise_text, read_text_file
+    from .data.errors import DataError, line_and_column, normalise_text, read_text_file
     from .train.tasks import load_trained
 
     task, model, _ = load_trained(args.checkpoint, device=_check_device(args.device, allow_auto=False))
@@ -476,7 +476,7 @@ def cmd_predict(args) -> int:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            line = raw.count(b"\n", 0, e.start) + 1
+            line = line_and_column(raw, e.start)[0]
             raise UsageError(f"stdin:{line}: bytes that are not UTF-8 ({raw[e.start:e.end].hex(' ')})") from None
         text = normalise_text(text)  # (line ends and byte-order marks, as read_text_file reads a file)
     else:

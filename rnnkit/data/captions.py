@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .errors import DataError, check_file, read_text_file
+from .errors import DataError, check_file, check_readable, read_text_file
 
 CAPTIONS_FILE = "captions.tsv"
 
@@ -74,6 +74,7 @@ def images_to_nchw(images: np.ndarray, where: Path, *, channels_first: bool = Fa
 def _load_npz_arrays(p: Path) -> tuple[np.ndarray, np.ndarray]:
     """The ``images`` and ``captions`` arrays of an ``.npz`` file, loaded without pickle; a file that is
     not a zip archive (truncated, damaged, another format) or lacks either array is a :class:`DataError`."""
+    check_readable(p)  # (a file that cannot be opened is named as such, not as "not a zip file")
     if not zipfile.is_zipfile(p):
         raise DataError("not a readable .npz archive: not a zip file (expected the zip archive np.savez writes; "
                         "the file may be truncated or damaged)", p)
@@ -152,7 +153,11 @@ def _read_folder(captions_file: Path) -> Captions:
 def read_captions(path: str | os.PathLike) -> Captions:
     """Images and captions from an ``.npz`` file, a folder holding ``captions.tsv``, or that file itself."""
     p = Path(path)
-    if p.is_dir():
+    try:
+        folder = p.is_dir()
+    except OSError as e:  # (a name too long)
+        raise DataError(f"cannot be read ({e.strerror or e})", p) from None
+    if folder:
         if not (p / CAPTIONS_FILE).is_file():
             raise DataError(f"no {CAPTIONS_FILE} in the folder (expected one 'FILENAME<TAB>CAPTION' line per image)", p)
         return _read_folder(p / CAPTIONS_FILE)

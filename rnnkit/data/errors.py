@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from pathlib import Path
 
 
@@ -38,19 +39,64 @@ class MissingExtraError(ImportError):
 
 
 def check_file(path: str | os.PathLike) -> Path:
-    """``path`` as a ``Path`` if it names an existing regular file, else a :class:`DataError`."""
+    """``path`` as a ``Path`` if it names an existing regular file, else a :class:`DataError` (also for a path
+    the system cannot look at: a name too long, a folder without permission)."""
     p = Path(path)
-    if not p.exists():
-        raise DataError("no such file", p)
-    if p.is_dir():
-        raise DataError("is a directory, expected a file", p)
+    try:
+        if not p.exists():
+            raise DataError("no such file", p)
+        if p.is_dir():
+            raise DataError("is a directory, expected a file", p)
+    except OSError as e:
+        raise DataError(f"cannot be read ({e.strerror or e})", p) from None
     return p
 
 
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """A file's bytes (``check_file`` first); one that cannot be opened or read is a :class:`DataError` naming
+    the reason (no permission, …), not Python's OSError."""
+    p = check_file(path)
+    try:
+        return p.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot be read ({e.strerror or e})", p) from None
+
+
+def check_readable(path: str | os.PathLike) -> Path:
+    """``check_file``, and the file opened once: one that cannot be is a :class:`DataError` naming the reason."""
+    p = check_file(path)
+    try:
+        with p.open("rb"):
+            pass
+    except OSError as e:
+        raise DataError(f"cannot be read ({e.strerror or e})", p) from None
+    return p
+
+
+def line_and_column(data: bytes, pos: int) -> tuple[int, int]:
+    """The 1-based line and byte column of ``data[pos]``, lines ending at ``\\n``, ``\\r\\n`` or a lone ``\\r``
+    as the readers split them (a file saved with old Mac line ends is one line to a count of ``\\n`` alone)."""
+    before = data[:pos]
+    line = before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + 1
+    start = max(before.rfind(b"\n"), before.rfind(b"\r")) + 1
+    return line, pos - start + 1
+
+
+def not_utf8(data: bytes, e: UnicodeDecodeError) -> str:
+    """Why ``data`` did not decode, in words; a gzip-compressed file says so."""
+    if data[:2] == b"\x1f\x8b":
+        return "looks gzip-compressed (it starts with 1f 8b); decompress it first (gunzip, or --data <(zcat FILE))"
+    column = line_and_column(data, e.start)[1]
+    return f"bytes that are not UTF-8 at byte {column} of the line ({data[e.start:e.end].hex(' ')}); save the file as UTF-8"
+
+
 def normalise_text(text: str) -> str:
-    """Line ends made ``\\n`` and byte-order marks dropped: the text's, and any at the start of a line (files
-    joined with ``cat`` keep each one's mark)."""
+    """Line ends made ``\\n``, byte-order marks dropped (the text's, and any at the start of a line: files joined
+    with ``cat`` keep each one's mark), and the text in Unicode's composed form NFC: "é" typed as e + U+0301 (as
+    macOS file names and some editors give it) is the same token as "é", in training and in prediction alike."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not unicodedata.is_normalized("NFC", text):
+        text = unicodedata.normalize("NFC", text)
     return re.sub("^\ufeff", "", text, flags=re.MULTILINE) if "\ufeff" in text else text
 
 
@@ -62,15 +108,12 @@ def read_text_file(path: str | os.PathLike, *, allow_blank: bool = False) -> str
     column and shows the offending bytes. UTF-8 byte-order marks are dropped (the file's, and any at the
     start of a line: files joined with ``cat``) and line ends are normalised to ``\\n``.
     """
-    p = check_file(path)
-    data = p.read_bytes()
+    p = Path(path)
+    data = read_bytes(p)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        bad = data[e.start:e.end].hex(" ")
-        raise DataError(f"bytes that are not UTF-8 at byte {column} of the line ({bad}); save the file as UTF-8", p, line) from None
+        raise DataError(not_utf8(data, e), p, line_and_column(data, e.start)[0]) from None
     text = normalise_text(text)
     if not text.strip() and not (allow_blank and text):
         raise DataError("file is empty", p)

@@ -38,6 +38,11 @@ def _check_text(tokenizer: "Tokenizer", text) -> None:
                         f"encode each text on its own")
 
 
+def nfc(text: str) -> str:
+    """``text`` in Unicode's composed form NFC (a check first: most text already is)."""
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+
+
 class Tokenizer:
     """The shared part: ``encode``/``decode`` through the vocabulary, and JSON saving.
 
@@ -86,8 +91,9 @@ class Tokenizer:
 
 
 class CharTokenizer(Tokenizer):
-    """One token per Unicode character (code point); ``join`` is exact. Characters seen fewer than
-    ``min_freq`` times in the training text become ``<unk>``. ``lowercase=True`` folds case first."""
+    """One token per Unicode character (code point) of the text in NFC (a letter and its combining accent, as
+    some systems write "é", are one character); ``join`` is exact. Characters seen fewer than ``min_freq``
+    times in the training text become ``<unk>``. ``lowercase=True`` folds case first."""
 
     kind = "char"
 
@@ -100,11 +106,11 @@ class CharTokenizer(Tokenizer):
         texts = [texts] if isinstance(texts, str) else texts
         counts: Counter = Counter()
         for t in texts:
-            counts.update(t.lower() if lowercase else t)
+            counts.update(nfc(t.lower() if lowercase else t))
         return cls(Vocabulary.from_counts(counts, min_freq=min_freq), lowercase=lowercase)
 
     def split(self, text: str) -> list[str]:
-        return list(text.lower() if self.lowercase else text)
+        return list(nfc(text.lower() if self.lowercase else text))
 
     def join(self, tokens: list[str]) -> str:
         return "".join(tokens)
@@ -133,8 +139,8 @@ def _word_punct() -> re.Pattern:
 
 class WordTokenizer(Tokenizer):
     """Words split on whitespace — and, with ``punctuation=True``, punctuation marks split off as
-    their own tokens (``"end."`` → ``["end", "."]``; combining marks stay in their word, and the text is
-    NFC-normalised first). ``lowercase=True`` folds case first. Words seen
+    their own tokens (``"end."`` → ``["end", "."]``; combining marks stay in their word). The text is
+    NFC-normalised first (a decomposed "é" is the same word as a composed one). ``lowercase=True`` folds case first. Words seen
     fewer than ``min_freq`` times (default 1) in the training texts become ``<unk>``; ``max_size``
     caps the vocabulary. ``join`` puts single spaces between tokens (original spacing is lost)."""
 
@@ -161,12 +167,10 @@ class WordTokenizer(Tokenizer):
         return cls(vocab, lowercase=lowercase, punctuation=punctuation)
 
     def split(self, text: str) -> list[str]:
-        if self.lowercase:
-            text = text.lower()
-        if not self.punctuation:
-            return text.split()
-        # NFC first: a decomposed letter ("e" + U+0301) would otherwise lose its accent as a "punctuation mark"
-        return _word_punct().findall(unicodedata.normalize("NFC", text))
+        # NFC first: a decomposed letter ("e" + U+0301) would be another word, or lose its accent as a
+        # "punctuation mark"
+        text = nfc(text.lower() if self.lowercase else text)
+        return _word_punct().findall(text) if self.punctuation else text.split()
 
     def join(self, tokens: list[str]) -> str:
         return " ".join(tokens)

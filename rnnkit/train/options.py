@@ -169,12 +169,17 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
     p = Path(path)
-    if p.is_dir():
-        raise OptionError(f"{p}: is a folder; --config takes a TOML file")
-    if not p.is_file():
-        raise OptionError(f"{p}: config file not found")
     try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
+        if p.is_dir():
+            raise OptionError(f"{p}: is a folder; --config takes a TOML file")
+        if not p.is_file():
+            raise OptionError(f"{p}: config file not found")
+    except OSError as e:  # (a name too long, a folder without permission)
+        raise OptionError(f"{p}: config file cannot be read ({e.strerror or e})") from None
+    try:  # (utf-8-sig: a byte-order mark, as Windows editors save one, is not TOML's but no error either)
+        return tomllib.loads(p.read_bytes().decode("utf-8-sig"))
+    except OSError as e:
+        raise OptionError(f"{p}: config file cannot be read ({e.strerror or e})") from None
     except UnicodeDecodeError:
         raise OptionError(f"{p}: config file is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:

@@ -88,6 +88,18 @@ def test_toml_config_and_overrides(cli, files, tmp_path):
     assert info["task"]["data"]["bptt"] == 8
 
 
+def test_a_config_file_with_a_byte_order_mark_or_that_cannot_be_read(cli, files, tmp_path):
+    """Windows Notepad saves a byte-order mark, which TOML's parser refused as 'Invalid statement'; a name the
+    system refuses was Python's OSError with exit 1."""
+    from rnnkit.train.options import read_toml
+
+    (tmp_path / "bom.toml").write_bytes("\ufefflr = 0.01\n".encode("utf-8"))
+    assert read_toml(tmp_path / "bom.toml") == {"lr": 0.01}
+    fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--config", tmp_path / ("c" * 300 + ".toml"),
+          match=("config file cannot be read", "too long"))
+    fails(cli, 2, "train", "lm", "--data", tmp_path / ("d" * 300 + ".txt"), match=("cannot be read", "too long"))
+
+
 @pytest.fixture
 def lm_run(cli, files, tmp_path):
     out = tmp_path / "lm"

@@ -49,6 +49,48 @@ def test_non_utf8_names_the_line(tmp_path, reader):
     expect(lambda: reader(p), "latin1.txt:3:", "not UTF-8", "e9")
 
 
+@pytest.mark.parametrize("reader", READERS, ids=IDS)
+def test_a_file_that_cannot_be_read_is_named_with_the_reason(tmp_path, reader, monkeypatch):
+    """No permission (simulated: the tests may run as root) or a name the system refuses: Python's OSError,
+    exit 1, became a DataError naming the file and why."""
+    long_name = tmp_path / ("a" * 300 + ".txt")
+    expect(lambda: reader(long_name), "a" * 300, "cannot be read", "too long")
+    p = write(tmp_path / "locked.txt", "a\tb\n")
+    real_open, real_read = type(p).open, type(p).read_bytes
+
+    def refuse(self, *args, **kwargs):
+        if self.name == "locked.txt":
+            raise PermissionError(13, "Permission denied", str(self))
+        return (real_read if not args and not kwargs else real_open)(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(p), "read_bytes", lambda self: refuse(self))
+    monkeypatch.setattr(type(p), "open", lambda self, *a, **k: refuse(self, *(a or ("r",)), **k))
+    expect(lambda: reader(p), "locked.txt", "cannot be read (Permission denied)")
+
+
+@pytest.mark.parametrize("ends", ["\r", "\r\n"], ids=["CR", "CRLF"])
+def test_a_bad_byte_is_placed_on_its_line_whatever_the_line_ends(tmp_path, ends):
+    """A file with old Mac line ends (CR alone) counted as one line: its bad byte was blamed on line 1."""
+    p = tmp_path / "mac.csv"
+    p.write_bytes(ends.join(["text,label", "good,pos", "caf\xe9,neg", ""]).encode("latin-1"))
+    expect(lambda: read_labelled(p), "mac.csv:3:", "at byte 4 of the line", "e9")
+
+
+def test_a_gzip_file_says_so(tmp_path):
+    import gzip
+
+    p = tmp_path / "train.csv.gz"
+    p.write_bytes(gzip.compress(b"text,label\ngood,pos\n"))
+    expect(lambda: read_labelled(p), "train.csv.gz", "gzip-compressed", "zcat")
+
+
+def test_decomposed_accents_read_as_the_composed_letters(tmp_path):
+    """NFD text (e + U+0301, as macOS file names give it) is read in NFC: the same tokens as typed "é"."""
+    nfd, nfc = "cafe\u0301 nai\u0308ve", "caf\u00e9 na\u00efve"
+    assert read_text(write(tmp_path / "d.txt", nfd + "\n")) == nfc + "\n"
+    assert read_labelled(write(tmp_path / "d.csv", f"text,label\n{nfd},x\n")) == [(nfc, "x")]
+
+
 def test_data_error_is_value_error_with_location(tmp_path):
     with pytest.raises(ValueError) as info:
         read_conll(write(tmp_path / "t.conll", "a O\nb O X\n"))

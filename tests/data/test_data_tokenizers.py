@@ -168,3 +168,12 @@ def test_save_is_atomic_and_bad_input_is_named(tmp_path):
         vocab.decode(torch.zeros(2, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="format version must be an integer, got '2'"):
         Vocabulary.from_dict({**vocab.to_dict(), "version": "2"})
+
+
+def test_decomposed_and_composed_text_are_the_same_tokens():
+    """A model fitted on "café" saw "cafe" + U+0301 (NFD, as macOS and some editors write it) as unknown."""
+    from rnnkit.data import CharTokenizer, WordTokenizer
+
+    nfc, nfd = "caf\u00e9 na\u00efve", "cafe\u0301 nai\u0308ve"
+    for tok in (CharTokenizer.fit(nfc), WordTokenizer.fit(nfc), WordTokenizer.fit(nfd, punctuation=True)):
+        assert tok.encode(nfd) == tok.encode(nfc) and tok.vocab.unk_id not in tok.encode(nfd)
