@@ -291,18 +291,30 @@ def _number(cell: str) -> float | None:
 
 
 _THOUSANDS = re.compile(r"[-+]?\d{1,3}(,\d{3})+(\.\d*)?")
+#: A decimal comma, with or without dots between thousands: 12,5 or 1.234,5.
+_DECIMAL_COMMA = re.compile(r"[-+]?(\d{1,3}(\.\d{3})+|\d+),\d+")
+#: The largest magnitude float32 holds, the precision a series is kept in.
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _people_number(cell: str) -> str | None:
+    """What makes ``cell`` a number written for people rather than for this reader, or None."""
+    if _THOUSANDS.fullmatch(cell):
+        return "a number with thousands separators, which this reader does not take; write it without them (1200)"
+    if _DECIMAL_COMMA.fullmatch(cell):
+        return "a number with a decimal comma, which this reader does not take; write a decimal point (12.5)"
+    return None
 
 
 def _refuse_thousands_separators(p: Path, name: str, cells: list[tuple[int, str]]) -> None:
-    """A column skipped as text whose cells are mostly numbers with thousands separators is a series
-    written for people: an error, not a series silently left out."""
+    """A column skipped as text whose cells are mostly numbers with thousands separators or a decimal comma is
+    a series written for people: an error, not a series silently left out."""
     filled = [(line, c.strip()) for line, c in cells if c.strip()]
-    hits = [(line, c) for line, c in filled if _THOUSANDS.fullmatch(c)]
+    hits = [(line, c) for line, c in filled if _people_number(c)]
     if filled and len(hits) * 2 >= len(filled):
         line, cell = hits[0]
-        raise DataError(f"column {name!r}: {cell!r} is a number with thousands separators, which this reader "
-                        f"does not take; write it without them (1200), or leave the column out with --columns",
-                        p, line)
+        raise DataError(f"column {name!r}: {cell!r} is {_people_number(cell)}, or leave the column out with "
+                        f"--columns", p, line)
 
 
 def _blank_line(fields: list[str]) -> bool:
@@ -349,6 +361,9 @@ def read_series(
         raise DataError("the first row holds only empty cells: a header without names, or missing first values? "
                         "name the columns, or write the values", p, line0)
     names = [c.strip() for c in first] if header else [str(j + 1) for j in range(len(first))]
+    twice = next((n for n in names if n and names.count(n) > 1), None)
+    if twice is not None:  # (columns are matched to a validation file's by name)
+        raise DataError(f"the header names {twice!r} {names.count(twice)} times; rename the others", p, line0)
     body = rows[1:] if header else rows
     if not body:
         raise DataError("header only, no values", p)
@@ -398,10 +413,13 @@ def read_series(
             cell = fields[j].strip()
             x = _number(cell)
             if x is None or not math.isfinite(x):
-                if _THOUSANDS.fullmatch(cell):
+                if _people_number(cell):
                     _refuse_thousands_separators(p, names[j], [(line, cell)])
                 got = "an empty cell (a missing value)" if not cell else repr(cell)
                 raise DataError(f"column {names[j]!r}: expected a finite number, got {got}", p, line)
+            if abs(x) > FLOAT32_MAX:
+                raise DataError(f"column {names[j]!r}: {cell} is outside float32's range (±3.4e38), in which series "
+                                f"are kept; rescale the column", p, line)
             row.append(x)
         values.append(row)
     return Series(torch.tensor(values, dtype=torch.float32), [names[j] for j in use])

@@ -277,6 +277,19 @@ def test_series_with_thousands_separators_is_an_error_not_a_skipped_column(tmp_p
     expect(lambda: read_series(p), "t.csv:2:", "column 'sales'", "'1,200' is a number with thousands separators")
 
 
+def test_series_written_for_people_or_beyond_float32_is_an_error(tmp_path):
+    """A column of decimal commas was skipped as text (the thousands check matched groups of three only); a
+    value beyond float32 became inf in the series and failed later as an index into a tensor; a header naming
+    a column twice made the match with a validation file's columns a guess."""
+    p = write(tmp_path / "eu.csv", 'date,temp,sales\n2024-01-01,"12,5",100\n2024-01-02,"1.213,25",101\n')
+    expect(lambda: read_series(p), "eu.csv:2:", "column 'temp'", "'12,5' is a number with a decimal comma")
+    assert read_series(p, columns=["sales"]).columns == ["sales"]
+    big = write(tmp_path / "big.csv", "v\n1\n2\n1e39\n-4\n")
+    expect(lambda: read_series(big), "big.csv:4:", "column 'v'", "1e39", "float32")
+    assert read_series(write(tmp_path / "ok.csv", "v\n1\n3e38\n")).values[1, 0] == 3e38
+    expect(lambda: read_series(write(tmp_path / "dup.csv", "a,b,a\n1,2,3\n")), "dup.csv:1:", "names 'a' 2 times")
+
+
 def test_series_rows_of_empty_cells_are_missing_values_not_blank_lines(tmp_path):
     """pandas writes NaN in a one-column file as ``""``, and a row of NaNs as ``,``: each is a time step
     (it was skipped as a blank line, shortening the series silently); such rows at the end are left out."""
