@@ -171,6 +171,14 @@ def _reject_unnamed_header(p: Path, line: int, first: list[str], sep: str, label
 _CONLL_SEPARATOR = re.compile("[ \t\v\f]+")
 
 
+def conll_fields(line: str) -> list[str]:
+    """A CoNLL line's fields (or a sentence's words, as tagging's ``predict`` reads them): split at ASCII spaces
+    and tabs only, so a no-break space stays inside its token ("New\u00a0York"); any whitespace at the ends is
+    dropped, and a blank line has none."""
+    line = line.strip()
+    return _CONLL_SEPARATOR.split(line) if line else []
+
+
 def read_conll(
     path: PathLike, *, token_column: int = 0, tag_column: int = -1, columns: int | None = None
 ) -> list[tuple[list[str], list[str]]]:
@@ -178,7 +186,9 @@ def read_conll(
 
     One token per line, columns separated by spaces or tabs (only those: a no-break space or another Unicode
     space stays inside its token, "New\u00a0York"), a blank line between sentences; lines
-    ``-DOCSTART-`` are skipped. Every token line must have the same number of columns: ``columns``,
+    ``-DOCSTART-`` are skipped, and so are comment lines before a sentence's first token, which start with
+    ``#`` and a space as in CoNLL-U (``# sent_id = 1``; a sentence cannot open with the token ``#``, while
+    ``#tag`` is a token). Every token line must have the same number of columns: ``columns``,
     or else as many as the first token line (at least two). Tokens come from ``token_column``
     (default the first), tags from ``tag_column`` (default the last).
     """
@@ -188,8 +198,9 @@ def read_conll(
     tags: list[str] = []
     first_line = None
     for n, raw in enumerate(read_text_file(p).split("\n"), start=1):
-        line = raw.strip()  # (any whitespace at the ends: a line of no-break spaces is blank)
-        fields = _CONLL_SEPARATOR.split(line) if line else []
+        fields = conll_fields(raw)  # (a line of no-break spaces is blank)
+        if fields and fields[0] == "#" and not tokens:
+            continue  # a comment (CoNLL-U: "# text = …"), not a token "#" with a tag
         if not fields or fields[0] == "-DOCSTART-":
             if tokens:
                 sentences.append((tokens, tags))

@@ -398,3 +398,18 @@ def test_the_layers_variant_options_train_and_generate_from_the_command_line(cli
           "--teacher_forcing_ratio", "0.5", "--max-steps", "1", match=("Seq2SeqConfig", "scheduled sampling"))
     fails(cli, 2, "train", "classify", "--data", files / "train.csv", "--out", tmp_path / "c", "--cell", "gru",
           "--forget_bias", "1", match=("forget_bias", "'gru' cell"))
+
+
+def test_tag_predict_splits_words_as_the_training_file_did(cli, tmp_path, monkeypatch):
+    """A no-break space stays inside a CoNLL token ("New York" one word); predict split at it (str.split),
+    answering four tags for a sentence of three tokens."""
+    import io
+
+    sentence = "Mary B-PER\nvisits O\nNew\u00a0York B-LOC\n\n"
+    (tmp_path / "nb.conll").write_text("# sent_id = 1\n" + sentence * 20, encoding="utf-8")
+    code, _, err = cli("train", "tag", "--data", tmp_path / "nb.conll", "--valid", tmp_path / "nb.conll", "--out",
+                       tmp_path / "r", "--max-steps", "2", "--hidden_size", "8", "--embed_size", "8", "--no-progress")
+    assert code == 0, err
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO("Mary visits New\u00a0York\n".encode())))
+    code, out, err = cli("predict", tmp_path / "r" / "checkpoint")
+    assert code == 0 and len(out.split()) == 3, (out, err)

@@ -558,3 +558,11 @@ def test_a_label_holding_a_line_break_is_an_error(tmp_path):
     """predict writes one label per input line: a class called "po\\nsitive" made two lines of one answer."""
     p = write(tmp_path / "nl.csv", 'text,label\ngood,"po\nsitive"\nbad,neg\n')
     expect(lambda: read_labelled(p), "nl.csv:2:", "the label 'po\\nsitive' holds a line break")
+
+
+def test_conll_comment_lines_before_a_sentence_are_skipped(tmp_path):
+    """CoNLL-U's "# sent_id = 1" lines were read as a token "#" (in a file of as many columns) or blamed on the
+    next line; "# newdoc" became a tag. "#tag" stays a token, and so does "#" inside a sentence."""
+    text = "# newdoc\n# sent_id = 1\nJohn B-PER\nruns O\n\n# text = Mary\nMary B-PER\n# O\n#tag O\n"
+    assert read_conll(write(tmp_path / "c.conll", text)) == [(["John", "runs"], ["B-PER", "O"]),
+                                                             (["Mary", "#", "#tag"], ["B-PER", "O", "O"])]

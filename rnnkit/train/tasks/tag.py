@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...data import PAD, UNK, BucketBatcher, DataError, Vocabulary, pad_batch, read_conll
+from ...data.readers import conll_fields
 from .. import metrics as M
 from ..options import OptionError
 from ..trainer import StepContext
@@ -236,7 +237,7 @@ class TagTask(Task):
         return {"majority_token_accuracy": M.accuracy([top] * len(flat_g), flat_g)}
 
     def predict(self, model: nn.Module, lines: Sequence[str]) -> list[str]:
-        sentences = [line.split() for line in lines]
+        sentences = [conll_fields(line) for line in lines]  # (as the training file's tokens were split)
         keep = [i for i, s in enumerate(sentences) if s]
         xs = [self.words.encode(self._words(sentences[i])) for i in keep]
         spelt = [self._spell(sentences[i]) for i in keep]  # the words as written: case kept
