@@ -372,7 +372,7 @@ def _read_split(task, paths: Sequence[str]):
         _, valid, _ = type(task).load_splits(paths, None, task.data, 0)
         return valid
     type(task)._check_count(paths, "--data")
-    return type(task).read(paths, task.data)
+    return type(task).read_scored(paths, task.data, getattr(task, "labels", None) or getattr(task, "tags", None) or ())
 
 
 def cmd_evaluate(args) -> int:

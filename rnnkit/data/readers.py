@@ -21,7 +21,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Collection, NamedTuple, Sequence
 
 import torch
 
@@ -77,7 +77,8 @@ def _describe(sep: str) -> str:
 
 
 def read_labelled(
-    path: PathLike, *, text_column: str = "text", label_column: str = "label", delimiter: str | None = None
+    path: PathLike, *, text_column: str = "text", label_column: str = "label", delimiter: str | None = None,
+    known_labels: Collection[str] = (),
 ) -> list[tuple[str, str]]:
     """``(text, label)`` pairs from a CSV (``.tsv``: tab-separated) file, for classification.
 
@@ -87,7 +88,8 @@ def read_labelled(
     Without a header every row must have exactly two fields, text then label. Blank lines are skipped;
     an empty text or label is an error. A first row that looks like a header with other names — its
     label occurs on no other row while every other label occurs at least twice, as ``review,sentiment``
-    above rows labelled ``pos``/``neg`` — is an error at line 1 rather than an extra example and class.
+    above rows labelled ``pos``/``neg`` — is an error at line 1 rather than an extra example and class,
+    unless its label is one of ``known_labels`` (a model's classes, when the file is to be scored by it).
     """
     p = Path(path)
     sep = _delimiter_for(p, delimiter)
@@ -118,7 +120,7 @@ def read_labelled(
     else:
         ti, li, width, body = 0, 1, 2, rows
     out = _labelled_rows(p, sep, body, ti, li, width)
-    if body is rows:
+    if body is rows and out[0][1] not in known_labels:
         _reject_unnamed_header(p, line, first, sep, [label for _, label in out], text_column, label_column)
     return out
 
@@ -160,8 +162,8 @@ def _reject_unnamed_header(p: Path, line: int, first: list[str], sep: str, label
     raise DataError(
         f"the first row looks like a header, not an example: its label {labels[0]!r} occurs on no other row, "
         f"while every other label occurs at least twice (expected a header {text_column + sep + label_column!r} "
-        f"or none, got {sep.join(first)!r}); rename the columns to {text_column} and {label_column}, or pass "
-        f"--text_column {shlex.quote(first[0].strip())} --label_column {shlex.quote(first[1].strip())}",
+        f"or none, got {sep.join(first)!r}); rename the columns to {text_column} and {label_column} (or, to train, "
+        f"pass --text_column {shlex.quote(first[0].strip())} --label_column {shlex.quote(first[1].strip())})",
         p, line,
     )
 

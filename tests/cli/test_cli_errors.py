@@ -217,13 +217,23 @@ def test_csv_header_with_other_column_names(cli, tmp_path):
     small = ("--max-steps", "2", "--hidden_size", "8", "--embed_size", "8", "--no-progress")
     fails(cli, 2, "train", "classify", "--data", tmp_path / "reviews.csv", "--out", tmp_path / "a", *small,
           match=("reviews.csv:1: the first row looks like a header", "'sentiment' occurs on no other row",
-                 "rename the columns to text and label, or pass --text_column review --label_column sentiment"))
+                 "rename the columns to text and label (or, to train, pass --text_column review --label_column "
+                 "sentiment)"))
     code, _, err = cli("train", "classify", "--data", tmp_path / "reviews.csv", "--out", tmp_path / "b", *small,
                        "--text_column", "review", "--label_column", "sentiment")
     assert code == 0, err
     from rnnkit.train.tasks import load_trained
 
     assert load_trained(tmp_path / "b" / "checkpoint")[0].labels == ["neg", "pos"]
+    # A file without a header whose first row's label occurs once is an example where the model knows that label:
+    # evaluate (and --valid) read it; it was refused as a header with other names.
+    (tmp_path / "test.csv").write_text("some words,pos\nother words,neg\nmore words,neg\n")
+    code, _, err = cli("evaluate", tmp_path / "b" / "checkpoint", "--data", tmp_path / "test.csv", "--json")
+    assert code == 0, err
+    (tmp_path / "train.csv").write_text("text,label\n" + rows)
+    code, _, err = cli("train", "classify", "--data", tmp_path / "train.csv", "--valid", tmp_path / "test.csv", "--out",
+                       tmp_path / "c", *small)
+    assert code == 0, err
 
 
 def test_caption_npz_channels_first_and_corrupt(cli, tmp_path):

@@ -51,6 +51,12 @@ class Task(TrainTask):
         raise NotImplementedError
 
     @classmethod
+    def read_scored(cls, paths: Sequence[str], data, classes: Sequence[str] = ()) -> Any:
+        """``read`` of a file to be scored against a model that knows ``classes`` (the training data's): a
+        validation or evaluation file. A task whose reader guesses at a header can look at them."""
+        return cls.read(paths, data)
+
+    @classmethod
     def load_splits(cls, data_paths: Sequence[str], valid_paths: Sequence[str] | None, data,
                     seed: int, valid_fraction: float = 0.1) -> tuple[Any, Any, str]:
         """``(train, valid, how the validation set was made)`` from files or ``builtin:NAME``."""
@@ -77,7 +83,7 @@ class Task(TrainTask):
                 raise DataError("--valid takes files; a built-in dataset brings its own validation split: give it as "
                                 "--data builtin:NAME alone")
             cls._check_count(valid_paths, "--valid")
-            valid = cls.read(valid_paths, data)
+            valid = cls.read_scored(valid_paths, data, sorted({c for ex in train for c in cls.classes_of(ex)}))
             how = "from --valid"
         elif valid is None:
             try:

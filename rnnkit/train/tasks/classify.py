@@ -74,6 +74,12 @@ class ClassifyTask(Task):
         return read_labelled(paths[0], text_column=data.text_column, label_column=data.label_column)
 
     @classmethod
+    def read_scored(cls, paths: Sequence[str], data: ClassifyData, classes: Sequence[str] = ()):
+        """A first row whose label the model knows is an example, not a header with other names."""
+        return read_labelled(paths[0], text_column=data.text_column, label_column=data.label_column,
+                             known_labels=classes)
+
+    @classmethod
     def classes_of(cls, example) -> Sequence[str]:
         return (example[1],)
 
