@@ -423,3 +423,10 @@ def test_tag_predict_splits_words_as_the_training_file_did(cli, tmp_path, monkey
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO("Mary visits New\u00a0York\n".encode())))
     code, out, err = cli("predict", tmp_path / "r" / "checkpoint")
     assert code == 0 and len(out.split()) == 3, (out, err)
+
+
+def test_a_whole_split_problem_names_the_training_file(cli, tmp_path):
+    """'the training text has 3 tokens, too few for 32 streams' named no file, where the validation file's was named."""
+    (tmp_path / "tiny.txt").write_text("ab\n")
+    fails(cli, 2, "train", "lm", "--data", tmp_path / "tiny.txt", "--valid", tmp_path / "tiny.txt", "--out",
+          tmp_path / "o", "--max-steps", "1", match=("tiny.txt: the training text has 3 tokens", "--batch_size"))

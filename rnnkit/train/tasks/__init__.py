@@ -26,7 +26,7 @@ from ..checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weig
 from ..config import TrainConfig
 from ..options import OptionError, Settings, build
 from ..trainer import Trainer, seed_everything
-from .base import Task
+from .base import Task, naming_data
 from .caption import CaptionTask
 from .classify import ClassifyTask
 from .forecast import ForecastTask
@@ -77,8 +77,9 @@ def build_run(task_name: str, data: Sequence[str], valid: Sequence[str] | None, 
                                                  getattr(data_cfg, "valid_fraction", 0.1))
     task = task_cls(data_cfg, batch_size=train_cfg.batch_size, seed=train_cfg.seed)
     task.check_model_options(settings.values["model"])
-    task.fit(train)
-    task.set_data_naming(train, valid_set, valid)
+    with naming_data(data, valid):
+        task.fit(train)
+    task.set_data_naming(train, valid_set, valid, data)
     seed_everything(train_cfg.seed)  # the model's initialisation follows --seed
     cls = model_class(task_cls.model_type)
     model = build(cls.from_config, {}, config={**settings.values["model"], **task.derived_config()})

@@ -12,7 +12,7 @@ and implements ``read(paths)``, ``fit(train)`` (vocabularies from the training d
 ``vocab_state()``/``load_vocab_state()``, ``train_batches``, ``loss``, ``evaluate``, ``predict``.
 """
 from __future__ import annotations
-
+import contextlib
 import dataclasses
 from typing import Any, ClassVar, Sequence
 
@@ -21,6 +21,21 @@ from torch import nn
 
 from ...data import BUILTIN_DATASETS, SPECIALS, DataError, holdout, load_builtin
 from ..trainer import TrainTask
+
+
+@contextlib.contextmanager
+def naming_data(train_paths: Sequence[str] | None, valid_paths: Sequence[str] | None):
+    """A :class:`DataError` about a whole split ("the training text has 3 tokens, …", "the validation …") raised
+    inside, without a file of its own, is raised again naming the file(s) the split came from (a built-in
+    dataset, ``builtin:NAME``, is named as such)."""
+    try:
+        yield
+    except DataError as e:
+        paths = {"the training ": train_paths, "the validation ": valid_paths}
+        for start, where in paths.items():
+            if where and e.path is None and e.reason.startswith(start):
+                raise DataError(e.reason, ", ".join(map(str, where))) from None
+        raise
 
 
 class Task(TrainTask):
@@ -135,15 +150,12 @@ class Task(TrainTask):
         split's contents as a whole begins "the validation …", so ``set_data_naming`` can name its file."""
         raise NotImplementedError  # pragma: no cover
 
-    def set_data_naming(self, train: Any, valid: Any, valid_paths: Sequence[str] | None) -> None:
-        """``set_data``, with a problem of the validation split's contents named by the file(s) it was read
-        from (the readers name a file and line; these checks see the split as a whole)."""
-        try:
+    def set_data_naming(self, train: Any, valid: Any, valid_paths: Sequence[str] | None,
+                        train_paths: Sequence[str] | None = None) -> None:
+        """``set_data``, with a problem of a split's contents named by the file(s) it was read from (the readers
+        name a file and line; these checks see the split as a whole)."""
+        with naming_data(train_paths, valid_paths):
             self.set_data(train, valid)
-        except DataError as e:
-            if valid_paths and e.path is None and e.reason.startswith("the validation "):
-                raise DataError(e.reason, ", ".join(map(str, valid_paths))) from None
-            raise
 
     # -- model --
 
