@@ -557,19 +557,25 @@ class Trainer:
                     self.model.train()
         return metrics
 
-    def _evaluation_round(self, save: bool = True) -> bool:
-        """Evaluate, keep the best checkpoint, log, save a resumable checkpoint; True: stop early."""
+    def _evaluation_round(self, save: bool = True, scheduled: bool = True) -> bool:
+        """Evaluate, keep the best checkpoint, log, save a resumable checkpoint; True: stop early.
+        ``scheduled=False``: the evaluation a run makes where it stops off its schedule (``fit``)."""
         metrics = self.evaluate()
         self._last_eval_step = self.step  # on every rank: the ranks must agree on the collectives to run
         if self.dist.is_main:
             metrics["_step"] = self.step
-        stop = self._after_eval(metrics)
+        stop = self._after_eval(metrics, scheduled)
         if save:
             self.save()
         return stop
 
-    def _after_eval(self, metrics: dict[str, float]) -> bool:
-        """Best checkpoint and early stopping; returns True when patience has run out (same on all ranks)."""
+    def _after_eval(self, metrics: dict[str, float], scheduled: bool = True) -> bool:
+        """Best checkpoint and early stopping; returns True when patience has run out (same on all ranks).
+
+        An evaluation off the schedule (``scheduled=False``: at a ``max_steps`` or ``time_budget`` stop) is
+        logged and reported but moves neither patience nor the best checkpoint, which a run that never stopped
+        there would not have had: a run resumed from it continues exactly. Only where a run has no best yet does
+        it fill ``best/``, provisionally: the next scheduled evaluation replaces that, whatever its value."""
         stop = torch.zeros(1)
         if self.dist.is_main:
             self.last_metrics = metrics
@@ -580,13 +586,13 @@ class Trainer:
             value = metrics[self.task.main_metric]
             best = self.best["value"]
             better = best is None or (value > best if self.task.maximize else value < best)
-            if better and math.isfinite(value):
+            if not scheduled:
+                if best is None and math.isfinite(value):
+                    self._save_best()
+            elif better and math.isfinite(value):
                 self.best = {"metric": self.task.main_metric, "value": value, "step": self.step}
                 self.bad_evals = 0
-                if self.best_dir is not None:
-                    ckpt.save_checkpoint(self.best_dir, model_type=self.model_type, config=self.model_config,
-                                         weights=self.model.state_dict(), vocab=self.vocab, task=self.task_info,
-                                         step=self.step)
+                self._save_best()
             else:
                 self.bad_evals += 1
             if self._log is not None:
@@ -594,6 +600,11 @@ class Trainer:
                                  **{k: v for k, v in metrics.items() if not k.startswith("_")}})
             stop[0] = float(self.config.patience > 0 and self.bad_evals >= self.config.patience)
         return bool(dist_.broadcast_(stop, self.dist)[0])
+
+    def _save_best(self) -> None:
+        if self.best_dir is not None:
+            ckpt.save_checkpoint(self.best_dir, model_type=self.model_type, config=self.model_config,
+                                 weights=self.model.state_dict(), vocab=self.vocab, task=self.task_info, step=self.step)
 
     # -- the loop --
 
@@ -622,8 +633,9 @@ class Trainer:
                 finally:
                     self._bar = None
             evaluated = stop_reason != "interrupted" and self._last_eval_step != self.step
-            if evaluated:
-                self._evaluation_round(save=False)
+            if evaluated:  # (off the schedule, unless the run stopped at an epoch's end and evaluates at those)
+                epoch_end = stop_reason == "epochs" or bool(self._batches and self.position >= len(self._batches))
+                self._evaluation_round(save=False, scheduled=not c.eval_every and epoch_end)
             metrics = self.last_metrics if stop_reason != "interrupted" else {}
             # a resumed run that had already reached its end, with its evaluation done, changed nothing: its
             # checkpoint stands (saving the same step again would add a second snapshot of it)
