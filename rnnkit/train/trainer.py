@@ -336,6 +336,7 @@ class Trainer:
         self._log: MetricsLog | None = None
         self._bar = None
         self._last_eval_step: int | None = None
+        self._saved_step: int | None = None  # the step of the latest resumable snapshot this run wrote or resumed
         self.monitor = GradientMonitor(config.monitor_config(), on_event=self._gradient_event)
         self._probe_layer = self._recurrent_layer() if config.probe_every else None
 
@@ -423,6 +424,8 @@ class Trainer:
         if directory is None:  # (the same on every rank: none gathers the carried state)
             return None
         state, tensors = self._state() if trainer_state else (None, None)
+        if trainer_state and directory == self.checkpoint_dir:
+            self._saved_step = self.step
         if not self.dist.is_main:  # rank 0 writes it; every rank names it if training diverges later
             if trainer_state:
                 self.last_good = directory
@@ -499,6 +502,8 @@ class Trainer:
             carry = _map(mine, carry)
         self.carry = _map(lambda x: x.to(self.device), carry)
         self.last_good = Path(path)
+        own = self.checkpoint_dir is not None and Path(c.path).resolve().parent == self.checkpoint_dir.resolve()
+        self._saved_step = self.step if own else None  # (another folder's snapshot: this run's folder needs one)
 
     def tune_threads(self, candidates: Sequence[int] | None = None) -> int:
         """Times a forward and backward pass of the first training batch with each thread count and
@@ -637,10 +642,10 @@ class Trainer:
                 epoch_end = stop_reason == "epochs" or bool(self._batches and self.position >= len(self._batches))
                 self._evaluation_round(save=False, scheduled=not c.eval_every and epoch_end)
             metrics = self.last_metrics if stop_reason != "interrupted" else {}
-            # a resumed run that had already reached its end, with its evaluation done, changed nothing: its
-            # checkpoint stands (saving the same step again would add a second snapshot of it)
-            unchanged = resume is not None and self.step == start_step and not evaluated  # (alike on every rank)
-            path = ckpt.resolve(self.last_good) if unchanged else self.save()
+            # a snapshot of this step written already (by the evaluation at it, or the one resumed from) with nothing
+            # evaluated since stands: saving the same step again would write a second snapshot of it, "step-N.1"
+            unchanged = self._saved_step == self.step and not evaluated  # (alike on every rank)
+            path = ckpt.resolve(self.last_good) if unchanged and self.last_good is not None else self.save()
         done = self.epoch + (self.position / len(self._batches) if self._batches else 0.0)
         count_unit = getattr(self.task, "count_unit", None)  # (a task need not subclass TrainTask)
         result = TrainResult(step=self.step, epoch=self.epoch, stop_reason=stop_reason,
@@ -778,8 +783,8 @@ class Trainer:
             if c.eval_every and self.step % c.eval_every == 0:
                 if self._evaluation_round():
                     return "early_stopping"
-            elif c.checkpoint_every and self.step % c.checkpoint_every == 0:
-                self.save()
+            elif c.checkpoint_every and self.step % c.checkpoint_every == 0 and self.step != c.max_steps:
+                self.save()  # (not at the last step: the final save follows, after the final evaluation)
 
     def _report(self, window: dict, lr: float, bar) -> None:
         c = self.config

@@ -320,6 +320,19 @@ def test_a_run_with_no_scheduled_evaluation_still_gets_a_provisional_best(tmp_pa
     assert resumed.best["step"] == 8 and load_checkpoint(tmp_path / "run" / "best").step == 8
 
 
+@pytest.mark.parametrize("cfg", [dict(eval_every=4), dict(checkpoint_every=4), dict(checkpoint_every=3, eval_every=4),
+                                 dict(optimizer="sgd", lr=30.0, clip_norm=0.0, eval_every=1, patience=2, max_steps=50)],
+                         ids=["eval", "checkpoint", "both", "early-stop"])
+def test_the_last_step_is_saved_once(tmp_path, cfg):
+    """A run whose last step was saved already (by its evaluation, by --checkpoint_every, by early stopping) wrote
+    the whole snapshot a second time, as "step-N.1"."""
+    result = make(tmp_path, **cfg).fit()
+    snapshots = sorted(p.name for p in (tmp_path / "run" / "checkpoint").iterdir() if p.name.startswith("step-"))
+    assert not any("." in name for name in snapshots), snapshots
+    assert result.checkpoint.name == f"step-{result.step:08d}"
+    assert load_checkpoint(tmp_path / "run" / "checkpoint").trainer["last_metrics"]["_step"] == result.step
+
+
 def test_ctrl_c_during_the_final_evaluation_still_saves_the_last_step(tmp_path):
     class Interrupting(StreamTask):
         def evaluate(self, model):
