@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import secrets
 import shutil
 from collections.abc import Mapping
@@ -207,17 +208,61 @@ def save_checkpoint(
             raise
         _fsync_dir(root)
     except OSError as e:
-        raise CheckpointWriteError(
-            f"could not save checkpoint to {root}: {e.strerror or e}; the previous checkpoint is unchanged"
-        ) from e
+        before = "the previous checkpoint is unchanged" if (root / POINTER).is_file() else "no checkpoint was saved"
+        raise CheckpointWriteError(f"could not save checkpoint to {root}: {e.strerror or e}; {before}") from e
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    # Only now is it safe to drop older snapshots.
+    # Only now is it safe to drop older snapshots, and what a killed writer left half-written.
     for old in root.iterdir():
         if old.is_dir() and old.name.startswith("step-") and old.name != final.name:
             shutil.rmtree(old, ignore_errors=True)
+        elif _stale_temporary(old.name):
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
     return final
+
+
+def _stale_temporary(name: str) -> bool:
+    """Whether ``name`` is a temporary of ``save_checkpoint`` (``.tmp-step-…-PID-HEX``, ``.tmp-latest-PID``) whose
+    writer is no longer running: a process killed mid-save (SIGKILL skips its clean-up) left it behind."""
+    m = re.fullmatch(r"\.tmp-.+?-(\d+)(?:-[0-9a-f]+)?", name)
+    if m is None:
+        return False
+    pid = int(m.group(1))
+    if pid == os.getpid():
+        return True  # (this process's own: its save is done)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OSError, OverflowError):
+        return False  # (alive, another user's: leave it)
+    return False
+
+
+def latest_snapshot(directory: Path) -> Path | None:
+    """The newest complete snapshot in a checkpoint directory without a ``latest`` pointer: a writer killed
+    after its snapshot's rename (which makes it whole) but before the pointer's left that; None if none."""
+    try:
+        snaps = [d for d in directory.iterdir() if d.name.startswith("step-") and (d / "config.json").is_file()]
+    except OSError:
+        return None
+    return max(snaps, key=lambda d: _snapshot_order(d.name)) if snaps else None
+
+
+def holds_checkpoint(directory: Path) -> bool:
+    """Whether a run's checkpoint directory holds anything of a checkpoint (a pointer, a snapshot, a config.json,
+    even a damaged one); one left empty, or holding only a killed writer's temporaries, holds none."""
+    try:
+        return any(d.name in (POINTER, "config.json") or d.name.startswith("step-") for d in directory.iterdir())
+    except OSError:
+        return directory.exists()
+
+
+def _snapshot_order(name: str) -> tuple[int, int]:
+    """``step-00000012`` → (12, 0); ``step-00000012.1`` (a second snapshot of one step) → (12, 1)."""
+    step, _, k = name.removeprefix("step-").partition(".")
+    return (int(step) if step.isdigit() else -1, int(k) if k.isdigit() else 0)
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -239,6 +284,9 @@ def resolve(path: str | os.PathLike) -> Path:
         return snap
     if (p / "config.json").is_file():
         return p
+    newest = latest_snapshot(p)
+    if newest is not None:  # (no pointer: a save killed between its snapshot and its pointer)
+        return newest
     inside = [d.name for d in (p / "checkpoint", p / "best") if (d / POINTER).is_file() or (d / "config.json").is_file()]
     hint = f" (a training run's folder? its checkpoints are {' and '.join(str(p / d) for d in inside)})" if inside else ""
     raise CheckpointError(f"not an rnnkit checkpoint: {p} has no config.json{hint}")

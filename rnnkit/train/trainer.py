@@ -645,7 +645,10 @@ class Trainer:
             # a snapshot of this step written already (by the evaluation at it, or the one resumed from) with nothing
             # evaluated since stands: saving the same step again would write a second snapshot of it, "step-N.1"
             unchanged = self._saved_step == self.step and not evaluated  # (alike on every rank)
-            path = ckpt.resolve(self.last_good) if unchanged and self.last_good is not None else self.save()
+            if unchanged and self.last_good is not None:  # (rank 0's file: the other ranks name none, as save())
+                path = ckpt.resolve(self.last_good) if self.dist.is_main else None
+            else:
+                path = self.save()
         done = self.epoch + (self.position / len(self._batches) if self._batches else 0.0)
         count_unit = getattr(self.task, "count_unit", None)  # (a task need not subclass TrainTask)
         result = TrainResult(step=self.step, epoch=self.epoch, stop_reason=stop_reason,

@@ -430,3 +430,44 @@ def test_a_whole_split_problem_names_the_training_file(cli, tmp_path):
     (tmp_path / "tiny.txt").write_text("ab\n")
     fails(cli, 2, "train", "lm", "--data", tmp_path / "tiny.txt", "--valid", tmp_path / "tiny.txt", "--out",
           tmp_path / "o", "--max-steps", "1", match=("tiny.txt: the training text has 3 tokens", "--batch_size"))
+
+
+def test_a_first_save_that_died_leaves_a_folder_a_new_run_takes(cli, files, tmp_path, monkeypatch):
+    """A full disk (or a SIGKILL) during a run's first save left a checkpoint/ that neither a fresh run ('already
+    holds a checkpoint') nor --resume ('no config.json') accepted; the message said a previous checkpoint was kept."""
+    from rnnkit.train import checkpoint as ck
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = tmp_path / "first"
+    monkeypatch.setattr(ck, "_write_bytes", full)
+    fails(cli, 1, "train", "lm", "--data", files / "train.txt", "--out", out, *LM,
+          match="No space left on device; no checkpoint was saved")
+    monkeypatch.undo()
+    (out / "checkpoint" / ".tmp-step-00000002-999999999-abcd1234").mkdir(parents=True)  # a writer killed mid-save
+    code, _, err = cli("train", "lm", "--data", files / "train.txt", "--out", out, *LM)
+    assert code == 0, err
+    assert not [p for p in (out / "checkpoint").iterdir() if p.name.startswith(".tmp")]  # cleaned after a save
+
+
+def test_resume_finds_a_snapshot_whose_pointer_was_never_written(cli, files, lm_run):
+    """Killed between a snapshot's rename (which makes it whole) and the pointer's: the snapshot is the checkpoint."""
+    (lm_run / "checkpoint" / "latest").unlink()
+    code, _, err = cli("train", "lm", "--data", files / "train.txt", "--out", lm_run, "--resume", *LM[2:],
+                       "--max-steps", "5")
+    assert code == 0, err
+    assert json.loads(cli("info", lm_run / "checkpoint", "--json")[1])["step"] == 5
+
+
+def test_resume_into_another_runs_folder_is_refused(cli, files, lm_run, tmp_path):
+    """--resume CKPT --out DIR replaced the run already in DIR and mixed its metrics with CKPT's."""
+    other = tmp_path / "other"
+    code, _, err = cli("train", "lm", "--data", files / "train.txt", "--out", other, *LM, "--seed", "7")
+    assert code == 0, err
+    fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--out", other, "--resume", lm_run / "checkpoint",
+          *LM[2:], "--max-steps", "5", match=("holds another run's checkpoint", "would replace it"))
+    fresh = tmp_path / "fresh"  # into a new folder it continues there
+    code, _, err = cli("train", "lm", "--data", files / "train.txt", "--out", fresh, "--resume", lm_run / "checkpoint",
+                       *LM[2:], "--max-steps", "5")
+    assert code == 0, err
