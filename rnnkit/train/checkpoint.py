@@ -330,6 +330,10 @@ def read_header(path: str | os.PathLike, expected_type: str | None = None) -> tu
     if digests is not None and not (isinstance(digests, dict) and all(isinstance(d, str) for d in digests.values())):
         raise CheckpointError(f"checkpoint {snap}: config.json's \"sha256\" must map file names to digests; the "
                               f"file was edited or damaged")
+    config = header.get("model_config")
+    if config is not None and not (isinstance(config, dict) and all(isinstance(k, str) for k in config)):
+        raise CheckpointError(f"checkpoint {snap}: config.json's \"model_config\" must be an object of the model's "
+                              f"options, got {type(config).__name__}; the file was edited or damaged")
     if expected_type is not None and model_type != expected_type:
         raise CheckpointError(f"checkpoint {snap} holds a {model_type!r} model, expected {expected_type!r}")
     return snap, header

@@ -278,6 +278,22 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def _source_changes(saved: Any, now: Any) -> list[str]:
+    """The data files that differ from those the checkpoint's run read (``tasks.data_sources``: each file's size and
+    SHA-256), in words; none where either side did not record them (a checkpoint from before they were, or a
+    Trainer given no ``sources``). Another order of the same examples is other data: the run would not continue
+    as it began."""
+    if not isinstance(saved, dict) or not isinstance(now, dict):
+        return []
+    out = []
+    for role, flag in (("data", "--data"), ("valid", "--valid")):
+        before, after = saved.get(role), now.get(role)
+        if isinstance(before, list) and isinstance(after, list) and before != after:
+            out.append(f"the {flag} files (their contents differ from those the run read)" if before and after
+                       else f"the {flag} files ({len(before)} → {len(after)})")
+    return out
+
+
 def _same_vocab(saved: Any, now: Any) -> bool:
     """The checkpoint's vocabulary state equals the run's; a key the checkpoint does not have (a version
     of rnnkit that did not save it yet) is left out of the comparison, so older runs still resume."""
@@ -456,6 +472,7 @@ class Trainer:
             changes += _config_changes("data", (c.task or {}).get("data", {}), (self.task_info or {}).get("data", {}))
             if (c.task or {}).get("name") != (self.task_info or {}).get("name"):
                 changes.append(f"task {(c.task or {}).get('name')!r} → {(self.task_info or {}).get('name')!r}")
+            changes += _source_changes((c.task or {}).get("sources"), (self.task_info or {}).get("sources"))
         if not _same_vocab(c.vocab, self.vocab):
             changes.append("the vocabulary (the data changed)")
         if changes:
@@ -469,6 +486,10 @@ class Trainer:
                     raise ValueError(f"{key!r} must be an int >= 0, got {t[key]!r}")
             if isinstance(t["elapsed"], bool) or not isinstance(t["elapsed"], (int, float)):
                 raise ValueError(f"'elapsed' must be a number, got {t['elapsed']!r}")
+            best = t["best"]
+            if not (isinstance(best, dict) and (best.get("value") is None or (
+                    isinstance(best.get("value"), (int, float)) and not isinstance(best.get("value"), bool)))):
+                raise ValueError(f"'best' must be an object whose value is a number or null, got {best!r}")
             ckpt.load_optimizer_state(self.optimizer, t["optimizer"], c.trainer_tensors)
             _check_optimizer_shapes(self.optimizer)
             ckpt.set_rng_state(t["rng"], c.trainer_tensors)

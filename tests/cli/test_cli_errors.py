@@ -471,3 +471,37 @@ def test_resume_into_another_runs_folder_is_refused(cli, files, lm_run, tmp_path
     code, _, err = cli("train", "lm", "--data", files / "train.txt", "--out", fresh, "--resume", lm_run / "checkpoint",
                        *LM[2:], "--max-steps", "5")
     assert code == 0, err
+
+
+def test_resume_refuses_other_data_files_even_with_the_same_vocabulary(cli, files, lm_run, tmp_path):
+    """The vocabulary was the only check of the data: another order of the same text, or any other --valid file,
+    resumed and continued as a different run. The files' contents are compared (a moved copy still resumes)."""
+    text = (files / "train.txt").read_text()
+    words = text.split()
+    (tmp_path / "shuffled.txt").write_text(" ".join(reversed(words)) + "\n")
+    fails(cli, 2, "train", "lm", "--data", tmp_path / "shuffled.txt", "--out", lm_run, "--resume", *LM[2:],
+          "--max-steps", "5", match=("config changed", "the --data files (their contents differ"))
+    fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--valid", files / "train.txt", "--out", lm_run,
+          "--resume", *LM[2:], "--max-steps", "5", match="the --valid files (0 → 1)")
+    (tmp_path / "moved.txt").write_text(text)
+    code, _, err = cli("train", "lm", "--data", tmp_path / "moved.txt", "--out", lm_run, "--resume", *LM[2:],
+                       "--max-steps", "5")
+    assert code == 0, err
+
+
+def test_edited_config_or_trainer_state_is_a_checkpoint_error(cli, files, lm_run, tmp_path):
+    """config.json has no digest of its own: a model_config that is not an object was a TypeError from sorting its
+    keys (exit 1); a best of null in a trainer.json without digests crashed at the first evaluation."""
+    import shutil
+
+    for name, file, edit, match in [("m", "config.json", lambda h: h.update(model_config=[1]),
+                                     ("\"model_config\" must be an object",)),
+                                    ("b", "trainer.json", lambda t: t.update(best=None),
+                                     ("is damaged", "'best' must be an object"))]:
+        run = tmp_path / name
+        shutil.copytree(lm_run, run)
+        edited_copy(lm_run / "checkpoint", run / "checkpoint.edited", file, edit)
+        shutil.rmtree(run / "checkpoint")
+        (run / "checkpoint.edited").rename(run / "checkpoint")
+        fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--out", run, "--resume", *LM[2:], "--max-steps",
+              "5", match=match)

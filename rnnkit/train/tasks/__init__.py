@@ -16,6 +16,7 @@ caption    read_captions        captioner                     exact match, BLEU 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -67,6 +68,27 @@ class Run:
     sizes: dict[str, int]      # examples (or tokens) per split
 
 
+def data_sources(data: Sequence[str], valid: Sequence[str] | None) -> dict[str, list]:
+    """What a run read, for ``--resume`` to compare: each ``--data``/``--valid`` file's size and SHA-256, in order
+    (a built-in dataset by its name: its data are fixed)."""
+    def fingerprint(path: str) -> dict[str, Any]:
+        if path.startswith("builtin:"):
+            return {"builtin": path.removeprefix("builtin:")}
+        root = Path(path)
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]  # (a caption folder)
+        digest, size = hashlib.sha256(), 0
+        for file in files:
+            if root.is_dir():
+                digest.update(str(file.relative_to(root)).encode() + b"\0")
+            with open(file, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+                    size += len(block)
+        return {"size": size, "sha256": digest.hexdigest()}
+
+    return {"data": [fingerprint(str(p)) for p in data], "valid": [fingerprint(str(p)) for p in valid or ()]}
+
+
 def build_run(task_name: str, data: Sequence[str], valid: Sequence[str] | None, settings: Settings, *,
               out_dir: str | Path | None, progress: bool = True, device: str = "auto") -> Run:
     """Reads the data, fits the vocabularies, builds the model from the settings and returns a Trainer."""
@@ -86,7 +108,8 @@ def build_run(task_name: str, data: Sequence[str], valid: Sequence[str] | None, 
     task.prepare_model(model)
     trainer = Trainer(model, task, train_cfg, out_dir=out_dir, model_type=task_cls.model_type,
                       model_config=_jsonable(dataclasses.asdict(model.config)), vocab=task.vocab_state(),
-                      task_info={"name": task_name, "data": task.data_dict()}, progress=progress, device=device,
+                      task_info={"name": task_name, "data": task.data_dict(),
+                                 "sources": data_sources(data, valid)}, progress=progress, device=device,
                       description=f"train {task_name}")
     return Run(trainer, task, train_cfg, how, task.sizes(train, valid_set))
 
