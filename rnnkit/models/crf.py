@@ -77,10 +77,16 @@ class LinearChainCRF(nn.Module):
         E, mask, _ = self._prepare("log_partition", emissions, lengths)
         A = self.transitions.unsqueeze(0)  # (1, K_prev, K_next)
         alpha = self.start_transitions + E[:, 0]  # (B, K)
+        # (a slice of −inf alone needs forbidden moves: only then the guarded logsumexp, 1.5× the time of torch's)
+        def finite(t: Tensor) -> bool:
+            return bool(torch.isfinite(t).all())
+
+        lse = torch.logsumexp if finite(self.transitions) and finite(self.start_transitions) else _logsumexp
         for t in range(1, E.shape[1]):
-            nxt = _logsumexp(alpha.unsqueeze(2) + A, dim=1) + E[:, t]  # (B, K)
+            nxt = lse(alpha.unsqueeze(2) + A, dim=1) + E[:, t]  # (B, K)
             alpha = torch.where(mask[:, t : t + 1], nxt, alpha)
-        return _logsumexp(alpha + self.end_transitions, dim=1)
+        lse = lse if finite(self.end_transitions) else _logsumexp
+        return lse(alpha + self.end_transitions, dim=1)
 
     def score(self, emissions: Tensor, tags: Tensor, lengths=None) -> Tensor:
         """score(y) (B,) of the paths ``tags`` (B, T); tags past a sequence's length are ignored."""
