@@ -31,6 +31,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import copy
+import dataclasses
 import math
 import os
 import signal
@@ -459,8 +460,10 @@ class Trainer:
         c = ckpt.load_checkpoint(path, expected_type=self.model_type)
         if not c.trainer:
             raise TrainingError(f"--resume: {c.path} has no trainer state (saved for inference only)")
-        changes = _config_changes("model", c.config, self.model_config)
-        old_train = c.trainer.get("train_config", {})
+        # (a field added since the checkpoint was written is absent from it, which means the field's default then)
+        changes = _config_changes("model", {**_field_defaults(getattr(self.model, "config_class", None)), **c.config},
+                                  self.model_config)
+        old_train = {**_field_defaults(TrainConfig), **c.trainer.get("train_config", {})}
         changes += _config_changes("train", {k: v for k, v in old_train.items() if k not in RESUMABLE_CHANGES},
                                    {k: v for k, v in self.config.to_dict().items() if k not in RESUMABLE_CHANGES})
         if self.config.schedule != "constant":  # the decay follows the fraction of the run done
@@ -883,6 +886,13 @@ class Trainer:
         kept = f"the last good checkpoint is {self.last_good}" if self.last_good else "no checkpoint was saved"
         raise TrainingError(f"training diverged at step {self.step + 1} (epoch {self.epoch}): {what}; "
                             f"stopped, {kept} (try a lower --lr or --clip_norm)")
+
+
+def _field_defaults(cls) -> dict[str, Any]:
+    """The defaults of a config dataclass's fields (none for a model that is not built from one)."""
+    if cls is None or not dataclasses.is_dataclass(cls):
+        return {}
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
 
 
 def _config_changes(what: str, old: dict, new: dict) -> list[str]:

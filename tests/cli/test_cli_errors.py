@@ -2,6 +2,7 @@
 or input, 1 for a failure while running), and nothing half-written."""
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 from pathlib import Path
@@ -505,3 +506,30 @@ def test_edited_config_or_trainer_state_is_a_checkpoint_error(cli, files, lm_run
         (run / "checkpoint.edited").rename(run / "checkpoint")
         fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--out", run, "--resume", *LM[2:], "--max-steps",
               "5", match=match)
+
+
+def test_a_checkpoint_from_before_a_config_field_existed_resumes(cli, files, lm_run, tmp_path):
+    """The model's recurrent options (and any field added later) are absent from an older checkpoint's config:
+    read as '<unset>', they refused every older run's --resume as a changed config. Absent means the default."""
+    import shutil
+
+    from rnnkit.models.config import RecurrentOptions
+
+    run = tmp_path / "old"
+    shutil.copytree(lm_run, run)
+    newer = {f.name for f in dataclasses.fields(RecurrentOptions)}
+    edited_copy(lm_run / "checkpoint", run / "checkpoint.old", "config.json",
+                lambda h: [h["model_config"].pop(k) for k in newer])
+    shutil.rmtree(run / "checkpoint")
+    (run / "checkpoint.old").rename(run / "checkpoint")
+    snap = next(p for p in (run / "checkpoint").iterdir() if p.is_dir())
+    trainer = json.loads((snap / "trainer.json").read_text())
+    trainer["train_config"].pop("probe_every")
+    (snap / "trainer.json").write_text(json.dumps(trainer))
+    header = json.loads((snap / "config.json").read_text())
+    header["sha256"].pop("trainer.json")
+    (snap / "config.json").write_text(json.dumps(header))
+    code, _, err = cli("train", "lm", "--data", files / "train.txt", "--out", run, "--resume", *LM[2:], "--max-steps", "5")
+    assert code == 0, err
+    fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--out", run, "--resume", *LM[2:], "--max-steps", "6",
+          "--zoneout", "0.1", match="model zoneout 0.0 → 0.1")
