@@ -346,6 +346,7 @@ class Trainer:
         self.elapsed = 0.0
         self.carry: Any = None
         self.best: dict[str, Any] = {"metric": task.main_metric, "value": None, "step": None}
+        self.patience_best: float | None = None  # the best scheduled evaluation's value, which patience counts from
         self.bad_evals = 0
         self.last_metrics: dict[str, float] = {}
         self.last_good: Path | None = None
@@ -428,7 +429,7 @@ class Trainer:
         state = {
             "step": self.step, "epoch": self.epoch, "position": self.position, "tokens": self.tokens,
             "elapsed": self.elapsed, "train_config": self.config.to_dict(), "optimizer": opt_meta,
-            "rng": rng_meta, "carry": carry_spec, "best": self.best, "bad_evals": self.bad_evals,
+            "rng": rng_meta, "carry": carry_spec, "best": self.best, "patience_best": self.patience_best, "bad_evals": self.bad_evals,
             "world_size": self.dist.world_size, "last_metrics": self.last_metrics,
             "explode_streak": self.monitor.explode_streak,  # consecutive steps above explode_threshold so far
         }
@@ -490,9 +491,10 @@ class Trainer:
             if isinstance(t["elapsed"], bool) or not isinstance(t["elapsed"], (int, float)):
                 raise ValueError(f"'elapsed' must be a number, got {t['elapsed']!r}")
             best = t["best"]
-            if not (isinstance(best, dict) and (best.get("value") is None or (
-                    isinstance(best.get("value"), (int, float)) and not isinstance(best.get("value"), bool)))):
+            if not (isinstance(best, dict) and _number_or_none(best.get("value"))):
                 raise ValueError(f"'best' must be an object whose value is a number or null, got {best!r}")
+            if not _number_or_none(t.get("patience_best")):
+                raise ValueError(f"'patience_best' must be a number or null, got {t.get('patience_best')!r}")
             ckpt.load_optimizer_state(self.optimizer, t["optimizer"], c.trainer_tensors)
             _check_optimizer_shapes(self.optimizer)
             ckpt.set_rng_state(t["rng"], c.trainer_tensors)
@@ -506,6 +508,7 @@ class Trainer:
             self.step, self.epoch, self.position = t["step"], t["epoch"], t["position"]
             self.tokens, self.elapsed = t["tokens"], t["elapsed"]
             self.best, self.bad_evals, self.last_metrics = t["best"], t["bad_evals"], t.get("last_metrics", {})
+            self.patience_best = t.get("patience_best", self.best.get("value"))  # (older checkpoints: one best)
             self._last_eval_step = self.last_metrics.get("_step")
             streak = t.get("explode_streak", 0)  # (absent from checkpoints written before it was kept)
             if isinstance(streak, bool) or not isinstance(streak, int) or streak < 0:
@@ -601,10 +604,10 @@ class Trainer:
     def _after_eval(self, metrics: dict[str, float], scheduled: bool = True) -> bool:
         """Best checkpoint and early stopping; returns True when patience has run out (same on all ranks).
 
-        An evaluation off the schedule (``scheduled=False``: at a ``max_steps`` or ``time_budget`` stop) is
-        logged and reported but moves neither patience nor the best checkpoint, which a run that never stopped
-        there would not have had: a run resumed from it continues exactly. Only where a run has no best yet does
-        it fill ``best/``, provisionally: the next scheduled evaluation replaces that, whatever its value."""
+        ``best/`` keeps the best of every evaluation the run made. Patience counts scheduled evaluations only,
+        against the best of those (``patience_best``): the evaluation a run makes where it stops off its schedule
+        (``scheduled=False``: at a ``max_steps`` or ``time_budget`` stop) would otherwise make a run resumed from
+        there stop at another step than one that never stopped."""
         stop = torch.zeros(1)
         if self.dist.is_main:
             self.last_metrics = metrics
@@ -613,16 +616,16 @@ class Trainer:
                 raise TrainingError(f"the task's evaluate() returned {named}, without its main_metric "
                                     f"{self.task.main_metric!r} (which selects the best checkpoint)")
             value = metrics[self.task.main_metric]
-            best = self.best["value"]
-            better = best is None or (value > best if self.task.maximize else value < best)
-            if not scheduled:
-                if best is None and math.isfinite(value):
-                    self._save_best()
-            elif better and math.isfinite(value):
+
+            def beats(best) -> bool:
+                return math.isfinite(value) and (best is None or (value > best if self.task.maximize else value < best))
+
+            if beats(self.best["value"]):
                 self.best = {"metric": self.task.main_metric, "value": value, "step": self.step}
-                self.bad_evals = 0
                 self._save_best()
-            else:
+            if scheduled and beats(self.patience_best):
+                self.patience_best, self.bad_evals = value, 0
+            elif scheduled:
                 self.bad_evals += 1
             if self._log is not None:
                 self._log.write({"split": "valid", "step": self.step, "epoch": self.epoch,
@@ -886,6 +889,10 @@ class Trainer:
         kept = f"the last good checkpoint is {self.last_good}" if self.last_good else "no checkpoint was saved"
         raise TrainingError(f"training diverged at step {self.step + 1} (epoch {self.epoch}): {what}; "
                             f"stopped, {kept} (try a lower --lr or --clip_norm)")
+
+
+def _number_or_none(v: Any) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
 def _field_defaults(cls) -> dict[str, Any]:
