@@ -813,8 +813,10 @@ class Trainer:
             if c.eval_every and self.step % c.eval_every == 0:
                 if self._evaluation_round():
                     return "early_stopping"
-            elif c.checkpoint_every and self.step % c.checkpoint_every == 0 and self.step != c.max_steps:
-                self.save()  # (not at the last step: the final save follows, after the final evaluation)
+            elif c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                last_epoch_ends = bool(epochs) and self.position >= len(self._batches) and self.epoch + 1 >= epochs
+                if self.step != c.max_steps and not last_epoch_ends:  # (at the last step the final save follows)
+                    self.save()
 
     def _report(self, window: dict, lr: float, bar) -> None:
         c = self.config

@@ -315,8 +315,9 @@ def test_a_stop_off_the_evaluation_schedule_leaves_patience_to_the_schedule(tmp_
 
 
 @pytest.mark.parametrize("cfg", [dict(eval_every=4), dict(checkpoint_every=4), dict(checkpoint_every=3, eval_every=4),
+                                 dict(max_steps=0, epochs=2, checkpoint_every=5, eval_every=3),
                                  dict(optimizer="sgd", lr=30.0, clip_norm=0.0, eval_every=1, patience=2, max_steps=50)],
-                         ids=["eval", "checkpoint", "both", "early-stop"])
+                         ids=["eval", "checkpoint", "both", "epochs", "early-stop"])
 def test_the_last_step_is_saved_once(tmp_path, cfg):
     """A run whose last step was saved already (by its evaluation, by --checkpoint_every, by early stopping) wrote
     the whole snapshot a second time, as "step-N.1"."""
