@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import unicodedata
 from pathlib import Path
 
 
@@ -91,12 +90,10 @@ def not_utf8(data: bytes, e: UnicodeDecodeError) -> str:
 
 
 def normalise_text(text: str) -> str:
-    """Line ends made ``\\n``, byte-order marks dropped (the text's, and any at the start of a line: files joined
-    with ``cat`` keep each one's mark), and the text in Unicode's composed form NFC: "é" typed as e + U+0301 (as
-    macOS file names and some editors give it) is the same token as "é", in training and in prediction alike."""
+    """Line ends made ``\\n`` and byte-order marks dropped: the text's, and any at the start of a line (files
+    joined with ``cat`` keep each one's mark). (Unicode's NFC is the tokenizers' and the tagger's to apply: a
+    model's saved state says whether it was trained with it.)"""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if not unicodedata.is_normalized("NFC", text):
-        text = unicodedata.normalize("NFC", text)
     return re.sub("^\ufeff", "", text, flags=re.MULTILINE) if "\ufeff" in text else text
 
 

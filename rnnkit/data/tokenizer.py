@@ -91,15 +91,17 @@ class Tokenizer:
 
 
 class CharTokenizer(Tokenizer):
-    """One token per Unicode character (code point) of the text in NFC (a letter and its combining accent, as
-    some systems write "é", are one character); ``join`` is exact. Characters seen fewer than ``min_freq``
-    times in the training text become ``<unk>``. ``lowercase=True`` folds case first."""
+    """One token per Unicode character (code point) of the text in NFC (``nfc=True``: a letter and its combining
+    accent, as some systems write "é", are one character; a tokenizer saved before rnnkit normalised loads with
+    ``nfc=False`` and reads text as it did); ``join`` is exact. Characters seen fewer than ``min_freq`` times in
+    the training text become ``<unk>``. ``lowercase=True`` folds case first."""
 
     kind = "char"
 
-    def __init__(self, vocab: Vocabulary, *, lowercase: bool = False):
+    def __init__(self, vocab: Vocabulary, *, lowercase: bool = False, nfc: bool = True):
         super().__init__(vocab)
         self.lowercase = lowercase
+        self.nfc = nfc
 
     @classmethod
     def fit(cls, texts: Iterable[str] | str, *, min_freq: int = 1, lowercase: bool = False) -> "CharTokenizer":
@@ -110,13 +112,14 @@ class CharTokenizer(Tokenizer):
         return cls(Vocabulary.from_counts(counts, min_freq=min_freq), lowercase=lowercase)
 
     def split(self, text: str) -> list[str]:
-        return list(nfc(text.lower() if self.lowercase else text))
+        text = text.lower() if self.lowercase else text
+        return list(nfc(text) if self.nfc else text)
 
     def join(self, tokens: list[str]) -> str:
         return "".join(tokens)
 
     def _options(self) -> dict:
-        return {"lowercase": True} if self.lowercase else {}  # (a default tokenizer saves as before)
+        return {**({"lowercase": True} if self.lowercase else {}), "nfc": self.nfc}
 
 
 @functools.cache
@@ -140,16 +143,19 @@ def _word_punct() -> re.Pattern:
 class WordTokenizer(Tokenizer):
     """Words split on whitespace — and, with ``punctuation=True``, punctuation marks split off as
     their own tokens (``"end."`` → ``["end", "."]``; combining marks stay in their word). The text is
-    NFC-normalised first (a decomposed "é" is the same word as a composed one). ``lowercase=True`` folds case first. Words seen
+    NFC-normalised first (``nfc=True``; a decomposed "é" is the same word as a composed one; a tokenizer saved before
+    rnnkit normalised loads with ``nfc=False``, normalising only with ``punctuation``, as it did). ``lowercase=True``
+    folds case first. Words seen
     fewer than ``min_freq`` times (default 1) in the training texts become ``<unk>``; ``max_size``
     caps the vocabulary. ``join`` puts single spaces between tokens (original spacing is lost)."""
 
     kind = "word"
 
-    def __init__(self, vocab: Vocabulary, *, lowercase: bool = False, punctuation: bool = False):
+    def __init__(self, vocab: Vocabulary, *, lowercase: bool = False, punctuation: bool = False, nfc: bool = True):
         super().__init__(vocab)
         self.lowercase = lowercase
         self.punctuation = punctuation
+        self.nfc = nfc
 
     @classmethod
     def fit(
@@ -169,14 +175,15 @@ class WordTokenizer(Tokenizer):
     def split(self, text: str) -> list[str]:
         # NFC first: a decomposed letter ("e" + U+0301) would be another word, or lose its accent as a
         # "punctuation mark"
-        text = nfc(text.lower() if self.lowercase else text)
+        text = text.lower() if self.lowercase else text
+        text = nfc(text) if self.nfc or self.punctuation else text
         return _word_punct().findall(text) if self.punctuation else text.split()
 
     def join(self, tokens: list[str]) -> str:
         return " ".join(tokens)
 
     def _options(self) -> dict:
-        return {"lowercase": self.lowercase, "punctuation": self.punctuation}
+        return {"lowercase": self.lowercase, "punctuation": self.punctuation, "nfc": self.nfc}
 
 
 def _require_tokenizers():
@@ -255,6 +262,7 @@ def tokenizer_from_dict(d: dict) -> Tokenizer:
         raise ValueError(f"unknown tokenizer kind {kind!r} in saved tokenizer, expected one of {sorted(TOKENIZERS)}")
     if kind == "bpe":
         return BPETokenizer(options["model"])
+    options.setdefault("nfc", False)  # (saved before tokenizers normalised: they read text as they did then)
     return TOKENIZERS[kind](Vocabulary.from_dict(d["vocab"]), **options)
 
 

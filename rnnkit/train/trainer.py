@@ -296,10 +296,11 @@ def _source_changes(saved: Any, now: Any) -> list[str]:
 
 
 def _same_vocab(saved: Any, now: Any) -> bool:
-    """The checkpoint's vocabulary state equals the run's; a key the checkpoint does not have (a version
-    of rnnkit that did not save it yet) is left out of the comparison, so older runs still resume."""
+    """The checkpoint's vocabulary state equals the run's; a key the checkpoint does not have, at any depth (a
+    version of rnnkit that did not save it yet: a tokenizer's ``nfc`` option, say), is left out of the
+    comparison, so older runs still resume."""
     if isinstance(saved, dict) and isinstance(now, dict):
-        return saved == {k: v for k, v in now.items() if k in saved}
+        return saved.keys() <= now.keys() and all(_same_vocab(v, now[k]) for k, v in saved.items())
     return saved == now
 
 

@@ -84,13 +84,6 @@ def test_a_gzip_file_says_so(tmp_path):
     expect(lambda: read_labelled(p), "train.csv.gz", "gzip-compressed", "zcat")
 
 
-def test_decomposed_accents_read_as_the_composed_letters(tmp_path):
-    """NFD text (e + U+0301, as macOS file names give it) is read in NFC: the same tokens as typed "é"."""
-    nfd, nfc = "cafe\u0301 nai\u0308ve", "caf\u00e9 na\u00efve"
-    assert read_text(write(tmp_path / "d.txt", nfd + "\n")) == nfc + "\n"
-    assert read_labelled(write(tmp_path / "d.csv", f"text,label\n{nfd},x\n")) == [(nfc, "x")]
-
-
 def test_data_error_is_value_error_with_location(tmp_path):
     with pytest.raises(ValueError) as info:
         read_conll(write(tmp_path / "t.conll", "a O\nb O X\n"))

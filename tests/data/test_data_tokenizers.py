@@ -59,7 +59,7 @@ def test_char_tokenizer_lowercase_folds_case_and_round_trips():
     assert "D" not in tok.vocab.tokens and tok.encode("Dd") == tok.encode("dd") and UNK not in tok.encode("Dubois")
     back = tokenizer_from_dict(json.loads(json.dumps(tok.to_dict())))
     assert back.lowercase and back.encode("SmItH") == tok.encode("smith")
-    assert CharTokenizer.fit("ab").to_dict()["options"] == {}  # a default one saves as before
+    assert CharTokenizer.fit("ab").to_dict()["options"] == {"nfc": True}
 
 
 def test_char_tokenizer_is_exact_and_maps_unseen_to_unk():
@@ -177,3 +177,14 @@ def test_decomposed_and_composed_text_are_the_same_tokens():
     nfc, nfd = "caf\u00e9 na\u00efve", "cafe\u0301 nai\u0308ve"
     for tok in (CharTokenizer.fit(nfc), WordTokenizer.fit(nfc), WordTokenizer.fit(nfd, punctuation=True)):
         assert tok.encode(nfd) == tok.encode(nfc) and tok.vocab.unk_id not in tok.encode(nfd)
+    # A tokenizer saved before rnnkit normalised reads text as it did: an old model trained on NFD text keeps
+    # its decomposed characters (normalising would make its "é" unknown).
+    from collections import Counter
+
+    made_before = (CharTokenizer(Vocabulary.from_counts(Counter(nfd)), nfc=False),
+                   WordTokenizer(Vocabulary.build([nfd.split()]), nfc=False))
+    for tok in made_before:
+        old = tok.to_dict()
+        old["options"].pop("nfc")  # (as saved then)
+        back = tokenizer_from_dict(old)
+        assert back.nfc is False and back.vocab.unk_id not in back.encode(nfd)

@@ -227,7 +227,7 @@ def test_classify_char_tokenizer_honours_lowercase():
     task = ClassifyTask(ClassifyData(tokenizer="char", lowercase=True), batch_size=2, seed=0)
     task.fit([("Dubois", "fr"), ("Smith", "en")])
     assert task.tokenizer.encode("DUBOIS") == task.tokenizer.encode("dubois")
-    assert task.tokenizer.to_dict()["options"] == {"lowercase": True}  # and the checkpoint keeps it
+    assert task.tokenizer.to_dict()["options"] == {"lowercase": True, "nfc": True}  # and the checkpoint keeps it
 
 
 def test_forecast_evaluate_after_a_reload_keeps_the_training_context():

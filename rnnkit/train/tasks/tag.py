@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from ...data import PAD, UNK, BucketBatcher, DataError, Vocabulary, pad_batch, read_conll
 from ...data.readers import conll_fields
+from ...data.tokenizer import nfc
 from .. import metrics as M
 from ..options import OptionError
 from ..trainer import StepContext
@@ -77,13 +78,21 @@ class TagTask(Task):
     later_options = ("chars",)
     #: The character vocabulary (``--chars true``), or None: no character features.
     char_vocab: Vocabulary | None = None
+    #: Words in Unicode's NFC (a decomposed "é" is the word typed "é"); a checkpoint saved before that reads words
+    #: as they are, as it did.
+    nfc = True
 
     @classmethod
     def read(cls, paths: Sequence[str], data: TagData) -> list[tuple[list[str], list[str]]]:
         return read_conll(paths[0])
 
+    def _form(self, tokens: Sequence[str]) -> list[str]:
+        """The tokens as the vocabularies hold them: in NFC (``nfc``), case kept."""
+        return [nfc(t) for t in tokens] if self.nfc else list(tokens)
+
     def _words(self, tokens: Sequence[str]) -> list[str]:
-        return [t.lower() for t in tokens] if self.data.lowercase else list(tokens)
+        tokens = self._form(tokens)
+        return [t.lower() for t in tokens] if self.data.lowercase else tokens
 
     @classmethod
     def classes_of(cls, example) -> Sequence[str]:
@@ -94,7 +103,7 @@ class TagTask(Task):
         if not self.data.chars:  # (with --chars every word's spelling is read, whatever its word id)
             refuse_unknown_only(len(self.words), "the training sentences", self.data.min_freq)
         # characters in their original case (capitals are much of what they tell), as far as they are used
-        self.char_vocab = (Vocabulary.build((w[:MAX_WORD_CHARS] for toks, _ in train for w in toks),
+        self.char_vocab = (Vocabulary.build((w[:MAX_WORD_CHARS] for toks, _ in train for w in self._form(toks)),
                                             min_freq=CHAR_MIN_COUNT) if self.data.chars else None)
         counts = Counter(t for _, tags in train for t in tags)
         self.tags = sorted(counts)
@@ -107,7 +116,7 @@ class TagTask(Task):
 
     def vocab_state(self) -> dict[str, Any]:
         return {"words": self.words.to_dict(), "tags": self.tags, "majority": self.majority,
-                "chars": self.char_vocab.to_dict() if self.char_vocab is not None else None}
+                "chars": self.char_vocab.to_dict() if self.char_vocab is not None else None, "nfc": self.nfc}
 
     def load_vocab_state(self, state: dict[str, Any]) -> None:
         self.words = Vocabulary.from_dict(state["words"])
@@ -115,6 +124,7 @@ class TagTask(Task):
         self.majority = state["majority"]
         chars = state.get("chars")  # (checkpoints from before --chars have no entry: no character features)
         self.char_vocab = Vocabulary.from_dict(chars) if chars is not None else None
+        self.nfc = bool(state.get("nfc", False))  # (saved before words were normalised: read as they were)
         self.bio = is_bio(self.tags)
         self._set_metric()
 
@@ -139,7 +149,7 @@ class TagTask(Task):
         character count (T,); None without character features."""
         if self.char_vocab is None:
             return None
-        ids = [self.char_vocab.encode(w[:MAX_WORD_CHARS]) or [UNK] for w in tokens]  # (no word is empty)
+        ids = [self.char_vocab.encode(w[:MAX_WORD_CHARS]) or [UNK] for w in self._form(tokens)]  # (none is empty)
         lengths = torch.tensor([len(c) for c in ids], dtype=torch.long)  # (T,)
         out = torch.zeros(len(ids), int(lengths.max()) if ids else 1, dtype=torch.long)  # (T, L)
         for t, c in enumerate(ids):
