@@ -109,9 +109,9 @@ def gate_saturation(layer: nn.Module, x: Tensor, hx=None, *, lengths=None, sigmo
     """Per-gate saturation of an RNN/LSTM/GRU ``layer`` on the batch ``x`` (its input, in its layout).
 
     A sigmoid gate counts as saturated above ``sigmoid_threshold`` or below 1 − ``sigmoid_threshold``;
-    a tanh beyond ±``tanh_threshold``. ``check`` (as in ``gradient_flow``): first make sure the plain
-    cells reproduce the layer's output — a layer with zoneout (which the cells step without) is refused
-    rather than reported as the function it does not compute; layer norm is modelled. ``lengths`` (B,): the
+    a tanh beyond ±``tanh_threshold``. ``check`` (as in ``gradient_flow``): first make sure the stepped
+    cells reproduce the layer's eval-mode output — a layer they do not is refused rather than reported as the
+    function it does not compute; layer norm and zoneout (its expectation) are modelled. ``lengths`` (B,): the
     real steps of each row of a padded batch (an rnnkit layer's ``lengths=``): the fractions count those alone.
     """
     if not 0.5 < sigmoid_threshold < 1 or not 0 < tanh_threshold < 1:

@@ -8,9 +8,9 @@ states (gradient flow, gate saturation) is built on :func:`step_layer`, and it i
 layer itself: the stepped output must equal ``layer(x)`` (tests/diagnostics/test_gradients.py).
 
 What is modelled: any ``rnnkit.RNN``/``LSTM``/``GRU`` (and ``torch.nn`` twins through the same
-parameter names), any number of layers, bidirectional, LSTM projections, ``layer_norm=True``. Dropout
-of every kind and zoneout are not applied — the stepped pass is the eval-mode function, which for
-zoneout differs from the layer's (it uses the expectation), so ``check_against_layer`` reports it.
+parameter names), any number of layers, bidirectional, LSTM projections, ``layer_norm=True``, and zoneout
+at its eval-mode expectation (h_t = p h_{t-1} + (1 − p) h̃_t, C_t likewise). Dropout of every kind is not
+applied: the stepped pass is the layer's eval-mode function, and ``check_against_layer`` makes sure of it.
 """
 from __future__ import annotations
 
@@ -143,6 +143,9 @@ def step_layer(layer: nn.Module, x: Tensor, hx=None, lengths=None) -> SteppedRun
         h0_all, c0_all = hx if lstm else (hx, None)
 
     weights = weights_of(layer)
+    options = getattr(layer, "options", None)  # zoneout at its eval-mode expectation, as the layer in eval mode
+    z_h = float(options.zoneout) if options is not None else 0.0
+    z_c = float(options.zoneout_cell) if options is not None and lstm else 0.0
     names, inputs, hs, cs, h0s, c0s, rev, cells_made = [], [], [], [], [], [], [], []
     inp = xs
     for layer_idx in range(L):
@@ -156,6 +159,9 @@ def step_layer(layer: nn.Module, x: Tensor, hx=None, lengths=None) -> SteppedRun
             made: list[Tensor] = [xs.new_empty(0)] * T  # (with lengths: each C_t as the cell made it)
             for t in (range(T - 1, -1, -1) if d else range(T)):
                 new = cell_step(mode, inp[t], state, w)
+                if z_h or z_c:  # h_t = p h_{t-1} + (1 − p) h̃_t, and C_t likewise
+                    new = (torch.lerp(new[0], state[0], z_h), torch.lerp(new[1], state[1], z_c)) if lstm else \
+                        torch.lerp(new, state, z_h)
                 if alive is not None:  # a row past its end keeps its state (backward: has not begun)
                     if lstm:
                         made[t] = new[1]
@@ -184,7 +190,7 @@ def step_layer(layer: nn.Module, x: Tensor, hx=None, lengths=None) -> SteppedRun
 
 def check_against_layer(layer: nn.Module, x: Tensor, run: SteppedRun, hx=None, lengths=None) -> None:
     """Raise if the stepped output differs from ``layer(x)`` (with ``lengths``) in eval mode — e.g. a
-    layer option (zoneout: its eval-mode expectation) that the plain cells do not model."""
+    layer that computes something the stepped cells do not (a subclass's own forward, say)."""
     was_training = layer.training
     layer.eval()
     try:
@@ -201,6 +207,6 @@ def check_against_layer(layer: nn.Module, x: Tensor, run: SteppedRun, hx=None, l
         diff = (run.output.detach() - y).abs().max().item()
         raise ValueError(
             f"rnnkit.diagnostics: stepping {type(layer).__name__} through rnnkit.cells does not reproduce its "
-            f"output (max difference {diff:.3g}); the layer uses an option the plain cells do not model "
-            f"(zoneout). Pass check=False to measure the plain-cell function anyway."
+            f"output (max difference {diff:.3g}); the layer uses an option the stepped cells do not model. Pass "
+            f"check=False to measure the stepped function anyway."
         )

@@ -20,6 +20,8 @@ _OPS = {"lstm": torch.lstm, "gru": torch.gru, "rnn_tanh": torch.rnn_tanh, "rnn_r
 def refuse(opts: Options, weights: Sequence[LayerWeights]) -> None:
     """A ValueError naming the options of ``opts`` and ``weights`` that torch's kernels cannot run."""
     unsupported = list(opts.needs_rnnkit_engine) + (["layer_norm"] if weights[0].layer_norm else [])
+    others = [u for u in unsupported if not u.startswith("dropout_kind=")]
+    unsupported = others or unsupported  # (locked masks alone run one layer at a time: name what cannot)
     if unsupported:
         raise ValueError(f"engine='native' (torch's kernels) cannot run {', '.join(unsupported)}; "
                          "use engine='fused' or 'auto'")

@@ -6,6 +6,9 @@ Shapes: B batch, T steps, H hidden size, D = 2 if bidirectional else 1.
 from __future__ import annotations
 
 import math
+import os
+import sys
+import warnings
 
 import torch
 from torch import Tensor, nn
@@ -27,11 +30,28 @@ def make_recurrent(cell: str, input_size: int, hidden_size: int, num_layers: int
     layers' variant keywords (a config's ``RecurrentOptions.recurrent_options()``)."""
     kwargs = dict(num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional,
                   batch_first=True, engine=engine, **(options or {}))
-    if cell == "lstm":
-        return LSTM(input_size, hidden_size, **kwargs)
-    if cell == "gru":
-        return GRU(input_size, hidden_size, **kwargs)
-    return RNN(input_size, hidden_size, nonlinearity=cell.removeprefix("rnn_"), **kwargs)
+    with warnings.catch_warnings(record=True) as caught:  # (the layer's warnings, re-issued at the user's line)
+        warnings.simplefilter("always")
+        if cell == "lstm":
+            layer = LSTM(input_size, hidden_size, **kwargs)
+        elif cell == "gru":
+            layer = GRU(input_size, hidden_size, **kwargs)
+        else:
+            layer = RNN(input_size, hidden_size, nonlinearity=cell.removeprefix("rnn_"), **kwargs)
+    for w in caught:
+        warnings.warn(w.message, w.category, stacklevel=user_stacklevel())
+    return layer
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` for a ``warnings.warn`` made by the caller of this function that points at the first
+    frame outside rnnkit (and outside the dataclass machinery a config runs through): the user's line."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and (frame.f_code.co_filename.startswith(root) or frame.f_code.co_filename == "<string>"
+                                 or frame.f_code.co_filename.endswith("dataclasses.py")):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def top_state(state, bidirectional: bool) -> Tensor:

@@ -16,6 +16,7 @@ import functools
 import inspect
 import types
 import typing
+import warnings
 from typing import Any, ClassVar, Literal, Mapping, Union
 
 import torch
@@ -67,8 +68,18 @@ class RecurrentOptions:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(RecurrentOptions)}
 
     def check_recurrent_options(self, cell: str) -> None:
-        """The layers' own checks (probabilities in [0, 1), options the cell has), named after this config."""
-        check_options(type(self).__name__, cell, bias=True, stacklevel=5, **self.recurrent_options())
+        """The layers' own checks (probabilities in [0, 1), options the cell has), named after this config, and
+        ``engine="native"`` against the options torch's kernels can never run (found at the first training step
+        otherwise, after the data was read)."""
+        name = type(self).__name__
+        with warnings.catch_warnings():  # (the layers warn once, at the user's line, when the model builds them)
+            warnings.simplefilter("ignore")
+            check_options(name, cell, bias=True, **self.recurrent_options())
+        if getattr(self, "engine", "auto") == "native":
+            lacking = [n for n in ("recurrent_dropout", "zoneout", "zoneout_cell", "layer_norm") if getattr(self, n)]
+            if lacking:
+                raise ValueError(f"{name}: engine='native' (torch's kernels) cannot run {', '.join(lacking)}; use "
+                                 f"engine='auto' or 'fused'")
 
     @property
     def per_sequence_masks(self) -> bool:

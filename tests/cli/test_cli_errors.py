@@ -395,8 +395,11 @@ def test_the_layers_variant_options_train_and_generate_from_the_command_line(cli
     steps a layer-normalised stack, and a pair the model refuses is a usage error naming both."""
     out = tmp_path / "awd"
     code, _, err = cli("train", "lm", "--data", files / "train.txt", "--out", out, *LM, "--num_layers", "2",
-                       "--dropout", "0.3", "--dropout_kind", "locked", "--weight_drop", "0.5", "--layer_norm", "yes")
+                       "--dropout", "0.3", "--dropout_kind", "locked", "--weight_drop", "0.5", "--layer_norm", "yes",
+                       "--zoneout", "0.2")
     assert code == 0, err
+    code, _, err = cli("diagnose", "saturation", "--checkpoint", out / "checkpoint", "--text", "the cat sat")
+    assert code == 0, err  # (zoneout: refused as a function the stepped cells did not compute, exit 1)
     info = json.loads(cli("info", out / "checkpoint", "--json")[1])
     assert {k: info["model_config"][k] for k in ("dropout_kind", "weight_drop", "layer_norm")} == {
         "dropout_kind": "locked", "weight_drop": 0.5, "layer_norm": True}
@@ -409,6 +412,9 @@ def test_the_layers_variant_options_train_and_generate_from_the_command_line(cli
           "--teacher_forcing_ratio", "0.5", "--max-steps", "1", match=("Seq2SeqConfig", "scheduled sampling"))
     fails(cli, 2, "train", "classify", "--data", files / "train.csv", "--out", tmp_path / "c", "--cell", "gru",
           "--forget_bias", "1", match=("forget_bias", "'gru' cell"))
+    fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--out", tmp_path / "n", *LM, "--engine", "native",
+          "--zoneout", "0.1", match=("engine='native'", "cannot run zoneout"))
+    assert not (tmp_path / "n").exists()  # (refused before the data was read, nothing written)
 
 
 def test_tag_predict_splits_words_as_the_training_file_did(cli, tmp_path, monkeypatch):

@@ -133,3 +133,27 @@ def test_scheduled_sampling_refuses_per_sequence_masks(options, assert_error):
 ])
 def test_bad_options_are_named_by_the_config(options, fragments, assert_error):
     assert_error(ValueError, lambda: LanguageModel(vocab_size=5, **options), *fragments)
+
+
+def test_an_options_warning_comes_once_at_the_users_line():
+    """init='identity' on a non-ReLU cell warned twice (config and layer) inside rnnkit, and again at every
+    ``model.config`` read (dataclasses.replace reruns the config's checks)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = LanguageModel(vocab_size=5, embed_size=4, hidden_size=4, init="identity"); line = _line()  # noqa: E702
+        model.config, model.config
+    assert [(w.filename, w.lineno) for w in caught] == [(__file__, line)], [str(w.message) for w in caught]
+
+
+def _line() -> int:
+    import sys
+
+    return sys._getframe(1).f_lineno
+
+
+def test_native_engine_with_an_option_torch_lacks_is_refused_by_the_config(assert_error):
+    assert_error(ValueError, lambda: LanguageModel(vocab_size=5, engine="native", layer_norm=True, zoneout=0.1),
+                 "LanguageModelConfig", "engine='native'", "cannot run zoneout, layer_norm")
+    LanguageModel(vocab_size=5, engine="native", weight_drop=0.2, num_layers=2, dropout=0.1, dropout_kind="locked")
