@@ -84,7 +84,7 @@ def line_and_column(data: bytes, pos: int) -> tuple[int, int]:
 def not_utf8(data: bytes, e: UnicodeDecodeError) -> str:
     """Why ``data`` did not decode, in words; a gzip-compressed file says so."""
     if data[:2] == b"\x1f\x8b":
-        return "looks gzip-compressed (it starts with 1f 8b); decompress it first (gunzip, or --data <(zcat FILE))"
+        return "looks gzip-compressed (it starts with 1f 8b); decompress it first (gunzip FILE)"
     column = line_and_column(data, e.start)[1]
     return f"bytes that are not UTF-8 at byte {column} of the line ({data[e.start:e.end].hex(' ')}); save the file as UTF-8"
 

@@ -188,9 +188,10 @@ def read_conll(
 
     One token per line, columns separated by spaces or tabs (only those: a no-break space or another Unicode
     space stays inside its token, "New\u00a0York"), a blank line between sentences; lines
-    ``-DOCSTART-`` are skipped, and so are comment lines before a sentence's first token, which start with
-    ``#`` and a space as in CoNLL-U (``# sent_id = 1``; a sentence cannot open with the token ``#``, while
-    ``#tag`` is a token). Every token line must have the same number of columns: ``columns``,
+    ``-DOCSTART-`` are skipped, and so are comment lines before a sentence's first token, as in CoNLL-U: a field
+    ``#`` followed by ``key = value``, by ``newdoc``/``newpar``, by nothing, or by another number of fields than
+    the token lines have (``# sent_id = 1``, ``# newdoc``). A line ``# O`` there is the token ``#`` with its tag,
+    and ``#tag`` is always a token. Every token line must have the same number of columns: ``columns``,
     or else as many as the first token line (at least two). Tokens come from ``token_column``
     (default the first), tags from ``tag_column`` (default the last).
     """
@@ -199,10 +200,12 @@ def read_conll(
     tokens: list[str] = []
     tags: list[str] = []
     first_line = None
-    for n, raw in enumerate(read_text_file(p).split("\n"), start=1):
+    lines = read_text_file(p).split("\n")
+    width = columns or next((len(f) for f in map(conll_fields, lines) if f and f[0] not in ("#", "-DOCSTART-")), None)
+    for n, raw in enumerate(lines, start=1):
         fields = conll_fields(raw)  # (a line of no-break spaces is blank)
-        if fields and fields[0] == "#" and not tokens:
-            continue  # a comment (CoNLL-U: "# text = …"), not a token "#" with a tag
+        if fields and fields[0] == "#" and not tokens and _conll_comment(fields, width):
+            continue
         if not fields or fields[0] == "-DOCSTART-":
             if tokens:
                 sentences.append((tokens, tags))
@@ -222,6 +225,14 @@ def read_conll(
     if not sentences:
         raise DataError("no sentences", p)
     return sentences
+
+
+def _conll_comment(fields: list[str], width: int | None) -> bool:
+    """Whether a line whose first field is ``#``, at a sentence's start, is a CoNLL-U comment rather than the
+    token ``#`` with its tag: ``# key = value``, ``# newdoc``, ``# newpar``, a lone ``#``, or a line of another
+    width than the file's token lines (``width``)."""
+    return (len(fields) == 1 or "=" in fields or fields[1] in ("newdoc", "newpar")
+            or (width is not None and len(fields) != width))
 
 
 def _lines(path: Path) -> list[str]:
@@ -303,11 +314,12 @@ def _number(cell: str) -> float | None:
         return None
 
 
-_THOUSANDS = re.compile(r"[-+]?\d{1,3}(,\d{3})+(\.\d*)?")
+_THOUSANDS = re.compile(r"[-+]?[1-9]\d{0,2}(,\d{3})+(\.\d*)?")  # (not 0,125: a leading zero is a decimal comma)
 #: A decimal comma, with or without dots between thousands: 12,5 or 1.234,5.
 _DECIMAL_COMMA = re.compile(r"[-+]?(\d{1,3}(\.\d{3})+|\d+),\d+")
-#: The largest magnitude float32 holds, the precision a series is kept in.
-FLOAT32_MAX = 3.4028234663852886e38
+#: The smallest magnitude float32 rounds to infinity (halfway between its largest value and 2**128): a series is
+#: kept in float32, and "3.4028235e+38", how float32's largest value prints, must still read.
+FLOAT32_OVERFLOW = 2.0**128 - 2.0**103
 
 
 def _people_number(cell: str) -> str | None:
@@ -325,7 +337,9 @@ def _refuse_thousands_separators(p: Path, name: str, cells: list[tuple[int, str]
     filled = [(line, c.strip()) for line, c in cells if c.strip()]
     hits = [(line, c) for line, c in filled if _people_number(c)]
     if filled and len(hits) * 2 >= len(filled):
-        line, cell = hits[0]
+        # a column where any cell can only be a decimal comma (12,5) is one of decimal commas: its 1,250 is too
+        decimal = [(line, c) for line, c in hits if not _THOUSANDS.fullmatch(c)]
+        line, cell = (decimal or hits)[0]
         raise DataError(f"column {name!r}: {cell!r} is {_people_number(cell)}, or leave the column out with "
                         f"--columns", p, line)
 
@@ -374,9 +388,6 @@ def read_series(
         raise DataError("the first row holds only empty cells: a header without names, or missing first values? "
                         "name the columns, or write the values", p, line0)
     names = [c.strip() for c in first] if header else [str(j + 1) for j in range(len(first))]
-    twice = next((n for n in names if n and names.count(n) > 1), None)
-    if twice is not None:  # (columns are matched to a validation file's by name)
-        raise DataError(f"the header names {twice!r} {names.count(twice)} times; rename the others", p, line0)
     body = rows[1:] if header else rows
     if not body:
         raise DataError("header only, no values", p)
@@ -411,6 +422,9 @@ def read_series(
                 use.append(names.index(c))
             else:
                 raise DataError(f"no column {c!r} (expected one of {names})", p, line0)
+    twice = next((names[j] for j in use if header and names.count(names[j]) > 1), None)
+    if twice is not None:  # (the series used are matched to a validation file's by name)
+        raise DataError(f"the header names {twice!r} {names.count(twice)} times; rename the others", p, line0)
     values = []
     for line, fields in body:
         if _blank_line(fields):
@@ -430,7 +444,7 @@ def read_series(
                     _refuse_thousands_separators(p, names[j], [(line, cell)])
                 got = "an empty cell (a missing value)" if not cell else repr(cell)
                 raise DataError(f"column {names[j]!r}: expected a finite number, got {got}", p, line)
-            if abs(x) > FLOAT32_MAX:
+            if abs(x) >= FLOAT32_OVERFLOW:
                 raise DataError(f"column {names[j]!r}: {cell} is outside float32's range (±3.4e38), in which series "
                                 f"are kept; rescale the column", p, line)
             row.append(x)

@@ -458,7 +458,14 @@ def other_version(ckpt: Checkpoint) -> str:
     written = ckpt.meta.get("rnnkit_version")
     if not isinstance(written, str) or written == __version__:
         return ""
-    return f" (written by rnnkit {written}; this is rnnkit {__version__}: a newer version's checkpoint may need it)"
+    newer = _version_key(written) > _version_key(__version__)
+    return (f" (written by rnnkit {written}; this is rnnkit {__version__}"
+            f"{': a newer version wrote it, which this one may not read' if newer else ''})")
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    """'0.10.2' → (0, 10, 2): release numbers compared as numbers (a part that is not one counts as 0)."""
+    return tuple(int(p) if p.isdigit() else 0 for p in re.split(r"[.+-]", version))
 
 
 def load_weights(model: torch.nn.Module, ckpt: Checkpoint) -> None:

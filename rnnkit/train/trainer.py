@@ -289,10 +289,18 @@ def _source_changes(saved: Any, now: Any) -> list[str]:
     out = []
     for role, flag in (("data", "--data"), ("valid", "--valid")):
         before, after = saved.get(role), now.get(role)
-        if isinstance(before, list) and isinstance(after, list) and before != after:
-            out.append(f"the {flag} files (their contents differ from those the run read)" if before and after
-                       else f"the {flag} files ({len(before)} → {len(after)})")
+        if not (isinstance(before, list) and isinstance(after, list)):
+            continue
+        if len(before) != len(after):
+            out.append(f"the {flag} files ({len(before)} → {len(after)})")
+        elif any(a != b and not _unverified(a) and not _unverified(b) for a, b in zip(before, after)):
+            out.append(f"the {flag} files (their contents differ from those the run read)")
     return out
+
+
+def _unverified(source: Any) -> bool:
+    """A data source that could not be fingerprinted (a pipe, read once): it matches any."""
+    return isinstance(source, dict) and "unverified" in source
 
 
 def _same_vocab(saved: Any, now: Any) -> bool:

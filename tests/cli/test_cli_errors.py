@@ -385,7 +385,7 @@ def test_a_newer_versions_checkpoint_names_both_versions(cli, cls_run, tmp_path)
 
     ck = edited_copy(cls_run, tmp_path / "v", "config.json", newer)
     fails(cli, 2, "predict", ck, "--input", tmp_path / "in.txt",
-          match=("does not match its model: ", "'gate_noise'", "written by rnnkit 9.0.0; this is rnnkit 0.1.0"))
+          match=("does not match its model: ", "'gate_noise'", "written by rnnkit 9.0.0; this is rnnkit 0.1.0: a newer version wrote it"))
     ck = edited_copy(cls_run, tmp_path / "w", "config.json", lambda h: h["model_config"].update(gate_noise=0.1))
     assert "written by" not in fails(cli, 2, "predict", ck, "--input", tmp_path / "in.txt", match="'gate_noise'")
 

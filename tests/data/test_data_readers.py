@@ -81,7 +81,7 @@ def test_a_gzip_file_says_so(tmp_path):
 
     p = tmp_path / "train.csv.gz"
     p.write_bytes(gzip.compress(b"text,label\ngood,pos\n"))
-    expect(lambda: read_labelled(p), "train.csv.gz", "gzip-compressed", "zcat")
+    expect(lambda: read_labelled(p), "train.csv.gz", "gzip-compressed", "gunzip")
 
 
 def test_data_error_is_value_error_with_location(tmp_path):
@@ -280,7 +280,14 @@ def test_series_written_for_people_or_beyond_float32_is_an_error(tmp_path):
     big = write(tmp_path / "big.csv", "v\n1\n2\n1e39\n-4\n")
     expect(lambda: read_series(big), "big.csv:4:", "column 'v'", "1e39", "float32")
     assert read_series(write(tmp_path / "ok.csv", "v\n1\n3e38\n")).values[1, 0] == 3e38
+    top = read_series(write(tmp_path / "top.csv", "v\n1\n3.4028235e+38\n")).values  # float32's largest, as printed
+    assert torch.isfinite(top).all() and top[1, 0] == torch.finfo(torch.float32).max
     expect(lambda: read_series(write(tmp_path / "dup.csv", "a,b,a\n1,2,3\n")), "dup.csv:1:", "names 'a' 2 times")
+    # a column read twice under one name is refused; one named twice but left out (text) is not
+    assert read_series(write(tmp_path / "notes.csv", "note,value,note\nx,1,y\nz,2,w\n")).columns == ["value"]
+    # a leading zero is no thousands group: 0,125 is a decimal comma, and so is the 1,250 of its column
+    expect(lambda: read_series(write(tmp_path / "z.tsv", "v\tw\n0,125\t1\n1,250\t2\n0,375\t3\n")), "z.tsv:2:",
+           "'0,125' is a number with a decimal comma")
 
 
 def test_series_rows_of_empty_cells_are_missing_values_not_blank_lines(tmp_path):
@@ -559,3 +566,6 @@ def test_conll_comment_lines_before_a_sentence_are_skipped(tmp_path):
     text = "# newdoc\n# sent_id = 1\nJohn B-PER\nruns O\n\n# text = Mary\nMary B-PER\n# O\n#tag O\n"
     assert read_conll(write(tmp_path / "c.conll", text)) == [(["John", "runs"], ["B-PER", "O"]),
                                                              (["Mary", "#", "#tag"], ["B-PER", "O", "O"])]
+    # a tweet that opens with the token "#" keeps it (the line has the token lines' width and no comment's form)
+    assert read_conll(write(tmp_path / "t.conll", "#\tO\nlol\tO\n\n# a note\nok\tO\n")) == [
+        (["#", "lol"], ["O", "O"]), (["ok"], ["O"])]

@@ -435,3 +435,23 @@ def test_carried_state_in_dicts_and_namedtuples_resumes_exactly(tmp_path, task):
     second = make(tmp_path, "split", task=task())
     assert second.fit(resume=tmp_path / "split" / "checkpoint").step == 12
     assert_same(weights(full), weights(second))
+
+
+def test_data_sources_fingerprint_what_the_readers_read(tmp_path):
+    """A caption folder was hashed whole, an --out inside it or a stray file included (such a run never resumed);
+    a pipe, drained by the reader, was hashed as empty, passing any check."""
+    from rnnkit.data import Captions, write_captions
+    from rnnkit.train.tasks import data_sources
+
+    folder = tmp_path / "caps"
+    write_captions(folder, Captions(torch.zeros(2, 1, 4, 4), ["one", "two"]))
+    before = data_sources([str(folder)], None)
+    (folder / "run").mkdir()
+    (folder / "run" / "metrics.jsonl").write_text("{}\n")
+    (folder / ".DS_Store").write_bytes(b"x")
+    assert data_sources([str(folder)], None) == before
+    (folder / "000001.png").write_bytes((folder / "000000.png").read_bytes() + b"\0")  # a named image changes
+    assert data_sources([str(folder)], None) != before
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert data_sources([str(fifo)], None) == {"data": [{"unverified": "not a regular file"}], "valid": []}

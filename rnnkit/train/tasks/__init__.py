@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
+from ...data.captions import CAPTIONS_FILE
 from ..checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights, other_version
 from ..config import TrainConfig
 from ..options import OptionError, Settings, build
@@ -75,7 +76,14 @@ def data_sources(data: Sequence[str], valid: Sequence[str] | None) -> dict[str, 
         if path.startswith("builtin:"):
             return {"builtin": path.removeprefix("builtin:")}
         root = Path(path)
-        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]  # (a caption folder)
+        if root.is_dir():  # a caption folder: its captions file and the images it names, nothing else there
+            listing = root / CAPTIONS_FILE
+            names = [line.split("\t", 1)[0].strip() for line in listing.read_text(encoding="utf-8").splitlines()]
+            files = [listing] + [root / n for n in names if n and (root / n).is_file()]
+        elif not root.is_file():  # a pipe (<(zcat …)), read once already: nothing left to compare
+            return {"unverified": "not a regular file"}
+        else:
+            files = [root]
         digest, size = hashlib.sha256(), 0
         for file in files:
             if root.is_dir():

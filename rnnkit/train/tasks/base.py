@@ -98,7 +98,9 @@ class Task(TrainTask):
                 raise DataError("--valid takes files; a built-in dataset brings its own validation split: give it as "
                                 "--data builtin:NAME alone")
             cls._check_count(valid_paths, "--valid")
-            valid = cls.read_scored(valid_paths, data, sorted({c for ex in train for c in cls.classes_of(ex)}))
+            scored = cls.read_scored.__func__ is not Task.read_scored.__func__  # (only a task that looks at them
+            classes = sorted({c for ex in train for c in cls.classes_of(ex)}) if scored else ()  # needs the classes)
+            valid = cls.read_scored(valid_paths, data, classes)
             how = "from --valid"
         elif valid is None:
             try:
