@@ -316,10 +316,10 @@ def _out_locked(out: Path):
 def _train(args, out: Path, settings, threads) -> int:
     import torch
 
-    from .train.checkpoint import holds_checkpoint, read_header
-    from .train.tasks import TASKS, build_run
+    from .train.checkpoint import holds_checkpoint, load_checkpoint, read_header
+    from .train.tasks import TASKS, build_run, saved_nfc
 
-    resume = None
+    resume, nfc = None, True
     if args.resume is not None and args.overwrite:
         raise UsageError("--resume continues the run in --out and --overwrite starts it afresh: give one of them")
     if args.resume is not None:
@@ -331,11 +331,12 @@ def _train(args, out: Path, settings, threads) -> int:
             raise UsageError(f"{out} holds another run's checkpoint: --resume {args.resume} would replace it and mix "
                              f"the two runs' metrics; resume into another --out, or continue that run with --resume "
                              f"alone")
+        nfc = saved_nfc(load_checkpoint(resume, trainer=False).vocab)  # (a run from before NFC resumes without it)
     elif holds_checkpoint(out / "checkpoint") and not args.overwrite:
         raise UsageError(f"{out} already holds a checkpoint: add --resume to continue it, "
                          f"--overwrite to start afresh, or choose another --out")
     run = build_run(args.task, args.data, args.valid, settings, out_dir=out,
-                    progress=not args.no_progress, device=args.device)
+                    progress=not args.no_progress, device=args.device, nfc=nfc)
     tr = run.trainer
     if args.overwrite and tr.dist.is_main:  # the data and model are good: now the old run's snapshots go
         for name in ("checkpoint", "best"):  # (its best/ stayed until this run's first evaluation)

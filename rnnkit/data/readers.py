@@ -188,10 +188,10 @@ def read_conll(
 
     One token per line, columns separated by spaces or tabs (only those: a no-break space or another Unicode
     space stays inside its token, "New\u00a0York"), a blank line between sentences; lines
-    ``-DOCSTART-`` are skipped, and so are comment lines before a sentence's first token, as in CoNLL-U: a field
-    ``#`` followed by ``key = value``, by ``newdoc``/``newpar``, by nothing, or by another number of fields than
-    the token lines have (``# sent_id = 1``, ``# newdoc``). A line ``# O`` there is the token ``#`` with its tag,
-    and ``#tag`` is always a token. Every token line must have the same number of columns: ``columns``,
+    ``-DOCSTART-`` are skipped, and so are comment lines before a sentence's first token, as in CoNLL-U
+    (``# sent_id = 1``, ``# newdoc``): a first field ``#`` on a line that is not a token line's width with a tag
+    the other token lines use. A line ``# O`` there is the token ``#`` with its tag, and ``#tag`` is always a
+    token. Every token line must have the same number of columns: ``columns``,
     or else as many as the first token line (at least two). Tokens come from ``token_column``
     (default the first), tags from ``tag_column`` (default the last).
     """
@@ -201,11 +201,15 @@ def read_conll(
     tags: list[str] = []
     first_line = None
     lines = read_text_file(p).split("\n")
-    width = columns or next((len(f) for f in map(conll_fields, lines) if f and f[0] not in ("#", "-DOCSTART-")), None)
+    # what a token line looks like, from the lines that are no "#" line: its width and the tags it uses
+    plain = [f for f in map(conll_fields, lines) if f and f[0] not in ("#", "-DOCSTART-")]
+    width = columns or (len(plain[0]) if plain else None)
+    tags_used = {f[tag_column] for f in plain if len(f) == width}
     for n, raw in enumerate(lines, start=1):
         fields = conll_fields(raw)  # (a line of no-break spaces is blank)
-        if fields and fields[0] == "#" and not tokens and _conll_comment(fields, width):
-            continue
+        token_hash = len(fields) == width and fields[tag_column] in tags_used  # the token "#" with a file's tag
+        if fields and fields[0] == "#" and not tokens and not token_hash:
+            continue  # a comment (CoNLL-U: "# text = …")
         if not fields or fields[0] == "-DOCSTART-":
             if tokens:
                 sentences.append((tokens, tags))
@@ -225,14 +229,6 @@ def read_conll(
     if not sentences:
         raise DataError("no sentences", p)
     return sentences
-
-
-def _conll_comment(fields: list[str], width: int | None) -> bool:
-    """Whether a line whose first field is ``#``, at a sentence's start, is a CoNLL-U comment rather than the
-    token ``#`` with its tag: ``# key = value``, ``# newdoc``, ``# newpar``, a lone ``#``, or a line of another
-    width than the file's token lines (``width``)."""
-    return (len(fields) == 1 or "=" in fields or fields[1] in ("newdoc", "newpar")
-            or (width is not None and len(fields) != width))
 
 
 def _lines(path: Path) -> list[str]:

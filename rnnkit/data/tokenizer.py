@@ -104,12 +104,14 @@ class CharTokenizer(Tokenizer):
         self.nfc = nfc
 
     @classmethod
-    def fit(cls, texts: Iterable[str] | str, *, min_freq: int = 1, lowercase: bool = False) -> "CharTokenizer":
+    def fit(cls, texts: Iterable[str] | str, *, min_freq: int = 1, lowercase: bool = False,
+            nfc: bool = True) -> "CharTokenizer":
+        tok = cls(Vocabulary(SPECIALS), lowercase=lowercase, nfc=nfc)
         texts = [texts] if isinstance(texts, str) else texts
         counts: Counter = Counter()
         for t in texts:
-            counts.update(nfc(t.lower() if lowercase else t))
-        return cls(Vocabulary.from_counts(counts, min_freq=min_freq), lowercase=lowercase)
+            counts.update(tok.split(t))
+        return cls(Vocabulary.from_counts(counts, min_freq=min_freq), lowercase=lowercase, nfc=nfc)
 
     def split(self, text: str) -> list[str]:
         text = text.lower() if self.lowercase else text
@@ -166,11 +168,12 @@ class WordTokenizer(Tokenizer):
         max_size: int | None = None,
         lowercase: bool = False,
         punctuation: bool = False,
+        nfc: bool = True,
     ) -> "WordTokenizer":
         texts = [texts] if isinstance(texts, str) else texts
-        probe = cls(Vocabulary(SPECIALS), lowercase=lowercase, punctuation=punctuation)
+        probe = cls(Vocabulary(SPECIALS), lowercase=lowercase, punctuation=punctuation, nfc=nfc)
         vocab = Vocabulary.build((probe.split(t) for t in texts), min_freq=min_freq, max_size=max_size)
-        return cls(vocab, lowercase=lowercase, punctuation=punctuation)
+        return cls(vocab, lowercase=lowercase, punctuation=punctuation, nfc=nfc)
 
     def split(self, text: str) -> list[str]:
         # NFC first: a decomposed letter ("e" + U+0301) would be another word, or lose its accent as a
@@ -245,9 +248,11 @@ TOKENIZERS: dict[str, type[Tokenizer]] = {c.kind: c for c in (CharTokenizer, Wor
 
 def build_tokenizer(kind: str, texts: Iterable[str] | str, **options) -> Tokenizer:
     """Fit the tokenizer named ``kind`` (``"char"``, ``"word"`` or ``"bpe"``) on ``texts``; ``options``
-    go to its ``fit`` (``min_freq``, ``max_size``, ``lowercase``, ``punctuation``, ``vocab_size``)."""
+    go to its ``fit`` (``min_freq``, ``max_size``, ``lowercase``, ``punctuation``, ``nfc``, ``vocab_size``)."""
     if kind not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer {kind!r}, expected one of {sorted(TOKENIZERS)}")
+    if kind == "bpe":
+        options.pop("nfc", None)  # (BPE's own normaliser decides)
     return TOKENIZERS[kind].fit(texts, **options)
 
 

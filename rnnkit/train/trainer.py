@@ -642,6 +642,23 @@ class Trainer:
             stop[0] = float(self.config.patience > 0 and self.bad_evals >= self.config.patience)
         return bool(dist_.broadcast_(stop, self.dist)[0])
 
+    def _at_epoch_end(self) -> bool:
+        """Whether the loop stands at its epoch's end: no batch left to train on (under DDP a last batch with fewer
+        rows than processes is skipped, so it counts as none)."""
+        if not self._batches:
+            return False
+        left = self._batches[self.position:]
+        world = self.dist.world_size if self.dist.enabled else 1
+        return all(self.task.rows_in(b) < world for b in left) if world > 1 else not left
+
+    def _on_schedule(self, stop_reason: str) -> bool:
+        """Whether the step a run stopped at is one its schedule evaluates: a multiple of ``eval_every``, or an
+        epoch's end where that is 0 (a stop there, by ``max_steps`` or the time budget, came before the loop's own
+        evaluation of it)."""
+        if self.config.eval_every:
+            return self.step % self.config.eval_every == 0
+        return stop_reason == "epochs" or self._at_epoch_end()
+
     def _save_best(self) -> None:
         if self.best_dir is not None:
             ckpt.save_checkpoint(self.best_dir, model_type=self.model_type, config=self.model_config,
@@ -674,9 +691,8 @@ class Trainer:
                 finally:
                     self._bar = None
             evaluated = stop_reason != "interrupted" and self._last_eval_step != self.step
-            if evaluated:  # (off the schedule, unless the run stopped at an epoch's end and evaluates at those)
-                epoch_end = stop_reason == "epochs" or bool(self._batches and self.position >= len(self._batches))
-                self._evaluation_round(save=False, scheduled=not c.eval_every and epoch_end)
+            if evaluated:  # (off the schedule, unless the run stopped on it: see _after_eval)
+                self._evaluation_round(save=False, scheduled=self._on_schedule(stop_reason))
             metrics = self.last_metrics if stop_reason != "interrupted" else {}
             # a snapshot of this step written already (by the evaluation at it, or the one resumed from) with nothing
             # evaluated since stands: saving the same step again would write a second snapshot of it, "step-N.1"
@@ -823,8 +839,10 @@ class Trainer:
                 if self._evaluation_round():
                     return "early_stopping"
             elif c.checkpoint_every and self.step % c.checkpoint_every == 0:
-                last_epoch_ends = bool(epochs) and self.position >= len(self._batches) and self.epoch + 1 >= epochs
-                if self.step != c.max_steps and not last_epoch_ends:  # (at the last step the final save follows)
+                # (not where a save follows at once: the run's last step, or an epoch's end that is evaluated)
+                epoch_end = self.position >= len(self._batches)
+                last_epoch_ends = bool(epochs) and epoch_end and self.epoch + 1 >= epochs
+                if self.step != c.max_steps and not last_epoch_ends and not (epoch_end and not c.eval_every):
                     self.save()
 
     def _report(self, window: dict, lr: float, bar) -> None:

@@ -539,3 +539,22 @@ def test_a_checkpoint_from_before_a_config_field_existed_resumes(cli, files, lm_
     assert code == 0, err
     fails(cli, 2, "train", "lm", "--data", files / "train.txt", "--out", run, "--resume", *LM[2:], "--max-steps", "6",
           "--zoneout", "0.1", match="model zoneout 0.0 → 0.1")
+
+
+def test_a_run_from_before_nfc_resumes_reading_text_as_it_did(cli, files, lm_run, tmp_path):
+    """Tokenizers saved before rnnkit normalised text to NFC have no 'nfc' option: a resumed run refitted them
+    with NFC, so its later steps (and its model) read decomposed text otherwise than the first leg."""
+    import shutil
+
+    run = tmp_path / "old"
+    shutil.copytree(lm_run, run)
+    edited_copy(lm_run / "checkpoint", run / "checkpoint.old", "vocab.json",
+                lambda v: v["tokenizer"]["options"].pop("nfc"))
+    shutil.rmtree(run / "checkpoint")
+    (run / "checkpoint.old").rename(run / "checkpoint")
+    code, _, err = cli("train", "lm", "--data", files / "train.txt", "--out", run, "--resume", *LM[2:], "--max-steps", "5")
+    assert code == 0, err
+    from rnnkit.train.checkpoint import load_checkpoint
+
+    assert load_checkpoint(run / "checkpoint", trainer=False).vocab["tokenizer"]["options"]["nfc"] is False
+    assert load_checkpoint(lm_run / "checkpoint", trainer=False).vocab["tokenizer"]["options"]["nfc"] is True

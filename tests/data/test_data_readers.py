@@ -569,3 +569,7 @@ def test_conll_comment_lines_before_a_sentence_are_skipped(tmp_path):
     # a tweet that opens with the token "#" keeps it (the line has the token lines' width and no comment's form)
     assert read_conll(write(tmp_path / "t.conll", "#\tO\nlol\tO\n\n# a note\nok\tO\n")) == [
         (["#", "lol"], ["O", "O"]), (["ok"], ["O"])]
+    # a comment of the token lines' width whose last word is no tag of the file is still a comment
+    assert read_conll(write(tmp_path / "w.conll", "# sent_id=1\n# doc1\nok O\n")) == [(["ok"], ["O"])]
+    four = "# from the wire\nEU NNP B-NP B-ORG\n"
+    assert read_conll(write(tmp_path / "f.conll", four)) == [(["EU"], ["B-ORG"])]

@@ -316,14 +316,18 @@ def test_a_stop_off_the_evaluation_schedule_leaves_patience_to_the_schedule(tmp_
 
 @pytest.mark.parametrize("cfg", [dict(eval_every=4), dict(checkpoint_every=4), dict(checkpoint_every=3, eval_every=4),
                                  dict(max_steps=0, epochs=2, checkpoint_every=5, eval_every=3),
+                                 dict(max_steps=0, epochs=3, checkpoint_every=5),
                                  dict(optimizer="sgd", lr=30.0, clip_norm=0.0, eval_every=1, patience=2, max_steps=50)],
-                         ids=["eval", "checkpoint", "both", "epochs", "early-stop"])
+                         ids=["eval", "checkpoint", "both", "epochs", "epoch-ends", "early-stop"])
 def test_the_last_step_is_saved_once(tmp_path, cfg):
     """A run whose last step was saved already (by its evaluation, by --checkpoint_every, by early stopping) wrote
     the whole snapshot a second time, as "step-N.1"."""
-    result = make(tmp_path, **cfg).fit()
+    trainer = make(tmp_path, **cfg)
+    seen = []
+    trainer.on_step = lambda tr: seen.extend(p.name for p in (tmp_path / "run" / "checkpoint").glob("step-*.*"))
+    result = trainer.fit()
     snapshots = sorted(p.name for p in (tmp_path / "run" / "checkpoint").iterdir() if p.name.startswith("step-"))
-    assert not any("." in name for name in snapshots), snapshots
+    assert not any("." in name for name in snapshots + seen), snapshots + seen
     assert result.checkpoint.name == f"step-{result.step:08d}"
     assert load_checkpoint(tmp_path / "run" / "checkpoint").trainer["last_metrics"]["_step"] == result.step
 
@@ -455,3 +459,30 @@ def test_data_sources_fingerprint_what_the_readers_read(tmp_path):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     assert data_sources([str(fifo)], None) == {"data": [{"unverified": "not a regular file"}], "valid": []}
+
+
+def test_a_time_budget_stop_on_a_scheduled_step_counts_for_patience(tmp_path):
+    """The time budget is checked before the step's scheduled evaluation: fit evaluated it as off the schedule,
+    patience never counted it, and the resumed run went on to step 10 where an uninterrupted one stopped at 4."""
+    scripted = {2: 1.0, 4: 2.0, 6: 0.5, 8: 0.4, 10: 0.3}
+
+    class Scripted(StreamTask):
+        trainer = None
+
+        def evaluate(self, model):
+            return {"loss": scripted.get(self.trainer.step, 9.0)}
+
+    def run(name, resume=None, **cfg):
+        task = Scripted()
+        trainer = make(tmp_path, name, task=task, eval_every=2, patience=1, max_steps=10, **cfg)
+        task.trainer = trainer
+        if not resume:
+            trainer.on_step = lambda tr: setattr(tr, "elapsed", 100.0) if tr.step == 3 and cfg else None
+        return trainer.fit(resume=resume)
+
+    full = run("full")
+    assert (full.stop_reason, full.step) == ("early_stopping", 4)
+    cut = run("cut", time_budget=50.0)
+    assert (cut.stop_reason, cut.step) == ("time_budget", 4)
+    resumed = run("cut", resume=tmp_path / "cut" / "checkpoint", time_budget=1e6)
+    assert (resumed.stop_reason, resumed.step) == ("early_stopping", 4)

@@ -78,7 +78,8 @@ def data_sources(data: Sequence[str], valid: Sequence[str] | None) -> dict[str, 
         root = Path(path)
         if root.is_dir():  # a caption folder: its captions file and the images it names, nothing else there
             listing = root / CAPTIONS_FILE
-            names = [line.split("\t", 1)[0].strip() for line in listing.read_text(encoding="utf-8").splitlines()]
+            text = listing.read_text(encoding="utf-8", errors="replace").replace("\ufeff", "")  # (as the reader)
+            names = [line.split("\t", 1)[0].strip() for line in text.splitlines()]
             files = [listing] + [root / n for n in names if n and (root / n).is_file()]
         elif not root.is_file():  # a pipe (<(zcat …)), read once already: nothing left to compare
             return {"unverified": "not a regular file"}
@@ -97,8 +98,26 @@ def data_sources(data: Sequence[str], valid: Sequence[str] | None) -> dict[str, 
     return {"data": [fingerprint(str(p)) for p in data], "valid": [fingerprint(str(p)) for p in valid or ()]}
 
 
+def saved_nfc(vocab: Any) -> bool:
+    """Whether a checkpoint's vocabulary state was fitted on NFC text: False where any character or word
+    tokenizer in it, or a tagger's words, was saved before rnnkit normalised (no ``nfc`` entry)."""
+    flags: list[bool] = []
+
+    def walk(x: Any) -> None:
+        if isinstance(x, dict):
+            if x.get("format") == "rnnkit.tokenizer" and x.get("kind") in ("char", "word"):
+                flags.append(bool((x.get("options") or {}).get("nfc", False)))
+            elif "words" in x and "tags" in x:  # (the tagger's state)
+                flags.append(bool(x.get("nfc", False)))
+            for v in x.values():
+                walk(v)
+
+    walk(vocab)
+    return all(flags)
+
+
 def build_run(task_name: str, data: Sequence[str], valid: Sequence[str] | None, settings: Settings, *,
-              out_dir: str | Path | None, progress: bool = True, device: str = "auto") -> Run:
+              out_dir: str | Path | None, progress: bool = True, device: str = "auto", nfc: bool = True) -> Run:
     """Reads the data, fits the vocabularies, builds the model from the settings and returns a Trainer."""
     task_cls = TASKS[task_name]
     train_cfg = build(TrainConfig, settings.values["train"])
@@ -106,6 +125,7 @@ def build_run(task_name: str, data: Sequence[str], valid: Sequence[str] | None, 
     train, valid_set, how = task_cls.load_splits(data, valid, data_cfg, train_cfg.seed,
                                                  getattr(data_cfg, "valid_fraction", 0.1))
     task = task_cls(data_cfg, batch_size=train_cfg.batch_size, seed=train_cfg.seed)
+    task.nfc = nfc  # (False to resume a run fitted before rnnkit normalised text: ``saved_nfc``)
     task.check_model_options(settings.values["model"])
     with naming_data(data, valid):
         task.fit(train)

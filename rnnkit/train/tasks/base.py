@@ -58,6 +58,9 @@ class Task(TrainTask):
         self.batch_size, self.seed = batch_size, seed
         self.train_set: Any = None
         self.valid_set: Any = None
+        #: Text in Unicode's NFC (a decomposed "é" is the token typed "é"), as the tokenizers fit here record it;
+        #: a run resumed from a checkpoint saved before rnnkit normalised fits as that run did (``build_run``).
+        self.nfc = True
 
     # -- data --
 

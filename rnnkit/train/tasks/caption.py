@@ -58,7 +58,7 @@ class CaptionTask(Task):
         return read_captions(paths[0])
 
     def fit(self, train: Captions) -> None:
-        self.tokenizer = build_tokenizer(self.data.tokenizer, train.captions, min_freq=self.data.min_freq)
+        self.tokenizer = build_tokenizer(self.data.tokenizer, train.captions, min_freq=self.data.min_freq, nfc=self.nfc)
         self.image_shape = tuple(train.images.shape[1:])  # (C, H, W)
         self.most_common = Counter(train.captions).most_common(1)[0][0]
         longest = max(len(self.tokenizer.encode(c)) for c in train.captions)

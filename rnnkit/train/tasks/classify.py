@@ -85,7 +85,7 @@ class ClassifyTask(Task):
 
     def fit(self, train: list[tuple[str, str]]) -> None:
         self.tokenizer = build_tokenizer(self.data.tokenizer, [t for t, _ in train], min_freq=self.data.min_freq,
-                                         lowercase=self.data.lowercase)
+                                         lowercase=self.data.lowercase, nfc=self.nfc)
         refuse_unknown_only(len(self.tokenizer), "the training texts", self.data.min_freq)
         self.labels = sorted({label for _, label in train})
         if len(self.labels) < 2:

@@ -68,7 +68,7 @@ class LanguageModelTask(Task):
         return "char" if self.data.tokenizer == "char" else "token"
 
     def fit(self, train: str) -> None:
-        self.tokenizer = build_tokenizer(self.data.tokenizer, train, min_freq=self.data.min_freq)
+        self.tokenizer = build_tokenizer(self.data.tokenizer, train, min_freq=self.data.min_freq, nfc=self.nfc)
         if self.data.tokenizer != "char":
             refuse_unknown_only(len(self.tokenizer), "the training text", self.data.min_freq)
 

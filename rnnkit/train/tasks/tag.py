@@ -78,9 +78,6 @@ class TagTask(Task):
     later_options = ("chars",)
     #: The character vocabulary (``--chars true``), or None: no character features.
     char_vocab: Vocabulary | None = None
-    #: Words in Unicode's NFC (a decomposed "é" is the word typed "é"); a checkpoint saved before that reads words
-    #: as they are, as it did.
-    nfc = True
 
     @classmethod
     def read(cls, paths: Sequence[str], data: TagData) -> list[tuple[list[str], list[str]]]:

@@ -63,7 +63,8 @@ class TranslateTask(Task):
         return read_parallel(paths[0], paths[1] if len(paths) > 1 else None)
 
     def _fit_side(self, texts: Sequence[str]):
-        return build_tokenizer(self.data.tokenizer, texts, min_freq=self.data.min_freq, lowercase=self.data.lowercase)
+        return build_tokenizer(self.data.tokenizer, texts, min_freq=self.data.min_freq, lowercase=self.data.lowercase,
+                               nfc=self.nfc)
 
     def fit(self, train) -> None:
         self.src_tok = self._fit_side([s for s, _ in train])
