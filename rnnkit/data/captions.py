@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .errors import DataError, check_file, check_readable, read_text_file
+from .errors import DataError, check_file, check_readable, named_if_unreadable, read_text_file
 
 CAPTIONS_FILE = "captions.tsv"
 
@@ -153,10 +153,8 @@ def _read_folder(captions_file: Path) -> Captions:
 def read_captions(path: str | os.PathLike) -> Captions:
     """Images and captions from an ``.npz`` file, a folder holding ``captions.tsv``, or that file itself."""
     p = Path(path)
-    try:
+    with named_if_unreadable(p):  # (a name too long)
         folder = p.is_dir()
-    except OSError as e:  # (a name too long)
-        raise DataError(f"cannot be read ({e.strerror or e})", p) from None
     if folder:
         if not (p / CAPTIONS_FILE).is_file():
             raise DataError(f"no {CAPTIONS_FILE} in the folder (expected one 'FILENAME<TAB>CAPTION' line per image)", p)

@@ -6,6 +6,7 @@ so editors can jump to the line. The CLI prints it as is and exits with status 2
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -41,34 +42,36 @@ def check_file(path: str | os.PathLike) -> Path:
     """``path`` as a ``Path`` if it names an existing regular file, else a :class:`DataError` (also for a path
     the system cannot look at: a name too long, a folder without permission)."""
     p = Path(path)
-    try:
+    with named_if_unreadable(p):
         if not p.exists():
             raise DataError("no such file", p)
         if p.is_dir():
             raise DataError("is a directory, expected a file", p)
-    except OSError as e:
-        raise DataError(f"cannot be read ({e.strerror or e})", p) from None
     return p
 
 
-def read_bytes(path: str | os.PathLike) -> bytes:
-    """A file's bytes (``check_file`` first); one that cannot be opened or read is a :class:`DataError` naming
-    the reason (no permission, …), not Python's OSError."""
-    p = check_file(path)
+@contextlib.contextmanager
+def named_if_unreadable(path: Path):
+    """Python's OSError inside (no permission, a name too long, …) as a :class:`DataError` naming ``path`` and
+    the reason."""
     try:
-        return p.read_bytes()
+        yield
     except OSError as e:
-        raise DataError(f"cannot be read ({e.strerror or e})", p) from None
+        raise DataError(f"cannot be read ({e.strerror or e})", path) from None
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """A file's bytes (``check_file`` first); one that cannot be opened or read is a :class:`DataError`."""
+    p = check_file(path)
+    with named_if_unreadable(p):
+        return p.read_bytes()
 
 
 def check_readable(path: str | os.PathLike) -> Path:
     """``check_file``, and the file opened once: one that cannot be is a :class:`DataError` naming the reason."""
     p = check_file(path)
-    try:
-        with p.open("rb"):
-            pass
-    except OSError as e:
-        raise DataError(f"cannot be read ({e.strerror or e})", p) from None
+    with named_if_unreadable(p), p.open("rb"):
+        pass
     return p
 
 

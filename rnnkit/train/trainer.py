@@ -438,7 +438,8 @@ class Trainer:
         state = {
             "step": self.step, "epoch": self.epoch, "position": self.position, "tokens": self.tokens,
             "elapsed": self.elapsed, "train_config": self.config.to_dict(), "optimizer": opt_meta,
-            "rng": rng_meta, "carry": carry_spec, "best": self.best, "patience_best": self.patience_best, "bad_evals": self.bad_evals,
+            "rng": rng_meta, "carry": carry_spec, "best": self.best, "patience_best": self.patience_best,
+            "bad_evals": self.bad_evals,
             "world_size": self.dist.world_size, "last_metrics": self.last_metrics,
             "explode_streak": self.monitor.explode_streak,  # consecutive steps above explode_threshold so far
         }
@@ -672,7 +673,6 @@ class Trainer:
             self.resume(resume)
         else:
             seed_everything(c.seed)
-        start_step = self.step
         self._batches = None
         self._log = None
         if self.out_dir is not None and self.dist.is_main:
@@ -840,7 +840,7 @@ class Trainer:
                     return "early_stopping"
             elif c.checkpoint_every and self.step % c.checkpoint_every == 0:
                 # (not where a save follows at once: the run's last step, or an epoch's end that is evaluated)
-                epoch_end = self.position >= len(self._batches)
+                epoch_end = self._at_epoch_end()
                 last_epoch_ends = bool(epochs) and epoch_end and self.epoch + 1 >= epochs
                 if self.step != c.max_steps and not last_epoch_ends and not (epoch_end and not c.eval_every):
                     self.save()
