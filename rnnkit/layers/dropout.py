@@ -37,6 +37,18 @@ class LockedDropout(nn.Module):
         return f"p={self.p}"
 
 
+def embed_dropped(e: nn.Embedding, ids: Tensor, p: float, training: bool) -> Tensor:
+    """``e(ids)`` with whole rows of its matrix dropped at rate ``p`` in training (one mask over the vocabulary
+    per call, the kept rows scaled by 1/(1 − p)): every occurrence of a dropped word in the batch is zero."""
+    if not training or p == 0:
+        return e(ids)
+    if e.max_norm is not None:  # renormalise the looked-up rows first, as nn.Embedding does, then drop
+        with torch.no_grad():
+            torch.embedding_renorm_(e.weight, ids.reshape(-1), e.max_norm, e.norm_type)
+    keep = e.weight.new_empty(e.weight.shape[0], 1).bernoulli_(1 - p).div_(1 - p)
+    return F.embedding(ids, e.weight * keep, e.padding_idx, None, e.norm_type, e.scale_grad_by_freq, e.sparse)
+
+
 class EmbeddingDropout(nn.Module):
     """Wraps an ``nn.Embedding``: ids (any shape) → vectors (…, E), with whole rows of the embedding
     matrix dropped (one mask per forward call, over the vocabulary)."""
@@ -49,14 +61,7 @@ class EmbeddingDropout(nn.Module):
         self.p = check_probability("rnnkit.EmbeddingDropout", "p", p)
 
     def forward(self, ids: Tensor) -> Tensor:
-        e = self.embedding
-        if not self.training or self.p == 0:
-            return e(ids)
-        if e.max_norm is not None:  # renormalise the looked-up rows first, as nn.Embedding does, then drop
-            with torch.no_grad():
-                torch.embedding_renorm_(e.weight, ids.reshape(-1), e.max_norm, e.norm_type)
-        keep = e.weight.new_empty(e.weight.shape[0], 1).bernoulli_(1 - self.p).div_(1 - self.p)
-        return F.embedding(ids, e.weight * keep, e.padding_idx, None, e.norm_type, e.scale_grad_by_freq, e.sparse)
+        return embed_dropped(self.embedding, ids, self.p, self.training)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

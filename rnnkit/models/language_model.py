@@ -11,9 +11,9 @@ row on the CPU (greedy or sampling) with ``rnnkit.engine.step_numpy.OneRowStep``
 numpy without torch's per-call cost (the same tokens and scores up to float rounding; tested against
 the torch path).
 
-Dropout (``dropout``) applies to the embeddings, between the recurrent layers and before the output
-layer, in training only; ``tie_weights`` shares the embedding matrix with the output layer (Press &
-Wolf 2017), which needs ``embed_size == hidden_size``.
+Dropout (``dropout``; whole word vectors with ``embedding_dropout``) applies to the embeddings, between the
+recurrent layers and before the output layer, in training only; ``tie_weights`` shares the embedding matrix
+with the output layer (Press & Wolf 2017), which needs ``embed_size == hidden_size``.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from ..engine import step_numpy
 from ..engine.step import StepKernel, current_kernel
+from ..layers.dropout import embed_dropped
 from .common import (check_has_targets, check_ids, check_not_empty, exclude, make_recurrent, padding_mask,
                      prepare_lengths)
 from .config import (Cell, ConfiguredModel, Engine, RecurrentOptions, check_dropout, check_positive, check_types,
@@ -43,6 +44,8 @@ class LanguageModelConfig(RecurrentOptions):
     embed_size: embedding width E (128). hidden_size: H (256). num_layers: stacked layers (2).
     cell: lstm | gru | rnn_tanh | rnn_relu ("lstm").
     dropout: on the embeddings, between layers and before the output layer (0.0).
+    embedding_dropout: drop whole word vectors at this rate in training, one mask over the vocabulary per call, so
+      every occurrence of a dropped token in the batch reads zeros (Gal & Ghahramani 2016; AWD-LSTM) (0.0).
     tie_weights: share the embedding matrix with the output layer; needs embed_size == hidden_size (False).
     padding_idx: the padding token, for padded batches: its embedding row starts at zero and the embedding
       passes it no gradient (torch's ``nn.Embedding`` rule), and ``loss`` leaves its targets out (None). With
@@ -58,6 +61,7 @@ class LanguageModelConfig(RecurrentOptions):
     num_layers: int = 2
     cell: Cell = "lstm"
     dropout: float = 0.0
+    embedding_dropout: float = 0.0
     tie_weights: bool = False
     padding_idx: int | None = None
     engine: Engine = "auto"
@@ -67,6 +71,7 @@ class LanguageModelConfig(RecurrentOptions):
         self.check_recurrent_options(self.cell)
         check_positive(self, "vocab_size", "embed_size", "hidden_size", "num_layers")
         check_dropout(self)
+        check_dropout(self, "embedding_dropout")
         if self.tie_weights and self.embed_size != self.hidden_size:
             raise ValueError(f"LanguageModelConfig: tie_weights needs embed_size == hidden_size, got embed_size="
                              f"{self.embed_size}, hidden_size={self.hidden_size}")
@@ -108,7 +113,8 @@ class LanguageModel(ConfiguredModel):
         lengths = prepare_lengths(_OWNER, lengths, B, T)
         if state is not None:
             self._initial_state(state, B, _OWNER)  # (a misfit named as this argument, not as the layer's hx)
-        x = self.drop(self.embedding(tokens))  # (B, T, E)
+        x = embed_dropped(self.embedding, tokens, self._config.embedding_dropout, self.training)
+        x = self.drop(x)  # (B, T, E)
         h, state = self.rnn(x, state, lengths=lengths)  # h (B, T, H)
         return self.decoder(self.drop(h)), state
 

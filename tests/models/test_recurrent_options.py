@@ -157,3 +157,29 @@ def test_native_engine_with_an_option_torch_lacks_is_refused_by_the_config(asser
     assert_error(ValueError, lambda: LanguageModel(vocab_size=5, engine="native", layer_norm=True, zoneout=0.1),
                  "LanguageModelConfig", "engine='native'", "cannot run zoneout, layer_norm")
     LanguageModel(vocab_size=5, engine="native", weight_drop=0.2, num_layers=2, dropout=0.1, dropout_kind="locked")
+
+
+def test_language_model_embedding_dropout_drops_whole_words():
+    """embedding_dropout (AWD-LSTM): one mask over the vocabulary per call — every occurrence of a dropped token
+    reads zeros, the kept ones are scaled by 1/(1 − p) — in training only; an old config without it loads."""
+    torch.manual_seed(0)
+    model = LanguageModel(vocab_size=6, embed_size=4, hidden_size=4, embedding_dropout=0.5).to(DT)
+    tokens = torch.tensor([[1, 2, 1, 3, 2, 1, 4, 5]])
+    seen = []
+    model.rnn.register_forward_hook(lambda m, args, out: seen.append(args[0].detach().clone()))
+    torch.manual_seed(3)
+    model.train()(tokens)
+    x = seen[-1][0]  # (T, E), what the recurrent layer read
+    weight = model.embedding.weight.detach()
+    for t, tok in enumerate(tokens[0].tolist()):
+        dropped = bool((x[t] == 0).all())
+        same = [s for s, other in enumerate(tokens[0].tolist()) if other == tok]
+        assert all(bool((x[s] == 0).all()) == dropped for s in same)  # every occurrence alike
+        if not dropped:
+            torch.testing.assert_close(x[t], weight[tok] * 2)
+    assert any(bool((x[t] == 0).all()) for t in range(8)) and not all(bool((x[t] == 0).all()) for t in range(8))
+    model.eval()(tokens)
+    torch.testing.assert_close(seen[-1][0], weight[tokens[0]])
+    config = dataclasses.asdict(model.config)
+    config.pop("embedding_dropout")
+    assert LanguageModel.from_config(config).config.embedding_dropout == 0.0
