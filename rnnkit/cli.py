@@ -316,7 +316,7 @@ def _out_locked(out: Path):
 def _train(args, out: Path, settings, threads) -> int:
     import torch
 
-    from .train.checkpoint import holds_checkpoint, load_checkpoint, read_header
+    from .train.checkpoint import holds_checkpoint, read_header, read_vocab
     from .train.tasks import TASKS, build_run, saved_nfc
 
     resume, nfc = None, True
@@ -324,14 +324,14 @@ def _train(args, out: Path, settings, threads) -> int:
         raise UsageError("--resume continues the run in --out and --overwrite starts it afresh: give one of them")
     if args.resume is not None:
         resume = Path(args.resume) if args.resume else out / "checkpoint"
-        snapshot, _ = read_header(resume, TASKS[args.task].model_type)  # a missing or broken checkpoint, or another
-        # task's, is reported before the data is read
+        snapshot, header = read_header(resume, TASKS[args.task].model_type)  # a missing or broken checkpoint, or
+        # another task's, is reported before the data is read
         if args.resume and holds_checkpoint(out / "checkpoint") and \
                 Path(snapshot).resolve().parent != (out / "checkpoint").resolve():
             raise UsageError(f"{out} holds another run's checkpoint: --resume {args.resume} would replace it and mix "
                              f"the two runs' metrics; resume into another --out, or continue that run with --resume "
                              f"alone")
-        nfc = saved_nfc(load_checkpoint(resume, trainer=False).vocab)  # (a run from before NFC resumes without it)
+        nfc = saved_nfc(read_vocab(snapshot, header))  # (a run from before NFC resumes without it)
     elif holds_checkpoint(out / "checkpoint") and not args.overwrite:
         raise UsageError(f"{out} already holds a checkpoint: add --resume to continue it, "
                          f"--overwrite to start afresh, or choose another --out")

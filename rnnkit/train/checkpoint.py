@@ -410,8 +410,7 @@ def load_checkpoint(path: str | os.PathLike, expected_type: str | None = None, *
     digests = header.get("sha256") if isinstance(header.get("sha256"), dict) else {}
     weights, _ = _read_tensors(snap / "model.safetensors", sizes.get("model.safetensors"),
                                digests.get("model.safetensors"))
-    vocab = (_read_json(snap / "vocab.json", "vocabulary", digests.get("vocab.json"))
-             if (snap / "vocab.json").is_file() else None)
+    vocab = read_vocab(snap, header)
     ckpt = Checkpoint(path=snap, model_type=header["model_type"], config=header.get("model_config", {}),
                       weights=weights, vocab=vocab, meta=header)
     # Without require_files, trainer state whose tensors are gone is skipped rather than an error.
@@ -424,6 +423,14 @@ def load_checkpoint(path: str | os.PathLike, expected_type: str | None = None, *
         ckpt.trainer_tensors, _ = _read_tensors(snap / "trainer.safetensors", sizes.get("trainer.safetensors"),
                                                 digests.get("trainer.safetensors"))
     return ckpt
+
+
+def read_vocab(snap: Path, header: dict[str, Any]) -> Any:
+    """A snapshot's vocab.json (checked against its digest), or None where it has none: cheap, no tensors read.
+    ``snap``, ``header``: what ``read_header`` returned."""
+    digests = header.get("sha256") if isinstance(header.get("sha256"), dict) else {}
+    path = snap / "vocab.json"
+    return _read_json(path, "vocabulary", digests.get("vocab.json")) if path.is_file() else None
 
 
 def _shape(shape) -> str:
