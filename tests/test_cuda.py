@@ -407,3 +407,148 @@ def test_weights_made_on_or_given_to_the_gpu_are_flattened():
         warnings.filterwarnings("error", message=".*single contiguous chunk.*")
         m(x)
     assert len({p.untyped_storage().data_ptr() for p in m.parameters()}) == 1
+
+
+# -- what came after the first GPU run: the models' variant options, layer norm's step kernel, the CRF guard --
+EVERY_OPTION = dict(num_layers=2, dropout=0.2, dropout_kind="variational", recurrent_dropout=0.1, weight_drop=0.3,
+                    zoneout=0.1, zoneout_cell=0.2, layer_norm=True, init="orthogonal", forget_bias=1.0)
+
+
+def check_models_with_every_option(device):
+    """Every model made with every variant option: in eval mode ``device`` computes what the CPU computes
+    (generation steps layer norm through the step kernel's cell path, zoneout at its expectation), and a
+    training step there draws its masks there and reaches every parameter with finite gradients."""
+    from rnnkit.models import Forecaster, ImageCaptioner, LanguageModel, Seq2Seq, SequenceTagger
+
+    tokens, lengths = torch.tensor([[3, 4, 5, 6], [7, 1, 0, 0]]), torch.tensor([4, 2])
+    to = lambda *ts: [t.to(device) for t in ts]  # noqa: E731
+
+    torch.manual_seed(3)
+    cpu, gpu = both_on(LanguageModel(vocab_size=9, embed_size=4, hidden_size=6, embedding_dropout=0.1,
+                                     **EVERY_OPTION), device)
+    for kw in ({}, {"lengths": lengths}, {"method": "beam", "beam_width": 3}):
+        a, b = cpu.generate(tokens, 6, **kw), gpu.generate(*to(tokens), 6, **kw)
+        assert torch.equal(a.tokens, b.tokens.cpu()), kw
+        torch.testing.assert_close(a.scores, b.scores.cpu())
+    torch.testing.assert_close(cpu.loss(tokens, lengths=lengths), gpu.loss(*to(tokens), lengths=lengths).cpu())
+    train_step(gpu, lambda m: m.loss(*to(tokens), lengths=lengths))
+
+    cpu, gpu = both_on(Seq2Seq(src_vocab_size=9, tgt_vocab_size=8, embed_size=4, hidden_size=6, attention="general",
+                               **EVERY_OPTION), device)
+    a, b = cpu.generate(tokens, lengths, max_length=5), gpu.generate(*to(tokens, lengths), max_length=5)
+    assert torch.equal(a.tokens, b.tokens.cpu())
+    tgt = torch.tensor([[3, 4, 2], [5, 2, 0]])
+    train_step(gpu, lambda m: m.loss(*to(tokens, tgt), src_lengths=lengths, teacher_forcing_ratio=1.0))
+
+    for decoder in ("softmax", "crf"):
+        cpu, gpu = both_on(SequenceTagger(vocab_size=9, num_tags=3, embed_size=4, hidden_size=6, decoder=decoder,
+                                          **EVERY_OPTION), device)
+        assert torch.equal(cpu.predict(tokens, lengths), gpu.predict(*to(tokens), lengths).cpu())
+        tags = torch.tensor([[1, 2, 0, 1], [0, 1, 0, 0]])
+        train_step(gpu, lambda m: m.loss(*to(tokens, tags), lengths))
+
+    cpu, gpu = both_on(Forecaster(num_series=2, hidden_size=6, cell="lstm", **EVERY_OPTION), device)
+    series = torch.randn(3, 10, 2, dtype=DT)
+    torch.testing.assert_close(cpu(series), gpu(*to(series)).cpu())
+    train_step(gpu, lambda m: m.loss(*to(series)))
+
+    cpu, gpu = both_on(ImageCaptioner(vocab_size=9, hidden_size=8, image_size=(8, 8), conv_channels=(4,),
+                                      kernel_size=3, **EVERY_OPTION), device)
+    images = torch.rand(2, 1, 8, 8, dtype=DT)
+    assert torch.equal(cpu.generate(images, max_length=5).tokens, gpu.generate(*to(images), max_length=5).tokens.cpu())
+    train_step(gpu, lambda m: m.loss(*to(images), torch.tensor([[3, 4, 2], [5, 2, 0]], device=device)))
+
+
+def both_on(model, device):
+    cpu = model.to(DT).eval()
+    return cpu, copy.deepcopy(cpu).to(device)
+
+
+def train_step(model, loss_of_model):
+    model.train()
+    model.zero_grad()
+    loss = loss_of_model(model)
+    loss.backward()
+    assert torch.isfinite(loss)
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            assert p.grad.device == p.device and torch.isfinite(p.grad).all(), name
+    model.eval()
+
+
+def test_models_with_every_variant_option_on_cuda():
+    check_models_with_every_option(CUDA)
+
+
+@pytest.mark.parametrize("kind", ["locked", "variational"])
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_native_runs_locked_masks_between_layers_like_fused_on_cuda(cell_name, kind):
+    """``engine='native'`` with locked masks between layers runs cuDNN one layer at a time: the same seed draws
+    the fused engine's masks on the GPU, and outputs and gradients agree."""
+    cell = CELLS[cell_name]
+    torch.manual_seed(0)
+    m = cell.kit(I, H, dtype=DT, num_layers=3, dropout=0.4, dropout_kind=kind, bidirectional=True,
+                 **cell.kwargs).to(CUDA).train()
+    x = random(T, B, I, seed=2).to(CUDA)
+    results = []
+    for engine in ("native", "fused"):
+        m.engine = engine
+        xi = x.clone().requires_grad_()
+        torch.manual_seed(7)
+        y, state = m(xi)
+        outs = [y, *states_list(state)]
+        results.append((outs, grads_of(loss_of(outs), [xi, *m.parameters()])))
+    (out_n, grad_n), (out_f, grad_f) = results
+    assert_all_close(out_n, out_f, ["output", "h_n", "c_n"][: len(out_f)])
+    assert_all_close(grad_n, grad_f, ["input"] + [n for n, _ in m.named_parameters()])
+
+
+def test_crf_with_an_unreachable_tag_has_finite_gradients_on_cuda():
+    """The guarded logsumexp (a tag no path reaches) on the GPU: the CPU's likelihood and gradients."""
+    from rnnkit.models.crf import LinearChainCRF
+
+    torch.manual_seed(0)
+    cpu = LinearChainCRF(3).to(DT)
+    with torch.no_grad():
+        cpu.start_transitions[2] = float("-inf")
+        cpu.transitions[:, 2] = float("-inf")
+    gpu = copy.deepcopy(cpu).to(CUDA)
+    tags, lengths = torch.tensor([[0, 1, 0, 1], [1, 1, 0, 0]]), torch.tensor([4, 2])
+    grads = []
+    E = torch.randn(2, 4, 3, dtype=DT)
+    for crf, device in ((cpu, "cpu"), (gpu, CUDA)):
+        e = E.to(device).clone().requires_grad_()
+        nll = crf.neg_log_likelihood(e, tags.to(device), lengths.to(device))
+        nll.sum().backward()
+        grads.append([nll.detach().cpu(), e.grad.cpu(), crf.transitions.grad.cpu()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    assert torch.isfinite(grads[1][1]).all()
+
+
+def test_cli_trains_every_variant_option_on_cuda(cli, tmp_path):
+    """``rnnkit train lm --device cuda`` with layer norm, zoneout, variational and embedding dropout and
+    weight-drop: it trains, resumes equal to a straight run, and generates on the GPU."""
+    from safetensors.torch import load_file
+
+    from rnnkit.train.checkpoint import resolve
+
+    text = tmp_path / "t.txt"
+    text.write_text(("the cat sat on the mat and the dog ran home " * 60) + "\n")
+    args = ("train", "lm", "--data", text, "--batch_size", "8", "--bptt", "16", "--hidden_size", "16",
+            "--embed_size", "8", "--num_layers", "2", "--dropout", "0.2", "--dropout_kind", "variational",
+            "--recurrent_dropout", "0.1", "--weight_drop", "0.2", "--zoneout", "0.1", "--layer_norm", "true",
+            "--embedding_dropout", "0.1", "--lr", "0.01", "--no-progress", "--eval_every", "4", "--device", "cuda",
+            "--json")
+    assert cli(*args, "--max-steps", "8", "--out", tmp_path / "full")[0] == 0
+    assert cli(*args, "--max-steps", "4", "--out", tmp_path / "cut")[0] == 0
+    code, _, err = cli(*args, "--max-steps", "8", "--out", tmp_path / "cut", "--resume")
+    assert code == 0, err
+    full = load_file(resolve(tmp_path / "full" / "checkpoint") / "model.safetensors")
+    cut = load_file(resolve(tmp_path / "cut" / "checkpoint") / "model.safetensors")
+    assert any(".ln_" in k or k.startswith("ln_") for k in full)
+    for k in full:
+        torch.testing.assert_close(cut[k], full[k], rtol=1e-5, atol=1e-6, msg=lambda m, k=k: f"{k}: {m}")
+    code, gen, err = cli("generate", tmp_path / "full" / "checkpoint", "--prompt", "the ", "--length", "20",
+                         "--device", "cuda")
+    assert code == 0 and gen.startswith("the "), err

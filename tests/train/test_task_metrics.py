@@ -118,7 +118,7 @@ def test_forecast_with_a_direct_head_scores_its_windows():
         got = task.evaluate(model)
         errors, naive = [], []
         for j in range(len(context) - 1, len(full) - 3):  # forecasts made after each step from the context's last
-            pred = model.forecast(full[: j + 1].unsqueeze(0), 3, method="direct")[0]  # (3, S)
+            pred = model.forecast(full[: j + 1].unsqueeze(0), 3, method="direct")[0].cpu()  # (3, S)
             errors.append((pred - full[j + 1 : j + 4]).abs())
             naive.append((full[j] - full[j + 1 : j + 4]).abs())
     assert got["direct_mae"] == pytest.approx(float(torch.stack(errors).double().mean()), rel=1e-5)

@@ -179,7 +179,8 @@ def test_the_probe_of_a_padded_batch_reads_its_longest_rows(tmp_path, monkeypatc
     torch.manual_seed(0)
     trainer = Trainer(TinyLM(), StreamTask(), TrainConfig(max_steps=1, probe_every=1), progress=False)
     layer = trainer._probe_layer
-    x = torch.randn(6, 4, layer.input_size) if not layer.batch_first else torch.randn(4, 6, layer.input_size)
+    shape = (4, 6, layer.input_size) if layer.batch_first else (6, 4, layer.input_size)
+    x = torch.randn(shape, device=layer.weight_ih_l0.device)  # (the trainer's device: a GPU where there is one)
     with _ProbeInput(layer) as caught:
         layer(x, lengths=torch.tensor([5, 3, 5, 2]))
     assert caught.lengths.tolist() == [5, 3, 5, 2]

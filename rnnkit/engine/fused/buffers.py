@@ -225,17 +225,11 @@ if hasattr(os, "register_at_fork"):
 _enabled = _use_count is not None and os.environ.get("RNNKIT_BUFFER_POOL", "1") != "0"
 
 
-def _compiling() -> bool:
-    """Inside ``torch.compile``'s tracing the compiler plans the memory, and before torch 2.13 its autograd
-    failed on tensors set on one block ("any_leaf=True != all_leaf=False"): no pooling there."""
-    return torch.compiler.is_compiling()
-
-
 def empty(shape: tuple[int, ...], like: Tensor) -> Tensor:
     """``like.new_empty(shape)`` (on ``like``'s device, in its dtype), from the pool when ``like`` is on
     the CPU and the block is large."""
     numel = math.prod(shape)
-    if not _enabled or like.device.type != "cpu" or numel * like.dtype.itemsize < MIN_BYTES or _compiling():
+    if not _enabled or like.device.type != "cpu" or numel * like.dtype.itemsize < MIN_BYTES:
         return like.new_empty(shape)
     return _pool.take(shape, numel, like.dtype)
 
@@ -248,7 +242,7 @@ def hold(t: Tensor) -> Tensor:
     """``t``, a large CPU result that a kernel without ``out=`` allocated fresh, kept referenced until
     ``HOLD_BLOCKS`` later ones have been held (module docstring: its memory then stays in malloc's heap
     for the next step). Small, CUDA and (pool off) every tensor pass untouched."""
-    if _enabled and t.device.type == "cpu" and t.untyped_storage().nbytes() >= MIN_BYTES and not _compiling():
+    if _enabled and t.device.type == "cpu" and t.untyped_storage().nbytes() >= MIN_BYTES:
         _held.add(t)
     return t
 

@@ -48,10 +48,8 @@ LINEAR_MAX_WIDTH_RATIO = 2
 
 def _onednn_float32(t: Tensor) -> bool:
     """float32 on the CPU with oneDNN here, not switched off by the user (``torch.backends.mkldnn.enabled =
-    False``), and not while ``torch.compile`` traces (Inductor lowers ``_linear_pointwise`` only for a weight
-    packed ahead of time, not one packed in the graph)."""
-    return (ONEDNN and torch.backends.mkldnn.enabled and t.dtype == torch.float32 and t.device.type == "cpu"
-            and not torch.compiler.is_compiling())
+    False``)."""
+    return ONEDNN and torch.backends.mkldnn.enabled and t.dtype == torch.float32 and t.device.type == "cpu"
 
 
 def _use_onednn(m: Tensor, steps: int) -> bool:

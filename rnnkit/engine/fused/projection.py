@@ -38,8 +38,6 @@ def refuse_batched_backward(grads) -> None:
     batch: a batched backward — ``torch.autograd.grad(..., is_grads_batched=True)``, or
     ``torch.autograd.functional.jacobian``/``hessian`` with ``vectorize=True`` — is refused by name instead of
     failing inside functorch."""
-    if torch.compiler.is_compiling():  # (tracing: functorch's tests are opaque to Dynamo, which warns of them)
-        return
     if any(g is not None and _batched(g) for g in grads):
         raise RuntimeError("rnnkit's fused engine cannot run a batched backward pass (is_grads_batched=True, or "
                            "jacobian/hessian with vectorize=True): its backward pass is written by hand; run the "
