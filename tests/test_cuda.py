@@ -105,6 +105,20 @@ OPTION_CASES = [(c, o) for c, o in itertools.product(CELLS, OPTIONS)
                 and not (o == "layer_norm" and CELLS[c].mode not in ("lstm", "gru"))]
 
 
+def run_engines(m, x, engines, **kwargs):
+    """(outputs and states, gradients of x and every parameter) of ``m`` on ``x`` under each engine, each
+    call after the same seed (so the same masks)."""
+    results = []
+    for engine in engines:
+        m.engine = engine
+        xi = x.clone().requires_grad_()
+        torch.manual_seed(7)
+        y, state = m(xi, **kwargs)
+        outs = [y, *states_list(state)]
+        results.append((outs, grads_of(loss_of(outs), [xi, *m.parameters()])))
+    return results
+
+
 @pytest.mark.parametrize("cell_name, option", OPTION_CASES, ids=["-".join(c) for c in OPTION_CASES])
 def test_options_fused_equals_reference_on_cuda(cell_name, option):
     """The masks are drawn on the GPU from torch's CUDA generator: after the same seed the fused and the
@@ -113,15 +127,7 @@ def test_options_fused_equals_reference_on_cuda(cell_name, option):
     torch.manual_seed(0)
     m = cell.kit(I, H, dtype=DT, bidirectional=True, **cell.kwargs, **OPTIONS[option]).to(CUDA).train()
     x = random(T, B, I, seed=5).to(CUDA)
-    results = []
-    for engine in ("fused", "reference"):
-        m.engine = engine
-        xi = x.clone().requires_grad_()
-        torch.manual_seed(7)
-        y, state = m(xi, lengths=torch.tensor(LENGTHS))
-        outs = [y, *states_list(state)]
-        results.append((outs, grads_of(loss_of(outs), [xi, *m.parameters()])))
-    (out_f, grad_f), (out_r, grad_r) = results
+    (out_f, grad_f), (out_r, grad_r) = run_engines(m, x, ("fused", "reference"), lengths=torch.tensor(LENGTHS))
     assert_all_close(out_f, out_r, ["output", "h_n", "c_n"][: len(out_r)])
     assert_all_close(grad_f, grad_r, ["input"] + [n for n, _ in m.named_parameters()])
     m.eval()
@@ -490,15 +496,7 @@ def test_native_runs_locked_masks_between_layers_like_fused_on_cuda(cell_name, k
     m = cell.kit(I, H, dtype=DT, num_layers=3, dropout=0.4, dropout_kind=kind, bidirectional=True,
                  **cell.kwargs).to(CUDA).train()
     x = random(T, B, I, seed=2).to(CUDA)
-    results = []
-    for engine in ("native", "fused"):
-        m.engine = engine
-        xi = x.clone().requires_grad_()
-        torch.manual_seed(7)
-        y, state = m(xi)
-        outs = [y, *states_list(state)]
-        results.append((outs, grads_of(loss_of(outs), [xi, *m.parameters()])))
-    (out_n, grad_n), (out_f, grad_f) = results
+    (out_n, grad_n), (out_f, grad_f) = run_engines(m, x, ("native", "fused"))
     assert_all_close(out_n, out_f, ["output", "h_n", "c_n"][: len(out_f)])
     assert_all_close(grad_n, grad_f, ["input"] + [n for n, _ in m.named_parameters()])
 

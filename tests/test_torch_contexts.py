@@ -377,19 +377,6 @@ def test_torch_compile_runs_the_fused_engine_eagerly(onednn, device, packed, mon
     torch.testing.assert_close(y, y_eager)
     torch.testing.assert_close(grads, grads_eager)
     torch._dynamo.reset()
-    torch.manual_seed(0)
-    m = rnnkit.LSTM(4, 6, engine="fused", num_layers=2)
-    x = torch.randn(5, 3, 4, requires_grad=True)
-    given = lambda: pack_padded_sequence(x, [5, 4, 2]) if packed else x  # noqa: E731 (one graph per call)
-    assert torch._dynamo.explain(m)(given()).graph_break_count >= 1
-    y, _ = torch.compile(m)(given())
-    y_eager, _ = m(given())
-    y, y_eager = (y.data, y_eager.data) if packed else (y, y_eager)
-    grads = torch.autograd.grad(y.sum(), [x, *m.parameters()])
-    grads_eager = torch.autograd.grad(y_eager.sum(), [x, *m.parameters()])
-    torch.testing.assert_close(y, y_eager)
-    torch.testing.assert_close(grads, grads_eager)
-    torch._dynamo.reset()
 
 
 @pytest.mark.parametrize("engine", ["auto", "fused", "reference", "native"])
