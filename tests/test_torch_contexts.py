@@ -379,6 +379,81 @@ def test_torch_compile_runs_the_fused_engine_eagerly(onednn, device, packed, mon
     torch._dynamo.reset()
 
 
+@pytest.mark.parametrize("options", [{}, {"num_layers": 2, "dropout": 0.3, "dropout_kind": "locked"},
+                                     {"weight_drop": 0.3}], ids=["plain", "locked", "weight_drop"])
+def test_torch_compile_runs_torchs_kernels_eagerly(options):
+    """A float32 LSTM trained on data that needs no gradient runs torch's kernel (``auto``): traced, Inductor's
+    lowering of ``mkldnn_rnn_layer`` failed ("expected Tensor() for op"); it now runs eagerly between the
+    graphs, as torch.nn's layers do, and its gradients are the eager ones (the same masks after one seed)."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    m = rnnkit.LSTM(4, 6, **options)
+    x = torch.randn(5, 3, 4)
+    grads = []
+    for f in (torch.compile(m), m):
+        torch.manual_seed(1)
+        y, _ = f(x)
+        grads.append(torch.autograd.grad(y.pow(2).mean(), list(m.parameters())))
+    torch.testing.assert_close(grads[0], grads[1])
+    reasons = [str(r.reason) for r in torch._dynamo.explain(m)(x).break_reasons]
+    assert any("torch's recurrent kernels" in r for r in reasons), reasons
+    torch._dynamo.reset()
+
+
+def test_compile_with_fullgraph_names_the_engine_it_can_take():
+    torch._dynamo.reset()
+    m = rnnkit.GRU(4, 6)
+    x = torch.randn(5, 3, 4, requires_grad=True)
+    with pytest.raises(Exception, match="fullgraph=True use engine='reference'"):
+        torch.compile(m, fullgraph=True)(x)
+    m.engine = "reference"
+    y, _ = torch.compile(m, fullgraph=True)(x)
+    torch.testing.assert_close(y, m(x)[0])
+    torch._dynamo.reset()
+
+
+def test_compiled_generation_picks_the_eager_tokens():
+    """The step kernel's oneDNN products (a few rows: a batch of prompts, or beams) could not be lowered by
+    Inductor; the kernel runs eagerly under torch.compile."""
+    from rnnkit.models import LanguageModel
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    lm = LanguageModel(vocab_size=20, embed_size=4, hidden_size=8).eval()
+    prompt = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    for kw in ({}, {"method": "beam", "beam_width": 2}):
+        compiled = torch.compile(lambda p, kw=kw: lm.generate(p, max_new_tokens=4, **kw).tokens)
+        assert torch.equal(compiled(prompt), lm.generate(prompt, max_new_tokens=4, **kw).tokens), kw
+        torch._dynamo.reset()
+
+
+def test_per_sample_gradients_of_the_models_with_vmap():
+    """``vmap(grad(loss))`` over a batch: the models' input checks read no values inside a torch.func
+    transform (vmap refused the data-dependent test), and each row's gradient is that of the row alone."""
+    from torch.func import functional_call, grad, vmap
+
+    from rnnkit.models import Forecaster, LanguageModel
+
+    torch.manual_seed(0)
+    lm = LanguageModel(vocab_size=20, embed_size=4, hidden_size=8).double()
+    forecaster = Forecaster(hidden_size=8).double()
+    cases = [(lm, torch.randint(1, 20, (3, 6)), lambda out: out[0].logsumexp(-1).sum()),
+             (forecaster, torch.randn(3, 6, 1, dtype=torch.float64), lambda out: out.pow(2).sum())]
+    for model, data, reduce in cases:
+        params = {k: v.detach() for k, v in model.named_parameters()}
+
+        def loss_one(p, row, model=model, reduce=reduce):
+            return reduce(functional_call(model, p, (row.unsqueeze(0),)))
+
+        per_sample = vmap(grad(loss_one), in_dims=(None, 0))(params, data)
+        for i in range(len(data)):
+            alone = grad(loss_one)(params, data[i])
+            for k in params:
+                torch.testing.assert_close(per_sample[k][i], alone[k])
+    with pytest.raises(ValueError, match="25"):  # (outside a transform the values are checked)
+        lm.loss(torch.tensor([[1, 25]]))
+
+
 @pytest.mark.parametrize("engine", ["auto", "fused", "reference", "native"])
 @pytest.mark.parametrize("packed", [False, True])
 def test_a_state_from_inference_mode_starts_a_recorded_call(engine, packed):

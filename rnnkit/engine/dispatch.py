@@ -53,6 +53,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
 from . import fused, native, reference
+from .compiling import recording
 from .precision import autocast_dtype, own_precision
 from .stack import run_stack
 from .types import LayerWeights, Options, State
@@ -91,15 +92,6 @@ def _fused_rnn_inference(mode: str, x: Tensor, lengths: Tensor | None, hidden_si
     steps = x.shape[0] if x.dim() == 3 else len(lengths)  # a PackedSequence's rows: its batch sizes
     return (mode in ("rnn_tanh", "rnn_relu") and x.device.type == "cpu" and x.dtype == torch.float32
             and steps >= FUSED_MIN_STEPS and x.shape[:-1].numel() * hidden_size >= FUSED_INFERENCE_MIN_WORK)
-
-
-def recording() -> bool:
-    """Inside ``torch.jit.trace`` or ``torch.export``: a graph is being recorded to be replayed later.
-
-    Export's flag is read directly: before torch 2.13, Dynamo answered ``torch.compiler.is_exporting()``
-    with True under ``torch.compile`` as well (pytorch/pytorch#176347), which refused the fused engine there."""
-    exporting = getattr(torch.compiler, "_is_exporting_flag", None)
-    return torch.jit.is_tracing() or bool(torch.compiler.is_exporting() if exporting is None else exporting)
 
 
 def warn_if_recorded(name: str, x: Tensor) -> None:

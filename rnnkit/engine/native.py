@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .compiling import eager_under_compile
 from .stack import drop_weights
 from .types import LayerWeights, Noise, Options, State
 
@@ -33,6 +34,7 @@ def _contiguous(state: State) -> State:
     return tuple(s.contiguous() for s in state) if isinstance(state, tuple) else state.contiguous()
 
 
+@eager_under_compile("torch's recurrent kernels", rnn_kernel=True)
 def run_stack(
     mode: str,
     x: Tensor,
@@ -63,6 +65,7 @@ def run_stack(
     return y, state
 
 
+@eager_under_compile("torch's recurrent kernels", rnn_kernel=True)
 def run_layer(mode: str, x: Tensor, state: State, weights: LayerWeights, lengths: Tensor | None = None,
               reverse: bool = False, noise: Noise | None = None) -> tuple[Tensor, State]:
     """One layer-direction through torch's kernel, with the per-layer signature of the fused and reference
@@ -80,6 +83,7 @@ def run_layer(mode: str, x: Tensor, state: State, weights: LayerWeights, lengths
     return y, (result[1][0], result[2][0]) if mode == "lstm" else result[1][0]
 
 
+@eager_under_compile("torch's recurrent kernels", rnn_kernel=True)
 def run_stack_packed(mode: str, data: Tensor, batch_sizes: Tensor, sorted_indices: Tensor | None,
                      unsorted_indices: Tensor | None, hx: State, weights: Sequence[LayerWeights], num_layers: int,
                      bidirectional: bool, dropout: float, training: bool,

@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..cells import LayerNormParams, gru_cell, lstm_cell
+from .compiling import eager_under_compile
 from .fused.products import ONEDNN
 from .types import MODES, LayerWeights, State
 
@@ -289,6 +290,7 @@ class StepKernel:
             return False
         return not contents or self.checksum == weights_checksum(weights, embedding, output)
 
+    @eager_under_compile("the generation step kernel")
     @torch.no_grad()
     def logits(self, y: Tensor) -> Tensor:
         """The output layer on the top layer's state ``y`` (B, H_out) → (B, V)."""
@@ -296,12 +298,14 @@ class StepKernel:
             raise ValueError("rnnkit.engine.StepKernel.logits: the kernel was packed without an output layer")
         return self.head(self.head_bias, y)
 
+    @eager_under_compile("the generation step kernel")
     @torch.no_grad()
     def __call__(self, x: Tensor, state: State, *, layer_dim: int = 0) -> tuple[Tensor, State]:
         """``layer_dim``: where the layers are in ``state`` — 0 for torch's (L, B, H), 1 for the rows-first
         (B, L, H) of ``rnnkit.models.decoding``; the new state comes back the same way."""
         return self._step(x, None, state, layer_dim)
 
+    @eager_under_compile("the generation step kernel")
     @torch.no_grad()
     def step_tokens(self, tokens: Tensor, state: State, *, layer_dim: int = 0) -> tuple[Tensor, State]:
         """One step for token ids (B,) into layer 0's embedding."""

@@ -13,6 +13,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from ..engine.dispatch import transforms_active
 from ..layers import GRU, LSTM, RNN, RNNBase
 from ..layers.checks import check_lengths
 
@@ -136,11 +137,18 @@ def _check_dims(owner: str, name: str, value: Tensor, dims: int, layout: str) ->
                          f"{tuple(value.shape)}")
 
 
+def values_checkable() -> bool:
+    """Whether a check may read the inputs' values: not inside a ``torch.func`` transform, where vmap refuses
+    the data-dependent test (per-sample gradients, ``vmap(grad(loss))``); shapes and dtypes are still checked."""
+    return not transforms_active()
+
+
 def check_ids(owner: str, name: str, ids, upper: int, dims: int, layout: str, what: str = "ids",
               shape: tuple[int | None, ...] | None = None, mask: Tensor | None = None) -> Tensor:
     """``ids`` must be a torch.long tensor of ``dims`` dimensions (of ``shape``, when given; None matches any
     size) with every value in [0, upper) — at the positions where ``mask`` (broadcast to ``ids``) is
-    True, when given (labels past a sequence's end are ignored)."""
+    True, when given (labels past a sequence's end are ignored). Inside a ``torch.func`` transform the values
+    go unchecked (``values_checkable``)."""
     _check_tensor(owner, name, ids)
     if ids.dtype != torch.long:  # (other integer types failed later: in cross_entropy, decoding, F.embedding)
         hint = "; convert with .long()" if not (ids.dtype.is_floating_point or ids.dtype.is_complex) else ""
@@ -149,6 +157,8 @@ def check_ids(owner: str, name: str, ids, upper: int, dims: int, layout: str, wh
     if shape is not None and any(want is not None and want != got for want, got in zip(shape, ids.shape)):
         expected = "(" + ", ".join("*" if n is None else str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
         raise ValueError(f"{owner}: {name} must have shape {expected}, got {tuple(ids.shape)}")
+    if not values_checkable():
+        return ids
     bad = (ids < 0) | (ids >= upper)
     if mask is not None:
         bad &= mask.to(ids.device)
@@ -160,7 +170,8 @@ def check_ids(owner: str, name: str, ids, upper: int, dims: int, layout: str, wh
 
 
 def check_features(owner: str, name: str, x, dims: int, layout: str, size: int | None, dtype: torch.dtype) -> Tensor:
-    """A floating tensor of ``dims`` dimensions, ``size`` features in the last one, no NaN or inf."""
+    """A floating tensor of ``dims`` dimensions, ``size`` features in the last one, no NaN or inf (the last
+    unchecked inside a ``torch.func`` transform: ``values_checkable``)."""
     _check_tensor(owner, name, x)
     if not x.dtype.is_floating_point:
         raise TypeError(f"{owner}: {name} must be a floating-point tensor ({dtype}), got dtype {x.dtype}")
@@ -168,8 +179,8 @@ def check_features(owner: str, name: str, x, dims: int, layout: str, size: int |
     if size is not None and x.shape[-1] != size:
         raise ValueError(f"{owner}: {name} must have {size} features in its last dimension, got shape "
                          f"{tuple(x.shape)}")
-    finite = torch.isfinite(x)
-    if not bool(finite.all()):
+    finite = torch.isfinite(x) if values_checkable() else None
+    if finite is not None and not bool(finite.all()):
         where = tuple(int(i) for i in (~finite).nonzero()[0])
         raise ValueError(f"{owner}: {name} must be finite, got {x[where].item()} at position {where}")
     return x.to(dtype)

@@ -6,26 +6,17 @@ recurrent matrix product is made by ``products.py`` (oneDNN on a matrix reordere
 """
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import torch
 from torch import Tensor
 
+from ..compiling import eager_under_compile
 from ..types import LayerWeights, Noise, State
 from .gru import gru_layer
 from .layout import Layout
 from .lstm import lstm_layer
 from .rnn import rnn_layer
-
-
-def _eager_under_compile(run):
-    """``torch.compile`` runs the engine eagerly between its graphs (a graph break, as for any
-    ``torch.compiler.disable``d function). Traced, torch 2.13 broke the engine into 8 graphs (an ``out=`` into a
-    strided block, ``mark_dirty``) whose first call took 319 s and whose steps ran at 81 ms against 28 ms
-    eager (LSTM B32 T100 H128, training); torch 2.11 traced its hand-written backward into a graph that gave
-    ∂L/∂x all zero, with the right outputs."""
-    return functools.wraps(run)(torch.compiler.disable(run))
 
 
 def _run(mode: str, X: Tensor, state: State, weights: LayerWeights, layout: Layout, noise: Noise,
@@ -43,7 +34,7 @@ def _run(mode: str, X: Tensor, state: State, weights: LayerWeights, layout: Layo
     return Y, layout.unsort(h_n)
 
 
-@_eager_under_compile
+@eager_under_compile("the fused engine")
 def run_layer(
     mode: str,
     x: Tensor,
@@ -61,7 +52,7 @@ def run_layer(
     return layout.unpack(Y), final
 
 
-@_eager_under_compile
+@eager_under_compile("the fused engine")
 def run_stack_packed(mode: str, data: Tensor, batch_sizes: Tensor, sorted_indices: Tensor | None, hx: State,
                      weights: Sequence[LayerWeights], num_layers: int, bidirectional: bool,
                      native_prefix: bool = False) -> tuple[Tensor, State]:
