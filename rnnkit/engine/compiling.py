@@ -56,4 +56,4 @@ def eager_under_compile(what: str, *, rnn_kernel: bool = False):
 
 
 def _allow_rnn() -> bool:
-    return bool(getattr(getattr(torch, "_dynamo").config, "allow_rnn", False))
+    return bool(getattr(torch._dynamo.config, "allow_rnn", False))  # (read while compiling: Dynamo is loaded)
