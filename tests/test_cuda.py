@@ -209,10 +209,10 @@ def test_cells_on_cuda_match_torch():
 
 
 # -- models: the same weights on the GPU and on the CPU ---------------------------------------------------
-def both(model):
-    """The model in float64 eval mode on the CPU, and a copy on the GPU."""
+def both(model, device=CUDA):
+    """The model in float64 eval mode on the CPU, and a copy on ``device`` (the GPU)."""
     cpu = model.to(DT).eval()
-    return cpu, copy.deepcopy(cpu).to(CUDA)
+    return cpu, copy.deepcopy(cpu).to(device)
 
 
 def test_language_model_generates_the_same_tokens_on_cuda():
@@ -430,7 +430,7 @@ def check_models_with_every_option(device):
     to = lambda *ts: [t.to(device) for t in ts]  # noqa: E731
 
     torch.manual_seed(3)
-    cpu, gpu = both_on(LanguageModel(vocab_size=9, embed_size=4, hidden_size=6, embedding_dropout=0.1,
+    cpu, gpu = both(LanguageModel(vocab_size=9, embed_size=4, hidden_size=6, embedding_dropout=0.1,
                                      **EVERY_OPTION), device)
     for kw in ({}, {"lengths": lengths}, {"method": "beam", "beam_width": 3}):
         a, b = cpu.generate(tokens, 6, **kw), gpu.generate(*to(tokens), 6, **kw)
@@ -439,7 +439,7 @@ def check_models_with_every_option(device):
     torch.testing.assert_close(cpu.loss(tokens, lengths=lengths), gpu.loss(*to(tokens), lengths=lengths).cpu())
     train_step(gpu, lambda m: m.loss(*to(tokens), lengths=lengths))
 
-    cpu, gpu = both_on(Seq2Seq(src_vocab_size=9, tgt_vocab_size=8, embed_size=4, hidden_size=6, attention="general",
+    cpu, gpu = both(Seq2Seq(src_vocab_size=9, tgt_vocab_size=8, embed_size=4, hidden_size=6, attention="general",
                                **EVERY_OPTION), device)
     a, b = cpu.generate(tokens, lengths, max_length=5), gpu.generate(*to(tokens, lengths), max_length=5)
     assert torch.equal(a.tokens, b.tokens.cpu())
@@ -447,27 +447,22 @@ def check_models_with_every_option(device):
     train_step(gpu, lambda m: m.loss(*to(tokens, tgt), src_lengths=lengths, teacher_forcing_ratio=1.0))
 
     for decoder in ("softmax", "crf"):
-        cpu, gpu = both_on(SequenceTagger(vocab_size=9, num_tags=3, embed_size=4, hidden_size=6, decoder=decoder,
+        cpu, gpu = both(SequenceTagger(vocab_size=9, num_tags=3, embed_size=4, hidden_size=6, decoder=decoder,
                                           **EVERY_OPTION), device)
         assert torch.equal(cpu.predict(tokens, lengths), gpu.predict(*to(tokens), lengths).cpu())
         tags = torch.tensor([[1, 2, 0, 1], [0, 1, 0, 0]])
         train_step(gpu, lambda m: m.loss(*to(tokens, tags), lengths))
 
-    cpu, gpu = both_on(Forecaster(num_series=2, hidden_size=6, cell="lstm", **EVERY_OPTION), device)
+    cpu, gpu = both(Forecaster(num_series=2, hidden_size=6, cell="lstm", **EVERY_OPTION), device)
     series = torch.randn(3, 10, 2, dtype=DT)
     torch.testing.assert_close(cpu(series), gpu(*to(series)).cpu())
     train_step(gpu, lambda m: m.loss(*to(series)))
 
-    cpu, gpu = both_on(ImageCaptioner(vocab_size=9, hidden_size=8, image_size=(8, 8), conv_channels=(4,),
+    cpu, gpu = both(ImageCaptioner(vocab_size=9, hidden_size=8, image_size=(8, 8), conv_channels=(4,),
                                       kernel_size=3, **EVERY_OPTION), device)
     images = torch.rand(2, 1, 8, 8, dtype=DT)
     assert torch.equal(cpu.generate(images, max_length=5).tokens, gpu.generate(*to(images), max_length=5).tokens.cpu())
     train_step(gpu, lambda m: m.loss(*to(images), torch.tensor([[3, 4, 2], [5, 2, 0]], device=device)))
-
-
-def both_on(model, device):
-    cpu = model.to(DT).eval()
-    return cpu, copy.deepcopy(cpu).to(device)
 
 
 def train_step(model, loss_of_model):

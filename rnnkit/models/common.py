@@ -179,10 +179,11 @@ def check_features(owner: str, name: str, x, dims: int, layout: str, size: int |
     if size is not None and x.shape[-1] != size:
         raise ValueError(f"{owner}: {name} must have {size} features in its last dimension, got shape "
                          f"{tuple(x.shape)}")
-    finite = torch.isfinite(x) if values_checkable() else None
-    if finite is not None and not bool(finite.all()):
-        where = tuple(int(i) for i in (~finite).nonzero()[0])
-        raise ValueError(f"{owner}: {name} must be finite, got {x[where].item()} at position {where}")
+    if values_checkable():
+        finite = torch.isfinite(x)
+        if not bool(finite.all()):
+            where = tuple(int(i) for i in (~finite).nonzero()[0])
+            raise ValueError(f"{owner}: {name} must be finite, got {x[where].item()} at position {where}")
     return x.to(dtype)
 
 
