@@ -7,7 +7,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
-from rnnkit.engine import dispatch
+from rnnkit.engine import dispatch, native
 from rnnkit.engine.fused import products
 
 PAIRS = [(rnnkit.RNN, torch.nn.RNN), (rnnkit.GRU, torch.nn.GRU), (rnnkit.LSTM, torch.nn.LSTM)]
@@ -26,6 +26,9 @@ def pair(kit_cls, torch_cls, **kw):
 @pytest.mark.parametrize("kit_cls, torch_cls", PAIRS, ids=IDS)
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
 def test_autocast_plain_stack_computes_what_torch_computes(kit_cls, torch_cls, packed):
+    if kit_cls is rnnkit.LSTM and not packed and not native._cpu_lstm_runs_in(torch.bfloat16):
+        pytest.skip("torch.nn.LSTM fails here (oneDNN's bfloat16 LSTM needs AVX-512): "
+                    "test_autocast_lstm_where_torchs_kernel_cannot_run")
     kit, ref = pair(kit_cls, torch_cls)
     x = torch.randn(5, 3, 4, requires_grad=True)
     def inp():
@@ -46,6 +49,8 @@ def test_autocast_plain_stack_computes_what_torch_computes(kit_cls, torch_cls, p
 def test_autocast_one_layer_with_locked_dropout_computes_what_torch_computes():
     """One layer has nothing between layers to drop: the kind is moot, and the whole stack runs on torch's kernel
     under autocast as torch.nn's does (one layer at a time it computed in float32)."""
+    if not native._cpu_lstm_runs_in(torch.bfloat16):
+        pytest.skip("torch.nn.LSTM fails here (oneDNN's bfloat16 LSTM needs AVX-512)")
     torch.manual_seed(0)
     kit = rnnkit.LSTM(4, 6, dropout=0.3, dropout_kind="locked")
     ref = torch.nn.LSTM(4, 6)
@@ -54,6 +59,46 @@ def test_autocast_one_layer_with_locked_dropout_computes_what_torch_computes():
     with torch.autocast(**BF16):
         y, y_ref = kit(x)[0], ref(x)[0]
     assert y.dtype == y_ref.dtype == torch.bfloat16 and torch.equal(y, y_ref)
+
+
+def test_the_autocast_probe_tells_whether_torch_nn_lstm_runs_here():
+    """``native._cpu_lstm_runs_in`` answers what torch.nn.LSTM does with a float32 batch in a bfloat16
+    autocast region on this CPU (it fails where oneDNN has no bfloat16 LSTM, i.e. without AVX-512)."""
+    torch.manual_seed(0)
+    try:
+        with torch.autocast(**BF16):
+            torch.nn.LSTM(4, 6)(torch.randn(5, 3, 4))
+        runs = True
+    except RuntimeError as e:
+        assert "primitive descriptor" in str(e)
+        runs = False
+    assert native._cpu_lstm_runs_in(torch.bfloat16) is runs
+
+
+@pytest.mark.parametrize("engine", ["auto", "native"])
+@pytest.mark.parametrize("grad", [True, False], ids=["train", "infer"])
+def test_autocast_lstm_where_torchs_kernel_cannot_run(monkeypatch, engine, grad):
+    """Where torch's CPU LSTM kernel cannot take a float32 batch in the autocast's precision (forced here; real
+    on CPUs without AVX-512), the stack runs torch's kernel in the parameters' dtype with autocast off — as
+    every other engine runs inside autocast — instead of failing as torch.nn.LSTM does: the same numbers as
+    torch.nn outside the region. A bfloat16 input, and a packed batch, still go as torch.nn's would."""
+    monkeypatch.setattr(native, "_cpu_lstm_runs_in", lambda dtype: False)
+    kit, ref = pair(rnnkit.LSTM, torch.nn.LSTM, engine=engine)
+    x = torch.randn(5, 3, 4, requires_grad=grad)
+    with torch.set_grad_enabled(grad):
+        with torch.autocast(**BF16):
+            y, (h, c) = kit(x)
+            y_bf16 = kit(x.detach().bfloat16())[0]
+            y_packed = kit(pack_padded_sequence(x, [5, 4, 2]))[0].data
+        y_ref, (h_ref, c_ref) = ref(x)
+        with torch.autocast(**BF16):
+            y_bf16_ref = ref(x.detach().bfloat16())[0]
+            y_packed_ref = ref(pack_padded_sequence(x, [5, 4, 2]))[0].data
+    assert y.dtype == h.dtype == torch.float32
+    for a, e in ((y, y_ref), (h, h_ref), (c, c_ref), (y_bf16, y_bf16_ref), (y_packed, y_packed_ref)):
+        assert a.dtype == e.dtype and torch.equal(a, e)
+    if grad:
+        assert torch.equal(torch.autograd.grad(y.sum(), x)[0], torch.autograd.grad(y_ref.sum(), x)[0])
 
 
 @pytest.mark.parametrize("context", ["no_grad", "autocast"])

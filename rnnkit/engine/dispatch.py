@@ -32,7 +32,9 @@
 Two contexts change the choice. Inside ``torch.autocast`` a plain stack runs ``native``, so it computes
 exactly what torch.nn computes there (in the autocast's lower precision where torch's autocast rules say
 so); every other engine runs with autocast switched off, in the parameters' dtype (the fused kernels
-write their results in place and cannot mix precisions). Under ``torch.func`` transforms (``grad``,
+write their results in place and cannot mix precisions). So does torch's LSTM kernel given a float32 padded
+batch on a CPU whose oneDNN has no LSTM in the autocast's precision (bfloat16 needs AVX-512; torch.nn.LSTM
+fails there): ``native.runs_under_autocast``. Under ``torch.func`` transforms (``grad``,
 ``vmap``, ``jacrev``, …) ``auto`` runs ``reference``, whose cells are plain differentiable torch ops; the
 fused engine's hand-written ``autograd.Function`` cannot run there and says so. Under ``torch.jit.trace``
 (whose tracer the fused engine's Function breaks) and inside a forward-mode AD level
@@ -257,8 +259,13 @@ def run(
         name = "native-layers"
     args = (mode, x, hx, weights, lengths, num_layers, bidirectional, dropout, training, opts)
     if name == "native":
-        x, hx = _as_arrived(x, hx, arrived)
-        return native.run_stack(mode, x, hx, *args[3:])
+        # Inside torch.autocast torch's kernel gets the dtypes the caller gave, as torch.nn's would; where this
+        # CPU's LSTM kernel cannot run them, in the parameters' dtype with autocast off instead.
+        x_given, hx_given = _as_arrived(x, hx, arrived)
+        if lengths is not None or native.runs_under_autocast(mode, x_given):
+            return native.run_stack(mode, x_given, hx_given, *args[3:])
+        with own_precision(x):
+            return native.run_stack(mode, x, hx, *args[3:])
     layer_fn = _LAYER_FNS[name]
     warn_if_recorded(name, x)
     if native_prefix(engine, name, mode, x, weights):

@@ -5,6 +5,7 @@ Variable lengths go through torch's packed path, which is correct but slow to tr
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -12,6 +13,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .compiling import eager_under_compile
+from .precision import autocast_dtype
 from .stack import drop_weights
 from .types import LayerWeights, Noise, Options, State
 
@@ -26,6 +28,34 @@ def refuse(opts: Options, weights: Sequence[LayerWeights]) -> None:
     if unsupported:
         raise ValueError(f"engine='native' (torch's kernels) cannot run {', '.join(unsupported)}; "
                          "use engine='fused' or 'auto'")
+
+
+def runs_under_autocast(mode: str, x: Tensor) -> bool:
+    """Whether torch's kernel for ``mode`` runs a padded batch ``x`` (T, B, I), as given, inside the
+    ``torch.autocast`` region active for its device (True outside one). On the CPU a float32 LSTM input takes
+    oneDNN's LSTM, which autocast then hands weights in its lower precision, and oneDNN's LSTM in bfloat16 or
+    float16 needs AVX-512: on a CPU with AVX2 only torch.nn.LSTM itself fails there ("could not create a
+    primitive descriptor for the LSTM forward propagation primitive"), while a bfloat16 input, or a packed
+    batch, takes torch's other path and runs. Where it cannot, ``dispatch`` runs the stack in the parameters'
+    dtype with autocast off, as every other engine runs."""
+    dtype = autocast_dtype(x.device)
+    if dtype is None or mode != "lstm" or x.device.type != "cpu" or x.dtype != torch.float32:
+        return True
+    return _cpu_lstm_runs_in(dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_lstm_runs_in(dtype: torch.dtype) -> bool:
+    """One step of a one-unit LSTM through torch's CPU kernel under autocast to ``dtype``: does it run here?
+    (Asked once per process and dtype.)"""
+    x, h = torch.zeros(1, 1, 1), torch.zeros(1, 1, 1)
+    params = [torch.zeros(4, 1), torch.zeros(4, 1), torch.zeros(4), torch.zeros(4)]
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
+            torch.lstm(x, (h, h), params, True, 1, 0.0, False, False, False)
+    except RuntimeError:
+        return False
+    return True
 
 
 def _contiguous(state: State) -> State:
