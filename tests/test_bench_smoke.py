@@ -147,3 +147,19 @@ def test_bench_products_linear_quick_subprocess():
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "×" in line]
     # the quick set: 3200×128·128×128 and ·128×384 (short reductions: MKL), 3200×384·384×128 (oneDNN)
     assert [r.rstrip(" |").split("|")[-1].strip() for r in rows] == ["MKL", "MKL", "oneDNN"], proc.stdout
+
+
+def test_bench_step_kernels_tiny_subprocess():
+    step_kernels = pytest.importorskip("rnnkit.engine.fused.step_kernels")
+    if not step_kernels.available():
+        pytest.skip(f"step kernels: {step_kernels.WHY_NOT}")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_step_kernels.py"), "--configs", "tiny", "--repeats", "3",
+           "--min-time", "0.005", "--threads", "1"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| B4 T8 H16")]
+    assert [(r.split("|")[2].strip(), r.split("|")[3].strip()) for r in rows] == [
+        ("LSTM", "plain"), ("LSTM", "layer_norm"), ("GRU", "plain"), ("GRU", "layer_norm")], proc.stdout
+    for row in rows:
+        assert re.search(r"\*\*\d+\.\d\d×\*\*", row), row
+    assert all(len(re.findall(r"\d+\.\d\d×", r)) == 3 for r in rows[1::2]), rows

@@ -30,7 +30,7 @@ from torch import Tensor
 from torch.ops import aten
 
 from ..types import LN_EPS, LayerWeights, Noise
-from . import buffers
+from . import buffers, step_kernels
 from .layout import Layout
 from .lstm import double_gate, ln_affine_grads, overwrote_input, scaled_one_minus_square, sigmoid_grad_into
 from .products import StepProduct
@@ -85,31 +85,44 @@ class GRUFunction(torch.autograd.Function):
         hp_s = layout.previous_views(h0, Y_s)  # h_{t-1} of each step's live rows
         mask_s = None if mask is None else layout.heads(mask)
         product.begin(GHn, b_hn) if AH is None else product.begin(AH)
+        # The element-wise work of a step in one compiled call where it loaded (step_kernels.py), else
+        # torch's operators below: the same computation.
+        compiled = step_kernels.usable(GX) and h0.stride(-1) == 1
+        if compiled:
+            stats = GX.new_empty((2, N, 1)) if AH is not None else None
+            G_s, st_s = per(GX), layout.split_stats(stats)
         for k in range(len(layout.steps)):
             hp = hp_s[k]
             h_in = hp if mask is None else hp * mask_s[k]
             rz = RZ_s[k]
+            a = None  # the recurrent product, with layer norm
             if AH is None:  # r, z: the recurrent product accumulates straight onto the input part
                 p = product.full(h_in)
                 if p is None:
                     rz.addmm_(h_in, w_rzT)
-                    gh_n = GHn_s[k].addmm_(h_in, w_nT)
+                    GHn_s[k].addmm_(h_in, w_nT)
                 else:
                     rz.add_(p[:, : 2 * H])
                     p_n = p[:, 2 * H :]
-                    gh_n = GHn_s[k].copy_(p_n) if b_hn is None else torch.add(p_n, b_hn, out=GHn_s[k])
+                    GHn_s[k].copy_(p_n) if b_hn is None else torch.add(p_n, b_hn, out=GHn_s[k])
             else:
                 a = product.store(AH_s[k], h_in)
-                gh, mean, rstd = torch.native_layer_norm(a, (3 * H,), ln_h_w, ln_bias, LN_EPS)
-                stats += (mean, rstd)
-                rz.add_(gh[:, : 2 * H])
-                gh_n = GHn_s[k].copy_(gh[:, 2 * H :])
-            rz.sigmoid_()
-            n = Nn_s[k].addcmul_(r_s[k], gh_n, value=2).sigmoid_().mul_(two).sub_(one)
-            y = torch.lerp(n, hp, z_s[k], out=Y_s[k])  # n + z (h_{t-1} − n)
+            if compiled:
+                step_kernels.gru_forward(G_s[k], a, ln_h_w, ln_bias, st_s and st_s[k], GHn_s[k], hp, Y_s[k], LN_EPS)
+                y = Y_s[k]
+            else:
+                if a is not None:
+                    gh, mean, rstd = torch.native_layer_norm(a, (3 * H,), ln_h_w, ln_bias, LN_EPS)
+                    stats += (mean, rstd)
+                    rz.add_(gh[:, : 2 * H])
+                    GHn_s[k].copy_(gh[:, 2 * H :])
+                rz.sigmoid_()
+                n = Nn_s[k].addcmul_(r_s[k], GHn_s[k], value=2).sigmoid_().mul_(two).sub_(one)
+                y = torch.lerp(n, hp, z_s[k], out=Y_s[k])  # n + z (h_{t-1} − n)
             if zone_h is not None:
                 y.lerp_(hp, zh_s[k])
-        stats = torch.stack((torch.cat(stats[0::2]), torch.cat(stats[1::2]))) if AH is not None else None  # (2, N, 1)
+        if not compiled:  # (2, N, 1)
+            stats = torch.stack((torch.cat(stats[0::2]), torch.cat(stats[1::2]))) if AH is not None else None
         ctx.layout = layout
         ctx.zone_h = zone_h
         overwrote_input(ctx, GX)
@@ -149,6 +162,9 @@ class GRUFunction(torch.autograd.Function):
         # Without dropout or zoneout a step also adds the step before's dY into its GEMM's output: one op less.
         fold = mask is None and zone_h is None
         product = StepProduct(w_hh, layout.B, len(layout.steps))
+        # (the compiled step: only with layer norm, where it replaces three calls; without, a step's
+        # element-wise work is one multiplication)
+        compiled = AH is not None and step_kernels.usable(Q)
         dht = None  # ∂L/∂h̃ of step k when the step after computed it
         for k, (_, b) in reversed(list(enumerate(layout.steps))):
             carry = carry_s[k]
@@ -158,11 +174,14 @@ class GRUFunction(torch.autograd.Function):
             if zone_h is not None:
                 kept = dht * zh_s[k]  # what zoneout passes straight to h_{t-1}
                 dht.sub_(kept)  # ∗ (1 − z_h)
-            dgh = Q_s[k].view(b, 3, H).mul_(dht.unsqueeze(1))
-            da = dgh.view(b, 3 * H)
-            if AH is not None:
-                da = dA_s[k].copy_(aten.native_layer_norm_backward(da, AH_s[k], (3 * H,), *st_s[k], ln_h_w, ln_h_b,
-                                                                   [True, False, False])[0])
+            if compiled:  # with layer norm
+                step_kernels.gru_backward(Q_s[k], dht, AH_s[k], ln_h_w, st_s[k], dA_s[k])
+                da = dA_s[k]
+            else:
+                da = Q_s[k].view(b, 3, H).mul_(dht.unsqueeze(1)).view(b, 3 * H)
+                if AH is not None:
+                    da = dA_s[k].copy_(aten.native_layer_norm_backward(da, AH_s[k], (3 * H,), *st_s[k], ln_h_w,
+                                                                       ln_h_b, [True, False, False])[0])
             if fold and k > 0:  # ∂L/∂h̃_{t-1} = dY_{t-1} + dh̃ ∗ z + da W_hh
                 out, dY_prev = layout.join_previous(k, dHt_s, dY_s, carry_s)
                 product.acc(torch.addcmul(dY_prev, dht, z_s[k], out=out), da)

@@ -32,7 +32,7 @@ from torch.ops import aten
 
 from .. import native
 from ..types import LN_EPS, LayerWeights, Noise
-from . import buffers
+from . import buffers, step_kernels
 from .layout import Layout
 from .products import StepProduct
 from .projection import hand_written, layer_norm, project
@@ -145,10 +145,29 @@ class LSTMFunction(torch.autograd.Function):
         mask_s = None if mask is None else layout.heads(mask)
         if ln_h:
             product.begin(AH)
+        # The element-wise work of a step in one compiled call where it loaded (step_kernels.py), else
+        # torch's operators below: the same computation.
+        compiled = step_kernels.usable(GX) and c0.stride(-1) == 1
+        if compiled:
+            stats_h = GX.new_empty((2, N, 1)) if ln_h else None
+            stats_c = GX.new_empty((2, N, 1)) if ln_c else None
+            sh_s, sc_s = layout.split_stats(stats_h), layout.split_stats(stats_c)
+            out_s = Y_s if w_hr is None else R_s
         for k in range(len(layout.steps)):
             hp, cp = hp_s[k], cp_s[k]
             h_in = hp if mask is None else hp * mask_s[k]
             G_t = G_s[k]
+            if compiled:
+                a = product.store(AH_s[k], h_in) if ln_h else product.acc(G_t, h_in)
+                step_kernels.lstm_forward(G_t, a if ln_h else None, ln_h_w, ln_h_b, sh_s and sh_s[k], cp, CT_s[k],
+                                          ln_c_w, ln_c_b, sc_s and sc_s[k], TC_s[k], out_s[k], LN_EPS)
+                if w_hr is not None:
+                    projection.into(Y_s[k], R_s[k])
+                if zone_h is not None:
+                    Y_s[k].lerp_(hp, zh_s[k])
+                if zone_c is not None:
+                    torch.lerp(CT_s[k], cp, zc_s[k], out=C_s[k])
+                continue
             if ln_h:
                 a = product.store(AH_s[k], h_in)
                 a_ln, mean, rstd = torch.native_layer_norm(a, (4 * H,), ln_h_w, ln_h_b, LN_EPS)
@@ -175,8 +194,9 @@ class LSTMFunction(torch.autograd.Function):
                 y.lerp_(hp, zh_s[k])
             if zone_c is not None:
                 torch.lerp(ct, cp, zc_s[k], out=C_s[k])
-        stats_h = torch.stack((torch.cat(stats_h[0::2]), torch.cat(stats_h[1::2]))) if ln_h else None  # (2, N, 1)
-        stats_c = torch.stack((torch.cat(stats_c[0::2]), torch.cat(stats_c[1::2]))) if ln_c else None
+        if not compiled:  # (2, N, 1)
+            stats_h = torch.stack((torch.cat(stats_h[0::2]), torch.cat(stats_h[1::2]))) if ln_h else None
+            stats_c = torch.stack((torch.cat(stats_c[0::2]), torch.cat(stats_c[1::2]))) if ln_c else None
         ctx.layout = layout
         ctx.zones = (zone_h, zone_c)
         overwrote_input(ctx, GX)
@@ -228,6 +248,9 @@ class LSTMFunction(torch.autograd.Function):
         fold = mask is None and zone_h is None
         product = StepProduct(w_hh, layout.B, len(layout.steps))
         projection = StepProduct(w_hr, layout.B, len(layout.steps)) if w_hr is not None else None
+        compiled = step_kernels.usable(G) and dc_carry.stride(-1) == 1  # (as forwards)
+        if compiled and zone_c is not None:  # each step's z_c rows as a matrix (a float: all rows alike)
+            zc_s = zc_s if isinstance(zone_c, Tensor) else layout.heads(C.new_full((1, H), zone_c).expand(layout.B, H))
         dht = None  # ∂L/∂h̃ of step k when the step after computed it
         for k in reversed(range(len(layout.steps))):
             if dht is None:
@@ -238,22 +261,28 @@ class LSTMFunction(torch.autograd.Function):
                 dht.sub_(kept)  # ∗ (1 − z_h)
             dr = dht if w_hr is None else projection.new(dht)  # (b, H)
             dc_future = dc_s[k] if zone_c is None else dc_s[k] * kc_s[k]
-            if dU is None:
+            if compiled:
+                step_kernels.lstm_backward(dr, dc_future, OD_s[k], M_s[k], f_s[k], dc_s[k], zc_s[k], CT_s[k] if ln_c_w
+                                           is not None else None, ln_c_w, stc_s and stc_s[k], dU_s[k], AH_s[k], ln_h_w,
+                                           sth_s and sth_s[k], dA_s[k])
+                da = M_s[k] if AH is None else dA_s[k]
+            elif dU is None:
                 dc = torch.addcmul(dc_future, dr, OD_s[k])
             else:
                 du = torch.mul(dr, OD_s[k], out=dU_s[k])
                 dln = aten.native_layer_norm_backward(du, CT_s[k], (H,), *stc_s[k], ln_c_w, ln_c_b,
                                                       [True, False, False])[0]
                 dc = dln.add_(dc_future)
-            dG_t = M_s[k].mul_(torch.cat((dc, dc, dc, dr), 1))  # one pass over the gates
-            if zone_c is None:
-                torch.mul(dc, f_s[k], out=dc_s[k])
-            else:
-                dc_s[k].mul_(zc_s[k]).addcmul_(dc, f_s[k])
-            da = dG_t
-            if AH is not None:
-                da = dA_s[k].copy_(aten.native_layer_norm_backward(dG_t, AH_s[k], (4 * H,), *sth_s[k], ln_h_w,
-                                                                   ln_h_b, [True, False, False])[0])
+            if not compiled:
+                dG_t = M_s[k].mul_(torch.cat((dc, dc, dc, dr), 1))  # one pass over the gates
+                if zone_c is None:
+                    torch.mul(dc, f_s[k], out=dc_s[k])
+                else:
+                    dc_s[k].mul_(zc_s[k]).addcmul_(dc, f_s[k])
+                da = dG_t
+                if AH is not None:
+                    da = dA_s[k].copy_(aten.native_layer_norm_backward(dG_t, AH_s[k], (4 * H,), *sth_s[k], ln_h_w,
+                                                                       ln_h_b, [True, False, False])[0])
             if fold and k > 0:  # ∂L/∂h̃_{t-1} = dY_{t-1} + da W_hh
                 # (Without a projection dHt_s[k − 1] and dht share one (B, P) scratch block: dht was last
                 # read for dr above, so it may be overwritten now.)

@@ -1,0 +1,191 @@
+/* The element-wise work of one fused LSTM or GRU step, in one pass per row.
+ *
+ * Between a step's matrix products the fused engine applies a chain of element-wise operations: the
+ * gates' sigmoids, the cell update, tanh, and with layer normalisation the normalisations and their
+ * gradients. Written with torch's operators that chain is 8–14 kernel calls per step, each a few
+ * microseconds of dispatch and a pass over memory; at the sizes of most recurrent models (B32 H128) it
+ * costs more than the step's matrix product. Here each step's chain is one call, over each row once.
+ *
+ * These functions are the same computations as the torch-operator loops of lstm.py and gru.py, which
+ * stay the path for every case these do not take (CUDA, other dtypes, no compiler at install time); the
+ * tests hold the two, and the reference cells, to each other. Plain C, no Python API: loaded with
+ * ctypes by step_kernels.py, which checks KERNELS_VERSION against its own.
+ *
+ * Conventions: every matrix is row-major with unit column stride and the given row stride (in
+ * elements); `b` live rows, hidden size `H`; a NULL pointer means "this option is off". The internal
+ * gate layouts are lstm.py's and gru.py's: an LSTM's g pre-activation and a GRU's n input part arrive
+ * doubled, so tanh(a) = 2σ(2a) − 1 costs one exponential.
+ */
+#include <math.h>
+#include <stddef.h>
+
+#define KERNELS_VERSION 1
+
+long rnnkit_step_kernels_version(void) { return KERNELS_VERSION; }
+
+/* x86-64: one clone for AVX2 (8 floats at a time) and the baseline, chosen when the library loads. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define VECTORISED __attribute__((target_clones("avx2", "default")))
+#else
+#define VECTORISED
+#endif
+
+#define DEFINE_KERNELS(real, sfx, EXP, SQRT)                                                                   \
+                                                                                                              \
+static inline real sigmoid_##sfx(real x) { return (real)1 / ((real)1 + EXP(-x)); }                           \
+                                                                                                              \
+/* mean and 1/std of x[0:n] (biased variance, as torch's layer norm). */                                      \
+static inline void moments_##sfx(const real *x, long n, real eps, real *mean, real *rstd) {                   \
+    real s = 0, v = 0;                                                                                        \
+    for (long j = 0; j < n; j++) s += x[j];                                                                   \
+    real m = s / (real)n;                                                                                     \
+    for (long j = 0; j < n; j++) { real d = x[j] - m; v += d * d; }                                           \
+    *mean = m;                                                                                                \
+    *rstd = (real)1 / SQRT(v / (real)n + eps);                                                                \
+}                                                                                                             \
+                                                                                                              \
+/* The input gradient of y = LN(x)·w + bias given dy: with x̂ = (x − mean)·rstd and g = dy·w,              \
+   dx = rstd·(g − a − (x − mean)·c), a = mean(g), c = rstd²·mean(g·(x − mean)). ln_coefficients gives a, c. */ \
+static inline void ln_coefficients_##sfx(const real *dy, const real *x, const real *w, real mean, real rstd,  \
+                                         long n, real *a, real *c) {                                          \
+    real sg = 0, sgx = 0;                                                                                     \
+    for (long j = 0; j < n; j++) {                                                                            \
+        real g = dy[j] * w[j];                                                                                \
+        sg += g;                                                                                              \
+        sgx += g * (x[j] - mean);                                                                             \
+    }                                                                                                         \
+    *a = sg / (real)n;                                                                                        \
+    *c = sgx * rstd * rstd / (real)n;                                                                         \
+}                                                                                                             \
+                                                                                                              \
+static inline void ln_backward_##sfx(const real *dy, const real *x, const real *w, real mean, real rstd,      \
+                                     long n, real *dx) {                                                      \
+    real a, c;                                                                                                \
+    ln_coefficients_##sfx(dy, x, w, mean, rstd, n, &a, &c);                                                   \
+    for (long j = 0; j < n; j++) dx[j] = rstd * (dy[j] * w[j] - a - (x[j] - mean) * c);                       \
+}                                                                                                             \
+                                                                                                              \
+/* LSTM forward step. G (b, 4H) [i f g o]: the input part in (and the recurrent product, when A is NULL),  \
+   the activated gates out (g as tanh). With A (b, 4H): G += LN(A)·lnw + lnb, its moments to mean_h,      \
+   rstd_h. C̃ = f·C_{t-1} + i·g to ct; tanh(C̃) — of LN(C̃)·lcw + lcb with lcw — to tc; o·tc to out. */      \
+VECTORISED void lstm_forward_step_##sfx(                                                                     \
+    long b, long H, real *G, long gs, const real *A, long as, const real *lnw, const real *lnb,              \
+    real *mean_h, real *rstd_h, const real *cp, long cps, real *ct, long cts, const real *lcw,               \
+    const real *lcb, real *mean_c, real *rstd_c, real *tc, long tcs, real *out, long os, real eps) {         \
+    const long n4 = 4 * H;                                                                                    \
+    for (long r = 0; r < b; r++) {                                                                            \
+        real *g = G + r * gs;                                                                                 \
+        if (A) {                                                                                              \
+            const real *a = A + r * as;                                                                       \
+            real m, s;                                                                                        \
+            moments_##sfx(a, n4, eps, &m, &s);                                                                \
+            mean_h[r] = m;                                                                                    \
+            rstd_h[r] = s;                                                                                    \
+            for (long j = 0; j < n4; j++) g[j] = sigmoid_##sfx(g[j] + (a[j] - m) * s * lnw[j] + lnb[j]);      \
+        } else {                                                                                              \
+            for (long j = 0; j < n4; j++) g[j] = sigmoid_##sfx(g[j]);                                         \
+        }                                                                                                     \
+        real *i = g, *f = g + H, *gg = g + 2 * H, *o = g + 3 * H;                                             \
+        const real *c0 = cp + r * cps;                                                                        \
+        real *c = ct + r * cts, *t = tc + r * tcs, *y = out + r * os;                                         \
+        for (long j = 0; j < H; j++) {                                                                        \
+            gg[j] = 2 * gg[j] - 1;                                                                            \
+            c[j] = f[j] * c0[j] + i[j] * gg[j];                                                               \
+        }                                                                                                     \
+        if (lcw) {                                                                                            \
+            real m, s;                                                                                        \
+            moments_##sfx(c, H, eps, &m, &s);                                                                 \
+            mean_c[r] = m;                                                                                    \
+            rstd_c[r] = s;                                                                                    \
+            for (long j = 0; j < H; j++) t[j] = 2 * sigmoid_##sfx(2 * ((c[j] - m) * s * lcw[j] + lcb[j])) - 1; \
+        } else {                                                                                              \
+            for (long j = 0; j < H; j++) t[j] = 2 * sigmoid_##sfx(2 * c[j]) - 1;                              \
+        }                                                                                                     \
+        for (long j = 0; j < H; j++) y[j] = o[j] * t[j];                                                      \
+    }                                                                                                         \
+}                                                                                                             \
+                                                                                                              \
+/* LSTM backward step. dr = ∂L/∂r (r = o·tc), dcf = ∂L/∂C̃ arriving from step t+1 (already × (1 − z_c)),    \
+   od = o(1 − tc²), M (b, 4H) the all-steps factors in, dG_t out: dC̃ = dcf + dr·od — with the cell norm,    \
+   du = dr·od to du and dC̃ = dcf + LN'(du) — and dG = M·[dC̃, dC̃, dC̃, dr]. dcp (b, H): the carry to t−1,    \
+   dC̃·f, plus its old value × zc with zoneout (zc not NULL). With A: dA = LN'(dG) (the recurrent norm).    \
+   dcf may be dcp. */                                                                                         \
+VECTORISED void lstm_backward_step_##sfx(                                                                    \
+    long b, long H, const real *dr, long drs, const real *dcf, long dcfs, const real *od, long ods, real *M, \
+    long ms, const real *f, long fs, real *dcp, long dcps, const real *zc, long zcs, const real *ct,         \
+    long cts, const real *lcw, const real *mean_c, const real *rstd_c, real *du, long dus, const real *A,    \
+    long as, const real *lnw, const real *mean_h, const real *rstd_h, real *dA, long das) {                  \
+    for (long r = 0; r < b; r++) {                                                                            \
+        const real *d = dr + r * drs, *q = od + r * ods, *fr = f + r * fs, *c1 = dcf + r * dcfs;              \
+        real *m = M + r * ms, *cp = dcp + r * dcps;                                                           \
+        real *mi = m, *mf = m + H, *mg = m + 2 * H, *mo = m + 3 * H;                                          \
+        if (lcw) {                                                                                            \
+            real *u = du + r * dus;                                                                           \
+            for (long j = 0; j < H; j++) u[j] = d[j] * q[j];                                                  \
+            const real *x = ct + r * cts, *w = lcw;                                                           \
+            real mc = mean_c[r], sc = rstd_c[r], ca, cc;                                                      \
+            ln_coefficients_##sfx(u, x, w, mc, sc, H, &ca, &cc);                                              \
+            for (long j = 0; j < H; j++) {                                                                    \
+                real dc = sc * (u[j] * w[j] - ca - (x[j] - mc) * cc) + c1[j];                                 \
+                mi[j] *= dc; mf[j] *= dc; mg[j] *= dc;                                                        \
+                cp[j] = zc ? cp[j] * zc[r * zcs + j] + dc * fr[j] : dc * fr[j];                               \
+            }                                                                                                 \
+        } else {                                                                                              \
+            for (long j = 0; j < H; j++) {                                                                    \
+                real dc = c1[j] + d[j] * q[j];                                                                \
+                mi[j] *= dc; mf[j] *= dc; mg[j] *= dc;                                                        \
+                cp[j] = zc ? cp[j] * zc[r * zcs + j] + dc * fr[j] : dc * fr[j];                               \
+            }                                                                                                 \
+        }                                                                                                     \
+        for (long j = 0; j < H; j++) mo[j] *= d[j];                                                           \
+        if (A) ln_backward_##sfx(m, A + r * as, lnw, mean_h[r], rstd_h[r], 4 * H, dA + r * das);              \
+    }                                                                                                         \
+}                                                                                                             \
+                                                                                                              \
+/* GRU forward step. G (b, 3H) [r z n]: the input parts in (r and z with the recurrent product added, when \
+   A is NULL), the activated gates out (n as tanh). With A (b, 3H) the recurrent product: gh = LN(A)·lnw + \
+   lnb (lnb carries b_hn on the n part), its moments to mean, rstd, and its n part to ghn; without, ghn   \
+   holds that part (product + b_hn) already. n = tanh(G_n/2·2 + r·ghn) = 2σ(G_n + 2 r ghn) − 1;            \
+   y = n + z (h_{t-1} − n). */                                                                                \
+VECTORISED void gru_forward_step_##sfx(                                                                      \
+    long b, long H, real *G, long gs, const real *A, long as, const real *lnw, const real *lnb, real *mean,  \
+    real *rstd, real *ghn, long ghs, const real *hp, long hps, real *y, long ys, real eps) {                 \
+    for (long r = 0; r < b; r++) {                                                                            \
+        real *g = G + r * gs, *gn = ghn + r * ghs, *yr = y + r * ys;                                          \
+        const real *h = hp + r * hps;                                                                         \
+        if (A) {                                                                                              \
+            const real *a = A + r * as;                                                                       \
+            real m, s;                                                                                        \
+            moments_##sfx(a, 3 * H, eps, &m, &s);                                                             \
+            mean[r] = m;                                                                                      \
+            rstd[r] = s;                                                                                      \
+            for (long j = 0; j < 2 * H; j++) g[j] = sigmoid_##sfx(g[j] + (a[j] - m) * s * lnw[j] + lnb[j]);  \
+            for (long j = 2 * H; j < 3 * H; j++) gn[j - 2 * H] = (a[j] - m) * s * lnw[j] + lnb[j];           \
+        } else {                                                                                              \
+            for (long j = 0; j < 2 * H; j++) g[j] = sigmoid_##sfx(g[j]);                                      \
+        }                                                                                                     \
+        real *rr = g, *z = g + H, *n = g + 2 * H;                                                             \
+        for (long j = 0; j < H; j++) {                                                                        \
+            real v = 2 * sigmoid_##sfx(n[j] + 2 * rr[j] * gn[j]) - 1;                                         \
+            n[j] = v;                                                                                         \
+            yr[j] = v + z[j] * (h[j] - v);                                                                    \
+        }                                                                                                     \
+    }                                                                                                         \
+}                                                                                                             \
+                                                                                                              \
+/* GRU backward step with the recurrent norm: Q (b, 3H) the factors in, dGH = Q·dh̃ (each third) out, and    \
+   dA = LN'(dGH) the gradient of the product before the norm. */                                             \
+VECTORISED void gru_backward_step_##sfx(                                                                     \
+    long b, long H, real *Q, long qs, const real *dht, long dhs, const real *A, long as, const real *lnw,    \
+    const real *mean, const real *rstd, real *dA, long das) {                                                \
+    for (long r = 0; r < b; r++) {                                                                            \
+        real *q = Q + r * qs;                                                                                 \
+        const real *d = dht + r * dhs;                                                                        \
+        for (long k = 0; k < 3; k++)                                                                          \
+            for (long j = 0; j < H; j++) q[k * H + j] *= d[j];                                                \
+        ln_backward_##sfx(q, A + r * as, lnw, mean[r], rstd[r], 3 * H, dA + r * das);                         \
+    }                                                                                                         \
+}
+
+DEFINE_KERNELS(float, f32, expf, sqrtf)
+DEFINE_KERNELS(double, f64, exp, sqrt)

@@ -1,0 +1,144 @@
+"""The element-wise work of a fused LSTM or GRU step as one compiled call (``step_kernels.c``).
+
+Between a step's matrix products the fused loops of ``lstm.py`` and ``gru.py`` apply a chain of
+element-wise operations — sigmoids, the cell update, tanh, and with layer normalisation the
+normalisations and their gradients. With torch's operators that is 8–14 kernel calls per step, each a
+few microseconds of dispatch; ``step_kernels.c`` does a step's chain in one call, one pass per row.
+
+The library is built with the package (``setup.py``: an optional extension, so an install without a C
+compiler still works) and loaded here with ctypes. It is used for CPU tensors in float32 and float64
+when it loaded; everywhere else — CUDA, other dtypes, no library, or ``RNNKIT_STEP_KERNELS=0`` in the
+environment — the loops run torch's operators, the same computation (the tests hold the two paths,
+and the reference cells, to each other). ``disabled()`` switches it off for a block of code.
+
+Every tensor handed over is a CPU matrix with unit column stride (checked by the callers' layout: the
+packed blocks and their per-step row slices); ``None`` is passed as a NULL pointer (option off).
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["available", "disabled", "usable", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward"]
+
+#: Must equal KERNELS_VERSION in step_kernels.c: a library built from another version is not used.
+VERSION = 1
+
+_L, _P = ctypes.c_long, ctypes.c_void_p
+_SIGNATURES = {  # argument kinds: L a size or row stride, P a pointer, E the layer norm's epsilon
+    "lstm_forward_step": "LL PL PL PP PP PL PL PP PP PL PL E",
+    "lstm_backward_step": "LL PL PL PL PL PL PL PL PL PPP PL PL PPP PL",
+    "gru_forward_step": "LL PL PL PP PP PL PL PL E",
+    "gru_backward_step": "LL PL PL PL PPP PL",
+}
+
+
+def _load():
+    """The loaded library's functions by (name, dtype), or None with the reason."""
+    if os.environ.get("RNNKIT_STEP_KERNELS", "1") == "0":
+        return None, "switched off by RNNKIT_STEP_KERNELS=0"
+    found = sorted(Path(__file__).parent.glob("_step_kernels*.so"))
+    if not found:
+        return None, "not built (no C compiler when the package was installed)"
+    try:
+        lib = ctypes.CDLL(str(found[0]))
+        lib.rnnkit_step_kernels_version.restype = _L
+        version = lib.rnnkit_step_kernels_version()
+    except (OSError, AttributeError) as e:
+        return None, f"{found[0].name} did not load: {e}"
+    if version != VERSION:
+        warnings.warn(f"rnnkit: {found[0]} is version {version} of the step kernels, this rnnkit expects "
+                      f"{VERSION}; it is not used (reinstall rnnkit to rebuild it: make setup, or pip install "
+                      f"-e .)", RuntimeWarning, stacklevel=3)
+        return None, f"stale build (version {version}, expected {VERSION})"
+    table = {}
+    for dtype, sfx, real in ((torch.float32, "f32", ctypes.c_float), (torch.float64, "f64", ctypes.c_double)):
+        for name, sig in _SIGNATURES.items():
+            fn = getattr(lib, f"{name}_{sfx}")
+            fn.restype = None
+            fn.argtypes = [{"L": _L, "P": _P, "E": real}[c] for c in sig.replace(" ", "")]
+            table[name, dtype] = fn
+    return table, None
+
+
+_FUNCTIONS, WHY_NOT = _load()
+_enabled = True
+
+
+def available() -> bool:
+    """Whether the compiled step kernels loaded here (``WHY_NOT`` says why not)."""
+    return _FUNCTIONS is not None
+
+
+def usable(t: Tensor) -> bool:
+    """Whether a fused loop over tensors like ``t`` runs its steps' element-wise work here."""
+    return _enabled and _FUNCTIONS is not None and t.device.type == "cpu" and t.dtype in (torch.float32,
+                                                                                           torch.float64)
+
+
+@contextlib.contextmanager
+def disabled():
+    """Run the fused loops on torch's operators alone inside the block (tests, benchmarks)."""
+    global _enabled
+    before, _enabled = _enabled, False
+    try:
+        yield
+    finally:
+        _enabled = before
+
+
+def _m(t: Tensor | None) -> tuple[int | None, int]:
+    """A matrix argument: its data pointer (None: NULL) and row stride."""
+    return (None, 0) if t is None else (t.data_ptr(), t.stride(0))
+
+
+def _p(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def lstm_forward(G: Tensor, A: Tensor | None, lnw: Tensor | None, lnb: Tensor | None, stats_h, cp: Tensor,
+                 ct: Tensor, lcw: Tensor | None, lcb: Tensor | None, stats_c, tc: Tensor, out: Tensor,
+                 eps: float) -> None:
+    """One LSTM step's gates, cell and output (``lstm_forward_step`` in step_kernels.c), in place: G (b, 4H)
+    in the internal layout, A (b, 4H) the recurrent product to normalise or None, ``stats_*`` (mean,
+    rstd) (b, 1) views to fill or None, cp/ct/tc/out (b, H)."""
+    b, H = ct.shape
+    mh, rh = stats_h if stats_h is not None else (None, None)
+    mc, rc = stats_c if stats_c is not None else (None, None)
+    _FUNCTIONS["lstm_forward_step", G.dtype](b, H, *_m(G), *_m(A), _p(lnw), _p(lnb), _p(mh), _p(rh), *_m(cp),
+                                             *_m(ct), _p(lcw), _p(lcb), _p(mc), _p(rc), *_m(tc), *_m(out), eps)
+
+
+def lstm_backward(dr: Tensor, dcf: Tensor, od: Tensor, M: Tensor, f: Tensor, dcp: Tensor, zc: Tensor | None,
+                  ct: Tensor | None, lcw: Tensor | None, stats_c, du: Tensor | None, A: Tensor | None,
+                  lnw: Tensor | None, stats_h, dA: Tensor | None) -> None:
+    """One LSTM step's gate gradients into M and the cell carry into dcp (``lstm_backward_step``)."""
+    b, H = dcp.shape
+    mc, rc = stats_c if stats_c is not None else (None, None)
+    mh, rh = stats_h if stats_h is not None else (None, None)
+    _FUNCTIONS["lstm_backward_step", M.dtype](b, H, *_m(dr), *_m(dcf), *_m(od), *_m(M), *_m(f), *_m(dcp),
+                                              *_m(zc), *_m(ct), _p(lcw), _p(mc), _p(rc), *_m(du), *_m(A),
+                                              _p(lnw), _p(mh), _p(rh), *_m(dA))
+
+
+def gru_forward(G: Tensor, A: Tensor | None, lnw: Tensor | None, lnb: Tensor | None, stats, ghn: Tensor,
+                hp: Tensor, y: Tensor, eps: float) -> None:
+    """One GRU step's gates and output (``gru_forward_step``), in place: G (b, 3H), A (b, 3H) or None,
+    ghn/hp/y (b, H)."""
+    b, H = y.shape
+    m, r = stats if stats is not None else (None, None)
+    _FUNCTIONS["gru_forward_step", G.dtype](b, H, *_m(G), *_m(A), _p(lnw), _p(lnb), _p(m), _p(r), *_m(ghn),
+                                            *_m(hp), *_m(y), eps)
+
+
+def gru_backward(Q: Tensor, dht: Tensor, A: Tensor, lnw: Tensor, stats, dA: Tensor) -> None:
+    """One layer-normalised GRU step's dGH = Q ∗ dh̃ (in Q) and its gradient before the norm into dA."""
+    b, H = dht.shape
+    m, r = stats
+    _FUNCTIONS["gru_backward_step", Q.dtype](b, H, *_m(Q), *_m(dht), *_m(A), _p(lnw), _p(m), _p(r), *_m(dA))

@@ -1,0 +1,157 @@
+"""The compiled element-wise step of the fused LSTM and GRU (``rnnkit/engine/fused/step_kernels.c``).
+
+Where it is built (CPU, float32/float64) the whole suite runs the fused engine through it, so every
+parity and gradcheck test elsewhere checks it against torch.nn and the reference cells. This file
+checks the other side and the seams:
+
+- the two paths of the fused loops — compiled step and torch's operators — give the same outputs and
+  every gradient for each option (recurrent mask, zoneout masks and expectation, layer norm, all at
+  once), with and without lengths, forwards and reversed, in float64 and float32;
+- the torch-operator path still passes ``gradcheck`` (it is what CUDA and other dtypes run);
+- an initial state whose rows are not contiguous takes torch's operators and still equals torch.nn;
+- the library is built wherever a C compiler is, a library of another version is refused with a
+  warning, ``RNNKIT_STEP_KERNELS=0`` switches it off, and loading it leaves the process's floating-point
+  mode alone (denormals still work: GCC's fast-math start-up code is not linked in).
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from core_helpers import DT, MODE_IDS, MODES_PROJ, grads_of, loss_of, random
+from test_variants import ENGINE_LENGTHS, ENGINE_OPTIONS, engine_call, engine_leaves, engine_noise, engine_supports
+
+import rnnkit
+from rnnkit.engine import Noise, fused
+from rnnkit.engine.fused import step_kernels
+
+needs_kernels = pytest.mark.skipif(not step_kernels.available(), reason=f"step kernels: {step_kernels.WHY_NOT}")
+
+GATED = [(mp, MODE_IDS[MODES_PROJ.index(mp)]) for mp in MODES_PROJ if mp[0] in ("lstm", "gru")]
+CASES = [(mp, name, o, ln, r) for (mp, name), o, ln, r in itertools.product(GATED, ENGINE_OPTIONS, ENGINE_LENGTHS,
+                                                                            (False, True))
+         if engine_supports(mp[0], o)]
+
+
+def run_fused(mode, proj, option, lengths, reverse, dtype, compiled: bool):
+    """Outputs and every leaf's gradient of one fused layer run, on the chosen path."""
+    ln = option in ("layer_norm", "combined")
+    T, B, I, H = 5, 4, 3, 4
+    base = engine_leaves(mode, proj, ln, T, B, I, H, seed=7)
+    noise = engine_noise(option, mode, proj, T, B, H)
+    noise = Noise(*(z.to(dtype) if isinstance(z, torch.Tensor) else z for z in noise))
+    leaves = {k: v.to(dtype).requires_grad_() for k, v in base.items()}
+    call = engine_call(fused.run_layer, mode, list(leaves), noise, ENGINE_LENGTHS[lengths], reverse)
+    with contextlib.nullcontext() if compiled else step_kernels.disabled():
+        outs = list(call(*leaves.values()))
+        grads = grads_of(loss_of([o.double() for o in outs]), list(leaves.values()))
+    return outs + grads, ["y", "h_n", "c_n"][: len(outs)] + [f"grad {n}" for n in leaves]
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("mode_proj, name, option, lengths, reverse", CASES,
+                         ids=[f"{n}-{o}-{ln}-rev={r}" for _, n, o, ln, r in CASES])
+def test_compiled_step_equals_torch_operators(mode_proj, name, option, lengths, reverse, dtype):
+    mode, proj = mode_proj
+    compiled, names = run_fused(mode, proj, option, lengths, reverse, dtype, compiled=True)
+    ops, _ = run_fused(mode, proj, option, lengths, reverse, dtype, compiled=False)
+    tol = dict(rtol=1e-12, atol=1e-13) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
+    for a, e, n in zip(compiled, ops, names):
+        assert a.dtype == dtype, n
+        torch.testing.assert_close(a, e, **tol, msg=lambda m, n=n: f"{name} {option}, {n}: {m}")
+
+
+def test_the_compiled_step_is_taken_where_it_loaded(monkeypatch):
+    """The layers reach it: a float32 layer-normalised LSTM and GRU on the CPU call it once per step,
+    forwards and backwards, and not at all under ``disabled()``."""
+    if not step_kernels.available():
+        pytest.skip(f"step kernels: {step_kernels.WHY_NOT}")
+    calls = []
+    for fn in ("lstm_forward", "lstm_backward", "gru_forward", "gru_backward"):
+        real = getattr(step_kernels, fn)
+        monkeypatch.setattr(step_kernels, fn, lambda *a, _r=real, _n=fn, **k: (calls.append(_n), _r(*a, **k))[1])
+    for layer in (rnnkit.LSTM(3, 4, layer_norm=True), rnnkit.GRU(3, 4, layer_norm=True)):
+        x = torch.randn(6, 2, 3)
+        layer(x)[0].sum().backward()
+        with step_kernels.disabled():
+            layer(x)[0].sum().backward()
+    assert sorted(set(calls)) == ["gru_backward", "gru_forward", "lstm_backward", "lstm_forward"]
+    assert all(calls.count(fn) == 6 for fn in set(calls)), calls
+
+
+@pytest.mark.parametrize("mode, proj", [mp for mp, _ in GATED], ids=[n for _, n in GATED])
+def test_torch_operator_path_gradcheck_every_option_at_once(mode, proj):
+    """The path CUDA and other dtypes run: every option, variable lengths, reversed, whole Jacobian."""
+    T, B, I, H = 3, 3, 2, 2
+    t = engine_leaves(mode, proj and 1, True, T, B, I, H, seed=12)
+    noise = engine_noise("combined", mode, proj and 1, T, B, H)
+    call = engine_call(fused.run_layer, mode, list(t), noise, [3, 1, 2], True)
+    with step_kernels.disabled():
+        assert torch.autograd.gradcheck(call, [v.requires_grad_() for v in t.values()])
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_initial_state_with_strided_rows_equals_torch_nn(cell):
+    """h0 (and c0) whose hidden units are not adjacent in memory (a transposed block): the compiled step
+    reads rows with unit stride, so such a state takes torch's operators — same numbers as torch.nn."""
+    torch.manual_seed(0)
+    ours = getattr(rnnkit, cell)(3, 4, num_layers=2, engine="fused", dtype=DT)
+    theirs = getattr(torch.nn, cell)(3, 4, num_layers=2, dtype=DT)
+    theirs.load_state_dict(ours.state_dict())
+    x = random(5, 2, 3, seed=1)
+    h0 = random(2, 4, 2, seed=2).transpose(1, 2)  # (layers, B, H) with stride 1 between batch rows
+    assert h0.stride(-1) != 1
+    state = (h0, random(2, 4, 2, seed=3).transpose(1, 2)) if cell == "LSTM" else h0
+    y, s = ours(x, state)
+    y_ref, s_ref = theirs(x, state)
+    torch.testing.assert_close(y, y_ref)
+    for a, e in zip(s if cell == "LSTM" else [s], s_ref if cell == "LSTM" else [s_ref]):
+        torch.testing.assert_close(a, e)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler here")
+def test_built_wherever_a_compiler_is():
+    """``make setup`` (pip install -e .) builds the library; with a compiler at hand it must have loaded."""
+    assert step_kernels.available(), step_kernels.WHY_NOT
+
+
+def _in_a_fresh_process(code: str, **env) -> str:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, **env})
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_environment_switch_turns_it_off():
+    out = _in_a_fresh_process("from rnnkit.engine.fused import step_kernels as s; print(s.available(), s.WHY_NOT)",
+                              RNNKIT_STEP_KERNELS="0")
+    assert out == "False switched off by RNNKIT_STEP_KERNELS=0"
+
+
+@needs_kernels
+def test_a_library_of_another_version_is_refused(monkeypatch):
+    monkeypatch.setattr(step_kernels, "VERSION", step_kernels.VERSION + 1)
+    with pytest.warns(RuntimeWarning, match=r"version 1 of the step kernels, this rnnkit expects 2.*reinstall"):
+        table, why = step_kernels._load()
+    assert table is None and why.startswith("stale build")
+
+
+@needs_kernels
+def test_loading_it_leaves_denormals_alone():
+    """GCC links crtfastmath (flush denormals to zero, for the whole process) into a library linked with
+    -ffast-math; the build gives that flag to the compiler only."""
+    out = _in_a_fresh_process(
+        "import numpy as np, torch\n"
+        "from rnnkit.engine.fused import step_kernels as s\n"
+        "assert s.available()\n"
+        "print(float(np.float32(1e-39) / np.float32(2)) > 0, float(torch.tensor(1e-39) / 2) > 0)")
+    assert out == "True True"
+    assert float(np.float32(1e-39) / np.float32(2)) > 0
