@@ -4,12 +4,13 @@
 ``rnnkit/engine/fused/step_kernels.c`` does the element-wise work of a fused LSTM or GRU step in one
 call; without it (``step_kernels.disabled()``, as on CUDA or with ``RNNKIT_STEP_KERNELS=0``) the loop
 runs torch's operators. This times one training step (forward and backward, as ``bench_variants.py``)
-of a fused layer both ways, alternating in one process, plain and layer-normalised, and prints the
-times and the speed-up (> 1: the compiled step is faster), and each layer-normalised step's time over
-the plain step's on the same path — issue 3's measure.
+of bench_variants.py's fused layers (two layers, its configurations) both ways, alternating in one
+process, plain and layer-normalised, and prints the times, the speed-up (> 1: the compiled step is
+faster), and each layer-normalised step's time over the plain step's on the same path — issue 3's
+measure. Ratios are medians of per-round ratios.
 
     .venv/bin/python benchmarks/bench_step_kernels.py
-    .venv/bin/python benchmarks/bench_step_kernels.py --threads 1 --configs small
+    .venv/bin/python benchmarks/bench_step_kernels.py --threads 1 --timer cpu     # on a busy machine
 """
 from __future__ import annotations
 
@@ -22,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-import rnnkit  # noqa: E402
-from common import markdown_table, time_alternating, training_step  # noqa: E402
-from rnnkit.engine.fused import step_kernels  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
 
-#: name → (B, T, H), input size = H (bench_variants.py's configurations)
-CONFIGS = {"tiny": (4, 8, 16), "small": (32, 100, 128), "large": (64, 100, 512)}
+from bench_variants import CELLS, CONFIGS, LAYERS, training_step  # noqa: E402
+from common import markdown_table, time_alternating  # noqa: E402
+from rnnkit.engine.fused import step_kernels  # noqa: E402
 
 
 def with_kernels(step, on: bool):
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--min-time", type=float, default=0.2, help="seconds per sample")
+    ap.add_argument("--timer", choices=("wall", "cpu"), default="wall",
+                    help="wall clock, or this process's CPU time — steadier on a busy machine with --threads 1")
     args = ap.parse_args(argv)
     if not step_kernels.available():
         sys.exit(f"bench_step_kernels: the compiled step kernels are not here ({step_kernels.WHY_NOT})")
@@ -55,31 +58,32 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     rows = []
     for config in args.configs.split(","):
-        B, T, H = CONFIGS[config]
+        cfg = CONFIGS[config]
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(cfg.T, cfg.B, cfg.H, generator=g).requires_grad_()
+        R = torch.randn(cfg.T, cfg.B, cfg.H, generator=g)
         for cell in args.cells.split(","):
             steps = {}
             for ln in (False, True):
-                torch.manual_seed(0)
-                layer = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU}[cell](H, H, engine="fused", layer_norm=ln)
-                x = torch.randn(T, B, H, requires_grad=True)
-                step = training_step(layer, x, torch.randn(T, B, H))
+                kit = CELLS[cell][0](cfg.H, cfg.H, num_layers=LAYERS, engine="fused", layer_norm=ln)
+                step = training_step(lambda v, m=kit: m(v)[0], x, R, list(kit.parameters()))
                 for on in (True, False):
-                    steps[ln, on] = with_kernels(step, on)
-            names = {(ln, on): f"{'layer_norm' if ln else 'plain'} {'compiled' if on else 'torch ops'}"
-                     for ln, on in steps}
-            timing = time_alternating({names[k]: fn for k, fn in steps.items()}, baseline=names[False, False],
-                                      repeats=args.repeats, min_time=args.min_time)
-            t = {k: timing.medians[names[k]] for k in steps}
-            # each path's speed-up: the torch-operator step's time over the compiled one's, per round
-            r = timing.round_ratios
-            for ln in (False, True):
-                ops, comp = r[names[ln, False]], r[names[ln, True]]
-                speedup = sorted(c / o for c, o in zip(comp, ops))[len(ops) // 2]
-                rows.append([f"B{B} T{T} H{H}", cell.upper(), "layer_norm" if ln else "plain",
-                             f"{t[ln, False] * 1e3:.1f}", f"{t[ln, True] * 1e3:.1f}", f"**{speedup:.2f}×**",
-                             f"{t[True, False] / t[False, False]:.2f}×" if ln else "",
-                             f"{t[True, True] / t[False, True]:.2f}×" if ln else ""])
-    print(f"threads {torch.get_num_threads()}; training step, fused engine")
+                    steps[f"{'layer_norm' if ln else 'plain'} {'compiled' if on else 'torch ops'}"] = \
+                        with_kernels(step, on)
+            t = time_alternating(steps, repeats=args.repeats, min_time=args.min_time,
+                                 timer=time.process_time if args.timer == "cpu" else time.perf_counter)
+
+            def ratio(num: str, den: str) -> float:
+                return statistics.median(a / b for a, b in zip(t.samples[num], t.samples[den]))
+
+            for layer in ("plain", "layer_norm"):
+                ops, comp = f"{layer} torch ops", f"{layer} compiled"
+                ln = layer == "layer_norm"
+                rows.append([cfg.label, cell.upper(), layer, f"{t.medians[ops] * 1e3:.1f}",
+                             f"{t.medians[comp] * 1e3:.1f}", f"**{ratio(ops, comp):.2f}×**",
+                             f"{ratio(ops, 'plain torch ops'):.2f}×" if ln else "",
+                             f"{ratio(comp, 'plain compiled'):.2f}×" if ln else ""])
+    print(f"threads {torch.get_num_threads()}, {args.timer} time; training step of a {LAYERS}-layer fused layer")
     print(markdown_table(["config", "cell", "layer", "torch ops ms", "compiled ms", "speed-up",
                           "÷ plain, torch ops", "÷ plain, compiled"], rows))
 

@@ -138,8 +138,9 @@ def test_environment_switch_turns_it_off():
 
 @needs_kernels
 def test_a_library_of_another_version_is_refused(monkeypatch):
-    monkeypatch.setattr(step_kernels, "VERSION", step_kernels.VERSION + 1)
-    with pytest.warns(RuntimeWarning, match=r"version 1 of the step kernels, this rnnkit expects 2.*reinstall"):
+    built = step_kernels.VERSION
+    monkeypatch.setattr(step_kernels, "VERSION", built + 1)
+    with pytest.warns(RuntimeWarning, match=rf"version {built} of the step kernels, this rnnkit expects {built + 1}.*reinstall"):
         table, why = step_kernels._load()
     assert table is None and why.startswith("stale build")
 

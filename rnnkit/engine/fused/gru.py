@@ -165,6 +165,7 @@ class GRUFunction(torch.autograd.Function):
         # (the compiled step: only with layer norm, where it replaces three calls; without, a step's
         # element-wise work is one multiplication)
         compiled = AH is not None and step_kernels.usable(Q)
+        affine = step_kernels.affine_accumulator(3 * H, Q, compiled)  # the norm's gain and bias gradients, summed
         dht = None  # ∂L/∂h̃ of step k when the step after computed it
         for k, (_, b) in reversed(list(enumerate(layout.steps))):
             carry = carry_s[k]
@@ -175,7 +176,7 @@ class GRUFunction(torch.autograd.Function):
                 kept = dht * zh_s[k]  # what zoneout passes straight to h_{t-1}
                 dht.sub_(kept)  # ∗ (1 − z_h)
             if compiled:  # with layer norm
-                step_kernels.gru_backward(Q_s[k], dht, AH_s[k], ln_h_w, st_s[k], dA_s[k])
+                step_kernels.gru_backward(Q_s[k], dht, AH_s[k], ln_h_w, st_s[k], dA_s[k], affine)
                 da = dA_s[k]
             else:
                 da = Q_s[k].view(b, 3, H).mul_(dht.unsqueeze(1)).view(b, 3 * H)
@@ -199,7 +200,9 @@ class GRUFunction(torch.autograd.Function):
         needs = ctx.needs_input_grad
         db_hn = dGH[:, 2 * H :].sum(0) if needs[3] else None
         dln_w = dln_b = None
-        if AH is not None:
+        if affine is not None:
+            dln_w, dln_b = affine.to(Q.dtype)
+        elif AH is not None:
             dln_w, dln_b = ln_affine_grads(dGH, AH, stats, ln_h_w, ln_h_b)
         dw_hh = layout.previous_product(dA, h0, Y, mask) if needs[2] else None
         dGX = dGH  # ∂L/∂GX is dGH but for the input part of n, written over it now that it is used

@@ -251,6 +251,9 @@ class LSTMFunction(torch.autograd.Function):
         compiled = step_kernels.usable(G) and dc_carry.stride(-1) == 1  # (as forwards)
         if compiled and zone_c is not None:  # each step's z_c rows as a matrix (a float: all rows alike)
             zc_s = zc_s if isinstance(zone_c, Tensor) else layout.heads(C.new_full((1, H), zone_c).expand(layout.B, H))
+        # (the compiled step sums the norms' gain and bias gradients as it goes, while their rows are in cache)
+        affine_c = step_kernels.affine_accumulator(H, G, compiled and ln_c_w is not None)
+        affine_h = step_kernels.affine_accumulator(4 * H, G, compiled and AH is not None)
         dht = None  # ∂L/∂h̃ of step k when the step after computed it
         for k in reversed(range(len(layout.steps))):
             if dht is None:
@@ -264,7 +267,7 @@ class LSTMFunction(torch.autograd.Function):
             if compiled:
                 step_kernels.lstm_backward(dr, dc_future, OD_s[k], M_s[k], f_s[k], dc_s[k], zc_s[k], CT_s[k] if ln_c_w
                                            is not None else None, ln_c_w, stc_s and stc_s[k], dU_s[k], AH_s[k], ln_h_w,
-                                           sth_s and sth_s[k], dA_s[k])
+                                           sth_s and sth_s[k], dA_s[k], affine_c, affine_h)
                 da = M_s[k] if AH is None else dA_s[k]
             elif dU is None:
                 dc = torch.addcmul(dc_future, dr, OD_s[k])
@@ -294,9 +297,13 @@ class LSTMFunction(torch.autograd.Function):
             dht = None
 
         dln_h_w = dln_h_b = dln_c_w = dln_c_b = None
-        if AH is not None:
+        if affine_h is not None:
+            dln_h_w, dln_h_b = affine_h.to(G.dtype)
+        elif AH is not None:
             dln_h_w, dln_h_b = ln_affine_grads(dG, AH, stats_h, ln_h_w, ln_h_b)
-        if dU is not None:
+        if affine_c is not None:
+            dln_c_w, dln_c_b = affine_c.to(G.dtype)
+        elif dU is not None:
             dln_c_w, dln_c_b = ln_affine_grads(dU, CT, stats_c, ln_c_w, ln_c_b)
         needs = ctx.needs_input_grad
         dw_hh = layout.previous_product(dA, h0, Y, mask) if needs[3] else None

@@ -19,7 +19,7 @@
 #include <math.h>
 #include <stddef.h>
 
-#define KERNELS_VERSION 1
+#define KERNELS_VERSION 2
 
 long rnnkit_step_kernels_version(void) { return KERNELS_VERSION; }
 
@@ -45,9 +45,10 @@ static inline void moments_##sfx(const real *x, long n, real eps, real *mean, re
 }                                                                                                             \
                                                                                                               \
 /* The input gradient of y = LN(x)·w + bias given dy: with x̂ = (x − mean)·rstd and g = dy·w,              \
-   dx = rstd·(g − a − (x − mean)·c), a = mean(g), c = rstd²·mean(g·(x − mean)). ln_coefficients gives a, c. */ \
+   dx = rstd·(g − a − (x − mean)·c), a = mean(g), c = rstd²·mean(g·(x − mean)). ln_coefficients gives a, c,  \
+   and adds the gain's and bias's gradients of this row, dy·x̂ and dy, to gw and gb (in double; NULL: not). */  \
 static inline void ln_coefficients_##sfx(const real *dy, const real *x, const real *w, real mean, real rstd,  \
-                                         long n, real *a, real *c) {                                          \
+                                         long n, real *a, real *c, double *gw, double *gb) {                  \
     real sg = 0, sgx = 0;                                                                                     \
     for (long j = 0; j < n; j++) {                                                                            \
         real g = dy[j] * w[j];                                                                                \
@@ -56,12 +57,17 @@ static inline void ln_coefficients_##sfx(const real *dy, const real *x, const re
     }                                                                                                         \
     *a = sg / (real)n;                                                                                        \
     *c = sgx * rstd * rstd / (real)n;                                                                         \
+    if (gw)                                                                                                   \
+        for (long j = 0; j < n; j++) {                                                                        \
+            gw[j] += (double)(dy[j] * (x[j] - mean) * rstd);                                                  \
+            gb[j] += (double)dy[j];                                                                           \
+        }                                                                                                     \
 }                                                                                                             \
                                                                                                               \
 static inline void ln_backward_##sfx(const real *dy, const real *x, const real *w, real mean, real rstd,      \
-                                     long n, real *dx) {                                                      \
+                                     long n, real *dx, double *gw, double *gb) {                              \
     real a, c;                                                                                                \
-    ln_coefficients_##sfx(dy, x, w, mean, rstd, n, &a, &c);                                                   \
+    ln_coefficients_##sfx(dy, x, w, mean, rstd, n, &a, &c, gw, gb);                                           \
     for (long j = 0; j < n; j++) dx[j] = rstd * (dy[j] * w[j] - a - (x[j] - mean) * c);                       \
 }                                                                                                             \
                                                                                                               \
@@ -109,12 +115,14 @@ VECTORISED void lstm_forward_step_##sfx(                                        
    od = o(1 − tc²), M (b, 4H) the all-steps factors in, dG_t out: dC̃ = dcf + dr·od — with the cell norm,    \
    du = dr·od to du and dC̃ = dcf + LN'(du) — and dG = M·[dC̃, dC̃, dC̃, dr]. dcp (b, H): the carry to t−1,    \
    dC̃·f, plus its old value × zc with zoneout (zc not NULL). With A: dA = LN'(dG) (the recurrent norm).    \
-   dcf may be dcp. */                                                                                         \
+   dcf may be dcp. gw_c, gb_c (H) and gw_h, gb_h (4H), in double, or NULL: each norm's gain and bias         \
+   gradients of these rows are added to them. */                                                             \
 VECTORISED void lstm_backward_step_##sfx(                                                                    \
     long b, long H, const real *dr, long drs, const real *dcf, long dcfs, const real *od, long ods, real *M, \
     long ms, const real *f, long fs, real *dcp, long dcps, const real *zc, long zcs, const real *ct,         \
     long cts, const real *lcw, const real *mean_c, const real *rstd_c, real *du, long dus, const real *A,    \
-    long as, const real *lnw, const real *mean_h, const real *rstd_h, real *dA, long das) {                  \
+    long as, const real *lnw, const real *mean_h, const real *rstd_h, real *dA, long das, double *gw_c,      \
+    double *gb_c, double *gw_h, double *gb_h) {                                                              \
     for (long r = 0; r < b; r++) {                                                                            \
         const real *d = dr + r * drs, *q = od + r * ods, *fr = f + r * fs, *c1 = dcf + r * dcfs;              \
         real *m = M + r * ms, *cp = dcp + r * dcps;                                                           \
@@ -124,7 +132,7 @@ VECTORISED void lstm_backward_step_##sfx(                                       
             for (long j = 0; j < H; j++) u[j] = d[j] * q[j];                                                  \
             const real *x = ct + r * cts, *w = lcw;                                                           \
             real mc = mean_c[r], sc = rstd_c[r], ca, cc;                                                      \
-            ln_coefficients_##sfx(u, x, w, mc, sc, H, &ca, &cc);                                              \
+            ln_coefficients_##sfx(u, x, w, mc, sc, H, &ca, &cc, gw_c, gb_c);                                  \
             for (long j = 0; j < H; j++) {                                                                    \
                 real dc = sc * (u[j] * w[j] - ca - (x[j] - mc) * cc) + c1[j];                                 \
                 mi[j] *= dc; mf[j] *= dc; mg[j] *= dc;                                                        \
@@ -138,7 +146,7 @@ VECTORISED void lstm_backward_step_##sfx(                                       
             }                                                                                                 \
         }                                                                                                     \
         for (long j = 0; j < H; j++) mo[j] *= d[j];                                                           \
-        if (A) ln_backward_##sfx(m, A + r * as, lnw, mean_h[r], rstd_h[r], 4 * H, dA + r * das);              \
+        if (A) ln_backward_##sfx(m, A + r * as, lnw, mean_h[r], rstd_h[r], 4 * H, dA + r * das, gw_h, gb_h);  \
     }                                                                                                         \
 }                                                                                                             \
                                                                                                               \
@@ -174,16 +182,17 @@ VECTORISED void gru_forward_step_##sfx(                                         
 }                                                                                                             \
                                                                                                               \
 /* GRU backward step with the recurrent norm: Q (b, 3H) the factors in, dGH = Q·dh̃ (each third) out, and    \
-   dA = LN'(dGH) the gradient of the product before the norm. */                                             \
+   dA = LN'(dGH) the gradient of the product before the norm; the norm's gain and bias gradients of these   \
+   rows added to gw, gb (3H, double; NULL: not). */                                                          \
 VECTORISED void gru_backward_step_##sfx(                                                                     \
     long b, long H, real *Q, long qs, const real *dht, long dhs, const real *A, long as, const real *lnw,    \
-    const real *mean, const real *rstd, real *dA, long das) {                                                \
+    const real *mean, const real *rstd, real *dA, long das, double *gw, double *gb) {                        \
     for (long r = 0; r < b; r++) {                                                                            \
         real *q = Q + r * qs;                                                                                 \
         const real *d = dht + r * dhs;                                                                        \
         for (long k = 0; k < 3; k++)                                                                          \
             for (long j = 0; j < H; j++) q[k * H + j] *= d[j];                                                \
-        ln_backward_##sfx(q, A + r * as, lnw, mean[r], rstd[r], 3 * H, dA + r * das);                         \
+        ln_backward_##sfx(q, A + r * as, lnw, mean[r], rstd[r], 3 * H, dA + r * das, gw, gb);                 \
     }                                                                                                         \
 }
 

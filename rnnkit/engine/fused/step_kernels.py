@@ -25,17 +25,18 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["available", "disabled", "usable", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward"]
+__all__ = ["affine_accumulator", "available", "disabled", "usable", "lstm_forward", "lstm_backward", "gru_forward",
+           "gru_backward"]
 
 #: Must equal KERNELS_VERSION in step_kernels.c: a library built from another version is not used.
-VERSION = 1
+VERSION = 2
 
 _L, _P = ctypes.c_long, ctypes.c_void_p
 _SIGNATURES = {  # argument kinds: L a size or row stride, P a pointer, E the layer norm's epsilon
     "lstm_forward_step": "LL PL PL PP PP PL PL PP PP PL PL E",
-    "lstm_backward_step": "LL PL PL PL PL PL PL PL PL PPP PL PL PPP PL",
+    "lstm_backward_step": "LL PL PL PL PL PL PL PL PL PPP PL PL PPP PL PPPP",
     "gru_forward_step": "LL PL PL PP PP PL PL PL E",
-    "gru_backward_step": "LL PL PL PL PPP PL",
+    "gru_backward_step": "LL PL PL PL PPP PL PP",
 }
 
 
@@ -102,6 +103,19 @@ def _p(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def _pair(t: Tensor | None) -> tuple[int | None, int | None]:
+    """A (2, n) float64 accumulator as two pointers (its rows), or two NULLs."""
+    if t is None:
+        return None, None
+    p = t.data_ptr()
+    return p, p + t.stride(0) * t.element_size()
+
+
+def affine_accumulator(n: int, like: Tensor, needed: bool) -> Tensor | None:
+    """A zeroed (2, n) float64 block for a norm's gain and bias gradients, summed over steps (None: not needed)."""
+    return torch.zeros(2, n, dtype=torch.float64, device=like.device) if needed else None
+
+
 def lstm_forward(G: Tensor, A: Tensor | None, lnw: Tensor | None, lnb: Tensor | None, stats_h, cp: Tensor,
                  ct: Tensor, lcw: Tensor | None, lcb: Tensor | None, stats_c, tc: Tensor, out: Tensor,
                  eps: float) -> None:
@@ -117,14 +131,16 @@ def lstm_forward(G: Tensor, A: Tensor | None, lnw: Tensor | None, lnb: Tensor | 
 
 def lstm_backward(dr: Tensor, dcf: Tensor, od: Tensor, M: Tensor, f: Tensor, dcp: Tensor, zc: Tensor | None,
                   ct: Tensor | None, lcw: Tensor | None, stats_c, du: Tensor | None, A: Tensor | None,
-                  lnw: Tensor | None, stats_h, dA: Tensor | None) -> None:
-    """One LSTM step's gate gradients into M and the cell carry into dcp (``lstm_backward_step``)."""
+                  lnw: Tensor | None, stats_h, dA: Tensor | None, affine_c: Tensor | None,
+                  affine_h: Tensor | None) -> None:
+    """One LSTM step's gate gradients into M and the cell carry into dcp (``lstm_backward_step``); ``affine_*``
+    (2, H) / (2, 4H) float64 or None: the cell and recurrent norms' gain and bias gradients, summed into."""
     b, H = dcp.shape
     mc, rc = stats_c if stats_c is not None else (None, None)
     mh, rh = stats_h if stats_h is not None else (None, None)
     _FUNCTIONS["lstm_backward_step", M.dtype](b, H, *_m(dr), *_m(dcf), *_m(od), *_m(M), *_m(f), *_m(dcp),
                                               *_m(zc), *_m(ct), _p(lcw), _p(mc), _p(rc), *_m(du), *_m(A),
-                                              _p(lnw), _p(mh), _p(rh), *_m(dA))
+                                              _p(lnw), _p(mh), _p(rh), *_m(dA), *_pair(affine_c), *_pair(affine_h))
 
 
 def gru_forward(G: Tensor, A: Tensor | None, lnw: Tensor | None, lnb: Tensor | None, stats, ghn: Tensor,
@@ -137,8 +153,10 @@ def gru_forward(G: Tensor, A: Tensor | None, lnw: Tensor | None, lnb: Tensor | N
                                             *_m(hp), *_m(y), eps)
 
 
-def gru_backward(Q: Tensor, dht: Tensor, A: Tensor, lnw: Tensor, stats, dA: Tensor) -> None:
-    """One layer-normalised GRU step's dGH = Q ∗ dh̃ (in Q) and its gradient before the norm into dA."""
+def gru_backward(Q: Tensor, dht: Tensor, A: Tensor, lnw: Tensor, stats, dA: Tensor, affine: Tensor | None) -> None:
+    """One layer-normalised GRU step's dGH = Q ∗ dh̃ (in Q) and its gradient before the norm into dA; ``affine``
+    (2, 3H) float64 or None: the norm's gain and bias gradients, summed into."""
     b, H = dht.shape
     m, r = stats
-    _FUNCTIONS["gru_backward_step", Q.dtype](b, H, *_m(Q), *_m(dht), *_m(A), _p(lnw), _p(m), _p(r), *_m(dA))
+    _FUNCTIONS["gru_backward_step", Q.dtype](b, H, *_m(Q), *_m(dht), *_m(A), _p(lnw), _p(m), _p(r), *_m(dA),
+                                             *_pair(affine))
