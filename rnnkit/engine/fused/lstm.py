@@ -97,6 +97,14 @@ def overwrote_input(ctx, gx: Tensor) -> None:
     ctx.set_materialize_grads(False)
 
 
+def keep_rows(layout: Layout, z, like: Tensor, width: int) -> list:
+    """Each step's zoneout keeps as a (b, width) matrix for the compiled step: the packed keeps' per-step
+    rows, or for a float (eval mode's expectation) one row of it repeated (row stride 0); None: [None, …]."""
+    if z is None or isinstance(z, Tensor):
+        return layout.split(z)
+    return layout.heads(like.new_full((1, width), z).expand(layout.B, width))
+
+
 def sigmoid_grad_into(s: Tensor, out: Tensor) -> Tensor:
     """out = s (1 − s), σ' at the pre-activation whose sigmoid is s, as s − s² in one pass."""
     return torch.addcmul(s, s, s, value=-1, out=out)
@@ -153,6 +161,9 @@ class LSTMFunction(torch.autograd.Function):
             stats_c = GX.new_empty((2, N, 1)) if ln_c else None
             sh_s, sc_s = layout.split_stats(stats_h), layout.split_stats(stats_c)
             out_s = Y_s if w_hr is None else R_s
+            # zoneout in the step too, but for h after a projection (applied to the projected output below)
+            zkh_s = keep_rows(layout, zone_h if w_hr is None else None, GX, H)
+            zkc_s, cz_s = keep_rows(layout, zone_c, GX, H), (C_s if zone_c is not None else per(None))
         for k in range(len(layout.steps)):
             hp, cp = hp_s[k], cp_s[k]
             h_in = hp if mask is None else hp * mask_s[k]
@@ -160,13 +171,12 @@ class LSTMFunction(torch.autograd.Function):
             if compiled:
                 a = product.store(AH_s[k], h_in) if ln_h else product.acc(G_t, h_in)
                 step_kernels.lstm_forward(G_t, a if ln_h else None, ln_h_w, ln_h_b, sh_s and sh_s[k], cp, CT_s[k],
-                                          ln_c_w, ln_c_b, sc_s and sc_s[k], TC_s[k], out_s[k], LN_EPS)
+                                          ln_c_w, ln_c_b, sc_s and sc_s[k], TC_s[k], out_s[k], zkh_s[k], hp, zkc_s[k],
+                                          cz_s[k], LN_EPS)
                 if w_hr is not None:
                     projection.into(Y_s[k], R_s[k])
-                if zone_h is not None:
-                    Y_s[k].lerp_(hp, zh_s[k])
-                if zone_c is not None:
-                    torch.lerp(CT_s[k], cp, zc_s[k], out=C_s[k])
+                    if zone_h is not None:
+                        Y_s[k].lerp_(hp, zh_s[k])
                 continue
             if ln_h:
                 a = product.store(AH_s[k], h_in)
@@ -226,7 +236,8 @@ class LSTMFunction(torch.autograd.Function):
         sigmoid_grad_into(f, Mf).mul_(layout.previous(c0, C))  # C_{t-1} f (1 − f)
         sigmoid_grad_into(o, Mo).mul_(TC)  # tanh(·) o (1 − o)
         scaled_one_minus_square(g, 0.5, out=Mg).mul_(i)  # i (1 − g²) / 2
-        keep_c = None if zone_c is None else 1 - zone_c
+        compiled = step_kernels.usable(G) and dc_carry.stride(-1) == 1  # (as forwards)
+        keep_c = None if zone_c is None or compiled else 1 - zone_c
 
         dG = M  # each step's factors are used once, then replaced by its gate gradients
         # ∂L/∂(h_in W_hhᵀ): with layer norm each step's is copied into a block of its own (one copy as a
@@ -248,9 +259,13 @@ class LSTMFunction(torch.autograd.Function):
         fold = mask is None and zone_h is None
         product = StepProduct(w_hh, layout.B, len(layout.steps))
         projection = StepProduct(w_hr, layout.B, len(layout.steps)) if w_hr is not None else None
-        compiled = step_kernels.usable(G) and dc_carry.stride(-1) == 1  # (as forwards)
-        if compiled and zone_c is not None:  # each step's z_c rows as a matrix (a float: all rows alike)
-            zc_s = zc_s if isinstance(zone_c, Tensor) else layout.heads(C.new_full((1, H), zone_c).expand(layout.B, H))
+        # zoneout's keeps as matrices for the compiled step; h's there only without a projection (its dr is
+        # dh̃ then), with ``kept`` a scratch block for dh̃ ∗ z_h
+        zone_h_in_step = compiled and zone_h is not None and w_hr is None
+        if compiled:
+            zkc_s = keep_rows(layout, zone_c, G, H)
+            zkh_s = keep_rows(layout, zone_h if zone_h_in_step else None, G, H)
+            kept_s = layout.heads(Y.new_empty(layout.B, H)) if zone_h_in_step else per(None)
         # (the compiled step sums the norms' gain and bias gradients as it goes, while their rows are in cache)
         affine_c = step_kernels.affine_accumulator(H, G, compiled and ln_c_w is not None)
         affine_h = step_kernels.affine_accumulator(4 * H, G, compiled and AH is not None)
@@ -259,24 +274,25 @@ class LSTMFunction(torch.autograd.Function):
             if dht is None:
                 dht = torch.add(dh_s[k], dY_s[k], out=dHt_s[k])
             kept = None
-            if zone_h is not None:
+            if zone_h is not None and not zone_h_in_step:
                 kept = dht * zh_s[k]  # what zoneout passes straight to h_{t-1}
                 dht.sub_(kept)  # ∗ (1 − z_h)
             dr = dht if w_hr is None else projection.new(dht)  # (b, H)
-            dc_future = dc_s[k] if zone_c is None else dc_s[k] * kc_s[k]
-            if compiled:
-                step_kernels.lstm_backward(dr, dc_future, OD_s[k], M_s[k], f_s[k], dc_s[k], zc_s[k], CT_s[k] if ln_c_w
+            if compiled:  # (∂L/∂C̃ from the step after, × (1 − z_c) with zoneout, is formed in the step)
+                step_kernels.lstm_backward(dr, dc_s[k], OD_s[k], M_s[k], f_s[k], dc_s[k], zkc_s[k], CT_s[k] if ln_c_w
                                            is not None else None, ln_c_w, stc_s and stc_s[k], dU_s[k], AH_s[k], ln_h_w,
-                                           sth_s and sth_s[k], dA_s[k], affine_c, affine_h)
+                                           sth_s and sth_s[k], dA_s[k], affine_c, affine_h, zkh_s[k], kept_s[k])
                 da = M_s[k] if AH is None else dA_s[k]
-            elif dU is None:
-                dc = torch.addcmul(dc_future, dr, OD_s[k])
+                kept = kept_s[k] if zone_h_in_step else kept
             else:
-                du = torch.mul(dr, OD_s[k], out=dU_s[k])
-                dln = aten.native_layer_norm_backward(du, CT_s[k], (H,), *stc_s[k], ln_c_w, ln_c_b,
-                                                      [True, False, False])[0]
-                dc = dln.add_(dc_future)
-            if not compiled:
+                dc_future = dc_s[k] if zone_c is None else dc_s[k] * kc_s[k]
+                if dU is None:
+                    dc = torch.addcmul(dc_future, dr, OD_s[k])
+                else:
+                    du = torch.mul(dr, OD_s[k], out=dU_s[k])
+                    dln = aten.native_layer_norm_backward(du, CT_s[k], (H,), *stc_s[k], ln_c_w, ln_c_b,
+                                                          [True, False, False])[0]
+                    dc = dln.add_(dc_future)
                 dG_t = M_s[k].mul_(torch.cat((dc, dc, dc, dr), 1))  # one pass over the gates
                 if zone_c is None:
                     torch.mul(dc, f_s[k], out=dc_s[k])

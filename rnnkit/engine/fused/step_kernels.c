@@ -19,7 +19,7 @@
 #include <math.h>
 #include <stddef.h>
 
-#define KERNELS_VERSION 2
+#define KERNELS_VERSION 3
 
 long rnnkit_step_kernels_version(void) { return KERNELS_VERSION; }
 
@@ -73,11 +73,13 @@ static inline void ln_backward_##sfx(const real *dy, const real *x, const real *
                                                                                                               \
 /* LSTM forward step. G (b, 4H) [i f g o]: the input part in (and the recurrent product, when A is NULL),  \
    the activated gates out (g as tanh). With A (b, 4H): G += LN(A)·lnw + lnb, its moments to mean_h,      \
-   rstd_h. C̃ = f·C_{t-1} + i·g to ct; tanh(C̃) — of LN(C̃)·lcw + lcb with lcw — to tc; o·tc to out. */      \
+   rstd_h. C̃ = f·C_{t-1} + i·g to ct; tanh(C̃) — of LN(C̃)·lcw + lcb with lcw — to tc; o·tc to out.        \
+   Zoneout: with zh, out = h̃ + z_h (h_{t-1} − h̃) (hp: h_{t-1}); with zc, cz = C̃ + z_c (C_{t-1} − C̃). */   \
 VECTORISED void lstm_forward_step_##sfx(                                                                     \
     long b, long H, real *G, long gs, const real *A, long as, const real *lnw, const real *lnb,              \
     real *mean_h, real *rstd_h, const real *cp, long cps, real *ct, long cts, const real *lcw,               \
-    const real *lcb, real *mean_c, real *rstd_c, real *tc, long tcs, real *out, long os, real eps) {         \
+    const real *lcb, real *mean_c, real *rstd_c, real *tc, long tcs, real *out, long os, const real *zh,     \
+    long zhs, const real *hp, long hps, const real *zc, long zcs, real *cz, long czs, real eps) {            \
     const long n4 = 4 * H;                                                                                    \
     for (long r = 0; r < b; r++) {                                                                            \
         real *g = G + r * gs;                                                                                 \
@@ -108,24 +110,42 @@ VECTORISED void lstm_forward_step_##sfx(                                        
             for (long j = 0; j < H; j++) t[j] = 2 * sigmoid_##sfx(2 * c[j]) - 1;                              \
         }                                                                                                     \
         for (long j = 0; j < H; j++) y[j] = o[j] * t[j];                                                      \
+        if (zh) {                                                                                             \
+            const real *z = zh + r * zhs, *h = hp + r * hps;                                                  \
+            for (long j = 0; j < H; j++) y[j] += z[j] * (h[j] - y[j]);                                        \
+        }                                                                                                     \
+        if (zc) {                                                                                             \
+            const real *z = zc + r * zcs;                                                                     \
+            real *co = cz + r * czs;                                                                          \
+            for (long j = 0; j < H; j++) co[j] = c[j] + z[j] * (c0[j] - c[j]);                                \
+        }                                                                                                     \
     }                                                                                                         \
 }                                                                                                             \
                                                                                                               \
-/* LSTM backward step. dr = ∂L/∂r (r = o·tc), dcf = ∂L/∂C̃ arriving from step t+1 (already × (1 − z_c)),    \
+/* LSTM backward step. dr = ∂L/∂r (r = o·tc), dcf = ∂L/∂C̃ arriving from step t+1 (with zoneout, zc, it is  \
+   dcp × (1 − z_c), computed here). With zh (no projection: dr is ∂L/∂h̃ there): kept = dr·z_h, the part  \
+   zoneout passes straight to h_{t-1}, and dr −= kept, in place, first.                                    \
    od = o(1 − tc²), M (b, 4H) the all-steps factors in, dG_t out: dC̃ = dcf + dr·od — with the cell norm,    \
    du = dr·od to du and dC̃ = dcf + LN'(du) — and dG = M·[dC̃, dC̃, dC̃, dr]. dcp (b, H): the carry to t−1,    \
    dC̃·f, plus its old value × zc with zoneout (zc not NULL). With A: dA = LN'(dG) (the recurrent norm).    \
    dcf may be dcp. gw_c, gb_c (H) and gw_h, gb_h (4H), in double, or NULL: each norm's gain and bias         \
    gradients of these rows are added to them. */                                                             \
 VECTORISED void lstm_backward_step_##sfx(                                                                    \
-    long b, long H, const real *dr, long drs, const real *dcf, long dcfs, const real *od, long ods, real *M, \
+    long b, long H, real *dr, long drs, const real *dcf, long dcfs, const real *od, long ods, real *M,       \
     long ms, const real *f, long fs, real *dcp, long dcps, const real *zc, long zcs, const real *ct,         \
     long cts, const real *lcw, const real *mean_c, const real *rstd_c, real *du, long dus, const real *A,    \
     long as, const real *lnw, const real *mean_h, const real *rstd_h, real *dA, long das, double *gw_c,      \
-    double *gb_c, double *gw_h, double *gb_h) {                                                              \
+    double *gb_c, double *gw_h, double *gb_h, const real *zh, long zhs, real *kept, long ks) {               \
     for (long r = 0; r < b; r++) {                                                                            \
-        const real *d = dr + r * drs, *q = od + r * ods, *fr = f + r * fs, *c1 = dcf + r * dcfs;              \
+        real *d = dr + r * drs;                                                                               \
+        const real *q = od + r * ods, *fr = f + r * fs, *c1 = dcf + r * dcfs;                                 \
+        const real *zcr = zc ? zc + r * zcs : NULL;                                                           \
         real *m = M + r * ms, *cp = dcp + r * dcps;                                                           \
+        if (zh) {                                                                                             \
+            const real *z = zh + r * zhs;                                                                     \
+            real *kr = kept + r * ks;                                                                         \
+            for (long j = 0; j < H; j++) { kr[j] = d[j] * z[j]; d[j] -= kr[j]; }                              \
+        }                                                                                                     \
         real *mi = m, *mf = m + H, *mg = m + 2 * H, *mo = m + 3 * H;                                          \
         if (lcw) {                                                                                            \
             real *u = du + r * dus;                                                                           \
@@ -134,15 +154,17 @@ VECTORISED void lstm_backward_step_##sfx(                                       
             real mc = mean_c[r], sc = rstd_c[r], ca, cc;                                                      \
             ln_coefficients_##sfx(u, x, w, mc, sc, H, &ca, &cc, gw_c, gb_c);                                  \
             for (long j = 0; j < H; j++) {                                                                    \
-                real dc = sc * (u[j] * w[j] - ca - (x[j] - mc) * cc) + c1[j];                                 \
+                real fut = zcr ? cp[j] * (1 - zcr[j]) : c1[j];                                                \
+                real dc = sc * (u[j] * w[j] - ca - (x[j] - mc) * cc) + fut;                                   \
                 mi[j] *= dc; mf[j] *= dc; mg[j] *= dc;                                                        \
-                cp[j] = zc ? cp[j] * zc[r * zcs + j] + dc * fr[j] : dc * fr[j];                               \
+                cp[j] = zcr ? cp[j] * zcr[j] + dc * fr[j] : dc * fr[j];                                       \
             }                                                                                                 \
         } else {                                                                                              \
             for (long j = 0; j < H; j++) {                                                                    \
-                real dc = c1[j] + d[j] * q[j];                                                                \
+                real fut = zcr ? cp[j] * (1 - zcr[j]) : c1[j];                                                \
+                real dc = fut + d[j] * q[j];                                                                  \
                 mi[j] *= dc; mf[j] *= dc; mg[j] *= dc;                                                        \
-                cp[j] = zc ? cp[j] * zc[r * zcs + j] + dc * fr[j] : dc * fr[j];                               \
+                cp[j] = zcr ? cp[j] * zcr[j] + dc * fr[j] : dc * fr[j];                                       \
             }                                                                                                 \
         }                                                                                                     \
         for (long j = 0; j < H; j++) mo[j] *= d[j];                                                           \

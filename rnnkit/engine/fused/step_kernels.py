@@ -29,12 +29,12 @@ __all__ = ["affine_accumulator", "available", "disabled", "usable", "lstm_forwar
            "gru_backward"]
 
 #: Must equal KERNELS_VERSION in step_kernels.c: a library built from another version is not used.
-VERSION = 2
+VERSION = 3
 
 _L, _P = ctypes.c_long, ctypes.c_void_p
 _SIGNATURES = {  # argument kinds: L a size or row stride, P a pointer, E the layer norm's epsilon
-    "lstm_forward_step": "LL PL PL PP PP PL PL PP PP PL PL E",
-    "lstm_backward_step": "LL PL PL PL PL PL PL PL PL PPP PL PL PPP PL PPPP",
+    "lstm_forward_step": "LL PL PL PP PP PL PL PP PP PL PL PL PL PL PL E",
+    "lstm_backward_step": "LL PL PL PL PL PL PL PL PL PPP PL PL PPP PL PPPP PL PL",
     "gru_forward_step": "LL PL PL PP PP PL PL PL E",
     "gru_backward_step": "LL PL PL PL PPP PL PP",
 }
@@ -118,29 +118,33 @@ def affine_accumulator(n: int, like: Tensor, needed: bool) -> Tensor | None:
 
 def lstm_forward(G: Tensor, A: Tensor | None, lnw: Tensor | None, lnb: Tensor | None, stats_h, cp: Tensor,
                  ct: Tensor, lcw: Tensor | None, lcb: Tensor | None, stats_c, tc: Tensor, out: Tensor,
-                 eps: float) -> None:
+                 zh: Tensor | None, hp: Tensor | None, zc: Tensor | None, cz: Tensor | None, eps: float) -> None:
     """One LSTM step's gates, cell and output (``lstm_forward_step`` in step_kernels.c), in place: G (b, 4H)
     in the internal layout, A (b, 4H) the recurrent product to normalise or None, ``stats_*`` (mean,
-    rstd) (b, 1) views to fill or None, cp/ct/tc/out (b, H)."""
+    rstd) (b, 1) views to fill or None, cp/ct/tc/out (b, H); zoneout's keeps zh (with h_{t-1}, hp) and zc
+    (into cz) or None."""
     b, H = ct.shape
     mh, rh = stats_h if stats_h is not None else (None, None)
     mc, rc = stats_c if stats_c is not None else (None, None)
     _FUNCTIONS["lstm_forward_step", G.dtype](b, H, *_m(G), *_m(A), _p(lnw), _p(lnb), _p(mh), _p(rh), *_m(cp),
-                                             *_m(ct), _p(lcw), _p(lcb), _p(mc), _p(rc), *_m(tc), *_m(out), eps)
+                                             *_m(ct), _p(lcw), _p(lcb), _p(mc), _p(rc), *_m(tc), *_m(out), *_m(zh),
+                                             *_m(hp if zh is not None else None), *_m(zc), *_m(cz), eps)
 
 
 def lstm_backward(dr: Tensor, dcf: Tensor, od: Tensor, M: Tensor, f: Tensor, dcp: Tensor, zc: Tensor | None,
                   ct: Tensor | None, lcw: Tensor | None, stats_c, du: Tensor | None, A: Tensor | None,
                   lnw: Tensor | None, stats_h, dA: Tensor | None, affine_c: Tensor | None,
-                  affine_h: Tensor | None) -> None:
+                  affine_h: Tensor | None, zh: Tensor | None, kept: Tensor | None) -> None:
     """One LSTM step's gate gradients into M and the cell carry into dcp (``lstm_backward_step``); ``affine_*``
-    (2, H) / (2, 4H) float64 or None: the cell and recurrent norms' gain and bias gradients, summed into."""
+    (2, H) / (2, 4H) float64 or None: the cell and recurrent norms' gain and bias gradients, summed into;
+    with zoneout's keeps zh, dr ∗ z_h into ``kept`` and dr ∗ (1 − z_h) into dr."""
     b, H = dcp.shape
     mc, rc = stats_c if stats_c is not None else (None, None)
     mh, rh = stats_h if stats_h is not None else (None, None)
     _FUNCTIONS["lstm_backward_step", M.dtype](b, H, *_m(dr), *_m(dcf), *_m(od), *_m(M), *_m(f), *_m(dcp),
                                               *_m(zc), *_m(ct), _p(lcw), _p(mc), _p(rc), *_m(du), *_m(A),
-                                              _p(lnw), _p(mh), _p(rh), *_m(dA), *_pair(affine_c), *_pair(affine_h))
+                                              _p(lnw), _p(mh), _p(rh), *_m(dA), *_pair(affine_c), *_pair(affine_h),
+                                              *_m(zh), *_m(kept))
 
 
 def gru_forward(G: Tensor, A: Tensor | None, lnw: Tensor | None, lnb: Tensor | None, stats, ghn: Tensor,
