@@ -156,3 +156,21 @@ def test_loading_it_leaves_denormals_alone():
         "print(float(np.float32(1e-39) / np.float32(2)) > 0, float(torch.tensor(1e-39) / 2) > 0)")
     assert out == "True True"
     assert float(np.float32(1e-39) / np.float32(2)) > 0
+
+
+@pytest.mark.parametrize("strided", ["h0", "c0"])
+def test_lstm_zoneout_with_one_strided_initial_state_equals_reference(strided):
+    """Zoneout reads h_{t-1} in the compiled step: an h0 (or c0) alone with hidden units apart in memory
+    sends the layer to torch's operators, and eval mode's expected zoneout equals the reference cells."""
+    torch.manual_seed(0)
+    fused_layer = rnnkit.LSTM(3, 4, engine="fused", zoneout=0.3, dtype=DT).eval()
+    ref = rnnkit.LSTM(3, 4, engine="reference", zoneout=0.3, dtype=DT).eval()
+    ref.load_state_dict(fused_layer.state_dict())
+    x = random(5, 2, 3, seed=1)
+    spread = random(1, 4, 2, seed=2).transpose(1, 2)  # (1, B, H) with the batch rows adjacent in memory
+    plain = random(1, 2, 4, seed=3)
+    state = (spread, plain) if strided == "h0" else (plain, spread)
+    assert state[strided == "c0"].stride(-1) != 1
+    for a, e in zip(torch.utils._pytree.tree_leaves(fused_layer(x, state)),
+                    torch.utils._pytree.tree_leaves(ref(x, state))):
+        torch.testing.assert_close(a, e)

@@ -104,7 +104,10 @@ class GRUFunction(torch.autograd.Function):
                 else:
                     rz.add_(p[:, : 2 * H])
                     p_n = p[:, 2 * H :]
-                    GHn_s[k].copy_(p_n) if b_hn is None else torch.add(p_n, b_hn, out=GHn_s[k])
+                    if b_hn is None:
+                        GHn_s[k].copy_(p_n)
+                    else:
+                        torch.add(p_n, b_hn, out=GHn_s[k])
             else:
                 a = product.store(AH_s[k], h_in)
             if compiled:

@@ -155,7 +155,8 @@ class LSTMFunction(torch.autograd.Function):
             product.begin(AH)
         # The element-wise work of a step in one compiled call where it loaded (step_kernels.py), else
         # torch's operators below: the same computation.
-        compiled = step_kernels.usable(GX) and c0.stride(-1) == 1
+        # (it reads h_{t-1} and C_{t-1} as rows with unit stride: an initial state given otherwise takes torch's)
+        compiled = step_kernels.usable(GX) and h0.stride(-1) == 1 and c0.stride(-1) == 1
         if compiled:
             stats_h = GX.new_empty((2, N, 1)) if ln_h else None
             stats_c = GX.new_empty((2, N, 1)) if ln_c else None
@@ -236,7 +237,7 @@ class LSTMFunction(torch.autograd.Function):
         sigmoid_grad_into(f, Mf).mul_(layout.previous(c0, C))  # C_{t-1} f (1 − f)
         sigmoid_grad_into(o, Mo).mul_(TC)  # tanh(·) o (1 − o)
         scaled_one_minus_square(g, 0.5, out=Mg).mul_(i)  # i (1 − g²) / 2
-        compiled = step_kernels.usable(G) and dc_carry.stride(-1) == 1  # (as forwards)
+        compiled = step_kernels.usable(G)  # (every block it reads here is the engine's own, contiguous)
         keep_c = None if zone_c is None or compiled else 1 - zone_c
 
         dG = M  # each step's factors are used once, then replaced by its gate gradients
