@@ -78,10 +78,8 @@ class GRUFunction(torch.autograd.Function):
         ln_bias = ln_h_b  # the layer norm's bias, then b_hn on the n part
         if ln_h_b is not None and b_hn is not None:
             ln_bias = torch.cat((ln_h_b[: 2 * H], ln_h_b[2 * H :] + b_hn))
-        two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
         per = layout.split  # per-step views, made once
-        RZ_s, Nn_s, GHn_s, Y_s, AH_s = map(per, (RZ, Nn, GHn, Y, AH))
-        r_s, z_s, zh_s = per(RZ[:, :H]), per(RZ[:, H:]), per(zone_h)
+        RZ_s, GHn_s, Y_s, AH_s, zh_s = map(per, (RZ, GHn, Y, AH, zone_h))
         hp_s = layout.previous_views(h0, Y_s)  # h_{t-1} of each step's live rows
         mask_s = None if mask is None else layout.heads(mask)
         product.begin(GHn, b_hn) if AH is None else product.begin(AH)
@@ -91,6 +89,9 @@ class GRUFunction(torch.autograd.Function):
         if compiled:
             stats = GX.new_empty((2, N, 1)) if AH is not None else None
             G_s, st_s = per(GX), layout.split_stats(stats)
+        else:
+            two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
+            Nn_s, r_s, z_s = per(Nn), per(RZ[:, :H]), per(RZ[:, H:])
         for k in range(len(layout.steps)):
             hp = hp_s[k]
             h_in = hp if mask is None else hp * mask_s[k]

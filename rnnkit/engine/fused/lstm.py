@@ -141,13 +141,9 @@ class LSTMFunction(torch.autograd.Function):
         stats_c: list[Tensor] = []  # and of its C̃_t
         product = StepProduct(w_hh.t(), layout.B, len(layout.steps))
         projection = StepProduct(w_hr.t(), layout.B, len(layout.steps)) if w_hr is not None else None
-        two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
-        if ln_c:  # tanh(u) = 2σ(2u) − 1: the cell norm's gain and bias give 2u directly
-            ln_c_w2, ln_c_b2 = ln_c_w * 2, ln_c_b * 2
         per = layout.split  # per-step views, made once: [G_t for every step], ...
-        G_s, GX_s, CT_s, TC_s, Y_s, R_s, AH_s = map(per, (G, GX, CT, TC, Y, R, AH))
+        G_s, CT_s, TC_s, Y_s, R_s, AH_s = map(per, (G, CT, TC, Y, R, AH))
         C_s = CT_s if zone_c is None else per(C)
-        i_s, f_s, g_s, o_s = (per(G[:, k * H : (k + 1) * H]) for k in range(4))
         zh_s, zc_s = per(zone_h), per(zone_c)
         hp_s, cp_s = layout.previous_views(h0, Y_s), layout.previous_views(c0, C_s)  # each step's live rows
         mask_s = None if mask is None else layout.heads(mask)
@@ -165,6 +161,11 @@ class LSTMFunction(torch.autograd.Function):
             # zoneout in the step too, but for h after a projection (applied to the projected output below)
             zkh_s = keep_rows(layout, zone_h if w_hr is None else None, GX, H)
             zkc_s, cz_s = keep_rows(layout, zone_c, GX, H), (C_s if zone_c is not None else per(None))
+        else:
+            two, one = GX.new_tensor(2.0), GX.new_tensor(1.0)
+            if ln_c:  # tanh(u) = 2σ(2u) − 1: the cell norm's gain and bias give 2u directly
+                ln_c_w2, ln_c_b2 = ln_c_w * 2, ln_c_b * 2
+            i_s, f_s, g_s, o_s = (per(G[:, k * H : (k + 1) * H]) for k in range(4))
         for k in range(len(layout.steps)):
             hp, cp = hp_s[k], cp_s[k]
             h_in = hp if mask is None else hp * mask_s[k]
