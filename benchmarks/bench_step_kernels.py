@@ -15,16 +15,15 @@ measure. Ratios are medians of per-round ratios.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-
-import statistics  # noqa: E402
-import time  # noqa: E402
 
 from bench_variants import CELLS, CONFIGS, LAYERS, training_step  # noqa: E402
 from common import markdown_table, time_alternating  # noqa: E402

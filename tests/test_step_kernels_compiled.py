@@ -69,11 +69,10 @@ def test_compiled_step_equals_torch_operators(mode_proj, name, option, lengths, 
         torch.testing.assert_close(a, e, **tol, msg=lambda m, n=n: f"{name} {option}, {n}: {m}")
 
 
+@needs_kernels
 def test_the_compiled_step_is_taken_where_it_loaded(monkeypatch):
     """The layers reach it: a float32 layer-normalised LSTM and GRU on the CPU call it once per step,
     forwards and backwards, and not at all under ``disabled()``."""
-    if not step_kernels.available():
-        pytest.skip(f"step kernels: {step_kernels.WHY_NOT}")
     calls = []
     for fn in ("lstm_forward", "lstm_backward", "gru_forward", "gru_backward"):
         real = getattr(step_kernels, fn)
