@@ -1,4 +1,4 @@
-/* The element-wise work of one fused LSTM or GRU step, in one pass per row.
+/* The element-wise work of one fused RNN, LSTM or GRU step, in one pass per row.
  *
  * Between a step's matrix products the fused engine applies a chain of element-wise operations: the
  * gates' sigmoids, the cell update, tanh, and with layer normalisation the normalisations and their
@@ -19,7 +19,7 @@
 #include <math.h>
 #include <stddef.h>
 
-#define KERNELS_VERSION 3
+#define KERNELS_VERSION 4
 
 long rnnkit_step_kernels_version(void) { return KERNELS_VERSION; }
 
@@ -69,6 +69,51 @@ static inline void ln_backward_##sfx(const real *dy, const real *x, const real *
     real a, c;                                                                                                \
     ln_coefficients_##sfx(dy, x, w, mean, rstd, n, &a, &c, gw, gb);                                           \
     for (long j = 0; j < n; j++) dx[j] = rstd * (dy[j] * w[j] - a - (x[j] - mean) * c);                       \
+}                                                                                                             \
+                                                                                                              \
+/* Vanilla RNN forward step. S (b, H): the pre-activation in, h̃ = φ(S) out, in place: tanh, as          \
+   2σ(2S) − 1 (one exponential), or with relu max(S, 0). With zh: out = h̃ + z_h (h_{t-1} − h̃) (hp: h_{t-1}). */ \
+VECTORISED void rnn_forward_step_##sfx(long b, long H, long relu, real *S, long ss, const real *zh, long zhs,  \
+                                       const real *hp, long hps, real *out, long os) {                        \
+    for (long r = 0; r < b; r++) {                                                                            \
+        real *s = S + r * ss;                                                                                 \
+        if (relu)                                                                                             \
+            for (long j = 0; j < H; j++) s[j] = s[j] < 0 ? 0 : s[j];                                          \
+        else                                                                                                  \
+            for (long j = 0; j < H; j++) s[j] = 2 * sigmoid_##sfx(2 * s[j]) - 1;                              \
+        if (zh) {                                                                                             \
+            const real *z = zh + r * zhs, *h = hp + r * hps;                                                  \
+            real *y = out + r * os;                                                                           \
+            for (long j = 0; j < H; j++) y[j] = s[j] + z[j] * (h[j] - s[j]);                                  \
+        }                                                                                                     \
+    }                                                                                                         \
+}                                                                                                             \
+                                                                                                              \
+/* Vanilla RNN backward step. dh = carry + dy, the gradient at h_t (carry NULL: dy alone); with zh, kept =   \
+   dh·z_h (the part zoneout passes straight to h_{t-1}) and dh·(1 − z_h) goes on; da = that · φ'(a) into  \
+   da, φ' = 1 − h̃² (tanh) or [h̃ > 0] (relu), from h̃ in ht. */                                              \
+VECTORISED void rnn_backward_step_##sfx(long b, long H, long relu, const real *carry, long cs, const real *dy, \
+                                        long dys, const real *ht, long hts, const real *zh, long zhs,          \
+                                        real *da, long das, real *kept, long ks) {                             \
+    for (long r = 0; r < b; r++) {                                                                            \
+        const real *y = dy + r * dys, *h = ht + r * hts;                                                      \
+        real *d = da + r * das;                                                                               \
+        if (carry) {                                                                                          \
+            const real *c = carry + r * cs;                                                                   \
+            for (long j = 0; j < H; j++) d[j] = c[j] + y[j];                                                  \
+        } else {                                                                                              \
+            for (long j = 0; j < H; j++) d[j] = y[j];                                                         \
+        }                                                                                                     \
+        if (zh) {                                                                                             \
+            const real *z = zh + r * zhs;                                                                     \
+            real *k = kept + r * ks;                                                                          \
+            for (long j = 0; j < H; j++) { k[j] = d[j] * z[j]; d[j] -= k[j]; }                                \
+        }                                                                                                     \
+        if (relu)                                                                                             \
+            for (long j = 0; j < H; j++) d[j] = h[j] > 0 ? d[j] : 0;                                          \
+        else                                                                                                  \
+            for (long j = 0; j < H; j++) d[j] *= 1 - h[j] * h[j];                                             \
+    }                                                                                                         \
 }                                                                                                             \
                                                                                                               \
 /* LSTM forward step. G (b, 4H) [i f g o]: the input part in (and the recurrent product, when A is NULL),  \

@@ -1,9 +1,11 @@
-"""The element-wise work of a fused LSTM or GRU step as one compiled call (``step_kernels.c``).
+"""The element-wise work of a fused RNN, LSTM or GRU step as one compiled call (``step_kernels.c``).
 
-Between a step's matrix products the fused loops of ``lstm.py`` and ``gru.py`` apply a chain of
-element-wise operations — sigmoids, the cell update, tanh, and with layer normalisation the
-normalisations and their gradients. With torch's operators that is 8–14 kernel calls per step, each a
-few microseconds of dispatch; ``step_kernels.c`` does a step's chain in one call, one pass per row.
+Between a step's matrix products the fused loops of ``rnn.py``, ``lstm.py`` and ``gru.py`` apply a chain
+of element-wise operations — sigmoids, the cell update, tanh, and with layer normalisation the
+normalisations and their gradients. With torch's operators that is 8–14 kernel calls per step for an
+LSTM or GRU, each a few microseconds of dispatch; ``step_kernels.c`` does a step's chain in one call, one
+pass per row. (The vanilla RNN's chain is short — a tanh forwards, tanh' backwards — but with torch's
+operators it takes work around it: see ``rnn.py``.)
 
 The library is built with the package (``setup.py``: an optional extension, so an install without a C
 compiler still works) and loaded here with ctypes. It is used for CPU tensors in float32 and float64
@@ -25,14 +27,16 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["affine_accumulator", "available", "disabled", "usable", "lstm_forward", "lstm_backward", "gru_forward",
-           "gru_backward"]
+__all__ = ["affine_accumulator", "available", "disabled", "usable", "rnn_forward", "rnn_backward", "lstm_forward",
+           "lstm_backward", "gru_forward", "gru_backward"]
 
 #: Must equal KERNELS_VERSION in step_kernels.c: a library built from another version is not used.
-VERSION = 3
+VERSION = 4
 
 _L, _P = ctypes.c_long, ctypes.c_void_p
-_SIGNATURES = {  # argument kinds: L a size or row stride, P a pointer, E the layer norm's epsilon
+_SIGNATURES = {  # argument kinds: L a size, flag or row stride, P a pointer, E the layer norm's epsilon
+    "rnn_forward_step": "LLL PL PL PL PL",
+    "rnn_backward_step": "LLL PL PL PL PL PL PL",
     "lstm_forward_step": "LL PL PL PP PP PL PL PP PP PL PL PL PL PL PL E",
     "lstm_backward_step": "LL PL PL PL PL PL PL PL PL PPP PL PL PPP PL PPPP PL PL",
     "gru_forward_step": "LL PL PL PP PP PL PL PL E",
@@ -114,6 +118,24 @@ def _pair(t: Tensor | None) -> tuple[int | None, int | None]:
 def affine_accumulator(n: int, like: Tensor, needed: bool) -> Tensor | None:
     """A zeroed (2, n) float64 block for a norm's gain and bias gradients, summed over steps (None: not needed)."""
     return torch.zeros(2, n, dtype=torch.float64, device=like.device) if needed else None
+
+
+def rnn_forward(S: Tensor, relu: bool, zh: Tensor | None, hp: Tensor | None, out: Tensor | None) -> None:
+    """One vanilla RNN step (``rnn_forward_step`` in step_kernels.c): S (b, H) the pre-activation, replaced by
+    h̃ = tanh(S) or relu(S); with zoneout's keeps zh (b, H), out = h̃ + z_h (hp − h̃), hp = h_{t-1}."""
+    b, H = S.shape
+    _FUNCTIONS["rnn_forward_step", S.dtype](b, H, int(relu), *_m(S), *_m(zh), *_m(hp if zh is not None else None),
+                                            *_m(out if zh is not None else None))
+
+
+def rnn_backward(carry: Tensor | None, dy: Tensor, ht: Tensor, relu: bool, zh: Tensor | None, da: Tensor,
+                 kept: Tensor | None) -> None:
+    """One vanilla RNN step's gradient at its pre-activation (``rnn_backward_step``): dh = carry + dy (carry
+    None: dy), with zoneout's keeps zh kept = dh ∗ z_h and dh ∗ (1 − z_h) going on, times φ' (from h̃ in ht)
+    into da; all (b, H)."""
+    b, H = da.shape
+    _FUNCTIONS["rnn_backward_step", da.dtype](b, H, int(relu), *_m(carry), *_m(dy), *_m(ht), *_m(zh), *_m(da),
+                                              *_m(kept if zh is not None else None))
 
 
 def lstm_forward(G: Tensor, A: Tensor | None, lnw: Tensor | None, lnb: Tensor | None, stats_h, cp: Tensor,
