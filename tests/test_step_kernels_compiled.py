@@ -74,19 +74,26 @@ def test_compiled_step_equals_torch_operators(mode_proj, name, option, lengths, 
 
 @needs_kernels
 def test_the_compiled_step_is_taken_where_it_loaded(monkeypatch):
-    """The layers reach it: a float32 layer-normalised LSTM and GRU and a plain RNN on the CPU call it once
-    per step, forwards and backwards, and not at all under ``disabled()``."""
+    """The layers reach it: a float32 layer-normalised LSTM and GRU, and an RNN plain and with zoneout, on the
+    CPU call it once per step, forwards and backwards, and not at all under ``disabled()``."""
     calls = []
+
+    def record(name, fn):
+        return lambda *a, **k: (calls.append(name), fn(*a, **k))[1]
+
     names = ["gru_backward", "gru_forward", "lstm_backward", "lstm_forward", "rnn_backward", "rnn_forward"]
     for fn in names:
-        real = getattr(step_kernels, fn)
-        monkeypatch.setattr(step_kernels, fn, lambda *a, _r=real, _n=fn, **k: (calls.append(_n), _r(*a, **k))[1])
-    for layer in (rnnkit.LSTM(3, 4, layer_norm=True), rnnkit.GRU(3, 4, layer_norm=True), rnnkit.RNN(3, 4, engine="fused")):
+        monkeypatch.setattr(step_kernels, fn, record(fn, getattr(step_kernels, fn)))
+    dense = step_kernels.rnn_dense
+    monkeypatch.setattr(step_kernels, "rnn_dense", lambda dtype: tuple(
+        record(n, f) for n, f in zip(("rnn_activate", "rnn_backward_dense"), dense(dtype))))
+    for layer in (rnnkit.LSTM(3, 4, layer_norm=True), rnnkit.GRU(3, 4, layer_norm=True),
+                  rnnkit.RNN(3, 4, engine="fused"), rnnkit.RNN(3, 4, engine="fused", zoneout=0.2)):
         x = torch.randn(6, 2, 3)
         layer(x)[0].sum().backward()
         with step_kernels.disabled():
             layer(x)[0].sum().backward()
-    assert sorted(set(calls)) == names
+    assert sorted(set(calls)) == sorted(names + ["rnn_activate", "rnn_backward_dense"])
     assert all(calls.count(fn) == 6 for fn in set(calls)), calls
 
 

@@ -69,11 +69,16 @@ def _compiled_loop(GX: Tensor, h0: Tensor, w_hh: Tensor, mask, zone_h, layout: L
     zh_s = keep_rows(layout, zone_h, GX, GX.shape[1])
     hp_s = layout.previous_views(h0, Y_s)  # h_{t-1} of each step's live rows
     mask_s = None if mask is None else layout.heads(mask)
+    if zone_h is None:  # Ht is GX, contiguous: the product accumulates onto the input part in place
+        activate = step_kernels.rnn_dense(GX.dtype)[0]
+        for k in range(len(layout.steps)):
+            hp = hp_s[k]
+            a = product.acc(Ht_s[k], hp if mask is None else hp * mask_s[k])
+            activate(a.numel(), relu, a.data_ptr())
+        return Ht, Y
     for k in range(len(layout.steps)):
         hp = hp_s[k]
-        h_in = hp if mask is None else hp * mask_s[k]
-        # without zoneout Ht is GX: the product accumulates onto the input part in place
-        a = product.acc(Ht_s[k], h_in) if zone_h is None else product.into(Ht_s[k], h_in, GX_s[k])
+        a = product.into(Ht_s[k], hp if mask is None else hp * mask_s[k], GX_s[k])
         step_kernels.rnn_forward(a, relu, zh_s[k], hp, Y_s[k])
     return Ht, Y
 
@@ -89,6 +94,13 @@ def _compiled_backward(layout: Layout, dY: Tensor, Ht: Tensor, dh_carry: Tensor,
     kept_s = layout.split(None) if zone_h is None else layout.heads(torch.empty_like(dh_carry))
     mask_s = layout.split(None) if mask is None else layout.heads(mask)
     product = StepProduct(w_hh, layout.B, len(layout.steps))
+    if zone_h is None:  # every block contiguous (dY made so by the caller)
+        backward = step_kernels.rnn_dense(dA.dtype)[1]
+        for k in reversed(range(len(layout.steps))):
+            da = dA_s[k]
+            backward(da.numel(), relu, carry_s[k].data_ptr(), dY_s[k].data_ptr(), Ht_s[k].data_ptr(), da.data_ptr())
+            carry_to_previous(carry_s[k], da, product, mask_s[k], None)
+        return dA
     for k in reversed(range(len(layout.steps))):
         step_kernels.rnn_backward(carry_s[k], dY_s[k], Ht_s[k], relu, zh_s[k], dA_s[k], kept_s[k])
         carry_to_previous(carry_s[k], dA_s[k], product, mask_s[k], kept_s[k])

@@ -19,7 +19,7 @@
 #include <math.h>
 #include <stddef.h>
 
-#define KERNELS_VERSION 4
+#define KERNELS_VERSION 5
 
 long rnnkit_step_kernels_version(void) { return KERNELS_VERSION; }
 
@@ -89,6 +89,15 @@ VECTORISED void rnn_forward_step_##sfx(long b, long H, long relu, real *S, long 
     }                                                                                                         \
 }                                                                                                             \
                                                                                                               \
+/* The same without zoneout over n values in a row (a step's contiguous block): fewer arguments, as the   \
+   call's cost matters at small sizes (ctypes converts each one). */                                          \
+VECTORISED void rnn_activate_##sfx(long n, long relu, real *S) {                                              \
+    if (relu)                                                                                                 \
+        for (long j = 0; j < n; j++) S[j] = S[j] < 0 ? 0 : S[j];                                              \
+    else                                                                                                      \
+        for (long j = 0; j < n; j++) S[j] = 2 * sigmoid_##sfx(2 * S[j]) - 1;                                  \
+}                                                                                                             \
+                                                                                                              \
 /* Vanilla RNN backward step. dh = carry + dy, the gradient at h_t (carry NULL: dy alone); with zh, kept =   \
    dh·z_h (the part zoneout passes straight to h_{t-1}) and dh·(1 − z_h) goes on; da = that · φ'(a) into  \
    da, φ' = 1 − h̃² (tanh) or [h̃ > 0] (relu), from h̃ in ht. */                                              \
@@ -114,6 +123,15 @@ VECTORISED void rnn_backward_step_##sfx(long b, long H, long relu, const real *c
         else                                                                                                  \
             for (long j = 0; j < H; j++) d[j] *= 1 - h[j] * h[j];                                             \
     }                                                                                                         \
+}                                                                                                             \
+                                                                                                              \
+/* The same without zoneout over n values in a row: da = (carry + dy)·φ'(a). */                               \
+VECTORISED void rnn_backward_dense_##sfx(long n, long relu, const real *carry, const real *dy, const real *ht,  \
+                                         real *da) {                                                          \
+    if (relu)                                                                                                 \
+        for (long j = 0; j < n; j++) da[j] = ht[j] > 0 ? carry[j] + dy[j] : 0;                                \
+    else                                                                                                      \
+        for (long j = 0; j < n; j++) da[j] = (carry[j] + dy[j]) * (1 - ht[j] * ht[j]);                        \
 }                                                                                                             \
                                                                                                               \
 /* LSTM forward step. G (b, 4H) [i f g o]: the input part in (and the recurrent product, when A is NULL),  \
