@@ -223,8 +223,9 @@ def test_large_rnn_inference_runs_fused_and_equals_torch(monkeypatch, packed):
     for name in ("fused",):
         fn = dispatch._LAYER_FNS[name]
         monkeypatch.setitem(dispatch._LAYER_FNS, name, lambda *a, fn=fn, **k: calls.append(1) or fn(*a, **k))
-    run_packed = fused.run_stack_packed
+    run_packed, run_pair = fused.run_stack_packed, fused.run_bidirectional
     monkeypatch.setattr(fused, "run_stack_packed", lambda *a, **k: calls.append(1) or run_packed(*a, **k))
+    monkeypatch.setattr(fused, "run_bidirectional", lambda *a, **k: calls.append(1) or run_pair(*a, **k))
     torch.manual_seed(0)
     H = 100
     kit = rnnkit.RNN(3, H, num_layers=2, bidirectional=True)

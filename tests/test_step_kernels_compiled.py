@@ -84,16 +84,16 @@ def test_the_compiled_step_is_taken_where_it_loaded(monkeypatch):
     names = ["gru_backward", "gru_forward", "lstm_backward", "lstm_forward", "rnn_backward", "rnn_forward"]
     for fn in names:
         monkeypatch.setattr(step_kernels, fn, record(fn, getattr(step_kernels, fn)))
-    dense = step_kernels.rnn_dense
-    monkeypatch.setattr(step_kernels, "rnn_dense", lambda dtype: tuple(
-        record(n, f) for n, f in zip(("rnn_activate", "rnn_backward_dense"), dense(dtype))))
+    rows = step_kernels.rnn_rows
+    monkeypatch.setattr(step_kernels, "rnn_rows", lambda dtype: tuple(
+        record(n, f) for n, f in zip(("rnn_activate", "rnn_backward_rows"), rows(dtype))))
     for layer in (rnnkit.LSTM(3, 4, layer_norm=True), rnnkit.GRU(3, 4, layer_norm=True),
                   rnnkit.RNN(3, 4, engine="fused"), rnnkit.RNN(3, 4, engine="fused", zoneout=0.2)):
         x = torch.randn(6, 2, 3)
         layer(x)[0].sum().backward()
         with step_kernels.disabled():
             layer(x)[0].sum().backward()
-    assert sorted(set(calls)) == sorted(names + ["rnn_activate", "rnn_backward_dense"])
+    assert sorted(set(calls)) == sorted(names + ["rnn_activate", "rnn_backward_rows"])
     assert all(calls.count(fn) == 6 for fn in set(calls)), calls
 
 
@@ -201,3 +201,74 @@ def test_rnn_step_carries_nan_like_torch_nn(nonlinearity):
     y_ref, h_ref = theirs(x)
     assert torch.equal(y.isnan(), y_ref.isnan()) and y.isnan().any()
     assert torch.equal(h.isnan(), h_ref.isnan())
+
+
+def _bidirectional_run(layer, x, h0, use, compiled: bool):
+    """Outputs of a bidirectional layer (y, h_n, or both summed into the loss) and the gradients of x, h0
+    and every parameter."""
+    params = list(layer.parameters())
+    with contextlib.nullcontext() if compiled else step_kernels.disabled():
+        y, h = layer(x, h0)
+        loss = {"y": (y * y).sum(), "h": (h * h).sum(), "both": (y * y).sum() + (h[::2] * h[::2]).sum()}[use]
+        grads = torch.autograd.grad(loss, [x] + ([h0] if h0 is not None else []) + params)
+    return [y, h, *grads]
+
+
+@needs_kernels
+@pytest.mark.parametrize("nonlinearity, bias, T, given_h0, use",
+                         [("tanh", True, 5, True, "both"), ("relu", True, 5, False, "both"),
+                          ("tanh", False, 1, True, "both"), ("tanh", True, 4, False, "y"),
+                          ("relu", False, 3, True, "h")])
+def test_bidirectional_rnn_layers_at_once_equal_one_direction_at_a_time(monkeypatch, nonlinearity, bias, T,
+                                                                         given_h0, use):
+    """Both directions of a vanilla RNN layer in one pass over one block (``fused.run_bidirectional``: no
+    reversed copies, one projection for both) equal the per-direction path on torch's operators — outputs
+    and every gradient, float64, two layers, with only y, only h_n or both in the loss."""
+    ran = []
+    pair = fused.run_bidirectional
+    monkeypatch.setattr(fused, "run_bidirectional", lambda *a, **k: (lambda r: (ran.append(r is not None), r)[1])(
+        pair(*a, **k)))
+    torch.manual_seed(0)
+    layer = rnnkit.RNN(3, 4, num_layers=2, bidirectional=True, nonlinearity=nonlinearity, bias=bias,
+                       engine="fused", dtype=DT)
+    x = random(T, 2, 3, seed=1).requires_grad_()
+    h0 = random(4, 2, 4, seed=2).requires_grad_() if given_h0 else None
+    at_once = _bidirectional_run(layer, x, h0, use, compiled=True)
+    assert ran == [True, True]
+    one_at_a_time = _bidirectional_run(layer, x, h0, use, compiled=False)
+    for a, e in zip(at_once, one_at_a_time):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-13)
+
+
+@needs_kernels
+def test_bidirectional_rnn_layer_gradcheck():
+    torch.manual_seed(0)
+    w = [rnnkit.engine.LayerWeights(*(random(*s, seed=10 * d + i, scale=0.5).requires_grad_()
+                                      for i, s in enumerate([(3, 2), (3, 3), (3,), (3,)])))
+         for d in range(2)]
+    x = random(4, 2, 2, seed=30).requires_grad_()
+    h0 = [random(2, 3, seed=31 + d).requires_grad_() for d in range(2)]
+
+    def f(x, h0_f, h0_r, *flat):
+        wf, wr = rnnkit.engine.LayerWeights(*flat[:4]), rnnkit.engine.LayerWeights(*flat[4:])
+        return fused.rnn.rnn_bidirectional_layer(x, h0_f, h0_r, wf, wr, relu=False)
+
+    assert torch.autograd.gradcheck(f, [x, *h0, *w[0][:4], *w[1][:4]])
+
+
+@needs_kernels
+def test_bidirectional_rnn_at_hidden_512_float32_equals_torch_nn():
+    """Hidden size 512 in float32: the step products go through oneDNN's reordered weights where this CPU has
+    it (``products.StepProduct``), reading each direction's rows 2H apart."""
+    torch.manual_seed(0)
+    ours = rnnkit.RNN(8, 512, bidirectional=True, engine="fused")
+    theirs = torch.nn.RNN(8, 512, bidirectional=True)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(6, 3, 8, requires_grad=True)
+    (y, h), (y_ref, h_ref) = ours(x), theirs(x)
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(h, h_ref, rtol=1e-4, atol=1e-5)
+    g = torch.autograd.grad((y * y).sum(), [x, *ours.parameters()])
+    g_ref = torch.autograd.grad((y_ref * y_ref).sum(), [x, *theirs.parameters()])
+    for a, e in zip(g, g_ref):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)

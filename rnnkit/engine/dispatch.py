@@ -271,5 +271,5 @@ def run(
     if native_prefix(engine, name, mode, x, weights):
         layer_fn = functools.partial(layer_fn, native_prefix=True)
     with own_precision(x):
-        return run_stack(layer_fn, *args)
+        return run_stack(layer_fn, *args, pair_fn=fused.run_bidirectional if name == "fused" else None)
 

@@ -59,27 +59,37 @@ def run_stack(
     dropout: float,
     training: bool,
     opts: Options = Options(),
+    pair_fn: Callable | None = None,
 ) -> tuple[Tensor, State]:
     """``x`` (T, B, I); ``hx`` h0 (L·D, B, H_out) or ``(h0, c0)``. Returns ``y`` (T, B, D·H_out) and the
-    final states stacked like ``hx``."""
+    final states stacked like ``hx``. ``pair_fn(mode, x, states, weights, lengths, noises)``, if given, may
+    run both directions of a layer at once (returning ``y`` and the two final states) or return None."""
     D = 2 if bidirectional else 1
     lstm = mode == "lstm"
     T, B = x.shape[0], x.shape[1]
     finals: list[State] = []
     inp = x
     for layer in range(num_layers):
-        ys = []
-        for d in range(D):
+        states, noises, ws = [], [], []
+        for d in range(D):  # every mask of the layer drawn first, in the order a direction at a time would
             k = layer * D + d
             state = (hx[0][k], hx[1][k]) if lstm else hx[k]
             h_size = state[0].shape[-1] if lstm else state.shape[-1]
             c_size = state[1].shape[-1] if lstm else 0
-            noise = draw_noise(opts, T, B, h_size, c_size, training, x)
-            w = drop_weights(weights[k], opts, training)
-            y, s = layer_fn(mode, inp, state, w, lengths, reverse=d == 1, noise=noise)
-            ys.append(y)
-            finals.append(s)
-        inp = ys[0] if D == 1 else torch.cat(ys, dim=2)
+            states.append(state)
+            noises.append(draw_noise(opts, T, B, h_size, c_size, training, x))
+            ws.append(drop_weights(weights[k], opts, training))
+        both = pair_fn(mode, inp, states, ws, lengths, noises) if D == 2 and pair_fn is not None else None
+        if both is not None:
+            inp, pair_finals = both
+            finals.extend(pair_finals)
+        else:
+            ys = []
+            for d in range(D):
+                y, s = layer_fn(mode, inp, states[d], ws[d], lengths, reverse=d == 1, noise=noises[d])
+                ys.append(y)
+                finals.append(s)
+            inp = ys[0] if D == 1 else torch.cat(ys, dim=2)
         if dropout > 0 and training and layer < num_layers - 1:
             if opts.dropout_kind == "naive":
                 inp = F.dropout(inp, dropout, training=True)

@@ -16,7 +16,7 @@ from ..types import LayerWeights, Noise, State
 from .gru import gru_layer
 from .layout import Layout
 from .lstm import lstm_layer
-from .rnn import rnn_layer
+from .rnn import bidirectional_applies, rnn_bidirectional_layer, rnn_layer
 
 
 def _run(mode: str, X: Tensor, state: State, weights: LayerWeights, layout: Layout, noise: Noise,
@@ -50,6 +50,18 @@ def run_layer(
     layout = Layout(T, B, lengths, reverse, x.device)
     Y, final = _run(mode, layout.pack(x), state, weights, layout, noise or Noise(), native_prefix)
     return layout.unpack(Y), final
+
+
+@eager_under_compile("the fused engine")
+def run_bidirectional(mode: str, x: Tensor, states: Sequence[State], weights: Sequence[LayerWeights],
+                      lengths: Tensor | None, noises: Sequence[Noise]) -> tuple[Tensor, list[State]] | None:
+    """Both directions of one layer at once, for ``stack.run_stack``: ``x`` (T, B, I) → (y (T, B, 2H), the
+    two final states), or None where the per-direction path must run. Vanilla RNN without lengths or
+    noise, where the compiled step runs (``rnn.bidirectional_applies``)."""
+    if mode not in ("rnn_tanh", "rnn_relu") or lengths is not None or not bidirectional_applies(x, weights[0], noises):
+        return None
+    y, h_f, h_r = rnn_bidirectional_layer(x, *states, *weights, relu=mode == "rnn_relu")
+    return y, [h_f, h_r]
 
 
 @eager_under_compile("the fused engine")

@@ -70,11 +70,12 @@ def _compiled_loop(GX: Tensor, h0: Tensor, w_hh: Tensor, mask, zone_h, layout: L
     hp_s = layout.previous_views(h0, Y_s)  # h_{t-1} of each step's live rows
     mask_s = None if mask is None else layout.heads(mask)
     if zone_h is None:  # Ht is GX, contiguous: the product accumulates onto the input part in place
-        activate = step_kernels.rnn_dense(GX.dtype)[0]
+        activate = step_kernels.rnn_rows(GX.dtype)[0]
         for k in range(len(layout.steps)):
             hp = hp_s[k]
             a = product.acc(Ht_s[k], hp if mask is None else hp * mask_s[k])
-            activate(a.numel(), relu, a.data_ptr())
+            n = a.numel()
+            activate(1, n, relu, a.data_ptr(), n)
         return Ht, Y
     for k in range(len(layout.steps)):
         hp = hp_s[k]
@@ -95,10 +96,11 @@ def _compiled_backward(layout: Layout, dY: Tensor, Ht: Tensor, dh_carry: Tensor,
     mask_s = layout.split(None) if mask is None else layout.heads(mask)
     product = StepProduct(w_hh, layout.B, len(layout.steps))
     if zone_h is None:  # every block contiguous (dY made so by the caller)
-        backward = step_kernels.rnn_dense(dA.dtype)[1]
+        backward = step_kernels.rnn_rows(dA.dtype)[1]
         for k in reversed(range(len(layout.steps))):
             da = dA_s[k]
-            backward(da.numel(), relu, carry_s[k].data_ptr(), dY_s[k].data_ptr(), Ht_s[k].data_ptr(), da.data_ptr())
+            n = da.numel()
+            backward(1, n, relu, carry_s[k].data_ptr(), dY_s[k].data_ptr(), Ht_s[k].data_ptr(), da.data_ptr(), n)
             carry_to_previous(carry_s[k], da, product, mask_s[k], None)
         return dA
     for k in reversed(range(len(layout.steps))):
@@ -205,3 +207,79 @@ def rnn_layer(X: Tensor, h0: Tensor, w: LayerWeights, layout: Layout, noise: Noi
     GX = project(X, w_ih, bias)
     mask = None if noise.recurrent is None else layout.sort(noise.recurrent)
     return RNNFunction.apply(GX, h0, w_hh, mask, layout.pack_noise(noise.zone_h), layout, relu, compiled)
+
+
+class BidirectionalRNNFunction(torch.autograd.Function):
+    """Both directions of a layer over one (T·B, 2H) block of input projections, columns [:H] forwards in
+    time and [H:] backwards: each step's rows are read in place (no time-reversed copies of the input, the
+    output or their gradients), and the outputs, written over the projections side by side, are already
+    the layer's concatenated output. Compiled step only (``step_kernels``); no lengths, dropout or zoneout.
+
+    Backward, per direction, as ``_compiled_backward`` with the rows of the other half between each step's;
+    the weight gradients are ``dA_tᵀ h_{t∓1}`` summed by one GEMM over the direction's strided half."""
+
+    @staticmethod
+    def forward(ctx, GX: Tensor, h0_f: Tensor, h0_r: Tensor, w_f: Tensor, w_r: Tensor, B: int, relu: bool):
+        # GX (T·B, 2H) = X [W_ih_f; W_ih_r]ᵀ + biases; h0_* (B, H); w_* (H, H)
+        H, T = w_f.shape[0], GX.shape[0] // B
+        activate = step_kernels.rnn_rows(GX.dtype)[0]
+        G = GX.view(T, B, 2 * H)
+        for d, (h, w) in enumerate(((h0_f, w_f), (h0_r, w_r))):
+            S = G[..., d * H:(d + 1) * H].unbind(0)  # per-step views (B, H), rows 2H apart
+            product = StepProduct(w.t(), B, T)
+            for t in (range(T) if d == 0 else reversed(range(T))):
+                h = product.acc(S[t], h)
+                activate(B, H, relu, h.data_ptr(), 2 * H)
+        ctx.mark_dirty(GX)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(h0_f, h0_r, w_f, w_r, GX)
+        ctx.B, ctx.relu = B, relu
+        return GX, G[T - 1, :, :H].clone(), G[0, :, H:].clone()
+
+    @staticmethod
+    @hand_written
+    def backward(ctx, dY, dh_f, dh_r):
+        h0_f, h0_r, w_f, w_r, Y = ctx.saved_tensors
+        B, relu, needs = ctx.B, ctx.relu, ctx.needs_input_grad
+        H, T = w_f.shape[0], Y.shape[0] // B
+        backward = step_kernels.rnn_rows(Y.dtype)[1]
+        dY = buffers.contiguous(dY, Y)
+        dA = buffers.empty_like(Y)
+        grads = []
+        for d, (h0, w, dh_n) in enumerate(((h0_f, w_f, dh_f), (h0_r, w_r, dh_r))):
+            half = slice(d * H, (d + 1) * H)
+            Yd, dYd, dAd = (t.view(T, B, 2 * H)[..., half] for t in (Y, dY, dA))
+            carry = h0.new_zeros(B, H) if dh_n is None else dh_n.clone(memory_format=torch.contiguous_format)
+            product = StepProduct(w, B, T)
+            for t in (reversed(range(T)) if d == 0 else range(T)):
+                backward(B, H, relu, carry.data_ptr(), dYd[t].data_ptr(), Yd[t].data_ptr(), dAd[t].data_ptr(), 2 * H)
+                product.into(carry, dAd[t])
+            dw = None
+            if needs[3 + d]:  # Σ_t dA_tᵀ h_{t-1} forwards, h_{t+1} backwards; h0 at the first step taken
+                first, rest, prev = (0, slice(1, T), slice(0, T - 1)) if d == 0 else (T - 1, slice(0, T - 1), slice(1, T))
+                dw = dAd[first].t() @ h0
+                if T > 1:
+                    dw.addmm_(dAd[rest].reshape(-1, H).t(), Yd[prev].reshape(-1, H))
+            grads.append((carry, dw))
+        (dh0_f, dw_f), (dh0_r, dw_r) = grads
+        return dA, dh0_f, dh0_r, dw_f, dw_r, None, None
+
+
+def rnn_bidirectional_layer(X: Tensor, h0_f: Tensor, h0_r: Tensor, w_f: LayerWeights, w_r: LayerWeights,
+                            relu: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """A bidirectional vanilla RNN layer without lengths or noise, where the compiled step runs
+    (``bidirectional_applies``): X (T, B, I) → Y (T, B, 2H), h_n of each direction (B, H). One projection
+    GEMM for both directions, and one for ∂L/∂X (K = 2H) instead of two and a sum."""
+    T, B, I = X.shape
+    W = torch.cat([w_f.w_ih, w_r.w_ih])
+    bias = None if w_f.b_ih is None else torch.cat([w_f.b_ih + w_f.b_hh, w_r.b_ih + w_r.b_hh])
+    GX = project(X.reshape(T * B, I), W, bias)
+    Y, h_f, h_r = BidirectionalRNNFunction.apply(GX, h0_f, h0_r, w_f.w_hh, w_r.w_hh, B, relu)
+    return Y.view(T, B, -1), h_f, h_r
+
+
+def bidirectional_applies(X: Tensor, w_f: LayerWeights, noises) -> bool:
+    """Whether ``rnn_bidirectional_layer`` can run this layer: the compiled step loaded and takes X's device
+    and dtype (the weights' too), and no recurrent dropout or zoneout mask."""
+    return (step_kernels.usable(X) and X.dtype == w_f.w_hh.dtype
+            and all(n.recurrent is None and n.zone_h is None for n in noises))

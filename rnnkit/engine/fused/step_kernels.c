@@ -19,7 +19,7 @@
 #include <math.h>
 #include <stddef.h>
 
-#define KERNELS_VERSION 5
+#define KERNELS_VERSION 6
 
 long rnnkit_step_kernels_version(void) { return KERNELS_VERSION; }
 
@@ -89,13 +89,16 @@ VECTORISED void rnn_forward_step_##sfx(long b, long H, long relu, real *S, long 
     }                                                                                                         \
 }                                                                                                             \
                                                                                                               \
-/* The same without zoneout over n values in a row (a step's contiguous block): fewer arguments, as the   \
-   call's cost matters at small sizes (ctypes converts each one). */                                          \
-VECTORISED void rnn_activate_##sfx(long n, long relu, real *S) {                                              \
-    if (relu)                                                                                                 \
-        for (long j = 0; j < n; j++) S[j] = S[j] < 0 ? 0 : S[j];                                              \
-    else                                                                                                      \
-        for (long j = 0; j < n; j++) S[j] = 2 * sigmoid_##sfx(2 * S[j]) - 1;                                  \
+/* The same without zoneout, with fewer arguments (ctypes converts each one, which shows at small sizes):  \
+   b rows of H values s apart (a contiguous block can be passed as one row of b·H). */                       \
+VECTORISED void rnn_activate_##sfx(long b, long H, long relu, real *S, long s) {                              \
+    for (long r = 0; r < b; r++) {                                                                            \
+        real *x = S + r * s;                                                                                  \
+        if (relu)                                                                                             \
+            for (long j = 0; j < H; j++) x[j] = x[j] < 0 ? 0 : x[j];                                          \
+        else                                                                                                  \
+            for (long j = 0; j < H; j++) x[j] = 2 * sigmoid_##sfx(2 * x[j]) - 1;                              \
+    }                                                                                                         \
 }                                                                                                             \
                                                                                                               \
 /* Vanilla RNN backward step. dh = carry + dy, the gradient at h_t (carry NULL: dy alone); with zh, kept =   \
@@ -125,13 +128,18 @@ VECTORISED void rnn_backward_step_##sfx(long b, long H, long relu, const real *c
     }                                                                                                         \
 }                                                                                                             \
                                                                                                               \
-/* The same without zoneout over n values in a row: da = (carry + dy)·φ'(a). */                               \
-VECTORISED void rnn_backward_dense_##sfx(long n, long relu, const real *carry, const real *dy, const real *ht,  \
-                                         real *da) {                                                          \
-    if (relu)                                                                                                 \
-        for (long j = 0; j < n; j++) da[j] = ht[j] > 0 ? carry[j] + dy[j] : 0;                                \
-    else                                                                                                      \
-        for (long j = 0; j < n; j++) da[j] = (carry[j] + dy[j]) * (1 - ht[j] * ht[j]);                        \
+/* The same without zoneout: da = (carry + dy)·φ'(a) over b rows of H values, carry's rows H apart, the     \
+   others' s apart (a contiguous block: one row of b·H). */                                                  \
+VECTORISED void rnn_backward_rows_##sfx(long b, long H, long relu, const real *carry, const real *dy,          \
+                                        const real *ht, real *da, long s) {                                   \
+    for (long r = 0; r < b; r++) {                                                                            \
+        const real *c = carry + r * H, *y = dy + r * s, *h = ht + r * s;                                      \
+        real *d = da + r * s;                                                                                 \
+        if (relu)                                                                                             \
+            for (long j = 0; j < H; j++) d[j] = h[j] > 0 ? c[j] + y[j] : 0;                                   \
+        else                                                                                                  \
+            for (long j = 0; j < H; j++) d[j] = (c[j] + y[j]) * (1 - h[j] * h[j]);                            \
+    }                                                                                                         \
 }                                                                                                             \
                                                                                                               \
 /* LSTM forward step. G (b, 4H) [i f g o]: the input part in (and the recurrent product, when A is NULL),  \

@@ -27,18 +27,18 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["affine_accumulator", "available", "disabled", "usable", "rnn_forward", "rnn_backward", "rnn_dense",
+__all__ = ["affine_accumulator", "available", "disabled", "usable", "rnn_forward", "rnn_backward", "rnn_rows",
            "lstm_forward", "lstm_backward", "gru_forward", "gru_backward"]
 
 #: Must equal KERNELS_VERSION in step_kernels.c: a library built from another version is not used.
-VERSION = 5
+VERSION = 6
 
 _L, _P = ctypes.c_long, ctypes.c_void_p
 _SIGNATURES = {  # argument kinds: L a size, flag or row stride, P a pointer, E the layer norm's epsilon
     "rnn_forward_step": "LLL PL PL PL PL",
     "rnn_backward_step": "LLL PL PL PL PL PL PL",
-    "rnn_activate": "LL P",
-    "rnn_backward_dense": "LL PPPP",
+    "rnn_activate": "LLL PL",
+    "rnn_backward_rows": "LLL PPPP L",
     "lstm_forward_step": "LL PL PL PP PP PL PL PP PP PL PL PL PL PL PL E",
     "lstm_backward_step": "LL PL PL PL PL PL PL PL PL PPP PL PL PPP PL PPPP PL PL",
     "gru_forward_step": "LL PL PL PP PP PL PL PL E",
@@ -140,11 +140,12 @@ def rnn_backward(carry: Tensor | None, dy: Tensor, ht: Tensor, relu: bool, zh: T
                                               *_m(kept if zh is not None else None))
 
 
-def rnn_dense(dtype: torch.dtype):
-    """(activate, backward) for contiguous step blocks without zoneout, called with raw arguments in the
-    loop (each wrapper layer costs a microsecond a step): ``activate(n, relu, S)`` is ``rnn_forward`` on n
-    values at address S; ``backward(n, relu, carry, dy, ht, da)`` is ``rnn_backward`` on addresses."""
-    return _FUNCTIONS["rnn_activate", dtype], _FUNCTIONS["rnn_backward_dense", dtype]
+def rnn_rows(dtype: torch.dtype):
+    """(activate, backward) without zoneout, with raw arguments, for loops where a wrapper's microsecond a
+    step shows: ``activate(b, H, relu, S, s)`` is ``rnn_forward`` on b rows of H values s apart at address S;
+    ``backward(b, H, relu, carry, dy, ht, da, s)`` is ``rnn_backward`` on addresses, carry's rows H apart,
+    the others' s apart. A contiguous block goes as one row of b·H values."""
+    return _FUNCTIONS["rnn_activate", dtype], _FUNCTIONS["rnn_backward_rows", dtype]
 
 
 def lstm_forward(G: Tensor, A: Tensor | None, lnw: Tensor | None, lnb: Tensor | None, stats_h, cp: Tensor,
