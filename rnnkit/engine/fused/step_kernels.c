@@ -71,16 +71,21 @@ static inline void ln_backward_##sfx(const real *dy, const real *x, const real *
     for (long j = 0; j < n; j++) dx[j] = rstd * (dy[j] * w[j] - a - (x[j] - mean) * c);                       \
 }                                                                                                             \
                                                                                                               \
-/* Vanilla RNN forward step. S (b, H): the pre-activation in, h̃ = φ(S) out, in place: tanh, as          \
-   2σ(2S) − 1 (one exponential), or with relu max(S, 0). With zh: out = h̃ + z_h (h_{t-1} − h̃) (hp: h_{t-1}). */ \
+/* x[0:n] = φ(x) in place: tanh, as 2σ(2x) − 1 (one exponential), or with relu max(x, 0) (a NaN stays). */  \
+static inline void rnn_phi_##sfx(real *x, long n, long relu) {                                                \
+    if (relu)                                                                                                 \
+        for (long j = 0; j < n; j++) x[j] = x[j] < 0 ? 0 : x[j];                                              \
+    else                                                                                                      \
+        for (long j = 0; j < n; j++) x[j] = 2 * sigmoid_##sfx(2 * x[j]) - 1;                                  \
+}                                                                                                             \
+                                                                                                              \
+/* Vanilla RNN forward step. S (b, H): the pre-activation in, h̃ = φ(S) out, in place (tanh, or ReLU with    \
+   relu). With zh: out = h̃ + z_h (h_{t-1} − h̃) (hp: h_{t-1}). */                                              \
 VECTORISED void rnn_forward_step_##sfx(long b, long H, long relu, real *S, long ss, const real *zh, long zhs,  \
                                        const real *hp, long hps, real *out, long os) {                        \
     for (long r = 0; r < b; r++) {                                                                            \
         real *s = S + r * ss;                                                                                 \
-        if (relu)                                                                                             \
-            for (long j = 0; j < H; j++) s[j] = s[j] < 0 ? 0 : s[j];                                          \
-        else                                                                                                  \
-            for (long j = 0; j < H; j++) s[j] = 2 * sigmoid_##sfx(2 * s[j]) - 1;                              \
+        rnn_phi_##sfx(s, H, relu);                                                                            \
         if (zh) {                                                                                             \
             const real *z = zh + r * zhs, *h = hp + r * hps;                                                  \
             real *y = out + r * os;                                                                           \
@@ -92,13 +97,7 @@ VECTORISED void rnn_forward_step_##sfx(long b, long H, long relu, real *S, long 
 /* The same without zoneout, with fewer arguments (ctypes converts each one, which shows at small sizes):  \
    b rows of H values s apart (a contiguous block can be passed as one row of b·H). */                       \
 VECTORISED void rnn_activate_##sfx(long b, long H, long relu, real *S, long s) {                              \
-    for (long r = 0; r < b; r++) {                                                                            \
-        real *x = S + r * s;                                                                                  \
-        if (relu)                                                                                             \
-            for (long j = 0; j < H; j++) x[j] = x[j] < 0 ? 0 : x[j];                                          \
-        else                                                                                                  \
-            for (long j = 0; j < H; j++) x[j] = 2 * sigmoid_##sfx(2 * x[j]) - 1;                              \
-    }                                                                                                         \
+    for (long r = 0; r < b; r++) rnn_phi_##sfx(S + r * s, H, relu);                                          \
 }                                                                                                             \
                                                                                                               \
 /* Vanilla RNN backward step. dh = carry + dy, the gradient at h_t (carry NULL: dy alone); with zh, kept =   \
