@@ -272,3 +272,26 @@ def test_bidirectional_rnn_at_hidden_512_float32_equals_torch_nn():
     g_ref = torch.autograd.grad((y_ref * y_ref).sum(), [x, *theirs.parameters()])
     for a, e in zip(g, g_ref):
         torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("cell, options", [("LSTM", {}), ("LSTM", {"zoneout": 0.2}), ("GRU", {}),
+                                           ("GRU", {"layer_norm": True}), ("RNN", {}), ("RNN", {"zoneout": 0.2}),
+                                           ("RNN", {"bidirectional": True})])
+def test_final_state_gradient_with_hidden_units_apart_in_memory_equals_reference(cell, options):
+    """∂L/∂h_n (and ∂L/∂c_n) arriving with its hidden units not adjacent in memory — a loss on
+    ``h_n.transpose(1, 2)`` — must be read as such: the compiled step reads rows with unit stride."""
+    torch.manual_seed(0)
+    fused_layer = getattr(rnnkit, cell)(3, 4, engine="fused", dtype=DT, **options).eval()
+    ref = getattr(rnnkit, cell)(3, 4, engine="reference", dtype=DT, **options).eval()
+    ref.load_state_dict(fused_layer.state_dict())
+    x = random(6, 2, 3, seed=1)
+    weight = random(2 if options.get("bidirectional") else 1, 4, 2, seed=2)  # (L·D, H, B)
+    grads = []
+    for layer in (fused_layer, ref):
+        xx = x.clone().requires_grad_()
+        y, state = layer(xx)
+        finals = state if cell == "LSTM" else (state,)
+        loss = (y * y).sum() + sum((s.transpose(1, 2) * weight).sum() ** 2 for s in finals)
+        grads.append(torch.autograd.grad(loss, [xx, *layer.parameters()]))
+    for a, e in zip(*grads):
+        torch.testing.assert_close(a, e)

@@ -32,7 +32,8 @@ from torch.ops import aten
 from ..types import LN_EPS, LayerWeights, Noise
 from . import buffers, step_kernels
 from .layout import Layout
-from .lstm import double_gate, ln_affine_grads, overwrote_input, scaled_one_minus_square, sigmoid_grad_into
+from .lstm import (carry_from, double_gate, keep_rows, ln_affine_grads, overwrote_input, scaled_one_minus_square,
+                   sigmoid_grad_into)
 from .products import StepProduct
 from .projection import hand_written, layer_norm, project
 
@@ -141,7 +142,7 @@ class GRUFunction(torch.autograd.Function):
         layout: Layout = ctx.layout
         H = Y.shape[1]
         dY = buffers.contiguous(dY, Y)
-        dh_carry = torch.zeros_like(h0) if dh_n is None else dh_n.clone()
+        dh_carry = carry_from(dh_n, h0)
 
         # (In place, into their own buffers: each fresh (N, H) temporary costs its page faults.)
         r, z, n = G.split(H, 1)

@@ -88,6 +88,15 @@ def carry_to_previous(carry: Tensor, da: Tensor, w_hh: StepProduct, mask, kept) 
         carry.add_(kept)
 
 
+def carry_from(grad: Tensor | None, state: Tensor) -> Tensor:
+    """A backward loop's carry (B, H), updated in place: a contiguous copy of the final state's gradient, or
+    zeros (None: h_n unused). Contiguous because the compiled step reads rows with unit stride, and a
+    gradient can arrive with its hidden units apart in memory (a loss on ``h_n.transpose(1, 2)``)."""
+    if grad is None:
+        return torch.zeros(state.shape, dtype=state.dtype, device=state.device)
+    return grad.clone(memory_format=torch.contiguous_format)
+
+
 def overwrote_input(ctx, gx: Tensor) -> None:
     """Tell autograd that ``forward`` wrote its results into its input ``gx`` (its own buffer, so a training
     step touches one fresh (N, G·H) block less: fresh pages cost page faults). ``forward`` must return
@@ -225,8 +234,8 @@ class LSTMFunction(torch.autograd.Function):
         layout: Layout = ctx.layout
         H = C.shape[1]
         dY = buffers.contiguous(dY, Y)
-        dh_carry = torch.zeros_like(h0) if dh_n is None else dh_n.clone()
-        dc_carry = torch.zeros_like(c0) if dc_n is None else dc_n.clone()
+        dh_carry = carry_from(dh_n, h0)
+        dc_carry = carry_from(dc_n, c0)
 
         # Everything that does not depend on the recurrence, for all steps at once.
         # (In place, into their own buffers: each fresh (N, H) temporary costs its page faults.)

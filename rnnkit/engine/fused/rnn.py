@@ -34,7 +34,7 @@ from torch import Tensor
 from ..types import LayerWeights, Noise
 from . import buffers, step_kernels
 from .layout import Layout
-from .lstm import carry_to_previous, keep_rows, scaled_one_minus_square
+from .lstm import carry_from, carry_to_previous, keep_rows, scaled_one_minus_square
 from .products import StepProduct
 from .projection import hand_written, project
 
@@ -149,7 +149,7 @@ class RNNFunction(torch.autograd.Function):
         layout: Layout = ctx.layout
         zone_h = ctx.zone_h
         dY = buffers.contiguous(dY, Y)
-        dh_carry = torch.zeros_like(h0) if dh_n is None else dh_n.clone()
+        dh_carry = carry_from(dh_n, h0)
         if ctx.compiled:
             dA = _compiled_backward(layout, dY, Ht, dh_carry, w_hh, mask, zone_h, ctx.relu)
             dw_hh = layout.previous_product(dA, h0, Y, mask) if ctx.needs_input_grad[2] else None
