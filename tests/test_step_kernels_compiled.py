@@ -74,27 +74,28 @@ def test_compiled_step_equals_torch_operators(mode_proj, name, option, lengths, 
 
 @needs_kernels
 def test_the_compiled_step_is_taken_where_it_loaded(monkeypatch):
-    """The layers reach it: a float32 layer-normalised LSTM and GRU, and an RNN plain and with zoneout, on the
-    CPU call it once per step, forwards and backwards, and not at all under ``disabled()``."""
+    """The layers reach it: a float32 layer-normalised LSTM and GRU, a plain GRU, and an RNN plain and with
+    zoneout, on the CPU call it once per step, forwards and backwards, and not at all under ``disabled()``."""
     calls = []
 
     def record(name, fn):
         return lambda *a, **k: (calls.append(name), fn(*a, **k))[1]
 
-    names = ["gru_backward", "gru_forward", "lstm_backward", "lstm_forward", "rnn_backward", "rnn_forward"]
+    names = ["gru_backward", "gru_backward_plain", "gru_forward", "lstm_backward", "lstm_forward", "rnn_backward",
+             "rnn_forward"]
     for fn in names:
         monkeypatch.setattr(step_kernels, fn, record(fn, getattr(step_kernels, fn)))
     rows = step_kernels.rnn_rows
     monkeypatch.setattr(step_kernels, "rnn_rows", lambda dtype: tuple(
         record(n, f) for n, f in zip(("rnn_activate", "rnn_backward_rows"), rows(dtype))))
-    for layer in (rnnkit.LSTM(3, 4, layer_norm=True), rnnkit.GRU(3, 4, layer_norm=True),
+    for layer in (rnnkit.LSTM(3, 4, layer_norm=True), rnnkit.GRU(3, 4, layer_norm=True), rnnkit.GRU(3, 4, engine="fused"),
                   rnnkit.RNN(3, 4, engine="fused"), rnnkit.RNN(3, 4, engine="fused", zoneout=0.2)):
         x = torch.randn(6, 2, 3)
         layer(x)[0].sum().backward()
         with step_kernels.disabled():
             layer(x)[0].sum().backward()
     assert sorted(set(calls)) == sorted(names + ["rnn_activate", "rnn_backward_rows"])
-    assert all(calls.count(fn) == 6 for fn in set(calls)), calls
+    assert all(calls.count(fn) == (12 if fn == "gru_forward" else 6) for fn in set(calls)), calls
 
 
 @pytest.mark.parametrize("mode, proj", [mp for mp, _ in MODES], ids=[n for _, n in MODES])

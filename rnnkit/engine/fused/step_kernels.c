@@ -19,7 +19,7 @@
 #include <math.h>
 #include <stddef.h>
 
-#define KERNELS_VERSION 6
+#define KERNELS_VERSION 7
 
 long rnnkit_step_kernels_version(void) { return KERNELS_VERSION; }
 
@@ -269,6 +269,33 @@ VECTORISED void gru_forward_step_##sfx(                                         
             real v = 2 * sigmoid_##sfx(n[j] + 2 * rr[j] * gn[j]) - 1;                                         \
             n[j] = v;                                                                                         \
             yr[j] = v + z[j] * (h[j] - v);                                                                    \
+        }                                                                                                     \
+    }                                                                                                         \
+}                                                                                                             \
+                                                                                                              \
+/* GRU backward step without layer norm. dh = carry + dy, the gradient at h_t; with zh, k = dh·z_h goes     \
+   straight to h_{t-1} and dh·(1 − z_h) on. From the activated gates G (b, 3H) [r z n], the n gate's        \
+   recurrent part ghn (product + b_hn) and h_{t-1} (hp), with p = dh (1 − z)(1 − n²): Q (b, 3H) = dGH, the   \
+   gradients of the recurrent products, [p·ghn·r(1 − r), dh (h_{t-1} − n) z(1 − z), p·r]; E (b, H) = p/2,  \
+   the gradient of n's input part (which arrives doubled); carry (rows H apart) = dh·z + k, to which the  \
+   caller adds (m ∗) Q W_hh. */                                                                              \
+VECTORISED void gru_backward_plain_step_##sfx(                                                               \
+    long b, long H, real *carry, const real *dy, long dys, const real *G, long gs, const real *ghn, long ghs, \
+    const real *hp, long hps, const real *zh, long zhs, real *Q, long qs, real *E, long es) {                \
+    for (long r = 0; r < b; r++) {                                                                            \
+        real *c = carry + r * H, *q = Q + r * qs, *e = E + r * es;                                            \
+        const real *y = dy + r * dys, *g = G + r * gs, *gn = ghn + r * ghs, *h = hp + r * hps;                \
+        const real *zk = zh ? zh + r * zhs : NULL;                                                            \
+        for (long j = 0; j < H; j++) {                                                                        \
+            real d = c[j] + y[j], kept = 0;                                                                   \
+            if (zk) { kept = d * zk[j]; d -= kept; }                                                          \
+            real rr = g[j], z = g[H + j], n = g[2 * H + j];                                                   \
+            real p = d * (1 - z) * (1 - n * n);                                                               \
+            q[j] = p * gn[j] * rr * (1 - rr);                                                                 \
+            q[H + j] = d * (h[j] - n) * z * (1 - z);                                                          \
+            q[2 * H + j] = p * rr;                                                                            \
+            e[j] = p / 2;                                                                                     \
+            c[j] = d * z + kept;                                                                              \
         }                                                                                                     \
     }                                                                                                         \
 }                                                                                                             \

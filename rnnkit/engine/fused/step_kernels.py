@@ -28,10 +28,10 @@ import torch
 from torch import Tensor
 
 __all__ = ["affine_accumulator", "available", "disabled", "usable", "rnn_forward", "rnn_backward", "rnn_rows",
-           "lstm_forward", "lstm_backward", "gru_forward", "gru_backward"]
+           "lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "gru_backward_plain"]
 
 #: Must equal KERNELS_VERSION in step_kernels.c: a library built from another version is not used.
-VERSION = 6
+VERSION = 7
 
 _L, _P = ctypes.c_long, ctypes.c_void_p
 _SIGNATURES = {  # argument kinds: L a size, flag or row stride, P a pointer, E the layer norm's epsilon
@@ -43,6 +43,7 @@ _SIGNATURES = {  # argument kinds: L a size, flag or row stride, P a pointer, E 
     "lstm_backward_step": "LL PL PL PL PL PL PL PL PL PPP PL PL PPP PL PPPP PL PL",
     "gru_forward_step": "LL PL PL PP PP PL PL PL E",
     "gru_backward_step": "LL PL PL PL PPP PL PP",
+    "gru_backward_plain_step": "LL P PL PL PL PL PL PL PL",
 }
 
 
@@ -196,3 +197,14 @@ def gru_backward(Q: Tensor, dht: Tensor, A: Tensor, lnw: Tensor, stats, dA: Tens
     m, r = stats
     _FUNCTIONS["gru_backward_step", Q.dtype](b, H, *_m(Q), *_m(dht), *_m(A), _p(lnw), _p(m), _p(r), *_m(dA),
                                              *_pair(affine))
+
+
+def gru_backward_plain(carry: Tensor, dy: Tensor, G: Tensor, ghn: Tensor, hp: Tensor, zh: Tensor | None, Q: Tensor,
+                       E: Tensor) -> None:
+    """One GRU step's gradients without layer norm (``gru_backward_plain_step``): from carry + dy (b, H), the
+    gates G (b, 3H), the n gate's recurrent part ghn and h_{t-1} (hp), and zoneout's keeps zh or None: dGH into
+    Q (b, 3H), the gradient of n's input part into E (b, H), and the carry to h_{t-1} before its product term
+    into ``carry`` (contiguous rows)."""
+    b, H = carry.shape
+    _FUNCTIONS["gru_backward_plain_step", Q.dtype](b, H, carry.data_ptr(), *_m(dy), *_m(G), *_m(ghn), *_m(hp), *_m(zh),
+                                                   *_m(Q), *_m(E))
