@@ -1,13 +1,15 @@
 #!/usr/bin/env python
-"""One step's recurrent product, ``torch.addmm`` against oneDNN on a matrix reordered once; with
-``--linear``, the products of all steps at once, MKL's GEMM against oneDNN's inner product.
+"""One step's recurrent product, ``torch.addmm`` against oneDNN on a matrix reordered once and MKL's packed
+GEMM on a matrix packed once; with ``--linear``, the products of all steps at once, MKL's GEMM against
+oneDNN's inner product.
 
 The fused loops multiply each step's rows by the same matrix (W_hhᵀ forward, W_hh backward).
-``rnnkit/engine/fused/products.py`` sends that product through oneDNN when the matrix has at least
-``ONEDNN_MIN_ELEMENTS`` values; this prints, for rows × matrix shapes of the layers in
-``bench_layers.py`` and some around them (other batch sizes and widths, to place the rule's line), the
-time of ``out.addmm_(x, M)`` and of ``StepProduct.acc`` forced onto oneDNN,
-alternating in one process, and their ratio (> 1: oneDNN faster), with the choice the rule makes.
+``rnnkit/engine/fused/products.py`` sends that product through MKL's packed GEMM (``packed_gemm.py``,
+where it loaded) when the matrix has at least ``PACKED_MIN_ELEMENTS`` values, else through oneDNN when it
+has at least ``ONEDNN_MIN_ELEMENTS``; this prints, for rows × matrix shapes of the layers in
+``bench_layers.py`` and some around them (other batch sizes and widths, to place the rules' lines), the
+time of ``out.addmm_(x, M)``, of ``StepProduct.acc`` forced onto oneDNN and onto MKL's packed GEMM,
+alternating in one process, their ratios to ``addmm_`` (> 1: faster), and the path the rules pick.
 
 ``--linear``: the input projection X W_ihᵀ + b of a whole sequence and its gradient ∂L/∂GX · W_ih, as
 ``torch.addmm`` / ``torch.mm`` into a block made once against ``products.linear`` forced onto oneDNN
@@ -31,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from common import markdown_table, time_alternating  # noqa: E402
-from rnnkit.engine.fused import products  # noqa: E402
+from rnnkit.engine.fused import packed_gemm, products  # noqa: E402
 
 #: (rows, K, N): rows × K times K × N; a hidden size H with G gates gives (B, H, G·H) forward and (B, G·H, H)
 #: backward.
@@ -77,23 +79,33 @@ def main(argv: list[str] | None = None) -> None:
         print(markdown_table(["product", "MKL µs", "oneDNN µs", "oneDNN speed-up", "rule picks"], linear_rows(args)))
         return
     shapes = SHAPES[:3] if args.quick else SHAPES
+    mkl = packed_gemm.available(torch.float32)
     rows = []
     for b, k, n in shapes:
         g = torch.Generator().manual_seed(0)
         m = torch.randn(n, k, generator=g).t()  # (K, N) as the loops pass W_hhᵀ
         x, out = torch.randn(b, k, generator=g), torch.zeros(b, n)
-        saved = products.ONEDNN_MIN_ELEMENTS
-        products.ONEDNN_MIN_ELEMENTS = 0
-        forced = products.StepProduct(m, b, 100)  # in a loop of 100 steps
-        products.ONEDNN_MIN_ELEMENTS = saved
-        timing = time_alternating({"addmm": lambda: out.addmm_(x, m), "onednn": lambda: forced.acc(out, x)},
-                                  baseline="addmm", repeats=args.repeats,
+        candidates = {"addmm": lambda: out.addmm_(x, m)}
+        for path, (onednn_min, packed_min) in (("onednn", (0, 10**12)), ("mkl", (10**12, 0)))[: 2 if mkl else 1]:
+            saved = products.ONEDNN_MIN_ELEMENTS, products.PACKED_MIN_ELEMENTS
+            products.ONEDNN_MIN_ELEMENTS, products.PACKED_MIN_ELEMENTS = onednn_min, packed_min
+            forced = products.StepProduct(m, b, 100)  # in a loop of 100 steps
+            products.ONEDNN_MIN_ELEMENTS, products.PACKED_MIN_ELEMENTS = saved
+            candidates[path] = lambda forced=forced: forced.acc(out, x)
+        timing = time_alternating(candidates, baseline="addmm", repeats=args.repeats,
                                   min_time=0.002 if args.quick else 0.05)
-        chosen = "oneDNN" if products.StepProduct(m, b, 100).packed is not None else "addmm"
-        rows.append([f"{b}×{k} · {k}×{n}", f"{timing.medians['addmm'] * 1e6:.0f}",
-                     f"{timing.medians['onednn'] * 1e6:.0f}", f"{timing.ratios['onednn']:.2f}×", chosen])
-    print(f"threads {args.threads}, ONEDNN_MIN_ELEMENTS {products.ONEDNN_MIN_ELEMENTS:,}")
-    print(markdown_table(["product", "addmm µs", "oneDNN µs", "oneDNN speed-up", "rule picks"], rows))
+        chosen = products.StepProduct(m, b, 100)
+        pick = "MKL packed" if chosen.mkl is not None else "oneDNN" if chosen.packed is not None else "addmm"
+        row = [f"{b}×{k} · {k}×{n}", f"{timing.medians['addmm'] * 1e6:.0f}", f"{timing.medians['onednn'] * 1e6:.0f}",
+               f"{timing.ratios['onednn']:.2f}×"]
+        if mkl:
+            row += [f"{timing.medians['mkl'] * 1e6:.0f}", f"{timing.ratios['mkl']:.2f}×"]
+        rows.append(row + [pick])
+    print(f"threads {args.threads}, PACKED_MIN_ELEMENTS {products.PACKED_MIN_ELEMENTS:,}"
+          f"{'' if mkl else ' (MKL packed GEMM: not in this torch)'}, ONEDNN_MIN_ELEMENTS {products.ONEDNN_MIN_ELEMENTS:,}")
+    header = ["product", "addmm µs", "oneDNN µs", "oneDNN speed-up"] + (["MKL packed µs", "MKL packed speed-up"]
+                                                                      if mkl else []) + ["rule picks"]
+    print(markdown_table(header, rows))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The fused loops' per-step product (``rnnkit/engine/fused/products.py``): oneDNN on a matrix reordered
 once where that is faster, ``addmm`` elsewhere; likewise the products of all steps at once (``linear``).
 Both give the same layers to float32 rounding, with every option that changes the loops, and the choice
-follows the documented rule."""
+follows the documented rule. (MKL's packed GEMM, which comes first where it loaded, is switched off for
+these tests: ``test_packed_gemm.py`` tests it.)"""
 from __future__ import annotations
 
 import pytest
@@ -12,6 +13,11 @@ from rnnkit.engine.fused import products, projection
 from rnnkit.engine.fused.products import StepProduct
 
 needs_onednn = pytest.mark.skipif(not products.ONEDNN, reason="this torch has no oneDNN")
+
+
+@pytest.fixture(autouse=True)
+def no_mkl_packing(monkeypatch):
+    monkeypatch.setattr(products, "PACKED_MIN_ELEMENTS", 10**12)
 
 
 @needs_onednn

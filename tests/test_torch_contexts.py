@@ -8,7 +8,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
 from rnnkit.engine import dispatch, native
-from rnnkit.engine.fused import products
+from rnnkit.engine.fused import packed_gemm, products
 
 PAIRS = [(rnnkit.RNN, torch.nn.RNN), (rnnkit.GRU, torch.nn.GRU), (rnnkit.LSTM, torch.nn.LSTM)]
 IDS = ["rnn", "gru", "lstm"]
@@ -392,17 +392,20 @@ def test_jit_trace_with_the_fused_engine_names_the_way_out():
 
 
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
-@pytest.mark.parametrize("onednn, device", [(False, "cpu"), (True, "cpu"), (False, "cuda")],
-                         ids=["addmm", "onednn_size", "cuda"])
-def test_torch_compile_runs_the_fused_engine_eagerly(onednn, device, packed, monkeypatch):
+@pytest.mark.parametrize("path, device", [("addmm", "cpu"), ("onednn", "cpu"), ("mkl_packed", "cpu"), ("addmm", "cuda")],
+                         ids=["addmm", "onednn_size", "mkl_packed", "cuda"])
+def test_torch_compile_runs_the_fused_engine_eagerly(path, device, packed, monkeypatch):
     """Dynamo does not trace the engine: it runs eagerly between the compiled graphs (traced, torch 2.11 gave
     a zero input gradient, seen on the GPU machine's CPU and GPU; torch 2.13 compiled it for minutes into
     graphs three times slower). Outputs and every gradient are the eager ones, also at a size whose per-step
-    products go through oneDNN (``engine/fused/products.py``)."""
+    products go through oneDNN or MKL's packed GEMM (``engine/fused/products.py``)."""
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    if onednn:
-        monkeypatch.setattr(products, "ONEDNN_MIN_ELEMENTS", 1)  # as a large layer would be
+    if path == "mkl_packed" and not packed_gemm.available(torch.float32):
+        pytest.skip("MKL's packed GEMM: not in this torch")
+    # as a large layer would be: every product through the path (MKL's packed GEMM comes first where it loaded)
+    monkeypatch.setattr(products, "ONEDNN_MIN_ELEMENTS", 1 if path == "onednn" else 10**12)
+    monkeypatch.setattr(products, "PACKED_MIN_ELEMENTS", 1 if path == "mkl_packed" else 10**12)
     torch._dynamo.reset()
     torch.manual_seed(0)
     m = rnnkit.LSTM(4, 6, engine="fused", num_layers=2).to(device)

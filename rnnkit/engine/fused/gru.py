@@ -34,7 +34,7 @@ from . import buffers, step_kernels
 from .layout import Layout
 from .lstm import (carry_from, double_gate, keep_rows, ln_affine_grads, overwrote_input, scaled_one_minus_square,
                    sigmoid_grad_into)
-from .products import StepProduct
+from .products import StepProduct, whole_product_on_onednn
 from .projection import hand_written, layer_norm, project
 
 
@@ -75,7 +75,11 @@ class GRUFunction(torch.autograd.Function):
         Y = buffers.empty((N, H), GX)
         w_hhT = w_hh.t()
         w_rzT, w_nT = w_hhT[:, : 2 * H], w_hhT[:, 2 * H :]
-        product = StepProduct(w_hhT, layout.B, len(layout.steps))
+        steps = len(layout.steps)
+        if AH is None and not whole_product_on_onednn(w_hhT, steps):  # a product per column block: r, z and n
+            product, p_rz, p_n = None, StepProduct(w_rzT, layout.B, steps), StepProduct(w_nT, layout.B, steps)
+        else:
+            product = StepProduct(w_hhT, layout.B, steps)
         ln_bias = ln_h_b  # the layer norm's bias, then b_hn on the n part
         if ln_h_b is not None and b_hn is not None:
             ln_bias = torch.cat((ln_h_b[: 2 * H], ln_h_b[2 * H :] + b_hn))
@@ -83,7 +87,10 @@ class GRUFunction(torch.autograd.Function):
         RZ_s, GHn_s, Y_s, AH_s, zh_s = map(per, (RZ, GHn, Y, AH, zone_h))
         hp_s = layout.previous_views(h0, Y_s)  # h_{t-1} of each step's live rows
         mask_s = None if mask is None else layout.heads(mask)
-        product.begin(GHn, b_hn) if AH is None else product.begin(AH)
+        if product is None:
+            p_n.begin(GHn, b_hn)
+        else:
+            product.begin(GHn, b_hn) if AH is None else product.begin(AH)
         # The element-wise work of a step in one compiled call where it loaded (step_kernels.py), else
         # torch's operators below: the same computation.
         compiled = step_kernels.usable(GX) and h0.stride(-1) == 1
@@ -98,18 +105,16 @@ class GRUFunction(torch.autograd.Function):
             h_in = hp if mask is None else hp * mask_s[k]
             rz = RZ_s[k]
             a = None  # the recurrent product, with layer norm
-            if AH is None:  # r, z: the recurrent product accumulates straight onto the input part
+            if product is None:  # r, z: the recurrent product accumulates straight onto the input part
+                p_rz.acc(rz, h_in)
+                p_n.store(GHn_s[k], h_in)
+            elif AH is None:  # the same from oneDNN's product of the whole matrix
                 p = product.full(h_in)
-                if p is None:
-                    rz.addmm_(h_in, w_rzT)
-                    GHn_s[k].addmm_(h_in, w_nT)
+                rz.add_(p[:, : 2 * H])
+                if b_hn is None:
+                    GHn_s[k].copy_(p[:, 2 * H :])
                 else:
-                    rz.add_(p[:, : 2 * H])
-                    p_n = p[:, 2 * H :]
-                    if b_hn is None:
-                        GHn_s[k].copy_(p_n)
-                    else:
-                        torch.add(p_n, b_hn, out=GHn_s[k])
+                    torch.add(p[:, 2 * H :], b_hn, out=GHn_s[k])
             else:
                 a = product.store(AH_s[k], h_in)
             if compiled:

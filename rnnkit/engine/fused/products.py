@@ -2,20 +2,31 @@
 
 A step loop multiplies a few rows (the batch) by the same recurrent matrix T times. MKL's GEMM, behind
 ``torch.addmm``, copies M into its own blocked format on every call (cheap next to a large product, not
-next to a product of 64 rows); oneDNN's inner product takes a matrix reordered into its format once and
-then reads it as is. ``StepProduct`` reorders M once per pass (forward, or backward) where that pays —
-float32, on an x86-64 CPU whose torch has oneDNN, M large enough — and otherwise calls ``addmm``.
+next to a product of 64 rows). ``StepProduct`` packs M once per pass (forward, or backward) where that
+pays, in the first of:
 
-Measured per product, float32, oneDNN ÷ ``addmm_`` time (``benchmarks/bench_products.py``): 64 rows,
+1. MKL's packed GEMM (``packed_gemm.py``: the MKL inside torch, x86-64 Linux), float32 and float64, M of at
+   least ``PACKED_MIN_ELEMENTS`` values: it writes into the loop's own blocks, like ``addmm``;
+2. oneDNN's inner product on a matrix reordered once (float32, x86-64, M of at least
+   ``ONEDNN_MIN_ELEMENTS`` values), which returns a fresh tensor every step;
+3. ``addmm``.
+
+MKL's packed GEMM took 0.75–0.78× the time of ``addmm_`` per product at 64 rows × 512 × 512 or 512 × 1536
+and 32 × 256 × 256, 0.92× at 32 × 128 × 128 (float32, two threads, an AVX-512 Xeon); oneDNN there took
+0.89–0.95× ``addmm_``'s time, but its fresh outputs page-faulted in whole training steps (an RNN of hidden
+512: 4,200 faults a step against 290 without oneDNN) and the steps took 1.01–1.04× longer with it.
+
+oneDNN, measured on an earlier machine, per product, float32, oneDNN ÷ ``addmm_`` time
+(``benchmarks/bench_products.py``): 64 rows,
 M 512×1536: 0.70–0.78 (two threads) / 0.87 (one); 512×512: 0.88–0.90 / 0.91; 1536×512: 0.77–0.82 /
 0.88; 32 rows, 256×768: 0.79–0.95; but 128×512 or 256×256: 1.25–1.45 (oneDNN's fixed cost per call,
 10–15 µs, dominates). In whole training steps (A/B in one process, two threads) the GRU at B64 H512 took
 0.93× the time, the RNN 0.97×, the LSTM 0.93×, an RNN of H768 0.87×, while GRUs of H256 (M 256×768)
-moved between 0.97× and 1.08× — hence ``ONEDNN_MIN_ELEMENTS`` above them. A reordered matrix serves
-any number of rows at the same speed (the packed layout's steps shrink as sequences end).
+moved between 0.97× and 1.08× — hence ``ONEDNN_MIN_ELEMENTS`` above them. A reordered (or packed) matrix
+serves any number of rows at the same speed (the packed layout's steps shrink as sequences end).
 
-oneDNN's sums run in another order than MKL's: float32 results differ in the last bits, as they do
-between thread counts; float64 and every other device never take this path.
+Both libraries' sums run in another order than ``addmm``'s: float32 results differ in the last bits, as
+they do between thread counts; other devices never take these paths.
 """
 from __future__ import annotations
 
@@ -24,7 +35,10 @@ import platform
 import torch
 from torch import Tensor
 
-__all__ = ["ONEDNN", "ONEDNN_MIN_ELEMENTS", "ONEDNN_MIN_STEPS", "StepProduct", "linear", "linear_takes_onednn"]
+from . import packed_gemm
+
+__all__ = ["ONEDNN", "ONEDNN_MIN_ELEMENTS", "ONEDNN_MIN_STEPS", "PACKED_MIN_ELEMENTS", "StepProduct", "linear",
+           "linear_takes_onednn", "whole_product_on_onednn"]
 
 #: Smallest matrix (K·N values) whose per-step products go through oneDNN (see the module docstring).
 ONEDNN_MIN_ELEMENTS = 262_144  # 512 × 512: an RNN of hidden size 512, an LSTM of 256
@@ -52,9 +66,29 @@ def _onednn_float32(t: Tensor) -> bool:
     return ONEDNN and torch.backends.mkldnn.enabled and t.dtype == torch.float32 and t.device.type == "cpu"
 
 
+#: Smallest matrix (K·N values) packed by MKL (``packed_gemm``): 256 × 256, an RNN of hidden size 256 (a product
+#: at 32 × 128 × 128 gained 8 %, and MKL's packed copy takes 8 MB whatever the matrix).
+PACKED_MIN_ELEMENTS = 65_536
+
+
+def _use_packed(m: Tensor, steps: int) -> bool:
+    """MKL's packed GEMM for this matrix: CPU, a dtype it has, large enough, used for enough steps (packing
+    costs about one product)."""
+    return (m.device.type == "cpu" and packed_gemm.available(m.dtype) and m.numel() >= PACKED_MIN_ELEMENTS
+            and steps >= ONEDNN_MIN_STEPS)
+
+
 def _use_onednn(m: Tensor, steps: int) -> bool:
-    """oneDNN for this matrix: float32 on the CPU (above), large enough, used for enough steps."""
-    return _onednn_float32(m) and m.numel() >= ONEDNN_MIN_ELEMENTS and steps >= ONEDNN_MIN_STEPS
+    """oneDNN for this matrix: float32 on the CPU (above), large enough, used for enough steps, and not packed
+    by MKL instead."""
+    return (_onednn_float32(m) and m.numel() >= ONEDNN_MIN_ELEMENTS and steps >= ONEDNN_MIN_STEPS
+            and not _use_packed(m, steps))
+
+
+def whole_product_on_onednn(m: Tensor, steps: int) -> bool:
+    """Whether ``StepProduct(m, ·, steps).full`` returns products (oneDNN), where a caller that needs the
+    product in column blocks would otherwise take a ``StepProduct`` per block."""
+    return _use_onednn(m, steps)
 
 
 def linear(X: Tensor, W: Tensor, bias: Tensor | None = None) -> Tensor | None:
@@ -103,16 +137,18 @@ class StepProduct:
 
     ``acc(out, x)``: out += x M, in place. ``into(out, x, add)``: out = add + x M (``add`` None: out = x M).
     ``new(x)``: x M as a new tensor. ``full(x)``: the same, or None where the caller should rather use
-    ``acc`` on column blocks (``addmm`` into each block is cheaper than a full product followed by copies).
+    a product per column block (``addmm`` or MKL's packed GEMM into each block is cheaper than a full
+    product followed by copies: see ``whole_product_on_onednn``).
     ``begin(block, bias)`` before a loop, then ``store(out, x)`` for each step's rows ``out`` of ``block``:
-    out = bias + x M, where ``addmm`` accumulates into a block filled before the loop (``fresh_products``)
-    and oneDNN's product is added to the bias as it is written (no fill)."""
+    out = bias + x M, where ``addmm`` and MKL accumulate into a block filled before the loop
+    (``fresh_products``) and oneDNN's product is added to the bias as it is written (no fill)."""
 
-    __slots__ = ("m", "packed", "bias")
+    __slots__ = ("m", "packed", "bias", "mkl")
 
     def __init__(self, m: Tensor, rows: int, steps: int) -> None:
         self.m = m
         self.bias: Tensor | None = None
+        self.mkl = packed_gemm.Packed(m, rows) if _use_packed(m, steps) else None
         # oneDNN's reordered Mᵀ (N, K), formatted for ``rows`` rows (it serves any count)
         self.packed = (torch.ops.mkldnn._reorder_linear_weight(m.t().contiguous(), rows)
                        if _use_onednn(m, steps) else None)
@@ -121,17 +157,25 @@ class StepProduct:
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
 
     def new(self, x: Tensor) -> Tensor:
+        if self.mkl is not None:
+            return self.mkl.compute(x, x.new_empty(x.shape[0], self.m.shape[1]), 0.0)
         return x @ self.m if self.packed is None else self._product(x)
 
     def full(self, x: Tensor) -> Tensor | None:
         return None if self.packed is None else self._product(x)
 
     def acc(self, out: Tensor, x: Tensor) -> Tensor:
+        if self.mkl is not None:
+            return self.mkl.compute(x, out, 1.0)
         if self.packed is None:
             return out.addmm_(x, self.m)
         return out.add_(self._product(x))
 
     def into(self, out: Tensor, x: Tensor, add: Tensor | None = None) -> Tensor:
+        if self.mkl is not None:
+            if add is None:
+                return self.mkl.compute(x, out, 0.0)
+            return self.mkl.compute(x, out.copy_(add), 1.0)
         if self.packed is None:
             return torch.mm(x, self.m, out=out) if add is None else torch.addmm(add, x, self.m, out=out)
         p = self._product(x)
