@@ -12,6 +12,7 @@ from core_helpers import DT, MODE_IDS, MODES_PROJ, assert_all_close, grads_of, l
 
 import rnnkit
 from rnnkit.engine import LayerWeights, choose_engine, dispatch, fused, native, reference
+from rnnkit.engine.fused import packed_gemm, products
 from rnnkit.engine.types import Options
 
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
@@ -141,6 +142,20 @@ def test_auto_runs_large_vanilla_rnn_inference_fused():
         assert choose_engine("auto", mode, big, None, needs_grad=False, hidden_size=100) == "native"
 
 
+def test_auto_runs_large_gru_inference_fused_where_mkl_packs_its_products():
+    """A GRU's float32 CPU inference goes to the fused loop under the vanilla RNN's conditions when its step
+    products are MKL-packed (3H·H ≥ PACKED_MIN_ELEMENTS, where MKL's packed GEMM loaded); else torch's loop."""
+    H = 256
+    assert 3 * H * H >= products.PACKED_MIN_ELEMENTS > 3 * 128 * 128
+    big = torch.zeros(dispatch.FUSED_INFERENCE_MIN_WORK // H + 1, 1, 3)
+    packed = packed_gemm.available(torch.float32)
+    assert choose_engine("auto", "gru", big, None, needs_grad=False, hidden_size=H) == ("fused" if packed else "native")
+    assert choose_engine("auto", "gru", big, None, needs_grad=False, hidden_size=128) == "native"
+    assert choose_engine("auto", "gru", big[:-2], None, needs_grad=False, hidden_size=H) == "native"  # too little work
+    assert choose_engine("auto", "gru", big.double(), None, needs_grad=False, hidden_size=H) == "native"
+    assert choose_engine("auto", "lstm", big, None, needs_grad=False, hidden_size=H) == "native"
+
+
 def test_auto_trains_gru_on_the_fused_engine_at_every_size():
     """With its blocks reused, the fused GRU beats torch's per-step graph at large steps too (the
     module docstring of ``dispatch`` has the figures); float32 LSTM training stays on oneDNN."""
@@ -216,9 +231,12 @@ def test_layer_runs_the_chosen_engine(monkeypatch, layer, dtype, use_lengths, gr
 
 
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
-def test_large_rnn_inference_runs_fused_and_equals_torch(monkeypatch, packed):
+@pytest.mark.parametrize("cell", ["RNN", "GRU"])
+def test_large_rnn_inference_runs_fused_and_equals_torch(monkeypatch, packed, cell):
     """Under no_grad a float32 vanilla RNN with T·B·H ≥ FUSED_INFERENCE_MIN_WORK runs the fused engine (spied),
-    and its outputs equal torch.nn's."""
+    and its outputs equal torch.nn's; so does a GRU of hidden size 256 where MKL packs its step products."""
+    if cell == "GRU" and not packed_gemm.available(torch.float32):
+        pytest.skip("MKL's packed GEMM is not in this torch: GRU inference stays on torch's loop")
     calls = []
     for name in ("fused",):
         fn = dispatch._LAYER_FNS[name]
@@ -227,9 +245,9 @@ def test_large_rnn_inference_runs_fused_and_equals_torch(monkeypatch, packed):
     monkeypatch.setattr(fused, "run_stack_packed", lambda *a, **k: calls.append(1) or run_packed(*a, **k))
     monkeypatch.setattr(fused, "run_bidirectional", lambda *a, **k: calls.append(1) or run_pair(*a, **k))
     torch.manual_seed(0)
-    H = 100
-    kit = rnnkit.RNN(3, H, num_layers=2, bidirectional=True)
-    ref = torch.nn.RNN(3, H, num_layers=2, bidirectional=True)
+    H = 100 if cell == "RNN" else 256
+    kit = getattr(rnnkit, cell)(3, H, num_layers=2, bidirectional=True)
+    ref = getattr(torch.nn, cell)(3, H, num_layers=2, bidirectional=True)
     ref.load_state_dict(kit.state_dict())
     T, B = dispatch.FUSED_INFERENCE_MIN_WORK // (H * 4) + 5, 4
     x = torch.randn(T, B, 3)

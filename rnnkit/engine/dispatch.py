@@ -15,8 +15,12 @@
   (T·B·H, or the packed rows × H) over at least ``FUSED_MIN_STEPS`` steps: its fused loop is one in-place
   GEMM and one sigmoid (tanh) or ReLU a step, and ran 1.13–1.58× torch's with two threads, 1.13–1.48× with
   one, on bench_layers' configurations (``--mode infer --engine fused,native``); below about 50k, the fused
-  engine's fixed cost per call (~130 µs) loses (B8 T25 H64: 0.79×). The GRU is left to torch's loop: its
-  fused inference ranged 0.76–1.41× with no simple rule (1.02–1.09× at H ≤ 256).
+  engine's fixed cost per call (~130 µs) loses (B8 T25 H64: 0.79×). So does a GRU's under the same
+  conditions where its per-step products go through MKL's packed GEMM (``fused/packed_gemm.py``: float32,
+  3H·H ≥ ``products.PACKED_MIN_ELEMENTS``, H ≥ 148): 1.14–1.32× torch's on bench_layers' configurations of
+  H = 256 and 512 (an AVX-512 Xeon, two threads), and 1.00–1.39× at T·B·H ≈ 200k with H = 256–512, while at
+  H ≤ 128 it was about even (0.90–1.03×, 1.21× at B128 H64) and stays on torch's loop; so does the GRU where
+  MKL's packed GEMM is not in torch (its fused inference ranged 0.76–1.41× with no simple rule there).
 - training with variable lengths → ``fused``: torch's packed path leaves oneDNN and runs several
   times slower, while the fused engine does work proportional to the sum of the lengths.
 - training a float32 LSTM → ``native``: oneDNN runs near the GEMM peak, which torch ops cannot beat.
@@ -55,6 +59,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
 from . import fused, native, reference
+from .fused import products
 from .compiling import recording
 from .precision import autocast_dtype, own_precision
 from .stack import run_stack
@@ -84,16 +89,19 @@ def forward_ad_active() -> bool:
 #: 0.57–0.93, T = 8 0.85–1.13, T = 12 1.01–1.20, T = 16 1.11–1.37 (GRU/RNN H64–H512; float64 alike).
 FUSED_MIN_STEPS = 10
 
-#: Smallest T·B·H (rows × hidden units per layer and direction) for which ``auto`` runs a vanilla RNN's
-#: float32 CPU inference on the fused engine (module docstring). Measured with two threads, no grad:
+#: Smallest T·B·H (rows × hidden units per layer and direction) for which ``auto`` runs a vanilla RNN's (or a
+#: GRU's whose step products MKL packs) float32 CPU inference on the fused engine (module docstring). Measured with two threads, no grad:
 #: T·B·H = 51k 1.05–1.08×, 102k 1.01–1.31×, 205k 1.12–1.26×; 26k 0.82–0.84×, 13k 0.79×.
 FUSED_INFERENCE_MIN_WORK = 100_000
 
 
-def _fused_rnn_inference(mode: str, x: Tensor, lengths: Tensor | None, hidden_size: int) -> bool:
+def _fused_inference(mode: str, x: Tensor, lengths: Tensor | None, hidden_size: int) -> bool:
+    """A vanilla RNN's, or a GRU's whose step products MKL packs, float32 CPU inference, large enough (above)."""
     steps = x.shape[0] if x.dim() == 3 else len(lengths)  # a PackedSequence's rows: its batch sizes
-    return (mode in ("rnn_tanh", "rnn_relu") and x.device.type == "cpu" and x.dtype == torch.float32
-            and steps >= FUSED_MIN_STEPS and x.shape[:-1].numel() * hidden_size >= FUSED_INFERENCE_MIN_WORK)
+    if not (x.device.type == "cpu" and x.dtype == torch.float32 and steps >= FUSED_MIN_STEPS
+            and x.shape[:-1].numel() * hidden_size >= FUSED_INFERENCE_MIN_WORK):
+        return False
+    return mode in ("rnn_tanh", "rnn_relu") or (mode == "gru" and products.packs(3 * hidden_size**2, x.dtype))
 
 
 def warn_if_recorded(name: str, x: Tensor) -> None:
@@ -136,7 +144,7 @@ def choose_engine(engine: str, mode: str, x: Tensor, lengths: Tensor | None, opt
         plain = choose_engine(engine, mode, x, lengths, Options(), False, needs_grad, hidden_size)
         return "native-layers" if between_layers and plain == "native" and lengths is None else "fused"
     autocast = autocast_dtype(x.device) is not None
-    if not needs_grad and not autocast and _fused_rnn_inference(mode, x, lengths, hidden_size):
+    if not needs_grad and not autocast and _fused_inference(mode, x, lengths, hidden_size):
         return "fused"
     if x.is_cuda or not needs_grad or autocast:
         return "native"

@@ -38,7 +38,7 @@ from torch import Tensor
 from . import packed_gemm
 
 __all__ = ["ONEDNN", "ONEDNN_MIN_ELEMENTS", "ONEDNN_MIN_STEPS", "PACKED_MIN_ELEMENTS", "StepProduct", "linear",
-           "linear_takes_onednn", "whole_product_on_onednn"]
+           "linear_takes_onednn", "packs", "whole_product_on_onednn"]
 
 #: Smallest matrix (K·N values) whose per-step products go through oneDNN (see the module docstring).
 ONEDNN_MIN_ELEMENTS = 262_144  # 512 × 512: an RNN of hidden size 512, an LSTM of 256
@@ -83,6 +83,12 @@ def _use_onednn(m: Tensor, steps: int) -> bool:
     by MKL instead."""
     return (_onednn_float32(m) and m.numel() >= ONEDNN_MIN_ELEMENTS and steps >= ONEDNN_MIN_STEPS
             and not _use_packed(m, steps))
+
+
+def packs(numel: int, dtype: torch.dtype) -> bool:
+    """Whether a CPU matrix of ``numel`` values in ``dtype``, used for enough steps, goes through MKL's packed
+    GEMM (``dispatch`` asks, for its inference rule)."""
+    return packed_gemm.available(dtype) and numel >= PACKED_MIN_ELEMENTS
 
 
 def whole_product_on_onednn(m: Tensor, steps: int) -> bool:
