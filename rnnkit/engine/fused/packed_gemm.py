@@ -8,11 +8,13 @@ Linux wheels with MKL linked into ``libtorch_cpu`` and exports these functions; 
 with ctypes, and used only if a small product through them equals ``torch.mm``'s. Elsewhere (another
 BLAS, another OS or CPU) ``available()`` is False and ``products.StepProduct`` keeps its other paths.
 
-Measured per product, float32, two threads, an AVX-512 Xeon (``benchmarks/bench_products.py``): 64 × 512 · 512 × 512 0.78× the time of ``addmm_`` (89 vs 114 µs), 64 × 512 · 512 × 1536 0.75×,
-32 × 256 · 256 × 256 0.76×, 32 × 128 · 128 × 128 0.92×. Packing costs 20 µs (512 × 512) to 180 µs
-(2048 × 512), and MKL's packed copy takes 8–14 MB whatever the matrix (workspace included), hence
-``products.PACKED_MIN_ELEMENTS``. Sums run in another order than ``addmm``'s: float32 results differ in the
-last bits.
+Measured per product, float32, two threads, an AVX-512 Xeon (``benchmarks/bench_products.py``, against
+``out.addmm_``): 64 × 512 · 512 × 512 0.81× the time (101 vs 126 µs), 64 × 512 · 512 × 1536 0.73×,
+64 × 1536 · 1536 × 512 0.81×, 32 × 256 · 256 × 768 0.68×, 8 × 512 · 512 × 1536 0.63×, 128 × 512 · 512 × 1536
+0.86×, 32 × 128 · 128 × 512 0.85×, but 32 × 512 · 512 × 128 1.01× and, below the size rule, 128 × 64 · 64 × 192
+1.18×. Packing costs 20 µs (512 × 512) to 180 µs (2048 × 512), and MKL's packed copy takes 8–14 MB whatever
+the matrix (workspace included; from ``buffers``' pool), hence ``products.PACKED_MIN_ELEMENTS``. Sums run
+in another order than ``addmm``'s: float32 results differ in the last bits.
 """
 from __future__ import annotations
 

@@ -11,10 +11,12 @@ pays, in the first of:
    ``ONEDNN_MIN_ELEMENTS`` values), which returns a fresh tensor every step;
 3. ``addmm``.
 
-MKL's packed GEMM took 0.75–0.78× the time of ``addmm_`` per product at 64 rows × 512 × 512 or 512 × 1536
-and 32 × 256 × 256, 0.92× at 32 × 128 × 128 (float32, two threads, an AVX-512 Xeon); oneDNN there took
-0.89–0.95× ``addmm_``'s time, but its fresh outputs page-faulted in whole training steps (an RNN of hidden
-512: 4,200 faults a step against 290 without oneDNN) and the steps took 1.01–1.04× longer with it.
+MKL's packed GEMM took 0.58–0.86× the time of ``addmm_`` per product on ``bench_products.py``'s shapes
+(``packed_gemm`` has them; float32, two threads, an AVX-512 Xeon); oneDNN there took 0.85–1.0× ``addmm_``'s
+time at 512 × 512 and above, but its fresh outputs page-faulted in whole training steps (an RNN of hidden
+512: 4,200 faults a step against 290 without oneDNN) and the steps took 1.01–1.04× longer with it. With
+MKL's packed GEMM, training steps took 0.92× the time (vanilla RNN, B64 H512), 0.94× (GRU), 0.97× and 0.93×
+(two bidirectional layers of H256, RNN and GRU) of those with oneDNN and ``addmm`` (A/B in one process).
 
 oneDNN, measured on an earlier machine, per product, float32, oneDNN ÷ ``addmm_`` time
 (``benchmarks/bench_products.py``): 64 rows,
