@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .products import weight_grad
+
 
 class Layout:
     """Maps a padded (T, B, ·) batch to packed rows (N, ·) and back.
@@ -212,8 +214,11 @@ class Layout:
         ``first`` then Y shifted by one step."""
         B = self.B
         if mask is not None:
-            return dA.t() @ self.previous(first, Y).mul_(self.per_row(mask))
+            return weight_grad(dA, self.previous(first, Y).mul_(self.per_row(mask)))
         if self.last is not None:
-            return dA.t() @ self.previous(first, Y)
+            return weight_grad(dA, self.previous(first, Y))
+        if dA.shape[1] > Y.shape[1]:  # computed transposed, as ``weight_grad`` does
+            out = first.t() @ dA[:B]
+            return (out.addmm_(Y[: self.N - B].t(), dA[B:]) if self.N > B else out).t()
         out = dA[:B].t() @ first
         return out.addmm_(dA[B:].t(), Y[: self.N - B]) if self.N > B else out

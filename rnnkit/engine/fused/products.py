@@ -40,7 +40,7 @@ from torch import Tensor
 from . import packed_gemm
 
 __all__ = ["ONEDNN", "ONEDNN_MIN_ELEMENTS", "ONEDNN_MIN_STEPS", "PACKED_MIN_ELEMENTS", "StepProduct", "linear",
-           "linear_takes_onednn", "packs", "whole_product_on_onednn"]
+           "linear_takes_onednn", "packs", "weight_grad", "whole_product_on_onednn"]
 
 #: Smallest matrix (K·N values) whose per-step products go through oneDNN (see the module docstring).
 ONEDNN_MIN_ELEMENTS = 262_144  # 512 × 512: an RNN of hidden size 512, an LSTM of 256
@@ -85,6 +85,17 @@ def _use_onednn(m: Tensor, steps: int) -> bool:
     by MKL instead."""
     return (_onednn_float32(m) and m.numel() >= ONEDNN_MIN_ELEMENTS and steps >= ONEDNN_MIN_STEPS
             and not _use_packed(m, steps))
+
+
+def weight_grad(dG: Tensor, X: Tensor) -> Tensor:
+    """dGᵀ X (G, I) — a weight gradient summed over all steps' rows, dG (N, G), X (N, I) — computed as
+    (Xᵀ dG)ᵀ, a transposed view, when G > I: MKL's GEMM took 0.84–0.97× the time that way round (G, I = 1536,
+    512: 55 vs 65 ms on one thread, 27 vs 31 ms on two; 768, 256: 0.88×; 2048, 512: 0.94–0.97×) and 1.06× the
+    other way (256, 512), on an AVX-512 Xeon. (The gradient a parameter accumulates is then copied into its
+    layout: a pass over G·I values.)"""
+    if dG.shape[1] > X.shape[1]:
+        return (X.t() @ dG).t()
+    return dG.t() @ X
 
 
 def packs(numel: int, dtype: torch.dtype) -> bool:

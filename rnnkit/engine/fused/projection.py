@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..precision import own_precision
 from . import buffers
-from .products import linear
+from .products import linear, weight_grad
 
 
 def refuse_double_backward() -> None:
@@ -85,7 +85,7 @@ class _Projection(torch.autograd.Function):
                 dX = torch.mm(dGX, W, out=buffers.empty_like(X))
             else:
                 buffers.hold(dX)
-        dW = dGX.t() @ X if needs[1] else None
+        dW = weight_grad(dGX, X) if needs[1] else None
         db = dGX.sum(0) if needs[2] else None
         return dX, dW, db
 
