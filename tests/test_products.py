@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import rnnkit
-from rnnkit.engine.fused import products, projection
+from rnnkit.engine.fused import packed_gemm, products, projection
 from rnnkit.engine.fused.products import StepProduct
 
 needs_onednn = pytest.mark.skipif(not products.ONEDNN, reason="this torch has no oneDNN")
@@ -18,6 +18,14 @@ needs_onednn = pytest.mark.skipif(not products.ONEDNN, reason="this torch has no
 @pytest.fixture(autouse=True)
 def no_mkl_packing(monkeypatch):
     monkeypatch.setattr(products, "PACKED_MIN_ELEMENTS", 10**12)
+    monkeypatch.setattr(products, "LINEAR_ONEDNN_BESIDE_PACKED", True)  # the oneDNN rule as written
+
+
+def test_whole_sequence_products_stay_on_mkl_where_it_packs(monkeypatch):
+    monkeypatch.setattr(products, "LINEAR_ONEDNN_BESIDE_PACKED", False)
+    x, w = torch.randn(10, 512), torch.randn(512, 512)
+    on_onednn = products.ONEDNN and not packed_gemm.available(torch.float32)
+    assert products.linear_takes_onednn(x, w) == on_onednn
 
 
 @needs_onednn

@@ -58,8 +58,11 @@ ONEDNN = (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_l
 
 #: ``linear`` takes oneDNN for a product X Wᵀ whose reduction (X's columns, K) is at least this long …
 LINEAR_MIN_REDUCTION = 256
-#: … and whose output (W's rows) is at most this many times K wide.
+#: … and whose output (W's rows) is at most this many times K wide …
 LINEAR_MAX_WIDTH_RATIO = 2
+#: … where MKL's packed GEMM is not in torch (``packed_gemm``); where it is, the whole-sequence products stay on
+#: MKL's GEMM too, into pooled blocks (``linear``'s docstring), unless this is set.
+LINEAR_ONEDNN_BESIDE_PACKED = False
 
 
 def _onednn_float32(t: Tensor) -> bool:
@@ -122,6 +125,10 @@ def linear(X: Tensor, W: Tensor, bias: Tensor | None = None) -> Tensor | None:
     with an output three or four times wider slower (1.03–1.13×: 512 × 1536, 512 × 2048)
     (``benchmarks/bench_products.py --linear``). Training steps (A/B in one process, two threads): RNN
     B64 T100 H512 0.96–0.99× the time, GRU 0.98×, LSTM 0.98–0.99×; configurations of hidden size 128 keep MKL.
+    That was an earlier machine. On an AVX-512 Xeon, where torch's MKL has the packed GEMM the step loops
+    use, oneDNN took 0.92–1.05× MKL's time per product and whole training steps took 1.01–1.03× longer with
+    it (RNN and GRU B64 H512, the GRU's two bidirectional layers of H256, the variable-length LSTM): its fresh
+    results page-faulted there. So where MKL's packed GEMM is in torch, these products stay on MKL's GEMM.
     The result is a fresh tensor (oneDNN has no ``out=``), whose pages can cost faults where MKL's GEMM
     writes into a pooled block; W is made contiguous (a copy when transposed)."""
     if not linear_takes_onednn(X, W):
@@ -135,7 +142,8 @@ def linear_takes_onednn(X: Tensor, W: Tensor) -> bool:
     """Whether ``linear(X, W)`` runs on oneDNN (the rule in its docstring)."""
     K = X.shape[1]
     return (_onednn_float32(X) and W.dtype == X.dtype and K >= LINEAR_MIN_REDUCTION
-            and W.shape[0] <= LINEAR_MAX_WIDTH_RATIO * K)
+            and W.shape[0] <= LINEAR_MAX_WIDTH_RATIO * K
+            and (LINEAR_ONEDNN_BESIDE_PACKED or not packed_gemm.available(X.dtype)))
 
 
 def fresh_products(out: Tensor, bias: Tensor | None = None) -> Tensor:
