@@ -144,13 +144,15 @@ def test_auto_runs_large_vanilla_rnn_inference_fused():
 
 def test_auto_runs_large_gru_inference_fused_where_mkl_packs_its_products():
     """A GRU's float32 CPU inference goes to the fused loop under the vanilla RNN's conditions when its step
-    products are MKL-packed (3H·H ≥ PACKED_MIN_ELEMENTS, where MKL's packed GEMM loaded); else torch's loop."""
+    products are MKL-packed (each column block, n's H·H the smaller, ≥ PACKED_MIN_ELEMENTS, where MKL's packed
+    GEMM loaded); else torch's loop."""
     H = 256
-    assert 3 * H * H >= products.PACKED_MIN_ELEMENTS > 3 * 128 * 128
+    assert H * H >= products.PACKED_MIN_ELEMENTS > 200 * 200
     big = torch.zeros(dispatch.FUSED_INFERENCE_MIN_WORK // H + 1, 1, 3)
     packed = packed_gemm.available(torch.float32)
     assert choose_engine("auto", "gru", big, None, needs_grad=False, hidden_size=H) == ("fused" if packed else "native")
     assert choose_engine("auto", "gru", big, None, needs_grad=False, hidden_size=128) == "native"
+    assert choose_engine("auto", "gru", big, None, needs_grad=False, hidden_size=200) == "native"  # n's block unpacked
     assert choose_engine("auto", "gru", big[:-2], None, needs_grad=False, hidden_size=H) == "native"  # too little work
     assert choose_engine("auto", "gru", big.double(), None, needs_grad=False, hidden_size=H) == "native"
     assert choose_engine("auto", "lstm", big, None, needs_grad=False, hidden_size=H) == "native"

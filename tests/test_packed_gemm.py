@@ -115,3 +115,39 @@ def test_packed_gemm_says_whether_it_loaded():
     if wheel_with_mkl:
         assert packed_gemm.available(torch.float32)
     assert not packed_gemm.available(torch.bfloat16)
+
+
+@needs_packed
+@pytest.mark.parametrize("cell, H", [("RNN", 256), ("GRU", 256), ("LSTM", 128)])
+@pytest.mark.parametrize("h0_kind", ["expanded", "batch_of_one_strided"])
+def test_initial_state_rows_close_in_memory_at_a_size_that_packs(cell, H, h0_kind):
+    """Step 0 multiplies h0, whose rows can lie closer than a row's length (an initial state expanded over the
+    batch: stride 0; a batch of one whose hidden units are apart): MKL refuses such an operand and leaves the
+    result unwritten, so it is copied first. Equal to torch.nn, forwards and backwards, both directions."""
+    torch.manual_seed(0)
+    kit = getattr(rnnkit, cell)(16, H, bidirectional=True, engine="fused")
+    ref = getattr(torch.nn, cell)(16, H, bidirectional=True)
+    ref.load_state_dict(kit.state_dict())
+    B = 1 if h0_kind == "batch_of_one_strided" else 5
+    x0 = torch.randn(12, B, 16)
+    base = torch.randn(2, 1, H)
+    h0 = base.expand(2, B, H) if h0_kind == "expanded" else torch.randn(2, H, 1).transpose(1, 2)
+    state = (h0, h0.clone()) if cell == "LSTM" else h0
+    outs = []
+    for m in (kit, ref):
+        x = x0.clone().requires_grad_()
+        y, h = m(x, state)
+        h = h[0] if cell == "LSTM" else h
+        (y * y).sum().backward()
+        outs.append([y, h, x.grad] + [p.grad for p in m.parameters()])
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@needs_packed
+def test_compute_with_rows_closer_than_a_row():
+    w = torch.randn(256, 256)
+    p = StepProduct(w.t(), 8, 100)
+    row = torch.randn(1, 256)
+    for x in (row.expand(6, 256), torch.randn(256, 1).t()):
+        torch.testing.assert_close(p.new(x), x @ w.t(), rtol=1e-5, atol=1e-4)

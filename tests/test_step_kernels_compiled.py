@@ -296,3 +296,31 @@ def test_final_state_gradient_with_hidden_units_apart_in_memory_equals_reference
         grads.append(torch.autograd.grad(loss, [xx, *layer.parameters()]))
     for a, e in zip(*grads):
         torch.testing.assert_close(a, e)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "GRU", "LSTM"])
+def test_saturated_pre_activations_give_no_nan(cell):
+    """Pre-activations far below −44 (float32's exp overflows at 88): the compiled sigmoid and tanh clamp their
+    argument, as -ffast-math would otherwise turn 1/(1 + inf) into NaN; the results equal torch.nn's."""
+    torch.manual_seed(0)
+    ours = getattr(rnnkit, cell)(4, 8, engine="fused")
+    theirs = getattr(torch.nn, cell)(4, 8)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(6, 3, 4) * 500
+    x[:, 0] = -100.0
+    y, _ = ours(x)
+    y_ref, _ = theirs(x)
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
+    g = torch.autograd.grad(y.sum(), list(ours.parameters()))
+    assert all(torch.isfinite(t).all() for t in g)
+
+
+def test_weight_gradients_come_back_contiguous_like_torch_nn():
+    """A weight gradient computed the faster way round (``products.weight_grad``) is handed back in torch.nn's
+    layout, so ``torch.autograd.grad(...)[k].view(-1)`` works as it does there."""
+    layer = rnnkit.GRU(3, 8, engine="fused")
+    y, _ = layer(torch.randn(5, 2, 3))
+    for g in torch.autograd.grad(y.sum(), list(layer.parameters())):
+        assert g.is_contiguous()
+        g.view(-1)

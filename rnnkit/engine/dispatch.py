@@ -17,10 +17,11 @@
   one, on bench_layers' configurations (``--mode infer --engine fused,native``); below about 50k, the fused
   engine's fixed cost per call (~130 µs) loses (B8 T25 H64: 0.79×). So does a GRU's under the same
   conditions where its per-step products go through MKL's packed GEMM (``fused/packed_gemm.py``: float32,
-  3H·H ≥ ``products.PACKED_MIN_ELEMENTS``, H ≥ 148): 1.14–1.32× torch's on bench_layers' configurations of
-  H = 256 and 512 (an AVX-512 Xeon, two threads), and 1.00–1.39× at T·B·H ≈ 200k with H = 256–512, while at
-  H ≤ 128 it was about even (0.90–1.03×, 1.21× at B128 H64) and stays on torch's loop; so does the GRU where
-  MKL's packed GEMM is not in torch (its fused inference ranged 0.76–1.41× with no simple rule there).
+  each of its forward products — r and z, H × 2H, and n, H × H — at least ``products.PACKED_MIN_ELEMENTS``
+  values, i.e. H ≥ 256): 1.14–1.32× torch's on bench_layers' configurations of H = 256 and 512 (an AVX-512
+  Xeon, two threads), and 1.00–1.39× at T·B·H ≈ 200k with H = 256–512, while at H ≤ 128 it was about even
+  (0.90–1.03×, 1.21× at B128 H64) and stays on torch's loop; so does the GRU where MKL's packed GEMM is not
+  in torch (its fused inference ranged 0.76–1.41× with no simple rule there).
 - training with variable lengths → ``fused``: torch's packed path leaves oneDNN and runs several
   times slower, while the fused engine does work proportional to the sum of the lengths.
 - training a float32 LSTM → ``native``: oneDNN runs near the GEMM peak, which torch ops cannot beat.
@@ -101,7 +102,8 @@ def _fused_inference(mode: str, x: Tensor, lengths: Tensor | None, hidden_size: 
     if not (x.device.type == "cpu" and x.dtype == torch.float32 and steps >= FUSED_MIN_STEPS
             and x.shape[:-1].numel() * hidden_size >= FUSED_INFERENCE_MIN_WORK):
         return False
-    return mode in ("rnn_tanh", "rnn_relu") or (mode == "gru" and products.packs(3 * hidden_size**2, x.dtype))
+    # (the GRU's forward makes its products per column block: r and z (H, 2H), n (H, H), each packed if large)
+    return mode in ("rnn_tanh", "rnn_relu") or (mode == "gru" and products.packs(hidden_size**2, x.dtype))
 
 
 def warn_if_recorded(name: str, x: Tensor) -> None:

@@ -91,12 +91,18 @@ class Packed:
         self.K, self.N = K, N
 
     def compute(self, x: Tensor, out: Tensor, beta: float) -> Tensor:
-        if x.stride(1) != 1:
+        b = x.shape[0]
+        # MKL wants each row's start at least a row's length after the last (lda ≥ K; it refuses, leaving out as it
+        # was, otherwise): rows closer in memory — an initial state expanded over the batch, stride 0 — are copied;
+        # a single row's stride is moot.
+        if x.stride(1) != 1 or (b > 1 and x.stride(0) < self.K):
             x = x.contiguous()
-        if out.stride(1) != 1:  # (not in the loops: their blocks are rows of their own buffers)
+        if out.stride(1) != 1 or (b > 1 and out.stride(0) < self.N):  # (not in the loops: their blocks are rows)
             return out.copy_(self.compute(x, out.contiguous(), beta))
-        self.compute_fn(_ROW_MAJOR, _NO_TRANS, _PACKED, x.shape[0], self.N, self.K, x.data_ptr(), max(x.stride(0), 1),
-                        self.buf.data_ptr(), self.K, beta, out.data_ptr(), max(out.stride(0), 1))
+        lda = x.stride(0) if b > 1 else self.K
+        ldc = out.stride(0) if b > 1 else self.N
+        self.compute_fn(_ROW_MAJOR, _NO_TRANS, _PACKED, b, self.N, self.K, x.data_ptr(), lda, self.buf.data_ptr(),
+                        self.K, beta, out.data_ptr(), ldc)
         return out
 
 

@@ -94,10 +94,11 @@ def weight_grad(dG: Tensor, X: Tensor) -> Tensor:
     """dGᵀ X (G, I) — a weight gradient summed over all steps' rows, dG (N, G), X (N, I) — computed as
     (Xᵀ dG)ᵀ, a transposed view, when G > I: MKL's GEMM took 0.84–0.97× the time that way round (G, I = 1536,
     512: 55 vs 65 ms on one thread, 27 vs 31 ms on two; 768, 256: 0.88×; 2048, 512: 0.94–0.97×) and 1.06× the
-    other way (256, 512), on an AVX-512 Xeon. (The gradient a parameter accumulates is then copied into its
-    layout: a pass over G·I values.)"""
+    other way (256, 512), on an AVX-512 Xeon. The result is then copied into the usual layout (a pass over G·I
+    values, which accumulating into a parameter's ``.grad`` would make anyway), as ``torch.autograd.grad``
+    hands it to the caller: torch.nn's weight gradients are contiguous."""
     if dG.shape[1] > X.shape[1]:
-        return (X.t() @ dG).t()
+        return (X.t() @ dG).t().contiguous()
     return dG.t() @ X
 
 

@@ -19,7 +19,7 @@
 #include <math.h>
 #include <stddef.h>
 
-#define KERNELS_VERSION 7
+#define KERNELS_VERSION 8
 
 long rnnkit_step_kernels_version(void) { return KERNELS_VERSION; }
 
@@ -30,9 +30,15 @@ long rnnkit_step_kernels_version(void) { return KERNELS_VERSION; }
 #define VECTORISED
 #endif
 
-#define DEFINE_KERNELS(real, sfx, EXP, SQRT)                                                                   \
+#define DEFINE_KERNELS(real, sfx, EXP, SQRT, FABS)                                                             \
                                                                                                               \
-static inline real sigmoid_##sfx(real x) { return (real)1 / ((real)1 + EXP(-x)); }                           \
+/* σ(x) from e = exp(−|x|) ≤ 1, which cannot overflow: 1/(1 + exp(−x)) with exp(−x) = inf gave NaN under    \
+   -ffast-math (a reciprocal approximation that assumes no infinities) for float32 x below about −88. A NaN    \
+   x stays NaN (e is NaN). */                                                                                 \
+static inline real sigmoid_##sfx(real x) {                                                                    \
+    real e = EXP(-FABS(x)), s = (real)1 / ((real)1 + e);                                                     \
+    return x >= 0 ? s : e * s;                                                                                \
+}                                                                                                             \
                                                                                                               \
 /* mean and 1/std of x[0:n] (biased variance, as torch's layer norm). */                                      \
 static inline void moments_##sfx(const real *x, long n, real eps, real *mean, real *rstd) {                   \
@@ -121,7 +127,7 @@ VECTORISED void rnn_backward_step_##sfx(long b, long H, long relu, const real *c
             for (long j = 0; j < H; j++) { k[j] = d[j] * z[j]; d[j] -= k[j]; }                                \
         }                                                                                                     \
         if (relu)                                                                                             \
-            for (long j = 0; j < H; j++) d[j] = h[j] > 0 ? d[j] : 0;                                          \
+            for (long j = 0; j < H; j++) d[j] = h[j] <= 0 ? 0 : d[j]; /* (as torch's: NaN passes) */         \
         else                                                                                                  \
             for (long j = 0; j < H; j++) d[j] *= 1 - h[j] * h[j];                                             \
     }                                                                                                         \
@@ -135,7 +141,7 @@ VECTORISED void rnn_backward_rows_##sfx(long b, long H, long relu, const real *c
         const real *c = carry + r * H, *y = dy + r * s, *h = ht + r * s;                                      \
         real *d = da + r * s;                                                                                 \
         if (relu)                                                                                             \
-            for (long j = 0; j < H; j++) d[j] = h[j] > 0 ? c[j] + y[j] : 0;                                   \
+            for (long j = 0; j < H; j++) d[j] = h[j] <= 0 ? 0 : c[j] + y[j];                                  \
         else                                                                                                  \
             for (long j = 0; j < H; j++) d[j] = (c[j] + y[j]) * (1 - h[j] * h[j]);                            \
     }                                                                                                         \
@@ -315,5 +321,5 @@ VECTORISED void gru_backward_step_##sfx(                                        
     }                                                                                                         \
 }
 
-DEFINE_KERNELS(float, f32, expf, sqrtf)
-DEFINE_KERNELS(double, f64, exp, sqrt)
+DEFINE_KERNELS(float, f32, expf, sqrtf, fabsf)
+DEFINE_KERNELS(double, f64, exp, sqrt, fabs)

@@ -31,7 +31,7 @@ __all__ = ["affine_accumulator", "available", "disabled", "usable", "rnn_forward
            "lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "gru_backward_plain"]
 
 #: Must equal KERNELS_VERSION in step_kernels.c: a library built from another version is not used.
-VERSION = 7
+VERSION = 8
 
 _L, _P = ctypes.c_long, ctypes.c_void_p
 _SIGNATURES = {  # argument kinds: L a size, flag or row stride, P a pointer, E the layer norm's epsilon
