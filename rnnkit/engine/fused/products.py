@@ -5,8 +5,9 @@ A step loop multiplies a few rows (the batch) by the same recurrent matrix T tim
 next to a product of 64 rows). ``StepProduct`` packs M once per pass (forward, or backward) where that
 pays, in the first of:
 
-1. MKL's packed GEMM (``packed_gemm.py``: the MKL inside torch, x86-64 Linux), float32 and float64, M of at
-   least ``PACKED_MIN_ELEMENTS`` values: it writes into the loop's own blocks, like ``addmm``;
+1. MKL's packed GEMM (``packed_gemm.py``: the MKL inside torch, x86-64 Linux), float32 (and float64 in a
+   torch that exports it), M of at least ``PACKED_MIN_ELEMENTS`` values: it writes into the loop's own
+   blocks, like ``addmm``;
 2. oneDNN's inner product on a matrix reordered once (float32, x86-64, M of at least
    ``ONEDNN_MIN_ELEMENTS`` values), which returns a fresh tensor every step;
 3. ``addmm``.
@@ -91,8 +92,8 @@ def _use_onednn(m: Tensor, steps: int) -> bool:
 
 
 def weight_grad(dG: Tensor, X: Tensor) -> Tensor:
-    """dGᵀ X (G, I) — a weight gradient summed over all steps' rows, dG (N, G), X (N, I) — computed as
-    (Xᵀ dG)ᵀ, a transposed view, when G > I: MKL's GEMM took 0.84–0.97× the time that way round (G, I = 1536,
+    """dGᵀ X (G, I) — a weight gradient summed over all steps' rows, dG (N, G), X (N, I) — computed as Xᵀ dG,
+    then transposed, when G > I: MKL's GEMM took 0.84–0.97× the time that way round (G, I = 1536,
     512: 55 vs 65 ms on one thread, 27 vs 31 ms on two; 768, 256: 0.88×; 2048, 512: 0.94–0.97×) and 1.06× the
     other way (256, 512), on an AVX-512 Xeon. The result is then copied into the usual layout (a pass over G·I
     values, which accumulating into a parameter's ``.grad`` would make anyway), as ``torch.autograd.grad``

@@ -12,8 +12,8 @@ is told GX was overwritten). Backward, with φ' from h̃ alone (1 − h̃² for 
 Two element-wise paths, one product per step in both:
 
 - compiled (CPU float32/float64 where ``step_kernels`` loaded): a step is its product and one call of
-  ``rnn_forward_step`` (φ, zoneout) forwards, one of ``rnn_backward_step`` (dh_t, φ', zoneout's split)
-  and the product backwards. ``dh_carry`` is a (B, H) block whose first b_t rows are the live ones: a
+  ``rnn_forward_step`` (φ, zoneout; ``rnn_activate`` without zoneout) forwards, one of ``rnn_backward_step``
+  (dh_t, φ', zoneout's split; ``rnn_backward_rows`` without) and the product backwards. ``dh_carry`` is a (B, H) block whose first b_t rows are the live ones: a
   sequence that ends at step t finds ∂L/∂h_n in its row, untouched until then.
 - torch's operators (everything else): ``tanh_`` is several times slower than ``sigmoid_`` on CPU, so for
   φ = tanh the weights and GX arrive scaled by 2 and tanh(a) = 2σ(2a) − 1 is computed with a sigmoid; the
@@ -249,7 +249,7 @@ class BidirectionalRNNFunction(torch.autograd.Function):
         for d, (h0, w, dh_n) in enumerate(((h0_f, w_f, dh_f), (h0_r, w_r, dh_r))):
             half = slice(d * H, (d + 1) * H)
             Yd, dYd, dAd = (t.view(T, B, 2 * H)[..., half] for t in (Y, dY, dA))
-            carry = h0.new_zeros(B, H) if dh_n is None else dh_n.clone(memory_format=torch.contiguous_format)
+            carry = carry_from(dh_n, h0)
             product = StepProduct(w, B, T)
             for t in (reversed(range(T)) if d == 0 else range(T)):
                 backward(B, H, relu, carry.data_ptr(), dYd[t].data_ptr(), Yd[t].data_ptr(), dAd[t].data_ptr(), 2 * H)
