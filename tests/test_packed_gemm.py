@@ -102,8 +102,8 @@ def test_layer_at_a_size_that_packs_matches_torch_nn(cell, monkeypatch):
         (y.sum() + h.sum()).backward()
         outs.append([y, h, x.grad] + [p.grad for p in m.parameters()])
     assert len(used) >= 24  # a product per step, forwards and backwards
-    for a, b in zip(*outs):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    for a, b in zip(*outs):  # (float32 sums over 36 rows: gradients of order 1 agree to about 1e-5)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=5e-5)
 
 
 def test_packed_gemm_says_whether_it_loaded():
