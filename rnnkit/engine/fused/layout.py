@@ -217,8 +217,6 @@ class Layout:
             return weight_grad(dA, self.previous(first, Y).mul_(self.per_row(mask)))
         if self.last is not None:
             return weight_grad(dA, self.previous(first, Y))
-        if dA.shape[1] > Y.shape[1]:  # computed transposed, as ``weight_grad`` does
-            out = first.t() @ dA[:B]
-            return (out.addmm_(Y[: self.N - B].t(), dA[B:]) if self.N > B else out).t().contiguous()
-        out = dA[:B].t() @ first
-        return out.addmm_(dA[B:].t(), Y[: self.N - B]) if self.N > B else out
+        if self.N == B:
+            return weight_grad(dA, first)
+        return weight_grad(dA[:B], first, dA[B:], Y[: self.N - B])

@@ -35,7 +35,7 @@ from ..types import LayerWeights, Noise
 from . import buffers, step_kernels
 from .layout import Layout
 from .lstm import carry_from, carry_to_previous, keep_rows, scaled_one_minus_square
-from .products import StepProduct
+from .products import StepProduct, weight_grad
 from .projection import hand_written, project
 
 
@@ -257,9 +257,8 @@ class BidirectionalRNNFunction(torch.autograd.Function):
             dw = None
             if needs[3 + d]:  # Σ_t dA_tᵀ h_{t-1} forwards, h_{t+1} backwards; h0 at the first step taken
                 first, rest, prev = (0, slice(1, T), slice(0, T - 1)) if d == 0 else (T - 1, slice(0, T - 1), slice(1, T))
-                dw = dAd[first].t() @ h0
-                if T > 1:
-                    dw.addmm_(dAd[rest].reshape(-1, H).t(), Yd[prev].reshape(-1, H))
+                dw = (weight_grad(dAd[first], h0) if T == 1 else
+                      weight_grad(dAd[first], h0, dAd[rest].reshape(-1, H), Yd[prev].reshape(-1, H)))
             grads.append((carry, dw))
         (dh0_f, dw_f), (dh0_r, dw_r) = grads
         return dA, dh0_f, dh0_r, dw_f, dw_r, None, None
